@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# The CPU build of torch; the CUDA build belongs in the GPU image only.
+PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --constraint constraints/cpu.txt
+
+.PHONY: install demo test ui clean-home
+
+$(VENV)/.installed: pyproject.toml constraints/cpu.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing into $(VENV) (a few minutes on a fresh machine)..."
+	$(PIP_INSTALL) --upgrade pip
+	$(PIP_INSTALL) torch==2.13.0
+	$(PIP_INSTALL) --editable '.[dev,cpu]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m intelligence_assets.demo
+
+test: install
+	$(BIN)/python -m pytest
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev --host 127.0.0.1 --port 3000 --workspace workspace.yaml
+
+clean-home:
+	rm -rf $(DAGSTER_HOME)

@@ -1,0 +1,147 @@
+"""`model_leaderboard` (every model's held-out metrics, champion per symbol x target) and
+`predictions` (per symbol: the champions' scores from the held-out period to the newest bar)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from intelligence_assets.assets.metadata import markdown_table
+from intelligence_assets.assets.models import model_key
+from intelligence_assets.assets.target_analysis import FEATURES
+from intelligence_assets.fingerprints import table_fingerprint
+from intelligence_assets.ml.dataset import build_inference_matrix
+from intelligence_assets.ml.trained_model import TrainedModel
+from intelligence_assets.partitions import by_symbol, symbol_partitions
+from intelligence_assets.universe import Universe
+
+MODEL_LEADERBOARD = dg.AssetKey("model_leaderboard")
+METRIC_COLUMNS = ["auc", "accuracy", "log_loss", "ic", "rank_ic", "sharpe"]
+LEADERBOARD_SCHEMA = {
+    "symbol": pl.String, "target": pl.String, "family": pl.String, "task": pl.String, "trained": pl.Boolean,
+    "metric": pl.String, "score": pl.Float64, **{name: pl.Float64 for name in METRIC_COLUMNS},
+    "test_rows": pl.Int64, "test_start": pl.String, "test_end": pl.String, "leakage_suspect": pl.Boolean,
+    "champion": pl.Boolean, "reason": pl.String,
+}
+
+
+def _input_name(family: str) -> str:
+    return f"models_{family}"
+
+
+def leaderboard_rows(models_by_family: dict[str, dict[str, TrainedModel]], universe: Universe) -> list[dict[str, Any]]:
+    rows = []
+    for family, by_partition in sorted(models_by_family.items()):
+        for trained_model in by_partition.values():
+            summary = trained_model.summary
+            task = summary["task"]
+            metric = universe.leaderboard.classification_metric if task == "classification" else universe.leaderboard.regression_metric
+            metrics = summary.get("metrics", {})
+            score = metrics.get(metric)
+            rows.append(
+                {
+                    "symbol": summary["symbol"], "target": summary["target"], "family": family, "task": task,
+                    "trained": trained_model.trained, "metric": metric, "score": score,
+                    **{name: metrics.get(name) for name in METRIC_COLUMNS},
+                    "test_rows": summary.get("test_rows"), "test_start": summary.get("test_start"), "test_end": summary.get("test_end"),
+                    "leakage_suspect": bool(summary.get("leakage_suspect", False)), "champion": False,
+                    "reason": summary.get("reason", ""),
+                }
+            )
+    # Champion: best score per symbol x target among trained models the leakage sentinel trusts.
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        if not row["trained"] or row["leakage_suspect"] or row["score"] is None or math.isnan(row["score"]):
+            continue
+        cell = (row["symbol"], row["target"])
+        if cell not in best or row["score"] > best[cell]["score"]:
+            best[cell] = row
+    for row in best.values():
+        row["champion"] = True
+    return rows
+
+
+def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
+    families = list(universe.model_families)
+    model_ins = {_input_name(f): dg.AssetIn(model_key(f)) for f in families}
+
+    @dg.asset(
+        key=MODEL_LEADERBOARD,
+        ins=model_ins,
+        group_name="results",
+        code_version="1",
+        kinds={"polars"},
+        description="Every model's held-out metrics; the champion per symbol x target by the configured metric.",
+    )
+    def model_leaderboard(context: dg.AssetExecutionContext, **models: dict[str, TrainedModel]) -> dg.Output[pl.DataFrame]:
+        rows = leaderboard_rows({name.removeprefix("models_"): value for name, value in models.items()}, universe)
+        table = pl.DataFrame(rows, schema=LEADERBOARD_SCHEMA).sort(["symbol", "target", "score"], descending=[False, False, True], nulls_last=True)
+        champions = table.filter(pl.col("champion"))
+        gated = table.filter(~pl.col("trained")).select("symbol", "target", "reason").unique().sort("symbol", "target")
+        context.log.info(f"leaderboard: {table.height} models, {champions.height} champions, {gated.height} gated symbol x target cells")
+        return dg.Output(
+            table,
+            data_version=dg.DataVersion(table_fingerprint(table)),
+            metadata={
+                "models": table.height,
+                "trained": int(table["trained"].sum()),
+                "champions": markdown_table(champions.to_dicts(), ["symbol", "target", "family", "metric", "score", "sharpe", "test_rows"]),
+                "gated": markdown_table(gated.to_dicts(), ["symbol", "target", "reason"]),
+                "leakage_suspects": int(table["leakage_suspect"].sum()),
+            },
+        )
+
+    prediction_ins = {
+        "model_leaderboard": dg.AssetIn(MODEL_LEADERBOARD),
+        "features": dg.AssetIn(FEATURES),
+        **{_input_name(f): dg.AssetIn(model_key(f), partition_mapping=by_symbol, metadata={"as_mapping": True}) for f in families},
+    }
+
+    @dg.asset(
+        ins=prediction_ins,
+        partitions_def=symbol_partitions,
+        group_name="results",
+        code_version="1",
+        kinds={"polars"},
+        description="Champion scores per target for one symbol, from each champion's held-out test start to the newest bar.",
+    )
+    def predictions(context: dg.AssetExecutionContext, model_leaderboard: pl.DataFrame, features: pl.DataFrame, **models: dict[str, TrainedModel]) -> dg.Output[pl.DataFrame]:
+        symbol = context.partition_key
+        champions = model_leaderboard.filter(pl.col("champion") & (pl.col("symbol") == symbol))
+        by_target = {}
+        for by_partition in models.values():
+            for trained_model in by_partition.values():
+                by_target[(trained_model.summary["target"], trained_model.family)] = trained_model
+        frames = []
+        for champion in champions.iter_rows(named=True):
+            trained_model = by_target.get((champion["target"], champion["family"]))
+            if trained_model is None:
+                raise ValueError(f"leaderboard names {champion['family']} as champion of {symbol} {champion['target']}, but that model is not stored; rematerialize models/{champion['family']}")
+            timestamps, x = build_inference_matrix(features, trained_model.feature_names)
+            scores = trained_model.predict(x)
+            frame = pl.DataFrame({"timestamp": timestamps, "prediction": scores}).with_columns(
+                pl.lit(champion["target"]).alias("target"),
+                pl.lit(champion["family"]).alias("family"),
+                pl.lit(champion["task"]).alias("task"),
+            )
+            test_start = pl.Series([champion["test_start"]]).str.to_datetime(time_zone="UTC")[0]
+            frames.append(frame.filter(pl.col("timestamp") >= test_start))
+        table = (
+            pl.concat(frames).select("timestamp", "target", "family", "task", "prediction").sort("target", "timestamp")
+            if frames
+            else pl.DataFrame(schema={"timestamp": pl.Datetime("us", "UTC"), "target": pl.String, "family": pl.String, "task": pl.String, "prediction": pl.Float64})
+        )
+        latest = table.group_by("target", "family").agg(pl.col("timestamp").last(), pl.col("prediction").last()).sort("target")
+        return dg.Output(
+            table,
+            data_version=dg.DataVersion(table_fingerprint(table)),
+            metadata={
+                "rows": table.height,
+                "targets": champions.height,
+                "latest": markdown_table(latest.with_columns(pl.col("timestamp").cast(pl.String)).to_dicts(), ["target", "family", "timestamp", "prediction"]),
+            },
+        )
+
+    return [model_leaderboard, predictions]

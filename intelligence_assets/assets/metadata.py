@@ -1,0 +1,36 @@
+"""Metadata helpers: what the UI shows for each materialization."""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import dagster as dg
+import polars as pl
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(rows: Iterable[dict[str, Any]], columns: list[str]) -> dg.MetadataValue:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def date_range(table: pl.DataFrame, column: str = "timestamp") -> dict[str, str]:
+    if table.height == 0:
+        return {"first": "–", "last": "–"}
+    return {"first": str(table[column].min()), "last": str(table[column].max())}
+
+
+def clean_number(value: Any) -> float | None:
+    """JSON/metadata-safe float: NaN becomes None."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) or math.isinf(value) else value

@@ -1,0 +1,132 @@
+"""`models/<family>`: one asset per model family (symbol x target), made by a factory.
+
+One asset per family rather than a third partition dimension (Dagster allows two): each family
+gets its own code version, compute kind, retry policy and lineage.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import dagster as dg
+import polars as pl
+
+from intelligence_assets.assets.metadata import clean_number
+from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS
+from intelligence_assets.checks import leakage_sentinel_result, leakage_sentinel_spec
+from intelligence_assets.fingerprints import value_fingerprint
+from intelligence_assets.ml.dataset import build_dataset
+from intelligence_assets.ml.families import load_family
+from intelligence_assets.ml.leakage import leakage_suspicion
+from intelligence_assets.ml.targets import label_horizon
+from intelligence_assets.ml.trained_model import TrainedModel
+from intelligence_assets.ml.training import train_and_evaluate
+from intelligence_assets.partitions import by_symbol, symbol_and_target, symbol_target_partitions
+from intelligence_assets.universe import ModelFamilySettings, Universe
+
+MODEL_KEY_PREFIX = "models"
+FAMILY_KINDS = {"lightgbm": {"lightgbm"}, "xgboost": {"xgboost"}, "torch_mlp": {"pytorch"}, "linear": {"scikitlearn"}}
+
+# Transient failures (a storage hiccup, a preempted pod) get retried; jitter spreads the retries
+# of many partitions that failed together.
+MODEL_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def model_key(family: str) -> dg.AssetKey:
+    return dg.AssetKey([MODEL_KEY_PREFIX, family])
+
+
+def build_model_asset(family_name: str, settings: ModelFamilySettings, universe: Universe) -> dg.AssetsDefinition:
+    family = load_family(family_name)
+    key = model_key(family_name)
+
+    @dg.asset(
+        key=key,
+        ins={
+            "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol),
+            "labels": dg.AssetIn(LABELS),
+            "feature_sets": dg.AssetIn(FEATURE_SETS),
+        },
+        partitions_def=symbol_target_partitions(universe),
+        group_name="models",
+        code_version=f"1.{family.version}",
+        kinds=FAMILY_KINDS.get(family_name, {"python"}),
+        tags={"family": family_name, "device": "gpu" if family.uses_gpu else "cpu"},
+        retry_policy=MODEL_RETRY_POLICY,
+        check_specs=[leakage_sentinel_spec(key, universe.leakage_sentinel)],
+        description=f"{family_name} model per symbol x target: fitted with early stopping on the development period, scored on the held-out test period.",
+    )
+    def model(context: dg.AssetExecutionContext, features: pl.DataFrame, labels: pl.DataFrame, feature_sets: dict) -> Iterator[dg.Output | dg.AssetCheckResult]:
+        symbol, target = symbol_and_target(context)
+        spec = universe.target(target)
+        base = {"symbol": symbol, "target": target, "task": spec.task, "target_kind": spec.kind, "family_version": family.version}
+        if feature_sets["gated"]:
+            summary = {**base, "reason": feature_sets["reason"], "metrics": {}}
+            context.log.info(f"{family_name} {symbol} {target}: skipped, {feature_sets['reason']}")
+            yield dg.Output(
+                TrainedModel(family=family_name, summary=summary),
+                data_version=dg.DataVersion(value_fingerprint(summary)),
+                metadata={"trained": False, "decision": summary["reason"]},
+            )
+            yield leakage_sentinel_result(key, spec.kind, {}, universe.leakage_sentinel)
+            return
+
+        selected = feature_sets["selected"]
+        dataset = build_dataset(features, labels, selected)
+        context.log.info(f"{family_name} {symbol} {target}: training on {len(dataset.y)} rows x {len(selected)} features")
+        result = train_and_evaluate(
+            family_name,
+            settings.params,
+            dataset.x,
+            dataset.y,
+            dataset.forward_return_1,
+            task=spec.task,
+            spec_kind=spec.kind,
+            label_horizon=label_horizon(spec),
+            split=universe.split,
+            seed=universe.seed,
+            bars_per_year=universe.bars.bars_per_year,
+        )
+        details = result.to_dict()
+        test_timestamps = dataset.timestamps[result.test_index]
+        metrics = {name: clean_number(value) for name, value in result.metrics.items()}
+        suspicion = leakage_suspicion(spec.kind, metrics, universe.leakage_sentinel)
+        summary = {
+            **base,
+            "reason": "",
+            "features": selected,
+            "params": settings.params,
+            "seed": universe.seed,
+            "metrics": metrics,
+            "baseline": details.get("baseline", {}),
+            "train_rows": details.get("train_rows"),
+            "test_rows": details.get("test_rows"),
+            "test_start": str(test_timestamps[0]),
+            "test_end": str(test_timestamps[-1]),
+            "best_iteration": result.best_iteration,
+            "training_seconds": round(result.seconds, 3),
+            "leakage_suspect": suspicion is not None,
+        }
+        context.log.info(f"{family_name} {symbol} {target}: held-out {metrics}")
+        yield dg.Output(
+            TrainedModel(family=family_name, summary=summary, model=result.model),
+            data_version=dg.DataVersion(value_fingerprint(summary)),
+            metadata={
+                "trained": True,
+                **{name: value for name, value in metrics.items() if value is not None},
+                "feature_count": len(selected),
+                "features": ", ".join(selected),
+                "train_rows": summary["train_rows"],
+                "test_rows": summary["test_rows"],
+                "test_period": f"{summary['test_start']} .. {summary['test_end']}",
+                "best_iteration": result.best_iteration if result.best_iteration is not None else -1,
+                "training_seconds": summary["training_seconds"],
+                "seed": universe.seed,
+            },
+        )
+        yield leakage_sentinel_result(key, spec.kind, metrics, universe.leakage_sentinel)
+
+    return model
+
+
+def build_model_assets(universe: Universe) -> list[dg.AssetsDefinition]:
+    return [build_model_asset(name, settings, universe) for name, settings in universe.model_families.items()]

@@ -1,0 +1,61 @@
+"""Asset checks: data quality on bars, the leakage sentinel on models.
+
+The checks run inside the asset's own step (as `check_specs`), so a bad file is caught where
+it is read, without a second step loading the data again.
+"""
+from __future__ import annotations
+
+import dagster as dg
+
+from intelligence_assets.ml.bars import BarsCheck
+from intelligence_assets.ml.leakage import GUARDED_KINDS, LeakageSettings, leakage_suspicion
+
+BARS_CHECKS = {
+    "schema": "columns timestamp, open, high, low, close, volume with the expected types",
+    "timestamps_unique_increasing": "timestamps strictly increasing, no duplicates",
+    "prices_positive": "open, high, low and close all > 0",
+    "ohlc_consistent": "high >= max(open, close), low <= min(open, close), high >= low",
+    "finite_values": "no null, NaN or infinite value",
+    "minimum_history": "at least the configured number of bars",
+}
+LEAKAGE_SENTINEL = "leakage_sentinel"
+
+
+def bars_check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    # Blocking: features, labels and everything below must not be built from broken bars.
+    return [dg.AssetCheckSpec(name, asset=asset_key, description=text, blocking=True) for name, text in BARS_CHECKS.items()]
+
+
+def bars_check_results(asset_key: dg.AssetKey, checks: list[BarsCheck]) -> list[dg.AssetCheckResult]:
+    return [
+        dg.AssetCheckResult(
+            asset_key=asset_key,
+            check_name=check.name,
+            passed=check.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=check.detail if not check.passed else check.description,
+            metadata={"failing_rows": check.failing_rows},
+        )
+        for check in checks
+    ]
+
+
+def leakage_sentinel_spec(asset_key: dg.AssetKey, settings: LeakageSettings) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        LEAKAGE_SENTINEL,
+        asset=asset_key,
+        description=f"{', '.join(GUARDED_KINDS)} targets: held-out AUC <= {settings.max_auc} and IC <= {settings.max_ic}; more is too good to be true",
+    )
+
+
+def leakage_sentinel_result(asset_key: dg.AssetKey, target_kind: str, metrics: dict, settings: LeakageSettings) -> dg.AssetCheckResult:
+    suspicion = leakage_suspicion(target_kind, metrics, settings)
+    exempt = target_kind not in GUARDED_KINDS
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=LEAKAGE_SENTINEL,
+        passed=suspicion is None,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=suspicion or (f"{target_kind} targets are exempt" if exempt else "held-out scores are plausible"),
+        metadata={"exempt": exempt, **{name: metrics[name] for name in ("auc", "ic") if metrics.get(name) is not None}},
+    )

@@ -1,0 +1,47 @@
+"""The one Definitions object: assets, checks, jobs and resources for this deployment."""
+from __future__ import annotations
+
+import dagster as dg
+
+from intelligence_assets.assets.leaderboard import build_leaderboard_assets
+from intelligence_assets.assets.market_data import build_market_data_assets
+from intelligence_assets.assets.models import build_model_assets
+from intelligence_assets.assets.target_analysis import build_target_analysis_assets
+from intelligence_assets.deployment import DeploymentSettings
+from intelligence_assets.universe import Universe, load_universe
+
+
+def build_assets(universe: Universe) -> list[dg.AssetsDefinition]:
+    return [
+        *build_market_data_assets(universe),
+        *build_target_analysis_assets(universe),
+        *build_model_assets(universe),
+        *build_leaderboard_assets(universe),
+    ]
+
+
+# One job per partitioning: a run covers one partition of every asset in its stage.
+MARKET_DATA_JOB = "market_data_job"
+TRAINING_JOB = "training_job"
+LEADERBOARD_JOB = "leaderboard_job"
+PREDICTIONS_JOB = "predictions_job"
+
+
+def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
+    return [
+        dg.define_asset_job(MARKET_DATA_JOB, selection=dg.AssetSelection.assets("bars", "features"), description="Bars and features of one symbol."),
+        dg.define_asset_job(
+            TRAINING_JOB,
+            selection=dg.AssetSelection.assets("labels", "target_rankings", "feature_sets") | dg.AssetSelection.key_prefixes("models"),
+            description="Labels, target ranking, feature selection and every model family for one symbol x target.",
+        ),
+        dg.define_asset_job(LEADERBOARD_JOB, selection=dg.AssetSelection.assets("model_leaderboard"), description="All models' metrics and the champions."),
+        dg.define_asset_job(PREDICTIONS_JOB, selection=dg.AssetSelection.assets("predictions"), description="Champion predictions for one symbol."),
+    ]
+
+
+def build_definitions(universe: Universe, deployment: DeploymentSettings) -> dg.Definitions:
+    return dg.Definitions(assets=build_assets(universe), jobs=build_jobs(), resources=deployment.resources())
+
+
+defs = build_definitions(load_universe(), DeploymentSettings.from_environment())

@@ -1,0 +1,105 @@
+"""`make demo`: materialize the whole graph for the bundled universe on the embedded default.
+
+Runs go through the persistent Dagster instance in DAGSTER_HOME, so the UI (`make ui`) shows
+every run, materialization, check and lineage afterwards. Partitions run in-process, spread over
+a small pool of worker processes (one per core): a per-step subprocess would cost more than
+most steps compute.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import dagster as dg
+import polars as pl
+
+_worker_definitions: dg.Definitions | None = None
+
+
+def _load_worker() -> None:
+    global _worker_definitions  # one Definitions per worker process, loaded once
+    from intelligence_assets.definitions import defs
+
+    _worker_definitions = defs
+
+
+def _run_partition(job_name: str, partition_key: str | None) -> tuple[str, str | None, bool, float, str]:
+    assert _worker_definitions is not None
+    started = time.perf_counter()
+    job = _worker_definitions.resolve_job_def(job_name)
+    if partition_key is not None and "|" in partition_key:
+        symbol, target = partition_key.split("|")
+        partition_key = dg.MultiPartitionKey({"symbol": symbol, "target": target})
+    result = job.execute_in_process(instance=dg.DagsterInstance.get(), partition_key=partition_key, raise_on_error=False)
+    return job_name, str(partition_key) if partition_key else None, result.success, time.perf_counter() - started, result.run_id
+
+
+def _run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[str | None]) -> None:
+    started = time.perf_counter()
+    results = list(pool.map(_run_partition, [job_name] * len(partition_keys), partition_keys))
+    failed = [(key, run_id) for _, key, ok, _, run_id in results if not ok]
+    print(f"  {job_name}: {len(results)} runs in {time.perf_counter() - started:.1f}s", flush=True)
+    if failed:
+        for key, run_id in failed:
+            print(f"    FAILED partition {key}: run {run_id} (open it in `make ui`)", file=sys.stderr)
+        raise SystemExit(f"{job_name} failed for {len(failed)} partition(s)")
+
+
+def print_leaderboard(leaderboard: pl.DataFrame) -> None:
+    columns = ["symbol", "target", "family", "metric", "score", "sharpe", "test_rows"]
+    with pl.Config(tbl_rows=200, tbl_cols=20, tbl_width_chars=160, float_precision=4, tbl_hide_dataframe_shape=True):
+        champions = leaderboard.filter(pl.col("champion")).select(columns)
+        print("\nChampions (best held-out score per symbol x target):")
+        print(champions)
+        trained = leaderboard.filter(pl.col("trained"))
+        print(f"\nAll trained models ({trained.height}), best first within each symbol x target:")
+        print(trained.select(columns + ["leakage_suspect"]))
+        gated = leaderboard.filter(~pl.col("trained")).select("symbol", "target", "reason").unique().sort("symbol", "target")
+        if gated.height:
+            print(f"\nNot trained: {gated.height} symbol x target cells below the ranking bar, e.g.")
+            print(gated.head(8))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args(argv)
+    if not os.environ.get("DAGSTER_HOME"):
+        raise SystemExit("DAGSTER_HOME is not set; run `make demo`, which sets it to .dagster_home/")
+
+    from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, TRAINING_JOB
+    from intelligence_assets.deployment import DeploymentSettings
+    from intelligence_assets.partitions import register_symbols
+    from intelligence_assets.resources.io_manager import read_value
+    from intelligence_assets.universe import load_universe
+
+    started = time.perf_counter()
+    universe = load_universe()
+    instance = dg.DagsterInstance.get()
+    added = register_symbols(instance, universe.symbols)
+    print(f"Universe: {len(universe.symbols)} symbols x {len(universe.targets)} targets x {len(universe.model_families)} model families; "
+          f"registered {len(added)} new symbol partitions. Workers: {args.workers}", flush=True)
+    cells = [f"{s}|{t}" for s in universe.symbols for t in universe.target_names]
+    context = multiprocessing.get_context("spawn")  # fork after importing torch/OpenMP can deadlock
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=context, initializer=_load_worker) as pool:
+        _run_stage(pool, MARKET_DATA_JOB, list(universe.symbols))
+        _run_stage(pool, TRAINING_JOB, cells)
+        _run_stage(pool, LEADERBOARD_JOB, [None])
+        _run_stage(pool, PREDICTIONS_JOB, list(universe.symbols))
+
+    store = DeploymentSettings.from_environment().resources()["artifact_store"].store()
+    leaderboard = read_value(store, "model_leaderboard")
+    print_leaderboard(leaderboard)
+    print(f"\nDemo finished in {time.perf_counter() - started:.0f}s.")
+    print("Where to look next:")
+    print("  make ui              Dagster UI on http://127.0.0.1:3000 : asset graph, runs, metadata, checks, lineage")
+    print(f"  artifacts            {store.location}")
+    print("  leaderboard          model_leaderboard/data.parquet in the artifact store")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""OHLCV bars: the schema every ML module expects, its data-quality checks, and parquet reading.
+
+Bars schema: `timestamp` Datetime("us", "UTC"), `open`, `high`, `low`, `close`, `volume` Float64,
+sorted ascending by timestamp. Bars may be daily or intraday; nothing here assumes a calendar.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+TIMESTAMP_DTYPE = pl.Datetime("us", "UTC")
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+VALUE_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
+BARS_SCHEMA: dict[str, pl.DataType] = {"timestamp": TIMESTAMP_DTYPE, **{column: pl.Float64() for column in VALUE_COLUMNS}}
+
+# How many offending rows a failure detail names; enough to locate the problem, short enough to read.
+_EXAMPLES_IN_DETAIL = 3
+
+
+@dataclass(frozen=True)
+class BarsCheck:
+    """Outcome of one named data-quality check. `failing_rows` is 0 for checks about the frame as
+    a whole (`schema`, `minimum_history`)."""
+
+    name: str
+    passed: bool
+    description: str
+    detail: str
+    failing_rows: int
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "description": self.description,
+            "detail": self.detail,
+            "failing_rows": self.failing_rows,
+        }
+
+
+def schema_problems(bars: pl.DataFrame) -> list[str]:
+    """One message per missing column or wrong dtype, each naming its column; empty when the
+    frame has the exact bars schema."""
+    problems = []
+    for column, dtype in BARS_SCHEMA.items():
+        if column not in bars.columns:
+            problems.append(f"missing column {column!r}")
+        elif bars.schema[column] != dtype:
+            problems.append(f"column {column!r} has dtype {bars.schema[column]}, expected {dtype}")
+    return problems
+
+
+def require_bars_schema(bars: pl.DataFrame) -> None:
+    """Raise ValueError naming the offending columns unless `bars` has the exact bars schema and
+    strictly increasing timestamps (every windowed computation counts bars, so order matters)."""
+    problems = schema_problems(bars)
+    if problems:
+        raise ValueError("bars do not match the bars schema: " + "; ".join(problems))
+    timestamps = bars["timestamp"]
+    if timestamps.null_count() > 0:
+        raise ValueError("column 'timestamp' contains nulls")
+    if bars.height > 1 and not (timestamps.slice(1) > timestamps.head(bars.height - 1)).all():
+        raise ValueError("column 'timestamp' must be strictly increasing (sort and de-duplicate the bars)")
+
+
+def normalize_bars(bars: pl.DataFrame) -> pl.DataFrame:
+    """Cast the bar columns to the bars schema and sort by timestamp.
+
+    Numeric columns (integers included) become Float64; naive timestamps are taken as UTC, aware
+    ones are converted to UTC, dates become midnight UTC. Other columns pass through unchanged.
+    Raises ValueError naming a column that is missing or cannot be cast.
+    """
+    missing = [column for column in BARS_SCHEMA if column not in bars.columns]
+    if missing:
+        raise ValueError(f"bars lack column(s) {missing!r}")
+    timestamp_dtype = bars.schema["timestamp"]
+    if isinstance(timestamp_dtype, pl.Datetime):
+        if timestamp_dtype.time_zone is None:
+            timestamp = pl.col("timestamp").dt.cast_time_unit("us").dt.replace_time_zone("UTC")
+        else:
+            timestamp = pl.col("timestamp").dt.cast_time_unit("us").dt.convert_time_zone("UTC")
+    elif timestamp_dtype == pl.Date:
+        timestamp = pl.col("timestamp").cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    else:
+        raise ValueError(f"column 'timestamp' has dtype {timestamp_dtype}, expected a datetime or date")
+    casts = [timestamp.alias("timestamp")]
+    for column in VALUE_COLUMNS:
+        dtype = bars.schema[column]
+        if not dtype.is_numeric():
+            raise ValueError(f"column {column!r} has dtype {dtype}, expected a numeric dtype")
+        casts.append(pl.col(column).cast(pl.Float64))
+    return bars.with_columns(casts).sort("timestamp")
+
+
+def read_bars_parquet(path: str | Path) -> pl.DataFrame:
+    """Read bars from a parquet file: normalised (see `normalize_bars`), only the bars columns.
+
+    Raises ValueError naming the file when it cannot be read as parquet or lacks the bars columns.
+    """
+    path = Path(path)
+    try:
+        frame = pl.read_parquet(path)
+    except Exception as error:  # polars raises several exception types for unreadable files
+        raise ValueError(f"cannot read bars parquet file {str(path)!r}: {error}") from error
+    try:
+        return normalize_bars(frame).select(list(BARS_SCHEMA))
+    except ValueError as error:
+        raise ValueError(f"bars parquet file {str(path)!r} has a wrong schema: {error}") from error
+
+
+def validate_bars(bars: pl.DataFrame, min_history: int) -> list[BarsCheck]:
+    """Run every data-quality check; one `BarsCheck` per check, in a fixed order:
+    schema, timestamps_unique_increasing, prices_positive, ohlc_consistent, finite_values,
+    minimum_history. Value checks run on whatever usable columns exist, so one broken column
+    does not hide problems in the others."""
+    return [
+        _check_schema(bars),
+        _check_timestamps(bars),
+        _check_prices_positive(bars),
+        _check_ohlc_consistent(bars),
+        _check_finite_values(bars),
+        _check_minimum_history(bars, min_history),
+    ]
+
+
+def _passed(name: str, description: str) -> BarsCheck:
+    return BarsCheck(name=name, passed=True, description=description, detail="", failing_rows=0)
+
+
+def _failed(name: str, description: str, detail: str, failing_rows: int) -> BarsCheck:
+    return BarsCheck(name=name, passed=False, description=description, detail=detail, failing_rows=failing_rows)
+
+
+def _numeric_columns_missing(bars: pl.DataFrame, columns: tuple[str, ...]) -> list[str]:
+    return [column for column in columns if column not in bars.columns or not bars.schema[column].is_numeric()]
+
+
+def _has_timestamp(bars: pl.DataFrame) -> bool:
+    return "timestamp" in bars.columns and isinstance(bars.schema["timestamp"], (pl.Datetime, pl.Date))
+
+
+def _describe_rows(bars: pl.DataFrame, mask: pl.Series, what: str, columns: tuple[str, ...]) -> str:
+    """E.g. "3 rows with high < close, first at 2001-03-02 00:00:00+00:00 (high=9.5, close=10.0), ..."."""
+    count = int(mask.sum())
+    offending = bars.filter(mask).head(_EXAMPLES_IN_DETAIL)
+    examples = []
+    for row in offending.iter_rows(named=True):
+        where = f"at {row['timestamp']}" if "timestamp" in row else "at row ?"
+        values = ", ".join(f"{column}={row[column]}" for column in columns if column in row)
+        examples.append(f"{where} ({values})" if values else where)
+    noun = "row" if count == 1 else "rows"
+    return f"{count} {noun} with {what}, first " + "; ".join(examples)
+
+
+def _row_index_frame(bars: pl.DataFrame) -> pl.DataFrame:
+    """`bars` with a row number, so a detail can locate rows even without usable timestamps."""
+    frame = bars.with_row_index("row")
+    if not _has_timestamp(bars):
+        frame = frame.with_columns(pl.col("row").alias("timestamp"))
+    return frame
+
+
+def _check_schema(bars: pl.DataFrame) -> BarsCheck:
+    name = "schema"
+    description = "columns timestamp (Datetime us UTC) and open, high, low, close, volume (Float64) are present with those dtypes"
+    problems = schema_problems(bars)
+    if problems:
+        return _failed(name, description, "; ".join(problems), 0)
+    return _passed(name, description)
+
+
+def _check_timestamps(bars: pl.DataFrame) -> BarsCheck:
+    name = "timestamps_unique_increasing"
+    description = "timestamps are non-null and strictly increasing (sorted, no duplicates)"
+    if not _has_timestamp(bars):
+        return _failed(name, description, "not checked: column 'timestamp' is missing or not a datetime", 0)
+    frame = _row_index_frame(bars).with_columns(pl.col("timestamp").shift(1).alias("previous_timestamp"))
+    null_mask = frame["timestamp"].is_null()
+    not_after = (frame["timestamp"] <= frame["previous_timestamp"]).fill_null(False)
+    details = []
+    if null_mask.any():
+        details.append(_describe_rows(frame, null_mask, "a null timestamp", ("row",)))
+    if not_after.any():
+        details.append(_describe_rows(frame, not_after, "a timestamp not after the previous one", ("previous_timestamp",)))
+    failing = int((null_mask | not_after).sum())
+    if failing:
+        return _failed(name, description, "; ".join(details), failing)
+    return _passed(name, description)
+
+
+def _check_prices_positive(bars: pl.DataFrame) -> BarsCheck:
+    name = "prices_positive"
+    description = "open, high, low, close > 0 and volume >= 0 (null/NaN/inf are left to finite_values)"
+    unusable = _numeric_columns_missing(bars, VALUE_COLUMNS)
+    frame = _row_index_frame(bars)
+    details = []
+    failing_mask = pl.Series("failing", [False] * bars.height)
+    for column in VALUE_COLUMNS:
+        if column in unusable:
+            continue
+        values = frame[column].cast(pl.Float64)
+        finite = values.is_finite().fill_null(False)
+        bad = finite & ((values < 0) if column == "volume" else (values <= 0))
+        if bad.any():
+            what = f"{column} < 0" if column == "volume" else f"{column} <= 0"
+            details.append(_describe_rows(frame, bad, what, (column,)))
+            failing_mask = failing_mask | bad
+    if unusable:
+        details.append(f"not checked: column(s) {unusable!r} missing or not numeric")
+    failing = int(failing_mask.sum())
+    if details:
+        return _failed(name, description, "; ".join(details), failing)
+    return _passed(name, description)
+
+
+def _check_ohlc_consistent(bars: pl.DataFrame) -> BarsCheck:
+    name = "ohlc_consistent"
+    description = "high >= max(open, close), low <= min(open, close) and high >= low (rows with non-finite prices are left to finite_values)"
+    unusable = _numeric_columns_missing(bars, PRICE_COLUMNS)
+    if unusable:
+        return _failed(name, description, f"not checked: column(s) {unusable!r} missing or not numeric", 0)
+    frame = _row_index_frame(bars).with_columns(pl.col(column).cast(pl.Float64) for column in PRICE_COLUMNS)
+    finite = frame.select(pl.all_horizontal(pl.col(column).is_finite() for column in PRICE_COLUMNS).fill_null(False)).to_series()
+    high, low, open_, close = frame["high"], frame["low"], frame["open"], frame["close"]
+    violations = [
+        ("high < open", finite & (high < open_), ("high", "open")),
+        ("high < close", finite & (high < close), ("high", "close")),
+        ("low > open", finite & (low > open_), ("low", "open")),
+        ("low > close", finite & (low > close), ("low", "close")),
+        ("high < low", finite & (high < low), ("high", "low")),
+    ]
+    details = []
+    failing_mask = pl.Series("failing", [False] * bars.height)
+    for what, mask, columns in violations:
+        if mask.any():
+            details.append(_describe_rows(frame, mask, what, columns))
+            failing_mask = failing_mask | mask
+    failing = int(failing_mask.sum())
+    if failing:
+        return _failed(name, description, "; ".join(details), failing)
+    return _passed(name, description)
+
+
+def _check_finite_values(bars: pl.DataFrame) -> BarsCheck:
+    name = "finite_values"
+    description = "open, high, low, close, volume contain no null, NaN or inf"
+    unusable = _numeric_columns_missing(bars, VALUE_COLUMNS)
+    frame = _row_index_frame(bars)
+    details = []
+    failing_mask = pl.Series("failing", [False] * bars.height)
+    for column in VALUE_COLUMNS:
+        if column in unusable:
+            continue
+        bad = ~frame[column].cast(pl.Float64).is_finite().fill_null(False)
+        if bad.any():
+            details.append(_describe_rows(frame, bad, f"a null/NaN/inf {column}", (column,)))
+            failing_mask = failing_mask | bad
+    if unusable:
+        details.append(f"not checked: column(s) {unusable!r} missing or not numeric")
+    failing = int(failing_mask.sum())
+    if details:
+        return _failed(name, description, "; ".join(details), failing)
+    return _passed(name, description)
+
+
+def _check_minimum_history(bars: pl.DataFrame, min_history: int) -> BarsCheck:
+    name = "minimum_history"
+    description = f"at least {min_history} bars"
+    if bars.height < min_history:
+        return _failed(name, description, f"{bars.height} bars, {min_history - bars.height} short of {min_history}", 0)
+    return _passed(name, description)

@@ -1,0 +1,30 @@
+"""Model families. A family is one module in this package defining `FAMILY`, a subclass of
+`ModelFamily`; naming the module under `model_families` in universe.yaml enables it.
+Modules are imported lazily, so a family's heavy dependency (torch) loads only when used."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from intelligence_assets.ml.families.base import ModelFamily, Task
+
+
+def family_exists(name: str) -> bool:
+    """Whether a family module exists, without importing it (definitions load stays light)."""
+    return name.isidentifier() and importlib.util.find_spec(f"{__name__}.{name}") is not None
+
+
+def load_family(name: str) -> type[ModelFamily]:
+    try:
+        module = importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name == f"{__name__}.{name}":
+            raise ValueError(f"unknown model family {name!r}: no module intelligence_assets/ml/families/{name}.py") from error
+        raise
+    family = getattr(module, "FAMILY", None)
+    if family is None or not issubclass(family, ModelFamily):
+        raise ValueError(f"model family module {module.__name__} must define FAMILY = <ModelFamily subclass>")
+    return family
+
+
+__all__ = ["ModelFamily", "Task", "family_exists", "load_family"]

@@ -1,0 +1,144 @@
+"""The one interface every model family implements."""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+
+Task = Literal["classification", "regression"]
+TASKS: tuple[str, ...] = ("classification", "regression")
+META_FILE = "meta.json"
+
+
+class ModelFamily(ABC):
+    """A trainable model. Classification predicts P(label == 1); regression predicts the value.
+
+    Subclasses set `name`, `version` (bump when training or the saved format changes: it is
+    part of the asset code_version), `uses_gpu` (the family wants a GPU to train) and
+    `can_use_gpu` (the family takes a GPU when one is visible, but runs fine without).
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str]
+    uses_gpu: ClassVar[bool] = False
+    can_use_gpu: ClassVar[bool] = False
+
+    def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        self.task = task
+        self.params = dict(params)
+        self.seed = seed
+        # Filled by fit: per-iteration validation loss (for training curves) and iterations used.
+        self.training_curve: list[float] = []
+        self.best_iteration: int | None = None
+        # Column count seen by fit; predict refuses any other width.
+        self.n_features: int | None = None
+
+    @abstractmethod
+    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> Self:
+        """Fit with early stopping on the validation slice. Arrays are float32 / float64."""
+
+    @abstractmethod
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """1-d float64 array: probabilities (classification) or values (regression)."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write the model in its native format into an existing, empty directory."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path) -> Self:
+        """Read back what `save` wrote; predictions must be identical."""
+
+    def feature_importance(self) -> np.ndarray | None:
+        """Gain (or comparable) importance per input column, if the family has one."""
+        return None
+
+    # Helpers shared by the families: input checks and the common part of meta.json.
+
+    def _check_fit_inputs(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Validated float64 copies of the fit inputs; sets `n_features`."""
+        x_train = check_features(x_train, what="x_train")
+        x_valid = check_features(x_valid, n_features=x_train.shape[1], what="x_valid")
+        y_train = check_target(y_train, self.task, n_rows=x_train.shape[0], what="y_train")
+        y_valid = check_target(y_valid, self.task, n_rows=x_valid.shape[0], what="y_valid")
+        if self.task == "classification" and np.unique(y_train).size < 2:
+            raise ValueError(f"{self.name}: y_train holds a single class; classification needs both 0 and 1")
+        self.n_features = x_train.shape[1]
+        return x_train, y_train, x_valid, y_valid
+
+    def _check_predict_input(self, x: np.ndarray) -> np.ndarray:
+        if self.n_features is None:
+            raise RuntimeError(f"{self.name}: predict called before fit (or load)")
+        return check_features(x, n_features=self.n_features, what="x")
+
+    def _common_meta(self) -> dict[str, Any]:
+        return {
+            "family": self.name,
+            "version": self.version,
+            "task": self.task,
+            "params": self.params,
+            "seed": self.seed,
+            "n_features": self.n_features,
+            "best_iteration": self.best_iteration,
+            "training_curve": [float(value) for value in self.training_curve],
+        }
+
+    def _write_meta(self, directory: Path, **extra: Any) -> None:
+        meta = self._common_meta() | extra
+        (Path(directory) / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+    @classmethod
+    def _read_meta(cls, directory: Path) -> tuple[Self, dict[str, Any]]:
+        """A bare instance restored from meta.json (model state still to load), and the meta."""
+        meta = json.loads((Path(directory) / META_FILE).read_text())
+        if meta.get("family") != cls.name:
+            raise ValueError(f"{directory} holds a {meta.get('family')!r} model, not {cls.name!r}")
+        if meta.get("version") != cls.version:
+            raise ValueError(f"{directory} holds {cls.name} format version {meta.get('version')!r}; this code reads version {cls.version!r}")
+        instance = cls(meta["task"], meta["params"], meta["seed"])
+        instance.n_features = meta["n_features"]
+        instance.best_iteration = meta["best_iteration"]
+        instance.training_curve = list(meta["training_curve"])
+        return instance, meta
+
+
+def check_features(x: np.ndarray, n_features: int | None = None, what: str = "x") -> np.ndarray:
+    """`x` as a finite, non-empty 2-d float64 array (with `n_features` columns, when given)."""
+    array = np.asarray(x)
+    if array.ndim != 2:
+        raise ValueError(f"{what} must be 2-d (rows x features), got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{what} must have at least one row and one column, got shape {array.shape}")
+    if n_features is not None and array.shape[1] != n_features:
+        raise ValueError(f"{what} has {array.shape[1]} columns; the model expects {n_features}")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise ValueError(f"{what} must be numeric, got dtype {array.dtype}")
+    array = array.astype(np.float64, copy=False)
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise ValueError(f"{what} holds {bad} non-finite values (NaN or inf); drop or fill them before fitting")
+    return array
+
+
+def check_target(y: np.ndarray, task: str, n_rows: int, what: str = "y") -> np.ndarray:
+    """`y` as a finite 1-d float64 array of `n_rows` values; 0/1 for classification."""
+    array = np.asarray(y)
+    if array.ndim != 1:
+        raise ValueError(f"{what} must be 1-d, got shape {array.shape}")
+    if array.shape[0] != n_rows:
+        raise ValueError(f"{what} has {array.shape[0]} rows but its features have {n_rows}")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        raise ValueError(f"{what} must be numeric, got dtype {array.dtype}")
+    array = array.astype(np.float64, copy=False)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} holds non-finite values (NaN or inf)")
+    if task == "classification" and not np.isin(array, (0.0, 1.0)).all():
+        raise ValueError(f"{what} must hold only 0 and 1 for classification")
+    return array
+

@@ -1,0 +1,110 @@
+"""LightGBM gradient-boosted trees, early-stopped on the validation slice.
+
+This module shares its name with the library; `import lightgbm` below is absolute, so it
+loads the third-party package, not this file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import lightgbm
+import numpy as np
+
+from intelligence_assets.ml.families.base import ModelFamily, Task
+
+MODEL_FILE = "model.txt"
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "num_boost_round": 300,
+    "early_stopping_rounds": 30,
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_data_in_leaf": 50,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "num_threads": 2,
+    "verbosity": -1,
+    "deterministic": True,
+    # LightGBM documents that `deterministic` is only reliable with a fixed histogram layout.
+    "force_row_wise": True,
+}
+
+OBJECTIVES = {"classification": ("binary", "binary_logloss"), "regression": ("regression", "l2")}
+
+
+class LightGBMFamily(ModelFamily):
+    name: ClassVar[str] = "lightgbm"
+    version: ClassVar[str] = "1"
+    uses_gpu: ClassVar[bool] = False
+
+    def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
+        super().__init__(task, params, seed)
+        self.booster: lightgbm.Booster | None = None
+
+    def _booster_params(self) -> tuple[dict[str, Any], int, int]:
+        objective, metric = OBJECTIVES[self.task]
+        params = DEFAULT_PARAMS | {"objective": objective, "metric": metric, "seed": self.seed} | self.params
+        num_boost_round = int(params.pop("num_boost_round"))
+        early_stopping_rounds = int(params.pop("early_stopping_rounds"))
+        return params, num_boost_round, early_stopping_rounds
+
+    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> Self:
+        x_train, y_train, x_valid, y_valid = self._check_fit_inputs(x_train, y_train, x_valid, y_valid)
+        params, num_boost_round, early_stopping_rounds = self._booster_params()
+        train_set = lightgbm.Dataset(x_train, label=y_train, free_raw_data=True)
+        valid_set = lightgbm.Dataset(x_valid, label=y_valid, reference=train_set, free_raw_data=True)
+        evaluations: dict[str, dict[str, list[float]]] = {}
+        self.booster = lightgbm.train(
+            params,
+            train_set,
+            num_boost_round=num_boost_round,
+            valid_sets=[valid_set],
+            valid_names=["validation"],
+            callbacks=[
+                lightgbm.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False),
+                lightgbm.record_evaluation(evaluations),
+            ],
+        )
+        # The first metric drives early stopping (first_metric_only), so it is the curve.
+        first_metric_curve = next(iter(evaluations["validation"].values()))
+        self.training_curve = [float(value) for value in first_metric_curve]
+        # best_iteration counts trees (1-based); 0 would mean early stopping never ran.
+        self.best_iteration = int(self.booster.best_iteration) or self.booster.current_iteration()
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = self._check_predict_input(x)
+        if self.booster is None:
+            raise RuntimeError("lightgbm: predict called before fit (or load)")
+        # The booster applies the sigmoid for the binary objective, so these are probabilities.
+        prediction = self.booster.predict(x, num_iteration=self.best_iteration, num_threads=self._num_threads())
+        return np.asarray(prediction, dtype=np.float64).reshape(-1)
+
+    def _num_threads(self) -> int:
+        return int(self.params.get("num_threads", DEFAULT_PARAMS["num_threads"]))
+
+    def save(self, directory: Path) -> None:
+        if self.booster is None:
+            raise RuntimeError("lightgbm: save called before fit")
+        directory = Path(directory)
+        # All trees are kept; predict cuts at best_iteration in both the fitted and loaded paths.
+        self.booster.save_model(str(directory / MODEL_FILE), num_iteration=-1)
+        self._write_meta(directory)
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        instance, _ = cls._read_meta(directory)
+        instance.booster = lightgbm.Booster(model_file=str(Path(directory) / MODEL_FILE))
+        return instance
+
+    def feature_importance(self) -> np.ndarray | None:
+        if self.booster is None:
+            return None
+        gain = self.booster.feature_importance(importance_type="gain", iteration=self.best_iteration)
+        return np.asarray(gain, dtype=np.float64)
+
+
+FAMILY = LightGBMFamily

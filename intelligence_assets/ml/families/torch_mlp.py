@@ -1,0 +1,192 @@
+"""A small PyTorch multilayer perceptron, early-stopped on the validation loss.
+
+Inputs are standardized with statistics of the training rows only (and, for regression, so
+is the target); the statistics travel with the model. Training uses CUDA when visible;
+prediction always runs on the CPU in float32, so a reloaded model predicts bit-identically.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import torch
+from torch import nn
+
+from intelligence_assets.ml.families.base import ModelFamily, Task
+
+MODEL_FILE = "model.pt"
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "hidden_sizes": [64, 32],
+    "dropout": 0.1,
+    "learning_rate": 1e-3,
+    "weight_decay": 1e-4,
+    "batch_size": 256,
+    "max_epochs": 100,
+    "patience": 10,
+    "device": "auto",
+    "num_threads": None,  # None leaves torch's process-wide thread count alone
+}
+
+# Rows per forward pass at prediction time; fixed so that a prediction never depends on how
+# many rows were asked for at once beyond this chunking.
+PREDICT_CHUNK_ROWS = 65_536
+
+
+def build_network(n_features: int, hidden_sizes: list[int], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = n_features
+    for hidden in hidden_sizes:
+        layers += [nn.Linear(width, int(hidden)), nn.ReLU(), nn.Dropout(float(dropout))]
+        width = int(hidden)
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)
+
+
+def standardization(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations (float64); a constant column gets std 1."""
+    mean = values.mean(axis=0)
+    std = values.std(axis=0)
+    std = np.where(std > 0.0, std, 1.0)
+    return mean, std
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class TorchMLPFamily(ModelFamily):
+    name: ClassVar[str] = "torch_mlp"
+    version: ClassVar[str] = "1"
+    uses_gpu: ClassVar[bool] = True
+    can_use_gpu: ClassVar[bool] = True
+
+    def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
+        super().__init__(task, params, seed)
+        self.network: nn.Sequential | None = None
+        self.feature_mean: np.ndarray | None = None
+        self.feature_std: np.ndarray | None = None
+        self.target_mean = 0.0
+        self.target_std = 1.0
+
+    def _settings(self) -> dict[str, Any]:
+        return DEFAULT_PARAMS | self.params
+
+    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> Self:
+        x_train, y_train, x_valid, y_valid = self._check_fit_inputs(x_train, y_train, x_valid, y_valid)
+        settings = self._settings()
+        if settings["num_threads"] is not None:
+            torch.set_num_threads(int(settings["num_threads"]))
+        device = resolve_device(str(settings["device"]))
+
+        self.feature_mean, self.feature_std = standardization(x_train)
+        if self.task == "regression":
+            target_mean, target_std = standardization(y_train[:, None])
+            self.target_mean, self.target_std = float(target_mean[0]), float(target_std[0])
+
+        def as_tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            features = torch.from_numpy(self._standardize(x)).to(device)
+            target = (y - self.target_mean) / self.target_std if self.task == "regression" else y
+            return features, torch.from_numpy(target.astype(np.float32)).to(device)
+
+        train_x, train_y = as_tensors(x_train, y_train)
+        valid_x, valid_y = as_tensors(x_valid, y_valid)
+        loss_function: nn.Module = nn.BCEWithLogitsLoss() if self.task == "classification" else nn.MSELoss()
+
+        # fork_rng keeps the seeding (weight init, dropout masks) from leaking into the caller's
+        # global random state.
+        rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=rng_devices):
+            torch.manual_seed(self.seed)
+            network = build_network(train_x.shape[1], list(settings["hidden_sizes"]), settings["dropout"]).to(device)
+            optimizer = torch.optim.AdamW(network.parameters(), lr=float(settings["learning_rate"]), weight_decay=float(settings["weight_decay"]))
+            shuffle_generator = torch.Generator().manual_seed(self.seed)
+            batch_size = int(settings["batch_size"])
+            patience = int(settings["patience"])
+
+            best_loss = float("inf")
+            best_epoch = 0
+            best_state: dict[str, torch.Tensor] = {}
+            self.training_curve = []
+            for epoch in range(1, int(settings["max_epochs"]) + 1):
+                network.train()
+                order = torch.randperm(train_x.shape[0], generator=shuffle_generator).to(device)
+                for start in range(0, train_x.shape[0], batch_size):
+                    batch = order[start : start + batch_size]
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = loss_function(network(train_x[batch]).squeeze(1), train_y[batch])
+                    loss.backward()
+                    optimizer.step()
+
+                network.eval()
+                with torch.no_grad():
+                    validation_loss = float(loss_function(network(valid_x).squeeze(1), valid_y))
+                self.training_curve.append(validation_loss)
+                # The first epoch always counts, so a diverged (NaN) run still yields a model.
+                if epoch == 1 or validation_loss < best_loss:
+                    best_loss, best_epoch = validation_loss, epoch
+                    best_state = {key: value.detach().to("cpu", copy=True) for key, value in network.state_dict().items()}
+                elif epoch - best_epoch >= patience:
+                    break
+
+        self.best_iteration = best_epoch
+        self.network = build_network(train_x.shape[1], list(settings["hidden_sizes"]), settings["dropout"])
+        self.network.load_state_dict(best_state)
+        self.network.eval()
+        return self
+
+    def _standardize(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.feature_mean) / self.feature_std).astype(np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = self._check_predict_input(x)
+        if self.network is None:
+            raise RuntimeError("torch_mlp: predict called before fit (or load)")
+        features = torch.from_numpy(self._standardize(x))
+        outputs = []
+        with torch.no_grad():
+            for start in range(0, features.shape[0], PREDICT_CHUNK_ROWS):
+                output = self.network(features[start : start + PREDICT_CHUNK_ROWS]).squeeze(1)
+                if self.task == "classification":
+                    output = torch.sigmoid(output)
+                outputs.append(output.numpy().astype(np.float64))
+        prediction = np.concatenate(outputs)
+        if self.task == "regression":
+            prediction = prediction * self.target_std + self.target_mean
+        return prediction
+
+    def save(self, directory: Path) -> None:
+        if self.network is None:
+            raise RuntimeError("torch_mlp: save called before fit")
+        directory = Path(directory)
+        torch.save(self.network.state_dict(), directory / MODEL_FILE)
+        settings = self._settings()
+        self._write_meta(
+            directory,
+            architecture={"hidden_sizes": [int(size) for size in settings["hidden_sizes"]], "dropout": float(settings["dropout"])},
+            # float64 values round-trip exactly through JSON.
+            feature_mean=self.feature_mean.tolist(),
+            feature_std=self.feature_std.tolist(),
+            target_mean=self.target_mean,
+            target_std=self.target_std,
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        instance, meta = cls._read_meta(directory)
+        instance.feature_mean = np.asarray(meta["feature_mean"], dtype=np.float64)
+        instance.feature_std = np.asarray(meta["feature_std"], dtype=np.float64)
+        instance.target_mean = float(meta["target_mean"])
+        instance.target_std = float(meta["target_std"])
+        architecture = meta["architecture"]
+        network = build_network(instance.n_features, architecture["hidden_sizes"], architecture["dropout"])
+        network.load_state_dict(torch.load(Path(directory) / MODEL_FILE, map_location="cpu", weights_only=True))
+        network.eval()
+        instance.network = network
+        return instance
+
+
+FAMILY = TorchMLPFamily

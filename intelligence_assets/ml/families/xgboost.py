@@ -1,0 +1,139 @@
+"""XGBoost histogram trees, early-stopped on the validation slice; trains on CUDA when it can.
+
+This module shares its name with the library; `import xgboost` below is absolute, so it
+loads the third-party package, not this file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import xgboost
+
+from intelligence_assets.ml.families.base import ModelFamily, Task
+
+MODEL_FILE = "model.ubj"
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "num_boost_round": 300,
+    "early_stopping_rounds": 30,
+    "device": "auto",
+    "tree_method": "hist",
+    "learning_rate": 0.05,
+    "max_depth": 4,
+    "min_child_weight": 5.0,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+    "reg_lambda": 1.0,
+    "nthread": 2,
+    "verbosity": 0,
+}
+
+OBJECTIVES = {"classification": ("binary:logistic", "logloss"), "regression": ("reg:squarederror", "rmse")}
+
+
+def resolve_device(device: str) -> str:
+    """"auto" becomes "cuda" when this xgboost build has CUDA and a GPU is visible, else "cpu".
+
+    torch is imported only for "auto": it is the cheapest reliable probe for a visible GPU,
+    and an explicit "cpu" must not pay for loading it.
+    """
+    if device != "auto":
+        return device
+    if not xgboost.build_info().get("USE_CUDA", False):
+        return "cpu"
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class XGBoostFamily(ModelFamily):
+    name: ClassVar[str] = "xgboost"
+    version: ClassVar[str] = "1"
+    uses_gpu: ClassVar[bool] = False
+    can_use_gpu: ClassVar[bool] = True
+
+    def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
+        super().__init__(task, params, seed)
+        self.booster: xgboost.Booster | None = None
+
+    def _booster_params(self) -> tuple[dict[str, Any], int, int]:
+        objective, metric = OBJECTIVES[self.task]
+        params = DEFAULT_PARAMS | {"objective": objective, "eval_metric": metric, "seed": self.seed} | self.params
+        num_boost_round = int(params.pop("num_boost_round"))
+        early_stopping_rounds = int(params.pop("early_stopping_rounds"))
+        params["device"] = resolve_device(str(params["device"]))
+        return params, num_boost_round, early_stopping_rounds
+
+    def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> Self:
+        x_train, y_train, x_valid, y_valid = self._check_fit_inputs(x_train, y_train, x_valid, y_valid)
+        params, num_boost_round, early_stopping_rounds = self._booster_params()
+        train_matrix = xgboost.DMatrix(x_train, label=y_train, nthread=params["nthread"])
+        valid_matrix = xgboost.DMatrix(x_valid, label=y_valid, nthread=params["nthread"])
+        evaluations: dict[str, dict[str, list[float]]] = {}
+        self.booster = xgboost.train(
+            params,
+            train_matrix,
+            num_boost_round=num_boost_round,
+            evals=[(valid_matrix, "validation")],
+            early_stopping_rounds=early_stopping_rounds,
+            evals_result=evaluations,
+            verbose_eval=False,
+        )
+        # With several eval metrics xgboost stops on the last one, so that is the curve.
+        last_metric_curve = list(evaluations["validation"].values())[-1]
+        self.training_curve = [float(value) for value in last_metric_curve]
+        # xgboost's best_iteration is a 0-based tree index; the contract counts trees kept.
+        self.best_iteration = int(self.booster.best_iteration) + 1
+        self._set_prediction_device()
+        return self
+
+    def _set_prediction_device(self) -> None:
+        # Predict on the CPU always: the fitted and the reloaded model then run the same
+        # inference code, whatever device trained them, and numpy inputs need no copy.
+        nthread = int(self.params.get("nthread", DEFAULT_PARAMS["nthread"]))
+        self.booster.set_param({"device": "cpu", "nthread": nthread})
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = self._check_predict_input(x)
+        if self.booster is None:
+            raise RuntimeError("xgboost: predict called before fit (or load)")
+        # binary:logistic outputs probabilities.
+        prediction = self.booster.predict(xgboost.DMatrix(x), iteration_range=(0, self.best_iteration))
+        return np.asarray(prediction, dtype=np.float64).reshape(-1)
+
+    def save(self, directory: Path) -> None:
+        if self.booster is None:
+            raise RuntimeError("xgboost: save called before fit")
+        directory = Path(directory)
+        self.booster.save_model(str(directory / MODEL_FILE))
+        self._write_meta(directory)
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        instance, _ = cls._read_meta(directory)
+        booster = xgboost.Booster()
+        booster.load_model(str(Path(directory) / MODEL_FILE))
+        instance.booster = booster
+        instance._set_prediction_device()
+        return instance
+
+    def feature_importance(self) -> np.ndarray | None:
+        """Total gain per column over the kept trees (zeros for columns never split on).
+
+        Total rather than xgboost's default mean gain, so it is comparable to LightGBM's gain.
+        """
+        if self.booster is None or self.n_features is None:
+            return None
+        scores = self.booster[: self.best_iteration].get_score(importance_type="total_gain")
+        importance = np.zeros(self.n_features, dtype=np.float64)
+        for feature, gain in scores.items():
+            # Without feature names xgboost calls column i "f{i}".
+            importance[int(feature.removeprefix("f"))] = float(gain)
+        return importance
+
+
+FAMILY = XGBoostFamily

@@ -1,0 +1,151 @@
+"""Feature selection per target: gain and permutation importance on held-out folds.
+
+Per walk-forward fold, a LightGBM model is fitted (early-stopped on the fold's validation
+slice). Two importances are measured per feature:
+  * gain: LightGBM's total split gain, normalised to sum 1 within the fold (in-sample: it says
+    what the model used, not whether that generalises);
+  * permutation: the drop in the fold's test score (AUC - 0.5, or IC) when the feature's test
+    column is shuffled, averaged over `permutation_repeats` shuffles (out-of-sample: it says
+    whether the feature carries signal the model can use on unseen bars).
+A feature is kept when its mean permutation importance is > 0 and it is positive in at least
+`min_stability` of the folds; kept features are ranked by mean permutation importance and
+capped at `max_features`. When fewer than `min_features` qualify, the list is filled up by
+mean gain so downstream models always get a usable input set.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from intelligence_assets.ml.families import load_family
+from intelligence_assets.ml.metrics import fold_score
+from intelligence_assets.ml.ranking import json_float
+from intelligence_assets.ml.splits import SplitSettings, walk_forward_folds
+
+SELECTED_BY_PERMUTATION = "permutation"
+SELECTED_BY_GAIN_FALLBACK = "gain_fallback"
+
+
+class SelectionSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_features: int = Field(default=15, ge=1)
+    min_features: int = Field(default=5, ge=1)
+    min_stability: float = Field(default=0.5, ge=0.0, le=1.0, description="Share of folds where a kept feature's permutation importance is > 0.")
+    permutation_repeats: int = Field(default=3, ge=1, le=50)
+    lightgbm_rounds: int = Field(default=100, ge=5, le=5000)
+
+
+@dataclass
+class FeatureSelection:
+    selected: list[str]                       # in descending mean permutation importance
+    importances: list[dict]                   # one row per feature: feature, gain_mean, permutation_mean, permutation_std, stability, selected
+    # Rows also carry `selected_by` ("permutation", "gain_fallback" or None); they are ordered by
+    # descending permutation_mean (undefined last). permutation_std is the spread across folds.
+
+    def to_dict(self) -> dict:
+        rows = []
+        for row in self.importances:
+            rows.append({key: (json_float(value) if isinstance(value, float) else value) for key, value in row.items()})
+        return {"selected": list(self.selected), "importances": rows}
+
+
+def permutation_importance(model, x_test: np.ndarray, y_test: np.ndarray, task: str, repeats: int, rng: np.random.Generator) -> np.ndarray:
+    """Mean drop in fold score per column when that column is shuffled; NaN if the score is undefined."""
+    baseline = fold_score(task, y_test, model.predict(x_test))
+    importances = np.full(x_test.shape[1], np.nan)
+    if not math.isfinite(baseline):
+        return importances
+    shuffled = x_test.copy()
+    for column in range(x_test.shape[1]):
+        drops = []
+        for _ in range(repeats):
+            shuffled[:, column] = rng.permutation(x_test[:, column])
+            drops.append(baseline - fold_score(task, y_test, model.predict(shuffled)))
+        shuffled[:, column] = x_test[:, column]
+        # A constant prediction after shuffling makes IC undefined: the feature carried everything.
+        finite = [drop for drop in drops if math.isfinite(drop)]
+        importances[column] = float(np.mean(finite)) if finite else baseline
+    return importances
+
+
+def normalised_gain(model, n_features: int) -> np.ndarray:
+    gain = model.feature_importance()
+    if gain is None:
+        return np.full(n_features, np.nan)
+    gain = np.asarray(gain, dtype=np.float64)
+    total = gain.sum()
+    return gain / total if total > 0 else np.zeros(n_features)
+
+
+def select_features(x: np.ndarray, y: np.ndarray, feature_names: list[str], task: str, label_horizon: int, split: SplitSettings, settings: SelectionSettings, seed: int) -> FeatureSelection:
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != len(feature_names):
+        raise ValueError(f"x {x.shape} must have one row per label (y {y.shape}) and one column per name ({len(feature_names)})")
+    n_features = x.shape[1]
+    family = load_family("lightgbm")
+    params = {"num_boost_round": settings.lightgbm_rounds}
+    rng = np.random.default_rng(seed)
+    gains, permutations = [], []
+    for fold in walk_forward_folds(x.shape[0], label_horizon, split):
+        if task == "classification" and np.unique(y[fold.train]).size < 2:
+            continue  # nothing to learn in this fold's history
+        model = family(task, params, seed).fit(x[fold.train], y[fold.train], x[fold.validation], y[fold.validation])
+        gains.append(normalised_gain(model, n_features))
+        permutations.append(permutation_importance(model, x[fold.test], y[fold.test], task, settings.permutation_repeats, rng))
+
+    gain_by_fold = np.array(gains).reshape(-1, n_features)
+    permutation_by_fold = np.array(permutations).reshape(-1, n_features)
+    gain_mean = _nanmean_columns(gain_by_fold)
+    permutation_mean = _nanmean_columns(permutation_by_fold)
+    permutation_std = _nanstd_columns(permutation_by_fold)
+    # An undefined fold (NaN) is no evidence of importance: it counts in the denominator only.
+    stability = (permutation_by_fold > 0).sum(axis=0) / max(permutation_by_fold.shape[0], 1)
+
+    qualifies = np.isfinite(permutation_mean) & (permutation_mean > 0) & (stability >= settings.min_stability)
+    by_permutation = sorted(np.flatnonzero(qualifies), key=lambda column: (-permutation_mean[column], column))
+    chosen = by_permutation[: settings.max_features]
+    selected_by = {column: SELECTED_BY_PERMUTATION for column in chosen}
+    wanted = min(settings.min_features, settings.max_features, n_features)
+    if len(chosen) < wanted:
+        remaining = [column for column in range(n_features) if column not in selected_by]
+        remaining.sort(key=lambda column: (-_sortable(gain_mean[column]), column))
+        for column in remaining[: wanted - len(chosen)]:
+            chosen.append(column)
+            selected_by[column] = SELECTED_BY_GAIN_FALLBACK
+
+    order = sorted(range(n_features), key=lambda column: (-_sortable(permutation_mean[column]), column))
+    importances = [
+        {
+            "feature": feature_names[column],
+            "gain_mean": float(gain_mean[column]),
+            "permutation_mean": float(permutation_mean[column]),
+            "permutation_std": float(permutation_std[column]),
+            "stability": float(stability[column]),
+            "selected": column in selected_by,
+            "selected_by": selected_by.get(column),
+        }
+        for column in order
+    ]
+    return FeatureSelection(selected=[feature_names[column] for column in chosen], importances=importances)
+
+
+def _sortable(value: float) -> float:
+    return float(value) if math.isfinite(value) else -math.inf
+
+
+def _nanmean_columns(values: np.ndarray) -> np.ndarray:
+    counts = np.isfinite(values).sum(axis=0)
+    sums = np.where(np.isfinite(values), values, 0.0).sum(axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _nanstd_columns(values: np.ndarray) -> np.ndarray:
+    mean = _nanmean_columns(values)
+    counts = np.isfinite(values).sum(axis=0)
+    squared = np.where(np.isfinite(values), (values - mean) ** 2, 0.0).sum(axis=0)
+    return np.where(counts > 0, np.sqrt(squared / np.maximum(counts, 1)), np.nan)

@@ -1,0 +1,40 @@
+"""Partitions: `symbol` (dynamic: grows as symbols are added) x `target` (static, from the universe)."""
+from __future__ import annotations
+
+import dagster as dg
+
+from intelligence_assets.universe import Universe
+
+SYMBOL_DIMENSION = "symbol"
+TARGET_DIMENSION = "target"
+
+symbol_partitions = dg.DynamicPartitionsDefinition(name=SYMBOL_DIMENSION)
+
+# Maps a symbol partition to every symbol x target partition of that symbol, and back.
+by_symbol = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=SYMBOL_DIMENSION)
+
+
+def symbol_target_partitions(universe: Universe) -> dg.MultiPartitionsDefinition:
+    return dg.MultiPartitionsDefinition(
+        {
+            SYMBOL_DIMENSION: symbol_partitions,
+            TARGET_DIMENSION: dg.StaticPartitionsDefinition(universe.target_names),
+        }
+    )
+
+
+def symbol_and_target(context: dg.AssetExecutionContext) -> tuple[str, str]:
+    key = context.partition_key
+    if not isinstance(key, dg.MultiPartitionKey):
+        key = context.assets_def.partitions_def.get_partition_key_from_str(key)
+    dimensions = key.keys_by_dimension
+    return dimensions[SYMBOL_DIMENSION], dimensions[TARGET_DIMENSION]
+
+
+def register_symbols(instance: dg.DagsterInstance, symbols: list[str]) -> list[str]:
+    """Add symbols missing from the dynamic partitions; returns those added."""
+    existing = set(instance.get_dynamic_partitions(SYMBOL_DIMENSION))
+    missing = [s for s in symbols if s not in existing]
+    if missing:
+        instance.add_dynamic_partitions(SYMBOL_DIMENSION, missing)
+    return missing

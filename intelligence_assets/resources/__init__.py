@@ -1,0 +1,1 @@
+"""Dagster resources: the artifact store and the IO manager over it."""

@@ -1,0 +1,161 @@
+"""One artifact store interface, one key layout, several backends.
+
+Keys are POSIX-style relative paths (`features/AAPL/data.parquet`,
+`models/lightgbm/AAPL/y_up_1b/model/model.txt`). Every backend writes atomically: a reader
+sees either the previous object or the complete new one, never a partial write. The typed
+helpers (tables, JSON, directories) live on the base class so that every backend stores the
+same bytes under the same keys.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import polars as pl
+
+
+class ArtifactNotFoundError(KeyError):
+    """No object is stored under the key."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0]) if self.args else "artifact not found"
+
+
+class CorruptArtifactError(ValueError):
+    """An object exists but cannot be decoded as what it claims to be."""
+
+
+def validate_key(key: str) -> str:
+    path = PurePosixPath(key)
+    if not key or path.is_absolute() or ".." in path.parts or key.endswith("/"):
+        raise ValueError(f"invalid artifact key {key!r}: must be a relative path without '..'")
+    return key
+
+
+class ArtifactStore(ABC):
+    """Bytes under keys, plus typed helpers shared by all backends."""
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the store lives, for logs and metadata (no credentials)."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Raises ArtifactNotFoundError when absent."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list_keys(self, prefix: str) -> list[str]:
+        """All keys under `prefix` (a folder-like prefix; no trailing slash needed), sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def uri(self, key: str) -> str: ...
+
+    def put_table(self, key: str, table: pl.DataFrame) -> None:
+        buffer = io.BytesIO()
+        table.write_parquet(buffer, compression="zstd", statistics=False)
+        self.put_bytes(key, buffer.getvalue())
+
+    def get_table(self, key: str) -> pl.DataFrame:
+        data = self.get_bytes(key)
+        try:
+            return pl.read_parquet(io.BytesIO(data))
+        except Exception as error:  # polars raises several error types for bad files
+            raise CorruptArtifactError(f"artifact {self.uri(key)} is not readable Parquet ({len(data)} bytes): {error}") from error
+
+    def put_json(self, key: str, value: Any) -> None:
+        self.put_bytes(key, json.dumps(value, indent=2, sort_keys=True, allow_nan=False).encode())
+
+    def get_json(self, key: str) -> Any:
+        data = self.get_bytes(key)
+        try:
+            return json.loads(data)
+        except ValueError as error:
+            raise CorruptArtifactError(f"artifact {self.uri(key)} is not valid JSON: {error}") from error
+
+    def put_directory(self, prefix: str, directory: Path) -> list[str]:
+        keys = []
+        for file in sorted(p for p in directory.rglob("*") if p.is_file()):
+            key = f"{prefix}/{file.relative_to(directory).as_posix()}"
+            self.put_bytes(key, file.read_bytes())
+            keys.append(key)
+        return keys
+
+    def get_directory(self, prefix: str, directory: Path) -> list[Path]:
+        keys = self.list_keys(prefix)
+        if not keys:
+            raise ArtifactNotFoundError(f"no artifacts under {self.uri(prefix)}")
+        files = []
+        for key in keys:
+            target = directory / PurePosixPath(key).relative_to(prefix)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.get_bytes(key))
+            files.append(target)
+        return files
+
+
+class LocalArtifactStore(ArtifactStore):
+    """A directory with the same layout as the S3 bucket; write-then-rename makes puts atomic."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+
+    @property
+    def location(self) -> str:
+        return self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactNotFoundError(f"no artifact at {self.uri(key)}") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list_keys(self, prefix: str) -> list[str]:
+        base = self.root / validate_key(prefix.rstrip("/"))
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.endswith(".partial")
+        )
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def uri(self, key: str) -> str:
+        return (self.root / key).as_uri()

@@ -1,0 +1,144 @@
+"""The universe: which symbols, targets, features and model families the platform trains.
+
+Loaded from `data/universe.yaml` (or the file named by INTELLIGENCE_UNIVERSE) into typed,
+validated config. A bad file fails here, at load, with the field path and the offending value,
+rather than deep inside a run.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from intelligence_assets.ml.features import FeatureSettings
+from intelligence_assets.ml.leakage import LeakageSettings
+from intelligence_assets.ml.ranking import RankingSettings
+from intelligence_assets.ml.selection import SelectionSettings
+from intelligence_assets.ml.splits import SplitSettings
+from intelligence_assets.ml.targets import FORBIDDEN_KEY_CHARACTERS, TargetSpec
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_UNIVERSE_PATH = REPOSITORY_ROOT / "data" / "universe.yaml"
+UNIVERSE_PATH_VARIABLE = "INTELLIGENCE_UNIVERSE"
+
+
+class UniverseError(ValueError):
+    """The universe file is missing, unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BarsSettings(_Strict):
+    directory: str = Field(default="bars", description="Where `<SYMBOL>.parquet` files live, relative to the universe file.")
+    bars_per_year: float = Field(default=252.0, gt=0, description="For annualising Sharpe; 252 for daily bars, 252*78 for 5-minute bars.")
+    min_history: int = Field(default=1000, ge=50, description="Fewer bars than this fails the `minimum_history` check.")
+
+
+class ModelFamilySettings(_Strict):
+    params: dict[str, Any] = Field(default_factory=dict, description="Hyper-parameters passed to the family; unknown ones are the family's to reject.")
+
+
+class LeaderboardSettings(_Strict):
+    classification_metric: Literal["auc", "accuracy", "sharpe"] = "auc"
+    regression_metric: Literal["ic", "rank_ic", "sharpe"] = "rank_ic"
+
+
+class Universe(_Strict):
+    symbols: list[str] = Field(min_length=1)
+    targets: list[TargetSpec] = Field(min_length=1)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    model_families: dict[str, ModelFamilySettings] = Field(min_length=1)
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    ranking: RankingSettings = Field(default_factory=RankingSettings)
+    selection: SelectionSettings = Field(default_factory=SelectionSettings)
+    leaderboard: LeaderboardSettings = Field(default_factory=LeaderboardSettings)
+    leakage_sentinel: LeakageSettings = Field(default_factory=LeakageSettings)
+    bars: BarsSettings = Field(default_factory=BarsSettings)
+    seed: int = Field(default=7, ge=0)
+    # Set by `load_universe`: where relative paths in the file are resolved from.
+    base_directory: Path = Field(default=REPOSITORY_ROOT / "data", exclude=True)
+
+    @field_validator("symbols")
+    @classmethod
+    def _valid_symbols(cls, symbols: list[str]) -> list[str]:
+        for symbol in symbols:
+            bad = FORBIDDEN_KEY_CHARACTERS.intersection(symbol)
+            if not symbol or bad:
+                raise ValueError(f"symbol {symbol!r} must be non-empty and contain none of {sorted(FORBIDDEN_KEY_CHARACTERS)!r}")
+        duplicates = sorted({s for s in symbols if symbols.count(s) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate symbols {duplicates}")
+        return symbols
+
+    @field_validator("model_families")
+    @classmethod
+    def _known_families(cls, families: dict[str, ModelFamilySettings]) -> dict[str, ModelFamilySettings]:
+        from intelligence_assets.ml.families import family_exists
+
+        unknown = sorted(name for name in families if not family_exists(name))
+        if unknown:
+            raise ValueError(f"unknown model families {unknown}: each needs a module intelligence_assets/ml/families/<name>.py")
+        return families
+
+    @model_validator(mode="after")
+    def _unique_target_names(self) -> Universe:
+        names = [target.name for target in self.targets]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate target names {duplicates}")
+        return self
+
+    @property
+    def bars_directory(self) -> Path:
+        return (self.base_directory / self.bars.directory).resolve()
+
+    @property
+    def target_names(self) -> list[str]:
+        return [target.name for target in self.targets]
+
+    def target(self, name: str) -> TargetSpec:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise KeyError(f"unknown target {name!r}; the universe defines {self.target_names}")
+
+    def require_symbol(self, symbol: str) -> None:
+        if symbol not in self.symbols:
+            raise KeyError(f"unknown symbol {symbol!r}; the universe lists {self.symbols}")
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    lines = [f"invalid universe file {path}:"]
+    for problem in error.errors():
+        location = ".".join(str(part) for part in problem["loc"]) or "<root>"
+        value = problem.get("input")
+        shown = repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        lines.append(f"  {location}: {problem['msg']} (got {shown})")
+    return "\n".join(lines)
+
+
+def universe_path() -> Path:
+    return Path(os.environ.get(UNIVERSE_PATH_VARIABLE) or DEFAULT_UNIVERSE_PATH).resolve()
+
+
+def load_universe(path: Path | str | None = None) -> Universe:
+    path = Path(path).resolve() if path is not None else universe_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as error:
+        raise UniverseError(f"universe file not found: {path} (set {UNIVERSE_PATH_VARIABLE} or create data/universe.yaml)") from error
+    except yaml.YAMLError as error:
+        raise UniverseError(f"universe file {path} is not valid YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise UniverseError(f"universe file {path} must hold a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Universe.model_validate({**raw, "base_directory": path.parent})
+    except ValidationError as error:
+        raise UniverseError(_describe(error, path)) from None

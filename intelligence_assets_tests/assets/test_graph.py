@@ -1,0 +1,167 @@
+"""The whole asset graph through `dagster.materialize` on a small synthetic universe, with the
+real local artifact store and a real (temporary) Dagster instance."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from intelligence_assets.definitions import build_assets, build_definitions
+from intelligence_assets.deployment import DeploymentSettings
+from intelligence_assets.partitions import register_symbols
+from intelligence_assets.resources.artifact_store import LocalArtifactStore
+from intelligence_assets.resources.io_manager import read_value
+from intelligence_assets.universe import Universe, load_universe
+from intelligence_assets_tests.conftest import write_small_universe
+
+MODEL_SELECTION = dg.AssetSelection.assets("labels", "target_rankings", "feature_sets") | dg.AssetSelection.key_prefixes("models")
+
+
+def materialize_everything(universe: Universe, instance: dg.DagsterInstance, artifact_root: Path) -> None:
+    assets = build_assets(universe)
+    resources = DeploymentSettings(artifact_root=artifact_root).resources()
+    register_symbols(instance, universe.symbols)
+    for symbol in universe.symbols:
+        result = dg.materialize(assets, selection=dg.AssetSelection.assets("bars", "features"), partition_key=symbol, instance=instance, resources=resources)
+        assert result.success
+        for target in universe.target_names:
+            key = dg.MultiPartitionKey({"symbol": symbol, "target": target})
+            assert dg.materialize(assets, selection=MODEL_SELECTION, partition_key=key, instance=instance, resources=resources).success
+    assert dg.materialize(assets, selection=dg.AssetSelection.assets("model_leaderboard"), instance=instance, resources=resources).success
+    for symbol in universe.symbols:
+        assert dg.materialize(assets, selection=dg.AssetSelection.assets("predictions"), partition_key=symbol, instance=instance, resources=resources).success
+
+
+@pytest.fixture(scope="module")
+def materialized(small_universe: Universe, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("artifacts")
+    with dg.instance_for_test() as instance:
+        materialize_everything(small_universe, instance, root)
+        yield instance, LocalArtifactStore(root)
+
+
+def test_definitions_load_with_every_stage(small_universe: Universe, tmp_path: Path) -> None:
+    defs = build_definitions(small_universe, DeploymentSettings(artifact_root=tmp_path))
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {"bars", "features", "labels", "target_rankings", "feature_sets", "model_leaderboard", "predictions",
+                    "models/linear", "models/lightgbm", "models/xgboost", "models/torch_mlp"}
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).code_version, f"{key.to_user_string()} has no code_version"
+
+
+def test_layout_follows_asset_symbol_target(materialized) -> None:
+    _, store = materialized
+    assert store.exists("bars/SIGNAL/data.parquet")
+    assert store.exists("features/NOISE/data.parquet")
+    assert store.exists("labels/SIGNAL/y_up_1b/data.parquet")
+    assert store.exists("target_rankings/SIGNAL/y_up_1b/result.json")
+    assert store.exists("models/lightgbm/SIGNAL/y_up_1b/model/model.txt")
+    assert store.exists("models/torch_mlp/SIGNAL/y_up_1b/model/model.pt")
+    assert store.exists("model_leaderboard/data.parquet")
+    assert store.exists("predictions/SIGNAL/data.parquet")
+
+
+def test_ranking_gates_training_and_says_why(materialized) -> None:
+    instance, store = materialized
+    planted = read_value(store, "target_rankings/SIGNAL/y_up_1b")
+    noise = read_value(store, "target_rankings/NOISE/y_up_1b")
+    assert planted["passed"], planted["reason"]
+    assert not noise["passed"], noise["reason"]
+    gated_model = read_value(store, "models/xgboost/NOISE/y_up_1b")
+    assert not gated_model.trained and "not trained" in gated_model.summary["reason"]
+    # The decision and its score are visible in the UI as metadata.
+    key = dg.MultiPartitionKey({"symbol": "NOISE", "target": "y_up_1b"})
+    event = instance.get_latest_materialization_event(dg.AssetKey(["models", "xgboost"]))
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(["models", "xgboost"]), asset_partitions=[key]), limit=1).records
+    metadata = records[0].asset_materialization.metadata
+    assert metadata["trained"].value is False and "below" in metadata["decision"].value
+    assert event is not None
+    ranking_metadata = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("target_rankings"), asset_partitions=[key]), limit=1).records[0].asset_materialization.metadata
+    assert ranking_metadata["passed"].value is False and "score" in ranking_metadata
+
+
+def test_leaderboard_crowns_one_champion_per_trained_cell(materialized, small_universe: Universe) -> None:
+    _, store = materialized
+    leaderboard = read_value(store, "model_leaderboard")
+    assert leaderboard.height == len(small_universe.symbols) * len(small_universe.targets) * len(small_universe.model_families)
+    trained_cells = leaderboard.filter(pl.col("trained")).select("symbol", "target").unique()
+    champions = leaderboard.filter(pl.col("champion"))
+    assert champions.select("symbol", "target").unique().height == champions.height
+    assert champions.height <= trained_cells.height
+    signal = leaderboard.filter((pl.col("symbol") == "SIGNAL") & (pl.col("target") == "y_up_1b") & pl.col("trained"))
+    assert signal.height == len(small_universe.model_families)
+    # The planted signal is found on held-out data by the champion.
+    assert signal.filter(pl.col("champion"))["auc"][0] > 0.55
+
+
+def _check_evaluation(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str):
+    records = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(asset, "leakage_sentinel"), limit=100)
+    evaluations = [r.event.dagster_event.event_specific_data for r in records if r.event and r.event.dagster_event]
+    matching = [e for e in evaluations if e.partition == partition]
+    assert matching, f"no leakage_sentinel evaluation for {asset.to_user_string()} {partition}"
+    return matching[0]
+
+
+def test_model_metadata_and_leakage_sentinel(materialized) -> None:
+    instance, _ = materialized
+    key = dg.MultiPartitionKey({"symbol": "SIGNAL", "target": "y_up_1b"})
+    asset = dg.AssetKey(["models", "lightgbm"])
+    record = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[key]), limit=1).records[0]
+    metadata = record.asset_materialization.metadata
+    for name in ("auc", "accuracy", "log_loss", "sharpe", "feature_count", "train_rows", "test_rows", "test_period", "seed"):
+        assert name in metadata, name
+    # Below the (test universe's relaxed) bar the sentinel passes.
+    assert _check_evaluation(instance, asset, str(key)).passed
+
+
+def test_leakage_sentinel_fails_too_good_direction_models(tmp_path: Path) -> None:
+    # Default thresholds (real daily bars): the planted synthetic signal is too good to be true.
+    path = write_small_universe(tmp_path, families={"linear": {"params": {}}}, leakage_sentinel={"max_auc": 0.56, "max_ic": 0.1})
+    universe = load_universe(path)
+    assets = build_assets(universe)
+    resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources()
+    key = dg.MultiPartitionKey({"symbol": "SIGNAL", "target": "y_up_1b"})
+    with dg.instance_for_test() as instance:
+        register_symbols(instance, ["SIGNAL"])
+        assert dg.materialize(assets, selection=dg.AssetSelection.assets("bars", "features"), partition_key="SIGNAL", instance=instance, resources=resources).success
+        result = dg.materialize(assets, selection=MODEL_SELECTION, partition_key=key, instance=instance, resources=resources, raise_on_error=False)
+        evaluation = _check_evaluation(instance, dg.AssetKey(["models", "linear"]), str(key))
+        assert not evaluation.passed
+        assert "too good to be true" in (evaluation.description or "")
+        assert result.success  # a failed non-blocking check flags the model; it does not fail the run
+        model = read_value(LocalArtifactStore(tmp_path / "artifacts"), "models/linear/SIGNAL/y_up_1b")
+        assert model.summary["leakage_suspect"] is True
+
+
+def test_predictions_cover_champions_up_to_the_newest_bar(materialized) -> None:
+    _, store = materialized
+    predictions = read_value(store, "predictions/SIGNAL")
+    bars = read_value(store, "bars/SIGNAL")
+    assert predictions.height > 0
+    assert predictions["timestamp"].max() == bars["timestamp"].max()
+
+
+def test_bad_bars_block_downstream_with_a_named_check(tmp_path: Path) -> None:
+    path = write_small_universe(tmp_path, families={"linear": {"params": {}}}, n_bars=700)
+    universe = load_universe(path)
+    bars = pl.read_parquet(tmp_path / "bars" / "NOISE.parquet")
+    bars.with_columns(pl.when(pl.int_range(pl.len()) == 300).then(-1.0).otherwise(pl.col("low")).alias("low")).write_parquet(tmp_path / "bars" / "NOISE.parquet")
+    resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources()
+    with dg.instance_for_test() as instance:
+        register_symbols(instance, universe.symbols)
+        result = dg.materialize(build_assets(universe), selection=dg.AssetSelection.assets("bars", "features"), partition_key="NOISE", instance=instance, resources=resources, raise_on_error=False)
+        assert not result.success
+        failed_checks = [e.asset_check_evaluation_data for e in result.get_asset_check_evaluations() if not e.passed]
+        assert {c.check_name for c in failed_checks} >= {"prices_positive"}
+        assert not LocalArtifactStore(tmp_path / "artifacts").exists("features/NOISE/data.parquet")
+
+
+def test_unknown_symbol_fails_with_a_clear_error(small_universe: Universe, tmp_path: Path) -> None:
+    resources = DeploymentSettings(artifact_root=tmp_path).resources()
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("symbol", ["TSLA"])
+        with pytest.raises(KeyError, match="unknown symbol 'TSLA'"):
+            dg.materialize(build_assets(small_universe), selection=dg.AssetSelection.assets("bars"), partition_key="TSLA", instance=instance, resources=resources)

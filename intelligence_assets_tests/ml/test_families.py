@@ -1,0 +1,310 @@
+"""Model families: the shared contract, on small synthetic data with a planted linear signal."""
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from intelligence_assets.ml.families import ModelFamily, load_family
+
+FAMILIES = ["lightgbm", "xgboost", "torch_mlp", "linear"]
+TASKS = ["classification", "regression"]
+EARLY_STOPPING_FAMILIES = ["lightgbm", "xgboost", "torch_mlp"]
+SEEDED_FAMILIES = ["lightgbm", "xgboost", "torch_mlp"]  # the linear solvers are seed-free
+NATIVE_FILES = {"lightgbm": "model.txt", "xgboost": "model.ubj", "torch_mlp": "model.pt", "linear": "model.json"}
+# Patience defaults: the curve of a run that stopped early is exactly this much longer than best_iteration.
+PATIENCE = {"lightgbm": 30, "xgboost": 30, "torch_mlp": 10}
+MAX_ITERATIONS = {"lightgbm": 300, "xgboost": 300, "torch_mlp": 100}
+
+N_FEATURES = 10
+PLANTED_WEIGHTS = np.array([1.0, -0.8, 0.6] + [0.0] * (N_FEATURES - 3))
+N_TRAIN, N_VALID, N_TEST = 2000, 600, 4000
+
+
+def make_data(task: str, labels: str, n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features ~ N(0, 1); the target follows x @ PLANTED_WEIGHTS plus noise ("signal"), or
+    ignores x entirely ("noise")."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_rows, N_FEATURES))
+    driver = x @ PLANTED_WEIGHTS if labels == "signal" else np.zeros(n_rows)
+    latent = driver + rng.standard_normal(n_rows)
+    y = (latent > 0).astype(np.float64) if task == "classification" else latent
+    return x, y
+
+
+def split_data(task: str, labels: str, seed: int = 0) -> dict[str, np.ndarray]:
+    x_train, y_train = make_data(task, labels, N_TRAIN, seed)
+    x_valid, y_valid = make_data(task, labels, N_VALID, seed + 1)
+    return {"x_train": x_train, "y_train": y_train, "x_valid": x_valid, "y_valid": y_valid}
+
+
+def fresh_sample(task: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows no model has seen (their own RNG seed)."""
+    return make_data(task, labels, N_TEST, seed=1_000)
+
+
+def fit_family(family: str, task: str, labels: str, seed: int = 11, params: dict | None = None) -> ModelFamily:
+    data = split_data(task, labels)
+    model = load_family(family)(task, params or {}, seed)
+    returned = model.fit(data["x_train"], data["y_train"], data["x_valid"], data["y_valid"])
+    assert returned is model
+    return model
+
+
+@functools.cache
+def fitted(family: str, task: str, labels: str) -> ModelFamily:
+    """One fit per combination, shared by the tests that only read the fitted model."""
+    return fit_family(family, task, labels)
+
+
+def skill(task: str, y_true: np.ndarray, prediction: np.ndarray) -> float:
+    """AUC for classification, Pearson correlation for regression."""
+    if task == "classification":
+        return float(roc_auc_score(y_true, prediction))
+    return float(np.corrcoef(y_true, prediction)[0, 1])
+
+
+# ---------------------------------------------------------------- registry
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_load_family_returns_the_named_family(family):
+    family_class = load_family(family)
+    assert issubclass(family_class, ModelFamily)
+    assert family_class.name == family
+    assert family_class.version == "1"
+    assert family_class.uses_gpu is (family == "torch_mlp")
+    assert family_class.can_use_gpu is (family in ("xgboost", "torch_mlp"))
+
+
+def test_unknown_family_is_a_value_error_naming_it():
+    with pytest.raises(ValueError, match="nope"):
+        load_family("nope")
+
+
+@pytest.mark.parametrize("library", ["lightgbm", "xgboost"])
+def test_family_modules_named_like_their_library_import_the_real_library(library):
+    family_module = sys.modules[load_family(library).__module__]
+    imported = getattr(family_module, library)
+    assert imported.__name__ == library
+    assert hasattr(imported, "train")
+    assert "intelligence_assets" not in imported.__file__
+
+
+# ---------------------------------------------------------------- learning
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_predictions_have_the_contract_shape_and_learn_a_planted_signal(family, task):
+    model = fitted(family, task, "signal")
+    x_test, y_test = fresh_sample(task, "signal")
+    prediction = model.predict(x_test)
+    assert prediction.shape == (N_TEST,)
+    assert prediction.dtype == np.float64
+    assert np.isfinite(prediction).all()
+    if task == "classification":
+        assert prediction.min() >= 0.0 and prediction.max() <= 1.0
+        assert skill(task, y_test, prediction) > 0.75
+    else:
+        assert skill(task, y_test, prediction) > 0.6
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pure_noise_is_not_learned(family, task):
+    model = fitted(family, task, "noise")
+    x_test, y_test = fresh_sample(task, "noise")
+    prediction = model.predict(x_test)
+    if task == "classification":
+        assert abs(skill(task, y_test, prediction) - 0.5) < 0.07
+    elif np.ptp(prediction) > 0:  # a constant prediction has no correlation, and is right not to
+        assert abs(skill(task, y_test, prediction)) < 0.07
+
+
+@pytest.mark.parametrize("family", ["lightgbm", "xgboost", "linear"])
+def test_feature_importance_puts_the_planted_columns_first(family):
+    model = fitted(family, "regression", "signal")
+    importance = model.feature_importance()
+    assert importance.shape == (N_FEATURES,)
+    assert importance.dtype == np.float64
+    assert (importance >= 0).all()
+    assert set(np.argsort(importance)[-3:]) == {0, 1, 2}
+
+
+def test_torch_mlp_has_no_feature_importance():
+    assert fitted("torch_mlp", "classification", "signal").feature_importance() is None
+
+
+# ---------------------------------------------------------------- early stopping
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("family", EARLY_STOPPING_FAMILIES)
+def test_early_stopping_keeps_the_best_validation_iteration(family, task):
+    for labels in ("signal", "noise"):
+        model = fitted(family, task, labels)
+        curve = model.training_curve
+        assert len(curve) >= 1 and all(np.isfinite(curve))
+        assert 1 <= model.best_iteration <= len(curve)
+        assert curve[model.best_iteration - 1] == pytest.approx(min(curve), rel=1e-9)
+    # On noise the validation loss stops improving quickly, so training must stop early:
+    # exactly `patience` iterations after the best one, well before the iteration cap.
+    noise_model = fitted(family, task, "noise")
+    assert len(noise_model.training_curve) == noise_model.best_iteration + PATIENCE[family]
+    assert len(noise_model.training_curve) < MAX_ITERATIONS[family]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_linear_records_its_validation_loss_as_one_point(task):
+    model = fitted("linear", task, "signal")
+    data = split_data(task, "signal")
+    prediction = model.predict(data["x_valid"])
+    if task == "classification":
+        expected = -np.mean(data["y_valid"] * np.log(prediction) + (1 - data["y_valid"]) * np.log(1 - prediction))
+    else:
+        expected = np.mean((prediction - data["y_valid"]) ** 2)
+    assert model.training_curve == [pytest.approx(expected, rel=1e-9)]
+
+
+def test_params_override_the_defaults():
+    capped = fit_family("lightgbm", "regression", "signal", params={"num_boost_round": 7, "early_stopping_rounds": 100})
+    assert len(capped.training_curve) == 7
+    short = fit_family("torch_mlp", "regression", "signal", params={"max_epochs": 3, "hidden_sizes": [8]})
+    assert len(short.training_curve) == 3
+    assert short.network[0].out_features == 8
+
+
+# ---------------------------------------------------------------- persistence
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_save_then_load_predicts_identically(family, task, tmp_path):
+    model = fitted(family, task, "signal")
+    directory = tmp_path / "model"
+    directory.mkdir()
+    model.save(directory)
+    assert (directory / NATIVE_FILES[family]).is_file()
+    assert not list(directory.glob("*.pkl")) and not list(directory.glob("*.pickle"))
+
+    loaded = load_family(family).load(directory)
+    x_test, _ = fresh_sample(task, "signal")
+    assert np.array_equal(loaded.predict(x_test), model.predict(x_test))
+    assert loaded.task == task
+    assert loaded.seed == model.seed
+    assert loaded.best_iteration == model.best_iteration
+    assert loaded.training_curve == model.training_curve
+    if model.feature_importance() is None:
+        assert loaded.feature_importance() is None
+    else:
+        assert np.array_equal(loaded.feature_importance(), model.feature_importance())
+
+
+def test_load_refuses_another_familys_directory(tmp_path):
+    fitted("linear", "regression", "signal").save(tmp_path)
+    with pytest.raises(ValueError, match="linear"):
+        load_family("lightgbm").load(tmp_path)
+
+
+# ---------------------------------------------------------------- determinism
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_same_seed_gives_identical_predictions(family, task):
+    x_test, _ = fresh_sample(task, "signal")
+    first = fitted(family, task, "signal")
+    second = fit_family(family, task, "signal", seed=first.seed)
+    assert np.array_equal(first.predict(x_test), second.predict(x_test))
+    assert first.training_curve == second.training_curve
+
+
+@pytest.mark.parametrize("family", SEEDED_FAMILIES)
+def test_the_seed_is_used(family):
+    x_test, _ = fresh_sample("classification", "signal")
+    first = fitted(family, "classification", "signal")
+    other_seed = fit_family(family, "classification", "signal", seed=first.seed + 1)
+    assert not np.array_equal(first.predict(x_test), other_seed.predict(x_test))
+
+
+def test_torch_mlp_leaves_the_global_torch_random_state_alone():
+    import torch
+
+    before = torch.random.get_rng_state()
+    fit_family("torch_mlp", "classification", "signal", params={"max_epochs": 2})
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_xgboost_on_explicit_cpu_does_not_import_torch():
+    # A fresh interpreter: this test process may already have torch loaded by other tests.
+    script = (
+        "import sys, numpy as np\n"
+        "from intelligence_assets.ml.families import load_family\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.standard_normal((300, 4)); y = (x[:, 0] > 0).astype(float)\n"
+        "load_family('xgboost')('classification', {'device': 'cpu', 'num_boost_round': 5}, 0).fit(x, y, x, y)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def bad_fit_inputs(task: str) -> dict[str, tuple[dict[str, np.ndarray], str]]:
+    good = split_data(task, "signal")
+    with_nan = good["x_train"].copy()
+    with_nan[5, 2] = np.nan
+    with_inf_target = good["y_train"].copy()
+    with_inf_target[3] = np.inf
+    cases = {
+        "x not 2-d": (good | {"x_train": good["x_train"][:, 0]}, "2-d"),
+        "y not 1-d": (good | {"y_train": good["y_train"][:, None]}, "1-d"),
+        "length mismatch": (good | {"y_train": good["y_train"][:-1]}, "rows"),
+        "NaN feature": (good | {"x_train": with_nan}, "non-finite"),
+        "inf target": (good | {"y_train": with_inf_target}, "non-finite"),
+        "column mismatch": (good | {"x_valid": good["x_valid"][:, :-1]}, "columns"),
+        "empty": (good | {"x_train": good["x_train"][:0], "y_train": good["y_train"][:0]}, "at least one row"),
+    }
+    if task == "classification":
+        cases["labels not 0/1"] = (good | {"y_train": good["y_train"] * 2}, "0 and 1")
+        cases["single class"] = (good | {"y_train": np.ones_like(good["y_train"])}, "single class")
+    return cases
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bad_fit_inputs_are_value_errors(family, task):
+    for case, (data, message) in bad_fit_inputs(task).items():
+        model = load_family(family)(task, {}, 0)
+        with pytest.raises(ValueError, match=message):
+            model.fit(data["x_train"], data["y_train"], data["x_valid"], data["y_valid"])
+            pytest.fail(f"no ValueError for {case}")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bad_predict_inputs_are_value_errors(family):
+    model = fitted(family, "classification", "signal")
+    x_test, _ = fresh_sample("classification", "signal")
+    with pytest.raises(ValueError, match="columns"):
+        model.predict(x_test[:, :-1])
+    with pytest.raises(ValueError, match="2-d"):
+        model.predict(x_test[0])
+    with_nan = x_test.copy()
+    with_nan[0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        model.predict(with_nan)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_unknown_task_and_predict_before_fit(family):
+    with pytest.raises(ValueError, match="task"):
+        load_family(family)("ranking", {}, 0)
+    with pytest.raises(RuntimeError, match="before fit"):
+        load_family(family)("regression", {}, 0).predict(np.zeros((2, N_FEATURES)))

@@ -21,9 +21,12 @@ BARS_CHECKS = {
 LEAKAGE_SENTINEL = "leakage_sentinel"
 
 
-def bars_check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+def bars_check_specs(asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
     # Blocking: features, labels and everything below must not be built from broken bars.
-    return [dg.AssetCheckSpec(name, asset=asset_key, description=text, blocking=True) for name, text in BARS_CHECKS.items()]
+    return [
+        dg.AssetCheckSpec(name, asset=asset_key, description=text, blocking=True, partitions_def=partitions_def)
+        for name, text in BARS_CHECKS.items()
+    ]
 
 
 def bars_check_results(asset_key: dg.AssetKey, checks: list[BarsCheck]) -> list[dg.AssetCheckResult]:
@@ -40,10 +43,11 @@ def bars_check_results(asset_key: dg.AssetKey, checks: list[BarsCheck]) -> list[
     ]
 
 
-def leakage_sentinel_spec(asset_key: dg.AssetKey, settings: LeakageSettings) -> dg.AssetCheckSpec:
+def leakage_sentinel_spec(asset_key: dg.AssetKey, settings: LeakageSettings, partitions_def: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         LEAKAGE_SENTINEL,
         asset=asset_key,
+        partitions_def=partitions_def,
         description=f"{', '.join(GUARDED_KINDS)} targets: held-out AUC <= {settings.max_auc} and IC <= {settings.max_ic}; more is too good to be true",
     )
 

@@ -1,14 +1,14 @@
 """`model_leaderboard` (every model's held-out metrics, champion per symbol x target) and
 `predictions` (per symbol: the champions' scores from the held-out period to the newest bar)."""
-from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
-from intelligence_assets.assets.metadata import markdown_table
+from intelligence_assets.assets.metadata import markdown_table, utc_timestamps
 from intelligence_assets.assets.models import model_key
 from intelligence_assets.assets.target_analysis import FEATURES
 from intelligence_assets.fingerprints import table_fingerprint
@@ -121,13 +121,12 @@ def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
                 raise ValueError(f"leaderboard names {champion['family']} as champion of {symbol} {champion['target']}, but that model is not stored; rematerialize models/{champion['family']}")
             timestamps, x = build_inference_matrix(features, trained_model.feature_names)
             scores = trained_model.predict(x)
-            frame = pl.DataFrame({"timestamp": timestamps, "prediction": scores}).with_columns(
+            frame = pl.DataFrame({"timestamp": utc_timestamps(timestamps), "prediction": scores}).with_columns(
                 pl.lit(champion["target"]).alias("target"),
                 pl.lit(champion["family"]).alias("family"),
                 pl.lit(champion["task"]).alias("task"),
             )
-            test_start = pl.Series([champion["test_start"]]).str.to_datetime(time_zone="UTC")[0]
-            frames.append(frame.filter(pl.col("timestamp") >= test_start))
+            frames.append(frame.filter(pl.col("timestamp") >= datetime.fromisoformat(champion["test_start"])))
         table = (
             pl.concat(frames).select("timestamp", "target", "family", "task", "prediction").sort("target", "timestamp")
             if frames

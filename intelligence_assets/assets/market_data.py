@@ -1,5 +1,4 @@
 """`bars` and `features`, one partition per symbol."""
-from __future__ import annotations
 
 from collections.abc import Iterator
 
@@ -24,7 +23,7 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         group_name="market_data",
         code_version="1",
         kinds={"polars", "parquet"},
-        check_specs=bars_check_specs(BARS),
+        check_specs=bars_check_specs(BARS, symbol_partitions),
         description="Validated OHLCV bars of one symbol, read from the bars store.",
     )
     def bars(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckResult]:

@@ -5,6 +5,7 @@ import math
 from typing import Any, Iterable
 
 import dagster as dg
+import numpy as np
 import polars as pl
 
 
@@ -26,6 +27,11 @@ def date_range(table: pl.DataFrame, column: str = "timestamp") -> dict[str, str]
     if table.height == 0:
         return {"first": "–", "last": "–"}
     return {"first": str(table[column].min()), "last": str(table[column].max())}
+
+
+def utc_timestamps(values: np.ndarray) -> pl.Series:
+    """The ML core hands back numpy datetimes (UTC, zone dropped); restore the zone."""
+    return pl.Series("timestamp", values).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
 
 
 def clean_number(value: Any) -> float | None:

@@ -3,14 +3,13 @@
 One asset per family rather than a third partition dimension (Dagster allows two): each family
 gets its own code version, compute kind, retry policy and lineage.
 """
-from __future__ import annotations
 
 from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
 
-from intelligence_assets.assets.metadata import clean_number
+from intelligence_assets.assets.metadata import clean_number, utc_timestamps
 from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS
 from intelligence_assets.checks import leakage_sentinel_result, leakage_sentinel_spec
 from intelligence_assets.fingerprints import value_fingerprint
@@ -38,6 +37,7 @@ def model_key(family: str) -> dg.AssetKey:
 def build_model_asset(family_name: str, settings: ModelFamilySettings, universe: Universe) -> dg.AssetsDefinition:
     family = load_family(family_name)
     key = model_key(family_name)
+    partitions = symbol_target_partitions(universe)
 
     @dg.asset(
         key=key,
@@ -46,13 +46,13 @@ def build_model_asset(family_name: str, settings: ModelFamilySettings, universe:
             "labels": dg.AssetIn(LABELS),
             "feature_sets": dg.AssetIn(FEATURE_SETS),
         },
-        partitions_def=symbol_target_partitions(universe),
+        partitions_def=partitions,
         group_name="models",
         code_version=f"1.{family.version}",
         kinds=FAMILY_KINDS.get(family_name, {"python"}),
         tags={"family": family_name, "device": "gpu" if family.uses_gpu else "cpu"},
         retry_policy=MODEL_RETRY_POLICY,
-        check_specs=[leakage_sentinel_spec(key, universe.leakage_sentinel)],
+        check_specs=[leakage_sentinel_spec(key, universe.leakage_sentinel, partitions)],
         description=f"{family_name} model per symbol x target: fitted with early stopping on the development period, scored on the held-out test period.",
     )
     def model(context: dg.AssetExecutionContext, features: pl.DataFrame, labels: pl.DataFrame, feature_sets: dict) -> Iterator[dg.Output | dg.AssetCheckResult]:
@@ -85,9 +85,10 @@ def build_model_asset(family_name: str, settings: ModelFamilySettings, universe:
             split=universe.split,
             seed=universe.seed,
             bars_per_year=universe.bars.bars_per_year,
+            side=getattr(spec, "side", None),
         )
         details = result.to_dict()
-        test_timestamps = dataset.timestamps[result.test_index]
+        test_timestamps = utc_timestamps(dataset.timestamps[result.test_index])
         metrics = {name: clean_number(value) for name, value in result.metrics.items()}
         suspicion = leakage_suspicion(spec.kind, metrics, universe.leakage_sentinel)
         summary = {
@@ -100,8 +101,8 @@ def build_model_asset(family_name: str, settings: ModelFamilySettings, universe:
             "baseline": details.get("baseline", {}),
             "train_rows": details.get("train_rows"),
             "test_rows": details.get("test_rows"),
-            "test_start": str(test_timestamps[0]),
-            "test_end": str(test_timestamps[-1]),
+            "test_start": test_timestamps[0].isoformat(),
+            "test_end": test_timestamps[-1].isoformat(),
             "best_iteration": result.best_iteration,
             "training_seconds": round(result.seconds, 3),
             "leakage_suspect": suspicion is not None,

@@ -3,7 +3,6 @@
 Ranking gates training: below the configured bar, `feature_sets` records why and selects
 nothing, and every model family skips the partition with the same reason in its metadata.
 """
-from __future__ import annotations
 
 import dagster as dg
 import polars as pl

@@ -176,14 +176,16 @@ def _check_timestamps(bars: pl.DataFrame) -> BarsCheck:
     description = "timestamps are non-null and strictly increasing (sorted, no duplicates)"
     if not _has_timestamp(bars):
         return _failed(name, description, "not checked: column 'timestamp' is missing or not a datetime", 0)
-    frame = _row_index_frame(bars).with_columns(pl.col("timestamp").shift(1).alias("previous_timestamp"))
+    # Against the latest earlier timestamp, not just the previous row, so every row that is out
+    # of place (or repeats an earlier time) is counted, not only where the order first breaks.
+    frame = _row_index_frame(bars).with_columns(pl.col("timestamp").cum_max().shift(1).alias("latest_earlier_timestamp"))
     null_mask = frame["timestamp"].is_null()
-    not_after = (frame["timestamp"] <= frame["previous_timestamp"]).fill_null(False)
+    not_after = (frame["timestamp"] <= frame["latest_earlier_timestamp"]).fill_null(False)
     details = []
     if null_mask.any():
         details.append(_describe_rows(frame, null_mask, "a null timestamp", ("row",)))
     if not_after.any():
-        details.append(_describe_rows(frame, not_after, "a timestamp not after the previous one", ("previous_timestamp",)))
+        details.append(_describe_rows(frame, not_after, "a timestamp not after every earlier one", ("row", "latest_earlier_timestamp")))
     failing = int((null_mask | not_after).sum())
     if failing:
         return _failed(name, description, "; ".join(details), failing)

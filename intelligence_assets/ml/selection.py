@@ -7,8 +7,11 @@ slice). Two importances are measured per feature:
   * permutation: the drop in the fold's test score (AUC - 0.5, or IC) when the feature's test
     column is shuffled, averaged over `permutation_repeats` shuffles (out-of-sample: it says
     whether the feature carries signal the model can use on unseen bars).
-A feature is kept when its mean permutation importance is > 0 and it is positive in at least
-`min_stability` of the folds; kept features are ranked by mean permutation importance and
+A feature is kept when its mean permutation importance is > 0, it is positive in at least
+`min_stability` of the folds, and its mean is at least `min_permutation_t` standard errors
+above zero (standard error = across-fold std (ddof 1) / sqrt(folds)). The last gate matters:
+a pure-noise column's mean permutation importance is positive half the time, and with few
+folds the stability rule alone lets about half of the noise through. Kept features are ranked by mean permutation importance and
 capped at `max_features`. When fewer than `min_features` qualify, the list is filled up by
 mean gain so downstream models always get a usable input set.
 """
@@ -37,13 +40,14 @@ class SelectionSettings(BaseModel):
     min_stability: float = Field(default=0.5, ge=0.0, le=1.0, description="Share of folds where a kept feature's permutation importance is > 0.")
     permutation_repeats: int = Field(default=3, ge=1, le=50)
     lightgbm_rounds: int = Field(default=100, ge=5, le=5000)
+    min_permutation_t: float = Field(default=2.0, ge=0.0, description="Kept features' mean permutation importance / its across-fold standard error must reach this (0 disables).")
 
 
 @dataclass
 class FeatureSelection:
     selected: list[str]                       # in descending mean permutation importance
     importances: list[dict]                   # one row per feature: feature, gain_mean, permutation_mean, permutation_std, stability, selected
-    # Rows also carry `selected_by` ("permutation", "gain_fallback" or None); they are ordered by
+    # Rows also carry `permutation_t` and `selected_by` ("permutation", "gain_fallback" or None); they are ordered by
     # descending permutation_mean (undefined last). permutation_std is the spread across folds.
 
     def to_dict(self) -> dict:
@@ -82,6 +86,7 @@ def normalised_gain(model, n_features: int) -> np.ndarray:
 
 
 def select_features(x: np.ndarray, y: np.ndarray, feature_names: list[str], task: str, label_horizon: int, split: SplitSettings, settings: SelectionSettings, seed: int) -> FeatureSelection:
+    """Rank the columns of `x` by out-of-sample permutation importance under `walk_forward_folds`."""
     x = np.asarray(x)
     y = np.asarray(y)
     if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != len(feature_names):
@@ -103,11 +108,17 @@ def select_features(x: np.ndarray, y: np.ndarray, feature_names: list[str], task
     gain_mean = _nanmean_columns(gain_by_fold)
     permutation_mean = _nanmean_columns(permutation_by_fold)
     permutation_std = _nanstd_columns(permutation_by_fold)
+    permutation_t = _t_statistics(permutation_by_fold)
     # An undefined fold (NaN) is no evidence of importance: it counts in the denominator only.
     stability = (permutation_by_fold > 0).sum(axis=0) / max(permutation_by_fold.shape[0], 1)
 
-    qualifies = np.isfinite(permutation_mean) & (permutation_mean > 0) & (stability >= settings.min_stability)
-    by_permutation = sorted(np.flatnonzero(qualifies), key=lambda column: (-permutation_mean[column], column))
+    qualifies = (
+        np.isfinite(permutation_mean)
+        & (permutation_mean > 0)
+        & (stability >= settings.min_stability)
+        & (permutation_t >= settings.min_permutation_t)
+    )
+    by_permutation = sorted((int(column) for column in np.flatnonzero(qualifies)), key=lambda column: (-permutation_mean[column], column))
     chosen = by_permutation[: settings.max_features]
     selected_by = {column: SELECTED_BY_PERMUTATION for column in chosen}
     wanted = min(settings.min_features, settings.max_features, n_features)
@@ -125,6 +136,7 @@ def select_features(x: np.ndarray, y: np.ndarray, feature_names: list[str], task
             "gain_mean": float(gain_mean[column]),
             "permutation_mean": float(permutation_mean[column]),
             "permutation_std": float(permutation_std[column]),
+            "permutation_t": float(permutation_t[column]),
             "stability": float(stability[column]),
             "selected": column in selected_by,
             "selected_by": selected_by.get(column),
@@ -142,6 +154,27 @@ def _nanmean_columns(values: np.ndarray) -> np.ndarray:
     counts = np.isfinite(values).sum(axis=0)
     sums = np.where(np.isfinite(values), values, 0.0).sum(axis=0)
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def _t_statistics(values: np.ndarray) -> np.ndarray:
+    """Per column: mean / (std (ddof 1) / sqrt(n)) over the defined folds. With fewer than two
+    defined folds the spread is unknown, so the gate cannot apply: +inf (or NaN if none)."""
+    t_values = np.full(values.shape[1], np.nan)
+    for column in range(values.shape[1]):
+        defined = values[:, column][np.isfinite(values[:, column])]
+        if defined.size == 0:
+            continue
+        if defined.size == 1:
+            t_values[column] = math.inf
+            continue
+        spread = float(np.std(defined, ddof=1))
+        mean = float(defined.mean())
+        if spread > 0:
+            t_values[column] = mean / (spread / math.sqrt(defined.size))
+        else:
+            # Identical importances in every fold: as certain as it gets, in the mean's direction.
+            t_values[column] = math.copysign(math.inf, mean) if mean != 0 else 0.0
+    return t_values
 
 
 def _nanstd_columns(values: np.ndarray) -> np.ndarray:

@@ -1,5 +1,4 @@
 """The artifact store as a Dagster resource, configured per deployment."""
-from __future__ import annotations
 
 from typing import Literal
 

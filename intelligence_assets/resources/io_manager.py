@@ -5,7 +5,6 @@ Layout: `<asset key path>/<symbol>/<target>/` for symbol x target partitions,
 Inside, one of: `data.parquet` (polars tables), `result.json` (small dict results) or
 `summary.json` + `model/` (a TrainedModel, model files in their native format).
 """
-from __future__ import annotations
 
 import tempfile
 from pathlib import Path

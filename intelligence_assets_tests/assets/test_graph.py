@@ -99,10 +99,10 @@ def test_leaderboard_crowns_one_champion_per_trained_cell(materialized, small_un
 
 def _check_evaluation(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str):
     records = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(asset, "leakage_sentinel"), limit=100)
-    evaluations = [r.event.dagster_event.event_specific_data for r in records if r.event and r.event.dagster_event]
-    matching = [e for e in evaluations if e.partition == partition]
-    assert matching, f"no leakage_sentinel evaluation for {asset.to_user_string()} {partition}"
-    return matching[0]
+    evaluations = [r.event.dagster_event.event_specific_data for r in records if r.partition == partition and r.event and r.event.dagster_event]
+    evaluations = [e for e in evaluations if isinstance(e, dg.AssetCheckEvaluation)]
+    assert evaluations, f"no leakage_sentinel evaluation for {asset.to_user_string()} {partition}"
+    return evaluations[0]
 
 
 def test_model_metadata_and_leakage_sentinel(materialized) -> None:
@@ -154,7 +154,7 @@ def test_bad_bars_block_downstream_with_a_named_check(tmp_path: Path) -> None:
         register_symbols(instance, universe.symbols)
         result = dg.materialize(build_assets(universe), selection=dg.AssetSelection.assets("bars", "features"), partition_key="NOISE", instance=instance, resources=resources, raise_on_error=False)
         assert not result.success
-        failed_checks = [e.asset_check_evaluation_data for e in result.get_asset_check_evaluations() if not e.passed]
+        failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
         assert {c.check_name for c in failed_checks} >= {"prices_positive"}
         assert not LocalArtifactStore(tmp_path / "artifacts").exists("features/NOISE/data.parquet")
 

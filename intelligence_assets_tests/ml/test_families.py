@@ -20,6 +20,11 @@ NATIVE_FILES = {"lightgbm": "model.txt", "xgboost": "model.ubj", "torch_mlp": "m
 PATIENCE = {"lightgbm": 30, "xgboost": 30, "torch_mlp": 10}
 MAX_ITERATIONS = {"lightgbm": 300, "xgboost": 300, "torch_mlp": 100}
 
+# One thread for the tree libraries in tests: on data this small a second OpenMP thread gains
+# nothing, and on a busy 2-core machine spinning threads made single fits up to 50x slower.
+# test_default_thread_settings_fit covers the families' own defaults.
+TEST_PARAMS = {"lightgbm": {"num_threads": 1}, "xgboost": {"nthread": 1}, "torch_mlp": {}, "linear": {}}
+
 N_FEATURES = 10
 PLANTED_WEIGHTS = np.array([1.0, -0.8, 0.6] + [0.0] * (N_FEATURES - 3))
 N_TRAIN, N_VALID, N_TEST = 2000, 600, 4000
@@ -49,7 +54,7 @@ def fresh_sample(task: str, labels: str) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_family(family: str, task: str, labels: str, seed: int = 11, params: dict | None = None) -> ModelFamily:
     data = split_data(task, labels)
-    model = load_family(family)(task, params or {}, seed)
+    model = load_family(family)(task, TEST_PARAMS[family] | (params or {}), seed)
     returned = model.fit(data["x_train"], data["y_train"], data["x_valid"], data["y_valid"])
     assert returned is model
     return model
@@ -179,6 +184,15 @@ def test_params_override_the_defaults():
     assert short.network[0].out_features == 8
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_default_thread_settings_fit(family):
+    model = load_family(family)("classification", {}, 5)
+    data = split_data("classification", "signal")
+    model.fit(data["x_train"][:600], data["y_train"][:600], data["x_valid"], data["y_valid"])
+    x_test, y_test = fresh_sample("classification", "signal")
+    assert skill("classification", y_test, model.predict(x_test)) > 0.7
+
+
 # ---------------------------------------------------------------- persistence
 
 
@@ -238,6 +252,16 @@ def test_torch_mlp_leaves_the_global_torch_random_state_alone():
     before = torch.random.get_rng_state()
     fit_family("torch_mlp", "classification", "signal", params={"max_epochs": 2})
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_torch_mlp_restores_the_torch_thread_count():
+    import torch
+
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    model = fit_family("torch_mlp", "regression", "signal", params={"max_epochs": 2, "num_threads": wanted})
+    model.predict(fresh_sample("regression", "signal")[0])
+    assert torch.get_num_threads() == before
 
 
 def test_xgboost_on_explicit_cpu_does_not_import_torch():

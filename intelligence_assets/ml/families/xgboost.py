@@ -26,7 +26,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "subsample": 0.8,
     "colsample_bytree": 0.8,
     "reg_lambda": 1.0,
-    "nthread": 2,
+    # One thread per model: partitions run side by side, one worker per core.
+    "nthread": 1,
     "verbosity": 0,
 }
 

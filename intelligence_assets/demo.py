@@ -34,7 +34,13 @@ def _run_partition(job_name: str, partition_key: str | None) -> tuple[str, str |
     if partition_key is not None and "|" in partition_key:
         symbol, target = partition_key.split("|")
         partition_key = dg.MultiPartitionKey({"symbol": symbol, "target": target})
-    result = job.execute_in_process(instance=dg.DagsterInstance.get(), partition_key=partition_key, raise_on_error=False)
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        partition_key=partition_key,
+        raise_on_error=False,
+        # Our own progress lines (INFO) on the console; Dagster's event stream stays in the UI.
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+    )
     return job_name, str(partition_key) if partition_key else None, result.success, time.perf_counter() - started, result.run_id
 
 
@@ -50,7 +56,7 @@ def _run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[st
 
 
 def print_leaderboard(leaderboard: pl.DataFrame) -> None:
-    columns = ["symbol", "target", "family", "metric", "score", "sharpe", "test_rows"]
+    columns = ["symbol", "target", "family", "metric", "score", "sharpe", "buy_and_hold_sharpe", "test_rows"]
     with pl.Config(tbl_rows=200, tbl_cols=20, tbl_width_chars=160, float_precision=4, tbl_hide_dataframe_shape=True):
         champions = leaderboard.filter(pl.col("champion")).select(columns)
         print("\nChampions (best held-out score per symbol x target):")

@@ -33,9 +33,10 @@ def test_definitions_validate_on_the_bundled_universe(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
 
-def test_asset_materialize_command_for_symbol_and_symbol_target_partitions(tmp_path: Path, small_universe_path: Path) -> None:
+def test_asset_materialize_command_for_symbol_and_symbol_target_partitions(tmp_path: Path, small_universe_path: Path, monkeypatch) -> None:
     home = tmp_path / "home"
     home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml places storage under it
     shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions("symbol", ["SIGNAL"])

@@ -22,6 +22,7 @@ METRIC_COLUMNS = ["auc", "accuracy", "log_loss", "ic", "rank_ic", "sharpe"]
 LEADERBOARD_SCHEMA = {
     "symbol": pl.String, "target": pl.String, "family": pl.String, "task": pl.String, "trained": pl.Boolean,
     "metric": pl.String, "score": pl.Float64, **{name: pl.Float64 for name in METRIC_COLUMNS},
+    "majority_accuracy": pl.Float64, "buy_and_hold_sharpe": pl.Float64,
     "test_rows": pl.Int64, "test_start": pl.String, "test_end": pl.String, "leakage_suspect": pl.Boolean,
     "champion": pl.Boolean, "reason": pl.String,
 }
@@ -45,6 +46,10 @@ def leaderboard_rows(models_by_family: dict[str, dict[str, TrainedModel]], unive
                     "symbol": summary["symbol"], "target": summary["target"], "family": family, "task": task,
                     "trained": trained_model.trained, "metric": metric, "score": score,
                     **{name: metrics.get(name) for name in METRIC_COLUMNS},
+                    # Baselines on the same held-out rows: always predicting the training
+                    # majority class, and holding the instrument long throughout.
+                    "majority_accuracy": summary.get("baseline", {}).get("majority_accuracy"),
+                    "buy_and_hold_sharpe": summary.get("baseline", {}).get("buy_and_hold_sharpe"),
                     "test_rows": summary.get("test_rows"), "test_start": summary.get("test_start"), "test_end": summary.get("test_end"),
                     "leakage_suspect": bool(summary.get("leakage_suspect", False)), "champion": False,
                     "reason": summary.get("reason", ""),
@@ -87,7 +92,7 @@ def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
             metadata={
                 "models": table.height,
                 "trained": int(table["trained"].sum()),
-                "champions": markdown_table(champions.to_dicts(), ["symbol", "target", "family", "metric", "score", "sharpe", "test_rows"]),
+                "champions": markdown_table(champions.to_dicts(), ["symbol", "target", "family", "metric", "score", "sharpe", "buy_and_hold_sharpe", "test_rows"]),
                 "gated": markdown_table(gated.to_dicts(), ["symbol", "target", "reason"]),
                 "leakage_suspects": int(table["leakage_suspect"].sum()),
             },

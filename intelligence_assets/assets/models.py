@@ -114,6 +114,7 @@ def build_model_asset(family_name: str, settings: ModelFamilySettings, universe:
             metadata={
                 "trained": True,
                 **{name: value for name, value in metrics.items() if value is not None},
+                **{f"baseline_{name}": value for name, value in summary["baseline"].items() if isinstance(value, (int, float)) and value is not None},
                 "feature_count": len(selected),
                 "features": ", ".join(selected),
                 "train_rows": summary["train_rows"],

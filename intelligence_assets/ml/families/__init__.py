@@ -1,6 +1,8 @@
 """Model families. A family is one module in this package defining `FAMILY`, a subclass of
 `ModelFamily`; naming the module under `model_families` in universe.yaml enables it.
-Modules are imported lazily, so a family's heavy dependency (torch) loads only when used."""
+Family modules import their heavy library (torch, sklearn, lightgbm, xgboost) inside the
+methods that need it: loading the definitions reads every family's `version` and `uses_gpu`,
+and should not pay seconds of imports for models it will not train in that process."""
 from __future__ import annotations
 
 import importlib

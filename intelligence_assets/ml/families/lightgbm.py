@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-import lightgbm
 import numpy as np
 
 from intelligence_assets.ml.families.base import ModelFamily, Task
@@ -43,6 +42,7 @@ class LightGBMFamily(ModelFamily):
     uses_gpu: ClassVar[bool] = False
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
+        import lightgbm
         super().__init__(task, params, seed)
         self.booster: lightgbm.Booster | None = None
 
@@ -54,6 +54,7 @@ class LightGBMFamily(ModelFamily):
         return params, num_boost_round, early_stopping_rounds
 
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> Self:
+        import lightgbm
         x_train, y_train, x_valid, y_valid = self._check_fit_inputs(x_train, y_train, x_valid, y_valid)
         params, num_boost_round, early_stopping_rounds = self._booster_params()
         train_set = lightgbm.Dataset(x_train, label=y_train, free_raw_data=True)
@@ -98,6 +99,7 @@ class LightGBMFamily(ModelFamily):
 
     @classmethod
     def load(cls, directory: Path) -> Self:
+        import lightgbm
         instance, _ = cls._read_meta(directory)
         instance.booster = lightgbm.Booster(model_file=str(Path(directory) / MODEL_FILE))
         return instance

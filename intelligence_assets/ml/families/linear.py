@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression, Ridge
 
 from intelligence_assets.ml.families.base import ModelFamily, Task
 
@@ -54,6 +53,7 @@ class LinearFamily(ModelFamily):
         self.feature_std: np.ndarray | None = None
 
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> Self:
+        from sklearn.linear_model import LogisticRegression, Ridge
         x_train, y_train, x_valid, y_valid = self._check_fit_inputs(x_train, y_train, x_valid, y_valid)
         settings = DEFAULT_PARAMS | self.params
         self.feature_mean, self.feature_std = standardization(x_train)

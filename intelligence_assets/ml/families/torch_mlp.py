@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
-import torch
-from torch import nn
 
 from intelligence_assets.ml.families.base import ModelFamily, Task
 
@@ -41,6 +39,7 @@ PREDICT_CHUNK_ROWS = 65_536
 
 
 def build_network(n_features: int, hidden_sizes: list[int], dropout: float) -> nn.Sequential:
+    from torch import nn
     layers: list[nn.Module] = []
     width = n_features
     for hidden in hidden_sizes:
@@ -53,12 +52,14 @@ def build_network(n_features: int, hidden_sizes: list[int], dropout: float) -> n
 def build_network_without_init(n_features: int, hidden_sizes: list[int], dropout: float) -> nn.Sequential:
     """A network whose weights are about to be overwritten: its throwaway random init must not
     draw from (and so shift) the caller's global torch random state."""
+    import torch
     with torch.random.fork_rng(devices=[]):
         return build_network(n_features, hidden_sizes, dropout)
 
 
 @contextmanager
 def torch_threads(num_threads: int | None) -> Iterator[None]:
+    import torch
     if num_threads is None:
         yield
         return
@@ -79,6 +80,7 @@ def standardization(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def resolve_device(device: str) -> torch.device:
+    import torch
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -91,6 +93,7 @@ class TorchMLPFamily(ModelFamily):
     can_use_gpu: ClassVar[bool] = True
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
+        from torch import nn
         super().__init__(task, params, seed)
         self.network: nn.Sequential | None = None
         self.feature_mean: np.ndarray | None = None
@@ -108,6 +111,8 @@ class TorchMLPFamily(ModelFamily):
         return self
 
     def _fit(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> None:
+        import torch
+        from torch import nn
         settings = self._settings()
         device = resolve_device(str(settings["device"]))
 
@@ -170,6 +175,7 @@ class TorchMLPFamily(ModelFamily):
         return ((x - self.feature_mean) / self.feature_std).astype(np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        import torch
         x = self._check_predict_input(x)
         if self.network is None:
             raise RuntimeError("torch_mlp: predict called before fit (or load)")
@@ -187,6 +193,7 @@ class TorchMLPFamily(ModelFamily):
         return prediction
 
     def save(self, directory: Path) -> None:
+        import torch
         if self.network is None:
             raise RuntimeError("torch_mlp: save called before fit")
         directory = Path(directory)
@@ -204,6 +211,7 @@ class TorchMLPFamily(ModelFamily):
 
     @classmethod
     def load(cls, directory: Path) -> Self:
+        import torch
         instance, meta = cls._read_meta(directory)
         instance.feature_mean = np.asarray(meta["feature_mean"], dtype=np.float64)
         instance.feature_std = np.asarray(meta["feature_std"], dtype=np.float64)

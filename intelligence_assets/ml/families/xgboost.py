@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
-import xgboost
 
 from intelligence_assets.ml.families.base import ModelFamily, Task
 
@@ -40,6 +39,7 @@ def resolve_device(device: str) -> str:
     torch is imported only for "auto": it is the cheapest reliable probe for a visible GPU,
     and an explicit "cpu" must not pay for loading it.
     """
+    import xgboost
     if device != "auto":
         return device
     if not xgboost.build_info().get("USE_CUDA", False):
@@ -58,6 +58,7 @@ class XGBoostFamily(ModelFamily):
     can_use_gpu: ClassVar[bool] = True
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
+        import xgboost
         super().__init__(task, params, seed)
         self.booster: xgboost.Booster | None = None
 
@@ -70,6 +71,7 @@ class XGBoostFamily(ModelFamily):
         return params, num_boost_round, early_stopping_rounds
 
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> Self:
+        import xgboost
         x_train, y_train, x_valid, y_valid = self._check_fit_inputs(x_train, y_train, x_valid, y_valid)
         params, num_boost_round, early_stopping_rounds = self._booster_params()
         train_matrix = xgboost.DMatrix(x_train, label=y_train, nthread=params["nthread"])
@@ -99,6 +101,7 @@ class XGBoostFamily(ModelFamily):
         self.booster.set_param({"device": "cpu", "nthread": nthread})
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        import xgboost
         x = self._check_predict_input(x)
         if self.booster is None:
             raise RuntimeError("xgboost: predict called before fit (or load)")
@@ -115,6 +118,7 @@ class XGBoostFamily(ModelFamily):
 
     @classmethod
     def load(cls, directory: Path) -> Self:
+        import xgboost
         instance, _ = cls._read_meta(directory)
         booster = xgboost.Booster()
         booster.load_model(str(Path(directory) / MODEL_FILE))

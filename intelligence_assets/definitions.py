@@ -1,7 +1,13 @@
 """The one Definitions object: assets, checks, jobs and resources for this deployment."""
-from __future__ import annotations
+
+import warnings
 
 import dagster as dg
+
+# Deliberate uses of beta/preview APIs (data versions on outputs, partitioned check specs, the
+# multi-to-single partition mapping): acknowledged once here instead of on every load.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from intelligence_assets.assets.leaderboard import build_leaderboard_assets
 from intelligence_assets.assets.market_data import build_market_data_assets

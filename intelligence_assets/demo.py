@@ -56,6 +56,8 @@ def _run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[st
 
 
 def print_leaderboard(leaderboard: pl.DataFrame) -> None:
+    from intelligence_assets.assets.leaderboard import cells_without_champion
+
     columns = ["symbol", "target", "family", "metric", "score", "sharpe", "buy_and_hold_sharpe", "test_rows"]
     with pl.Config(tbl_rows=200, tbl_cols=20, tbl_width_chars=160, float_precision=4, tbl_hide_dataframe_shape=True):
         champions = leaderboard.filter(pl.col("champion")).select(columns)
@@ -64,6 +66,10 @@ def print_leaderboard(leaderboard: pl.DataFrame) -> None:
         trained = leaderboard.filter(pl.col("trained"))
         print(f"\nAll trained models ({trained.height}), best first within each symbol x target:")
         print(trained.select(columns + ["leakage_suspect"]))
+        without_skill = cells_without_champion(leaderboard)
+        if without_skill.height:
+            print(f"\nNo champion: {without_skill.height} trained cells where no model beats no skill on held-out data:")
+            print(without_skill.select("symbol", "target", "best_score"))
         gated = leaderboard.filter(~pl.col("trained")).select("symbol", "target", "reason").unique().sort("symbol", "target")
         if gated.height:
             print(f"\nNot trained: {gated.height} symbol x target cells below the ranking bar, e.g.")

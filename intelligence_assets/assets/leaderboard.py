@@ -32,6 +32,15 @@ def _input_name(family: str) -> str:
     return f"models_{family}"
 
 
+def no_skill_score(row: dict[str, Any]) -> float:
+    """What a model without skill scores on the same held-out rows."""
+    if row["metric"] == "auc":
+        return 0.5
+    if row["metric"] == "accuracy":
+        return row["majority_accuracy"] if row["majority_accuracy"] is not None else 0.5
+    return 0.0  # ic, rank_ic, sharpe
+
+
 def leaderboard_rows(models_by_family: dict[str, dict[str, TrainedModel]], universe: Universe) -> list[dict[str, Any]]:
     rows = []
     for family, by_partition in sorted(models_by_family.items()):
@@ -55,10 +64,13 @@ def leaderboard_rows(models_by_family: dict[str, dict[str, TrainedModel]], unive
                     "reason": summary.get("reason", ""),
                 }
             )
-    # Champion: best score per symbol x target among trained models the leakage sentinel trusts.
+    # Champion: best score per symbol x target among trained models the leakage sentinel trusts
+    # that beat no skill on the held-out period; a cell where none does has no champion.
     best: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
         if not row["trained"] or row["leakage_suspect"] or row["score"] is None or math.isnan(row["score"]):
+            continue
+        if row["score"] <= no_skill_score(row):
             continue
         cell = (row["symbol"], row["target"])
         if cell not in best or row["score"] > best[cell]["score"]:
@@ -66,6 +78,17 @@ def leaderboard_rows(models_by_family: dict[str, dict[str, TrainedModel]], unive
     for row in best.values():
         row["champion"] = True
     return rows
+
+
+def cells_without_champion(table: pl.DataFrame) -> pl.DataFrame:
+    """Trained symbol x target cells where no model beat no skill on the held-out period."""
+    return (
+        table.filter(pl.col("trained"))
+        .group_by("symbol", "target")
+        .agg(pl.col("champion").any().alias("has_champion"), pl.col("score").max().alias("best_score"))
+        .filter(~pl.col("has_champion"))
+        .sort("symbol", "target")
+    )
 
 
 def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
@@ -85,7 +108,11 @@ def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         table = pl.DataFrame(rows, schema=LEADERBOARD_SCHEMA).sort(["symbol", "target", "score"], descending=[False, False, True], nulls_last=True)
         champions = table.filter(pl.col("champion"))
         gated = table.filter(~pl.col("trained")).select("symbol", "target", "reason").unique().sort("symbol", "target")
-        context.log.info(f"leaderboard: {table.height} models, {champions.height} champions, {gated.height} gated symbol x target cells")
+        without_skill = cells_without_champion(table)
+        context.log.info(
+            f"leaderboard: {table.height} models, {champions.height} champions, {gated.height} gated cells, "
+            f"{without_skill.height} trained cells where no model beats no-skill on held-out data"
+        )
         return dg.Output(
             table,
             data_version=dg.DataVersion(table_fingerprint(table)),
@@ -94,6 +121,7 @@ def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
                 "trained": int(table["trained"].sum()),
                 "champions": markdown_table(champions.to_dicts(), ["symbol", "target", "family", "metric", "score", "sharpe", "buy_and_hold_sharpe", "test_rows"]),
                 "gated": markdown_table(gated.to_dicts(), ["symbol", "target", "reason"]),
+                "no_model_beats_no_skill": markdown_table(without_skill.to_dicts(), ["symbol", "target", "best_score"]),
                 "leakage_suspects": int(table["leakage_suspect"].sum()),
             },
         )

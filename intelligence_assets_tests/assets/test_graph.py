@@ -165,3 +165,17 @@ def test_unknown_symbol_fails_with_a_clear_error(small_universe: Universe, tmp_p
         instance.add_dynamic_partitions("symbol", ["TSLA"])
         with pytest.raises(KeyError, match="unknown symbol 'TSLA'"):
             dg.materialize(build_assets(small_universe), selection=dg.AssetSelection.assets("bars"), partition_key="TSLA", instance=instance, resources=resources)
+
+
+def test_champion_must_beat_no_skill_and_the_sentinel(small_universe: Universe) -> None:
+    from intelligence_assets.assets.leaderboard import leaderboard_rows
+    from intelligence_assets.ml.trained_model import TrainedModel
+
+    def model(family: str, auc: float, suspect: bool = False) -> TrainedModel:
+        summary = {"symbol": "A", "target": "y_up_1b", "task": "classification", "metrics": {"auc": auc}, "leakage_suspect": suspect}
+        return TrainedModel(family, summary, model=object())  # only `trained` matters here
+
+    rows = leaderboard_rows({"linear": {"k": model("linear", 0.49)}, "lightgbm": {"k": model("lightgbm", 0.47)}}, small_universe)
+    assert not any(row["champion"] for row in rows)
+    rows = leaderboard_rows({"linear": {"k": model("linear", 0.53)}, "lightgbm": {"k": model("lightgbm", 0.60, suspect=True)}}, small_universe)
+    assert [row["family"] for row in rows if row["champion"]] == ["linear"]

@@ -33,7 +33,7 @@ LEADERBOARD_JOB = "leaderboard_job"
 PREDICTIONS_JOB = "predictions_job"
 
 
-def build_jobs() -> list[dg.UnresolvedAssetJobDefinition]:
+def build_jobs() -> list:
     return [
         dg.define_asset_job(MARKET_DATA_JOB, selection=dg.AssetSelection.assets("bars", "features"), description="Bars and features of one symbol."),
         dg.define_asset_job(

@@ -11,9 +11,13 @@ import polars as pl
 def table_fingerprint(table: pl.DataFrame) -> str:
     """SHA-256 over column names, dtypes and values (not over Parquet bytes, which vary with writer versions)."""
     digest = hashlib.sha256()
-    for name, column in table.to_dict().items():
-        digest.update(f"{name}:{column.dtype}".encode())
-        digest.update(column.to_arrow().to_string().encode() if column.dtype == pl.String else column.to_physical().to_numpy().tobytes())
+    for column in table.get_columns():
+        digest.update(f"{column.name}:{column.dtype}:{column.len()}".encode())
+        if column.dtype.is_numeric() or column.dtype.is_temporal() or column.dtype == pl.Boolean:
+            digest.update(column.is_null().to_numpy().tobytes())
+            digest.update(column.to_physical().fill_null(0).to_numpy().tobytes())
+        else:
+            digest.update(json.dumps(column.to_list(), default=str).encode())
     return digest.hexdigest()[:24]
 
 

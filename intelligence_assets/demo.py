@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, TRAINING_JOB
     from intelligence_assets.deployment import DeploymentSettings
     from intelligence_assets.partitions import register_symbols
-    from intelligence_assets.resources.io_manager import read_value
+    from intelligence_assets.resources.artifacts import read_value
     from intelligence_assets.universe import load_universe
 
     started = time.perf_counter()

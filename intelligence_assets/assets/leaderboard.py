@@ -2,19 +2,22 @@
 `predictions` (per symbol: the champions' scores from the held-out period to the newest bar)."""
 
 import math
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
+from intelligence_assets.assets.caching import Computed, materialize_cached
 from intelligence_assets.assets.metadata import markdown_table, utc_timestamps
 from intelligence_assets.assets.models import model_key
 from intelligence_assets.assets.target_analysis import FEATURES
-from intelligence_assets.fingerprints import table_fingerprint
 from intelligence_assets.ml.dataset import build_inference_matrix
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.partitions import by_symbol, symbol_partitions
+from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
+from intelligence_assets.resources.artifacts import ArtifactHandle
 from intelligence_assets.universe import Universe
 
 MODEL_LEADERBOARD = dg.AssetKey("model_leaderboard")
@@ -103,28 +106,35 @@ def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         kinds={"polars"},
         description="Every model's held-out metrics; the champion per symbol x target by the configured metric.",
     )
-    def model_leaderboard(context: dg.AssetExecutionContext, **models: dict[str, TrainedModel]) -> dg.Output[pl.DataFrame]:
-        rows = leaderboard_rows({name.removeprefix("models_"): value for name, value in models.items()}, universe)
-        table = pl.DataFrame(rows, schema=LEADERBOARD_SCHEMA).sort(["symbol", "target", "score"], descending=[False, False, True], nulls_last=True)
-        champions = table.filter(pl.col("champion"))
-        gated = table.filter(~pl.col("trained")).select("symbol", "target", "reason").unique().sort("symbol", "target")
-        without_skill = cells_without_champion(table)
-        context.log.info(
-            f"leaderboard: {table.height} models, {champions.height} champions, {gated.height} gated cells, "
-            f"{without_skill.height} trained cells where no model beats no-skill on held-out data"
-        )
-        return dg.Output(
-            table,
-            data_version=dg.DataVersion(table_fingerprint(table)),
-            metadata={
-                "models": table.height,
-                "trained": int(table["trained"].sum()),
-                "champions": markdown_table(champions.to_dicts(), ["symbol", "target", "family", "metric", "score", "sharpe", "buy_and_hold_sharpe", "test_rows"]),
-                "gated": markdown_table(gated.to_dicts(), ["symbol", "target", "reason"]),
-                "no_model_beats_no_skill": markdown_table(without_skill.to_dicts(), ["symbol", "target", "best_score"]),
-                "leakage_suspects": int(table["leakage_suspect"].sum()),
-            },
-        )
+    def model_leaderboard(
+        context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, **models: dict[str, ArtifactHandle]
+    ) -> Iterator[dg.Output]:
+        def compute() -> Computed:
+            loaded = {name.removeprefix("models_"): {key: handle.load() for key, handle in handles.items()} for name, handles in models.items()}
+            table = pl.DataFrame(leaderboard_rows(loaded, universe), schema=LEADERBOARD_SCHEMA).sort(
+                ["symbol", "target", "score"], descending=[False, False, True], nulls_last=True
+            )
+            champions = table.filter(pl.col("champion"))
+            gated = table.filter(~pl.col("trained")).select("symbol", "target", "reason").unique().sort("symbol", "target")
+            without_skill = cells_without_champion(table)
+            context.log.info(
+                f"leaderboard: {table.height} models, {champions.height} champions, {gated.height} gated cells, "
+                f"{without_skill.height} trained cells where no model beats no-skill on held-out data"
+            )
+            return Computed(
+                table,
+                metadata={
+                    "models": table.height,
+                    "trained": int(table["trained"].sum()),
+                    "champions": markdown_table(champions.to_dicts(), ["symbol", "target", "family", "metric", "score", "sharpe", "buy_and_hold_sharpe", "test_rows"]),
+                    "gated": markdown_table(gated.to_dicts(), ["symbol", "target", "reason"]),
+                    "no_model_beats_no_skill": markdown_table(without_skill.to_dicts(), ["symbol", "target", "best_score"]),
+                    "leakage_suspects": int(table["leakage_suspect"].sum()),
+                },
+            )
+
+        config = {"leaderboard": universe.leaderboard, "families": families}
+        yield from materialize_cached(context, artifact_store.store(), models, config, compute)
 
     prediction_ins = {
         "model_leaderboard": dg.AssetIn(MODEL_LEADERBOARD),
@@ -140,40 +150,52 @@ def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         kinds={"polars"},
         description="Champion scores per target for one symbol, from each champion's held-out test start to the newest bar.",
     )
-    def predictions(context: dg.AssetExecutionContext, model_leaderboard: pl.DataFrame, features: pl.DataFrame, **models: dict[str, TrainedModel]) -> dg.Output[pl.DataFrame]:
+    def predictions(
+        context: dg.AssetExecutionContext,
+        artifact_store: ArtifactStoreResource,
+        model_leaderboard: ArtifactHandle,
+        features: ArtifactHandle,
+        **models: dict[str, ArtifactHandle],
+    ) -> Iterator[dg.Output]:
         symbol = context.partition_key
-        champions = model_leaderboard.filter(pl.col("champion") & (pl.col("symbol") == symbol))
-        by_target = {}
-        for by_partition in models.values():
-            for trained_model in by_partition.values():
-                by_target[(trained_model.summary["target"], trained_model.family)] = trained_model
-        frames = []
+        # The leaderboard is small; reading it first lets the fingerprint depend on this symbol's
+        # champions only, so another symbol's retrain does not invalidate these predictions.
+        champions = model_leaderboard.load().filter(pl.col("champion") & (pl.col("symbol") == symbol)).sort("target")
+        champion_models: dict[str, ArtifactHandle] = {}
         for champion in champions.iter_rows(named=True):
-            trained_model = by_target.get((champion["target"], champion["family"]))
-            if trained_model is None:
+            partition = str(dg.MultiPartitionKey({"symbol": symbol, "target": champion["target"]}))
+            handle = models.get(_input_name(champion["family"]), {}).get(partition)
+            if handle is None:
                 raise ValueError(f"leaderboard names {champion['family']} as champion of {symbol} {champion['target']}, but that model is not stored; rematerialize models/{champion['family']}")
-            timestamps, x = build_inference_matrix(features, trained_model.feature_names)
-            scores = trained_model.predict(x)
-            frame = pl.DataFrame({"timestamp": utc_timestamps(timestamps), "prediction": scores}).with_columns(
-                pl.lit(champion["target"]).alias("target"),
-                pl.lit(champion["family"]).alias("family"),
-                pl.lit(champion["task"]).alias("task"),
+            champion_models[champion["target"]] = handle
+
+        def compute() -> Computed:
+            feature_table = features.load()
+            frames = []
+            for champion in champions.iter_rows(named=True):
+                trained_model = champion_models[champion["target"]].load()
+                timestamps, x = build_inference_matrix(feature_table, trained_model.feature_names)
+                frame = pl.DataFrame({"timestamp": utc_timestamps(timestamps), "prediction": trained_model.predict(x)}).with_columns(
+                    pl.lit(champion["target"]).alias("target"), pl.lit(champion["family"]).alias("family"), pl.lit(champion["task"]).alias("task")
+                )
+                frames.append(frame.filter(pl.col("timestamp") >= datetime.fromisoformat(champion["test_start"])))
+            table = (
+                pl.concat(frames).select("timestamp", "target", "family", "task", "prediction").sort("target", "timestamp")
+                if frames
+                else pl.DataFrame(schema={"timestamp": pl.Datetime("us", "UTC"), "target": pl.String, "family": pl.String, "task": pl.String, "prediction": pl.Float64})
             )
-            frames.append(frame.filter(pl.col("timestamp") >= datetime.fromisoformat(champion["test_start"])))
-        table = (
-            pl.concat(frames).select("timestamp", "target", "family", "task", "prediction").sort("target", "timestamp")
-            if frames
-            else pl.DataFrame(schema={"timestamp": pl.Datetime("us", "UTC"), "target": pl.String, "family": pl.String, "task": pl.String, "prediction": pl.Float64})
-        )
-        latest = table.group_by("target", "family").agg(pl.col("timestamp").last(), pl.col("prediction").last()).sort("target")
-        return dg.Output(
-            table,
-            data_version=dg.DataVersion(table_fingerprint(table)),
-            metadata={
-                "rows": table.height,
-                "targets": champions.height,
-                "latest": markdown_table(latest.with_columns(pl.col("timestamp").cast(pl.String)).to_dicts(), ["target", "family", "timestamp", "prediction"]),
-            },
-        )
+            latest = table.group_by("target", "family").agg(pl.col("timestamp").last(), pl.col("prediction").last()).sort("target")
+            return Computed(
+                table,
+                metadata={
+                    "rows": table.height,
+                    "targets": champions.height,
+                    "latest": markdown_table(latest.with_columns(pl.col("timestamp").cast(pl.String)).to_dicts(), ["target", "family", "timestamp", "prediction"]),
+                },
+            )
+
+        config = {"champions": champions.select("target", "family", "test_start").to_dicts()}
+        inputs = {"features": features, "champions": champion_models}
+        yield from materialize_cached(context, artifact_store.store(), inputs, config, compute)
 
     return [model_leaderboard, predictions]

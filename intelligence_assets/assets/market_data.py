@@ -1,16 +1,17 @@
 """`bars` and `features`, one partition per symbol."""
-
 from collections.abc import Iterator
 
 import dagster as dg
-import polars as pl
 
+from intelligence_assets.assets.caching import Computed, materialize_cached
 from intelligence_assets.assets.metadata import date_range
 from intelligence_assets.checks import bars_check_results, bars_check_specs
 from intelligence_assets.fingerprints import table_fingerprint
 from intelligence_assets.ml.bars import read_bars_parquet, validate_bars
 from intelligence_assets.ml.features import build_features
 from intelligence_assets.partitions import symbol_partitions
+from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
+from intelligence_assets.resources.artifacts import ArtifactHandle
 from intelligence_assets.universe import Universe
 
 BARS = dg.AssetKey("bars")
@@ -24,32 +25,39 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         code_version="1",
         kinds={"polars", "parquet"},
         check_specs=bars_check_specs(BARS, symbol_partitions),
-        description="Validated OHLCV bars of one symbol, read from the bars store.",
+        description="Validated OHLCV bars of one symbol, read from the bars store. Data version: content hash of the bars.",
     )
-    def bars(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    def bars(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> Iterator[dg.Output | dg.AssetCheckResult]:
         symbol = context.partition_key
         universe.require_symbol(symbol)
         path = universe.bars_directory / f"{symbol}.parquet"
         if not path.is_file():
             raise FileNotFoundError(f"no bars for symbol {symbol!r}: expected {path}")
+        # Reading the source is cheap and is the only way to know whether it changed.
         table = read_bars_parquet(path)
-        checks = validate_bars(table, min_history=universe.bars.min_history)
-        failed = [c.name for c in checks if not c.passed]
-        if failed:
-            context.log.error(f"bars for {symbol} fail checks {failed}; downstream assets are blocked")
-        context.log.info(f"{symbol}: {table.height} bars from {path}")
-        yield dg.Output(
-            table,
-            data_version=dg.DataVersion(table_fingerprint(table)),
-            metadata={
-                "rows": table.height,
-                **{f"{k}_timestamp": v for k, v in date_range(table).items()},
-                "source": dg.MetadataValue.path(str(path)),
-                "last_close": float(table["close"][-1]) if table.height else None,
-                "failed_checks": ", ".join(failed) or "none",
-            },
-        )
-        yield from bars_check_results(BARS, checks)
+        content = table_fingerprint(table)
+
+        def compute() -> Computed:
+            checks = validate_bars(table, min_history=universe.bars.min_history)
+            failed = [c.name for c in checks if not c.passed]
+            if failed:
+                context.log.error(f"bars for {symbol} fail checks {failed}; downstream assets are blocked")
+            context.log.info(f"{symbol}: {table.height} bars from {path}")
+            return Computed(
+                table,
+                metadata={
+                    "rows": table.height,
+                    **{f"{k}_timestamp": v for k, v in date_range(table).items()},
+                    "source": dg.MetadataValue.path(str(path)),
+                    "content_hash": content,
+                    "last_close": float(table["close"][-1]) if table.height else None,
+                    "failed_checks": ", ".join(failed) or "none",
+                },
+                checks=bars_check_results(BARS, checks),
+            )
+
+        config = {"content_hash": content, "min_history": universe.bars.min_history}
+        yield from materialize_cached(context, artifact_store.store(), {}, config, compute, data_version=content)
 
     @dg.asset(
         ins={"bars": dg.AssetIn(BARS)},
@@ -59,21 +67,23 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         kinds={"polars"},
         description="Feature matrix of one symbol: returns, volatility, momentum, moving-average gaps, volume and range features; none looks ahead.",
     )
-    def features(context: dg.AssetExecutionContext, bars: pl.DataFrame) -> dg.Output[pl.DataFrame]:
-        table = build_features(bars, universe.features)
-        names = [c for c in table.columns if c != "timestamp"]
-        complete = table.drop_nulls().height
-        context.log.info(f"{context.partition_key}: {len(names)} features over {table.height} bars ({complete} complete rows)")
-        return dg.Output(
-            table,
-            data_version=dg.DataVersion(table_fingerprint(table)),
-            metadata={
-                "rows": table.height,
-                "complete_rows": complete,
-                "feature_count": len(names),
-                "features": ", ".join(names),
-                **{f"{k}_timestamp": v for k, v in date_range(table).items()},
-            },
-        )
+    def features(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, bars: ArtifactHandle) -> Iterator[dg.Output]:
+        def compute() -> Computed:
+            table = build_features(bars.load(), universe.features)
+            names = [c for c in table.columns if c != "timestamp"]
+            complete = table.drop_nulls().height
+            context.log.info(f"{context.partition_key}: {len(names)} features over {table.height} bars ({complete} complete rows)")
+            return Computed(
+                table,
+                metadata={
+                    "rows": table.height,
+                    "complete_rows": complete,
+                    "feature_count": len(names),
+                    "features": ", ".join(names),
+                    **{f"{k}_timestamp": v for k, v in date_range(table).items()},
+                },
+            )
+
+        yield from materialize_cached(context, artifact_store.store(), {"bars": bars}, universe.features, compute)
 
     return [bars, features]

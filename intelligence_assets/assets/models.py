@@ -7,12 +7,11 @@ gets its own code version, compute kind, retry policy and lineage.
 from collections.abc import Iterator
 
 import dagster as dg
-import polars as pl
 
+from intelligence_assets.assets.caching import Computed, materialize_cached
 from intelligence_assets.assets.metadata import clean_number, utc_timestamps
 from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS
 from intelligence_assets.checks import leakage_sentinel_result, leakage_sentinel_spec
-from intelligence_assets.fingerprints import value_fingerprint
 from intelligence_assets.ml.dataset import build_dataset
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.leakage import leakage_suspicion
@@ -20,6 +19,8 @@ from intelligence_assets.ml.targets import label_horizon
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.ml.training import train_and_evaluate
 from intelligence_assets.partitions import by_symbol, symbol_and_target, symbol_target_partitions
+from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
+from intelligence_assets.resources.artifacts import ArtifactHandle
 from intelligence_assets.universe import ModelFamilySettings, Universe
 
 MODEL_KEY_PREFIX = "models"
@@ -55,77 +56,93 @@ def build_model_asset(family_name: str, settings: ModelFamilySettings, universe:
         check_specs=[leakage_sentinel_spec(key, universe.leakage_sentinel, partitions)],
         description=f"{family_name} model per symbol x target: fitted with early stopping on the development period, scored on the held-out test period.",
     )
-    def model(context: dg.AssetExecutionContext, features: pl.DataFrame, labels: pl.DataFrame, feature_sets: dict) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    def model(
+        context: dg.AssetExecutionContext,
+        artifact_store: ArtifactStoreResource,
+        features: ArtifactHandle,
+        labels: ArtifactHandle,
+        feature_sets: ArtifactHandle,
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         symbol, target = symbol_and_target(context)
         spec = universe.target(target)
-        base = {"symbol": symbol, "target": target, "task": spec.task, "target_kind": spec.kind, "family_version": family.version}
-        if feature_sets["gated"]:
-            summary = {**base, "reason": feature_sets["reason"], "metrics": {}}
-            context.log.info(f"{family_name} {symbol} {target}: skipped, {feature_sets['reason']}")
-            yield dg.Output(
-                TrainedModel(family=family_name, summary=summary),
-                data_version=dg.DataVersion(value_fingerprint(summary)),
-                metadata={"trained": False, "decision": summary["reason"]},
-            )
-            yield leakage_sentinel_result(key, spec.kind, {}, universe.leakage_sentinel)
-            return
 
-        selected = feature_sets["selected"]
-        dataset = build_dataset(features, labels, selected)
-        context.log.info(f"{family_name} {symbol} {target}: training on {len(dataset.y)} rows x {len(selected)} features")
-        result = train_and_evaluate(
-            family_name,
-            settings.params,
-            dataset.x,
-            dataset.y,
-            dataset.forward_return_1,
-            task=spec.task,
-            spec_kind=spec.kind,
-            label_horizon=label_horizon(spec),
-            split=universe.split,
-            seed=universe.seed,
-            bars_per_year=universe.bars.bars_per_year,
-            side=getattr(spec, "side", None),
-        )
-        details = result.to_dict()
-        test_timestamps = utc_timestamps(dataset.timestamps[result.test_index])
-        metrics = {name: clean_number(value) for name, value in result.metrics.items()}
-        suspicion = leakage_suspicion(spec.kind, metrics, universe.leakage_sentinel)
-        summary = {
-            **base,
-            "reason": "",
-            "features": selected,
-            "params": settings.params,
-            "seed": universe.seed,
-            "metrics": metrics,
-            "baseline": details.get("baseline", {}),
-            "train_rows": details.get("train_rows"),
-            "test_rows": details.get("test_rows"),
-            "test_start": test_timestamps[0].isoformat(),
-            "test_end": test_timestamps[-1].isoformat(),
-            "best_iteration": result.best_iteration,
-            "training_seconds": round(result.seconds, 3),
-            "leakage_suspect": suspicion is not None,
-        }
-        context.log.info(f"{family_name} {symbol} {target}: held-out {metrics}")
-        yield dg.Output(
-            TrainedModel(family=family_name, summary=summary, model=result.model),
-            data_version=dg.DataVersion(value_fingerprint(summary)),
-            metadata={
-                "trained": True,
-                **{name: value for name, value in metrics.items() if value is not None},
-                **{f"baseline_{name}": value for name, value in summary["baseline"].items() if isinstance(value, (int, float)) and value is not None},
-                "feature_count": len(selected),
-                "features": ", ".join(selected),
-                "train_rows": summary["train_rows"],
-                "test_rows": summary["test_rows"],
-                "test_period": f"{summary['test_start']} .. {summary['test_end']}",
-                "best_iteration": result.best_iteration if result.best_iteration is not None else -1,
-                "training_seconds": summary["training_seconds"],
+        def compute() -> Computed:
+            base = {"symbol": symbol, "target": target, "task": spec.task, "target_kind": spec.kind, "family_version": family.version}
+            selection = feature_sets.load()
+            if selection["gated"]:
+                summary = {**base, "reason": selection["reason"], "metrics": {}}
+                context.log.info(f"{family_name} {symbol} {target}: skipped, {selection['reason']}")
+                return Computed(
+                    TrainedModel(family=family_name, summary=summary),
+                    metadata={"trained": False, "decision": summary["reason"]},
+                    checks=[leakage_sentinel_result(key, spec.kind, {}, universe.leakage_sentinel)],
+                )
+            selected = selection["selected"]
+            dataset = build_dataset(features.load(), labels.load(), selected)
+            context.log.info(f"{family_name} {symbol} {target}: training on {len(dataset.y)} rows x {len(selected)} features")
+            result = train_and_evaluate(
+                family_name,
+                settings.params,
+                dataset.x,
+                dataset.y,
+                dataset.forward_return_1,
+                task=spec.task,
+                spec_kind=spec.kind,
+                label_horizon=label_horizon(spec),
+                split=universe.split,
+                seed=universe.seed,
+                bars_per_year=universe.bars.bars_per_year,
+                side=getattr(spec, "side", None),
+            )
+            details = result.to_dict()
+            test_timestamps = utc_timestamps(dataset.timestamps[result.test_index])
+            metrics = {name: clean_number(value) for name, value in result.metrics.items()}
+            suspicion = leakage_suspicion(spec.kind, metrics, universe.leakage_sentinel)
+            summary = {
+                **base,
+                "reason": "",
+                "features": selected,
+                "params": settings.params,
                 "seed": universe.seed,
-            },
-        )
-        yield leakage_sentinel_result(key, spec.kind, metrics, universe.leakage_sentinel)
+                "metrics": metrics,
+                "baseline": details.get("baseline", {}),
+                "train_rows": details.get("train_rows"),
+                "test_rows": details.get("test_rows"),
+                "test_start": test_timestamps[0].isoformat(),
+                "test_end": test_timestamps[-1].isoformat(),
+                "best_iteration": result.best_iteration,
+                "training_seconds": round(result.seconds, 3),
+                "leakage_suspect": suspicion is not None,
+            }
+            context.log.info(f"{family_name} {symbol} {target}: held-out {metrics}")
+            return Computed(
+                TrainedModel(family=family_name, summary=summary, model=result.model),
+                metadata={
+                    "trained": True,
+                    **{name: value for name, value in metrics.items() if value is not None},
+                    **{f"baseline_{name}": value for name, value in summary["baseline"].items() if isinstance(value, (int, float))},
+                    "feature_count": len(selected),
+                    "features": ", ".join(selected),
+                    "train_rows": summary["train_rows"],
+                    "test_rows": summary["test_rows"],
+                    "test_period": f"{summary['test_start']} .. {summary['test_end']}",
+                    "best_iteration": result.best_iteration if result.best_iteration is not None else -1,
+                    "training_seconds": summary["training_seconds"],
+                    "seed": universe.seed,
+                },
+                checks=[leakage_sentinel_result(key, spec.kind, metrics, universe.leakage_sentinel)],
+            )
+
+        config = {
+            "params": settings.params,
+            "split": universe.split,
+            "seed": universe.seed,
+            "target": spec,
+            "bars_per_year": universe.bars.bars_per_year,
+            "leakage_sentinel": universe.leakage_sentinel,
+        }
+        inputs = {"features": features, "labels": labels, "feature_sets": feature_sets}
+        yield from materialize_cached(context, artifact_store.store(), inputs, config, compute)
 
     return model
 

@@ -3,17 +3,20 @@
 Ranking gates training: below the configured bar, `feature_sets` records why and selects
 nothing, and every model family skips the partition with the same reason in its metadata.
 """
+from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
 
+from intelligence_assets.assets.caching import Computed, materialize_cached
 from intelligence_assets.assets.metadata import clean_number, date_range, markdown_table
-from intelligence_assets.fingerprints import table_fingerprint, value_fingerprint
 from intelligence_assets.ml.dataset import build_dataset
 from intelligence_assets.ml.ranking import rank_target
 from intelligence_assets.ml.selection import select_features
 from intelligence_assets.ml.targets import build_labels, label_horizon
 from intelligence_assets.partitions import by_symbol, symbol_and_target, symbol_target_partitions
+from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
+from intelligence_assets.resources.artifacts import ArtifactHandle
 from intelligence_assets.universe import Universe
 
 BARS = dg.AssetKey("bars")
@@ -35,28 +38,31 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
         kinds={"polars"},
         description="One target column built from its spec; label windows look only at the next `horizon` bars.",
     )
-    def labels(context: dg.AssetExecutionContext, bars: pl.DataFrame) -> dg.Output[pl.DataFrame]:
+    def labels(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, bars: ArtifactHandle) -> Iterator[dg.Output]:
         symbol, target = symbol_and_target(context)
         spec = universe.target(target)
-        table = build_labels(bars, spec)
-        known = table.filter(pl.col("label").is_not_null())
-        balance: dict[str, float | None] = (
-            {"positive_rate": clean_number(known["label"].mean())}
-            if spec.task == "classification"
-            else {"label_mean": clean_number(known["label"].mean()), "label_std": clean_number(known["label"].std())}
-        )
-        return dg.Output(
-            table,
-            data_version=dg.DataVersion(table_fingerprint(table)),
-            metadata={
-                "rows": table.height,
-                "labelled_rows": known.height,
-                "task": spec.task,
-                "spec": dg.MetadataValue.json(spec.model_dump()),
-                **balance,
-                **{f"{k}_timestamp": v for k, v in date_range(known).items()},
-            },
-        )
+
+        def compute() -> Computed:
+            table = build_labels(bars.load(), spec)
+            known = table.filter(pl.col("label").is_not_null())
+            balance = (
+                {"positive_rate": clean_number(known["label"].mean())}
+                if spec.task == "classification"
+                else {"label_mean": clean_number(known["label"].mean()), "label_std": clean_number(known["label"].std())}
+            )
+            return Computed(
+                table,
+                metadata={
+                    "rows": table.height,
+                    "labelled_rows": known.height,
+                    "task": spec.task,
+                    "spec": dg.MetadataValue.json(spec.model_dump(mode="json")),
+                    **balance,
+                    **{f"{k}_timestamp": v for k, v in date_range(known).items()},
+                },
+            )
+
+        yield from materialize_cached(context, artifact_store.store(), {"bars": bars}, spec, compute)
 
     @dg.asset(
         key=TARGET_RANKINGS,
@@ -67,32 +73,37 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
         kinds={"lightgbm", "scikitlearn"},
         description="How predictable this target is: purged, embargoed walk-forward CV of a quick LightGBM and a linear model.",
     )
-    def target_rankings(context: dg.AssetExecutionContext, features: pl.DataFrame, labels: pl.DataFrame) -> dg.Output[dict]:
+    def target_rankings(
+        context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, features: ArtifactHandle, labels: ArtifactHandle
+    ) -> Iterator[dg.Output]:
         symbol, target = symbol_and_target(context)
         spec = universe.target(target)
-        dataset = build_dataset(features, labels)
-        ranking = rank_target(dataset.x, dataset.y, spec.task, label_horizon(spec), universe.split, universe.ranking, seed=universe.seed)
-        result = {"symbol": symbol, "target": target, "task": spec.task, "rows": len(dataset.y), **ranking.to_dict()}
-        context.log.info(f"{symbol} {target}: {ranking.reason}")
-        folds = [
-            {"model": model, **{f"fold_{i + 1}": clean_number(score) for i, score in enumerate(scores)}}
-            for model, scores in ranking.fold_scores.items()
-        ]
-        fold_columns = ["model", *[f"fold_{i + 1}" for i in range(max((len(s) for s in ranking.fold_scores.values()), default=0))]]
-        return dg.Output(
-            result,
-            data_version=dg.DataVersion(value_fingerprint(result)),
-            metadata={
-                "passed": ranking.passed,
-                "score": clean_number(ranking.score),
-                "stability": clean_number(ranking.stability),
-                "bar": ranking.bar,
-                "best_model": ranking.best_model,
-                "decision": ranking.reason,
-                "fold_scores": markdown_table(folds, fold_columns),
-                "rows": len(dataset.y),
-            },
-        )
+
+        def compute() -> Computed:
+            dataset = build_dataset(features.load(), labels.load())
+            ranking = rank_target(dataset.x, dataset.y, spec.task, label_horizon(spec), universe.split, universe.ranking, seed=universe.seed)
+            context.log.info(f"{symbol} {target}: {ranking.reason}")
+            folds = [
+                {"model": model, **{f"fold_{i + 1}": clean_number(score) for i, score in enumerate(scores)}}
+                for model, scores in ranking.fold_scores.items()
+            ]
+            fold_columns = ["model", *[f"fold_{i + 1}" for i in range(max((len(s) for s in ranking.fold_scores.values()), default=0))]]
+            return Computed(
+                {"symbol": symbol, "target": target, "task": spec.task, "rows": len(dataset.y), **ranking.to_dict()},
+                metadata={
+                    "passed": ranking.passed,
+                    "score": clean_number(ranking.score),
+                    "stability": clean_number(ranking.stability),
+                    "bar": ranking.bar,
+                    "best_model": ranking.best_model,
+                    "decision": ranking.reason,
+                    "fold_scores": markdown_table(folds, fold_columns),
+                    "rows": len(dataset.y),
+                },
+            )
+
+        config = {"split": universe.split, "ranking": universe.ranking, "seed": universe.seed, "task": spec.task, "horizon": label_horizon(spec)}
+        yield from materialize_cached(context, artifact_store.store(), {"features": features, "labels": labels}, config, compute)
 
     @dg.asset(
         key=FEATURE_SETS,
@@ -107,31 +118,42 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
         kinds={"lightgbm"},
         description="Features selected for this target (gain and permutation importance on held-out folds, kept when stable); empty when ranking gated the target.",
     )
-    def feature_sets(context: dg.AssetExecutionContext, features: pl.DataFrame, labels: pl.DataFrame, target_rankings: dict) -> dg.Output[dict]:
+    def feature_sets(
+        context: dg.AssetExecutionContext,
+        artifact_store: ArtifactStoreResource,
+        features: ArtifactHandle,
+        labels: ArtifactHandle,
+        target_rankings: ArtifactHandle,
+    ) -> Iterator[dg.Output]:
         symbol, target = symbol_and_target(context)
         spec = universe.target(target)
-        if not target_rankings["passed"]:
-            result = {"symbol": symbol, "target": target, "gated": True, "reason": f"not trained: {target_rankings['reason']}", "selected": [], "importances": []}
-            context.log.info(f"{symbol} {target}: {result['reason']}")
-            return dg.Output(
+
+        def compute() -> Computed:
+            ranking = target_rankings.load()
+            if not ranking["passed"]:
+                reason = f"not trained: {ranking['reason']}"
+                context.log.info(f"{symbol} {target}: {reason}")
+                return Computed(
+                    {"symbol": symbol, "target": target, "gated": True, "reason": reason, "selected": [], "importances": []},
+                    metadata={"gated": True, "decision": reason, "ranking_score": ranking.get("score")},
+                )
+            dataset = build_dataset(features.load(), labels.load())
+            selection = select_features(dataset.x, dataset.y, dataset.feature_names, spec.task, label_horizon(spec), universe.split, universe.selection, seed=universe.seed)
+            context.log.info(f"{symbol} {target}: selected {len(selection.selected)} of {len(dataset.feature_names)} features: {selection.selected}")
+            result = {"symbol": symbol, "target": target, "gated": False, "reason": "", **selection.to_dict()}
+            importance_rows = sorted(result["importances"], key=lambda row: -(row.get("permutation_mean") or 0.0))
+            return Computed(
                 result,
-                data_version=dg.DataVersion(value_fingerprint(result)),
-                metadata={"gated": True, "decision": result["reason"], "ranking_score": target_rankings.get("score")},
+                metadata={
+                    "gated": False,
+                    "selected_count": len(selection.selected),
+                    "selected": ", ".join(selection.selected),
+                    "importances": markdown_table(importance_rows, ["feature", "selected", "permutation_mean", "permutation_std", "gain_mean", "stability"]),
+                },
             )
-        dataset = build_dataset(features, labels)
-        selection = select_features(dataset.x, dataset.y, dataset.feature_names, spec.task, label_horizon(spec), universe.split, universe.selection, seed=universe.seed)
-        result = {"symbol": symbol, "target": target, "gated": False, "reason": "", **selection.to_dict()}
-        context.log.info(f"{symbol} {target}: selected {len(selection.selected)} of {len(dataset.feature_names)} features: {selection.selected}")
-        importance_rows = sorted(selection.to_dict()["importances"], key=lambda row: -(row.get("permutation_mean") or 0.0))
-        return dg.Output(
-            result,
-            data_version=dg.DataVersion(value_fingerprint(result)),
-            metadata={
-                "gated": False,
-                "selected_count": len(selection.selected),
-                "selected": ", ".join(selection.selected),
-                "importances": markdown_table(importance_rows, ["feature", "selected", "permutation_mean", "permutation_std", "gain_mean", "stability"]),
-            },
-        )
+
+        config = {"split": universe.split, "selection": universe.selection, "seed": universe.seed, "task": spec.task, "horizon": label_horizon(spec)}
+        inputs = {"features": features, "labels": labels, "target_rankings": target_rankings}
+        yield from materialize_cached(context, artifact_store.store(), inputs, config, compute)
 
     return [labels, target_rankings, feature_sets]

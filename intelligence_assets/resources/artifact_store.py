@@ -19,14 +19,18 @@ from typing import Any
 import polars as pl
 
 
-class ArtifactNotFoundError(KeyError):
+class ArtifactStoreError(Exception):
+    """Base of every error an artifact store raises on purpose, whatever the backend."""
+
+
+class ArtifactNotFoundError(ArtifactStoreError, KeyError):
     """No object is stored under the key."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
         return str(self.args[0]) if self.args else "artifact not found"
 
 
-class CorruptArtifactError(ValueError):
+class CorruptArtifactError(ArtifactStoreError, ValueError):
     """An object exists but cannot be decoded as what it claims to be."""
 
 

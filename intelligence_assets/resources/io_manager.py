@@ -1,24 +1,16 @@
-"""The IO manager: asset values to and from the ArtifactStore.
+"""The IO manager: artifacts to and from the ArtifactStore (layout in `artifacts.py`).
 
-Layout: `<asset key path>/<symbol>/<target>/` for symbol x target partitions,
-`<asset key path>/<symbol>/` for symbol partitions, `<asset key path>/` when unpartitioned.
-Inside, one of: `data.parquet` (polars tables), `result.json` (small dict results) or
-`summary.json` + `model/` (a TrainedModel, model files in their native format).
+Prefix per asset partition: `<asset key path>/<symbol>/<target>` for symbol x target partitions,
+`<asset key path>/<symbol>` for symbol partitions, `<asset key path>` when unpartitioned.
+Inputs load as `ArtifactHandle`s: the asset decides whether it needs the data at all.
 """
-
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import polars as pl
 
-from intelligence_assets.ml.trained_model import SUMMARY_FILE, TrainedModel
-from intelligence_assets.resources.artifact_store import ArtifactNotFoundError, ArtifactStore
+from intelligence_assets.resources.artifact_store import ArtifactNotFoundError
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
-
-TABLE_FILE = "data.parquet"
-RESULT_FILE = "result.json"
+from intelligence_assets.resources.artifacts import ArtifactHandle, ArtifactWrite, point_to, write_artifact
 
 
 def partition_path(partition_key: str | dg.MultiPartitionKey | None) -> list[str]:
@@ -35,75 +27,51 @@ def artifact_prefix(asset_key: dg.AssetKey, partition_key: str | dg.MultiPartiti
     return "/".join([*asset_key.path, *partition_path(partition_key)])
 
 
-def write_value(store: ArtifactStore, prefix: str, value: Any) -> str:
-    """Store a value under prefix; returns the key of its main object."""
-    if isinstance(value, pl.DataFrame):
-        store.put_table(f"{prefix}/{TABLE_FILE}", value)
-        return f"{prefix}/{TABLE_FILE}"
-    if isinstance(value, TrainedModel):
-        with tempfile.TemporaryDirectory() as scratch:
-            value.save(Path(scratch))
-            # The summary goes last: its presence marks a complete model artifact.
-            for file in sorted(Path(scratch).rglob("*")):
-                if file.is_file() and file.name != SUMMARY_FILE:
-                    store.put_bytes(f"{prefix}/{file.relative_to(scratch).as_posix()}", file.read_bytes())
-            store.put_bytes(f"{prefix}/{SUMMARY_FILE}", (Path(scratch) / SUMMARY_FILE).read_bytes())
-        return f"{prefix}/{SUMMARY_FILE}"
-    if isinstance(value, dict):
-        store.put_json(f"{prefix}/{RESULT_FILE}", value)
-        return f"{prefix}/{RESULT_FILE}"
-    raise TypeError(f"cannot store {type(value).__name__} at {prefix}: expected polars.DataFrame, dict or TrainedModel")
-
-
-def read_value(store: ArtifactStore, prefix: str) -> Any:
-    if store.exists(f"{prefix}/{TABLE_FILE}"):
-        return store.get_table(f"{prefix}/{TABLE_FILE}")
-    if store.exists(f"{prefix}/{SUMMARY_FILE}"):
-        with tempfile.TemporaryDirectory() as scratch:
-            store.get_directory(prefix, Path(scratch))
-            return TrainedModel.load(Path(scratch))
-    if store.exists(f"{prefix}/{RESULT_FILE}"):
-        return store.get_json(f"{prefix}/{RESULT_FILE}")
-    raise ArtifactNotFoundError(f"nothing stored at {store.uri(prefix)}; materialize it first")
+def parse_partition_key(partitions_def: dg.PartitionsDefinition | None, key: str | None) -> str | dg.MultiPartitionKey | None:
+    if key is not None and isinstance(partitions_def, dg.MultiPartitionsDefinition) and not isinstance(key, dg.MultiPartitionKey):
+        return partitions_def.get_partition_key_from_str(key)
+    return key
 
 
 class ArtifactIOManager(dg.ConfigurableIOManager):
     """Stores every asset in the artifact store.
 
     An input spanning many upstream partitions (an unpartitioned leaderboard over all models,
-    or an input with metadata `as_mapping: True`) loads as a dict keyed by partition key.
+    or an input with metadata `as_mapping: True`) loads as a dict of handles keyed by partition.
     """
 
     artifact_store: dg.ResourceDependency[ArtifactStoreResource]
 
-    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: ArtifactWrite) -> None:
+        if not isinstance(obj, ArtifactWrite):
+            raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; assets return ArtifactWrite (see assets/caching.py)")
         store = self.artifact_store.store()
-        partition = context.partition_key if context.has_partition_key else None
-        if context.has_partition_key and isinstance(context.asset_partitions_def, dg.MultiPartitionsDefinition):
-            partition = context.asset_partitions_def.get_partition_key_from_str(context.partition_key)
+        partition = parse_partition_key(context.asset_partitions_def, context.partition_key) if context.has_partition_key else None
         prefix = artifact_prefix(context.asset_key, partition)
-        key = write_value(store, prefix, obj)
-        context.add_output_metadata({"artifact": dg.MetadataValue.url(store.uri(key)) if store.uri(key).startswith("http") else dg.MetadataValue.path(store.uri(key))})
+        if obj.is_cache_hit:
+            point_to(store, prefix, obj.manifest)
+        else:
+            write_artifact(store, prefix, obj.value, obj.manifest)
+        location = store.uri(f"{prefix}/{obj.manifest.fingerprint}")
+        context.add_output_metadata({"artifact": dg.MetadataValue.url(location) if location.startswith("http") else dg.MetadataValue.path(location)})
 
-    def load_input(self, context: dg.InputContext) -> Any:
+    def load_input(self, context: dg.InputContext) -> ArtifactHandle | dict[str, ArtifactHandle]:
         store = self.artifact_store.store()
         asset_key = context.asset_key
         if not context.has_asset_partitions:
-            return read_value(store, artifact_prefix(asset_key, None))
-        partitions_def = context.asset_partitions_def
+            return ArtifactHandle.current(store, artifact_prefix(asset_key, None))
         keys = context.asset_partition_keys
-        parsed = [partitions_def.get_partition_key_from_str(k) if isinstance(partitions_def, dg.MultiPartitionsDefinition) else k for k in keys]
+        parsed = [parse_partition_key(context.asset_partitions_def, key) for key in keys]
         wants_mapping = (context.definition_metadata or {}).get("as_mapping") or not context.has_partition_key
         if not wants_mapping:
             if len(parsed) != 1:
                 raise ValueError(f"{asset_key.to_user_string()}: expected one upstream partition, got {len(parsed)}; mark the input as_mapping")
-            return read_value(store, artifact_prefix(asset_key, parsed[0]))
-        # Many upstream partitions (a leaderboard over all models): a dict keyed by partition;
-        # partitions never materialized (a symbol added but not run yet) are left out.
-        values = {}
+            return ArtifactHandle.current(store, artifact_prefix(asset_key, parsed[0]))
+        # Partitions never materialized (a symbol registered but not run yet) are left out.
+        handles = {}
         for key, partition in zip(keys, parsed):
             try:
-                values[key] = read_value(store, artifact_prefix(asset_key, partition))
+                handles[str(key)] = ArtifactHandle.current(store, artifact_prefix(asset_key, partition))
             except ArtifactNotFoundError:
                 context.log.warning(f"{asset_key.to_user_string()} partition {key} is not materialized; leaving it out")
-        return values
+        return handles

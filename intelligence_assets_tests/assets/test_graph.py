@@ -12,33 +12,16 @@ from intelligence_assets.definitions import build_assets, build_definitions
 from intelligence_assets.deployment import DeploymentSettings
 from intelligence_assets.partitions import register_symbols
 from intelligence_assets.resources.artifact_store import LocalArtifactStore
-from intelligence_assets.resources.io_manager import read_value
+from intelligence_assets.resources.artifacts import ArtifactHandle, read_value
 from intelligence_assets.universe import Universe, load_universe
 from intelligence_assets_tests.conftest import write_small_universe
-
-MODEL_SELECTION = dg.AssetSelection.assets("labels", "target_rankings", "feature_sets") | dg.AssetSelection.key_prefixes("models")
-
-
-def materialize_everything(universe: Universe, instance: dg.DagsterInstance, artifact_root: Path) -> None:
-    assets = build_assets(universe)
-    resources = DeploymentSettings(artifact_root=artifact_root).resources()
-    register_symbols(instance, universe.symbols)
-    for symbol in universe.symbols:
-        result = dg.materialize(assets, selection=dg.AssetSelection.assets("bars", "features"), partition_key=symbol, instance=instance, resources=resources)
-        assert result.success
-        for target in universe.target_names:
-            key = dg.MultiPartitionKey({"symbol": symbol, "target": target})
-            assert dg.materialize(assets, selection=MODEL_SELECTION, partition_key=key, instance=instance, resources=resources).success
-    assert dg.materialize(assets, selection=dg.AssetSelection.assets("model_leaderboard"), instance=instance, resources=resources).success
-    for symbol in universe.symbols:
-        assert dg.materialize(assets, selection=dg.AssetSelection.assets("predictions"), partition_key=symbol, instance=instance, resources=resources).success
-
+from intelligence_assets_tests.pipeline import MODEL_SELECTION, local_resources, materialize_everything
 
 @pytest.fixture(scope="module")
 def materialized(small_universe: Universe, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("artifacts")
     with dg.instance_for_test() as instance:
-        materialize_everything(small_universe, instance, root)
+        materialize_everything(small_universe, instance, local_resources(root))
         yield instance, LocalArtifactStore(root)
 
 
@@ -52,16 +35,22 @@ def test_definitions_load_with_every_stage(small_universe: Universe, tmp_path: P
         assert graph.get(key).code_version, f"{key.to_user_string()} has no code_version"
 
 
-def test_layout_follows_asset_symbol_target(materialized) -> None:
+def test_layout_follows_asset_symbol_target_fingerprint(materialized) -> None:
     _, store = materialized
-    assert store.exists("bars/SIGNAL/data.parquet")
-    assert store.exists("features/NOISE/data.parquet")
-    assert store.exists("labels/SIGNAL/y_up_1b/data.parquet")
-    assert store.exists("target_rankings/SIGNAL/y_up_1b/result.json")
-    assert store.exists("models/lightgbm/SIGNAL/y_up_1b/model/model.txt")
-    assert store.exists("models/torch_mlp/SIGNAL/y_up_1b/model/model.pt")
-    assert store.exists("model_leaderboard/data.parquet")
-    assert store.exists("predictions/SIGNAL/data.parquet")
+    expected = {
+        "bars/SIGNAL": "data.parquet",
+        "features/NOISE": "data.parquet",
+        "labels/SIGNAL/y_up_1b": "data.parquet",
+        "target_rankings/SIGNAL/y_up_1b": "result.json",
+        "models/lightgbm/SIGNAL/y_up_1b": "model/model.txt",
+        "models/torch_mlp/SIGNAL/y_up_1b": "model/model.pt",
+        "model_leaderboard": "data.parquet",
+        "predictions/SIGNAL": "data.parquet",
+    }
+    for prefix, file in expected.items():
+        handle = ArtifactHandle.current(store, prefix)
+        assert store.exists(f"{prefix}/{handle.fingerprint}/{file}"), prefix
+        assert store.exists(f"{prefix}/{handle.fingerprint}/manifest.json"), prefix
 
 
 def test_ranking_gates_training_and_says_why(materialized) -> None:

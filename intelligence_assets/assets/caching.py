@@ -1,0 +1,170 @@
+"""Cache-aware materialization.
+
+An asset partition's fingerprint hashes its code version, its resolved config, its partition key
+and the data versions of its inputs. When the store already holds an intact artifact under that
+fingerprint, the asset returns it without computing (metadata `cache: hit`); otherwise it
+computes and stores (`cache: miss`). The fingerprint is also the partition's data version, so a
+recompute that Dagster shows as needed is exactly one the store cannot answer.
+
+Inputs arrive as `ArtifactHandle`s: a hit reads one small pointer per input, never the data.
+"""
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import dagster as dg
+from pydantic import BaseModel
+
+from intelligence_assets.resources.artifact_store import ArtifactStore
+from intelligence_assets.resources.artifacts import ArtifactHandle, ArtifactWrite, Manifest, find_intact_manifest
+from intelligence_assets.resources.io_manager import artifact_prefix, parse_partition_key
+
+Inputs = Mapping[str, ArtifactHandle | Mapping[str, ArtifactHandle]]
+
+
+@dataclass
+class Computed:
+    """What an asset computed: the value, its UI metadata and its check outcomes."""
+
+    value: Any
+    metadata: dict[str, Any] = field(default_factory=dict)
+    checks: list[dg.AssetCheckResult] = field(default_factory=list)
+
+
+def resolved(config: Any) -> Any:
+    """Config as plain JSON values (pydantic models dumped), for hashing and provenance."""
+    if isinstance(config, BaseModel):
+        return config.model_dump(mode="json")
+    if isinstance(config, Mapping):
+        return {str(k): resolved(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [resolved(v) for v in config]
+    return config
+
+
+def input_versions(inputs: Inputs) -> dict[str, str]:
+    versions = {}
+    for name, value in inputs.items():
+        if isinstance(value, ArtifactHandle):
+            versions[name] = value.data_version
+        else:
+            versions.update({f"{name}[{key}]": handle.data_version for key, handle in value.items()})
+    return dict(sorted(versions.items()))
+
+
+def fingerprint_of(code_version: str, config: Any, partition_key: str | None, versions: Mapping[str, str]) -> str:
+    payload = {"code_version": code_version, "config": resolved(config), "partition": partition_key, "inputs": dict(sorted(versions.items()))}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+# Metadata is stored with the artifact so a cache hit shows the same numbers in the UI.
+def _plain_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    plain = {}
+    for name, value in metadata.items():
+        if isinstance(value, dg.MarkdownMetadataValue):
+            plain[name] = {"__markdown__": value.value}
+        elif isinstance(value, dg.JsonMetadataValue):
+            plain[name] = {"__json__": value.value}
+        elif isinstance(value, dg.PathMetadataValue):
+            plain[name] = {"__path__": value.value}
+        elif isinstance(value, dg.MetadataValue):
+            plain[name] = value.value
+        elif value is not None:
+            plain[name] = value
+    return plain
+
+
+def _metadata_values(plain: Mapping[str, Any]) -> dict[str, Any]:
+    values = {}
+    for name, value in plain.items():
+        if isinstance(value, dict) and "__markdown__" in value:
+            values[name] = dg.MetadataValue.md(value["__markdown__"])
+        elif isinstance(value, dict) and "__json__" in value:
+            values[name] = dg.MetadataValue.json(value["__json__"])
+        elif isinstance(value, dict) and "__path__" in value:
+            values[name] = dg.MetadataValue.path(value["__path__"])
+        else:
+            values[name] = value
+    return values
+
+
+def _plain_check(check: dg.AssetCheckResult) -> dict[str, Any]:
+    return {
+        "check_name": check.check_name,
+        "passed": check.passed,
+        "severity": check.severity.value,
+        "description": check.description,
+        "metadata": _plain_metadata(check.metadata or {}),
+    }
+
+
+def _replayed_check(asset_key: dg.AssetKey, plain: Mapping[str, Any]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=plain["check_name"],
+        passed=plain["passed"],
+        severity=dg.AssetCheckSeverity(plain["severity"]),
+        description=plain["description"],
+        metadata=_metadata_values(plain["metadata"]),
+    )
+
+
+def materialize_cached(
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    inputs: Inputs,
+    config: Any,
+    compute: Callable[[], Computed],
+    data_version: str | None = None,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Yield the asset's output (new or cached) and its check results.
+
+    `data_version` overrides the data version (bars: the content hash of the stored bars);
+    by default it is the fingerprint.
+    """
+    asset_key = context.asset_key
+    partition_key = context.partition_key if context.has_partition_key else None
+    code_version = context.assets_def.code_versions_by_key[asset_key] or ""
+    versions = input_versions(inputs)
+    fingerprint = fingerprint_of(code_version, config, partition_key, versions)
+    prefix = artifact_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
+
+    manifest, state = find_intact_manifest(store, prefix, fingerprint)
+    if manifest is not None:
+        context.log.info(f"cache hit: {store.uri(prefix)}/{fingerprint} (computed in run {manifest.provenance.get('run_id')})")
+        yield dg.Output(
+            ArtifactWrite(manifest),
+            data_version=dg.DataVersion(manifest.data_version),
+            metadata={**_metadata_values(manifest.metadata), "cache": "hit", "fingerprint": fingerprint, "computed_in_run": manifest.provenance.get("run_id", "")},
+        )
+        for check in manifest.checks:
+            yield _replayed_check(asset_key, check)
+        return
+    if state != "not stored":
+        context.log.warning(f"stored artifact for fingerprint {fingerprint} is unusable ({state}); recomputing")
+
+    computed = compute()
+    manifest = Manifest(
+        fingerprint=fingerprint,
+        data_version=data_version or fingerprint,
+        files={},
+        metadata=_plain_metadata(computed.metadata),
+        checks=[_plain_check(check) for check in computed.checks],
+        provenance={
+            "code_version": code_version,
+            "config": resolved(config),
+            "partition": partition_key,
+            "inputs": versions,
+            "run_id": context.run.run_id,
+            "computed_at": datetime.now(timezone.utc).isoformat(),
+        },
+    )
+    yield dg.Output(
+        ArtifactWrite(manifest, computed.value),
+        data_version=dg.DataVersion(manifest.data_version),
+        metadata={**computed.metadata, "cache": "miss", "fingerprint": fingerprint},
+    )
+    yield from computed.checks

@@ -1,0 +1,175 @@
+"""Artifacts in the store: content-addressed by fingerprint, committed by a manifest.
+
+Layout under an asset partition's prefix (`<asset>/<symbol>/<target>`):
+
+    <fingerprint>/data.parquet | result.json | summary.json + model/...   the value's files
+    <fingerprint>/manifest.json     sha256 and size of every file, metadata, check outcomes
+    current.json                    {fingerprint, data_version}: what downstream assets read
+
+The manifest is written after the files and the pointer after the manifest, so a reader never
+follows a pointer to a half-written artifact; a retry with the same fingerprint rewrites the
+same keys (idempotent). Every load verifies the checksums: a corrupt object is an error,
+never silently used.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from intelligence_assets.ml.trained_model import SUMMARY_FILE, TrainedModel
+from intelligence_assets.resources.artifact_store import ArtifactNotFoundError, ArtifactStore, CorruptArtifactError
+
+TABLE_FILE = "data.parquet"
+RESULT_FILE = "result.json"
+MANIFEST_FILE = "manifest.json"
+POINTER_FILE = "current.json"
+
+
+def encode_value(value: Any) -> dict[str, bytes]:
+    """The files (relative path -> bytes) that represent a value."""
+    if isinstance(value, pl.DataFrame):
+        buffer = io.BytesIO()
+        value.write_parquet(buffer, compression="zstd", statistics=False)
+        return {TABLE_FILE: buffer.getvalue()}
+    if isinstance(value, TrainedModel):
+        with tempfile.TemporaryDirectory() as scratch:
+            value.save(Path(scratch))
+            return {p.relative_to(scratch).as_posix(): p.read_bytes() for p in sorted(Path(scratch).rglob("*")) if p.is_file()}
+    if isinstance(value, dict):
+        return {RESULT_FILE: json.dumps(value, indent=2, sort_keys=True, allow_nan=False).encode()}
+    raise TypeError(f"cannot store {type(value).__name__}: expected polars.DataFrame, dict or TrainedModel")
+
+
+def decode_value(files: dict[str, bytes], where: str) -> Any:
+    try:
+        if TABLE_FILE in files:
+            return pl.read_parquet(io.BytesIO(files[TABLE_FILE]))
+        if SUMMARY_FILE in files:
+            with tempfile.TemporaryDirectory() as scratch:
+                for name, data in files.items():
+                    target = Path(scratch) / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data)
+                return TrainedModel.load(Path(scratch))
+        if RESULT_FILE in files:
+            return json.loads(files[RESULT_FILE])
+    except Exception as error:  # a decoder's own error type says little; name the artifact
+        raise CorruptArtifactError(f"artifact {where} cannot be decoded: {error}") from error
+    raise CorruptArtifactError(f"artifact {where} holds none of {TABLE_FILE}, {SUMMARY_FILE}, {RESULT_FILE}")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Manifest:
+    fingerprint: str
+    data_version: str
+    files: dict[str, dict[str, Any]]             # relative path -> {sha256, bytes}
+    metadata: dict[str, Any] = field(default_factory=dict)   # plain, replayable materialization metadata
+    checks: list[dict[str, Any]] = field(default_factory=list)  # check outcomes, replayed on cache hits
+    provenance: dict[str, Any] = field(default_factory=dict)    # code version, config, inputs, run id, time
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__, indent=2, sort_keys=True, default=str).encode()
+
+
+def write_artifact(store: ArtifactStore, prefix: str, value: Any, manifest: Manifest) -> None:
+    """Files, then manifest, then pointer."""
+    files = encode_value(value)
+    manifest.files = {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in files.items()}
+    for name, data in files.items():
+        store.put_bytes(f"{prefix}/{manifest.fingerprint}/{name}", data)
+    store.put_bytes(f"{prefix}/{manifest.fingerprint}/{MANIFEST_FILE}", manifest.to_json())
+    point_to(store, prefix, manifest)
+
+
+def point_to(store: ArtifactStore, prefix: str, manifest: Manifest) -> None:
+    pointer = {"fingerprint": manifest.fingerprint, "data_version": manifest.data_version, "updated": datetime.now(timezone.utc).isoformat()}
+    store.put_json(f"{prefix}/{POINTER_FILE}", pointer)
+
+
+def read_manifest(store: ArtifactStore, prefix: str, fingerprint: str) -> Manifest:
+    key = f"{prefix}/{fingerprint}/{MANIFEST_FILE}"
+    raw = store.get_json(key)
+    try:
+        return Manifest(**raw)
+    except TypeError as error:
+        raise CorruptArtifactError(f"manifest {store.uri(key)} is malformed: {error}") from error
+
+
+def read_verified_files(store: ArtifactStore, prefix: str, manifest: Manifest) -> dict[str, bytes]:
+    files = {}
+    for name, expected in manifest.files.items():
+        key = f"{prefix}/{manifest.fingerprint}/{name}"
+        data = store.get_bytes(key)
+        if len(data) != expected["bytes"] or _sha256(data) != expected["sha256"]:
+            raise CorruptArtifactError(
+                f"artifact {store.uri(key)} is corrupt: {len(data)} bytes with sha256 {_sha256(data)[:12]}…, "
+                f"manifest says {expected['bytes']} bytes with sha256 {expected['sha256'][:12]}…; rematerialize it to recompute"
+            )
+        files[name] = data
+    return files
+
+
+def find_intact_manifest(store: ArtifactStore, prefix: str, fingerprint: str) -> tuple[Manifest | None, str]:
+    """The manifest of a stored artifact whose files all verify, or None and why not."""
+    try:
+        manifest = read_manifest(store, prefix, fingerprint)
+        read_verified_files(store, prefix, manifest)
+    except ArtifactNotFoundError:
+        return None, "not stored"
+    except CorruptArtifactError as error:
+        return None, str(error)
+    return manifest, "intact"
+
+
+@dataclass(frozen=True)
+class ArtifactHandle:
+    """An upstream artifact, not yet loaded: its data version is known without reading its data,
+    so a cache hit downstream costs one small read per input."""
+
+    store: ArtifactStore
+    prefix: str
+    fingerprint: str
+    data_version: str
+
+    @classmethod
+    def current(cls, store: ArtifactStore, prefix: str) -> ArtifactHandle:
+        try:
+            pointer = store.get_json(f"{prefix}/{POINTER_FILE}")
+        except ArtifactNotFoundError:
+            raise ArtifactNotFoundError(f"nothing stored at {store.uri(prefix)}; materialize it first") from None
+        return cls(store, prefix, pointer["fingerprint"], pointer["data_version"])
+
+    def load(self) -> Any:
+        manifest = read_manifest(self.store, self.prefix, self.fingerprint)
+        files = read_verified_files(self.store, self.prefix, manifest)
+        return decode_value(files, self.store.uri(f"{self.prefix}/{self.fingerprint}"))
+
+
+def read_value(store: ArtifactStore, prefix: str) -> Any:
+    """The current value stored for an asset partition (for tools and tests outside Dagster)."""
+    return ArtifactHandle.current(store, prefix).load()
+
+
+@dataclass
+class ArtifactWrite:
+    """What an asset hands its IO manager: a new artifact to store, or (value None, a cache hit)
+    an artifact already stored under this fingerprint, which only needs the pointer."""
+
+    manifest: Manifest
+    value: Any | None = None
+
+    @property
+    def is_cache_hit(self) -> bool:
+        return self.value is None

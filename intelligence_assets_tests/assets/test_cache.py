@@ -1,0 +1,101 @@
+"""Cache-aware rematerialization: exactly the partitions whose inputs, config or code changed
+are recomputed; everything else is answered by the artifact store."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+import yaml
+
+from intelligence_assets.definitions import build_assets
+from intelligence_assets.ml.families import load_family
+from intelligence_assets.ml.synthetic import synthetic_bars
+from intelligence_assets.resources.artifact_store import LocalArtifactStore
+from intelligence_assets.resources.artifacts import ArtifactHandle, read_value
+from intelligence_assets.universe import load_universe
+from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.pipeline import local_resources, materialize_everything
+
+FAMILIES = {"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 60}}}
+PER_SYMBOL_TARGET = ["labels", "target_rankings", "feature_sets", "models/linear", "models/lightgbm"]
+
+
+def misses(outcomes: dict) -> set[tuple[str, str | None]]:
+    return {key for key, outcome in outcomes.items() if outcome == "miss"}
+
+
+def champions_of(store: LocalArtifactStore) -> pl.DataFrame:
+    return read_value(store, "model_leaderboard").filter(pl.col("champion")).select("symbol", "target", "family")
+
+
+@pytest.fixture
+def warm(tmp_path: Path):
+    """A universe materialized once (cold), with the instance and store kept for a rerun."""
+    universe_path = write_small_universe(tmp_path, families=FAMILIES)
+    resources = local_resources(tmp_path / "artifacts")
+    with dg.instance_for_test() as instance:
+        cold = materialize_everything(load_universe(universe_path), instance, resources)
+        assert cold and set(cold.values()) == {"miss"}
+        yield universe_path, instance, resources, LocalArtifactStore(tmp_path / "artifacts")
+
+
+def test_rerun_with_nothing_changed_recomputes_nothing(warm) -> None:
+    universe_path, instance, resources, store = warm
+    before = ArtifactHandle.current(store, "models/lightgbm/SIGNAL/y_up_1b").fingerprint
+    rerun = materialize_everything(load_universe(universe_path), instance, resources)
+    assert misses(rerun) == set()
+    assert len(rerun) == 2 + 2 + 2 * 2 * len(PER_SYMBOL_TARGET) + 1 + 2
+    assert ArtifactHandle.current(store, "models/lightgbm/SIGNAL/y_up_1b").fingerprint == before
+    # The UI still shows the stored numbers, marked as a hit.
+    record = instance.fetch_materializations(dg.AssetKey(["models", "lightgbm"]), limit=1).records[0]
+    assert record.asset_materialization.metadata["cache"].value == "hit"
+
+
+def test_new_bars_for_one_symbol_recompute_exactly_that_symbol(warm) -> None:
+    universe_path, instance, resources, store = warm
+    # 30 new bars appended to NOISE (same seed: the old bars are an exact prefix).
+    synthetic_bars(n_bars=1630, seed=101, signal_strength=0.0).write_parquet(universe_path.parent / "bars" / "NOISE.parquet")
+    rerun = materialize_everything(load_universe(universe_path), instance, resources)
+    expected = {("bars", "NOISE"), ("features", "NOISE"), ("model_leaderboard", None), ("predictions", "NOISE")}
+    expected |= {(asset, f"NOISE|{target}") for asset in PER_SYMBOL_TARGET for target in ("y_up_1b", "y_volatility_5b")}
+    assert misses(rerun) == expected
+
+
+def test_changed_target_spec_recomputes_exactly_that_target(warm) -> None:
+    universe_path, instance, resources, store = warm
+    champions_before = champions_of(store)
+    config = yaml.safe_load(universe_path.read_text())
+    config["targets"][1]["horizon"] = 7  # y_volatility_5b: a new spec under the same name
+    universe_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    rerun = materialize_everything(load_universe(universe_path), instance, resources)
+    changed = {(asset, f"{symbol}|y_volatility_5b") for asset in PER_SYMBOL_TARGET for symbol in ("SIGNAL", "NOISE")}
+    champions_after = champions_of(store)
+    # A symbol's predictions change only if it has (or had) a champion on the changed target.
+    affected = set(pl.concat([champions_before, champions_after]).filter(pl.col("target") == "y_volatility_5b")["symbol"])
+    expected = changed | {("model_leaderboard", None)} | {("predictions", symbol) for symbol in affected}
+    assert misses(rerun) == expected
+
+
+def test_bumped_family_code_version_recomputes_that_family_and_dependents(warm, monkeypatch: pytest.MonkeyPatch) -> None:
+    universe_path, instance, resources, store = warm
+    universe = load_universe(universe_path)
+    monkeypatch.setattr(load_family("lightgbm"), "version", "2")
+    assets = build_assets(universe)
+    rerun = materialize_everything(universe, instance, resources, assets=assets)
+    family_partitions = {("models/lightgbm", f"{s}|{t}") for s in universe.symbols for t in universe.target_names}
+    lightgbm_champions = set(champions_of(store).filter(pl.col("family") == "lightgbm")["symbol"])
+    expected = family_partitions | {("model_leaderboard", None)} | {("predictions", s) for s in lightgbm_champions}
+    assert misses(rerun) == expected
+
+
+def test_corrupt_stored_artifact_is_detected_and_recomputed(warm) -> None:
+    universe_path, instance, resources, store = warm
+    handle = ArtifactHandle.current(store, "features/SIGNAL")
+    store.put_bytes(f"features/SIGNAL/{handle.fingerprint}/data.parquet", b"PAR1 not really parquet")
+    universe = load_universe(universe_path)
+    result = dg.materialize(build_assets(universe), selection=dg.AssetSelection.assets("features"), partition_key="SIGNAL", instance=instance, resources=resources)
+    materialization = result.get_asset_materialization_events()[0].materialization
+    assert materialization.metadata["cache"].value == "miss"  # never silently reused
+    assert read_value(store, "features/SIGNAL").height > 0

@@ -12,10 +12,14 @@ import multiprocessing
 import os
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 
 import dagster as dg
 import polars as pl
+
+from intelligence_assets.universe import Universe, load_universe
 
 _worker_definitions: dg.Definitions | None = None
 
@@ -27,7 +31,25 @@ def _load_worker() -> None:
     _worker_definitions = defs
 
 
-def _run_partition(job_name: str, partition_key: str | None) -> tuple[str, str | None, bool, float, str]:
+@dataclass
+class PartitionRun:
+    job_name: str
+    partition_key: str | None
+    success: bool
+    seconds: float
+    run_id: str
+    cache: dict[str, int]  # "hit" / "miss" -> materializations
+
+
+@dataclass
+class StageTiming:
+    job_name: str
+    runs: int
+    seconds: float
+    cache: dict[str, int]
+
+
+def _run_partition(job_name: str, partition_key: str | None, log_level: str) -> PartitionRun:
     assert _worker_definitions is not None
     started = time.perf_counter()
     job = _worker_definitions.resolve_job_def(job_name)
@@ -39,20 +61,43 @@ def _run_partition(job_name: str, partition_key: str | None) -> tuple[str, str |
         partition_key=partition_key,
         raise_on_error=False,
         # Our own progress lines (INFO) on the console; Dagster's event stream stays in the UI.
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
-    return job_name, str(partition_key) if partition_key else None, result.success, time.perf_counter() - started, result.run_id
+    cache = Counter(str(event.materialization.metadata["cache"].value) for event in result.get_asset_materialization_events())
+    return PartitionRun(job_name, str(partition_key) if partition_key else None, result.success, time.perf_counter() - started, result.run_id, dict(cache))
 
 
-def _run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[str | None]) -> None:
+def _run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[str | None], log_level: str) -> StageTiming:
     started = time.perf_counter()
-    results = list(pool.map(_run_partition, [job_name] * len(partition_keys), partition_keys))
-    failed = [(key, run_id) for _, key, ok, _, run_id in results if not ok]
-    print(f"  {job_name}: {len(results)} runs in {time.perf_counter() - started:.1f}s", flush=True)
+    results = list(pool.map(_run_partition, [job_name] * len(partition_keys), partition_keys, [log_level] * len(partition_keys)))
+    cache = sum((Counter(run.cache) for run in results), Counter())
+    timing = StageTiming(job_name, len(results), time.perf_counter() - started, dict(cache))
+    print(f"  {job_name}: {timing.runs} runs in {timing.seconds:.1f}s (cache hits {cache['hit']}, misses {cache['miss']})", flush=True)
+    failed = [run for run in results if not run.success]
     if failed:
-        for key, run_id in failed:
-            print(f"    FAILED partition {key}: run {run_id} (open it in `make ui`)", file=sys.stderr)
+        for run in failed:
+            print(f"    FAILED partition {run.partition_key}: run {run.run_id} (open it in `make ui`)", file=sys.stderr)
         raise SystemExit(f"{job_name} failed for {len(failed)} partition(s)")
+    return timing
+
+
+def materialize_universe(universe: Universe, workers: int, log_level: str = "INFO") -> list[StageTiming]:
+    """Every partition of every asset, stage by stage, on the instance in DAGSTER_HOME."""
+    from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, TRAINING_JOB
+    from intelligence_assets.partitions import register_symbols
+
+    added = register_symbols(dg.DagsterInstance.get(), universe.symbols)
+    print(f"Universe: {len(universe.symbols)} symbols x {len(universe.targets)} targets x {len(universe.model_families)} model families; "
+          f"registered {len(added)} new symbol partitions. Workers: {workers}", flush=True)
+    cells = [f"{s}|{t}" for s in universe.symbols for t in universe.target_names]
+    context = multiprocessing.get_context("spawn")  # fork after importing torch/OpenMP can deadlock
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_load_worker) as pool:
+        return [
+            _run_stage(pool, MARKET_DATA_JOB, list(universe.symbols), log_level),
+            _run_stage(pool, TRAINING_JOB, cells, log_level),
+            _run_stage(pool, LEADERBOARD_JOB, [None], log_level),
+            _run_stage(pool, PREDICTIONS_JOB, list(universe.symbols), log_level),
+        ]
 
 
 def print_leaderboard(leaderboard: pl.DataFrame) -> None:
@@ -83,34 +128,21 @@ def main(argv: list[str] | None = None) -> None:
     if not os.environ.get("DAGSTER_HOME"):
         raise SystemExit("DAGSTER_HOME is not set; run `make demo`, which sets it to .dagster_home/")
 
-    from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, TRAINING_JOB
     from intelligence_assets.deployment import DeploymentSettings
-    from intelligence_assets.partitions import register_symbols
     from intelligence_assets.resources.artifacts import read_value
-    from intelligence_assets.universe import load_universe
 
     started = time.perf_counter()
-    universe = load_universe()
-    instance = dg.DagsterInstance.get()
-    added = register_symbols(instance, universe.symbols)
-    print(f"Universe: {len(universe.symbols)} symbols x {len(universe.targets)} targets x {len(universe.model_families)} model families; "
-          f"registered {len(added)} new symbol partitions. Workers: {args.workers}", flush=True)
-    cells = [f"{s}|{t}" for s in universe.symbols for t in universe.target_names]
-    context = multiprocessing.get_context("spawn")  # fork after importing torch/OpenMP can deadlock
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=context, initializer=_load_worker) as pool:
-        _run_stage(pool, MARKET_DATA_JOB, list(universe.symbols))
-        _run_stage(pool, TRAINING_JOB, cells)
-        _run_stage(pool, LEADERBOARD_JOB, [None])
-        _run_stage(pool, PREDICTIONS_JOB, list(universe.symbols))
+    materialize_universe(load_universe(), args.workers)
 
-    store = DeploymentSettings.from_environment().resources()["artifact_store"].store()
+    store = DeploymentSettings.from_environment().artifact_store()
     leaderboard = read_value(store, "model_leaderboard")
     print_leaderboard(leaderboard)
     print(f"\nDemo finished in {time.perf_counter() - started:.0f}s.")
     print("Where to look next:")
     print("  make ui              Dagster UI on http://127.0.0.1:3000 : asset graph, runs, metadata, checks, lineage")
     print(f"  artifacts            {store.location}")
-    print("  leaderboard          model_leaderboard/data.parquet in the artifact store")
+    print("  leaderboard          model_leaderboard/<fingerprint>/data.parquet in the artifact store (current.json names the fingerprint)")
+    print("  a rerun              `make demo` again: unchanged partitions are cache hits")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from minio import Minio
 from minio.error import S3Error
 
 from intelligence_assets.resources.artifact_store import (
@@ -26,15 +25,11 @@ from intelligence_assets.resources.s3_artifact_store import (
     ArtifactStoreUnavailableError,
     S3ArtifactStore,
 )
-from intelligence_assets_tests.services import (  # noqa: F401  (fixtures used by name)
+from intelligence_assets_tests.services import (
     FaultProxy,
     FixedResponseHTTPServer,
     S3Endpoint,
     free_port,
-    s3_endpoint,
-    s3_artifact_store,
-    s3_endpoint_with_auth,
-    s3_fault_proxy,
     unique_bucket_name,
 )
 
@@ -138,7 +133,7 @@ def test_layout_and_bytes_match_the_local_store(s3_artifact_store: S3ArtifactSto
     for prefix in ["features", "features/AAPL", "features/AAPLX", "target_rankings", "raw", "models", "models/lightgbm/AAPL", "absent"]:
         assert s3_artifact_store.list_keys(prefix) == local.list_keys(prefix), prefix
     all_keys = [key for prefix in ["features", "target_rankings", "raw", "models"] for key in local.list_keys(prefix)]
-    assert len(all_keys) == 8
+    assert len(all_keys) == 7
     for key in all_keys:
         assert s3_artifact_store.get_bytes(key) == local.get_bytes(key), key
 
@@ -181,6 +176,7 @@ def test_missing_and_corrupt_artifacts_fail_clearly(s3_endpoint: S3Endpoint, s3_
     with pytest.raises(ArtifactNotFoundError, match=f"s3://{store.bucket}/models/NOPE"):
         store.get_directory("models/NOPE", Path("/nonexistent-never-written"))
 
+    store.put_table("features/GOOD/data.parquet", sample_table())
     # Corrupted behind the store's back, with a plain client, as a truncated upload by another tool would be.
     s3_endpoint.client().put_object(store.bucket, "features/BAD/data.parquet", io.BytesIO(b"not parquet at all"), 18)
     with pytest.raises(CorruptArtifactError, match=f"s3://{store.bucket}/features/BAD/data.parquet"):
@@ -376,37 +372,46 @@ def test_valid_credentials_work_on_the_authenticating_server(s3_endpoint_with_au
 def test_rejected_credentials_raise_access_error_without_retrying_or_leaking(
     case: str, s3_endpoint_with_auth: S3Endpoint, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)  # every logger, urllib3's request lines included
     endpoint = s3_endpoint_with_auth
-    access_key, secret_key, expected_codes = {
-        "wrong_secret": (endpoint.access_key, "wrong-secret-Zq8vB3xYk2", {"SignatureDoesNotMatch", "AccessDenied"}),
-        "unknown_access_key": ("AKIANOTAREALKEY00042", "unknown-secret-Pw7rT5mNa1", {"InvalidAccessKeyId", "AccessDenied"}),
-        "no_permission": (endpoint.unprivileged_access_key, endpoint.unprivileged_secret_key, {"AccessDenied"}),
+    access_key, secret_key, expected_code = {
+        "wrong_secret": (endpoint.access_key, "wrong-secret-Zq8vB3xYk2", "SignatureDoesNotMatch"),
+        "unknown_access_key": ("AKIANOTAREALKEY00042", "unknown-secret-Pw7rT5mNa1", "InvalidAccessKeyId"),
+        "no_permission": (endpoint.unprivileged_access_key, endpoint.unprivileged_secret_key, "AccessDenied"),
     }[case]
-    bucket = unique_bucket_name("denied")
-    store = S3ArtifactStore(endpoint.endpoint, bucket, access_key, secret_key, retry_seconds=30)
+    existing = endpoint.store(unique_bucket_name("guarded"))
+    existing.put_bytes("features/AAPL/data.parquet", b"written with valid credentials")
+    caplog.set_level(logging.DEBUG)  # every logger, urllib3's request lines included
 
-    for operation in [
-        lambda: store.put_bytes("features/AAPL/data.parquet", b"x"),
-        lambda: store.get_bytes("features/AAPL/data.parquet"),
-        lambda: store.list_keys("features"),
-    ]:
+    store = S3ArtifactStore(endpoint.endpoint, existing.bucket, access_key, secret_key, retry_seconds=30)
+    missing_bucket = unique_bucket_name("denied")
+    store_on_missing_bucket = S3ArtifactStore(endpoint.endpoint, missing_bucket, access_key, secret_key, retry_seconds=30)
+    attempts = [
+        (store, "put", lambda: store.put_bytes("features/MSFT/data.parquet", b"x"), expected_code),
+        (store, "get", lambda: store.get_bytes("features/AAPL/data.parquet"), expected_code),
+        (store, "list", lambda: store.list_keys("features"), expected_code),
+        (store, "exists", lambda: store.exists("features/AAPL/data.parquet"), None),  # HEAD: no error body
+        (store_on_missing_bucket, "put", lambda: store_on_missing_bucket.put_bytes("a/b", b"x"), None),
+    ]
+    for target, operation, call, code in attempts:
         started = time.monotonic()
         with pytest.raises(ArtifactStoreAccessError) as raised:
-            operation()
+            call()
         assert time.monotonic() - started < 5  # not retried for the 30 s budget
         error = raised.value
-        assert error.code in expected_codes
-        assert endpoint.endpoint in str(error) and bucket in str(error) and error.code in str(error)
+        assert error.code == code if code else error.code in {expected_code, "AccessDenied"}
+        assert error.operation == operation
+        message = str(error)
+        assert target.endpoint in message and target.bucket in message and error.code in message
         assert error.__cause__ is None and error.__suppress_context__
         for secret in {secret_key, access_key}:
-            assert secret not in str(error)
+            assert secret not in message
             assert secret not in repr(error)
     assert not any("retrying in" in r.getMessage() for r in caplog.records)
-    assert caplog.records, "expected urllib3 debug records, so that the log check below means something"
+    assert any(r.name.startswith("urllib3") for r in caplog.records), "the log check below must see request lines"
     for secret in {secret_key, access_key}:
         assert secret not in caplog.text
-    assert not endpoint.client().bucket_exists(bucket)
+    assert existing.list_keys("features") == ["features/AAPL/data.parquet"]
+    assert not endpoint.client().bucket_exists(missing_bucket)
 
 
 def test_latency_of_one_megabyte_on_loopback(s3_artifact_store: S3ArtifactStore) -> None:

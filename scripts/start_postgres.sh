@@ -16,7 +16,8 @@
 #   INTELLIGENCE_PG_PASSWORD  its password: loopback test use only (intelligence-test)
 #   INTELLIGENCE_PG_DATABASE  database owned by that role       (intelligence_test)
 #   INTELLIGENCE_PG_DATA      data directory when not root      ($TMPDIR/intelligence-postgres-<uid>)
-#   INTELLIGENCE_PG_PORT      port when not root                (55432; root uses the cluster's port)
+#   INTELLIGENCE_PG_PORT      port when not root                (15432; root uses the cluster's port)
+#                             (below the ephemeral port range, where client sockets cannot hold it)
 set -euo pipefail
 
 PG_MAJOR="${INTELLIGENCE_PG_MAJOR:-15}"
@@ -31,7 +32,9 @@ fail() {
     exit 1
 }
 
-# Two test sessions starting at once would race to create the same role and database.
+# Two test sessions starting at once would race to start the server and create the same role and
+# database. Commands that may leave a server running get `9>&-`: a server inheriting the lock's
+# descriptor would hold the lock for as long as it runs.
 if command -v flock >/dev/null 2>&1; then
     exec 9>"${TMPDIR:-/tmp}/intelligence-start-postgres-$(id -u).lock"
     flock 9
@@ -51,9 +54,9 @@ install_debian_server() {
         apt-get update -qq >&2
     fi
     log "installing postgresql-$PG_MAJOR"
-    if ! apt-get install -y -qq --no-install-recommends "postgresql-$PG_MAJOR" >&2; then
+    if ! apt-get install -y -qq --no-install-recommends "postgresql-$PG_MAJOR" >&2 9>&-; then
         apt-get update -qq >&2
-        apt-get install -y -qq --no-install-recommends "postgresql-$PG_MAJOR" >&2
+        apt-get install -y -qq --no-install-recommends "postgresql-$PG_MAJOR" >&2 9>&-
     fi
     log "installed postgresql-$PG_MAJOR in $((SECONDS - started)) s"
 }
@@ -73,7 +76,7 @@ start_debian_cluster() {
         install -d -o postgres -g postgres -m 2775 /var/run/postgresql
         local log_file="/var/log/postgresql/postgresql-$PG_MAJOR-main.log"
         # --skip-systemctl-redirect: start the server directly, there is no systemd in containers.
-        if ! pg_ctlcluster --skip-systemctl-redirect "$PG_MAJOR" main start >&2; then
+        if ! pg_ctlcluster --skip-systemctl-redirect "$PG_MAJOR" main start >&2 9>&-; then
             [[ -r "$log_file" ]] && tail -n 20 "$log_file" >&2
             fail "cluster $PG_MAJOR/main did not start (log: $log_file)"
         fi
@@ -97,7 +100,7 @@ find_server_binaries() {
 start_private_server() {
     BINDIR="$(find_server_binaries)"
     local data="${INTELLIGENCE_PG_DATA:-${TMPDIR:-/tmp}/intelligence-postgres-$(id -u)}"
-    PORT="${INTELLIGENCE_PG_PORT:-55432}"
+    PORT="${INTELLIGENCE_PG_PORT:-15432}"
     if [[ ! -s "$data/PG_VERSION" ]]; then
         log "initdb $data"
         mkdir -p "$data"
@@ -108,7 +111,7 @@ start_private_server() {
     fi
     if ! "$BINDIR/pg_ctl" -D "$data" status >/dev/null 2>&1; then
         log "starting $data on $HOST:$PORT"
-        if ! "$BINDIR/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 -o "-k $data -p $PORT -h $HOST" start >&2; then
+        if ! "$BINDIR/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 -o "-k $data -p $PORT -h $HOST" start >&2 9>&-; then
             tail -n 20 "$data/server.log" >&2 || true
             fail "server in $data did not start (log: $data/server.log)"
         fi

@@ -1,5 +1,4 @@
 """The artifact store as a Dagster resource, configured per deployment."""
-
 from typing import Literal
 
 import dagster as dg
@@ -8,10 +7,26 @@ from intelligence_assets.resources.artifact_store import ArtifactStore, LocalArt
 
 
 class ArtifactStoreResource(dg.ConfigurableResource):
-    """Which backend holds artifacts. `local`: a directory (embedded default)."""
+    """Where artifacts live. `local`: a directory (embedded default). `s3`: a MinIO / S3 bucket
+    through the minio SDK; give credentials as `dg.EnvVar`s so the UI shows variable names only."""
 
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "s3"] = "local"
     root: str = ".dagster_home/artifacts"
+    endpoint: str = ""
+    bucket: str = "intelligence-assets"
+    secure: bool = False
+    region: str | None = None
+    access_key: str = ""
+    secret_key: str = ""
+    retry_seconds: float = 30.0
 
     def store(self) -> ArtifactStore:
-        return LocalArtifactStore(self.root)
+        if self.backend == "local":
+            return LocalArtifactStore(self.root)
+        from intelligence_assets.resources.s3_artifact_store import S3ArtifactStore
+
+        if not self.endpoint:
+            raise ValueError("artifact store backend 's3' needs an endpoint (INTELLIGENCE_S3_ENDPOINT)")
+        return S3ArtifactStore(
+            self.endpoint, self.bucket, self.access_key, self.secret_key, secure=self.secure, region=self.region, retry_seconds=self.retry_seconds
+        )

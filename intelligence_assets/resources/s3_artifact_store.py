@@ -170,7 +170,7 @@ class S3ArtifactStore(ArtifactStore):
         region: str | None = None,
         retry_seconds: float = 30.0,
     ) -> None:
-        check_bucket_name(bucket)
+        check_bucket_name(bucket, strict=True)  # S3's own rules, so a typo fails here, not at first write
         if retry_seconds < 0:
             raise ValueError(f"retry_seconds must be >= 0, got {retry_seconds}")
         self.endpoint = endpoint

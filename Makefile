@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # The CPU build of torch; the CUDA build belongs in the GPU image only.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --constraint constraints/cpu.txt
 
-.PHONY: install demo test ui clean-home
+.PHONY: install demo minio-demo test ui bench-storage clean-home
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -26,11 +26,18 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m intelligence_assets.demo
 
+# The `minio` deployment: artifacts in S3 (MinIO, or a stand-in on loopback), instance in PostgreSQL.
+minio-demo: install
+	bash scripts/minio_demo.sh
+
 test: install
 	$(BIN)/python -m pytest
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev --host 127.0.0.1 --port 3000 --workspace workspace.yaml
+
+bench-storage: install
+	$(BIN)/python -m benchmarks.storage
 
 clean-home:
 	rm -rf $(DAGSTER_HOME)

@@ -1,0 +1,27 @@
+"""Describe the machine a benchmark ran on, for the results tables."""
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def describe_machine() -> str:
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        total_kb = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
+        memory = f", {total_kb / 1024 / 1024:.0f} GiB RAM"
+    load = ", load average %.2f %.2f %.2f" % os.getloadavg() if hasattr(os, "getloadavg") else ""
+    return (
+        f"{os.cpu_count()} cores ({cpu}){memory}; {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC{load}"
+    )

@@ -28,17 +28,12 @@ from intelligence_assets.universe import REPOSITORY_ROOT, load_universe
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results" / "storage.md"
 
 
-def run_pipeline_twice(home: Path, workers: int) -> tuple[list, list, float, float]:
+def timed(universe, workers: int, every_partition: bool) -> tuple[list, float]:
     from intelligence_assets.demo import materialize_universe
 
-    universe = load_universe()
     started = time.perf_counter()
-    cold = materialize_universe(universe, workers, log_level="WARNING")
-    cold_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    rerun = materialize_universe(universe, workers, log_level="WARNING")
-    rerun_seconds = time.perf_counter() - started
-    return cold, rerun, cold_seconds, rerun_seconds
+    stages = materialize_universe(universe, workers, log_level="WARNING", every_partition=every_partition)
+    return stages, time.perf_counter() - started
 
 
 def model_step_io(source_root: Path, store, families: list[str], limit: int) -> pl.DataFrame:
@@ -126,7 +121,10 @@ def main() -> None:
         os.environ["DAGSTER_HOME"] = str(home)  # read by the spawned workers
         os.environ.pop("INTELLIGENCE_ARTIFACT_ROOT", None)
         os.environ.pop("INTELLIGENCE_DEPLOYMENT", None)
-        cold, rerun, cold_seconds, rerun_seconds = run_pipeline_twice(home, args.workers)
+        universe = load_universe()
+        cold, cold_seconds = timed(universe, args.workers, every_partition=False)
+        rerun, rerun_seconds = timed(universe, args.workers, every_partition=False)
+        forced, forced_seconds = timed(universe, args.workers, every_partition=True)
 
         from intelligence_assets.resources.artifact_store import LocalArtifactStore
         from intelligence_assets.resources.s3_artifact_store import S3ArtifactStore
@@ -143,8 +141,12 @@ def main() -> None:
 
     stages = pl.DataFrame(
         [
-            {"stage": c.job_name, "runs": c.runs, "cold_s": c.seconds, "cold_misses": c.cache.get("miss", 0), "rerun_s": r.seconds, "rerun_hits": r.cache.get("hit", 0), "rerun_misses": r.cache.get("miss", 0)}
-            for c, r in zip(cold, rerun)
+            {
+                "stage": c.job_name, "cold_runs": c.runs, "cold_s": c.seconds, "cold_misses": c.cache.get("miss", 0),
+                "rerun_runs": r.runs, "rerun_s": r.seconds,
+                "every_partition_runs": f.runs, "every_partition_s": f.seconds, "every_partition_hits": f.cache.get("hit", 0), "every_partition_misses": f.cache.get("miss", 0),
+            }
+            for c, r, f in zip(cold, rerun, forced)
         ]
     )
     ratio = rerun_seconds / cold_seconds
@@ -162,8 +164,12 @@ Command: `make bench-storage` (`.venv/bin/python -m benchmarks.storage --workers
 | | wall seconds |
 |---|---|
 | cold full run | {cold_seconds:.1f} |
-| no-change rerun (every partition a cache hit) | {rerun_seconds:.1f} |
+| no-change rerun, as `make demo` runs it (the planner finds every fingerprint current: no run launched) | {rerun_seconds:.1f} |
 | rerun / cold | {ratio:.1%} (goal <= 3%) |
+| no-change rerun launching a run for every partition (`--every-partition`: each step a cache hit inside Dagster) | {forced_seconds:.1f} |
+| that rerun / cold | {forced_seconds / cold_seconds:.1%} |
+
+The rerun times include planning (reading every partition's pointer and each symbol's bars).
 
 {markdown(stages)}
 ## Load + store as a share of each model step

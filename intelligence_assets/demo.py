@@ -68,6 +68,9 @@ def _run_partition(job_name: str, partition_key: str | None, log_level: str) -> 
 
 
 def _run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[str | None], log_level: str) -> StageTiming:
+    if not partition_keys:
+        print(f"  {job_name}: nothing to run", flush=True)
+        return StageTiming(job_name, 0, 0.0, {})
     started = time.perf_counter()
     results = list(pool.map(_run_partition, [job_name] * len(partition_keys), partition_keys, [log_level] * len(partition_keys)))
     cache = sum((Counter(run.cache) for run in results), Counter())
@@ -81,23 +84,39 @@ def _run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[st
     return timing
 
 
-def materialize_universe(universe: Universe, workers: int, log_level: str = "INFO") -> list[StageTiming]:
-    """Every partition of every asset, stage by stage, on the instance in DAGSTER_HOME."""
-    from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, TRAINING_JOB
+def materialize_universe(universe: Universe, workers: int, log_level: str = "INFO", every_partition: bool = False) -> list[StageTiming]:
+    """Every stale partition of every asset, stage by stage, on the instance in DAGSTER_HOME.
+
+    The planner asks the artifact store which partitions' fingerprints are already current;
+    only the others get a run (`every_partition` launches a run for all of them regardless,
+    and the cache answers inside each run).
+    """
+    from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, TRAINING_JOB, build_assets
+    from intelligence_assets.deployment import DeploymentSettings
     from intelligence_assets.partitions import register_symbols
+    from intelligence_assets.planning import code_versions_of, plan_runs
 
     added = register_symbols(dg.DagsterInstance.get(), universe.symbols)
     print(f"Universe: {len(universe.symbols)} symbols x {len(universe.targets)} targets x {len(universe.model_families)} model families; "
           f"registered {len(added)} new symbol partitions. Workers: {workers}", flush=True)
+    started = time.perf_counter()
+    plan = plan_runs(universe, DeploymentSettings.from_environment().artifact_store(), code_versions_of(build_assets(universe)), universe.symbols)
+    print(f"Plan ({time.perf_counter() - started:.1f}s): {len(plan.stale)} asset partitions need a run, "
+          f"{len(plan.fresh)} are current in the artifact store", flush=True)
     cells = [f"{s}|{t}" for s in universe.symbols for t in universe.target_names]
+    model_assets = [f"models/{family}" for family in universe.model_families]
+    stages = [
+        (MARKET_DATA_JOB, list(universe.symbols) if every_partition else plan.partitions(["bars", "features"])),
+        (TRAINING_JOB, cells if every_partition else plan.partitions(["labels", "target_rankings", "feature_sets", *model_assets])),
+        (LEADERBOARD_JOB, [None] if every_partition or plan.needs_run("model_leaderboard") else []),
+        (PREDICTIONS_JOB, list(universe.symbols) if every_partition else plan.partitions(["predictions"])),
+    ]
+    if not any(keys for _, keys in stages):
+        print("Nothing to run: every partition is current.", flush=True)
+        return [StageTiming(job, 0, 0.0, {}) for job, _ in stages]
     context = multiprocessing.get_context("spawn")  # fork after importing torch/OpenMP can deadlock
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_load_worker) as pool:
-        return [
-            _run_stage(pool, MARKET_DATA_JOB, list(universe.symbols), log_level),
-            _run_stage(pool, TRAINING_JOB, cells, log_level),
-            _run_stage(pool, LEADERBOARD_JOB, [None], log_level),
-            _run_stage(pool, PREDICTIONS_JOB, list(universe.symbols), log_level),
-        ]
+        return [_run_stage(pool, job, keys, log_level) for job, keys in stages]
 
 
 def print_leaderboard(leaderboard: pl.DataFrame) -> None:
@@ -124,6 +143,7 @@ def print_leaderboard(leaderboard: pl.DataFrame) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--every-partition", action="store_true", help="launch a run for every partition, not only the stale ones")
     args = parser.parse_args(argv)
     if not os.environ.get("DAGSTER_HOME"):
         raise SystemExit("DAGSTER_HOME is not set; run `make demo`, which sets it to .dagster_home/")
@@ -132,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     from intelligence_assets.resources.artifacts import read_value
 
     started = time.perf_counter()
-    materialize_universe(load_universe(), args.workers)
+    materialize_universe(load_universe(), args.workers, every_partition=args.every_partition)
 
     store = DeploymentSettings.from_environment().artifact_store()
     leaderboard = read_value(store, "model_leaderboard")

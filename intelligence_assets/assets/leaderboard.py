@@ -31,7 +31,7 @@ LEADERBOARD_SCHEMA = {
 }
 
 
-def _input_name(family: str) -> str:
+def model_input_name(family: str) -> str:
     return f"models_{family}"
 
 
@@ -94,9 +94,32 @@ def cells_without_champion(table: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def leaderboard_config(universe: Universe) -> dict[str, Any]:
+    return {"leaderboard": universe.leaderboard, "families": list(universe.model_families)}
+
+
+def symbol_champions(leaderboard: pl.DataFrame, symbol: str, models: dict[str, dict[str, ArtifactHandle]]) -> tuple[pl.DataFrame, dict[str, ArtifactHandle]]:
+    """This symbol's champion rows and their model handles. The leaderboard is small; reading it
+    first lets the predictions' fingerprint depend on this symbol's champions only, so another
+    symbol's retrain does not invalidate them."""
+    champions = leaderboard.filter(pl.col("champion") & (pl.col("symbol") == symbol)).sort("target")
+    handles: dict[str, ArtifactHandle] = {}
+    for champion in champions.iter_rows(named=True):
+        partition = str(dg.MultiPartitionKey({"symbol": symbol, "target": champion["target"]}))
+        handle = models.get(model_input_name(champion["family"]), {}).get(partition)
+        if handle is None:
+            raise ValueError(f"leaderboard names {champion['family']} as champion of {symbol} {champion['target']}, but that model is not stored; rematerialize models/{champion['family']}")
+        handles[champion["target"]] = handle
+    return champions, handles
+
+
+def predictions_config(champions: pl.DataFrame) -> dict[str, Any]:
+    return {"champions": champions.select("target", "family", "test_start").to_dicts()}
+
+
 def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
     families = list(universe.model_families)
-    model_ins = {_input_name(f): dg.AssetIn(model_key(f)) for f in families}
+    model_ins = {model_input_name(f): dg.AssetIn(model_key(f)) for f in families}
 
     @dg.asset(
         key=MODEL_LEADERBOARD,
@@ -133,13 +156,12 @@ def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
                 },
             )
 
-        config = {"leaderboard": universe.leaderboard, "families": families}
-        yield from materialize_cached(context, artifact_store.store(), models, config, compute)
+        yield from materialize_cached(context, artifact_store.store(), models, leaderboard_config(universe), compute)
 
     prediction_ins = {
         "model_leaderboard": dg.AssetIn(MODEL_LEADERBOARD),
         "features": dg.AssetIn(FEATURES),
-        **{_input_name(f): dg.AssetIn(model_key(f), partition_mapping=by_symbol, metadata={"as_mapping": True}) for f in families},
+        **{model_input_name(f): dg.AssetIn(model_key(f), partition_mapping=by_symbol, metadata={"as_mapping": True}) for f in families},
     }
 
     @dg.asset(
@@ -158,16 +180,7 @@ def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         **models: dict[str, ArtifactHandle],
     ) -> Iterator[dg.Output]:
         symbol = context.partition_key
-        # The leaderboard is small; reading it first lets the fingerprint depend on this symbol's
-        # champions only, so another symbol's retrain does not invalidate these predictions.
-        champions = model_leaderboard.load().filter(pl.col("champion") & (pl.col("symbol") == symbol)).sort("target")
-        champion_models: dict[str, ArtifactHandle] = {}
-        for champion in champions.iter_rows(named=True):
-            partition = str(dg.MultiPartitionKey({"symbol": symbol, "target": champion["target"]}))
-            handle = models.get(_input_name(champion["family"]), {}).get(partition)
-            if handle is None:
-                raise ValueError(f"leaderboard names {champion['family']} as champion of {symbol} {champion['target']}, but that model is not stored; rematerialize models/{champion['family']}")
-            champion_models[champion["target"]] = handle
+        champions, champion_models = symbol_champions(model_leaderboard.load(), symbol, models)
 
         def compute() -> Computed:
             feature_table = features.load()
@@ -194,8 +207,7 @@ def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
                 },
             )
 
-        config = {"champions": champions.select("target", "family", "test_start").to_dicts()}
         inputs = {"features": features, "champions": champion_models}
-        yield from materialize_cached(context, artifact_store.store(), inputs, config, compute)
+        yield from materialize_cached(context, artifact_store.store(), inputs, predictions_config(champions), compute)
 
     return [model_leaderboard, predictions]

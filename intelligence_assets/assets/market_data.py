@@ -1,7 +1,9 @@
 """`bars` and `features`, one partition per symbol."""
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
+import polars as pl
 
 from intelligence_assets.assets.caching import Computed, materialize_cached
 from intelligence_assets.assets.metadata import date_range
@@ -17,6 +19,22 @@ from intelligence_assets.universe import Universe
 BARS = dg.AssetKey("bars")
 
 
+def bars_source(universe: Universe, symbol: str) -> pl.DataFrame:
+    universe.require_symbol(symbol)
+    path = universe.bars_directory / f"{symbol}.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"no bars for symbol {symbol!r}: expected {path}")
+    return read_bars_parquet(path)
+
+
+def bars_config(universe: Universe, content_hash: str) -> dict[str, Any]:
+    return {"content_hash": content_hash, "min_history": universe.bars.min_history}
+
+
+def features_config(universe: Universe) -> Any:
+    return universe.features
+
+
 def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=BARS,
@@ -29,12 +47,9 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
     )
     def bars(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> Iterator[dg.Output | dg.AssetCheckResult]:
         symbol = context.partition_key
-        universe.require_symbol(symbol)
         path = universe.bars_directory / f"{symbol}.parquet"
-        if not path.is_file():
-            raise FileNotFoundError(f"no bars for symbol {symbol!r}: expected {path}")
         # Reading the source is cheap and is the only way to know whether it changed.
-        table = read_bars_parquet(path)
+        table = bars_source(universe, symbol)
         content = table_fingerprint(table)
 
         def compute() -> Computed:
@@ -56,8 +71,7 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
                 checks=bars_check_results(BARS, checks),
             )
 
-        config = {"content_hash": content, "min_history": universe.bars.min_history}
-        yield from materialize_cached(context, artifact_store.store(), {}, config, compute, data_version=content)
+        yield from materialize_cached(context, artifact_store.store(), {}, bars_config(universe, content), compute, data_version=content)
 
     @dg.asset(
         ins={"bars": dg.AssetIn(BARS)},
@@ -84,6 +98,6 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
                 },
             )
 
-        yield from materialize_cached(context, artifact_store.store(), {"bars": bars}, universe.features, compute)
+        yield from materialize_cached(context, artifact_store.store(), {"bars": bars}, features_config(universe), compute)
 
     return [bars, features]

@@ -5,6 +5,7 @@ gets its own code version, compute kind, retry policy and lineage.
 """
 
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 
@@ -33,6 +34,17 @@ MODEL_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.E
 
 def model_key(family: str) -> dg.AssetKey:
     return dg.AssetKey([MODEL_KEY_PREFIX, family])
+
+
+def model_config(universe: Universe, family_name: str, target: str) -> dict[str, Any]:
+    return {
+        "params": universe.model_families[family_name].params,
+        "split": universe.split,
+        "seed": universe.seed,
+        "target": universe.target(target),
+        "bars_per_year": universe.bars.bars_per_year,
+        "leakage_sentinel": universe.leakage_sentinel,
+    }
 
 
 def build_model_asset(family_name: str, settings: ModelFamilySettings, universe: Universe) -> dg.AssetsDefinition:
@@ -133,16 +145,8 @@ def build_model_asset(family_name: str, settings: ModelFamilySettings, universe:
                 checks=[leakage_sentinel_result(key, spec.kind, metrics, universe.leakage_sentinel)],
             )
 
-        config = {
-            "params": settings.params,
-            "split": universe.split,
-            "seed": universe.seed,
-            "target": spec,
-            "bars_per_year": universe.bars.bars_per_year,
-            "leakage_sentinel": universe.leakage_sentinel,
-        }
         inputs = {"features": features, "labels": labels, "feature_sets": feature_sets}
-        yield from materialize_cached(context, artifact_store.store(), inputs, config, compute)
+        yield from materialize_cached(context, artifact_store.store(), inputs, model_config(universe, family_name, target), compute)
 
     return model
 

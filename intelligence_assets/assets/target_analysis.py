@@ -4,6 +4,7 @@ Ranking gates training: below the configured bar, `feature_sets` records why and
 nothing, and every model family skips the partition with the same reason in its metadata.
 """
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -24,6 +25,20 @@ FEATURES = dg.AssetKey("features")
 LABELS = dg.AssetKey("labels")
 TARGET_RANKINGS = dg.AssetKey("target_rankings")
 FEATURE_SETS = dg.AssetKey("feature_sets")
+
+
+def labels_config(universe: Universe, target: str) -> Any:
+    return universe.target(target)
+
+
+def ranking_config(universe: Universe, target: str) -> dict[str, Any]:
+    spec = universe.target(target)
+    return {"split": universe.split, "ranking": universe.ranking, "seed": universe.seed, "task": spec.task, "horizon": label_horizon(spec)}
+
+
+def selection_config(universe: Universe, target: str) -> dict[str, Any]:
+    spec = universe.target(target)
+    return {"split": universe.split, "selection": universe.selection, "seed": universe.seed, "task": spec.task, "horizon": label_horizon(spec)}
 
 
 def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition]:
@@ -62,7 +77,7 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
                 },
             )
 
-        yield from materialize_cached(context, artifact_store.store(), {"bars": bars}, spec, compute)
+        yield from materialize_cached(context, artifact_store.store(), {"bars": bars}, labels_config(universe, target), compute)
 
     @dg.asset(
         key=TARGET_RANKINGS,
@@ -102,8 +117,8 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
                 },
             )
 
-        config = {"split": universe.split, "ranking": universe.ranking, "seed": universe.seed, "task": spec.task, "horizon": label_horizon(spec)}
-        yield from materialize_cached(context, artifact_store.store(), {"features": features, "labels": labels}, config, compute)
+        inputs = {"features": features, "labels": labels}
+        yield from materialize_cached(context, artifact_store.store(), inputs, ranking_config(universe, target), compute)
 
     @dg.asset(
         key=FEATURE_SETS,
@@ -152,8 +167,7 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
                 },
             )
 
-        config = {"split": universe.split, "selection": universe.selection, "seed": universe.seed, "task": spec.task, "horizon": label_horizon(spec)}
         inputs = {"features": features, "labels": labels, "target_rankings": target_rankings}
-        yield from materialize_cached(context, artifact_store.store(), inputs, config, compute)
+        yield from materialize_cached(context, artifact_store.store(), inputs, selection_config(universe, target), compute)
 
     return [labels, target_rankings, feature_sets]

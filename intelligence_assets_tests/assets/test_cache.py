@@ -12,6 +12,7 @@ import yaml
 from intelligence_assets.definitions import build_assets
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.synthetic import synthetic_bars
+from intelligence_assets.planning import code_versions_of, plan_runs
 from intelligence_assets.resources.artifact_store import LocalArtifactStore
 from intelligence_assets.resources.artifacts import ArtifactHandle, read_value
 from intelligence_assets.universe import load_universe
@@ -41,6 +42,27 @@ def warm(tmp_path: Path):
         yield universe_path, instance, resources, LocalArtifactStore(tmp_path / "artifacts")
 
 
+def plan_for(universe_path: Path, store, assets: list | None = None):
+    universe = load_universe(universe_path)
+    return plan_runs(universe, store, code_versions_of(assets or build_assets(universe)), universe.symbols)
+
+
+def assert_plan_covers_exactly(plan, recomputed: set, universe_path: Path) -> None:
+    """The plan runs every partition that turned out to need computing; beyond those, only the
+    predictions it cannot judge before the leaderboard is rebuilt."""
+    assert recomputed <= plan.stale
+    symbols = load_universe(universe_path).symbols
+    assert plan.stale - recomputed <= {("predictions", symbol) for symbol in symbols}
+
+
+def test_plan_after_a_full_run_launches_nothing(warm) -> None:
+    universe_path, _, _, store = warm
+    plan = plan_for(universe_path, store)
+    # Same fingerprints as the assets computed: the planner and the assets agree everywhere.
+    assert plan.stale == set()
+    assert len(plan.fresh) == 2 + 2 + 2 * 2 * len(PER_SYMBOL_TARGET) + 1 + 2
+
+
 def test_rerun_with_nothing_changed_recomputes_nothing(warm) -> None:
     universe_path, instance, resources, store = warm
     before = ArtifactHandle.current(store, "models/lightgbm/SIGNAL/y_up_1b").fingerprint
@@ -57,7 +79,9 @@ def test_new_bars_for_one_symbol_recompute_exactly_that_symbol(warm) -> None:
     universe_path, instance, resources, store = warm
     # 30 new bars appended to NOISE (same seed: the old bars are an exact prefix).
     synthetic_bars(n_bars=1630, seed=101, signal_strength=0.0).write_parquet(universe_path.parent / "bars" / "NOISE.parquet")
+    plan = plan_for(universe_path, store)
     rerun = materialize_everything(load_universe(universe_path), instance, resources)
+    assert_plan_covers_exactly(plan, misses(rerun), universe_path)
     expected = {("bars", "NOISE"), ("features", "NOISE"), ("model_leaderboard", None), ("predictions", "NOISE")}
     expected |= {(asset, f"NOISE|{target}") for asset in PER_SYMBOL_TARGET for target in ("y_up_1b", "y_volatility_5b")}
     assert misses(rerun) == expected
@@ -69,7 +93,9 @@ def test_changed_target_spec_recomputes_exactly_that_target(warm) -> None:
     config = yaml.safe_load(universe_path.read_text())
     config["targets"][1]["horizon"] = 7  # y_volatility_5b: a new spec under the same name
     universe_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    plan = plan_for(universe_path, store)
     rerun = materialize_everything(load_universe(universe_path), instance, resources)
+    assert_plan_covers_exactly(plan, misses(rerun), universe_path)
     changed = {(asset, f"{symbol}|y_volatility_5b") for asset in PER_SYMBOL_TARGET for symbol in ("SIGNAL", "NOISE")}
     champions_after = champions_of(store)
     # A symbol's predictions change only if it has (or had) a champion on the changed target.
@@ -83,7 +109,9 @@ def test_bumped_family_code_version_recomputes_that_family_and_dependents(warm, 
     universe = load_universe(universe_path)
     monkeypatch.setattr(load_family("lightgbm"), "version", "2")
     assets = build_assets(universe)
+    plan = plan_for(universe_path, store, assets)
     rerun = materialize_everything(universe, instance, resources, assets=assets)
+    assert_plan_covers_exactly(plan, misses(rerun), universe_path)
     family_partitions = {("models/lightgbm", f"{s}|{t}") for s in universe.symbols for t in universe.target_names}
     lightgbm_champions = set(champions_of(store).filter(pl.col("family") == "lightgbm")["symbol"])
     expected = family_partitions | {("model_leaderboard", None)} | {("predictions", s) for s in lightgbm_champions}

@@ -1,0 +1,123 @@
+"""Which partitions need a run: the fingerprint cache, consulted before launching anything.
+
+Every asset partition's fingerprint follows from code versions, config and the data versions of
+its inputs (see assets/caching.py), so the whole graph's fingerprints can be computed from the
+stored pointers without running a step. A partition whose fingerprint is already current in the
+store is fresh; one that differs, or is missing, or sits below a partition that needs a run,
+needs a run. Launching only those runs is what makes a no-change rerun cost seconds instead of a
+Dagster run per partition; inside each run the cache still decides, step by step.
+
+Uses the same config functions as the assets, so the planner and the assets cannot disagree
+(tested: after a full run every planned fingerprint equals the stored one).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from intelligence_assets.assets.caching import fingerprint_of, input_versions
+from intelligence_assets.assets.leaderboard import MODEL_LEADERBOARD, leaderboard_config, model_input_name, predictions_config, symbol_champions
+from intelligence_assets.assets.market_data import BARS, bars_config, bars_source, features_config
+from intelligence_assets.assets.models import model_config, model_key
+from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, TARGET_RANKINGS, labels_config, ranking_config, selection_config
+from intelligence_assets.fingerprints import table_fingerprint
+from intelligence_assets.resources.artifact_store import ArtifactNotFoundError, ArtifactStore
+from intelligence_assets.resources.artifacts import ArtifactHandle
+from intelligence_assets.universe import Universe
+
+PREDICTIONS = dg.AssetKey("predictions")
+
+
+@dataclass
+class Plan:
+    """Asset partitions that need a run, and how many are fresh."""
+
+    stale: set[tuple[str, str | None]] = field(default_factory=set)
+    fresh: set[tuple[str, str | None]] = field(default_factory=set)
+
+    def needs_run(self, asset: str, partition: str | None = None) -> bool:
+        return (asset, partition) in self.stale
+
+    def partitions(self, assets: list[str]) -> list[str | None]:
+        """Partitions in which any of `assets` needs a run, in a stable order."""
+        keys = {partition for asset, partition in self.stale if asset in assets}
+        return sorted(keys, key=lambda key: key or "")
+
+
+class _Planner:
+    def __init__(self, universe: Universe, store: ArtifactStore, code_versions: Mapping[dg.AssetKey, str]) -> None:
+        self.universe = universe
+        self.store = store
+        self.code_versions = code_versions
+        self.plan = Plan()
+
+    def visit(self, asset: dg.AssetKey, partition: str | None, prefix: str, config: object, inputs: Mapping | None) -> ArtifactHandle | None:
+        """The partition's current handle when fresh; None (and marked stale) otherwise.
+        `inputs` None means an input itself needs a run."""
+        name = asset.to_user_string()
+        handle = None
+        if inputs is not None:
+            expected = fingerprint_of(self.code_versions[asset] or "", config, partition, input_versions(inputs))
+            try:
+                current = ArtifactHandle.current(self.store, prefix)
+            except ArtifactNotFoundError:
+                current = None
+            if current is not None and current.fingerprint == expected:
+                handle = current
+        (self.plan.fresh if handle else self.plan.stale).add((name, partition))
+        return handle
+
+
+def _all_present(inputs: Mapping) -> Mapping | None:
+    for value in inputs.values():
+        if value is None or (isinstance(value, Mapping) and any(v is None for v in value.values())):
+            return None
+    return inputs
+
+
+def plan_runs(universe: Universe, store: ArtifactStore, code_versions: Mapping[dg.AssetKey, str], symbols: list[str]) -> Plan:
+    """`symbols`: the registered `symbol` partitions (what the leaderboard reads over)."""
+    planner = _Planner(universe, store, code_versions)
+    visit = planner.visit
+    families = list(universe.model_families)
+    models: dict[str, dict[str, ArtifactHandle | None]] = {model_input_name(f): {} for f in families}
+    features_by_symbol: dict[str, ArtifactHandle | None] = {}
+
+    for symbol in symbols:
+        content = table_fingerprint(bars_source(universe, symbol))
+        bars = visit(BARS, symbol, f"bars/{symbol}", bars_config(universe, content), {})
+        features = visit(FEATURES, symbol, f"features/{symbol}", features_config(universe), _all_present({"bars": bars}))
+        features_by_symbol[symbol] = features
+        for target in universe.target_names:
+            cell = f"{symbol}|{target}"
+            labels = visit(LABELS, cell, f"labels/{symbol}/{target}", labels_config(universe, target), _all_present({"bars": bars}))
+            rankings = visit(
+                TARGET_RANKINGS, cell, f"target_rankings/{symbol}/{target}", ranking_config(universe, target),
+                _all_present({"features": features, "labels": labels}),
+            )
+            selection = visit(
+                FEATURE_SETS, cell, f"feature_sets/{symbol}/{target}", selection_config(universe, target),
+                _all_present({"features": features, "labels": labels, "target_rankings": rankings}),
+            )
+            for family in families:
+                key = model_key(family)
+                models[model_input_name(family)][cell] = visit(
+                    key, cell, f"{'/'.join(key.path)}/{symbol}/{target}", model_config(universe, family, target),
+                    _all_present({"features": features, "labels": labels, "feature_sets": selection}),
+                )
+
+    leaderboard = visit(MODEL_LEADERBOARD, None, "model_leaderboard", leaderboard_config(universe), _all_present(models))
+    for symbol in symbols:
+        if leaderboard is None or features_by_symbol[symbol] is None:
+            visit(PREDICTIONS, symbol, f"predictions/{symbol}", None, None)
+            continue
+        champions, champion_models = symbol_champions(leaderboard.load(), symbol, models)  # type: ignore[arg-type]
+        inputs = _all_present({"features": features_by_symbol[symbol], "champions": champion_models})
+        visit(PREDICTIONS, symbol, f"predictions/{symbol}", predictions_config(champions), inputs)
+    return planner.plan
+
+
+def code_versions_of(assets: list[dg.AssetsDefinition]) -> dict[dg.AssetKey, str]:
+    return {key: version or "" for asset in assets for key, version in asset.code_versions_by_key.items()}

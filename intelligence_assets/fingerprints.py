@@ -1,9 +1,8 @@
-"""Content hashes: data versions that change exactly when the content changes."""
+"""Content hash of a table: the data version of `bars`, which changes exactly when the bars do."""
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 import polars as pl
 
@@ -19,7 +18,3 @@ def table_fingerprint(table: pl.DataFrame) -> str:
         else:
             digest.update(json.dumps(column.to_list(), default=str).encode())
     return digest.hexdigest()[:24]
-
-
-def value_fingerprint(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:24]

@@ -1,6 +1,6 @@
 import polars as pl
 
-from intelligence_assets.fingerprints import table_fingerprint, value_fingerprint
+from intelligence_assets.fingerprints import table_fingerprint
 
 
 def test_table_fingerprint_changes_exactly_with_content() -> None:
@@ -14,6 +14,3 @@ def test_table_fingerprint_changes_exactly_with_content() -> None:
     assert table_fingerprint(long) != table_fingerprint(changed)
 
 
-def test_value_fingerprint_ignores_key_order() -> None:
-    assert value_fingerprint({"a": 1, "b": [1, 2]}) == value_fingerprint({"b": [1, 2], "a": 1})
-    assert value_fingerprint({"a": 1}) != value_fingerprint({"a": 2})

@@ -25,6 +25,7 @@ from intelligence_assets.resources.s3_artifact_store import (
     ArtifactStoreUnavailableError,
     S3ArtifactStore,
 )
+from intelligence_assets.resources.artifacts import Manifest, read_value, write_artifact
 from intelligence_assets_tests.services import (
     FaultProxy,
     FixedResponseHTTPServer,
@@ -54,12 +55,17 @@ def write_model_directory(directory: Path) -> Path:
     return directory
 
 
+def store_value(store, prefix: str, value, fingerprint: str = "f1") -> None:
+    write_artifact(store, prefix, value, Manifest(fingerprint=fingerprint, data_version=fingerprint, files={}))
+
+
 def perform_same_puts(store, model_directory: Path) -> None:
-    store.put_table("features/AAPL/data.parquet", sample_table())
-    store.put_table("features/AAPLX/data.parquet", sample_table().head(2))
+    store_value(store, "features/AAPL", sample_table())
+    store_value(store, "features/AAPLX", sample_table().head(2))
     store.put_json("target_rankings/AAPL/y_up_1b/ranking.json", {"score": 0.12, "passed": True, "features": ["a", "b"]})
     store.put_bytes("raw/blob.bin", b"\x00\x01binary\xff")
-    store.put_directory("models/lightgbm/AAPL/y_up_1b/model", model_directory)
+    for file in sorted(p for p in model_directory.rglob("*") if p.is_file()):
+        store.put_bytes(f"models/lightgbm/AAPL/y_up_1b/model/{file.relative_to(model_directory).as_posix()}", file.read_bytes())
 
 
 def test_round_trips_bytes_tables_json_and_directories(s3_artifact_store: S3ArtifactStore, tmp_path: Path) -> None:
@@ -71,100 +77,24 @@ def test_round_trips_bytes_tables_json_and_directories(s3_artifact_store: S3Arti
     assert store.get_bytes("raw/empty.bin") == b""
 
     table = sample_table()
-    store.put_table("features/AAPL/data.parquet", table)
-    assert store.get_table("features/AAPL/data.parquet").equals(table)
+    store_value(store, "features/AAPL", table)
+    assert read_value(store, "features/AAPL").equals(table)
 
     value = {"score": 0.125, "passed": False, "nested": {"list": [1, 2, 3]}, "text": "é"}
     store.put_json("target_rankings/AAPL/ranking.json", value)
     assert store.get_json("target_rankings/AAPL/ranking.json") == value
 
     source = write_model_directory(tmp_path / "source")
-    keys = store.put_directory("models/lightgbm/AAPL/model", source)
-    assert keys == [
+    for file in (p for p in source.rglob("*") if p.is_file()):
+        store.put_bytes(f"models/lightgbm/AAPL/model/{file.relative_to(source).as_posix()}", file.read_bytes())
+    assert store.list_keys("models/lightgbm/AAPL/model") == [
         "models/lightgbm/AAPL/model/model.txt",
         "models/lightgbm/AAPL/model/nested/deeper/empty.json",
         "models/lightgbm/AAPL/model/nested/weights.bin",
     ]
-    restored = tmp_path / "restored"
-    store.get_directory("models/lightgbm/AAPL/model", restored)
     for file in (p for p in source.rglob("*") if p.is_file()):
-        assert (restored / file.relative_to(source)).read_bytes() == file.read_bytes()
-    assert sorted(p.relative_to(restored) for p in restored.rglob("*") if p.is_file()) == sorted(
-        p.relative_to(source) for p in source.rglob("*") if p.is_file()
-    )
+        assert store.get_bytes(f"models/lightgbm/AAPL/model/{file.relative_to(source).as_posix()}") == file.read_bytes()
 
-    # Overwrite replaces the whole object.
-    store.put_bytes("raw/blob.bin", b"short")
-    assert store.get_bytes("raw/blob.bin") == b"short"
-
-
-def test_list_keys_exists_and_delete(s3_artifact_store: S3ArtifactStore) -> None:
-    store = s3_artifact_store
-    for key in ["features/AAPL/data.parquet", "features/AAPL/extra/part.bin", "features/AAPLX/data.parquet", "models/x.txt"]:
-        store.put_bytes(key, key.encode())
-    assert store.list_keys("features/AAPL") == ["features/AAPL/data.parquet", "features/AAPL/extra/part.bin"]
-    assert store.list_keys("features/AAPL/") == store.list_keys("features/AAPL")
-    assert store.list_keys("features") == [
-        "features/AAPL/data.parquet",
-        "features/AAPL/extra/part.bin",
-        "features/AAPLX/data.parquet",
-    ]
-    assert store.list_keys("features/AA") == []  # folder-like prefixes, not string prefixes
-    assert store.list_keys("nothing/here") == []
-
-    assert store.exists("features/AAPL/data.parquet")
-    assert not store.exists("features/AAPL")  # a folder is not an object
-    store.delete("features/AAPL/data.parquet")
-    assert not store.exists("features/AAPL/data.parquet")
-    assert store.list_keys("features/AAPL") == ["features/AAPL/extra/part.bin"]
-    store.delete("features/AAPL/data.parquet")  # deleting what is absent is not an error
-    with pytest.raises(ValueError, match="invalid artifact key"):
-        store.put_bytes("../escape", b"x")
-    with pytest.raises(ValueError, match="invalid artifact key"):
-        store.exists("/absolute")
-
-
-def test_layout_and_bytes_match_the_local_store(s3_artifact_store: S3ArtifactStore, tmp_path: Path) -> None:
-    model_directory = write_model_directory(tmp_path / "model")
-    local = LocalArtifactStore(tmp_path / "local")
-    perform_same_puts(local, model_directory)
-    perform_same_puts(s3_artifact_store, model_directory)
-
-    for prefix in ["features", "features/AAPL", "features/AAPLX", "target_rankings", "raw", "models", "models/lightgbm/AAPL", "absent"]:
-        assert s3_artifact_store.list_keys(prefix) == local.list_keys(prefix), prefix
-    all_keys = [key for prefix in ["features", "target_rankings", "raw", "models"] for key in local.list_keys(prefix)]
-    assert len(all_keys) == 7
-    for key in all_keys:
-        assert s3_artifact_store.get_bytes(key) == local.get_bytes(key), key
-
-
-def test_bucket_is_created_on_first_write_and_stays_private(s3_endpoint: S3Endpoint, s3_fault_proxy: FaultProxy) -> None:
-    bucket = unique_bucket_name("lazy")
-    inspector = s3_endpoint.client()
-    store = s3_endpoint.store(bucket, endpoint=s3_fault_proxy.endpoint)
-    assert s3_fault_proxy.connections_accepted == 0  # constructing does no network I/O
-
-    assert store.list_keys("features") == []
-    assert not store.exists("features/AAPL/data.parquet")
-    with pytest.raises(ArtifactNotFoundError):
-        store.get_bytes("features/AAPL/data.parquet")
-    assert s3_fault_proxy.connections_accepted >= 1
-    assert not inspector.bucket_exists(bucket)  # reads treat a missing bucket as empty
-
-    store.put_bytes("features/AAPL/data.parquet", b"first")
-    assert inspector.bucket_exists(bucket)
-    with pytest.raises(S3Error) as policy:
-        inspector.get_bucket_policy(bucket)
-    assert policy.value.code == "NoSuchBucketPolicy"
-
-    # A second store (another process) on the existing bucket writes without trouble.
-    s3_endpoint.store(bucket).put_bytes("features/MSFT/data.parquet", b"second")
-    assert store.list_keys("features") == ["features/AAPL/data.parquet", "features/MSFT/data.parquet"]
-
-    # A bucket removed behind the store's back is created again on the next write.
-    for key in store.list_keys("features"):
-        store.delete(key)
-    inspector.remove_bucket(bucket)
     store.put_bytes("features/AAPL/data.parquet", b"third")
     assert store.get_bytes("features/AAPL/data.parquet") == b"third"
 
@@ -172,15 +102,15 @@ def test_bucket_is_created_on_first_write_and_stays_private(s3_endpoint: S3Endpo
 def test_missing_and_corrupt_artifacts_fail_clearly(s3_endpoint: S3Endpoint, s3_artifact_store: S3ArtifactStore) -> None:
     store = s3_artifact_store
     with pytest.raises(ArtifactNotFoundError, match=f"s3://{store.bucket}/features/NOPE/data.parquet"):
-        store.get_table("features/NOPE/data.parquet")
+        store.get_bytes("features/NOPE/data.parquet")
     with pytest.raises(ArtifactNotFoundError, match=f"s3://{store.bucket}/models/NOPE"):
-        store.get_directory("models/NOPE", Path("/nonexistent-never-written"))
+        read_value(store, "models/NOPE")
 
-    store.put_table("features/GOOD/data.parquet", sample_table())
+    store_value(store, "features/BAD", sample_table())
     # Corrupted behind the store's back, with a plain client, as a truncated upload by another tool would be.
-    s3_endpoint.client().put_object(store.bucket, "features/BAD/data.parquet", io.BytesIO(b"not parquet at all"), 18)
-    with pytest.raises(CorruptArtifactError, match=f"s3://{store.bucket}/features/BAD/data.parquet"):
-        store.get_table("features/BAD/data.parquet")
+    s3_endpoint.client().put_object(store.bucket, "features/BAD/f1/data.parquet", io.BytesIO(b"not parquet at all"), 18)
+    with pytest.raises(CorruptArtifactError, match=f"s3://{store.bucket}/features/BAD/f1/data.parquet is corrupt"):
+        read_value(store, "features/BAD")
     store.put_bytes("rankings/BAD.json", b"{not json")
     with pytest.raises(CorruptArtifactError, match=f"s3://{store.bucket}/rankings/BAD.json"):
         store.get_json("rankings/BAD.json")
@@ -356,15 +286,15 @@ def test_unreachable_endpoint_with_no_budget_fails_at_once() -> None:
 
 def test_valid_credentials_work_on_the_authenticating_server(s3_endpoint_with_auth: S3Endpoint) -> None:
     store = s3_endpoint_with_auth.store(retry_seconds=5)
-    store.put_table("features/AAPL/data.parquet", sample_table())
-    assert store.get_table("features/AAPL/data.parquet").equals(sample_table())
-    assert store.list_keys("features") == ["features/AAPL/data.parquet"]
+    store_value(store, "features/AAPL", sample_table())
+    assert read_value(store, "features/AAPL").equals(sample_table())
+    assert store.list_keys("features") == ["features/AAPL/current.json", "features/AAPL/f1/data.parquet", "features/AAPL/f1/manifest.json"]
     with pytest.raises(S3Error) as policy:
         s3_endpoint_with_auth.client().get_bucket_policy(store.bucket)
     assert policy.value.code == "NoSuchBucketPolicy"
     # Without credentials the object cannot be read: the bucket is private.
     with pytest.raises(urllib.error.HTTPError) as anonymous:
-        urllib.request.urlopen(f"{s3_endpoint_with_auth.url}/{store.bucket}/features/AAPL/data.parquet", timeout=5)
+        urllib.request.urlopen(f"{s3_endpoint_with_auth.url}/{store.bucket}/features/AAPL/f1/data.parquet", timeout=5)
     assert anonymous.value.code == 403
 
 

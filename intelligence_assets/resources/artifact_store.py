@@ -1,14 +1,12 @@
 """One artifact store interface, one key layout, several backends.
 
-Keys are POSIX-style relative paths (`features/AAPL/data.parquet`,
-`models/lightgbm/AAPL/y_up_1b/model/model.txt`). Every backend writes atomically: a reader
-sees either the previous object or the complete new one, never a partial write. The typed
-helpers (tables, JSON, directories) live on the base class so that every backend stores the
-same bytes under the same keys.
+Keys are POSIX-style relative paths (`features/AAPL/<fingerprint>/data.parquet`). Every
+backend writes atomically: a reader sees either the previous object or the complete new one,
+never a partial write. How values become bytes is `artifacts.py`'s business, identical for
+every backend; the JSON helpers here serve small records such as pointers and manifests.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
@@ -16,7 +14,6 @@ from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import polars as pl
 
 
 class ArtifactStoreError(Exception):
@@ -69,18 +66,6 @@ class ArtifactStore(ABC):
     @abstractmethod
     def uri(self, key: str) -> str: ...
 
-    def put_table(self, key: str, table: pl.DataFrame) -> None:
-        buffer = io.BytesIO()
-        table.write_parquet(buffer, compression="zstd", statistics=False)
-        self.put_bytes(key, buffer.getvalue())
-
-    def get_table(self, key: str) -> pl.DataFrame:
-        data = self.get_bytes(key)
-        try:
-            return pl.read_parquet(io.BytesIO(data))
-        except Exception as error:  # polars raises several error types for bad files
-            raise CorruptArtifactError(f"artifact {self.uri(key)} is not readable Parquet ({len(data)} bytes): {error}") from error
-
     def put_json(self, key: str, value: Any) -> None:
         self.put_bytes(key, json.dumps(value, indent=2, sort_keys=True, allow_nan=False).encode())
 
@@ -90,26 +75,6 @@ class ArtifactStore(ABC):
             return json.loads(data)
         except ValueError as error:
             raise CorruptArtifactError(f"artifact {self.uri(key)} is not valid JSON: {error}") from error
-
-    def put_directory(self, prefix: str, directory: Path) -> list[str]:
-        keys = []
-        for file in sorted(p for p in directory.rglob("*") if p.is_file()):
-            key = f"{prefix}/{file.relative_to(directory).as_posix()}"
-            self.put_bytes(key, file.read_bytes())
-            keys.append(key)
-        return keys
-
-    def get_directory(self, prefix: str, directory: Path) -> list[Path]:
-        keys = self.list_keys(prefix)
-        if not keys:
-            raise ArtifactNotFoundError(f"no artifacts under {self.uri(prefix)}")
-        files = []
-        for key in keys:
-            target = directory / PurePosixPath(key).relative_to(prefix)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(self.get_bytes(key))
-            files.append(target)
-        return files
 
 
 class LocalArtifactStore(ArtifactStore):

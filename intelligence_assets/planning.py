@@ -23,8 +23,8 @@ from intelligence_assets.assets.market_data import BARS, bars_config, bars_sourc
 from intelligence_assets.assets.models import model_config, model_key
 from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, TARGET_RANKINGS, labels_config, ranking_config, selection_config
 from intelligence_assets.fingerprints import table_fingerprint
-from intelligence_assets.resources.artifact_store import ArtifactNotFoundError, ArtifactStore
-from intelligence_assets.resources.artifacts import ArtifactHandle
+from intelligence_assets.resources.artifact_store import ArtifactStore, ArtifactStoreError
+from intelligence_assets.resources.artifacts import MANIFEST_FILE, ArtifactHandle
 from intelligence_assets.universe import Universe
 
 PREDICTIONS = dg.AssetKey("predictions")
@@ -62,9 +62,10 @@ class _Planner:
             expected = fingerprint_of(self.code_versions[asset] or "", config, partition, input_versions(inputs))
             try:
                 current = ArtifactHandle.current(self.store, prefix)
-            except ArtifactNotFoundError:
-                current = None
-            if current is not None and current.fingerprint == expected:
+                committed = self.store.exists(f"{prefix}/{current.fingerprint}/{MANIFEST_FILE}")
+            except ArtifactStoreError:  # missing, malformed or blocked: a run will say what is wrong
+                current, committed = None, False
+            if current is not None and committed and current.fingerprint == expected:
                 handle = current
         (self.plan.fresh if handle else self.plan.stale).add((name, partition))
         return handle
@@ -110,10 +111,17 @@ def plan_runs(universe: Universe, store: ArtifactStore, code_versions: Mapping[d
 
     leaderboard = visit(MODEL_LEADERBOARD, None, "model_leaderboard", leaderboard_config(universe), _all_present(models))
     for symbol in symbols:
-        if leaderboard is None or features_by_symbol[symbol] is None:
+        champion_inputs = None
+        if leaderboard is not None and features_by_symbol[symbol] is not None:
+            try:
+                champions, champion_models = symbol_champions(leaderboard, symbol)
+                champion_inputs = (champions, champion_models)
+            except ArtifactStoreError:  # an unreadable leaderboard: its run will say so
+                pass
+        if champion_inputs is None:
             visit(PREDICTIONS, symbol, f"predictions/{symbol}", None, None)
             continue
-        champions, champion_models = symbol_champions(leaderboard.load(), symbol, models)  # type: ignore[arg-type]
+        champions, champion_models = champion_inputs
         inputs = _all_present({"features": features_by_symbol[symbol], "champions": champion_models})
         visit(PREDICTIONS, symbol, f"predictions/{symbol}", predictions_config(champions), inputs)
     return planner.plan

@@ -91,9 +91,10 @@ def _metadata_values(plain: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _plain_check(check: dg.AssetCheckResult) -> dict[str, Any]:
+def _plain_check(check: dg.AssetCheckResult, blocking: bool) -> dict[str, Any]:
     return {
         "check_name": check.check_name,
+        "blocking": blocking,
         "passed": check.passed,
         "severity": check.severity.value,
         "description": check.description,
@@ -136,7 +137,7 @@ def materialize_cached(
     if manifest is not None:
         context.log.info(f"cache hit: {store.uri(prefix)}/{fingerprint} (computed in run {manifest.provenance.get('run_id')})")
         yield dg.Output(
-            ArtifactWrite(manifest),
+            ArtifactWrite(manifest, is_cache_hit=True),
             data_version=dg.DataVersion(manifest.data_version),
             metadata={**_metadata_values(manifest.metadata), "cache": "hit", "fingerprint": fingerprint, "computed_in_run": manifest.provenance.get("run_id", "")},
         )
@@ -147,12 +148,13 @@ def materialize_cached(
         context.log.warning(f"stored artifact for fingerprint {fingerprint} is unusable ({state}); recomputing")
 
     computed = compute()
+    blocking = {spec.name: spec.blocking for spec in context.assets_def.check_specs}
     manifest = Manifest(
         fingerprint=fingerprint,
         data_version=data_version or fingerprint,
         files={},
         metadata=_plain_metadata(computed.metadata),
-        checks=[_plain_check(check) for check in computed.checks],
+        checks=[_plain_check(check, blocking.get(check.check_name or "", False)) for check in computed.checks],
         provenance={
             "code_version": code_version,
             "config": resolved(config),

@@ -27,7 +27,7 @@ LEADERBOARD_SCHEMA = {
     "metric": pl.String, "score": pl.Float64, **{name: pl.Float64 for name in METRIC_COLUMNS},
     "majority_accuracy": pl.Float64, "buy_and_hold_sharpe": pl.Float64,
     "test_rows": pl.Int64, "test_start": pl.String, "test_end": pl.String, "leakage_suspect": pl.Boolean,
-    "champion": pl.Boolean, "reason": pl.String,
+    "champion": pl.Boolean, "reason": pl.String, "model_fingerprint": pl.String,
 }
 
 
@@ -44,10 +44,14 @@ def no_skill_score(row: dict[str, Any]) -> float:
     return 0.0  # ic, rank_ic, sharpe
 
 
-def leaderboard_rows(models_by_family: dict[str, dict[str, TrainedModel]], universe: Universe) -> list[dict[str, Any]]:
+def leaderboard_rows(
+    models_by_family: dict[str, dict[str, TrainedModel]], universe: Universe, fingerprints: dict[str, dict[str, str]] | None = None
+) -> list[dict[str, Any]]:
+    """`fingerprints` (family -> partition -> model fingerprint) pins each row to the exact model
+    it ranks, so predictions serve that model even if the family is retrained later."""
     rows = []
     for family, by_partition in sorted(models_by_family.items()):
-        for trained_model in by_partition.values():
+        for partition, trained_model in by_partition.items():
             summary = trained_model.summary
             task = summary["task"]
             metric = universe.leaderboard.classification_metric if task == "classification" else universe.leaderboard.regression_metric
@@ -65,6 +69,7 @@ def leaderboard_rows(models_by_family: dict[str, dict[str, TrainedModel]], unive
                     "test_rows": summary.get("test_rows"), "test_start": summary.get("test_start"), "test_end": summary.get("test_end"),
                     "leakage_suspect": bool(summary.get("leakage_suspect", False)), "champion": False,
                     "reason": summary.get("reason", ""),
+                    "model_fingerprint": (fingerprints or {}).get(family, {}).get(partition),
                 }
             )
     # Champion: best score per symbol x target among trained models the leakage sentinel trusts
@@ -98,18 +103,16 @@ def leaderboard_config(universe: Universe) -> dict[str, Any]:
     return {"leaderboard": universe.leaderboard, "families": list(universe.model_families)}
 
 
-def symbol_champions(leaderboard: pl.DataFrame, symbol: str, models: dict[str, dict[str, ArtifactHandle]]) -> tuple[pl.DataFrame, dict[str, ArtifactHandle]]:
-    """This symbol's champion rows and their model handles. The leaderboard is small; reading it
-    first lets the predictions' fingerprint depend on this symbol's champions only, so another
-    symbol's retrain does not invalidate them."""
-    champions = leaderboard.filter(pl.col("champion") & (pl.col("symbol") == symbol)).sort("target")
+def symbol_champions(leaderboard: ArtifactHandle, symbol: str) -> tuple[pl.DataFrame, dict[str, ArtifactHandle]]:
+    """This symbol's champion rows and handles on exactly the model versions the leaderboard
+    ranked. The leaderboard is small; reading it first lets the predictions' fingerprint depend
+    on this symbol's champions only, so another symbol's retrain does not invalidate them."""
+    champions = leaderboard.load().filter(pl.col("champion") & (pl.col("symbol") == symbol)).sort("target")
     handles: dict[str, ArtifactHandle] = {}
     for champion in champions.iter_rows(named=True):
-        partition = str(dg.MultiPartitionKey({"symbol": symbol, "target": champion["target"]}))
-        handle = models.get(model_input_name(champion["family"]), {}).get(partition)
-        if handle is None:
-            raise ValueError(f"leaderboard names {champion['family']} as champion of {symbol} {champion['target']}, but that model is not stored; rematerialize models/{champion['family']}")
-        handles[champion["target"]] = handle
+        prefix = f"{'/'.join(model_key(champion['family']).path)}/{symbol}/{champion['target']}"
+        fingerprint = champion["model_fingerprint"]
+        handles[champion["target"]] = ArtifactHandle(leaderboard.store, prefix, fingerprint, fingerprint)
     return champions, handles
 
 
@@ -134,7 +137,8 @@ def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
     ) -> Iterator[dg.Output]:
         def compute() -> Computed:
             loaded = {name.removeprefix("models_"): {key: handle.load() for key, handle in handles.items()} for name, handles in models.items()}
-            table = pl.DataFrame(leaderboard_rows(loaded, universe), schema=LEADERBOARD_SCHEMA).sort(
+            fingerprints = {name.removeprefix("models_"): {key: handle.fingerprint for key, handle in handles.items()} for name, handles in models.items()}
+            table = pl.DataFrame(leaderboard_rows(loaded, universe, fingerprints), schema=LEADERBOARD_SCHEMA).sort(
                 ["symbol", "target", "score"], descending=[False, False, True], nulls_last=True
             )
             champions = table.filter(pl.col("champion"))
@@ -158,14 +162,13 @@ def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
 
         yield from materialize_cached(context, artifact_store.store(), models, leaderboard_config(universe), compute)
 
-    prediction_ins = {
-        "model_leaderboard": dg.AssetIn(MODEL_LEADERBOARD),
-        "features": dg.AssetIn(FEATURES),
-        **{model_input_name(f): dg.AssetIn(model_key(f), partition_mapping=by_symbol, metadata={"as_mapping": True}) for f in families},
-    }
+    prediction_ins = {"model_leaderboard": dg.AssetIn(MODEL_LEADERBOARD), "features": dg.AssetIn(FEATURES)}
+    # Lineage to this symbol's models; which model versions to load comes from the leaderboard.
+    model_deps = [dg.AssetDep(model_key(f), partition_mapping=by_symbol) for f in families]
 
     @dg.asset(
         ins=prediction_ins,
+        deps=model_deps,
         partitions_def=symbol_partitions,
         group_name="results",
         code_version="1",
@@ -177,10 +180,9 @@ def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         artifact_store: ArtifactStoreResource,
         model_leaderboard: ArtifactHandle,
         features: ArtifactHandle,
-        **models: dict[str, ArtifactHandle],
     ) -> Iterator[dg.Output]:
         symbol = context.partition_key
-        champions, champion_models = symbol_champions(model_leaderboard.load(), symbol, models)
+        champions, champion_models = symbol_champions(model_leaderboard, symbol)
 
         def compute() -> Computed:
             feature_table = features.load()

@@ -25,7 +25,11 @@ from typing import Any
 import polars as pl
 
 from intelligence_assets.ml.trained_model import SUMMARY_FILE, TrainedModel
-from intelligence_assets.resources.artifact_store import ArtifactNotFoundError, ArtifactStore, CorruptArtifactError
+from intelligence_assets.resources.artifact_store import ArtifactNotFoundError, ArtifactStore, ArtifactStoreError, CorruptArtifactError
+
+
+class BlockedArtifactError(ArtifactStoreError):
+    """The current artifact failed a blocking check: nothing may be built on it."""
 
 TABLE_FILE = "data.parquet"
 RESULT_FILE = "result.json"
@@ -93,8 +97,19 @@ def write_artifact(store: ArtifactStore, prefix: str, value: Any, manifest: Mani
     point_to(store, prefix, manifest)
 
 
+def blocking_failures(manifest: Manifest) -> list[str]:
+    return sorted(check["check_name"] for check in manifest.checks if check.get("blocking") and not check["passed"])
+
+
 def point_to(store: ArtifactStore, prefix: str, manifest: Manifest) -> None:
-    pointer = {"fingerprint": manifest.fingerprint, "data_version": manifest.data_version, "updated": datetime.now(timezone.utc).isoformat()}
+    pointer = {
+        "fingerprint": manifest.fingerprint,
+        "data_version": manifest.data_version,
+        # Dagster stores an output before a failing blocking check stops the step; the flag keeps
+        # any later run from building on it.
+        "blocked_by": blocking_failures(manifest),
+        "updated": datetime.now(timezone.utc).isoformat(),
+    }
     store.put_json(f"{prefix}/{POINTER_FILE}", pointer)
 
 
@@ -145,10 +160,18 @@ class ArtifactHandle:
 
     @classmethod
     def current(cls, store: ArtifactStore, prefix: str) -> ArtifactHandle:
+        """The artifact downstream assets should read; refuses one that failed a blocking check."""
         try:
             pointer = store.get_json(f"{prefix}/{POINTER_FILE}")
         except ArtifactNotFoundError:
             raise ArtifactNotFoundError(f"nothing stored at {store.uri(prefix)}; materialize it first") from None
+        if not isinstance(pointer, dict) or not {"fingerprint", "data_version"} <= pointer.keys():
+            raise CorruptArtifactError(f"pointer {store.uri(f'{prefix}/{POINTER_FILE}')} is malformed; rematerialize {prefix}")
+        if pointer.get("blocked_by"):
+            raise BlockedArtifactError(
+                f"{prefix} failed blocking checks {pointer['blocked_by']} (fingerprint {pointer['fingerprint']}); "
+                f"fix its input and rematerialize it before anything downstream"
+            )
         return cls(store, prefix, pointer["fingerprint"], pointer["data_version"])
 
     def load(self) -> Any:
@@ -164,12 +187,9 @@ def read_value(store: ArtifactStore, prefix: str) -> Any:
 
 @dataclass
 class ArtifactWrite:
-    """What an asset hands its IO manager: a new artifact to store, or (value None, a cache hit)
-    an artifact already stored under this fingerprint, which only needs the pointer."""
+    """What an asset hands its IO manager: a new artifact to store, or (a cache hit) an artifact
+    already stored under this fingerprint, which only needs the pointer."""
 
     manifest: Manifest
-    value: Any | None = None
-
-    @property
-    def is_cache_hit(self) -> bool:
-        return self.value is None
+    value: Any = None
+    is_cache_hit: bool = False

@@ -10,7 +10,7 @@ import dagster as dg
 
 from intelligence_assets.resources.artifact_store import ArtifactNotFoundError
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
-from intelligence_assets.resources.artifacts import ArtifactHandle, ArtifactWrite, point_to, write_artifact
+from intelligence_assets.resources.artifacts import ArtifactHandle, ArtifactWrite, find_intact_manifest, point_to, write_artifact
 
 
 def partition_path(partition_key: str | dg.MultiPartitionKey | None) -> list[str]:
@@ -51,7 +51,13 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         if obj.is_cache_hit:
             point_to(store, prefix, obj.manifest)
         else:
-            write_artifact(store, prefix, obj.value, obj.manifest)
+            # Another run may have committed the same fingerprint meanwhile: reuse it rather than
+            # rewrite files that its readers may be verifying.
+            committed, _ = find_intact_manifest(store, prefix, obj.manifest.fingerprint)
+            if committed is not None:
+                point_to(store, prefix, committed)
+            else:
+                write_artifact(store, prefix, obj.value, obj.manifest)
         location = store.uri(f"{prefix}/{obj.manifest.fingerprint}")
         context.add_output_metadata({"artifact": dg.MetadataValue.url(location) if location.startswith("http") else dg.MetadataValue.path(location)})
 

@@ -12,7 +12,7 @@ from intelligence_assets.definitions import build_assets, build_definitions
 from intelligence_assets.deployment import DeploymentSettings
 from intelligence_assets.partitions import register_symbols
 from intelligence_assets.resources.artifact_store import LocalArtifactStore
-from intelligence_assets.resources.artifacts import ArtifactHandle, read_value
+from intelligence_assets.resources.artifacts import ArtifactHandle, BlockedArtifactError, read_value
 from intelligence_assets.universe import Universe, load_universe
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.pipeline import MODEL_SELECTION, local_resources, materialize_everything
@@ -145,7 +145,16 @@ def test_bad_bars_block_downstream_with_a_named_check(tmp_path: Path) -> None:
         assert not result.success
         failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
         assert {c.check_name for c in failed_checks} >= {"prices_positive"}
-        assert not LocalArtifactStore(tmp_path / "artifacts").exists("features/NOISE/data.parquet")
+        store = LocalArtifactStore(tmp_path / "artifacts")
+        assert not store.list_keys("features/NOISE")
+        # Dagster stored the bars before the blocking check failed; no later run may use them.
+        key = dg.MultiPartitionKey({"symbol": "NOISE", "target": "y_up_1b"})
+        later = dg.materialize(build_assets(universe), selection=dg.AssetSelection.assets("labels"), partition_key=key, instance=instance, resources=resources, raise_on_error=False)
+        assert not later.success
+        failure = later.get_step_failure_events()[0].step_failure_data.error
+        assert "failed blocking checks" in str(failure.cause or failure.message) + failure.message
+        with pytest.raises(BlockedArtifactError, match="prices_positive"):
+            ArtifactHandle.current(store, "bars/NOISE")
 
 
 def test_unknown_symbol_fails_with_a_clear_error(small_universe: Universe, tmp_path: Path) -> None:
@@ -168,3 +177,11 @@ def test_champion_must_beat_no_skill_and_the_sentinel(small_universe: Universe) 
     assert not any(row["champion"] for row in rows)
     rows = leaderboard_rows({"linear": {"k": model("linear", 0.53)}, "lightgbm": {"k": model("lightgbm", 0.60, suspect=True)}}, small_universe)
     assert [row["family"] for row in rows if row["champion"]] == ["linear"]
+
+
+def test_predictions_serve_the_model_versions_the_leaderboard_ranked(materialized) -> None:
+    _, store = materialized
+    leaderboard = read_value(store, "model_leaderboard")
+    for row in leaderboard.filter(pl.col("trained")).iter_rows(named=True):
+        handle = ArtifactHandle.current(store, f"models/{row['family']}/{row['symbol']}/{row['target']}")
+        assert row["model_fingerprint"] == handle.fingerprint

@@ -110,18 +110,17 @@ def plan_runs(universe: Universe, store: ArtifactStore, code_versions: Mapping[d
                 )
 
     leaderboard = visit(MODEL_LEADERBOARD, None, "model_leaderboard", leaderboard_config(universe), _all_present(models))
+    table = None
+    if leaderboard is not None:
+        try:
+            table = leaderboard.load()
+        except ArtifactStoreError:  # an unreadable leaderboard: its run will say so
+            pass
     for symbol in symbols:
-        champion_inputs = None
-        if leaderboard is not None and features_by_symbol[symbol] is not None:
-            try:
-                champions, champion_models = symbol_champions(leaderboard, symbol)
-                champion_inputs = (champions, champion_models)
-            except ArtifactStoreError:  # an unreadable leaderboard: its run will say so
-                pass
-        if champion_inputs is None:
+        if table is None or features_by_symbol[symbol] is None:
             visit(PREDICTIONS, symbol, f"predictions/{symbol}", None, None)
             continue
-        champions, champion_models = champion_inputs
+        champions, champion_models = symbol_champions(table, store, symbol)
         inputs = _all_present({"features": features_by_symbol[symbol], "champions": champion_models})
         visit(PREDICTIONS, symbol, f"predictions/{symbol}", predictions_config(champions), inputs)
     return planner.plan

@@ -16,6 +16,7 @@ from intelligence_assets.assets.target_analysis import FEATURES
 from intelligence_assets.ml.dataset import build_inference_matrix
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.partitions import by_symbol, symbol_partitions
+from intelligence_assets.resources.artifact_store import ArtifactStore
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.artifacts import ArtifactHandle
 from intelligence_assets.universe import Universe
@@ -103,16 +104,16 @@ def leaderboard_config(universe: Universe) -> dict[str, Any]:
     return {"leaderboard": universe.leaderboard, "families": list(universe.model_families)}
 
 
-def symbol_champions(leaderboard: ArtifactHandle, symbol: str) -> tuple[pl.DataFrame, dict[str, ArtifactHandle]]:
+def symbol_champions(leaderboard: pl.DataFrame, store: ArtifactStore, symbol: str) -> tuple[pl.DataFrame, dict[str, ArtifactHandle]]:
     """This symbol's champion rows and handles on exactly the model versions the leaderboard
     ranked. The leaderboard is small; reading it first lets the predictions' fingerprint depend
     on this symbol's champions only, so another symbol's retrain does not invalidate them."""
-    champions = leaderboard.load().filter(pl.col("champion") & (pl.col("symbol") == symbol)).sort("target")
+    champions = leaderboard.filter(pl.col("champion") & (pl.col("symbol") == symbol)).sort("target")
     handles: dict[str, ArtifactHandle] = {}
     for champion in champions.iter_rows(named=True):
         prefix = f"{'/'.join(model_key(champion['family']).path)}/{symbol}/{champion['target']}"
         fingerprint = champion["model_fingerprint"]
-        handles[champion["target"]] = ArtifactHandle(leaderboard.store, prefix, fingerprint, fingerprint)
+        handles[champion["target"]] = ArtifactHandle(store, prefix, fingerprint, fingerprint)
     return champions, handles
 
 
@@ -182,7 +183,7 @@ def build_leaderboard_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         features: ArtifactHandle,
     ) -> Iterator[dg.Output]:
         symbol = context.partition_key
-        champions, champion_models = symbol_champions(model_leaderboard, symbol)
+        champions, champion_models = symbol_champions(model_leaderboard.load(), model_leaderboard.store, symbol)
 
         def compute() -> Computed:
             feature_table = features.load()

@@ -22,7 +22,7 @@ from intelligence_assets.ml.training import train_and_evaluate
 from intelligence_assets.partitions import by_symbol, symbol_and_target, symbol_target_partitions
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.artifacts import ArtifactHandle
-from intelligence_assets.universe import ModelFamilySettings, Universe
+from intelligence_assets.universe import Universe
 
 MODEL_KEY_PREFIX = "models"
 FAMILY_KINDS = {"lightgbm": {"lightgbm"}, "xgboost": {"xgboost"}, "torch_mlp": {"pytorch"}, "linear": {"scikitlearn"}}
@@ -47,7 +47,7 @@ def model_config(universe: Universe, family_name: str, target: str) -> dict[str,
     }
 
 
-def build_model_asset(family_name: str, settings: ModelFamilySettings, universe: Universe) -> dg.AssetsDefinition:
+def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefinition:
     family = load_family(family_name)
     key = model_key(family_name)
     partitions = symbol_target_partitions(universe)
@@ -94,7 +94,7 @@ def build_model_asset(family_name: str, settings: ModelFamilySettings, universe:
             context.log.info(f"{family_name} {symbol} {target}: training on {len(dataset.y)} rows x {len(selected)} features")
             result = train_and_evaluate(
                 family_name,
-                settings.params,
+                universe.model_families[family_name].params,
                 dataset.x,
                 dataset.y,
                 dataset.forward_return_1,
@@ -114,7 +114,7 @@ def build_model_asset(family_name: str, settings: ModelFamilySettings, universe:
                 **base,
                 "reason": "",
                 "features": selected,
-                "params": settings.params,
+                "params": universe.model_families[family_name].params,
                 "seed": universe.seed,
                 "metrics": metrics,
                 "baseline": details.get("baseline", {}),
@@ -152,4 +152,4 @@ def build_model_asset(family_name: str, settings: ModelFamilySettings, universe:
 
 
 def build_model_assets(universe: Universe) -> list[dg.AssetsDefinition]:
-    return [build_model_asset(name, settings, universe) for name, settings in universe.model_families.items()]
+    return [build_model_asset(name, universe) for name in universe.model_families]

@@ -2,6 +2,7 @@
 from typing import Literal
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from intelligence_assets.resources.artifact_store import ArtifactStore, LocalArtifactStore
 
@@ -19,8 +20,16 @@ class ArtifactStoreResource(dg.ConfigurableResource):
     access_key: str = ""
     secret_key: str = ""
     retry_seconds: float = 30.0
+    # One store per resource instance: an S3 store holds a client and its connection pool, which
+    # every input load, output and cache check of a step should share.
+    _store: ArtifactStore | None = PrivateAttr(default=None)
 
     def store(self) -> ArtifactStore:
+        if self._store is None:
+            self._store = self._build_store()
+        return self._store
+
+    def _build_store(self) -> ArtifactStore:
         if self.backend == "local":
             return LocalArtifactStore(self.root)
         from intelligence_assets.resources.s3_artifact_store import S3ArtifactStore

@@ -73,8 +73,8 @@ TRANSIENT_ERROR_CODES = frozenset(
 TRANSIENT_HTTP_STATUSES = frozenset({408, 429})
 
 
-class ArtifactStoreUnavailableError(ArtifactStoreError):
-    """The object store could not be reached (or kept failing) for the whole retry budget."""
+class S3OperationError(ArtifactStoreError):
+    """An S3 operation failed; says where (never with credentials)."""
 
     def __init__(
         self,
@@ -84,36 +84,28 @@ class ArtifactStoreUnavailableError(ArtifactStoreError):
         bucket: str | None = None,
         key: str | None = None,
         operation: str | None = None,
-        elapsed_seconds: float | None = None,
-        attempts: int | None = None,
     ) -> None:
         super().__init__(message)
         self.endpoint = endpoint
         self.bucket = bucket
         self.key = key
         self.operation = operation
+
+
+class ArtifactStoreUnavailableError(S3OperationError):
+    """The object store could not be reached (or kept failing) for the whole retry budget."""
+
+    def __init__(self, message: str, *, elapsed_seconds: float | None = None, attempts: int | None = None, **where: str | None) -> None:
+        super().__init__(message, **where)
         self.elapsed_seconds = elapsed_seconds
         self.attempts = attempts
 
 
-class ArtifactStoreAccessError(ArtifactStoreError):
+class ArtifactStoreAccessError(S3OperationError):
     """The object store refused the credentials or the permission; never retried."""
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        endpoint: str | None = None,
-        bucket: str | None = None,
-        key: str | None = None,
-        operation: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.endpoint = endpoint
-        self.bucket = bucket
-        self.key = key
-        self.operation = operation
+    def __init__(self, message: str, *, code: str | None = None, **where: str | None) -> None:
+        super().__init__(message, **where)
         self.code = code
 
 

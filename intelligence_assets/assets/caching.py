@@ -7,6 +7,10 @@ computes and stores (`cache: miss`). The fingerprint is also the partition's dat
 recompute that Dagster shows as needed is exactly one the store cannot answer.
 
 Inputs arrive as `ArtifactHandle`s: a hit reads one small pointer per input, never the data.
+
+The artifact is committed (files, then manifest) inside the step, before `after_commit` runs, so
+a follow-up that can fail on its own (MLflow tracking) never loses a computed result: a retry
+finds the committed artifact as a hit and only repeats the follow-up.
 """
 import hashlib
 import json
@@ -19,10 +23,13 @@ import dagster as dg
 from pydantic import BaseModel
 
 from intelligence_assets.resources.artifact_store import ArtifactStore
-from intelligence_assets.resources.artifacts import ArtifactHandle, ArtifactWrite, Manifest, find_intact_manifest
+from intelligence_assets.resources.artifacts import ArtifactHandle, Manifest, StoredArtifact, commit_artifact, encode_value, find_intact_manifest
 from intelligence_assets.resources.io_manager import artifact_prefix, parse_partition_key
 
 Inputs = Mapping[str, ArtifactHandle | Mapping[str, ArtifactHandle]]
+# Runs after the artifact is committed, on hits and misses alike: (the committed artifact, its
+# manifest, whether it was a hit) -> extra materialization metadata.
+AfterCommit = Callable[[ArtifactHandle, Manifest, bool], Mapping[str, Any]]
 
 
 @dataclass
@@ -120,6 +127,7 @@ def materialize_cached(
     config: Any,
     compute: Callable[[], Computed],
     data_version: str | None = None,
+    after_commit: AfterCommit | None = None,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Yield the asset's output (new or cached) and its check results.
 
@@ -136,37 +144,64 @@ def materialize_cached(
     manifest, state = find_intact_manifest(store, prefix, fingerprint)
     if manifest is not None:
         context.log.info(f"cache hit: {store.uri(prefix)}/{fingerprint} (computed in run {manifest.provenance.get('run_id')})")
+        extra = after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, True) if after_commit else {}
         yield dg.Output(
-            ArtifactWrite(manifest, is_cache_hit=True),
+            StoredArtifact(manifest, is_cache_hit=True),
             data_version=dg.DataVersion(manifest.data_version),
-            metadata={**_metadata_values(manifest.metadata), "cache": "hit", "fingerprint": fingerprint, "computed_in_run": manifest.provenance.get("run_id", "")},
+            metadata={**_metadata_values(manifest.metadata), **extra, "cache": "hit", "fingerprint": fingerprint, "computed_in_run": manifest.provenance.get("run_id", "")},
         )
         for check in manifest.checks:
             yield _replayed_check(asset_key, check)
         return
     if state != "not stored":
         context.log.warning(f"stored artifact for fingerprint {fingerprint} is unusable ({state}); recomputing")
-
     computed = compute()
+    provenance = {"code_version": code_version, "config": resolved(config), "partition": partition_key, "inputs": versions}
+    yield from _commit_and_output(context, store, prefix, fingerprint, data_version or fingerprint, computed, provenance, after_commit, "miss")
+
+
+def materialize_uncached(
+    context: dg.AssetExecutionContext, store: ArtifactStore, config: Any, compute: Callable[[], Computed]
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """For an asset whose result depends on state outside the store (the MLflow registry): always
+    computes. Its fingerprint, and so its data version, hashes the result itself, so downstream
+    assets see a new version only when the result changed."""
+    asset_key = context.asset_key
+    partition_key = context.partition_key if context.has_partition_key else None
+    code_version = context.assets_def.code_versions_by_key[asset_key] or ""
+    computed = compute()
+    content = hashlib.sha256(b"".join(name.encode() + data for name, data in sorted(encode_value(computed.value).items()))).hexdigest()
+    fingerprint = fingerprint_of(code_version, config, partition_key, {"content": content})
+    prefix = artifact_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
+    provenance = {"code_version": code_version, "config": resolved(config), "partition": partition_key, "inputs": {"content": content}}
+    yield from _commit_and_output(context, store, prefix, fingerprint, fingerprint, computed, provenance, None, "recomputed")
+
+
+def _commit_and_output(
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    prefix: str,
+    fingerprint: str,
+    data_version: str,
+    computed: Computed,
+    provenance: dict[str, Any],
+    after_commit: AfterCommit | None,
+    cache: str,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
     blocking = {spec.name: spec.blocking for spec in context.assets_def.check_specs}
     manifest = Manifest(
         fingerprint=fingerprint,
-        data_version=data_version or fingerprint,
+        data_version=data_version,
         files={},
         metadata=_plain_metadata(computed.metadata),
         checks=[_plain_check(check, blocking.get(check.check_name or "", False)) for check in computed.checks],
-        provenance={
-            "code_version": code_version,
-            "config": resolved(config),
-            "partition": partition_key,
-            "inputs": versions,
-            "run_id": context.run.run_id,
-            "computed_at": datetime.now(timezone.utc).isoformat(),
-        },
+        provenance={**provenance, "run_id": context.run.run_id, "computed_at": datetime.now(timezone.utc).isoformat()},
     )
+    manifest = commit_artifact(store, prefix, computed.value, manifest)
+    extra = after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, False) if after_commit else {}
     yield dg.Output(
-        ArtifactWrite(manifest, computed.value),
+        StoredArtifact(manifest),
         data_version=dg.DataVersion(manifest.data_version),
-        metadata={**computed.metadata, "cache": "miss", "fingerprint": fingerprint},
+        metadata={**computed.metadata, **extra, "cache": cache, "fingerprint": fingerprint},
     )
     yield from computed.checks

@@ -8,7 +8,7 @@ baseline on the same rows so a model's numbers can be read against doing nothing
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ import numpy as np
 from intelligence_assets.ml.families import ModelFamily, load_family
 from intelligence_assets.ml.metrics import accuracy, backtest_sharpe, evaluate, positions_from_predictions
 from intelligence_assets.ml.ranking import json_float
-from intelligence_assets.ml.splits import SplitSettings, held_out_split
+from intelligence_assets.ml.splits import SplitSettings, held_out_split, walk_forward_folds
 
 
 @dataclass
@@ -36,6 +36,7 @@ class TrainingResult:
     test_end_row: int = 0                     # inclusive
     train_base_rate: float | None = None      # classification: share of 1s in the fitted rows
     test_base_rate: float | None = None
+    fold_metrics: list[dict[str, float | None]] = field(default_factory=list)  # per walk-forward fold, when cross-validated
 
     def to_dict(self) -> dict:
         """JSON-ready summary (no model, no arrays); NaN becomes None."""
@@ -52,6 +53,7 @@ class TrainingResult:
             "test_end_row": self.test_end_row,
             "train_base_rate": json_float(self.train_base_rate),
             "test_base_rate": json_float(self.test_base_rate),
+            "fold_metrics": [{key: json_float(value) for key, value in fold.items()} for fold in self.fold_metrics],
         }
 
 
@@ -69,12 +71,15 @@ def train_and_evaluate(
     bars_per_year: float,
     cost_per_trade: float = 0.0,
     side: str | None = None,
+    cross_validate: bool = False,
 ) -> TrainingResult:
     """Fit `family_name` on the development period and evaluate it on the held-out test rows.
 
     `forward_return_1[t]` is the log return from bar t to t+1 (the PnL of a position held at
     t). `side` ("peak"/"valley") is required when `spec_kind` is "barrier". The backtest's
     neutral prediction is the training base rate (classification) or 0 (regression).
+    `cross_validate` also fits the family on each walk-forward fold of the development period
+    and scores it on that fold's test block (`fold_metrics`): how stable the score is over time.
     """
     x = np.asarray(x)
     y = np.asarray(y)
@@ -100,6 +105,14 @@ def train_and_evaluate(
     test_returns = forward_return_1[fold.test]
     metrics["sharpe"] = None if positions is None else backtest_sharpe(positions, test_returns, bars_per_year, cost_per_trade)
 
+    fold_metrics = []
+    if cross_validate:
+        for fold_number, walk_forward in enumerate(walk_forward_folds(x.shape[0], label_horizon, split), start=1):
+            fold_model = load_family(family_name)(task, params, seed)
+            fold_model.fit(x[walk_forward.train], y[walk_forward.train], x[walk_forward.validation], y[walk_forward.validation])
+            scores: dict[str, float | None] = dict(evaluate(task, y[walk_forward.test], fold_model.predict(x[walk_forward.test])))
+            fold_metrics.append({"fold": float(fold_number), "test_rows": float(walk_forward.test.size), **scores})
+
     baseline = naive_baseline(task, y[fold.train], y_test, spec_kind, test_returns, bars_per_year, cost_per_trade)
     return TrainingResult(
         model=model,
@@ -117,6 +130,7 @@ def train_and_evaluate(
         test_end_row=int(fold.test[-1]),
         train_base_rate=train_base_rate,
         test_base_rate=test_base_rate,
+        fold_metrics=fold_metrics,
     )
 
 

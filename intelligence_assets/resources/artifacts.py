@@ -87,14 +87,26 @@ class Manifest:
         return json.dumps(self.__dict__, indent=2, sort_keys=True, default=str).encode()
 
 
-def write_artifact(store: ArtifactStore, prefix: str, value: Any, manifest: Manifest) -> None:
-    """Files, then manifest, then pointer."""
+def commit_artifact(store: ArtifactStore, prefix: str, value: Any, manifest: Manifest) -> Manifest:
+    """Files, then manifest: the artifact exists under its fingerprint, not yet published.
+
+    When another run has already committed the same fingerprint intact, that one is kept rather
+    than rewriting files its readers may be verifying; either way the committed manifest returns.
+    """
+    committed, _ = find_intact_manifest(store, prefix, manifest.fingerprint)
+    if committed is not None:
+        return committed
     files = encode_value(value)
     manifest.files = {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in files.items()}
     for name, data in files.items():
         store.put_bytes(f"{prefix}/{manifest.fingerprint}/{name}", data)
     store.put_bytes(f"{prefix}/{manifest.fingerprint}/{MANIFEST_FILE}", manifest.to_json())
-    point_to(store, prefix, manifest)
+    return manifest
+
+
+def write_artifact(store: ArtifactStore, prefix: str, value: Any, manifest: Manifest) -> None:
+    """Commit and publish: files, then manifest, then pointer."""
+    point_to(store, prefix, commit_artifact(store, prefix, value, manifest))
 
 
 def blocking_failures(manifest: Manifest) -> list[str]:
@@ -186,10 +198,9 @@ def read_value(store: ArtifactStore, prefix: str) -> Any:
 
 
 @dataclass
-class ArtifactWrite:
-    """What an asset hands its IO manager: a new artifact to store, or (a cache hit) an artifact
-    already stored under this fingerprint, which only needs the pointer."""
+class StoredArtifact:
+    """What an asset hands its IO manager: an artifact already committed under its fingerprint
+    (computed in this step, or a cache hit). The IO manager publishes it by moving the pointer."""
 
     manifest: Manifest
-    value: Any = None
     is_cache_hit: bool = False

@@ -1,4 +1,8 @@
-"""The IO manager: artifacts to and from the ArtifactStore (layout in `artifacts.py`).
+"""The IO manager: publishes committed artifacts and loads inputs (layout in `artifacts.py`).
+
+Assets commit their artifact's files and manifest themselves (`assets/caching.py`), so that
+whatever follows storage inside the step (MLflow tracking) can rely on the model being safe in
+the store; the IO manager then moves the partition's pointer, which is what downstream reads.
 
 Prefix per asset partition: `<asset key path>/<symbol>/<target>` for symbol x target partitions,
 `<asset key path>/<symbol>` for symbol partitions, `<asset key path>` when unpartitioned.
@@ -10,7 +14,7 @@ import dagster as dg
 
 from intelligence_assets.resources.artifact_store import ArtifactNotFoundError
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
-from intelligence_assets.resources.artifacts import ArtifactHandle, ArtifactWrite, find_intact_manifest, point_to, write_artifact
+from intelligence_assets.resources.artifacts import ArtifactHandle, StoredArtifact, point_to
 
 
 def partition_path(partition_key: str | dg.MultiPartitionKey | None) -> list[str]:
@@ -42,22 +46,13 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
 
     artifact_store: dg.ResourceDependency[ArtifactStoreResource]
 
-    def handle_output(self, context: dg.OutputContext, obj: ArtifactWrite) -> None:
-        if not isinstance(obj, ArtifactWrite):
-            raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; assets return ArtifactWrite (see assets/caching.py)")
+    def handle_output(self, context: dg.OutputContext, obj: StoredArtifact) -> None:
+        if not isinstance(obj, StoredArtifact):
+            raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; assets return StoredArtifact (see assets/caching.py)")
         store = self.artifact_store.store()
         partition = parse_partition_key(context.asset_partitions_def, context.partition_key) if context.has_partition_key else None
         prefix = artifact_prefix(context.asset_key, partition)
-        if obj.is_cache_hit:
-            point_to(store, prefix, obj.manifest)
-        else:
-            # Another run may have committed the same fingerprint meanwhile: reuse it rather than
-            # rewrite files that its readers may be verifying.
-            committed, _ = find_intact_manifest(store, prefix, obj.manifest.fingerprint)
-            if committed is not None:
-                point_to(store, prefix, committed)
-            else:
-                write_artifact(store, prefix, obj.value, obj.manifest)
+        point_to(store, prefix, obj.manifest)
         location = store.uri(f"{prefix}/{obj.manifest.fingerprint}")
         context.add_output_metadata({"artifact": dg.MetadataValue.url(location) if location.startswith("http") else dg.MetadataValue.path(location)})
 

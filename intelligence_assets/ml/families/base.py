@@ -59,6 +59,12 @@ class ModelFamily(ABC):
         """Gain (or comparable) importance per input column, if the family has one."""
         return None
 
+    def native_model(self) -> Any | None:
+        """The fitted model as its own library's object, predicting exactly what `predict` does
+        (cut at the best iteration, standardization inside), for tools that load models in their
+        native format such as MLflow's flavours. None when the family has no such library."""
+        return None
+
     # Helpers shared by the families: input checks and the common part of meta.json.
 
     def _check_fit_inputs(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -104,6 +104,13 @@ class LightGBMFamily(ModelFamily):
         instance.booster = lightgbm.Booster(model_file=str(Path(directory) / MODEL_FILE))
         return instance
 
+    def native_model(self) -> Any:
+        import lightgbm
+        if self.booster is None:
+            raise RuntimeError("lightgbm: native_model called before fit")
+        # Only the kept trees, so the booster's own predict needs no num_iteration.
+        return lightgbm.Booster(model_str=self.booster.model_to_string(num_iteration=self.best_iteration))
+
     def feature_importance(self) -> np.ndarray | None:
         if self.booster is None:
             return None

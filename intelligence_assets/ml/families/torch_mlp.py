@@ -57,6 +57,30 @@ def build_network_without_init(n_features: int, hidden_sizes: list[int], dropout
         return build_network(n_features, hidden_sizes, dropout)
 
 
+def serving_network(network: nn.Module, feature_mean: np.ndarray, feature_std: np.ndarray, task: str, target_mean: float, target_std: float) -> nn.Module:
+    """The network with its standardization and output transform inside, so that a tool calling
+    `module(x)` on raw features gets what `TorchMLPFamily.predict` returns."""
+    import torch
+    from torch import nn
+
+    class ServingNetwork(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+            self.register_buffer("feature_mean", torch.as_tensor(feature_mean, dtype=torch.float64))
+            self.register_buffer("feature_std", torch.as_tensor(feature_std, dtype=torch.float64))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            # Standardize in float64 then cast, as `predict` does.
+            standardized = ((x.to(torch.float64) - self.feature_mean) / self.feature_std).to(torch.float32)
+            output = self.network(standardized).squeeze(1)
+            if task == "classification":
+                return torch.sigmoid(output)
+            return output.to(torch.float64) * target_std + target_mean
+
+    return ServingNetwork().eval()
+
+
 @contextmanager
 def torch_threads(num_threads: int | None) -> Iterator[None]:
     import torch
@@ -191,6 +215,11 @@ class TorchMLPFamily(ModelFamily):
         if self.task == "regression":
             prediction = prediction * self.target_std + self.target_mean
         return prediction
+
+    def native_model(self) -> Any:
+        if self.network is None:
+            raise RuntimeError("torch_mlp: native_model called before fit")
+        return serving_network(self.network, self.feature_mean, self.feature_std, self.task, self.target_mean, self.target_std)
 
     def save(self, directory: Path) -> None:
         import torch

@@ -126,6 +126,12 @@ class XGBoostFamily(ModelFamily):
         instance._set_prediction_device()
         return instance
 
+    def native_model(self) -> Any:
+        if self.booster is None:
+            raise RuntimeError("xgboost: native_model called before fit")
+        # Only the kept trees, so the booster's own predict needs no iteration_range.
+        return self.booster[: self.best_iteration]
+
     def feature_importance(self) -> np.ndarray | None:
         """Total gain per column over the kept trees (zeros for columns never split on).
 

@@ -1,0 +1,56 @@
+"""Names and tags shared by everything that reads or writes MLflow.
+
+One experiment per target (`intelligence/<target>`): runs of every symbol and family for a
+target sit side by side, which is the comparison a quant makes. One registered model per
+symbol x target (`intelligence.<symbol>.<target>`): the registry answers "which model serves
+this cell", so every family's versions compete under one name and the `champion` alias names
+the winner (see README, "Registry").
+"""
+from __future__ import annotations
+
+EXPERIMENT_PREFIX = "intelligence"
+REGISTERED_MODEL_PREFIX = "intelligence"
+
+CHAMPION = "champion"
+PREVIOUS_CHAMPION = "previous-champion"
+CHALLENGER = "challenger"
+ALIASES = (CHAMPION, PREVIOUS_CHAMPION, CHALLENGER)
+
+# Run tags (also the filter keys used to find a run again).
+SYMBOL_TAG = "symbol"
+TARGET_TAG = "target"
+FAMILY_TAG = "family"
+FINGERPRINT_TAG = "artifact_fingerprint"
+ARTIFACT_URI_TAG = "artifact_uri"
+DAGSTER_RUN_TAG = "dagster_run_id"
+DAGSTER_ASSET_TAG = "dagster_asset_key"
+DAGSTER_PARTITION_TAG = "dagster_partition_key"
+CODE_VERSION_TAG = "code_version"
+TRAINED_TAG = "trained"
+REGISTERED_VERSION_TAG = "registered_version"
+
+# Model version tags: held-out metrics as `heldout_<metric>` plus these.
+HELDOUT_PREFIX = "heldout_"
+TEST_ROWS_TAG = "test_rows"
+TEST_START_TAG = "test_start"
+ELIGIBLE_TAG = "eligible"
+ROLLED_BACK_TAG = "rolled_back"
+ARCHIVED_TAG = "archived"
+ARCHIVE_URI_TAG = "archive_uri"
+ARCHIVED_AT_TAG = "archived_at"
+
+# Where retention keeps compressed model versions in the artifact store.
+ARCHIVE_PREFIX = "archive"
+
+MODEL_ARTIFACT_PATH = "model"
+
+
+def experiment_name(target: str) -> str:
+    return f"{EXPERIMENT_PREFIX}/{target}"
+
+
+def registered_model_name(symbol: str, target: str) -> str:
+    """Symbols and targets may hold dots, so tools read the cell from the registered model's
+    `symbol` and `target` tags, never by parsing this name."""
+    return f"{REGISTERED_MODEL_PREFIX}.{symbol}.{target}"
+

@@ -9,9 +9,11 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-from intelligence_assets.assets.leaderboard import build_leaderboard_assets
+from intelligence_assets.assets.leaderboard import build_leaderboard_asset
 from intelligence_assets.assets.market_data import build_market_data_assets
 from intelligence_assets.assets.models import build_model_assets
+from intelligence_assets.assets.predictions import build_predictions_asset
+from intelligence_assets.assets.registry import build_registry_asset
 from intelligence_assets.assets.target_analysis import build_target_analysis_assets
 from intelligence_assets.deployment import DeploymentSettings
 from intelligence_assets.universe import Universe, load_universe
@@ -22,7 +24,9 @@ def build_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         *build_market_data_assets(universe),
         *build_target_analysis_assets(universe),
         *build_model_assets(universe),
-        *build_leaderboard_assets(universe),
+        build_leaderboard_asset(universe),
+        build_registry_asset(universe),
+        build_predictions_asset(universe),
     ]
 
 
@@ -30,6 +34,7 @@ def build_assets(universe: Universe) -> list[dg.AssetsDefinition]:
 MARKET_DATA_JOB = "market_data_job"
 TRAINING_JOB = "training_job"
 LEADERBOARD_JOB = "leaderboard_job"
+REGISTRY_JOB = "registry_job"
 PREDICTIONS_JOB = "predictions_job"
 
 
@@ -42,6 +47,11 @@ def build_jobs() -> list:
             description="Labels, target ranking, feature selection and every model family for one symbol x target.",
         ),
         dg.define_asset_job(LEADERBOARD_JOB, selection=dg.AssetSelection.assets("model_leaderboard"), description="All models' metrics and the champions."),
+        dg.define_asset_job(
+            REGISTRY_JOB,
+            selection=dg.AssetSelection.assets("model_registry"),
+            description="Apply the promotion rule to the MLflow registry; with `rollback` config, move champions back to previous-champion.",
+        ),
         dg.define_asset_job(PREDICTIONS_JOB, selection=dg.AssetSelection.assets("predictions"), description="Champion predictions for one symbol."),
     ]
 

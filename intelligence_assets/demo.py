@@ -91,7 +91,7 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     only the others get a run (`every_partition` launches a run for all of them regardless,
     and the cache answers inside each run).
     """
-    from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, TRAINING_JOB, build_assets
+    from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, REGISTRY_JOB, TRAINING_JOB, build_assets
     from intelligence_assets.deployment import DeploymentSettings
     from intelligence_assets.partitions import register_symbols
     from intelligence_assets.planning import code_versions_of, plan_runs
@@ -99,8 +99,13 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     added = register_symbols(dg.DagsterInstance.get(), universe.symbols)
     print(f"Universe: {len(universe.symbols)} symbols x {len(universe.targets)} targets x {len(universe.model_families)} model families; "
           f"registered {len(added)} new symbol partitions. Workers: {workers}", flush=True)
+    deployment = DeploymentSettings.from_environment()
+    store = deployment.artifact_store()
+    # Create (or migrate) the MLflow store once here, not in two workers racing at once.
+    deployment.mlflow_tracking_resource().tracker().client.search_experiments(max_results=1)
+    code_versions = code_versions_of(build_assets(universe))
     started = time.perf_counter()
-    plan = plan_runs(universe, DeploymentSettings.from_environment().artifact_store(), code_versions_of(build_assets(universe)), universe.symbols)
+    plan = plan_runs(universe, store, code_versions, universe.symbols)
     print(f"Plan ({time.perf_counter() - started:.1f}s): {len(plan.stale)} asset partitions need a run, "
           f"{len(plan.fresh)} are current in the artifact store", flush=True)
     cells = [f"{s}|{t}" for s in universe.symbols for t in universe.target_names]
@@ -109,28 +114,31 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
         (MARKET_DATA_JOB, list(universe.symbols) if every_partition else plan.partitions(["bars", "features"])),
         (TRAINING_JOB, cells if every_partition else plan.partitions(["labels", "target_rankings", "feature_sets", *model_assets])),
         (LEADERBOARD_JOB, [None] if every_partition or plan.needs_run("model_leaderboard") else []),
-        (PREDICTIONS_JOB, list(universe.symbols) if every_partition else plan.partitions(["predictions"])),
+        # The registry is MLflow state: its one run always applies the promotion rule (idempotent).
+        (REGISTRY_JOB, [None]),
     ]
-    if not any(keys for _, keys in stages):
-        print("Nothing to run: every partition is current.", flush=True)
-        return [StageTiming(job, 0, 0.0, {}) for job, _ in stages]
     context = multiprocessing.get_context("spawn")  # fork after importing torch/OpenMP can deadlock
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_load_worker) as pool:
-        return [_run_stage(pool, job, keys, log_level) for job, keys in stages]
+        timings = [_run_stage(pool, job, keys, log_level) for job, keys in stages]
+        # Which predictions are stale depends on what the registry step just decided.
+        after_registry = plan_runs(universe, store, code_versions, universe.symbols)
+        keys = list(universe.symbols) if every_partition else after_registry.partitions(["predictions"])
+        timings.append(_run_stage(pool, PREDICTIONS_JOB, keys, log_level))
+    return timings
 
 
-def print_leaderboard(leaderboard: pl.DataFrame) -> None:
-    from intelligence_assets.assets.leaderboard import cells_without_champion
+def print_results(leaderboard: pl.DataFrame, registry: pl.DataFrame) -> None:
+    from intelligence_assets.assets.leaderboard import cells_without_candidate
 
     columns = ["symbol", "target", "family", "metric", "score", "sharpe", "buy_and_hold_sharpe", "test_rows"]
-    with pl.Config(tbl_rows=200, tbl_cols=20, tbl_width_chars=160, float_precision=4, tbl_hide_dataframe_shape=True):
-        champions = leaderboard.filter(pl.col("champion")).select(columns)
-        print("\nChampions (best held-out score per symbol x target):")
-        print(champions)
+    with pl.Config(tbl_rows=200, tbl_cols=20, tbl_width_chars=200, fmt_str_lengths=80, float_precision=4, tbl_hide_dataframe_shape=True):
         trained = leaderboard.filter(pl.col("trained"))
         print(f"\nAll trained models ({trained.height}), best first within each symbol x target:")
         print(trained.select(columns + ["leakage_suspect"]))
-        without_skill = cells_without_champion(leaderboard)
+        champions = registry.filter(pl.col("champion_version").is_not_null())
+        print(f"\nChampions in the MLflow registry ({champions.height}; load with mlflow.pyfunc.load_model(<uri>)):")
+        print(champions.select("symbol", "target", "champion_family", "champion_version", "metric", "champion_score", "champion_uri", "action"))
+        without_skill = cells_without_candidate(leaderboard)
         if without_skill.height:
             print(f"\nNo champion: {without_skill.height} trained cells where no model beats no skill on held-out data:")
             print(without_skill.select("symbol", "target", "best_score"))
@@ -155,11 +163,11 @@ def main(argv: list[str] | None = None) -> None:
     materialize_universe(load_universe(), args.workers, every_partition=args.every_partition)
 
     store = DeploymentSettings.from_environment().artifact_store()
-    leaderboard = read_value(store, "model_leaderboard")
-    print_leaderboard(leaderboard)
+    print_results(read_value(store, "model_leaderboard"), read_value(store, "model_registry"))
     print(f"\nDemo finished in {time.perf_counter() - started:.0f}s.")
     print("Where to look next:")
     print("  make ui              Dagster UI on http://127.0.0.1:3000 : asset graph, runs, metadata, checks, lineage")
+    print("  make mlflow-ui       MLflow UI on http://127.0.0.1:5000 : experiments per target, runs, registry and aliases")
     print(f"  artifacts            {store.location}")
     print("  leaderboard          model_leaderboard/<fingerprint>/data.parquet in the artifact store (current.json names the fingerprint)")
     print("  a rerun              `make demo` again: unchanged partitions are cache hits")

@@ -6,6 +6,11 @@ One variable, INTELLIGENCE_DEPLOYMENT, chooses:
                     instance is PostgreSQL through the dagster.yaml in DAGSTER_HOME
                     (deploy/postgres/dagster.yaml, DAGSTER_PG_* variables)
 Credentials come only from the environment.
+
+MLflow: INTELLIGENCE_MLFLOW_TRACKING_URI names a tracking server (any deployment); without it the
+embedded store is used, `sqlite:///<DAGSTER_HOME>/mlflow/mlflow.db` with no server, whose run
+artifacts live in the local artifact store under `mlflow/` (`make mlflow-ui` browses it).
+INTELLIGENCE_MLFLOW_UI_URL overrides the base of the links shown in Dagster.
 """
 from __future__ import annotations
 
@@ -19,10 +24,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from intelligence_assets.resources.artifact_store import ArtifactStore
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.io_manager import ArtifactIOManager
+from intelligence_assets.resources.mlflow_tracking import MlflowTrackingResource
 from intelligence_assets.universe import REPOSITORY_ROOT
 
 DEPLOYMENT_VARIABLE = "INTELLIGENCE_DEPLOYMENT"
 ARTIFACT_ROOT_VARIABLE = "INTELLIGENCE_ARTIFACT_ROOT"
+MLFLOW_TRACKING_VARIABLE = "INTELLIGENCE_MLFLOW_TRACKING_URI"
+MLFLOW_UI_VARIABLE = "INTELLIGENCE_MLFLOW_UI_URL"
+# Where `make mlflow-ui` serves the embedded store.
+EMBEDDED_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 S3_VARIABLES = {
     "endpoint": "INTELLIGENCE_S3_ENDPOINT",
     "bucket": "INTELLIGENCE_S3_BUCKET",
@@ -38,13 +48,22 @@ class DeploymentSettings(BaseModel):
 
     name: Literal["local", "minio"] = "local"
     artifact_root: Path = REPOSITORY_ROOT / ".dagster_home" / "artifacts"
+    dagster_home: Path = REPOSITORY_ROOT / ".dagster_home"
+    mlflow_tracking_uri: str | None = None
+    mlflow_ui_url: str | None = None
 
     @classmethod
     def from_environment(cls) -> DeploymentSettings:
         dagster_home = Path(os.environ.get("DAGSTER_HOME") or REPOSITORY_ROOT / ".dagster_home")
         name = os.environ.get(DEPLOYMENT_VARIABLE, "local")
         try:
-            return cls(name=name, artifact_root=Path(os.environ.get(ARTIFACT_ROOT_VARIABLE) or dagster_home / "artifacts"))
+            return cls(
+                name=name,
+                artifact_root=Path(os.environ.get(ARTIFACT_ROOT_VARIABLE) or dagster_home / "artifacts"),
+                dagster_home=dagster_home,
+                mlflow_tracking_uri=os.environ.get(MLFLOW_TRACKING_VARIABLE) or None,
+                mlflow_ui_url=os.environ.get(MLFLOW_UI_VARIABLE) or None,
+            )
         except ValidationError:
             raise ValueError(f"{DEPLOYMENT_VARIABLE}={name!r} is not a known deployment; expected one of: local, minio") from None
 
@@ -73,6 +92,24 @@ class DeploymentSettings(BaseModel):
     def artifact_store(self) -> ArtifactStore:
         return self.artifact_store_resource(resolve_secrets=True).store()
 
+    @property
+    def embedded_mlflow_home(self) -> Path:
+        """The embedded MLflow store (database and run artifacts): inside the local artifact store,
+        so its bytes count in storage usage; beside DAGSTER_HOME's instance otherwise."""
+        return (self.artifact_root if self.name == "local" else self.dagster_home) / "mlflow"
+
+    def mlflow_tracking_resource(self) -> MlflowTrackingResource:
+        if self.mlflow_tracking_uri:
+            return MlflowTrackingResource(tracking_uri=self.mlflow_tracking_uri, ui_url=self.mlflow_ui_url)
+        home = self.embedded_mlflow_home.resolve()
+        return MlflowTrackingResource(
+            tracking_uri=f"sqlite:///{home / 'mlflow.db'}", ui_url=self.mlflow_ui_url or EMBEDDED_MLFLOW_UI_URL, experiment_root=str(home)
+        )
+
     def resources(self) -> dict[str, object]:
         artifact_store = self.artifact_store_resource()
-        return {"artifact_store": artifact_store, "io_manager": ArtifactIOManager(artifact_store=artifact_store)}
+        return {
+            "artifact_store": artifact_store,
+            "io_manager": ArtifactIOManager(artifact_store=artifact_store),
+            "mlflow_tracking": self.mlflow_tracking_resource(),
+        }

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from intelligence_assets.assets.caching import fingerprint_of, input_versions
-from intelligence_assets.assets.leaderboard import MODEL_LEADERBOARD, leaderboard_config, model_input_name, predictions_config, symbol_champions
+from intelligence_assets.assets.leaderboard import MODEL_LEADERBOARD, leaderboard_config, model_input_name
+from intelligence_assets.assets.predictions import PREDICTIONS, predictions_config, symbol_champions
+from intelligence_assets.assets.registry import MODEL_REGISTRY
 from intelligence_assets.assets.market_data import BARS, bars_config, bars_source, features_config
 from intelligence_assets.assets.models import model_config, model_key
 from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, TARGET_RANKINGS, labels_config, ranking_config, selection_config
@@ -27,7 +29,6 @@ from intelligence_assets.resources.artifact_store import ArtifactStore, Artifact
 from intelligence_assets.resources.artifacts import MANIFEST_FILE, ArtifactHandle
 from intelligence_assets.universe import Universe
 
-PREDICTIONS = dg.AssetKey("predictions")
 
 
 @dataclass
@@ -110,19 +111,22 @@ def plan_runs(universe: Universe, store: ArtifactStore, code_versions: Mapping[d
                 )
 
     leaderboard = visit(MODEL_LEADERBOARD, None, "model_leaderboard", leaderboard_config(universe), _all_present(models))
+    # The registry lives in MLflow, outside the store: its step always runs (one small run), and
+    # predictions are judged against the registry table it last stored. Plan again after the
+    # registry step to see which predictions its result leaves stale.
+    planner.plan.stale.add((MODEL_REGISTRY.to_user_string(), None))
     table = None
     if leaderboard is not None:
         try:
-            table = leaderboard.load()
-        except ArtifactStoreError:  # an unreadable leaderboard: its run will say so
+            table = ArtifactHandle.current(store, "model_registry").load()
+        except ArtifactStoreError:  # never run, or unreadable: its run will say so
             pass
     for symbol in symbols:
         if table is None or features_by_symbol[symbol] is None:
             visit(PREDICTIONS, symbol, f"predictions/{symbol}", None, None)
             continue
-        champions, champion_models = symbol_champions(table, store, symbol)
-        inputs = _all_present({"features": features_by_symbol[symbol], "champions": champion_models})
-        visit(PREDICTIONS, symbol, f"predictions/{symbol}", predictions_config(champions), inputs)
+        champions = symbol_champions(table, symbol)
+        visit(PREDICTIONS, symbol, f"predictions/{symbol}", predictions_config(champions), {"features": features_by_symbol[symbol]})
     return planner.plan
 
 

@@ -38,6 +38,7 @@ def materialize_everything(universe: Universe, instance: dg.DagsterInstance, res
         for target in universe.target_names:
             run(MODEL_SELECTION, dg.MultiPartitionKey({"symbol": symbol, "target": target}))
     run(dg.AssetSelection.assets("model_leaderboard"))
+    run(dg.AssetSelection.assets("model_registry"))
     for symbol in universe.symbols:
         run(dg.AssetSelection.assets("predictions"), symbol)
     return outcomes

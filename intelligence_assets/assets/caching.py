@@ -28,8 +28,8 @@ from intelligence_assets.resources.io_manager import artifact_prefix, parse_part
 
 Inputs = Mapping[str, ArtifactHandle | Mapping[str, ArtifactHandle]]
 # Runs after the artifact is committed, on hits and misses alike: (the committed artifact, its
-# manifest, whether it was a hit) -> extra materialization metadata.
-AfterCommit = Callable[[ArtifactHandle, Manifest, bool], Mapping[str, Any]]
+# manifest, the computed value or None on a hit) -> extra materialization metadata.
+AfterCommit = Callable[[ArtifactHandle, Manifest, Any], Mapping[str, Any]]
 
 
 @dataclass
@@ -144,7 +144,7 @@ def materialize_cached(
     manifest, state = find_intact_manifest(store, prefix, fingerprint)
     if manifest is not None:
         context.log.info(f"cache hit: {store.uri(prefix)}/{fingerprint} (computed in run {manifest.provenance.get('run_id')})")
-        extra = after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, True) if after_commit else {}
+        extra = after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, None) if after_commit else {}
         yield dg.Output(
             StoredArtifact(manifest, is_cache_hit=True),
             data_version=dg.DataVersion(manifest.data_version),
@@ -198,7 +198,7 @@ def _commit_and_output(
         provenance={**provenance, "run_id": context.run.run_id, "computed_at": datetime.now(timezone.utc).isoformat()},
     )
     manifest = commit_artifact(store, prefix, computed.value, manifest)
-    extra = after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, False) if after_commit else {}
+    extra = after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, computed.value) if after_commit else {}
     yield dg.Output(
         StoredArtifact(manifest),
         data_version=dg.DataVersion(manifest.data_version),

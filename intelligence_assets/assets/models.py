@@ -5,26 +5,33 @@ gets its own code version, compute kind, retry policy and lineage.
 """
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any
 
 import dagster as dg
 
-from intelligence_assets.assets.caching import Computed, materialize_cached
+from intelligence_assets.assets.caching import Computed, materialize_cached, resolved
 from intelligence_assets.assets.metadata import clean_number, utc_timestamps
 from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS
 from intelligence_assets.checks import leakage_sentinel_result, leakage_sentinel_spec
 from intelligence_assets.ml.dataset import build_dataset
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.leakage import leakage_suspicion
+from intelligence_assets.ml.metrics import model_is_eligible
 from intelligence_assets.ml.targets import label_horizon
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.ml.training import train_and_evaluate
 from intelligence_assets.partitions import by_symbol, symbol_and_target, symbol_target_partitions
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
-from intelligence_assets.resources.artifacts import ArtifactHandle
+from intelligence_assets.resources.artifacts import ArtifactHandle, Manifest
+from intelligence_assets.resources.mlflow_tracking import MlflowTrackingResource
+from intelligence_assets.tracking import names
+from intelligence_assets.tracking.tracker import TrackedRun, TrackingError, TrainingRecord
 from intelligence_assets.universe import Universe
 
 MODEL_KEY_PREFIX = "models"
+# Beside a model's manifest once MLflow tracks it: a cache hit then links the same run.
+TRACKING_RECORD_FILE = "mlflow_run.json"
 FAMILY_KINDS = {"lightgbm": {"lightgbm"}, "xgboost": {"xgboost"}, "torch_mlp": {"pytorch"}, "linear": {"scikitlearn"}}
 
 # Transient failures (a storage hiccup, a preempted pod) get retried; jitter spreads the retries
@@ -71,6 +78,7 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
     def model(
         context: dg.AssetExecutionContext,
         artifact_store: ArtifactStoreResource,
+        mlflow_tracking: MlflowTrackingResource,
         features: ArtifactHandle,
         labels: ArtifactHandle,
         feature_sets: ArtifactHandle,
@@ -105,6 +113,7 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
                 seed=universe.seed,
                 bars_per_year=universe.bars.bars_per_year,
                 side=getattr(spec, "side", None),
+                cross_validate=universe.split.score_models_on_folds,
             )
             details = result.to_dict()
             test_timestamps = utc_timestamps(dataset.timestamps[result.test_index])
@@ -123,6 +132,8 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
                 "test_start": test_timestamps[0].isoformat(),
                 "test_end": test_timestamps[-1].isoformat(),
                 "best_iteration": result.best_iteration,
+                "training_curve": details["training_curve"],
+                "fold_metrics": details["fold_metrics"],
                 "training_seconds": round(result.seconds, 3),
                 "leakage_suspect": suspicion is not None,
             }
@@ -145,8 +156,50 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
                 checks=[leakage_sentinel_result(key, spec.kind, metrics, universe.leakage_sentinel)],
             )
 
+        config = model_config(universe, family_name, target)
+
+        def track(stored: ArtifactHandle, manifest: Manifest, computed: Any) -> dict[str, Any]:
+            """Log the committed model to MLflow (once per fingerprint) and link the run."""
+            record_key = f"{stored.prefix}/{stored.fingerprint}/{TRACKING_RECORD_FILE}"
+            if stored.store.exists(record_key):
+                tracked = TrackedRun(**stored.store.get_json(record_key))
+            else:
+                trained_model: TrainedModel = computed if computed is not None else stored.load()
+                summary = trained_model.summary
+                metric = universe.leaderboard.classification_metric if spec.task == "classification" else universe.leaderboard.regression_metric
+                score = summary.get("metrics", {}).get(metric)
+                record = TrainingRecord(
+                    symbol=symbol,
+                    target=target,
+                    trained_model=trained_model,
+                    score_metric=metric,
+                    eligible=model_is_eligible(trained_model.trained, bool(summary.get("leakage_suspect")), metric, score, summary.get("baseline", {}).get("majority_accuracy")),
+                    provenance_tags={
+                        names.FINGERPRINT_TAG: stored.fingerprint,
+                        names.ARTIFACT_URI_TAG: stored.store.uri(f"{stored.prefix}/{stored.fingerprint}"),
+                        names.DAGSTER_RUN_TAG: context.run.run_id,
+                        names.DAGSTER_ASSET_TAG: key.to_user_string(),
+                        names.DAGSTER_PARTITION_TAG: context.partition_key,
+                        names.CODE_VERSION_TAG: manifest.provenance.get("code_version", ""),
+                    },
+                    config=resolved(config),
+                )
+                try:
+                    tracked = mlflow_tracking.tracker().track_training(record, log=context.log.info)
+                except TrackingError as error:
+                    raise TrackingError(
+                        f"{error}. The trained model is safe in the artifact store at {record.provenance_tags[names.ARTIFACT_URI_TAG]}; "
+                        f"materializing {key.to_user_string()} {context.partition_key} again logs it without retraining"
+                    ) from error
+                stored.store.put_json(record_key, asdict(tracked))
+            metadata: dict[str, Any] = {"mlflow_run": dg.MetadataValue.url(tracked.run_url), "mlflow_run_id": tracked.run_id}
+            if tracked.version:
+                metadata["mlflow_model"] = tracked.model_uri
+                metadata["mlflow_model_version"] = dg.MetadataValue.url(tracked.version_url)
+            return metadata
+
         inputs = {"features": features, "labels": labels, "feature_sets": feature_sets}
-        yield from materialize_cached(context, artifact_store.store(), inputs, model_config(universe, family_name, target), compute)
+        yield from materialize_cached(context, artifact_store.store(), inputs, config, compute, after_commit=track)
 
     return model
 

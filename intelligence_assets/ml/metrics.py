@@ -8,6 +8,8 @@ tie), as scikit-learn does. Callers that average scores over folds should use na
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # Probabilities are clipped to [EPSILON, 1 - EPSILON] so a confident miss costs a large but
@@ -156,3 +158,21 @@ def fold_score(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
     if task == "regression":
         return information_coefficient(y_true, y_pred)
     raise ValueError(f"unknown task {task!r}; expected 'classification' or 'regression'")
+
+
+def no_skill_score(metric: str, majority_accuracy: float | None = None) -> float:
+    """What a model without skill scores by `metric` on the same held-out rows: AUC 0.5, the
+    majority class's accuracy, and 0 for IC, rank IC and Sharpe."""
+    if metric == "auc":
+        return 0.5
+    if metric == "accuracy":
+        return majority_accuracy if majority_accuracy is not None else 0.5
+    return 0.0
+
+
+def model_is_eligible(trained: bool, leakage_suspect: bool, metric: str, score: float | None, majority_accuracy: float | None) -> bool:
+    """May a model serve at all: trained, trusted by the leakage sentinel, and better than no
+    skill on its held-out rows."""
+    if not trained or leakage_suspect or score is None or math.isnan(score):
+        return False
+    return score > no_skill_score(metric, majority_accuracy)

@@ -37,6 +37,7 @@ class SplitSettings(BaseModel):
     test_fraction: float = Field(default=0.2, gt=0.0, lt=0.6, description="Final share of rows held out for the test period.")
     validation_fraction: float = Field(default=0.15, gt=0.0, lt=0.5, description="Share of each training set kept for early stopping.")
     min_train_rows: int = Field(default=250, ge=10)
+    score_models_on_folds: bool = Field(default=True, description="Also fit each model family on every walk-forward fold and record its per-fold scores (costs about folds x 0.6 more fits).")
 
 
 @dataclass(frozen=True)

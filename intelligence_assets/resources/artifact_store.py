@@ -11,9 +11,10 @@ import json
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
-
 
 
 class ArtifactStoreError(Exception):
@@ -29,6 +30,15 @@ class ArtifactNotFoundError(ArtifactStoreError, KeyError):
 
 class CorruptArtifactError(ArtifactStoreError, ValueError):
     """An object exists but cannot be decoded as what it claims to be."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One stored object as a listing sees it: enough to account for storage without reading it."""
+
+    key: str
+    bytes: int
+    modified: datetime  # UTC, timezone-aware
 
 
 def validate_key(key: str) -> str:
@@ -57,8 +67,13 @@ class ArtifactStore(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        """Every object under `prefix` (a folder-like prefix; no trailing slash needed; "" is the
+        whole store) with its size and modification time, sorted by key."""
+
     def list_keys(self, prefix: str) -> list[str]:
         """All keys under `prefix` (a folder-like prefix; no trailing slash needed), sorted."""
+        return [stored.key for stored in self.list_objects(prefix)]
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
@@ -113,15 +128,30 @@ class LocalArtifactStore(ArtifactStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def list_keys(self, prefix: str) -> list[str]:
-        base = self.root / validate_key(prefix.rstrip("/"))
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        folder = prefix.rstrip("/")
+        base = self.root / validate_key(folder) if folder else self.root
         if not base.is_dir():
             return []
-        return sorted(
-            p.relative_to(self.root).as_posix()
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.endswith(".partial")
-        )
+        listed = []
+        for path in base.rglob("*"):
+            # A `.partial` file is a write in progress (or one a crash left behind), not an object.
+            if path.name.endswith(".partial"):
+                continue
+            try:
+                status = path.stat()
+            except FileNotFoundError:  # deleted between the directory walk and the stat
+                continue
+            if not path.is_file():
+                continue
+            listed.append(
+                StoredObject(
+                    key=path.relative_to(self.root).as_posix(),
+                    bytes=status.st_size,
+                    modified=datetime.fromtimestamp(status.st_mtime, tz=timezone.utc),
+                )
+            )
+        return sorted(listed, key=lambda stored: stored.key)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

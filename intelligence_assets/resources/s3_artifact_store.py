@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from datetime import timezone
 from typing import TypeVar
 
 import certifi
@@ -27,6 +28,7 @@ from intelligence_assets.resources.artifact_store import (
     ArtifactNotFoundError,
     ArtifactStore,
     ArtifactStoreError,
+    StoredObject,
     validate_key,
 )
 
@@ -281,13 +283,24 @@ class S3ArtifactStore(ArtifactStore):
             raise self._unexpected(error, "exists", key) from error
         return True
 
-    def list_keys(self, prefix: str) -> list[str]:
-        folder = validate_key(prefix.rstrip("/"))
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        folder = prefix.rstrip("/")
+        if folder:
+            validate_key(folder)
 
-        def list_all() -> list[str]:
+        def list_all() -> list[StoredObject]:
             # A folder-like prefix, as in the local layout: "features/AA" must not list "features/AAPL/...".
-            objects = self._client.list_objects(self.bucket, prefix=f"{folder}/", recursive=True)
-            return sorted(item.object_name for item in objects if item.object_name and not item.object_name.endswith("/"))
+            objects = self._client.list_objects(self.bucket, prefix=f"{folder}/" if folder else None, recursive=True)
+            listed = [
+                StoredObject(
+                    key=item.object_name,
+                    bytes=int(item.size or 0),
+                    modified=item.last_modified.astimezone(timezone.utc),
+                )
+                for item in objects
+                if item.object_name and not item.object_name.endswith("/")
+            ]
+            return sorted(listed, key=lambda stored: stored.key)
 
         try:
             return self._call("list", folder, list_all)

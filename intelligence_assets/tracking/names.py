@@ -38,6 +38,11 @@ ROLLED_BACK_TAG = "rolled_back"
 ARCHIVED_TAG = "archived"
 ARCHIVE_URI_TAG = "archive_uri"
 ARCHIVED_AT_TAG = "archived_at"
+# Set once the archive is written and verified, before any original is deleted: a retention run
+# that crashed after that point finds the archive by this checksum instead of rebuilding it.
+ARCHIVE_SHA256_TAG = "archive_sha256"
+SCORE_TAG = "score"
+SCORE_METRIC_TAG = "score_metric"
 
 # Where retention keeps compressed model versions in the artifact store.
 ARCHIVE_PREFIX = "archive"

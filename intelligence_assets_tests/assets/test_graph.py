@@ -28,7 +28,7 @@ def materialized(small_universe: Universe, tmp_path_factory: pytest.TempPathFact
 def test_definitions_load_with_every_stage(small_universe: Universe, tmp_path: Path) -> None:
     defs = build_definitions(small_universe, DeploymentSettings(artifact_root=tmp_path))
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"bars", "features", "labels", "target_rankings", "feature_sets", "model_leaderboard", "predictions",
+    assert keys == {"bars", "features", "labels", "target_rankings", "feature_sets", "model_leaderboard", "model_registry", "predictions",
                     "models/linear", "models/lightgbm", "models/xgboost", "models/torch_mlp"}
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
@@ -72,18 +72,19 @@ def test_ranking_gates_training_and_says_why(materialized) -> None:
     assert ranking_metadata["passed"].value is False and "score" in ranking_metadata
 
 
-def test_leaderboard_crowns_one_champion_per_trained_cell(materialized, small_universe: Universe) -> None:
+def test_leaderboard_proposes_one_candidate_per_trained_cell(materialized, small_universe: Universe) -> None:
     _, store = materialized
     leaderboard = read_value(store, "model_leaderboard")
     assert leaderboard.height == len(small_universe.symbols) * len(small_universe.targets) * len(small_universe.model_families)
     trained_cells = leaderboard.filter(pl.col("trained")).select("symbol", "target").unique()
-    champions = leaderboard.filter(pl.col("champion"))
-    assert champions.select("symbol", "target").unique().height == champions.height
-    assert champions.height <= trained_cells.height
+    candidates = leaderboard.filter(pl.col("candidate"))
+    assert candidates.select("symbol", "target").unique().height == candidates.height
+    assert candidates.height <= trained_cells.height
+    assert candidates["eligible"].all()
     signal = leaderboard.filter((pl.col("symbol") == "SIGNAL") & (pl.col("target") == "y_up_1b") & pl.col("trained"))
     assert signal.height == len(small_universe.model_families)
-    # The planted signal is found on held-out data by the champion.
-    assert signal.filter(pl.col("champion"))["auc"][0] > 0.55
+    # The planted signal is found on held-out data by the candidate.
+    assert signal.filter(pl.col("candidate"))["auc"][0] > 0.55
 
 
 def _check_evaluation(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str):
@@ -165,7 +166,7 @@ def test_unknown_symbol_fails_with_a_clear_error(small_universe: Universe, tmp_p
             dg.materialize(build_assets(small_universe), selection=dg.AssetSelection.assets("bars"), partition_key="TSLA", instance=instance, resources=resources)
 
 
-def test_champion_must_beat_no_skill_and_the_sentinel(small_universe: Universe) -> None:
+def test_candidate_must_beat_no_skill_and_the_sentinel(small_universe: Universe) -> None:
     from intelligence_assets.assets.leaderboard import leaderboard_rows
     from intelligence_assets.ml.trained_model import TrainedModel
 
@@ -174,12 +175,13 @@ def test_champion_must_beat_no_skill_and_the_sentinel(small_universe: Universe) 
         return TrainedModel(family, summary, model=object())  # only `trained` matters here
 
     rows = leaderboard_rows({"linear": {"k": model("linear", 0.49)}, "lightgbm": {"k": model("lightgbm", 0.47)}}, small_universe)
-    assert not any(row["champion"] for row in rows)
+    assert not any(row["candidate"] or row["eligible"] for row in rows)
     rows = leaderboard_rows({"linear": {"k": model("linear", 0.53)}, "lightgbm": {"k": model("lightgbm", 0.60, suspect=True)}}, small_universe)
-    assert [row["family"] for row in rows if row["champion"]] == ["linear"]
+    assert [row["family"] for row in rows if row["candidate"]] == ["linear"]
+    assert [row["family"] for row in rows if row["eligible"]] == ["linear"]
 
 
-def test_predictions_serve_the_model_versions_the_leaderboard_ranked(materialized) -> None:
+def test_leaderboard_ranks_the_current_model_versions(materialized) -> None:
     _, store = materialized
     leaderboard = read_value(store, "model_leaderboard")
     for row in leaderboard.filter(pl.col("trained")).iter_rows(named=True):

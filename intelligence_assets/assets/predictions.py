@@ -1,0 +1,98 @@
+"""`predictions` (per symbol): each registry champion's scores, from its held-out test start to
+the newest bar, with the model loaded from MLflow by alias (`models:/<name>@champion`)."""
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from intelligence_assets.assets.caching import Computed, materialize_cached
+from intelligence_assets.assets.metadata import markdown_table, utc_timestamps
+from intelligence_assets.assets.models import model_key
+from intelligence_assets.assets.registry import MODEL_REGISTRY
+from intelligence_assets.assets.target_analysis import FEATURES
+from intelligence_assets.ml.dataset import build_inference_matrix
+from intelligence_assets.partitions import by_symbol, symbol_partitions
+from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
+from intelligence_assets.resources.artifacts import ArtifactHandle
+from intelligence_assets.resources.mlflow_tracking import MlflowTrackingResource
+from intelligence_assets.tracking import names
+from intelligence_assets.tracking.flavours import pyfunc_predict
+from intelligence_assets.universe import Universe
+
+PREDICTIONS = dg.AssetKey("predictions")
+PREDICTIONS_SCHEMA = {"timestamp": pl.Datetime("us", "UTC"), "target": pl.String, "family": pl.String, "model_version": pl.String, "prediction": pl.Float64}
+
+
+def symbol_champions(registry: pl.DataFrame, symbol: str) -> pl.DataFrame:
+    """This symbol's cells that have a champion. Reading the small registry table first lets the
+    predictions' fingerprint depend on this symbol's champions only."""
+    return registry.filter((pl.col("symbol") == symbol) & pl.col("champion_version").is_not_null()).sort("target")
+
+
+def predictions_config(champions: pl.DataFrame) -> dict[str, Any]:
+    return {"champions": champions.select("target", "registered_model", "champion_version", "champion_fingerprint", "champion_test_start").to_dicts()}
+
+
+def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
+    # Lineage to this symbol's models; which versions serve comes from the registry.
+    model_deps = [dg.AssetDep(model_key(family), partition_mapping=by_symbol) for family in universe.model_families]
+
+    @dg.asset(
+        key=PREDICTIONS,
+        ins={"model_registry": dg.AssetIn(MODEL_REGISTRY), "features": dg.AssetIn(FEATURES)},
+        deps=model_deps,
+        partitions_def=symbol_partitions,
+        group_name="results",
+        code_version="2",
+        kinds={"polars", "mlflow"},
+        description="Champion scores per target for one symbol, from each champion's held-out test start to the newest bar; models loaded from MLflow by alias.",
+    )
+    def predictions(
+        context: dg.AssetExecutionContext,
+        artifact_store: ArtifactStoreResource,
+        mlflow_tracking: MlflowTrackingResource,
+        model_registry: ArtifactHandle,
+        features: ArtifactHandle,
+    ) -> Iterator[dg.Output]:
+        symbol = context.partition_key
+        champions = symbol_champions(model_registry.load(), symbol)
+
+        def compute() -> Computed:
+            tracker = mlflow_tracking.tracker()
+            feature_table = features.load()
+            frames = []
+            for champion in champions.iter_rows(named=True):
+                uri = champion["champion_uri"]
+                version = tracker.version_by_alias(champion["registered_model"], names.CHAMPION)
+                if version is None or str(version.version) != champion["champion_version"]:
+                    found = "nothing" if version is None else f"version {version.version}"
+                    raise RuntimeError(
+                        f"{uri} resolves to {found}, but model_registry recorded version {champion['champion_version']}: "
+                        "the alias moved outside model_registry; materialize model_registry, then predictions"
+                    )
+                model = tracker.load_model(version)
+                feature_names = model.metadata.get_input_schema().input_names()
+                timestamps, x = build_inference_matrix(feature_table, feature_names)
+                frame = pl.DataFrame({"timestamp": utc_timestamps(timestamps), "prediction": pyfunc_predict(model, feature_names, x)}).with_columns(
+                    pl.lit(champion["target"]).alias("target"), pl.lit(champion["champion_family"]).alias("family"), pl.lit(champion["champion_version"]).alias("model_version")
+                )
+                frames.append(frame.filter(pl.col("timestamp") >= datetime.fromisoformat(champion["champion_test_start"])))
+                context.log.info(f"{symbol} {champion['target']}: {uri} (v{version.version}, {champion['champion_family']}) scored {frame.height} bars")
+            table = pl.concat(frames).select(list(PREDICTIONS_SCHEMA)).sort("target", "timestamp") if frames else pl.DataFrame(schema=PREDICTIONS_SCHEMA)
+            latest = table.group_by("target", "family", "model_version").agg(pl.col("timestamp").last(), pl.col("prediction").last()).sort("target")
+            return Computed(
+                table,
+                metadata={
+                    "rows": table.height,
+                    "targets": champions.height,
+                    "models": markdown_table(champions.to_dicts(), ["target", "champion_family", "champion_version", "champion_uri"]),
+                    "latest": markdown_table(latest.with_columns(pl.col("timestamp").cast(pl.String)).to_dicts(), ["target", "family", "model_version", "timestamp", "prediction"]),
+                },
+            )
+
+        yield from materialize_cached(context, artifact_store.store(), {"features": features}, predictions_config(champions), compute)
+
+    return predictions

@@ -1,0 +1,172 @@
+"""`model_registry`: the MLflow registry's aliases per symbol x target, after the promotion rule
+(or a rollback) has been applied; one row per cell.
+
+The registry is state outside the artifact store, so this asset always runs (one small run) and
+its data version hashes its result: `predictions` recompute only when a champion changed.
+A rollback is this asset run with `rollback` config (`registry_job`, or
+`python -m intelligence_assets.rollback`), so every alias move is a materialization with its
+reason in the UI and in lineage.
+"""
+
+import math
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from intelligence_assets.assets.caching import Computed, materialize_uncached
+from intelligence_assets.assets.leaderboard import MODEL_LEADERBOARD
+from intelligence_assets.assets.metadata import markdown_table
+from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
+from intelligence_assets.resources.artifacts import ArtifactHandle
+from intelligence_assets.resources.mlflow_tracking import MlflowTrackingResource
+from intelligence_assets.tracking import names
+from intelligence_assets.tracking.promotion import AliasDecision, Candidate, decide_aliases, roll_back
+from intelligence_assets.tracking.tracker import ModelTracker
+from intelligence_assets.universe import Universe
+
+MODEL_REGISTRY = dg.AssetKey("model_registry")
+REGISTRY_SCHEMA = {
+    "symbol": pl.String, "target": pl.String, "registered_model": pl.String, "metric": pl.String,
+    "champion_version": pl.String, "champion_family": pl.String, "champion_fingerprint": pl.String,
+    "champion_score": pl.Float64, "champion_test_start": pl.String, "champion_uri": pl.String,
+    "previous_champion_version": pl.String, "challenger_version": pl.String, "action": pl.String, "reason": pl.String,
+}
+
+
+class ModelRegistryConfig(dg.Config):
+    rollback: list[str] = Field(default_factory=list, description="Partitions `SYMBOL|target` whose champion goes back to previous-champion.")
+    reason: str = Field(default="", description="Why (required with rollback); recorded on the rolled-back version and in this materialization.")
+
+
+def _score(tags: dict[str, str]) -> float | None:
+    try:
+        value = float(tags.get("score", ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def parse_rollback(partitions: list[str], universe: Universe) -> list[tuple[str, str]]:
+    cells = []
+    for partition in partitions:
+        symbol, separator, target = partition.partition("|")
+        if not separator:
+            raise ValueError(f"rollback partition {partition!r} must read SYMBOL|target, e.g. SP500|y_up_5b")
+        universe.require_symbol(symbol)
+        universe.target(target)
+        cells.append((symbol, target))
+    return cells
+
+
+def apply_decision(tracker: ModelTracker, name: str, current: dict[str, str], decision: AliasDecision) -> list[str]:
+    """Move only the aliases that differ; returns what changed."""
+    wanted = {names.CHAMPION: decision.champion, names.PREVIOUS_CHAMPION: decision.previous_champion, names.CHALLENGER: decision.challenger}
+    changes = []
+    for alias, version in wanted.items():
+        if current.get(alias) == version:
+            continue
+        if version is None:
+            tracker.delete_alias(name, alias)
+            changes.append(f"{alias} removed (was v{current[alias]})")
+        else:
+            tracker.set_alias(name, alias, version)
+            changes.append(f"{alias} -> v{version}" + (f" (was v{current[alias]})" if alias in current else ""))
+    return changes
+
+
+def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=MODEL_REGISTRY,
+        ins={"model_leaderboard": dg.AssetIn(MODEL_LEADERBOARD)},
+        group_name="results",
+        code_version="1",
+        kinds={"mlflow"},
+        description="MLflow registry aliases (champion, previous-champion, challenger) per symbol x target after the promotion rule or a rollback.",
+    )
+    def model_registry(
+        context: dg.AssetExecutionContext,
+        config: ModelRegistryConfig,
+        artifact_store: ArtifactStoreResource,
+        mlflow_tracking: MlflowTrackingResource,
+        model_leaderboard: ArtifactHandle,
+    ) -> Iterator[dg.Output]:
+        rollback_cells = parse_rollback(config.rollback, universe)
+        if rollback_cells and not config.reason.strip():
+            raise ValueError("a rollback needs a reason (config `reason`): it is recorded on the rolled-back version")
+        settings = universe.promotion
+
+        def compute() -> Computed:
+            tracker = mlflow_tracking.tracker()
+            leaderboard = model_leaderboard.load()
+            cells = leaderboard.select("symbol", "target").unique(maintain_order=True).rows()
+            unknown = [cell for cell in rollback_cells if cell not in cells]
+            if unknown:
+                raise ValueError(f"rollback of {unknown}: no models on the leaderboard for these cells")
+            rows, changes = [], []
+            for symbol, target in cells:
+                name = names.registered_model_name(symbol, target)
+                rows_of_cell = leaderboard.filter((pl.col("symbol") == symbol) & (pl.col("target") == target) & pl.col("trained"))
+                versions = tracker.versions(name) if rows_of_cell.height else []
+                by_fingerprint = {v.tags.get(names.FINGERPRINT_TAG): v for v in versions}
+                by_number = {str(v.version): v for v in versions}
+                current = tracker.aliases(name) if versions else {}
+                if (symbol, target) in rollback_cells:
+                    decision = roll_back(current, config.reason)
+                    rolled_back = current[names.CHAMPION]
+                    tracker.set_version_tag(
+                        name, rolled_back, names.ROLLED_BACK_TAG,
+                        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} run {context.run.run_id}: {config.reason}",
+                    )
+                else:
+                    candidates = []
+                    for row in rows_of_cell.iter_rows(named=True):
+                        version = by_fingerprint.get(row["model_fingerprint"])
+                        if version is None:
+                            context.log.warning(f"{name}: {row['family']} model {row['model_fingerprint']} has no registry version; rematerialize models/{row['family']} {symbol}|{target}")
+                            continue
+                        candidates.append(Candidate(
+                            version=str(version.version), family=row["family"], score=row["score"], test_rows=int(row["test_rows"] or 0),
+                            eligible=bool(row["eligible"]), rolled_back=names.ROLLED_BACK_TAG in version.tags,
+                        ))
+                    champion = by_number.get(current.get(names.CHAMPION, ""))
+                    decision = decide_aliases(candidates, current, _score(champion.tags) if champion else None, settings)
+                moved = apply_decision(tracker, name, current, decision)
+                if moved:
+                    changes.append(f"{name}: {decision.action}; " + ", ".join(moved))
+                    context.log.info(f"{name}: {decision.action} ({decision.reason}); " + ", ".join(moved))
+                champion = by_number.get(decision.champion or "")
+                rows.append({
+                    "symbol": symbol, "target": target, "registered_model": name,
+                    "metric": champion.tags.get("score_metric") if champion else None,
+                    "champion_version": decision.champion,
+                    "champion_family": champion.tags.get(names.FAMILY_TAG) if champion else None,
+                    "champion_fingerprint": champion.tags.get(names.FINGERPRINT_TAG) if champion else None,
+                    "champion_score": _score(champion.tags) if champion else None,
+                    "champion_test_start": champion.tags.get(names.TEST_START_TAG) if champion else None,
+                    "champion_uri": f"models:/{name}@{names.CHAMPION}" if decision.champion else None,
+                    "previous_champion_version": decision.previous_champion, "challenger_version": decision.challenger,
+                    "action": decision.action if moved or decision.action == "no champion" else "kept", "reason": decision.reason,
+                })
+            table = pl.DataFrame(rows, schema=REGISTRY_SCHEMA).sort("symbol", "target")
+            champions = table.filter(pl.col("champion_version").is_not_null())
+            context.log.info(f"registry: {champions.height} champions over {table.height} cells; {len(changes)} cells changed")
+            return Computed(
+                table,
+                metadata={
+                    "champions": markdown_table(champions.to_dicts(), ["symbol", "target", "champion_family", "champion_version", "metric", "champion_score", "challenger_version", "previous_champion_version"]),
+                    "changes": dg.MetadataValue.md("\n".join(f"- {change}" for change in changes) or "none"),
+                    "cells_changed": len(changes),
+                    "rollback": ", ".join(config.rollback) or "none",
+                    "rollback_reason": config.reason or "",
+                    "tracking_uri": tracker.tracking_uri if not tracker.tracking_uri.startswith("sqlite") else "embedded (sqlite)",
+                },
+            )
+
+        run_config: dict[str, Any] = {"promotion": settings, "rollback": config.rollback, "reason": config.reason}
+        yield from materialize_uncached(context, artifact_store.store(), run_config, compute)
+
+    return model_registry

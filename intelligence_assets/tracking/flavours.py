@@ -1,0 +1,91 @@
+"""A trained model in its MLflow flavour, so anyone can load it with MLflow's own loaders
+(`mlflow.lightgbm.load_model`, `mlflow.pyfunc.load_model`, ...), and the pyfunc predicts what
+`TrainedModel.predict` predicts (tested for every family).
+
+LightGBM, XGBoost and PyTorch use their native flavours on the family's `native_model()` (cut at
+the best iteration, standardization inside the torch module). A family without a native library
+(`linear`) is saved as a pyfunc around the family object itself.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from intelligence_assets.ml.families import ModelFamily
+
+# Explicit requirements: MLflow's inference of them imports and scans the environment, seconds
+# per model; what a model needs to load is known here.
+PIP_REQUIREMENTS = {
+    "lightgbm": ["lightgbm", "numpy", "pandas"],
+    "xgboost": ["xgboost", "numpy", "pandas"],
+    "torch_mlp": ["torch", "numpy", "pandas", "cloudpickle"],
+}
+DEFAULT_PIP_REQUIREMENTS = ["numpy", "pandas", "cloudpickle", "intelligence-assets"]
+
+
+def model_signature(feature_names: list[str]) -> Any:
+    """Named float64 inputs in the selected-feature order, one float64 output."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec("double", name) for name in feature_names]), outputs=Schema([ColSpec("double")]))
+
+
+def _family_python_model(model: ModelFamily) -> Any:
+    import mlflow.pyfunc
+
+    class FamilyModel(mlflow.pyfunc.PythonModel):
+        """Predicts with the family object: the flavour of a family with no library of its own."""
+
+        def __init__(self, family_model: ModelFamily) -> None:
+            self.family_model = family_model
+
+        # No type hints: MLflow would read them as an input schema; the signature already is one.
+        def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+            return self.family_model.predict(np.asarray(model_input, dtype=np.float64))
+
+    return FamilyModel(model)
+
+
+def save_in_flavour(model: ModelFamily, feature_names: list[str], directory: Path) -> str:
+    """Write `model` as an MLflow model directory at `directory` (which must not exist); returns the flavour."""
+    signature = model_signature(feature_names)
+    native = model.native_model()
+    path = str(directory)
+    if model.name == "lightgbm":
+        import mlflow.lightgbm
+
+        mlflow.lightgbm.save_model(native, path, signature=signature, pip_requirements=PIP_REQUIREMENTS["lightgbm"])
+        return "lightgbm"
+    if model.name == "xgboost":
+        import mlflow.xgboost
+
+        mlflow.xgboost.save_model(native, path, signature=signature, pip_requirements=PIP_REQUIREMENTS["xgboost"], model_format="json")
+        return "xgboost"
+    if model.name.startswith("torch") and native is not None:
+        import mlflow.pytorch
+
+        # Pickled (cloudpickle) rather than exported: torch.export needs an example input and
+        # fixes shapes; the pickle keeps the standardization inside the module.
+        mlflow.pytorch.save_model(native, path, signature=signature, pip_requirements=PIP_REQUIREMENTS["torch_mlp"], serialization_format="pickle")
+        return "pytorch"
+    import mlflow.pyfunc
+
+    mlflow.pyfunc.save_model(path, python_model=_family_python_model(model), signature=signature, pip_requirements=DEFAULT_PIP_REQUIREMENTS)
+    return "python_function"
+
+
+def load_pyfunc(directory: Path) -> Any:
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(str(directory))
+
+
+def pyfunc_predict(pyfunc_model: Any, feature_names: list[str], x: np.ndarray) -> np.ndarray:
+    """1-d float64 predictions from an MLflow pyfunc model, given rows in `feature_names` order."""
+    import pandas as pd
+
+    frame = pd.DataFrame(np.asarray(x, dtype=np.float64), columns=feature_names)
+    return np.asarray(pyfunc_model.predict(frame), dtype=np.float64).reshape(-1)

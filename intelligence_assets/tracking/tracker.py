@@ -1,0 +1,375 @@
+"""`ModelTracker`: every model materialization as one MLflow run, every trained model as a
+version of its symbol x target's registered model.
+
+Only `MlflowClient` calls with explicit run ids: no fluent API, no process-global active run,
+so steps running side by side in one process cannot log into each other's runs.
+
+Idempotent by fingerprint: a run is found again by its artifact fingerprint. A finished run
+(and its version) is reused; an unfinished one, left by a tracker outage or a crash, is removed
+with any version pointing at it before logging again, so the registry never holds a version
+whose run is incomplete.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from intelligence_assets.ml.trained_model import TrainedModel
+from intelligence_assets.tracking import names
+from intelligence_assets.tracking.flavours import load_pyfunc, save_in_flavour
+
+T = TypeVar("T")
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
+
+
+class TrackingError(RuntimeError):
+    """MLflow was unreachable or refused a request; the message names the URI and the step."""
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    run_id: str
+    experiment_id: str
+    run_url: str
+    registered_model: str | None = None
+    version: str | None = None
+    version_url: str | None = None
+
+    @property
+    def model_uri(self) -> str | None:
+        return f"models:/{self.registered_model}/{self.version}" if self.version else None
+
+
+@dataclass
+class TrainingRecord:
+    """Everything one model materialization logs."""
+
+    symbol: str
+    target: str
+    trained_model: TrainedModel
+    score_metric: str                 # the leaderboard metric for this task
+    eligible: bool                    # may become champion: trained, beats no skill, not a leakage suspect
+    provenance_tags: dict[str, str]   # Dagster run id, asset key, partition key, code version, fingerprint, artifact URI
+    config: dict[str, Any]            # the resolved config that produced the model
+
+    @property
+    def family(self) -> str:
+        return self.trained_model.family
+
+    @property
+    def fingerprint(self) -> str:
+        return self.provenance_tags[names.FINGERPRINT_TAG]
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config as MLflow params: dotted keys, JSON values for lists."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            flat[name] = text[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def importance_plot(feature_names: list[str], importance: np.ndarray, title: str) -> bytes:
+    """A horizontal bar chart as PNG bytes (matplotlib's object API: no global pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    order = np.argsort(importance)
+    figure = Figure(figsize=(7, max(2.5, 0.32 * len(feature_names) + 1)))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.barh([feature_names[i] for i in order], importance[order], color="#3b6ea8")
+    axes.set_xlabel("importance")
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    return buffer.getvalue()
+
+
+class ModelTracker:
+    def __init__(self, tracking_uri: str, registry_uri: str | None = None, ui_url: str | None = None, experiment_root: Path | None = None) -> None:
+        """`experiment_root`: where experiments created here keep their artifacts, one folder per
+        target (the embedded default); None lets the MLflow server decide."""
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.ui_url = (ui_url or (tracking_uri if tracking_uri.startswith("http") else "")).rstrip("/")
+        self.experiment_root = experiment_root
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
+        self._experiment_ids: dict[str, str] = {}
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def call(self, step: str, action: Callable[[], T]) -> T:
+        """Run one MLflow request; any failure becomes a TrackingError naming URI and step."""
+        try:
+            return action()
+        except TrackingError:
+            raise
+        except Exception as error:  # MLflow wraps transport and store errors in many types
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise TrackingError(f"MLflow tracking at {self.tracking_uri} failed while {step}: {type(error).__name__}: {message}") from error
+
+    @staticmethod
+    def _error_code(error: BaseException) -> str | None:
+        while error is not None:
+            code = getattr(error, "error_code", None)
+            if code:
+                return str(code)
+            error = error.__cause__
+        return None
+
+    # -- naming and links -----------------------------------------------------------------
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def version_url(self, registered_model: str, version: str) -> str:
+        return f"{self.ui_url}/#/models/{registered_model}/versions/{version}"
+
+    def experiment_id(self, target: str) -> str:
+        name = names.experiment_name(target)
+        if name in self._experiment_ids:
+            return self._experiment_ids[name]
+        experiment = self.call(f"looking up experiment {name}", lambda: self.client.get_experiment_by_name(name))
+        if experiment is None:
+            location = (self.experiment_root / target).as_uri() if self.experiment_root else None
+            try:
+                experiment_id = self.client.create_experiment(name, artifact_location=location, tags={names.TARGET_TAG: target})
+            except Exception as error:
+                if self._error_code(error) != "RESOURCE_ALREADY_EXISTS":  # created meanwhile by a parallel step
+                    raise TrackingError(f"MLflow tracking at {self.tracking_uri} failed while creating experiment {name}: {error}") from error
+                experiment_id = self.call(f"looking up experiment {name}", lambda: self.client.get_experiment_by_name(name)).experiment_id
+        else:
+            experiment_id = experiment.experiment_id
+        self._experiment_ids[name] = experiment_id
+        return experiment_id
+
+    # -- finding a run again --------------------------------------------------------------
+
+    def _runs_with_fingerprint(self, experiment_id: str, record: TrainingRecord) -> list[Any]:
+        query = (
+            f"tags.{names.FINGERPRINT_TAG} = '{record.fingerprint}' and tags.{names.FAMILY_TAG} = '{record.family}' "
+            f"and tags.{names.SYMBOL_TAG} = '{record.symbol}'"
+        )
+        return self.call("searching runs by fingerprint", lambda: self.client.search_runs([experiment_id], filter_string=query, max_results=20))
+
+    @staticmethod
+    def _is_complete(run: Any) -> bool:
+        tags = run.data.tags
+        return run.info.status == "FINISHED" and (tags.get(names.TRAINED_TAG) == "false" or bool(tags.get(names.REGISTERED_VERSION_TAG)))
+
+    def _discard(self, run_id: str) -> None:
+        """Remove an incomplete run and any version registered from it."""
+        versions = self.call("finding versions of an incomplete run", lambda: self.client.search_model_versions(f"run_id = '{run_id}'"))
+        for version in versions:
+            self.call(f"deleting version {version.version} of {version.name}", lambda v=version: self.client.delete_model_version(v.name, v.version))
+        self.call(f"deleting incomplete run {run_id}", lambda: self.client.delete_run(run_id))
+
+    def _tracked(self, run: Any) -> TrackedRun:
+        tags = run.data.tags
+        version = tags.get(names.REGISTERED_VERSION_TAG) or None
+        model = names.registered_model_name(tags[names.SYMBOL_TAG], tags[names.TARGET_TAG]) if version else None
+        return TrackedRun(
+            run_id=run.info.run_id,
+            experiment_id=run.info.experiment_id,
+            run_url=self.run_url(run.info.experiment_id, run.info.run_id),
+            registered_model=model,
+            version=version,
+            version_url=self.version_url(model, version) if model and version else None,
+        )
+
+    # -- logging --------------------------------------------------------------------------
+
+    def track_training(self, record: TrainingRecord, log: Callable[[str], None] = lambda _: None) -> TrackedRun:
+        """Log one model materialization (idempotent by fingerprint) and register its version."""
+        experiment_id = self.experiment_id(record.target)
+        for run in self._runs_with_fingerprint(experiment_id, record):
+            if self._is_complete(run):
+                log(f"MLflow run {run.info.run_id} already tracks fingerprint {record.fingerprint}")
+                return self._tracked(run)
+            log(f"removing incomplete MLflow run {run.info.run_id} (status {run.info.status}) before logging again")
+            self._discard(run.info.run_id)
+
+        summary = record.trained_model.summary
+        tags = {
+            **record.provenance_tags,
+            names.SYMBOL_TAG: record.symbol,
+            names.TARGET_TAG: record.target,
+            names.FAMILY_TAG: record.family,
+            names.TRAINED_TAG: "true" if record.trained_model.trained else "false",
+            "task": str(summary.get("task", "")),
+        }
+        run = self.call(
+            "creating a run",
+            lambda: self.client.create_run(experiment_id, run_name=f"{record.symbol}.{record.target}.{record.family}", tags=tags),
+        )
+        run_id = run.info.run_id
+        try:
+            self._log_contents(run_id, record)
+            tracked = TrackedRun(run_id, experiment_id, self.run_url(experiment_id, run_id))
+            if record.trained_model.trained:
+                tracked = self._register(run_id, experiment_id, record)
+            self.call("finishing the run", lambda: self.client.set_terminated(run_id, "FINISHED"))
+        except TrackingError:
+            try:  # leave nothing half-registered; if MLflow is down, the next attempt cleans up
+                self._discard(run_id)
+            except TrackingError:
+                pass
+            raise
+        log(f"MLflow run {tracked.run_url}" + (f", registered {tracked.model_uri}" if tracked.version else ""))
+        return tracked
+
+    def _log_contents(self, run_id: str, record: TrainingRecord) -> None:
+        from mlflow.entities import Metric, Param
+
+        summary = record.trained_model.summary
+        params = flatten(record.config) | {
+            "family": record.family,
+            "feature_count": str(len(record.trained_model.feature_names)),
+            "task": str(summary.get("task", "")),
+        }
+        timestamp = int(time.time() * 1000)
+        metrics: list[Metric] = []
+
+        def add(key: str, value: Any, step: int = 0) -> None:
+            number = _finite(value)
+            if number is not None:
+                metrics.append(Metric(key, number, timestamp, step))
+
+        for name, value in (summary.get("metrics") or {}).items():
+            add(f"heldout_{name}", value)
+        for name, value in (summary.get("baseline") or {}).items():
+            add(f"baseline_{name}", value)
+        for fold in summary.get("fold_metrics") or []:
+            for name, value in fold.items():
+                if name not in ("fold",):
+                    add(f"fold_{name}", value, int(fold["fold"]))
+        for step, value in enumerate(summary.get("training_curve") or []):
+            add("validation_loss", value, step)
+        for name in ("train_rows", "test_rows", "best_iteration", "training_seconds"):
+            add(name, summary.get(name))
+        param_items = [Param(key, value) for key, value in sorted(params.items())]
+        for start in range(0, len(param_items), 100):
+            self.call("logging params", lambda batch=param_items[start : start + 100]: self.client.log_batch(run_id, params=batch))
+        for start in range(0, len(metrics), 900):
+            self.call("logging metrics", lambda batch=metrics[start : start + 900]: self.client.log_batch(run_id, metrics=batch))
+
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = Path(scratch)
+            (folder / "config.json").write_text(json.dumps(record.config, indent=2, sort_keys=True, default=str))
+            (folder / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+            model = record.trained_model.model
+            features = record.trained_model.feature_names
+            importance = model.feature_importance() if model is not None else None
+            (folder / "features.json").write_text(
+                json.dumps({"features": features, "importance": None if importance is None else [float(v) for v in importance]}, indent=2)
+            )
+            if importance is not None and len(features):
+                title = f"{record.family} {record.symbol} {record.target}: feature importance"
+                (folder / "importance.png").write_bytes(importance_plot(features, np.asarray(importance, dtype=np.float64), title))
+            if model is not None:
+                save_in_flavour(model, features, folder / names.MODEL_ARTIFACT_PATH)
+            self.call("uploading artifacts", lambda: self.client.log_artifacts(run_id, scratch))
+
+    def _register(self, run_id: str, experiment_id: str, record: TrainingRecord) -> TrackedRun:
+        name = names.registered_model_name(record.symbol, record.target)
+        self.ensure_registered_model(name, record.symbol, record.target)
+        summary = record.trained_model.summary
+        metrics = summary.get("metrics") or {}
+        score = _finite(metrics.get(record.score_metric))
+        tags = {
+            names.FAMILY_TAG: record.family,
+            names.FINGERPRINT_TAG: record.fingerprint,
+            "score_metric": record.score_metric,
+            "score": "" if score is None else repr(score),
+            names.TEST_ROWS_TAG: str(summary.get("test_rows") or 0),
+            names.TEST_START_TAG: str(summary.get("test_start") or ""),
+            names.ELIGIBLE_TAG: "true" if record.eligible else "false",
+            **{f"{names.HELDOUT_PREFIX}{metric}": repr(value) for metric, value in metrics.items() if _finite(value) is not None},
+        }
+        version = self.call(
+            f"registering a version of {name}",
+            lambda: self.client.create_model_version(
+                name, source=f"runs:/{run_id}/{names.MODEL_ARTIFACT_PATH}", run_id=run_id, tags=tags,
+                description=f"{record.family} on {record.symbol} {record.target}, held-out {record.score_metric} {score}",
+            ),
+        )
+        self.call("tagging the run with its version", lambda: self.client.set_tag(run_id, names.REGISTERED_VERSION_TAG, str(version.version)))
+        return TrackedRun(run_id, experiment_id, self.run_url(experiment_id, run_id), name, str(version.version), self.version_url(name, str(version.version)))
+
+    # -- registry -------------------------------------------------------------------------
+
+    def ensure_registered_model(self, name: str, symbol: str, target: str) -> None:
+        try:
+            self.client.create_registered_model(
+                name, tags={names.SYMBOL_TAG: symbol, names.TARGET_TAG: target},
+                description=f"Models predicting {target} for {symbol}; aliases champion / previous-champion / challenger.",
+            )
+        except Exception as error:
+            if self._error_code(error) != "RESOURCE_ALREADY_EXISTS":
+                raise TrackingError(f"MLflow tracking at {self.tracking_uri} failed while creating registered model {name}: {error}") from error
+
+    def versions(self, name: str) -> list[Any]:
+        return self.call(f"listing versions of {name}", lambda: list(self.client.search_model_versions(f"name = '{name}'")))
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """alias -> version of a registered model ({} when it does not exist)."""
+        try:
+            model = self.client.get_registered_model(name)
+        except Exception as error:
+            if self._error_code(error) == "RESOURCE_DOES_NOT_EXIST":
+                return {}
+            raise TrackingError(f"MLflow tracking at {self.tracking_uri} failed while reading aliases of {name}: {error}") from error
+        return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.call(f"setting {name}@{alias} to version {version}", lambda: self.client.set_registered_model_alias(name, alias, version))
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.call(f"removing {name}@{alias}", lambda: self.client.delete_registered_model_alias(name, alias))
+
+    def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self.call(f"tagging {name} version {version}", lambda: self.client.set_model_version_tag(name, version, key, value))
+
+    def version_by_alias(self, name: str, alias: str) -> Any | None:
+        try:
+            return self.client.get_model_version_by_alias(name, alias)
+        except Exception as error:
+            if self._error_code(error) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise TrackingError(f"MLflow tracking at {self.tracking_uri} failed while resolving models:/{name}@{alias}: {error}") from error
+
+    def load_model(self, version: Any) -> Any:
+        """The version's model as an MLflow pyfunc, downloaded from the tracking server's store."""
+        with tempfile.TemporaryDirectory() as scratch:
+            path = self.call(
+                f"downloading {version.name} version {version.version}",
+                lambda: self.client.download_artifacts(version.run_id, names.MODEL_ARTIFACT_PATH, scratch),
+            )
+            return load_pyfunc(Path(path))
+
+    def iter_registered_models(self) -> Iterator[Any]:
+        query = f"name LIKE '{names.REGISTERED_MODEL_PREFIX}.%'"
+        yield from self.call("listing registered models", lambda: list(self.client.search_registered_models(filter_string=query, max_results=1000)))

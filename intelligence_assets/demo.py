@@ -114,9 +114,11 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
         (MARKET_DATA_JOB, list(universe.symbols) if every_partition else plan.partitions(["bars", "features"])),
         (TRAINING_JOB, cells if every_partition else plan.partitions(["labels", "target_rankings", "feature_sets", *model_assets])),
         (LEADERBOARD_JOB, [None] if every_partition or plan.needs_run("model_leaderboard") else []),
-        # The registry is MLflow state: its one run always applies the promotion rule (idempotent).
-        (REGISTRY_JOB, [None]),
+        (REGISTRY_JOB, [None] if every_partition or plan.needs_run("model_registry") else []),
     ]
+    if not any(keys for _, keys in stages) and not plan.partitions(["predictions"]):
+        print("Nothing to run: every partition is current.", flush=True)
+        return [StageTiming(job, 0, 0.0, {}) for job, _ in stages]
     context = multiprocessing.get_context("spawn")  # fork after importing torch/OpenMP can deadlock
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_load_worker) as pool:
         timings = [_run_stage(pool, job, keys, log_level) for job, keys in stages]

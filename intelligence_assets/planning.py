@@ -111,16 +111,17 @@ def plan_runs(universe: Universe, store: ArtifactStore, code_versions: Mapping[d
                 )
 
     leaderboard = visit(MODEL_LEADERBOARD, None, "model_leaderboard", leaderboard_config(universe), _all_present(models))
-    # The registry lives in MLflow, outside the store: its step always runs (one small run), and
-    # predictions are judged against the registry table it last stored. Plan again after the
-    # registry step to see which predictions its result leaves stale.
-    planner.plan.stale.add((MODEL_REGISTRY.to_user_string(), None))
+    # The registry's state lives in MLflow, and only model_registry materializations (promotion,
+    # rollback) move its aliases: it needs a run when the leaderboard does, or when it never ran.
+    # Predictions are judged against the registry table it last stored; after a registry run,
+    # plan again to see which predictions its result leaves stale.
     table = None
     if leaderboard is not None:
         try:
             table = ArtifactHandle.current(store, "model_registry").load()
         except ArtifactStoreError:  # never run, or unreadable: its run will say so
             pass
+    (planner.plan.fresh if table is not None else planner.plan.stale).add((MODEL_REGISTRY.to_user_string(), None))
     for symbol in symbols:
         if table is None or features_by_symbol[symbol] is None:
             visit(PREDICTIONS, symbol, f"predictions/{symbol}", None, None)

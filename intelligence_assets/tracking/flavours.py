@@ -8,6 +8,10 @@ the best iteration, standardization inside the torch module). A family without a
 """
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,17 @@ PIP_REQUIREMENTS = {
     "torch_mlp": ["torch", "numpy", "pandas", "cloudpickle"],
 }
 DEFAULT_PIP_REQUIREMENTS = ["numpy", "pandas", "cloudpickle", "intelligence-assets"]
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def model_signature(feature_names: list[str]) -> Any:
@@ -68,12 +83,18 @@ def save_in_flavour(model: ModelFamily, feature_names: list[str], directory: Pat
         import mlflow.pytorch
 
         # Pickled (cloudpickle) rather than exported: torch.export needs an example input and
-        # fixes shapes; the pickle keeps the standardization inside the module.
-        mlflow.pytorch.save_model(native, path, signature=signature, pip_requirements=PIP_REQUIREMENTS["torch_mlp"], serialization_format="pickle")
+        # fixes shapes; the pickle keeps the standardization inside the module. MLflow warns
+        # about pickles on every save; the choice is made here, once.
+        with _quiet("mlflow.pytorch"):
+            mlflow.pytorch.save_model(native, path, signature=signature, pip_requirements=PIP_REQUIREMENTS["torch_mlp"], serialization_format="pickle")
         return "pytorch"
     import mlflow.pyfunc
 
-    mlflow.pyfunc.save_model(path, python_model=_family_python_model(model), signature=signature, pip_requirements=DEFAULT_PIP_REQUIREMENTS)
+    # MLflow nudges towards type hints, an input example and model-from-code; the signature
+    # already states the schema, and the pickled object is our own family class.
+    with _quiet("mlflow.pyfunc"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        mlflow.pyfunc.save_model(path, python_model=_family_python_model(model), signature=signature, pip_requirements=DEFAULT_PIP_REQUIREMENTS)
     return "python_function"
 
 

@@ -228,10 +228,12 @@ class ModelTracker:
         run_id = run.info.run_id
         try:
             self._log_contents(run_id, record)
+            # Finished before registering: a version never points at an unfinished run. The run
+            # counts as complete only once it is tagged with its version (see _is_complete).
+            self.call("finishing the run", lambda: self.client.set_terminated(run_id, "FINISHED"))
             tracked = TrackedRun(run_id, experiment_id, self.run_url(experiment_id, run_id))
             if record.trained_model.trained:
                 tracked = self._register(run_id, experiment_id, record)
-            self.call("finishing the run", lambda: self.client.set_terminated(run_id, "FINISHED"))
         except TrackingError:
             try:  # leave nothing half-registered; if MLflow is down, the next attempt cleans up
                 self._discard(run_id)

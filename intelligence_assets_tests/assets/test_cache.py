@@ -28,7 +28,15 @@ def misses(outcomes: dict) -> set[tuple[str, str | None]]:
 
 
 def champions_of(store: LocalArtifactStore) -> pl.DataFrame:
-    return read_value(store, "model_leaderboard").filter(pl.col("champion")).select("symbol", "target", "family")
+    """The registry's champion per cell (after the promotion rule), as model_registry stored it."""
+    return read_value(store, "model_registry").select("symbol", "target", "champion_version", "champion_family")
+
+
+def symbols_whose_champions_changed(before: pl.DataFrame, after: pl.DataFrame) -> set[str]:
+    changed = before.join(after, on=["symbol", "target"], how="full", coalesce=True, suffix="_after").filter(
+        pl.col("champion_version").ne_missing(pl.col("champion_version_after"))
+    )
+    return set(changed["symbol"])
 
 
 @pytest.fixture
@@ -49,10 +57,11 @@ def plan_for(universe_path: Path, store, assets: list | None = None):
 
 def assert_plan_covers_exactly(plan, recomputed: set, universe_path: Path) -> None:
     """The plan runs every partition that turned out to need computing; beyond those, only the
-    predictions it cannot judge before the leaderboard is rebuilt."""
+    registry step (its state is in MLflow: it runs whenever the leaderboard does) and predictions
+    it cannot judge before the leaderboard and the registry are rebuilt."""
     assert recomputed <= plan.stale
     symbols = load_universe(universe_path).symbols
-    assert plan.stale - recomputed <= {("predictions", symbol) for symbol in symbols}
+    assert plan.stale - recomputed <= {("predictions", symbol) for symbol in symbols} | {("model_registry", None)}
 
 
 def test_plan_after_a_full_run_launches_nothing(warm) -> None:
@@ -60,7 +69,7 @@ def test_plan_after_a_full_run_launches_nothing(warm) -> None:
     plan = plan_for(universe_path, store)
     # Same fingerprints as the assets computed: the planner and the assets agree everywhere.
     assert plan.stale == set()
-    assert len(plan.fresh) == 2 + 2 + 2 * 2 * len(PER_SYMBOL_TARGET) + 1 + 2
+    assert len(plan.fresh) == 2 + 2 + 2 * 2 * len(PER_SYMBOL_TARGET) + 1 + 1 + 2
 
 
 def test_rerun_with_nothing_changed_recomputes_nothing(warm) -> None:
@@ -68,7 +77,8 @@ def test_rerun_with_nothing_changed_recomputes_nothing(warm) -> None:
     before = ArtifactHandle.current(store, "models/lightgbm/SIGNAL/y_up_1b").fingerprint
     rerun = materialize_everything(load_universe(universe_path), instance, resources)
     assert misses(rerun) == set()
-    assert len(rerun) == 2 + 2 + 2 * 2 * len(PER_SYMBOL_TARGET) + 1 + 2
+    assert len(rerun) == 2 + 2 + 2 * 2 * len(PER_SYMBOL_TARGET) + 1 + 1 + 2
+    assert rerun[("model_registry", None)] == "recomputed"
     assert ArtifactHandle.current(store, "models/lightgbm/SIGNAL/y_up_1b").fingerprint == before
     # The UI still shows the stored numbers, marked as a hit.
     record = instance.fetch_materializations(dg.AssetKey(["models", "lightgbm"]), limit=1).records[0]
@@ -97,9 +107,9 @@ def test_changed_target_spec_recomputes_exactly_that_target(warm) -> None:
     rerun = materialize_everything(load_universe(universe_path), instance, resources)
     assert_plan_covers_exactly(plan, misses(rerun), universe_path)
     changed = {(asset, f"{symbol}|y_volatility_5b") for asset in PER_SYMBOL_TARGET for symbol in ("SIGNAL", "NOISE")}
-    champions_after = champions_of(store)
-    # A symbol's predictions change only if it has (or had) a champion on the changed target.
-    affected = set(pl.concat([champions_before, champions_after]).filter(pl.col("target") == "y_volatility_5b")["symbol"])
+    # A symbol's predictions change only if the registry moved one of its champions.
+    affected = symbols_whose_champions_changed(champions_before, champions_of(store))
+    assert affected <= {"SIGNAL", "NOISE"}
     expected = changed | {("model_leaderboard", None)} | {("predictions", symbol) for symbol in affected}
     assert misses(rerun) == expected
 
@@ -107,14 +117,18 @@ def test_changed_target_spec_recomputes_exactly_that_target(warm) -> None:
 def test_bumped_family_code_version_recomputes_that_family_and_dependents(warm, monkeypatch: pytest.MonkeyPatch) -> None:
     universe_path, instance, resources, store = warm
     universe = load_universe(universe_path)
+    champions_before = champions_of(store)
     monkeypatch.setattr(load_family("lightgbm"), "version", "2")
     assets = build_assets(universe)
     plan = plan_for(universe_path, store, assets)
     rerun = materialize_everything(universe, instance, resources, assets=assets)
     assert_plan_covers_exactly(plan, misses(rerun), universe_path)
     family_partitions = {("models/lightgbm", f"{s}|{t}") for s in universe.symbols for t in universe.target_names}
-    lightgbm_champions = set(champions_of(store).filter(pl.col("family") == "lightgbm")["symbol"])
-    expected = family_partitions | {("model_leaderboard", None)} | {("predictions", s) for s in lightgbm_champions}
+    # Retrained lightgbm models score what they scored before: not better by min_improvement, so
+    # the registry keeps every champion and no predictions recompute.
+    affected = symbols_whose_champions_changed(champions_before, champions_of(store))
+    assert affected == set()
+    expected = family_partitions | {("model_leaderboard", None)}
     assert misses(rerun) == expected
 
 

@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # The CPU build of torch; the CUDA build belongs in the GPU image only.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --constraint constraints/cpu.txt
 
-.PHONY: install postgres demo minio-demo test ui bench-storage clean-home
+.PHONY: install postgres demo minio-demo test ui mlflow-ui rollback bench-storage clean-home
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -39,6 +39,18 @@ test: install postgres
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev --host 127.0.0.1 --port 3000 --workspace workspace.yaml
+
+# The MLflow UI on the embedded store (no server needed to train; this only browses it).
+MLFLOW_UI_PORT ?= 5000
+EMBEDDED_MLFLOW := $(or $(INTELLIGENCE_ARTIFACT_ROOT),$(DAGSTER_HOME)/artifacts)/mlflow
+mlflow-ui: install
+	@mkdir -p $(EMBEDDED_MLFLOW)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui \
+		--backend-store-uri sqlite:///$(abspath $(EMBEDDED_MLFLOW))/mlflow.db --host 127.0.0.1 --port $(MLFLOW_UI_PORT) --workers 1
+
+# make rollback PARTITION='SP500|y_up_5b' REASON='live drawdown'
+rollback: install
+	$(BIN)/python -m intelligence_assets.rollback --partition '$(PARTITION)' --reason '$(REASON)'
 
 bench-storage: install
 	$(BIN)/python -m benchmarks.storage

@@ -187,3 +187,47 @@ def test_leaderboard_ranks_the_current_model_versions(materialized) -> None:
     for row in leaderboard.filter(pl.col("trained")).iter_rows(named=True):
         handle = ArtifactHandle.current(store, f"models/{row['family']}/{row['symbol']}/{row['target']}")
         assert row["model_fingerprint"] == handle.fingerprint
+
+
+def test_embedded_mlflow_store_tracks_every_model_and_make_mlflow_ui_serves_it(materialized, small_universe: Universe) -> None:
+    """No server during training: runs and the registry land in SQLite inside the artifact store,
+    and `make mlflow-ui` browses them."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    from mlflow import MlflowClient
+
+    from intelligence_assets.universe import REPOSITORY_ROOT
+    from intelligence_assets_tests.services import free_port
+
+    instance, store = materialized
+    database = Path(store.location.removeprefix("file://")) / "mlflow" / "mlflow.db"
+    assert database.exists()
+    client = MlflowClient(f"sqlite:///{database}")
+    model_runs = sum(len(client.search_runs([e.experiment_id])) for e in client.search_experiments())
+    assert model_runs == len(small_universe.symbols) * len(small_universe.targets) * len(small_universe.model_families)
+    registry = read_value(store, "model_registry")
+    champion = registry.filter(pl.col("champion_version").is_not_null()).row(0, named=True)
+
+    port = free_port()
+    environment = {**os.environ, "INTELLIGENCE_ARTIFACT_ROOT": str(database.parent.parent), "MLFLOW_UI_PORT": str(port)}
+    process = subprocess.Popen(["make", "--no-print-directory", "mlflow-ui"], cwd=REPOSITORY_ROOT, env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/registered-models/alias?name={champion['registered_model']}&alias=champion"
+        deadline, answer = time.monotonic() + 90, None
+        while time.monotonic() < deadline and answer is None:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    answer = json.loads(response.read())
+            except OSError:
+                time.sleep(0.5)
+        assert answer is not None, "make mlflow-ui did not serve the embedded store within 90 s"
+        assert answer["model_version"]["version"] == champion["champion_version"]
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)

@@ -11,25 +11,31 @@ from intelligence_assets.deployment import DeploymentSettings
 from intelligence_assets.resources.artifacts import ArtifactHandle, read_value
 from intelligence_assets.universe import load_universe
 from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.mlflow_server import MlflowServer
 from intelligence_assets_tests.pipeline import materialize_everything
 from intelligence_assets_tests.services import S3Endpoint, unique_bucket_name
 
 
-def test_graph_on_s3_with_cache_hits_and_no_secret_in_dagster(tmp_path: Path, s3_endpoint: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_graph_on_s3_with_cache_hits_and_no_secret_in_dagster(tmp_path: Path, s3_endpoint: S3Endpoint, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> None:
     bucket = unique_bucket_name("graph")
     monkeypatch.setenv("INTELLIGENCE_DEPLOYMENT", "minio")
     monkeypatch.setenv("INTELLIGENCE_S3_ENDPOINT", s3_endpoint.endpoint)
     monkeypatch.setenv("INTELLIGENCE_S3_BUCKET", bucket)
     monkeypatch.setenv("INTELLIGENCE_S3_ACCESS_KEY", s3_endpoint.access_key)
     monkeypatch.setenv("INTELLIGENCE_S3_SECRET_KEY", s3_endpoint.secret_key)
+    # As in production: an MLflow server whose artifacts live in S3 too.
+    monkeypatch.setenv("INTELLIGENCE_MLFLOW_TRACKING_URI", mlflow_server.url)
     deployment = DeploymentSettings.from_environment()
     universe = load_universe(write_small_universe(tmp_path, families={"linear": {"params": {}}}))
 
     with dg.instance_for_test() as instance:
         cold = materialize_everything(universe, instance, deployment.resources())
-        assert set(cold.values()) == {"miss"}
+        assert set(cold.values()) == {"miss", "recomputed"}  # the registry step always recomputes
         rerun = materialize_everything(universe, instance, deployment.resources())
-        assert set(rerun.values()) == {"hit"}
+        assert set(rerun.values()) == {"hit", "recomputed"}
+        # Models were logged once, on the miss; the hits linked the same runs.
+        model_metadata = instance.fetch_materializations(dg.AssetKey(["models", "linear"]), limit=1).records[0].asset_materialization.metadata
+        assert model_metadata["mlflow_run"].value.startswith(mlflow_server.url)
 
         # The credentials were EnvVars: nothing Dagster stored mentions the secret.
         records = instance.get_records_for_run(instance.get_runs(limit=1)[0].run_id).records

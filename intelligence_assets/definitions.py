@@ -9,6 +9,7 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
+from intelligence_assets.assets.housekeeping import HOUSEKEEPING_JOB, build_housekeeping_assets, build_housekeeping_schedule
 from intelligence_assets.assets.leaderboard import build_leaderboard_asset
 from intelligence_assets.assets.market_data import build_market_data_assets
 from intelligence_assets.assets.models import build_model_assets
@@ -27,6 +28,7 @@ def build_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         build_leaderboard_asset(universe),
         build_registry_asset(universe),
         build_predictions_asset(universe),
+        *build_housekeeping_assets(universe),
     ]
 
 
@@ -52,12 +54,19 @@ def build_jobs() -> list:
             selection=dg.AssetSelection.assets("model_registry"),
             description="Apply the promotion rule to the MLflow registry; with `rollback` config, move champions back to previous-champion.",
         ),
+        dg.define_asset_job(
+            HOUSEKEEPING_JOB,
+            selection=dg.AssetSelection.assets("checkpoint_retention", "storage_usage"),
+            description="Checkpoint retention (dry_run config lists the actions only), then storage usage against the quota.",
+        ),
         dg.define_asset_job(PREDICTIONS_JOB, selection=dg.AssetSelection.assets("predictions"), description="Champion predictions for one symbol."),
     ]
 
 
 def build_definitions(universe: Universe, deployment: DeploymentSettings) -> dg.Definitions:
-    return dg.Definitions(assets=build_assets(universe), jobs=build_jobs(), resources=deployment.resources())
+    jobs = build_jobs()
+    housekeeping = next(job for job in jobs if job.name == HOUSEKEEPING_JOB)
+    return dg.Definitions(assets=build_assets(universe), jobs=jobs, schedules=[build_housekeeping_schedule(housekeeping)], resources=deployment.resources())
 
 
 defs = build_definitions(load_universe(), DeploymentSettings.from_environment())

@@ -20,6 +20,7 @@ from intelligence_assets.ml.selection import SelectionSettings
 from intelligence_assets.ml.splits import SplitSettings
 from intelligence_assets.ml.targets import FORBIDDEN_KEY_CHARACTERS, TargetSpec
 from intelligence_assets.tracking.promotion import PromotionSettings
+from intelligence_assets.tracking.retention import RetentionSettings
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_UNIVERSE_PATH = REPOSITORY_ROOT / "data" / "universe.yaml"
@@ -60,6 +61,7 @@ class Universe(_Strict):
     leaderboard: LeaderboardSettings = Field(default_factory=LeaderboardSettings)
     leakage_sentinel: LeakageSettings = Field(default_factory=LeakageSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     bars: BarsSettings = Field(default_factory=BarsSettings)
     seed: int = Field(default=7, ge=0)
     # Set by `load_universe`: where relative paths in the file are resolved from.

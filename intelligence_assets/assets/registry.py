@@ -44,7 +44,7 @@ class ModelRegistryConfig(dg.Config):
 
 def _score(tags: dict[str, str]) -> float | None:
     try:
-        value = float(tags.get("score", ""))
+        value = float(tags.get(names.SCORE_TAG, ""))
     except ValueError:
         return None
     return value if math.isfinite(value) else None
@@ -141,7 +141,7 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
                 champion = by_number.get(decision.champion or "")
                 rows.append({
                     "symbol": symbol, "target": target, "registered_model": name,
-                    "metric": champion.tags.get("score_metric") if champion else None,
+                    "metric": champion.tags.get(names.SCORE_METRIC_TAG) if champion else None,
                     "champion_version": decision.champion,
                     "champion_family": champion.tags.get(names.FAMILY_TAG) if champion else None,
                     "champion_fingerprint": champion.tags.get(names.FINGERPRINT_TAG) if champion else None,

@@ -304,8 +304,8 @@ class ModelTracker:
         tags = {
             names.FAMILY_TAG: record.family,
             names.FINGERPRINT_TAG: record.fingerprint,
-            "score_metric": record.score_metric,
-            "score": "" if score is None else repr(score),
+            names.SCORE_METRIC_TAG: record.score_metric,
+            names.SCORE_TAG: "" if score is None else repr(score),
             names.TEST_ROWS_TAG: str(summary.get("test_rows") or 0),
             names.TEST_START_TAG: str(summary.get("test_start") or ""),
             names.ELIGIBLE_TAG: "true" if record.eligible else "false",

@@ -110,10 +110,11 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
             for symbol, target in cells:
                 name = names.registered_model_name(symbol, target)
                 rows_of_cell = leaderboard.filter((pl.col("symbol") == symbol) & (pl.col("target") == target) & pl.col("trained"))
-                versions = tracker.versions(name) if rows_of_cell.height else []
+                # Read even when the cell has no trained model now: an earlier champion keeps its alias.
+                current = tracker.aliases(name)
+                versions = tracker.versions(name) if current or rows_of_cell.height else []
                 by_fingerprint = {v.tags.get(names.FINGERPRINT_TAG): v for v in versions}
                 by_number = {str(v.version): v for v in versions}
-                current = tracker.aliases(name) if versions else {}
                 if (symbol, target) in rollback_cells:
                     decision = roll_back(current, config.reason)
                     rolled_back = current[names.CHAMPION]

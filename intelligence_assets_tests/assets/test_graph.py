@@ -29,6 +29,7 @@ def test_definitions_load_with_every_stage(small_universe: Universe, tmp_path: P
     defs = build_definitions(small_universe, DeploymentSettings(artifact_root=tmp_path))
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {"bars", "features", "labels", "target_rankings", "feature_sets", "model_leaderboard", "model_registry", "predictions",
+                    "checkpoint_retention", "storage_usage",
                     "models/linear", "models/lightgbm", "models/xgboost", "models/torch_mlp"}
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():

@@ -69,3 +69,9 @@ def test_rollback_restores_the_previous_champion_and_needs_one() -> None:
     assert "live drawdown" in decision.reason
     with pytest.raises(ValueError, match="previous-champion"):
         roll_back({CHAMPION: "2"}, "no way back")
+
+
+def test_a_champion_keeps_its_alias_when_its_cell_has_no_qualified_model_now() -> None:
+    # E.g. new bars pushed the target below the ranking bar: nothing trained, nothing demoted.
+    decision = decide_aliases([], {CHAMPION: "3", PREVIOUS_CHAMPION: "1"}, 0.6, SETTINGS)
+    assert (decision.champion, decision.previous_champion, decision.action) == ("3", "1", "kept")

@@ -66,7 +66,7 @@ def build_jobs() -> list:
 def build_definitions(universe: Universe, deployment: DeploymentSettings) -> dg.Definitions:
     jobs = build_jobs()
     housekeeping = next(job for job in jobs if job.name == HOUSEKEEPING_JOB)
-    return dg.Definitions(assets=build_assets(universe), jobs=jobs, schedules=[build_housekeeping_schedule(housekeeping)], resources=deployment.resources())
+    return dg.Definitions(assets=build_assets(universe), jobs=jobs, schedules=[build_housekeeping_schedule(housekeeping)], resources=deployment.resources(universe))
 
 
 defs = build_definitions(load_universe(), DeploymentSettings.from_environment())

@@ -105,7 +105,8 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     deployment.mlflow_tracking_resource().tracker().client.search_experiments(max_results=1)
     code_versions = code_versions_of(build_assets(universe))
     started = time.perf_counter()
-    plan = plan_runs(universe, store, code_versions, universe.symbols)
+    bars_source = deployment.bars_source(universe)
+    plan = plan_runs(universe, store, code_versions, universe.symbols, bars_source)
     print(f"Plan ({time.perf_counter() - started:.1f}s): {len(plan.stale)} asset partitions need a run, "
           f"{len(plan.fresh)} are current in the artifact store", flush=True)
     cells = [f"{s}|{t}" for s in universe.symbols for t in universe.target_names]
@@ -123,7 +124,7 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_load_worker) as pool:
         timings = [_run_stage(pool, job, keys, log_level) for job, keys in stages]
         # Which predictions are stale depends on what the registry step just decided.
-        after_registry = plan_runs(universe, store, code_versions, universe.symbols)
+        after_registry = plan_runs(universe, store, code_versions, universe.symbols, bars_source)
         keys = list(universe.symbols) if every_partition else after_registry.partitions(["predictions"])
         timings.append(_run_stage(pool, PREDICTIONS_JOB, keys, log_level))
     return timings

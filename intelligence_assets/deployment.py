@@ -25,11 +25,13 @@ from intelligence_assets.resources.artifact_store import ArtifactStore
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.io_manager import ArtifactIOManager
 from intelligence_assets.resources.mlflow_tracking import MlflowTrackingResource
-from intelligence_assets.universe import REPOSITORY_ROOT
+from intelligence_assets.resources.bars_source import BarsSource, BarsSourceResource
+from intelligence_assets.universe import REPOSITORY_ROOT, Universe
 
 DEPLOYMENT_VARIABLE = "INTELLIGENCE_DEPLOYMENT"
 ARTIFACT_ROOT_VARIABLE = "INTELLIGENCE_ARTIFACT_ROOT"
 MLFLOW_TRACKING_VARIABLE = "INTELLIGENCE_MLFLOW_TRACKING_URI"
+BARS_PREFIX_VARIABLE = "INTELLIGENCE_BARS_PREFIX"
 MLFLOW_UI_VARIABLE = "INTELLIGENCE_MLFLOW_UI_URL"
 # Where `make mlflow-ui` serves the embedded store.
 EMBEDDED_MLFLOW_UI_URL = "http://127.0.0.1:5000"
@@ -51,6 +53,7 @@ class DeploymentSettings(BaseModel):
     dagster_home: Path = REPOSITORY_ROOT / ".dagster_home"
     mlflow_tracking_uri: str | None = None
     mlflow_ui_url: str | None = None
+    bars_prefix: str | None = None
 
     @classmethod
     def from_environment(cls) -> DeploymentSettings:
@@ -63,6 +66,7 @@ class DeploymentSettings(BaseModel):
                 dagster_home=dagster_home,
                 mlflow_tracking_uri=os.environ.get(MLFLOW_TRACKING_VARIABLE) or None,
                 mlflow_ui_url=os.environ.get(MLFLOW_UI_VARIABLE) or None,
+                bars_prefix=os.environ.get(BARS_PREFIX_VARIABLE) or None,
             )
         except ValidationError:
             raise ValueError(f"{DEPLOYMENT_VARIABLE}={name!r} is not a known deployment; expected one of: local, minio") from None
@@ -106,10 +110,20 @@ class DeploymentSettings(BaseModel):
             tracking_uri=f"sqlite:///{home / 'mlflow.db'}", ui_url=self.mlflow_ui_url or EMBEDDED_MLFLOW_UI_URL, experiment_root=str(home)
         )
 
-    def resources(self) -> dict[str, object]:
+    def bars_source_resource(self, universe: Universe, artifact_store: ArtifactStoreResource | None = None) -> BarsSourceResource:
+        """Bars under INTELLIGENCE_BARS_PREFIX in the artifact store when set, else the universe's directory."""
+        if self.bars_prefix:
+            return BarsSourceResource(kind="store", prefix=self.bars_prefix, artifact_store=artifact_store or self.artifact_store_resource())
+        return BarsSourceResource(kind="directory", directory=str(universe.bars_directory))
+
+    def bars_source(self, universe: Universe) -> BarsSource:
+        return self.bars_source_resource(universe, self.artifact_store_resource(resolve_secrets=True)).source()
+
+    def resources(self, universe: Universe) -> dict[str, object]:
         artifact_store = self.artifact_store_resource()
         return {
             "artifact_store": artifact_store,
+            "bars_source": self.bars_source_resource(universe, artifact_store),
             "io_manager": ArtifactIOManager(artifact_store=artifact_store),
             "mlflow_tracking": self.mlflow_tracking_resource(),
         }

@@ -21,12 +21,13 @@ from intelligence_assets.assets.caching import fingerprint_of, input_versions
 from intelligence_assets.assets.leaderboard import MODEL_LEADERBOARD, leaderboard_config, model_input_name
 from intelligence_assets.assets.predictions import PREDICTIONS, predictions_config, symbol_champions
 from intelligence_assets.assets.registry import MODEL_REGISTRY
-from intelligence_assets.assets.market_data import BARS, bars_config, bars_source, features_config
+from intelligence_assets.assets.market_data import BARS, bars_config, features_config, read_symbol_bars
 from intelligence_assets.assets.models import model_config, model_key
 from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, TARGET_RANKINGS, labels_config, ranking_config, selection_config
 from intelligence_assets.fingerprints import table_fingerprint
 from intelligence_assets.resources.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.resources.artifacts import MANIFEST_FILE, ArtifactHandle
+from intelligence_assets.resources.bars_source import BarsSource, LocalBarsSource
 from intelligence_assets.universe import Universe
 
 
@@ -79,8 +80,12 @@ def _all_present(inputs: Mapping) -> Mapping | None:
     return inputs
 
 
-def plan_runs(universe: Universe, store: ArtifactStore, code_versions: Mapping[dg.AssetKey, str], symbols: list[str]) -> Plan:
-    """`symbols`: the registered `symbol` partitions (what the leaderboard reads over)."""
+def plan_runs(
+    universe: Universe, store: ArtifactStore, code_versions: Mapping[dg.AssetKey, str], symbols: list[str], bars_source: BarsSource | None = None
+) -> Plan:
+    """`symbols`: the registered `symbol` partitions (what the leaderboard reads over);
+    `bars_source`: where raw bars are read (default: the universe's bars directory)."""
+    bars_source = bars_source or LocalBarsSource(universe.bars_directory)
     planner = _Planner(universe, store, code_versions)
     visit = planner.visit
     families = list(universe.model_families)
@@ -88,7 +93,7 @@ def plan_runs(universe: Universe, store: ArtifactStore, code_versions: Mapping[d
     features_by_symbol: dict[str, ArtifactHandle | None] = {}
 
     for symbol in symbols:
-        content = table_fingerprint(bars_source(universe, symbol))
+        content = table_fingerprint(read_symbol_bars(universe, bars_source, symbol))
         bars = visit(BARS, symbol, f"bars/{symbol}", bars_config(universe, content), {})
         features = visit(FEATURES, symbol, f"features/{symbol}", features_config(universe), _all_present({"bars": bars}))
         features_by_symbol[symbol] = features

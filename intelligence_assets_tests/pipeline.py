@@ -44,5 +44,5 @@ def materialize_everything(universe: Universe, instance: dg.DagsterInstance, res
     return outcomes
 
 
-def local_resources(artifact_root: Path) -> dict:
-    return DeploymentSettings(artifact_root=artifact_root).resources()
+def local_resources(artifact_root: Path, universe: Universe) -> dict:
+    return DeploymentSettings(artifact_root=artifact_root).resources(universe)

@@ -96,7 +96,7 @@ def materialized(postgres_database: PostgresDatabase, tmp_path_factory: pytest.T
                 selection=dg.AssetSelection.assets("bars", "features"),
                 partition_key=PARTITION,
                 instance=instance,
-                resources=DeploymentSettings(artifact_root=root / "artifacts").resources(),
+                resources=DeploymentSettings(artifact_root=root / "artifacts").resources(universe),
             )
         finally:
             instance.dispose()

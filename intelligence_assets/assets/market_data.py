@@ -9,22 +9,20 @@ from intelligence_assets.assets.caching import Computed, materialize_cached
 from intelligence_assets.assets.metadata import date_range
 from intelligence_assets.checks import bars_check_results, bars_check_specs
 from intelligence_assets.fingerprints import table_fingerprint
-from intelligence_assets.ml.bars import read_bars_parquet, validate_bars
+from intelligence_assets.ml.bars import validate_bars
 from intelligence_assets.ml.features import build_features
 from intelligence_assets.partitions import symbol_partitions
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.artifacts import ArtifactHandle
+from intelligence_assets.resources.bars_source import BarsSource, BarsSourceResource
 from intelligence_assets.universe import Universe
 
 BARS = dg.AssetKey("bars")
 
 
-def bars_source(universe: Universe, symbol: str) -> pl.DataFrame:
+def read_symbol_bars(universe: Universe, source: BarsSource, symbol: str) -> pl.DataFrame:
     universe.require_symbol(symbol)
-    path = universe.bars_directory / f"{symbol}.parquet"
-    if not path.is_file():
-        raise FileNotFoundError(f"no bars for symbol {symbol!r}: expected {path}")
-    return read_bars_parquet(path)
+    return source.read(symbol)
 
 
 def bars_config(universe: Universe, content_hash: str) -> dict[str, Any]:
@@ -45,11 +43,12 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         check_specs=bars_check_specs(BARS, symbol_partitions),
         description="Validated OHLCV bars of one symbol, read from the bars store. Data version: content hash of the bars.",
     )
-    def bars(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    def bars(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, bars_source: BarsSourceResource) -> Iterator[dg.Output | dg.AssetCheckResult]:
         symbol = context.partition_key
-        path = universe.bars_directory / f"{symbol}.parquet"
+        source = bars_source.source()
+        path = source.location(symbol)
         # Reading the source is cheap and is the only way to know whether it changed.
-        table = bars_source(universe, symbol)
+        table = read_symbol_bars(universe, source, symbol)
         content = table_fingerprint(table)
 
         def compute() -> Computed:
@@ -63,7 +62,7 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
                 metadata={
                     "rows": table.height,
                     **{f"{k}_timestamp": v for k, v in date_range(table).items()},
-                    "source": dg.MetadataValue.path(str(path)),
+                    "source": dg.MetadataValue.url(path) if path.startswith("http") else dg.MetadataValue.path(path),
                     "content_hash": content,
                     "last_close": float(table["close"][-1]) if table.height else None,
                     "failed_checks": ", ".join(failed) or "none",

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import IO
+
 import polars as pl
 
 TIMESTAMP_DTYPE = pl.Datetime("us", "UTC")
@@ -94,14 +96,15 @@ def normalize_bars(bars: pl.DataFrame) -> pl.DataFrame:
     return bars.with_columns(casts).sort("timestamp")
 
 
-def read_bars_parquet(path: str | Path) -> pl.DataFrame:
-    """Read bars from a parquet file: normalised (see `normalize_bars`), only the bars columns.
+def read_bars_parquet(source: str | Path | IO[bytes], name: str | None = None) -> pl.DataFrame:
+    """Read bars from a parquet file or buffer: normalised (see `normalize_bars`), only the bars
+    columns. `name` names a buffer in errors.
 
     Raises ValueError naming the file when it cannot be read as parquet or lacks the bars columns.
     """
-    path = Path(path)
+    path = name or (str(source) if isinstance(source, (str, Path)) else "<buffer>")
     try:
-        frame = pl.read_parquet(path)
+        frame = pl.read_parquet(source)
     except Exception as error:  # polars raises several exception types for unreadable files
         raise ValueError(f"cannot read bars parquet file {str(path)!r}: {error}") from error
     try:

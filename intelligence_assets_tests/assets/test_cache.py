@@ -43,7 +43,7 @@ def symbols_whose_champions_changed(before: pl.DataFrame, after: pl.DataFrame) -
 def warm(tmp_path: Path):
     """A universe materialized once (cold), with the instance and store kept for a rerun."""
     universe_path = write_small_universe(tmp_path, families=FAMILIES)
-    resources = local_resources(tmp_path / "artifacts")
+    resources = local_resources(tmp_path / "artifacts", load_universe(universe_path))
     with dg.instance_for_test() as instance:
         cold = materialize_everything(load_universe(universe_path), instance, resources)
         assert cold and set(cold.values()) == {"miss", "recomputed"}  # the registry step always recomputes

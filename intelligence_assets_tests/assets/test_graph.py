@@ -21,7 +21,7 @@ from intelligence_assets_tests.pipeline import MODEL_SELECTION, local_resources,
 def materialized(small_universe: Universe, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("artifacts")
     with dg.instance_for_test() as instance:
-        materialize_everything(small_universe, instance, local_resources(root))
+        materialize_everything(small_universe, instance, local_resources(root, small_universe))
         yield instance, LocalArtifactStore(root)
 
 
@@ -113,7 +113,7 @@ def test_leakage_sentinel_fails_too_good_direction_models(tmp_path: Path) -> Non
     path = write_small_universe(tmp_path, families={"linear": {"params": {}}}, leakage_sentinel={"max_auc": 0.56, "max_ic": 0.1})
     universe = load_universe(path)
     assets = build_assets(universe)
-    resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources()
+    resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources(universe)
     key = dg.MultiPartitionKey({"symbol": "SIGNAL", "target": "y_up_1b"})
     with dg.instance_for_test() as instance:
         register_symbols(instance, ["SIGNAL"])
@@ -140,7 +140,7 @@ def test_bad_bars_block_downstream_with_a_named_check(tmp_path: Path) -> None:
     universe = load_universe(path)
     bars = pl.read_parquet(tmp_path / "bars" / "NOISE.parquet")
     bars.with_columns(pl.when(pl.int_range(pl.len()) == 300).then(-1.0).otherwise(pl.col("low")).alias("low")).write_parquet(tmp_path / "bars" / "NOISE.parquet")
-    resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources()
+    resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources(universe)
     with dg.instance_for_test() as instance:
         register_symbols(instance, universe.symbols)
         result = dg.materialize(build_assets(universe), selection=dg.AssetSelection.assets("bars", "features"), partition_key="NOISE", instance=instance, resources=resources, raise_on_error=False)
@@ -160,7 +160,7 @@ def test_bad_bars_block_downstream_with_a_named_check(tmp_path: Path) -> None:
 
 
 def test_unknown_symbol_fails_with_a_clear_error(small_universe: Universe, tmp_path: Path) -> None:
-    resources = DeploymentSettings(artifact_root=tmp_path).resources()
+    resources = DeploymentSettings(artifact_root=tmp_path).resources(small_universe)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("symbol", ["TSLA"])
         with pytest.raises(KeyError, match="unknown symbol 'TSLA'"):

@@ -26,7 +26,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     directory = tmp_path_factory.mktemp("housekeeping")
     universe = load_universe(write_small_universe(directory, families={"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 40}}}))
     root = directory / "artifacts"
-    resources = local_resources(root)
+    resources = local_resources(root, universe)
     with dg.instance_for_test() as instance:
         materialize_everything(universe, instance, resources)
         yield universe, instance, resources, LocalArtifactStore(root), MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")

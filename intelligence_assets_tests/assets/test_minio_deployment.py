@@ -29,9 +29,9 @@ def test_graph_on_s3_with_cache_hits_and_no_secret_in_dagster(tmp_path: Path, s3
     universe = load_universe(write_small_universe(tmp_path, families={"linear": {"params": {}}}))
 
     with dg.instance_for_test() as instance:
-        cold = materialize_everything(universe, instance, deployment.resources())
+        cold = materialize_everything(universe, instance, deployment.resources(universe))
         assert set(cold.values()) == {"miss", "recomputed"}  # the registry step always recomputes
-        rerun = materialize_everything(universe, instance, deployment.resources())
+        rerun = materialize_everything(universe, instance, deployment.resources(universe))
         assert set(rerun.values()) == {"hit", "recomputed"}
         # Models were logged once, on the miss; the hits linked the same runs.
         model_metadata = instance.fetch_materializations(dg.AssetKey(["models", "linear"]), limit=1).records[0].asset_materialization.metadata

@@ -43,8 +43,8 @@ def quick_mlflow_client(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def resources_for(artifacts: Path, tracking_uri: str) -> dict:
-    return DeploymentSettings(artifact_root=artifacts, mlflow_tracking_uri=tracking_uri).resources()
+def resources_for(artifacts: Path, tracking_uri: str, universe) -> dict:
+    return DeploymentSettings(artifact_root=artifacts, mlflow_tracking_uri=tracking_uri).resources(universe)
 
 
 def write_universe(directory: Path, families: dict, symbols_prefix: str) -> Path:
@@ -73,7 +73,7 @@ def promoted(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFacto
     directory = tmp_path_factory.mktemp("tracked")
     universe_path = write_universe(directory, WEAK, "T")
     artifacts = directory / "artifacts"
-    resources = resources_for(artifacts, mlflow_server.url)
+    resources = resources_for(artifacts, mlflow_server.url, load_universe(universe_path))
     store = LocalArtifactStore(artifacts)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -249,7 +249,7 @@ def outage_setup(mlflow_server: MlflowServer, tmp_path: Path, request: pytest.Fi
     prefix = "O" if request.node.name.startswith("test_tracker_unreachable") else "H"
     universe = load_universe(write_universe(tmp_path, STRONG, prefix))
     with FaultProxy(mlflow_server.host, mlflow_server.port, upstream_bytes_per_second=150_000) as proxy:
-        resources = resources_for(tmp_path / "artifacts", f"http://{proxy.endpoint}")
+        resources = resources_for(tmp_path / "artifacts", f"http://{proxy.endpoint}", universe)
         with dg.instance_for_test() as instance:
             instance.add_dynamic_partitions("symbol", universe.symbols)
             symbol = f"{prefix}SIGNAL"

@@ -16,6 +16,9 @@ from intelligence_assets.assets.models import build_model_assets
 from intelligence_assets.assets.predictions import build_predictions_asset
 from intelligence_assets.assets.registry import build_registry_asset
 from intelligence_assets.assets.target_analysis import build_target_analysis_assets
+from intelligence_assets.automation.alerts import run_failure_alerts
+from intelligence_assets.automation.schedules import build_retrain_schedule
+from intelligence_assets.automation.sensors import build_champion_decay_sensor, build_new_bars_sensor, production_tags
 from intelligence_assets.deployment import DeploymentSettings
 from intelligence_assets.universe import Universe, load_universe
 
@@ -63,10 +66,30 @@ def build_jobs() -> list:
     ]
 
 
+def build_automation(universe: Universe, assets: list[dg.AssetsDefinition], jobs: list) -> tuple[list, list]:
+    """(schedules, sensors): how the platform runs itself (README, "Automation")."""
+    by_name = {job.name: job for job in jobs}
+    schedules = [build_housekeeping_schedule(by_name[HOUSEKEEPING_JOB]), build_retrain_schedule(universe, by_name[TRAINING_JOB], assets)]
+    sensors = [
+        build_new_bars_sensor(universe),
+        build_champion_decay_sensor(universe, by_name[TRAINING_JOB], by_name[REGISTRY_JOB]),
+        run_failure_alerts,
+        dg.AutomationConditionSensorDefinition(
+            "automation",
+            target=dg.AssetSelection.all() - dg.AssetSelection.groups("housekeeping"),
+            run_tags=production_tags(universe, "automation"),
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            description="Evaluates every asset's automation condition: a new bars partition flows downstream with no hand-made runs. Stop it to switch declarative automation off.",
+        ),
+    ]
+    return schedules, sensors
+
+
 def build_definitions(universe: Universe, deployment: DeploymentSettings) -> dg.Definitions:
+    assets = build_assets(universe)
     jobs = build_jobs()
-    housekeeping = next(job for job in jobs if job.name == HOUSEKEEPING_JOB)
-    return dg.Definitions(assets=build_assets(universe), jobs=jobs, schedules=[build_housekeeping_schedule(housekeeping)], resources=deployment.resources(universe))
+    schedules, sensors = build_automation(universe, assets, jobs)
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, resources=deployment.resources(universe))
 
 
 defs = build_definitions(load_universe(), DeploymentSettings.from_environment())

@@ -21,6 +21,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from intelligence_assets.automation.alerts import AlertNotifier
 from intelligence_assets.resources.artifact_store import ArtifactStore
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.io_manager import ArtifactIOManager
@@ -124,6 +125,7 @@ class DeploymentSettings(BaseModel):
         return {
             "artifact_store": artifact_store,
             "bars_source": self.bars_source_resource(universe, artifact_store),
+            "alert_notifier": AlertNotifier(artifact_store=artifact_store),
             "io_manager": ArtifactIOManager(artifact_store=artifact_store),
             "mlflow_tracking": self.mlflow_tracking_resource(),
         }

@@ -50,6 +50,29 @@ class LeaderboardSettings(_Strict):
     regression_metric: Literal["ic", "rank_ic", "sharpe"] = "rank_ic"
 
 
+class AutomationSettings(_Strict):
+    retrain_cron: str = Field(default="0 4 * * 1", description="When the retrain schedule looks for stale or old model partitions (UTC); weekly by default.")
+    retrain_max_age_days: float = Field(default=7.0, gt=0, description="A model computed longer ago than this is requested again by the retrain schedule.")
+    bars_sensor_interval_seconds: int = Field(default=60, ge=5)
+    decay_sensor_interval_seconds: int = Field(default=3600, ge=30)
+    decay_window_rows: int = Field(default=60, ge=10, description="The champion's most recent labelled predictions after its held-out period, scored by the decay sensor.")
+    decay_min_rows: int = Field(default=30, ge=5, description="Fewer new labelled rows than this: too early to judge decay.")
+    decay_max_skill_loss: float = Field(default=0.5, gt=0, le=1, description="Retrain when recent skill (score - no skill) falls below (1 - this) x held-out skill.")
+    gpu_slots: int = Field(default=1, ge=0, description="Limit of the `gpu` pool: GPU training steps at once (GPUs available).")
+    cpu_slots: int = Field(default=2, ge=1, description="Limit of the `cpu` pool: heavy CPU steps at once (cores, or nodes x cores).")
+    production_priority: int = Field(default=10, description="dagster/priority of schedule and sensor runs (production retraining).")
+    exploratory_priority: int = Field(default=-10, description="dagster/priority of exploratory jobs (hyper-parameter search); lower runs later.")
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _valid_cron(cls, cron: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string  # Dagster's own parser: what the schedule will use
+
+        if not is_valid_cron_string(cron):
+            raise ValueError(f"not a valid cron expression: {cron!r}")
+        return cron
+
+
 class Universe(_Strict):
     symbols: list[str] = Field(min_length=1)
     targets: list[TargetSpec] = Field(min_length=1)
@@ -62,6 +85,7 @@ class Universe(_Strict):
     leakage_sentinel: LeakageSettings = Field(default_factory=LeakageSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    automation: AutomationSettings = Field(default_factory=AutomationSettings)
     bars: BarsSettings = Field(default_factory=BarsSettings)
     seed: int = Field(default=7, ge=0)
     # Set by `load_universe`: where relative paths in the file are resolved from.

@@ -12,6 +12,7 @@ import polars as pl
 from intelligence_assets.assets.caching import Computed, materialize_cached
 from intelligence_assets.assets.metadata import markdown_table
 from intelligence_assets.assets.models import model_key
+from intelligence_assets.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.ml.metrics import model_is_eligible
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
@@ -97,6 +98,7 @@ def build_leaderboard_asset(universe: Universe) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=MODEL_LEADERBOARD,
+        automation_condition=FOLLOWS_UPSTREAM,
         ins=model_ins,
         group_name="results",
         code_version="1",

@@ -7,6 +7,7 @@ import polars as pl
 
 from intelligence_assets.assets.caching import Computed, materialize_cached
 from intelligence_assets.assets.metadata import date_range
+from intelligence_assets.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.checks import bars_check_results, bars_check_specs
 from intelligence_assets.fingerprints import table_fingerprint
 from intelligence_assets.ml.bars import validate_bars
@@ -74,6 +75,7 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
 
     @dg.asset(
         ins={"bars": dg.AssetIn(BARS)},
+        automation_condition=FOLLOWS_UPSTREAM,
         partitions_def=symbol_partitions,
         group_name="market_data",
         code_version="1",

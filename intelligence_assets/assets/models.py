@@ -13,6 +13,8 @@ import dagster as dg
 from intelligence_assets.assets.caching import Computed, materialize_cached, resolved
 from intelligence_assets.assets.metadata import clean_number, utc_timestamps
 from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS
+from intelligence_assets.automation.conditions import FOLLOWS_UPSTREAM
+from intelligence_assets.automation.pools import CPU_POOL, GPU_POOL
 from intelligence_assets.checks import leakage_sentinel_result, leakage_sentinel_spec
 from intelligence_assets.ml.dataset import build_dataset
 from intelligence_assets.ml.families import load_family
@@ -61,6 +63,8 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
 
     @dg.asset(
         key=key,
+        automation_condition=FOLLOWS_UPSTREAM,
+        pool=GPU_POOL if family.uses_gpu else CPU_POOL,
         ins={
             "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol),
             "labels": dg.AssetIn(LABELS),

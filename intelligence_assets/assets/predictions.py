@@ -13,6 +13,7 @@ from intelligence_assets.assets.metadata import markdown_table, utc_timestamps
 from intelligence_assets.assets.models import model_key
 from intelligence_assets.assets.registry import MODEL_REGISTRY
 from intelligence_assets.assets.target_analysis import FEATURES
+from intelligence_assets.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.ml.dataset import build_inference_matrix
 from intelligence_assets.partitions import by_symbol, symbol_partitions
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
@@ -42,6 +43,7 @@ def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=PREDICTIONS,
+        automation_condition=FOLLOWS_UPSTREAM,
         ins={"model_registry": dg.AssetIn(MODEL_REGISTRY), "features": dg.AssetIn(FEATURES)},
         deps=model_deps,
         partitions_def=symbol_partitions,

@@ -20,6 +20,7 @@ from pydantic import Field
 from intelligence_assets.assets.caching import Computed, materialize_uncached
 from intelligence_assets.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.assets.metadata import markdown_table
+from intelligence_assets.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.artifacts import ArtifactHandle
 from intelligence_assets.resources.mlflow_tracking import MlflowTrackingResource
@@ -32,7 +33,7 @@ MODEL_REGISTRY = dg.AssetKey("model_registry")
 REGISTRY_SCHEMA = {
     "symbol": pl.String, "target": pl.String, "registered_model": pl.String, "metric": pl.String,
     "champion_version": pl.String, "champion_family": pl.String, "champion_fingerprint": pl.String,
-    "champion_score": pl.Float64, "champion_test_start": pl.String, "champion_uri": pl.String,
+    "champion_score": pl.Float64, "champion_test_start": pl.String, "champion_test_end": pl.String, "champion_uri": pl.String,
     "previous_champion_version": pl.String, "challenger_version": pl.String, "action": pl.String, "reason": pl.String,
 }
 
@@ -40,6 +41,7 @@ REGISTRY_SCHEMA = {
 class ModelRegistryConfig(dg.Config):
     rollback: list[str] = Field(default_factory=list, description="Partitions `SYMBOL|target` whose champion goes back to previous-champion.")
     reason: str = Field(default="", description="Why (required with rollback); recorded on the rolled-back version and in this materialization.")
+    reassess: list[str] = Field(default_factory=list, description="Partitions `SYMBOL|target` whose champion has decayed: its held-out score no longer counts, so the best qualified version takes over without the min_improvement margin.")
 
 
 def _score(tags: dict[str, str]) -> float | None:
@@ -50,12 +52,12 @@ def _score(tags: dict[str, str]) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def parse_rollback(partitions: list[str], universe: Universe) -> list[tuple[str, str]]:
+def parse_cells(partitions: list[str], universe: Universe) -> list[tuple[str, str]]:
     cells = []
     for partition in partitions:
         symbol, separator, target = partition.partition("|")
         if not separator:
-            raise ValueError(f"rollback partition {partition!r} must read SYMBOL|target, e.g. SP500|y_up_5b")
+            raise ValueError(f"partition {partition!r} must read SYMBOL|target, e.g. SP500|y_up_5b")
         universe.require_symbol(symbol)
         universe.target(target)
         cells.append((symbol, target))
@@ -81,6 +83,7 @@ def apply_decision(tracker: ModelTracker, name: str, current: dict[str, str], de
 def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
     @dg.asset(
         key=MODEL_REGISTRY,
+        automation_condition=FOLLOWS_UPSTREAM,
         ins={"model_leaderboard": dg.AssetIn(MODEL_LEADERBOARD)},
         group_name="results",
         code_version="1",
@@ -94,7 +97,8 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
         mlflow_tracking: MlflowTrackingResource,
         model_leaderboard: ArtifactHandle,
     ) -> Iterator[dg.Output]:
-        rollback_cells = parse_rollback(config.rollback, universe)
+        rollback_cells = parse_cells(config.rollback, universe)
+        reassess_cells = parse_cells(config.reassess, universe)
         if rollback_cells and not config.reason.strip():
             raise ValueError("a rollback needs a reason (config `reason`): it is recorded on the rolled-back version")
         settings = universe.promotion
@@ -134,7 +138,9 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
                             eligible=bool(row["eligible"]), rolled_back=names.ROLLED_BACK_TAG in version.tags,
                         ))
                     champion = by_number.get(current.get(names.CHAMPION, ""))
-                    decision = decide_aliases(candidates, current, _score(champion.tags) if champion else None, settings)
+                    # A decayed champion's held-out score no longer describes it.
+                    recorded = _score(champion.tags) if champion and (symbol, target) not in reassess_cells else None
+                    decision = decide_aliases(candidates, current, recorded, settings)
                 moved = apply_decision(tracker, name, current, decision)
                 if moved:
                     changes.append(f"{name}: {decision.action}; " + ", ".join(moved))
@@ -148,6 +154,7 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
                     "champion_fingerprint": champion.tags.get(names.FINGERPRINT_TAG) if champion else None,
                     "champion_score": _score(champion.tags) if champion else None,
                     "champion_test_start": champion.tags.get(names.TEST_START_TAG) if champion else None,
+                    "champion_test_end": champion.tags.get(names.TEST_END_TAG) if champion else None,
                     "champion_uri": f"models:/{name}@{names.CHAMPION}" if decision.champion else None,
                     "previous_champion_version": decision.previous_champion, "challenger_version": decision.challenger,
                     "action": decision.action if moved or decision.action == "no champion" else "kept", "reason": decision.reason,
@@ -163,11 +170,12 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
                     "cells_changed": len(changes),
                     "rollback": ", ".join(config.rollback) or "none",
                     "rollback_reason": config.reason or "",
+                    "reassessed": ", ".join(config.reassess) or "none",
                     "tracking_uri": tracker.tracking_uri if not tracker.tracking_uri.startswith("sqlite") else "embedded (sqlite)",
                 },
             )
 
-        run_config: dict[str, Any] = {"promotion": settings, "rollback": config.rollback, "reason": config.reason}
+        run_config: dict[str, Any] = {"promotion": settings, "rollback": config.rollback, "reason": config.reason, "reassess": config.reassess}
         yield from materialize_uncached(context, artifact_store.store(), run_config, compute)
 
     return model_registry

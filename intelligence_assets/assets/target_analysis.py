@@ -11,6 +11,8 @@ import polars as pl
 
 from intelligence_assets.assets.caching import Computed, materialize_cached
 from intelligence_assets.assets.metadata import clean_number, date_range, markdown_table
+from intelligence_assets.automation.conditions import FOLLOWS_UPSTREAM
+from intelligence_assets.automation.pools import CPU_POOL
 from intelligence_assets.ml.dataset import build_dataset
 from intelligence_assets.ml.ranking import rank_target
 from intelligence_assets.ml.selection import select_features
@@ -46,6 +48,7 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
 
     @dg.asset(
         key=LABELS,
+        automation_condition=FOLLOWS_UPSTREAM,
         ins={"bars": dg.AssetIn(BARS, partition_mapping=by_symbol)},
         partitions_def=partitions,
         group_name="targets",
@@ -81,6 +84,8 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
 
     @dg.asset(
         key=TARGET_RANKINGS,
+        automation_condition=FOLLOWS_UPSTREAM,
+        pool=CPU_POOL,
         ins={"features": dg.AssetIn(FEATURES, partition_mapping=by_symbol), "labels": dg.AssetIn(LABELS)},
         partitions_def=partitions,
         group_name="targets",
@@ -122,6 +127,8 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
 
     @dg.asset(
         key=FEATURE_SETS,
+        automation_condition=FOLLOWS_UPSTREAM,
+        pool=CPU_POOL,
         ins={
             "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol),
             "labels": dg.AssetIn(LABELS),

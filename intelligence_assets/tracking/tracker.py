@@ -308,6 +308,7 @@ class ModelTracker:
             names.SCORE_TAG: "" if score is None else repr(score),
             names.TEST_ROWS_TAG: str(summary.get("test_rows") or 0),
             names.TEST_START_TAG: str(summary.get("test_start") or ""),
+            names.TEST_END_TAG: str(summary.get("test_end") or ""),
             names.ELIGIBLE_TAG: "true" if record.eligible else "false",
             **{f"{names.HELDOUT_PREFIX}{metric}": repr(value) for metric, value in metrics.items() if _finite(value) is not None},
         }

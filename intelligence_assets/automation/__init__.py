@@ -1,0 +1,1 @@
+"""Schedules, sensors, alerts and concurrency pools: how the platform runs itself."""

@@ -1,0 +1,68 @@
+"""End to end: `dagster-daemon` against a temporary instance sees new bars, the `new_bars` sensor
+launches a run through the queued run coordinator, and the run succeeds and stores its artifacts."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from intelligence_assets.resources.artifact_store import LocalArtifactStore
+from intelligence_assets.resources.artifacts import read_value
+from intelligence_assets.universe import REPOSITORY_ROOT
+from intelligence_assets_tests.conftest import write_small_universe
+
+DAEMON = str(Path(sys.executable).parent / "dagster-daemon")
+DEADLINE_SECONDS = 240
+
+
+def test_daemon_runs_the_new_bars_sensor_and_its_run_succeeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml places storage under it
+    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    universe_path = write_small_universe(tmp_path / "universe", families={"linear": {"params": {}}}, automation={"bars_sensor_interval_seconds": 5})
+    config = yaml.safe_load(universe_path.read_text())
+    config["symbols"] = ["SIGNAL"]
+    universe_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    environment = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "INTELLIGENCE_UNIVERSE": str(universe_path),
+        "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts"),
+    }
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "wb") as log:
+        daemon = subprocess.Popen(
+            [DAEMON, "run", "-m", "intelligence_assets.definitions"],
+            cwd=REPOSITORY_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    store = LocalArtifactStore(home / "artifacts")
+    succeeded = None
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            deadline = time.monotonic() + DEADLINE_SECONDS
+            while time.monotonic() < deadline and succeeded is None and daemon.poll() is None:
+                runs = instance.get_runs(filters=dg.RunsFilter(tags={"intelligence/trigger": "new_bars"}))
+                failed = [run for run in runs if run.status == dg.DagsterRunStatus.FAILURE]
+                assert not failed, f"sensor-triggered run {failed[0].run_id} failed; daemon log:\n{log_path.read_text(errors='replace')[-3000:]}"
+                succeeded = next((run for run in runs if run.status == dg.DagsterRunStatus.SUCCESS), None)
+                time.sleep(2)
+            assert succeeded is not None, f"no sensor-triggered run succeeded within {DEADLINE_SECONDS}s; daemon log:\n{log_path.read_text(errors='replace')[-3000:]}"
+            assert succeeded.tags["dagster/priority"] == "10" and succeeded.tags.get("dagster/partition") == "SIGNAL"
+            assert "SIGNAL" in instance.get_dynamic_partitions("symbol")  # registered by the sensor
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait(timeout=10)
+    assert read_value(store, "bars/SIGNAL").height == 1600

@@ -37,7 +37,9 @@ postgres:
 test: install postgres
 	$(BIN)/python -m pytest
 
+# The webserver and the daemon (schedules, sensors, automation, run queue); pool limits from universe.yaml.
 ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m intelligence_assets.automation.pools
 	$(BIN)/dagster dev --host 127.0.0.1 --port 3000 --workspace workspace.yaml
 
 # The MLflow UI on the embedded store (no server needed to train; this only browses it).

@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # The CPU build of torch; the CUDA build belongs in the GPU image only.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --constraint constraints/cpu.txt
 
-.PHONY: install postgres demo minio-demo test ui mlflow-ui rollback housekeeping bench-storage clean-home
+.PHONY: install postgres demo minio-demo test ui mlflow-ui rollback housekeeping bench-storage bench-backfill clean-home
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -63,6 +63,11 @@ housekeeping: install $(DAGSTER_HOME)/dagster.yaml
 
 bench-storage: install
 	$(BIN)/python -m benchmarks.storage
+
+# A backfill of PARTITIONS partitions per asset (synthetic symbols, linear family); appends to benchmarks/results/backfill.md.
+PARTITIONS ?= 1000
+bench-backfill: install
+	$(BIN)/python -m benchmarks.backfill --partitions $(PARTITIONS)
 
 clean-home:
 	rm -rf $(DAGSTER_HOME)

@@ -24,7 +24,7 @@ from benchmarks.machine import describe_machine
 from intelligence_assets.universe import REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results" / "backfill.md"
-BARS_PER_SYMBOL = 400
+BARS_PER_SYMBOL = 700
 
 
 def write_universe(directory: Path, partitions: int) -> Path:
@@ -37,7 +37,7 @@ def write_universe(directory: Path, partitions: int) -> Path:
         synthetic_bars(n_bars=BARS_PER_SYMBOL, seed=index, signal_strength=1.0 if index % 2 == 0 else 0.0).write_parquet(bars / f"{symbol}.parquet")
     config = {
         "symbols": symbols,
-        "bars": {"directory": "bars", "min_history": 300},
+        "bars": {"directory": "bars", "min_history": 500},
         "targets": [{"name": "y_up_1b", "kind": "direction", "horizon": 1}],
         "model_families": {"linear": {"params": {}}},
         "split": {"folds": 2, "embargo": 2, "test_fraction": 0.2, "min_train_rows": 60, "score_models_on_folds": False},
@@ -81,14 +81,14 @@ def main(argv: list[str] | None = None) -> None:
     header = (
         "# Backfill benchmark\n\n"
         "`make bench-backfill` (`.venv/bin/python -m benchmarks.backfill --partitions N`): N synthetic symbols x 1 target, "
-        "`linear` family, 400 bars each, embedded default. Runs: one in-process Dagster run per stage partition "
+        "`linear` family, 700 bars each, embedded default. Runs: one in-process Dagster run per stage partition "
         "(market data, training, leaderboard, registry, predictions), in a pool of workers.\n\n"
-        "| partitions per asset | workers | runs launched | wall s (plan + all runs) | s per partition | no-change rerun s | stages |\n"
-        "|---:|---:|---:|---:|---:|---:|---|\n"
+        "| partitions per asset | workers | runs launched | wall s (plan + all runs) | s per partition | no-change rerun s | stages | machine |\n"
+        "|---:|---:|---:|---:|---:|---:|---|---|\n"
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     existing = RESULTS.read_text() if RESULTS.exists() else header
-    RESULTS.write_text(existing + row + f" <!-- {describe_machine()} -->\n")
+    RESULTS.write_text(existing + row + f" {describe_machine()} |\n")
     print(row)
     print(f"Machine: {describe_machine()}")
 

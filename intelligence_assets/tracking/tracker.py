@@ -16,7 +16,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -372,7 +372,3 @@ class ModelTracker:
                 lambda: self.client.download_artifacts(version.run_id, names.MODEL_ARTIFACT_PATH, scratch),
             )
             return load_pyfunc(Path(path))
-
-    def iter_registered_models(self) -> Iterator[Any]:
-        query = f"name LIKE '{names.REGISTERED_MODEL_PREFIX}.%'"
-        yield from self.call("listing registered models", lambda: list(self.client.search_registered_models(filter_string=query, max_results=1000)))

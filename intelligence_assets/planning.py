@@ -26,7 +26,7 @@ from intelligence_assets.assets.models import model_config, model_key
 from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, TARGET_RANKINGS, labels_config, ranking_config, selection_config
 from intelligence_assets.fingerprints import table_fingerprint
 from intelligence_assets.resources.artifact_store import ArtifactStore, ArtifactStoreError
-from intelligence_assets.resources.artifacts import MANIFEST_FILE, ArtifactHandle
+from intelligence_assets.resources.artifacts import MANIFEST_FILE, ArtifactHandle, read_manifest
 from intelligence_assets.resources.bars_source import BarsSource, LocalBarsSource
 from intelligence_assets.universe import Universe
 
@@ -123,7 +123,10 @@ def plan_runs(
     table = None
     if leaderboard is not None:
         try:
-            table = ArtifactHandle.current(store, "model_registry").load()
+            registry = ArtifactHandle.current(store, "model_registry")
+            # A new code version of the registry step (its table changed shape) needs a run too.
+            if read_manifest(store, "model_registry", registry.fingerprint).provenance.get("code_version") == code_versions[MODEL_REGISTRY]:
+                table = registry.load()
         except ArtifactStoreError:  # never run, or unreadable: its run will say so
             pass
     (planner.plan.fresh if table is not None else planner.plan.stale).add((MODEL_REGISTRY.to_user_string(), None))

@@ -86,7 +86,7 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
         automation_condition=FOLLOWS_UPSTREAM,
         ins={"model_leaderboard": dg.AssetIn(MODEL_LEADERBOARD)},
         group_name="results",
-        code_version="1",
+        code_version="2",
         kinds={"mlflow"},
         description="MLflow registry aliases (champion, previous-champion, challenger) per symbol x target after the promotion rule or a rollback.",
     )

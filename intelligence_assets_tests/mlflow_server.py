@@ -10,14 +10,13 @@ import http.client
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from intelligence_assets_tests.services import LOOPBACK, S3Endpoint, free_port, stop_process, unique_bucket_name
+from intelligence_assets_tests.services import LOOPBACK, S3Endpoint, free_port, stop_process, unique_bucket_name, wait_until_serving
 
 SERVER_START_TIMEOUT_SECONDS = 90.0
 
@@ -65,12 +64,8 @@ def start_mlflow_server(directory: Path, s3: S3Endpoint, bucket: str) -> tuple[s
     log_path = directory / "mlflow_server.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment)
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline and process.poll() is None:
-        if _healthy(LOOPBACK, port):
-            return process, port
-        time.sleep(0.25)
-    stop_process(process)
+    if wait_until_serving(process, lambda: _healthy(LOOPBACK, port), SERVER_START_TIMEOUT_SECONDS, poll_seconds=0.25):
+        return process, port
     raise RuntimeError(f"mlflow server did not become healthy on {LOOPBACK}:{port} within {SERVER_START_TIMEOUT_SECONDS:.0f}s; log tail:\n{log_path.read_text(errors='replace')[-3000:]}")
 
 

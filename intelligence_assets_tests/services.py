@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +117,17 @@ def stop_process(process: subprocess.Popen, grace_seconds: float = 5.0) -> None:
         process.wait(timeout=grace_seconds)
 
 
+def wait_until_serving(process: subprocess.Popen, answers: Callable[[], bool], timeout_seconds: float, poll_seconds: float = 0.1) -> bool:
+    """True once `answers()` does; False (with the process stopped) if it exits or the time runs out."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        if answers():
+            return True
+        time.sleep(poll_seconds)
+    stop_process(process)
+    return False
+
+
 def start_moto_server(log_path: Path, host: str = LOOPBACK, attempts: int = 3) -> tuple[subprocess.Popen, int]:
     """Start `moto_server` on a free port, logging to `log_path`; returns once it answers HTTP."""
     last_log = ""
@@ -133,12 +144,8 @@ def start_moto_server(log_path: Path, host: str = LOOPBACK, attempts: int = 3) -
                 stdin=subprocess.DEVNULL,
                 env=environment,
             )
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline and process.poll() is None:
-            if _answers_http(host, port):
-                return process, port
-            time.sleep(0.1)
-        stop_process(process)
+        if wait_until_serving(process, lambda: _answers_http(host, port), SERVER_START_TIMEOUT_SECONDS):
+            return process, port
         last_log = log_path.read_text(errors="replace")[-2000:]
         if "Address already in use" not in last_log:
             break  # not the port race between free_port() and the server binding it: do not retry

@@ -8,6 +8,10 @@ import dagster as dg
 # multi-to-single partition mapping): acknowledged once here instead of on every load.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+# market_data_job runs `bars` (checks bind a run to one partition) with `features` (BackfillPolicy
+# multi_run); Dagster rightly backfills that job one partition per run and warns on every load.
+# Backfills launched from the asset graph use each asset's own policy.
+warnings.filterwarnings("ignore", message="Asset job market_data_job materializes assets with varying BackfillPolicies")
 
 from intelligence_assets.assets.housekeeping import HOUSEKEEPING_JOB, build_housekeeping_assets, build_housekeeping_schedule
 from intelligence_assets.assets.leaderboard import build_leaderboard_asset

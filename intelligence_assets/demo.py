@@ -31,6 +31,10 @@ def _load_worker() -> None:
     _worker_definitions = defs
 
 
+# A run's partitions: one key, a (first, last) range of `symbol` partitions, or None (unpartitioned).
+RunPartitions = str | tuple[str, str] | None
+
+
 @dataclass
 class PartitionRun:
     job_name: str
@@ -49,25 +53,51 @@ class StageTiming:
     cache: dict[str, int]
 
 
-def _run_partition(job_name: str, partition_key: str | None, log_level: str) -> PartitionRun:
+def _run_partition(job_name: str, partitions: RunPartitions, log_level: str) -> PartitionRun:
     assert _worker_definitions is not None
     started = time.perf_counter()
     job = _worker_definitions.resolve_job_def(job_name)
-    if partition_key is not None and "|" in partition_key:
-        symbol, target = partition_key.split("|")
+    partition_key: str | dg.MultiPartitionKey | None = None
+    tags = {}
+    if isinstance(partitions, tuple):  # a ranged run, as a BackfillPolicy chunk runs
+        tags = {"dagster/asset_partition_range_start": partitions[0], "dagster/asset_partition_range_end": partitions[1]}
+    elif partitions is not None and "|" in partitions:
+        symbol, target = partitions.split("|")
         partition_key = dg.MultiPartitionKey({"symbol": symbol, "target": target})
+    else:
+        partition_key = partitions
     result = job.execute_in_process(
         instance=dg.DagsterInstance.get(),
         partition_key=partition_key,
+        tags=tags,
         raise_on_error=False,
         # Our own progress lines (INFO) on the console; Dagster's event stream stays in the UI.
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
     cache = Counter(str(event.materialization.metadata["cache"].value) for event in result.get_asset_materialization_events())
-    return PartitionRun(job_name, str(partition_key) if partition_key else None, result.success, time.perf_counter() - started, result.run_id, dict(cache))
+    label = "..".join(partitions) if isinstance(partitions, tuple) else partitions
+    return PartitionRun(job_name, label, result.success, time.perf_counter() - started, result.run_id, dict(cache))
 
 
-def _run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[str | None], log_level: str) -> StageTiming:
+def partition_ranges(ordered_keys: list[str], stale: list[str], max_per_run: int) -> list[tuple[str, str]]:
+    """What Dagster's multi-run BackfillPolicy launches: contiguous runs of stale keys (in the
+    partitions' own order), cut into chunks of at most `max_per_run`."""
+    stale_set = set(stale)
+    ranges: list[tuple[str, str]] = []
+    chunk: list[str] = []
+    for key in ordered_keys:
+        if key in stale_set and len(chunk) < max_per_run:
+            chunk.append(key)
+            continue
+        if chunk:
+            ranges.append((chunk[0], chunk[-1]))
+        chunk = [key] if key in stale_set else []
+    if chunk:
+        ranges.append((chunk[0], chunk[-1]))
+    return ranges
+
+
+def run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[RunPartitions], log_level: str) -> StageTiming:
     if not partition_keys:
         print(f"  {job_name}: nothing to run", flush=True)
         return StageTiming(job_name, 0, 0.0, {})
@@ -84,6 +114,12 @@ def _run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[st
     return timing
 
 
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes that each load the Definitions once and run in-process Dagster runs."""
+    context = multiprocessing.get_context("spawn")  # fork after importing torch/OpenMP can deadlock
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_load_worker)
+
+
 def materialize_universe(universe: Universe, workers: int, log_level: str = "INFO", every_partition: bool = False) -> list[StageTiming]:
     """Every stale partition of every asset, stage by stage, on the instance in DAGSTER_HOME.
 
@@ -93,7 +129,7 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     """
     from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, REGISTRY_JOB, TRAINING_JOB, build_assets
     from intelligence_assets.deployment import DeploymentSettings
-    from intelligence_assets.partitions import register_symbols
+    from intelligence_assets.partitions import SYMBOL_DIMENSION, register_symbols
     from intelligence_assets.planning import code_versions_of, plan_runs
 
     added = register_symbols(dg.DagsterInstance.get(), universe.symbols)
@@ -120,13 +156,14 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     if not any(keys for _, keys in stages) and not plan.partitions(["predictions"]):
         print("Nothing to run: every partition is current.", flush=True)
         return [StageTiming(job, 0, 0.0, {}) for job, _ in stages]
-    context = multiprocessing.get_context("spawn")  # fork after importing torch/OpenMP can deadlock
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_load_worker) as pool:
-        timings = [_run_stage(pool, job, keys, log_level) for job, keys in stages]
+    with worker_pool(workers) as pool:
+        timings = [run_stage(pool, job, keys, log_level) for job, keys in stages]
         # Which predictions are stale depends on what the registry step just decided.
         after_registry = plan_runs(universe, store, code_versions, universe.symbols, bars_source)
         keys = list(universe.symbols) if every_partition else after_registry.partitions(["predictions"])
-        timings.append(_run_stage(pool, PREDICTIONS_JOB, keys, log_level))
+        # predictions carry a BackfillPolicy: chunks of symbols per run, as a Dagster backfill runs them.
+        ordered = dg.DagsterInstance.get().get_dynamic_partitions(SYMBOL_DIMENSION)
+        timings.append(run_stage(pool, PREDICTIONS_JOB, partition_ranges(ordered, keys, universe.automation.backfill_partitions_per_run), log_level))
     return timings
 
 

@@ -62,6 +62,9 @@ class AutomationSettings(_Strict):
     cpu_slots: int = Field(default=2, ge=1, description="Limit of the `cpu` pool: heavy CPU steps at once (cores, or nodes x cores).")
     production_priority: int = Field(default=10, description="dagster/priority of schedule and sensor runs (production retraining).")
     exploratory_priority: int = Field(default=-10, description="dagster/priority of exploratory jobs (hyper-parameter search); lower runs later.")
+    backfill_partitions_per_run: int = Field(
+        default=100, ge=1, description="BackfillPolicy of the assets without checks (features, predictions): partitions per backfill run."
+    )
 
     @field_validator("retrain_cron")
     @classmethod

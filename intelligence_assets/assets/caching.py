@@ -23,7 +23,7 @@ import dagster as dg
 from pydantic import BaseModel
 
 from intelligence_assets.resources.artifact_store import ArtifactStore
-from intelligence_assets.resources.artifacts import ArtifactHandle, Manifest, StoredArtifact, commit_artifact, encode_value, find_intact_manifest
+from intelligence_assets.resources.artifacts import ArtifactHandle, Manifest, StoredArtifact, StoredArtifacts, commit_artifact, encode_value, find_intact_manifest
 from intelligence_assets.resources.io_manager import artifact_prefix, parse_partition_key
 
 Inputs = Mapping[str, ArtifactHandle | Mapping[str, ArtifactHandle]]
@@ -120,6 +120,16 @@ def _replayed_check(asset_key: dg.AssetKey, plain: Mapping[str, Any]) -> dg.Asse
     )
 
 
+@dataclass
+class PartitionWork:
+    """One partition's share of an asset: its inputs, resolved config and how to compute it."""
+
+    inputs: Inputs
+    config: Any
+    compute: Callable[[], Computed]
+    data_version: str | None = None
+
+
 def materialize_cached(
     context: dg.AssetExecutionContext,
     store: ArtifactStore,
@@ -134,30 +144,70 @@ def materialize_cached(
     `data_version` overrides the data version (bars: the content hash of the stored bars);
     by default it is the fingerprint.
     """
-    asset_key = context.asset_key
     partition_key = context.partition_key if context.has_partition_key else None
+    artifact, metadata, checks = _cached_or_computed(context, store, partition_key, PartitionWork(inputs, config, compute, data_version), after_commit)
+    yield dg.Output(artifact, data_version=dg.DataVersion(artifact.manifest.data_version), metadata=metadata)
+    yield from checks
+
+
+def materialize_partitions(
+    context: dg.AssetExecutionContext, store: ArtifactStore, work_for: Callable[[str], PartitionWork]
+) -> Iterator[dg.Output]:
+    """For assets with a BackfillPolicy: a run over one partition behaves as `materialize_cached`;
+    a ranged run (a backfill chunk, or declarative automation catching up many partitions) caches,
+    computes and commits each partition on its own, so one bad partition's failure leaves the
+    ones before it stored, and a retry finds those as cache hits.
+
+    Dagster takes one data version per output, so a ranged run leaves Dagster's own data version
+    to Dagster; the fingerprints in the store, which the planner and the cache read, are the same
+    whichever way a partition ran. Such assets carry no checks (a check result names no partition).
+    """
+    if context.has_partition_key:
+        work = work_for(context.partition_key)
+        yield from materialize_cached(context, store, work.inputs, work.config, work.compute, work.data_version)
+        return
+    artifacts: dict[str, StoredArtifact] = {}
+    for key in context.partition_keys:
+        artifact, metadata, checks = _cached_or_computed(context, store, key, work_for(key), None)
+        if checks:
+            raise RuntimeError(f"{context.asset_key.to_user_string()} returned check results in a ranged run; an asset with checks takes no BackfillPolicy")
+        context.add_asset_metadata(metadata, partition_key=key)
+        artifacts[key] = artifact
+    hits = sum(artifact.is_cache_hit for artifact in artifacts.values())
+    context.log.info(f"{context.asset_key.to_user_string()}: {len(artifacts)} partitions in one run ({hits} cache hits, {len(artifacts) - hits} computed)")
+    yield dg.Output(StoredArtifacts(artifacts), metadata={"partitions_in_run": len(artifacts)})
+
+
+def input_for(value: ArtifactHandle | Mapping[str, ArtifactHandle], upstream_key: str) -> ArtifactHandle:
+    """One partition's input: the handle itself in a single-partition run; in a ranged run the
+    IO manager hands every upstream partition of the range, keyed by partition."""
+    if isinstance(value, ArtifactHandle):
+        return value
+    if upstream_key not in value:
+        raise ValueError(f"input partition {upstream_key} is not materialized; materialize it first")
+    return value[upstream_key]
+
+
+def _cached_or_computed(
+    context: dg.AssetExecutionContext, store: ArtifactStore, partition_key: str | None, work: PartitionWork, after_commit: AfterCommit | None
+) -> tuple[StoredArtifact, dict[str, Any], list[dg.AssetCheckResult]]:
+    asset_key = context.asset_key
     code_version = context.assets_def.code_versions_by_key[asset_key] or ""
-    versions = input_versions(inputs)
-    fingerprint = fingerprint_of(code_version, config, partition_key, versions)
+    versions = input_versions(work.inputs)
+    fingerprint = fingerprint_of(code_version, work.config, partition_key, versions)
     prefix = artifact_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
 
     manifest, state = find_intact_manifest(store, prefix, fingerprint)
     if manifest is not None:
         context.log.info(f"cache hit: {store.uri(prefix)}/{fingerprint} (computed in run {manifest.provenance.get('run_id')})")
         extra = after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, None) if after_commit else {}
-        yield dg.Output(
-            StoredArtifact(manifest, is_cache_hit=True),
-            data_version=dg.DataVersion(manifest.data_version),
-            metadata={**_metadata_values(manifest.metadata), **extra, "cache": "hit", "fingerprint": fingerprint, "computed_in_run": manifest.provenance.get("run_id", "")},
-        )
-        for check in manifest.checks:
-            yield _replayed_check(asset_key, check)
-        return
+        metadata = {**_metadata_values(manifest.metadata), **extra, "cache": "hit", "fingerprint": fingerprint, "computed_in_run": manifest.provenance.get("run_id", "")}
+        return StoredArtifact(manifest, is_cache_hit=True), metadata, [_replayed_check(asset_key, check) for check in manifest.checks]
     if state != "not stored":
         context.log.warning(f"stored artifact for fingerprint {fingerprint} is unusable ({state}); recomputing")
-    computed = compute()
-    provenance = {"code_version": code_version, "config": resolved(config), "partition": partition_key, "inputs": versions}
-    yield from _commit_and_output(context, store, prefix, fingerprint, data_version or fingerprint, computed, provenance, after_commit, "miss")
+    computed = work.compute()
+    provenance = {"code_version": code_version, "config": resolved(work.config), "partition": partition_key, "inputs": versions}
+    return _commit(context, store, prefix, fingerprint, work.data_version or fingerprint, computed, provenance, after_commit, "miss")
 
 
 def materialize_uncached(
@@ -174,10 +224,12 @@ def materialize_uncached(
     fingerprint = fingerprint_of(code_version, config, partition_key, {"content": content})
     prefix = artifact_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
     provenance = {"code_version": code_version, "config": resolved(config), "partition": partition_key, "inputs": {"content": content}}
-    yield from _commit_and_output(context, store, prefix, fingerprint, fingerprint, computed, provenance, None, "recomputed")
+    artifact, metadata, checks = _commit(context, store, prefix, fingerprint, fingerprint, computed, provenance, None, "recomputed")
+    yield dg.Output(artifact, data_version=dg.DataVersion(artifact.manifest.data_version), metadata=metadata)
+    yield from checks
 
 
-def _commit_and_output(
+def _commit(
     context: dg.AssetExecutionContext,
     store: ArtifactStore,
     prefix: str,
@@ -187,7 +239,7 @@ def _commit_and_output(
     provenance: dict[str, Any],
     after_commit: AfterCommit | None,
     cache: str,
-) -> Iterator[dg.Output | dg.AssetCheckResult]:
+) -> tuple[StoredArtifact, dict[str, Any], list[dg.AssetCheckResult]]:
     blocking = {spec.name: spec.blocking for spec in context.assets_def.check_specs}
     manifest = Manifest(
         fingerprint=fingerprint,
@@ -199,9 +251,4 @@ def _commit_and_output(
     )
     manifest = commit_artifact(store, prefix, computed.value, manifest)
     extra = after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, computed.value) if after_commit else {}
-    yield dg.Output(
-        StoredArtifact(manifest),
-        data_version=dg.DataVersion(manifest.data_version),
-        metadata={**computed.metadata, **extra, "cache": cache, "fingerprint": fingerprint},
-    )
-    yield from computed.checks
+    return StoredArtifact(manifest), {**computed.metadata, **extra, "cache": cache, "fingerprint": fingerprint}, list(computed.checks)

@@ -5,7 +5,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from intelligence_assets.assets.caching import Computed, materialize_cached
+from intelligence_assets.assets.caching import Computed, PartitionWork, input_for, materialize_cached, materialize_partitions
 from intelligence_assets.assets.metadata import date_range
 from intelligence_assets.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.checks import bars_check_results, bars_check_specs
@@ -14,7 +14,8 @@ from intelligence_assets.ml.bars import validate_bars
 from intelligence_assets.ml.features import build_features
 from intelligence_assets.partitions import symbol_partitions
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
-from intelligence_assets.resources.artifacts import ArtifactHandle
+from intelligence_assets.resources.artifacts import HandleOrRange
+from intelligence_assets.resources.io_manager import HANDLE_OR_RANGE
 from intelligence_assets.resources.bars_source import BarsSource, BarsSourceResource
 from intelligence_assets.universe import Universe
 
@@ -74,31 +75,38 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         yield from materialize_cached(context, artifact_store.store(), {}, bars_config(universe, content), compute, data_version=content)
 
     @dg.asset(
-        ins={"bars": dg.AssetIn(BARS)},
+        ins={"bars": dg.AssetIn(BARS, dagster_type=HANDLE_OR_RANGE)},
         automation_condition=FOLLOWS_UPSTREAM,
         partitions_def=symbol_partitions,
+        # No checks and cheap steps: a backfill of many symbols runs in chunks, not a run each.
+        backfill_policy=dg.BackfillPolicy.multi_run(universe.automation.backfill_partitions_per_run),
         group_name="market_data",
         code_version="1",
         kinds={"polars"},
         description="Feature matrix of one symbol: returns, volatility, momentum, moving-average gaps, volume and range features; none looks ahead.",
     )
-    def features(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, bars: ArtifactHandle) -> Iterator[dg.Output]:
-        def compute() -> Computed:
-            table = build_features(bars.load(), universe.features)
-            names = [c for c in table.columns if c != "timestamp"]
-            complete = table.drop_nulls().height
-            context.log.info(f"{context.partition_key}: {len(names)} features over {table.height} bars ({complete} complete rows)")
-            return Computed(
-                table,
-                metadata={
-                    "rows": table.height,
-                    "complete_rows": complete,
-                    "feature_count": len(names),
-                    "features": ", ".join(names),
-                    **{f"{k}_timestamp": v for k, v in date_range(table).items()},
-                },
-            )
+    def features(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, bars: HandleOrRange) -> Iterator[dg.Output]:
+        def work_for(symbol: str) -> PartitionWork:
+            symbol_bars = input_for(bars, symbol)
 
-        yield from materialize_cached(context, artifact_store.store(), {"bars": bars}, features_config(universe), compute)
+            def compute() -> Computed:
+                table = build_features(symbol_bars.load(), universe.features)
+                names = [c for c in table.columns if c != "timestamp"]
+                complete = table.drop_nulls().height
+                context.log.info(f"{symbol}: {len(names)} features over {table.height} bars ({complete} complete rows)")
+                return Computed(
+                    table,
+                    metadata={
+                        "rows": table.height,
+                        "complete_rows": complete,
+                        "feature_count": len(names),
+                        "features": ", ".join(names),
+                        **{f"{k}_timestamp": v for k, v in date_range(table).items()},
+                    },
+                )
+
+            return PartitionWork({"bars": symbol_bars}, features_config(universe), compute)
+
+        yield from materialize_partitions(context, artifact_store.store(), work_for)
 
     return [bars, features]

@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from intelligence_assets.assets.caching import Computed, materialize_cached
+from intelligence_assets.assets.caching import Computed, PartitionWork, input_for, materialize_partitions
 from intelligence_assets.assets.metadata import markdown_table, utc_timestamps
 from intelligence_assets.assets.models import model_key
 from intelligence_assets.assets.registry import MODEL_REGISTRY
@@ -17,7 +17,8 @@ from intelligence_assets.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.ml.dataset import build_inference_matrix
 from intelligence_assets.partitions import by_symbol, symbol_partitions
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
-from intelligence_assets.resources.artifacts import ArtifactHandle
+from intelligence_assets.resources.artifacts import ArtifactHandle, HandleOrRange
+from intelligence_assets.resources.io_manager import HANDLE_OR_RANGE
 from intelligence_assets.resources.mlflow_tracking import MlflowTrackingResource
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.flavours import pyfunc_predict
@@ -44,9 +45,11 @@ def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
     @dg.asset(
         key=PREDICTIONS,
         automation_condition=FOLLOWS_UPSTREAM,
-        ins={"model_registry": dg.AssetIn(MODEL_REGISTRY), "features": dg.AssetIn(FEATURES)},
+        ins={"model_registry": dg.AssetIn(MODEL_REGISTRY), "features": dg.AssetIn(FEATURES, dagster_type=HANDLE_OR_RANGE)},
         deps=model_deps,
         partitions_def=symbol_partitions,
+        # No checks; loading each champion is the work: a backfill runs in chunks, not a run each.
+        backfill_policy=dg.BackfillPolicy.multi_run(universe.automation.backfill_partitions_per_run),
         group_name="results",
         code_version="2",
         kinds={"polars", "mlflow"},
@@ -57,44 +60,49 @@ def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
         artifact_store: ArtifactStoreResource,
         mlflow_tracking: MlflowTrackingResource,
         model_registry: ArtifactHandle,
-        features: ArtifactHandle,
+        features: HandleOrRange,
     ) -> Iterator[dg.Output]:
-        symbol = context.partition_key
-        champions = symbol_champions(model_registry.load(), symbol)
+        registry = model_registry.load()
+        tracker = mlflow_tracking.tracker()
 
-        def compute() -> Computed:
-            tracker = mlflow_tracking.tracker()
-            feature_table = features.load()
-            frames = []
-            for champion in champions.iter_rows(named=True):
-                uri = champion["champion_uri"]
-                version = tracker.version_by_alias(champion["registered_model"], names.CHAMPION)
-                if version is None or str(version.version) != champion["champion_version"]:
-                    found = "nothing" if version is None else f"version {version.version}"
-                    raise RuntimeError(
-                        f"{uri} resolves to {found}, but model_registry recorded version {champion['champion_version']}: "
-                        "the alias moved outside model_registry; materialize model_registry, then predictions"
+        def work_for(symbol: str) -> PartitionWork:
+            champions = symbol_champions(registry, symbol)
+            symbol_features = input_for(features, symbol)
+
+            def compute() -> Computed:
+                feature_table = symbol_features.load()
+                frames = []
+                for champion in champions.iter_rows(named=True):
+                    uri = champion["champion_uri"]
+                    version = tracker.version_by_alias(champion["registered_model"], names.CHAMPION)
+                    if version is None or str(version.version) != champion["champion_version"]:
+                        found = "nothing" if version is None else f"version {version.version}"
+                        raise RuntimeError(
+                            f"{uri} resolves to {found}, but model_registry recorded version {champion['champion_version']}: "
+                            "the alias moved outside model_registry; materialize model_registry, then predictions"
+                        )
+                    model = tracker.load_model(version)
+                    feature_names = model.metadata.get_input_schema().input_names()
+                    timestamps, x = build_inference_matrix(feature_table, feature_names)
+                    frame = pl.DataFrame({"timestamp": utc_timestamps(timestamps), "prediction": pyfunc_predict(model, feature_names, x)}).with_columns(
+                        pl.lit(champion["target"]).alias("target"), pl.lit(champion["champion_family"]).alias("family"), pl.lit(champion["champion_version"]).alias("model_version")
                     )
-                model = tracker.load_model(version)
-                feature_names = model.metadata.get_input_schema().input_names()
-                timestamps, x = build_inference_matrix(feature_table, feature_names)
-                frame = pl.DataFrame({"timestamp": utc_timestamps(timestamps), "prediction": pyfunc_predict(model, feature_names, x)}).with_columns(
-                    pl.lit(champion["target"]).alias("target"), pl.lit(champion["champion_family"]).alias("family"), pl.lit(champion["champion_version"]).alias("model_version")
+                    frames.append(frame.filter(pl.col("timestamp") >= datetime.fromisoformat(champion["champion_test_start"])))
+                    context.log.info(f"{symbol} {champion['target']}: {uri} (v{version.version}, {champion['champion_family']}) scored {frame.height} bars")
+                table = pl.concat(frames).select(list(PREDICTIONS_SCHEMA)).sort("target", "timestamp") if frames else pl.DataFrame(schema=PREDICTIONS_SCHEMA)
+                latest = table.group_by("target", "family", "model_version").agg(pl.col("timestamp").last(), pl.col("prediction").last()).sort("target")
+                return Computed(
+                    table,
+                    metadata={
+                        "rows": table.height,
+                        "targets": champions.height,
+                        "models": markdown_table(champions.to_dicts(), ["target", "champion_family", "champion_version", "champion_uri"]),
+                        "latest": markdown_table(latest.with_columns(pl.col("timestamp").cast(pl.String)).to_dicts(), ["target", "family", "model_version", "timestamp", "prediction"]),
+                    },
                 )
-                frames.append(frame.filter(pl.col("timestamp") >= datetime.fromisoformat(champion["champion_test_start"])))
-                context.log.info(f"{symbol} {champion['target']}: {uri} (v{version.version}, {champion['champion_family']}) scored {frame.height} bars")
-            table = pl.concat(frames).select(list(PREDICTIONS_SCHEMA)).sort("target", "timestamp") if frames else pl.DataFrame(schema=PREDICTIONS_SCHEMA)
-            latest = table.group_by("target", "family", "model_version").agg(pl.col("timestamp").last(), pl.col("prediction").last()).sort("target")
-            return Computed(
-                table,
-                metadata={
-                    "rows": table.height,
-                    "targets": champions.height,
-                    "models": markdown_table(champions.to_dicts(), ["target", "champion_family", "champion_version", "champion_uri"]),
-                    "latest": markdown_table(latest.with_columns(pl.col("timestamp").cast(pl.String)).to_dicts(), ["target", "family", "model_version", "timestamp", "prediction"]),
-                },
-            )
 
-        yield from materialize_cached(context, artifact_store.store(), {"features": features}, predictions_config(champions), compute)
+            return PartitionWork({"features": symbol_features}, predictions_config(champions), compute)
+
+        yield from materialize_partitions(context, artifact_store.store(), work_for)
 
     return predictions

@@ -204,3 +204,16 @@ class StoredArtifact:
 
     manifest: Manifest
     is_cache_hit: bool = False
+
+
+@dataclass
+class StoredArtifacts:
+    """A ranged run's output (a BackfillPolicy run over many partitions): one committed artifact
+    per partition key, each published by the IO manager under its own partition's pointer."""
+
+    by_partition: dict[str, StoredArtifact]
+
+
+# An input as an asset with a BackfillPolicy receives it: one handle in a single-partition run,
+# every upstream partition of the range, keyed by partition, in a ranged run.
+HandleOrRange = ArtifactHandle | dict[str, ArtifactHandle]

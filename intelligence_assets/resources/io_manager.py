@@ -14,7 +14,14 @@ import dagster as dg
 
 from intelligence_assets.resources.artifact_store import ArtifactNotFoundError
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
-from intelligence_assets.resources.artifacts import ArtifactHandle, StoredArtifact, point_to
+from intelligence_assets.resources.artifacts import ArtifactHandle, StoredArtifact, StoredArtifacts, point_to
+
+# The Dagster type of an input to an asset with a BackfillPolicy (see `HandleOrRange`).
+HANDLE_OR_RANGE = dg.DagsterType(
+    name="ArtifactHandleOrRange",
+    description="One ArtifactHandle in a single-partition run; a dict of them keyed by partition in a ranged run.",
+    type_check_fn=lambda _, value: isinstance(value, ArtifactHandle) or (isinstance(value, dict) and all(isinstance(h, ArtifactHandle) for h in value.values())),
+)
 
 
 def partition_path(partition_key: str | dg.MultiPartitionKey | None) -> list[str]:
@@ -46,14 +53,22 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
 
     artifact_store: dg.ResourceDependency[ArtifactStoreResource]
 
-    def handle_output(self, context: dg.OutputContext, obj: StoredArtifact) -> None:
-        if not isinstance(obj, StoredArtifact):
-            raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; assets return StoredArtifact (see assets/caching.py)")
+    def handle_output(self, context: dg.OutputContext, obj: StoredArtifact | StoredArtifacts) -> None:
         store = self.artifact_store.store()
-        partition = parse_partition_key(context.asset_partitions_def, context.partition_key) if context.has_partition_key else None
-        prefix = artifact_prefix(context.asset_key, partition)
-        point_to(store, prefix, obj.manifest)
-        location = store.uri(f"{prefix}/{obj.manifest.fingerprint}")
+        if isinstance(obj, StoredArtifacts):  # a ranged run: one pointer per partition
+            expected = {str(key) for key in context.asset_partition_keys}
+            if set(obj.by_partition) != expected:
+                raise ValueError(f"{context.asset_key.to_user_string()}: a ranged run returned partitions {sorted(obj.by_partition)[:5]}..., expected {sorted(expected)[:5]}...")
+            for key, artifact in obj.by_partition.items():
+                point_to(store, artifact_prefix(context.asset_key, parse_partition_key(context.asset_partitions_def, key)), artifact.manifest)
+            location = store.uri("/".join(context.asset_key.path))
+        elif isinstance(obj, StoredArtifact):
+            partition = parse_partition_key(context.asset_partitions_def, context.partition_key) if context.has_partition_key else None
+            prefix = artifact_prefix(context.asset_key, partition)
+            point_to(store, prefix, obj.manifest)
+            location = store.uri(f"{prefix}/{obj.manifest.fingerprint}")
+        else:
+            raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; assets return StoredArtifact (see assets/caching.py)")
         context.add_output_metadata({"artifact": dg.MetadataValue.url(location) if location.startswith("http") else dg.MetadataValue.path(location)})
 
     def load_input(self, context: dg.InputContext) -> ArtifactHandle | dict[str, ArtifactHandle]:

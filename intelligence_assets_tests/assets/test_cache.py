@@ -17,7 +17,7 @@ from intelligence_assets.resources.artifact_store import LocalArtifactStore
 from intelligence_assets.resources.artifacts import ArtifactHandle, read_value
 from intelligence_assets.universe import load_universe
 from intelligence_assets_tests.conftest import write_small_universe
-from intelligence_assets_tests.pipeline import local_resources, materialize_everything
+from intelligence_assets_tests.pipeline import cache_outcomes, local_resources, materialize_everything
 
 FAMILIES = {"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 60}}}
 PER_SYMBOL_TARGET = ["labels", "target_rankings", "feature_sets", "models/linear", "models/lightgbm"]
@@ -141,3 +141,42 @@ def test_corrupt_stored_artifact_is_detected_and_recomputed(warm) -> None:
     materialization = result.get_asset_materialization_events()[0].materialization
     assert materialization.metadata["cache"].value == "miss"  # never silently reused
     assert read_value(store, "features/SIGNAL").height > 0
+
+
+def ranged_run(universe_path: Path, instance: dg.DagsterInstance, resources: dict, assets: list[str]) -> dg.ExecuteInProcessResult:
+    """One run over every symbol partition, as a BackfillPolicy chunk launches it."""
+    universe = load_universe(universe_path)
+    return dg.materialize(
+        build_assets(universe),
+        selection=dg.AssetSelection.assets(*assets),
+        instance=instance,
+        resources=resources,
+        tags={"dagster/asset_partition_range_start": universe.symbols[0], "dagster/asset_partition_range_end": universe.symbols[-1]},
+    )
+
+
+def test_backfill_policy_run_over_many_partitions_matches_single_partition_runs(warm) -> None:
+    universe_path, instance, resources, store = warm
+    symbols = load_universe(universe_path).symbols
+    assert len(symbols) > 1
+    # Same fingerprints as the single-partition runs of the cold pass: every partition is a hit.
+    result = ranged_run(universe_path, instance, resources, ["features", "predictions"])
+    assert result.success
+    assert cache_outcomes(result) == {(asset, symbol): "hit" for asset in ("features", "predictions") for symbol in symbols}
+
+    # A feature setting changes: one run computes every symbol, each with its own metadata.
+    config = yaml.safe_load(universe_path.read_text())
+    config["features"] = {"return_windows": [1, 2, 5, 10]}
+    universe_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = ranged_run(universe_path, instance, resources, ["features"])
+    assert result.success
+    assert cache_outcomes(result) == {("features", symbol): "miss" for symbol in symbols}
+    for event in result.get_asset_materialization_events():
+        symbol = event.materialization.partition
+        stored = read_value(store, f"features/{symbol}")
+        assert event.materialization.metadata["rows"].value == stored.height
+        assert event.materialization.metadata["fingerprint"].value == ArtifactHandle.current(store, f"features/{symbol}").fingerprint
+        assert "ret_21" not in stored.columns and "ret_10" in stored.columns
+    plan = plan_for(universe_path, store)
+    assert {("features", symbol) for symbol in symbols} <= plan.fresh
+    assert {("target_rankings", f"{symbol}|{target}") for symbol in symbols for target in load_universe(universe_path).target_names} <= plan.stale

@@ -24,7 +24,7 @@ from intelligence_assets.ml.families import ModelFamily
 PIP_REQUIREMENTS = {
     "lightgbm": ["lightgbm", "numpy", "pandas"],
     "xgboost": ["xgboost", "numpy", "pandas"],
-    "torch_mlp": ["torch", "numpy", "pandas", "cloudpickle"],
+    "torch": ["torch", "numpy", "pandas", "cloudpickle"],
 }
 DEFAULT_PIP_REQUIREMENTS = ["numpy", "pandas", "cloudpickle", "intelligence-assets"]
 
@@ -86,7 +86,7 @@ def save_in_flavour(model: ModelFamily, feature_names: list[str], directory: Pat
         # fixes shapes; the pickle keeps the standardization inside the module. MLflow warns
         # about pickles on every save; the choice is made here, once.
         with _quiet("mlflow.pytorch"):
-            mlflow.pytorch.save_model(native, path, signature=signature, pip_requirements=PIP_REQUIREMENTS["torch_mlp"], serialization_format="pickle")
+            mlflow.pytorch.save_model(native, path, signature=signature, pip_requirements=PIP_REQUIREMENTS["torch"], serialization_format="pickle")
         return "pytorch"
     import mlflow.pyfunc
 

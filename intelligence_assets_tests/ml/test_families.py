@@ -11,19 +11,19 @@ from sklearn.metrics import roc_auc_score
 
 from intelligence_assets.ml.families import ModelFamily, load_family
 
-FAMILIES = ["lightgbm", "xgboost", "torch_mlp", "linear"]
+FAMILIES = ["lightgbm", "xgboost", "torch_mlp", "torch_tcn", "linear"]
 TASKS = ["classification", "regression"]
-EARLY_STOPPING_FAMILIES = ["lightgbm", "xgboost", "torch_mlp"]
-SEEDED_FAMILIES = ["lightgbm", "xgboost", "torch_mlp"]  # the linear solvers are seed-free
-NATIVE_FILES = {"lightgbm": "model.txt", "xgboost": "model.ubj", "torch_mlp": "model.pt", "linear": "model.json"}
+EARLY_STOPPING_FAMILIES = ["lightgbm", "xgboost", "torch_mlp", "torch_tcn"]
+SEEDED_FAMILIES = ["lightgbm", "xgboost", "torch_mlp", "torch_tcn"]  # the linear solvers are seed-free
+NATIVE_FILES = {"lightgbm": "model.txt", "xgboost": "model.ubj", "torch_mlp": "model.pt", "torch_tcn": "model.pt", "linear": "model.json"}
 # Patience defaults: the curve of a run that stopped early is exactly this much longer than best_iteration.
-PATIENCE = {"lightgbm": 30, "xgboost": 30, "torch_mlp": 10}
-MAX_ITERATIONS = {"lightgbm": 300, "xgboost": 300, "torch_mlp": 100}
+PATIENCE = {"lightgbm": 30, "xgboost": 30, "torch_mlp": 10, "torch_tcn": 8}
+MAX_ITERATIONS = {"lightgbm": 300, "xgboost": 300, "torch_mlp": 100, "torch_tcn": 60}
 
 # One thread for the tree libraries in tests: on data this small a second OpenMP thread gains
 # nothing, and on a busy 2-core machine spinning threads made single fits up to 50x slower.
 # test_default_thread_settings_fit covers the families' own defaults.
-TEST_PARAMS = {"lightgbm": {"num_threads": 1}, "xgboost": {"nthread": 1}, "torch_mlp": {}, "linear": {}}
+TEST_PARAMS = {"lightgbm": {"num_threads": 1}, "xgboost": {"nthread": 1}, "torch_mlp": {}, "torch_tcn": {"window": 8, "channels": 16}, "linear": {}}
 
 N_FEATURES = 10
 PLANTED_WEIGHTS = np.array([1.0, -0.8, 0.6] + [0.0] * (N_FEATURES - 3))
@@ -82,8 +82,8 @@ def test_load_family_returns_the_named_family(family):
     assert issubclass(family_class, ModelFamily)
     assert family_class.name == family
     assert family_class.version == "1"
-    assert family_class.uses_gpu is (family == "torch_mlp")
-    assert family_class.can_use_gpu is (family in ("xgboost", "torch_mlp"))
+    assert family_class.uses_gpu is family.startswith("torch")
+    assert family_class.can_use_gpu is (family in ("xgboost", "torch_mlp", "torch_tcn"))
 
 
 def test_unknown_family_is_a_value_error_naming_it():
@@ -333,3 +333,43 @@ def test_unknown_task_and_predict_before_fit(family):
         load_family(family)("ranking", {}, 0)
     with pytest.raises(RuntimeError, match="before fit"):
         load_family(family)("regression", {}, 0).predict(np.zeros((2, N_FEATURES)))
+
+
+# ---------------------------------------------------------------- torch_tcn: windows of bars
+
+
+def lagged_signal(n_rows: int, lag: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The label follows feature 0 `lag` rows earlier: only a model that reads past rows sees it."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_rows, N_FEATURES))
+    latent = np.roll(x[:, 0], lag) * 1.5 + rng.standard_normal(n_rows)
+    latent[:lag] = rng.standard_normal(lag)
+    return x, (latent > 0).astype(np.float64)
+
+
+def test_torch_tcn_learns_from_past_rows_the_mlp_cannot_see():
+    x_train, y_train = lagged_signal(N_TRAIN, lag=3, seed=0)
+    x_valid, y_valid = lagged_signal(N_VALID, lag=3, seed=1)
+    x_test, y_test = lagged_signal(N_TEST, lag=3, seed=2)
+    sequence = load_family("torch_tcn")("classification", TEST_PARAMS["torch_tcn"], 5).fit(x_train, y_train, x_valid, y_valid)
+    single_row = load_family("torch_mlp")("classification", {}, 5).fit(x_train, y_train, x_valid, y_valid)
+    assert skill("classification", y_test, sequence.predict(x_test)) > 0.75
+    assert skill("classification", y_test, single_row.predict(x_test)) < 0.56
+
+
+def test_torch_tcn_never_reads_later_rows():
+    model = fitted("torch_tcn", "classification", "signal")
+    x, _ = fresh_sample("classification", "signal")
+    before = model.predict(x)
+    changed = x.copy()
+    changed[2000:] = np.random.default_rng(9).standard_normal(changed[2000:].shape) * 5
+    after = model.predict(changed)
+    np.testing.assert_array_equal(before[:2000], after[:2000])
+    assert not np.allclose(before[2000:], after[2000:])
+    # A prefix scored alone predicts what it did inside the whole array.
+    np.testing.assert_array_equal(model.predict(x[:500]), before[:500])
+
+
+def test_torch_tcn_rejects_unknown_params():
+    with pytest.raises(ValueError, match="unknown params"):
+        load_family("torch_tcn")("classification", {"hidden_sizes": [8]}, 1)

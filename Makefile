@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # The CPU build of torch; the CUDA build belongs in the GPU image only.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --constraint constraints/cpu.txt
 
-.PHONY: install postgres demo minio-demo test ui mlflow-ui rollback housekeeping bench-storage bench-backfill clean-home
+.PHONY: install postgres demo minio-demo test ui mlflow-ui rollback housekeeping bench-storage bench-backfill bench-gpu-data clean-home
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -68,6 +68,10 @@ bench-storage: install
 PARTITIONS ?= 1000
 bench-backfill: install
 	$(BIN)/python -m benchmarks.backfill --partitions $(PARTITIONS)
+
+# The GPU benchmark's datasets (real pipeline, here); the run itself needs a GPU machine (README, "Benchmarks").
+bench-gpu-data: install
+	$(BIN)/python -m benchmarks.gpu prepare
 
 clean-home:
 	rm -rf $(DAGSTER_HOME)

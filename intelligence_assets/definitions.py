@@ -19,7 +19,7 @@ from intelligence_assets.assets.market_data import build_market_data_assets
 from intelligence_assets.assets.models import build_model_assets
 from intelligence_assets.assets.predictions import build_predictions_asset
 from intelligence_assets.assets.registry import build_registry_asset
-from intelligence_assets.assets.target_analysis import build_target_analysis_assets
+from intelligence_assets.assets.target_analysis import TARGET_ANALYSIS_ASSETS, build_target_analysis_assets
 from intelligence_assets.automation.alerts import run_failure_alerts
 from intelligence_assets.automation.schedules import build_retrain_schedule
 from intelligence_assets.automation.sensors import build_champion_decay_sensor, build_new_bars_sensor, production_tags
@@ -52,7 +52,7 @@ def build_jobs() -> list:
         dg.define_asset_job(MARKET_DATA_JOB, selection=dg.AssetSelection.assets("bars", "features"), description="Bars and features of one symbol."),
         dg.define_asset_job(
             TRAINING_JOB,
-            selection=dg.AssetSelection.assets("labels", "target_rankings", "feature_sets") | dg.AssetSelection.key_prefixes("models"),
+            selection=dg.AssetSelection.assets(*TARGET_ANALYSIS_ASSETS) | dg.AssetSelection.key_prefixes("models"),
             description="Labels, target ranking, feature selection and every model family for one symbol x target.",
         ),
         dg.define_asset_job(LEADERBOARD_JOB, selection=dg.AssetSelection.assets("model_leaderboard"), description="All models' metrics and the champions."),
@@ -93,7 +93,9 @@ def build_definitions(universe: Universe, deployment: DeploymentSettings) -> dg.
     assets = build_assets(universe)
     jobs = build_jobs()
     schedules, sensors = build_automation(universe, assets, jobs)
-    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, resources=deployment.resources(universe))
+    return dg.Definitions(
+        assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, resources=deployment.resources(universe), executor=deployment.executor()
+    )
 
 
 defs = build_definitions(load_universe(), DeploymentSettings.from_environment())

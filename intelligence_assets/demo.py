@@ -127,6 +127,7 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     only the others get a run (`every_partition` launches a run for all of them regardless,
     and the cache answers inside each run).
     """
+    from intelligence_assets.assets.target_analysis import TARGET_ANALYSIS_ASSETS
     from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, REGISTRY_JOB, TRAINING_JOB, build_assets
     from intelligence_assets.deployment import DeploymentSettings
     from intelligence_assets.partitions import SYMBOL_DIMENSION, register_symbols
@@ -149,7 +150,7 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     model_assets = [f"models/{family}" for family in universe.model_families]
     stages = [
         (MARKET_DATA_JOB, list(universe.symbols) if every_partition else plan.partitions(["bars", "features"])),
-        (TRAINING_JOB, cells if every_partition else plan.partitions(["labels", "target_rankings", "feature_sets", *model_assets])),
+        (TRAINING_JOB, cells if every_partition else plan.partitions([*TARGET_ANALYSIS_ASSETS, *model_assets])),
         (LEADERBOARD_JOB, [None] if every_partition or plan.needs_run("model_leaderboard") else []),
         (REGISTRY_JOB, [None] if every_partition or plan.needs_run("model_registry") else []),
     ]

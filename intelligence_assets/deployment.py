@@ -5,6 +5,9 @@ One variable, INTELLIGENCE_DEPLOYMENT, chooses:
   minio             artifacts in a MinIO / S3 bucket (INTELLIGENCE_S3_* variables); the
                     instance is PostgreSQL through the dagster.yaml in DAGSTER_HOME
                     (deploy/postgres/dagster.yaml, DAGSTER_PG_* variables)
+  k8s               as minio, inside the Dagster Helm chart (helm/): every step runs in its own
+                    pod (dagster-k8s's k8s_job_executor), GPU families on GPU nodes; MLflow is a
+                    tracking server (INTELLIGENCE_MLFLOW_TRACKING_URI is required)
 Credentials come only from the environment.
 
 MLflow: INTELLIGENCE_MLFLOW_TRACKING_URI names a tracking server (any deployment); without it the
@@ -34,6 +37,9 @@ ARTIFACT_ROOT_VARIABLE = "INTELLIGENCE_ARTIFACT_ROOT"
 MLFLOW_TRACKING_VARIABLE = "INTELLIGENCE_MLFLOW_TRACKING_URI"
 BARS_PREFIX_VARIABLE = "INTELLIGENCE_BARS_PREFIX"
 MLFLOW_UI_VARIABLE = "INTELLIGENCE_MLFLOW_UI_URL"
+# The Kubernetes secret holding INTELLIGENCE_S3_ACCESS_KEY / _SECRET_KEY (helm/dagster-values.yaml).
+S3_SECRET_NAME = "intelligence-s3"
+DEPLOYMENTS = ("local", "minio", "k8s")
 # Where `make mlflow-ui` serves the embedded store.
 EMBEDDED_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 S3_VARIABLES = {
@@ -49,7 +55,7 @@ S3_VARIABLES = {
 class DeploymentSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Literal["local", "minio"] = "local"
+    name: Literal["local", "minio", "k8s"] = "local"
     artifact_root: Path = REPOSITORY_ROOT / ".dagster_home" / "artifacts"
     dagster_home: Path = REPOSITORY_ROOT / ".dagster_home"
     mlflow_tracking_uri: str | None = None
@@ -70,7 +76,7 @@ class DeploymentSettings(BaseModel):
                 bars_prefix=os.environ.get(BARS_PREFIX_VARIABLE) or None,
             )
         except ValidationError:
-            raise ValueError(f"{DEPLOYMENT_VARIABLE}={name!r} is not a known deployment; expected one of: local, minio") from None
+            raise ValueError(f"{DEPLOYMENT_VARIABLE}={name!r} is not a known deployment; expected one of: {', '.join(DEPLOYMENTS)}") from None
 
     def artifact_store_resource(self, resolve_secrets: bool = False) -> ArtifactStoreResource:
         """`resolve_secrets`: read credentials now (tools outside Dagster); inside Dagster they stay
@@ -79,7 +85,7 @@ class DeploymentSettings(BaseModel):
             return ArtifactStoreResource(backend="local", root=str(self.artifact_root))
         missing = [v for k, v in S3_VARIABLES.items() if k in ("endpoint", "access_key", "secret_key") and not os.environ.get(v)]
         if missing:
-            raise ValueError(f"deployment 'minio' needs environment variables {missing}")
+            raise ValueError(f"deployment {self.name!r} needs environment variables {missing}")
 
         def secret(field: str) -> str:
             return os.environ[S3_VARIABLES[field]] if resolve_secrets else dg.EnvVar(S3_VARIABLES[field])
@@ -104,6 +110,10 @@ class DeploymentSettings(BaseModel):
         return (self.artifact_root if self.name == "local" else self.dagster_home) / "mlflow"
 
     def mlflow_tracking_resource(self) -> MlflowTrackingResource:
+        if self.name == "k8s" and not self.mlflow_tracking_uri:
+            # Step pods share nothing but the bucket and the tracking server: an embedded store would
+            # scatter runs across pods' disks.
+            raise ValueError(f"deployment 'k8s' needs {MLFLOW_TRACKING_VARIABLE} (the MLflow server, e.g. http://intelligence-mlflow:5000)")
         if self.mlflow_tracking_uri:
             return MlflowTrackingResource(tracking_uri=self.mlflow_tracking_uri, ui_url=self.mlflow_ui_url)
         home = self.embedded_mlflow_home.resolve()
@@ -113,12 +123,21 @@ class DeploymentSettings(BaseModel):
 
     def bars_source_resource(self, universe: Universe, artifact_store: ArtifactStoreResource | None = None) -> BarsSourceResource:
         """Bars under INTELLIGENCE_BARS_PREFIX in the artifact store when set, else the universe's directory."""
+        artifact_store = artifact_store or self.artifact_store_resource()
         if self.bars_prefix:
-            return BarsSourceResource(kind="store", prefix=self.bars_prefix, artifact_store=artifact_store or self.artifact_store_resource())
-        return BarsSourceResource(kind="directory", directory=str(universe.bars_directory))
+            return BarsSourceResource(kind="store", prefix=self.bars_prefix, artifact_store=artifact_store)
+        return BarsSourceResource(kind="directory", directory=str(universe.bars_directory), artifact_store=artifact_store)
 
     def bars_source(self, universe: Universe) -> BarsSource:
         return self.bars_source_resource(universe, self.artifact_store_resource(resolve_secrets=True)).source()
+
+    def executor(self) -> dg.ExecutorDefinition | None:
+        """k8s: one pod per step, with the S3 credentials from their secret; others: Dagster's default."""
+        if self.name != "k8s":
+            return None
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor.configured({"env_secrets": [S3_SECRET_NAME]}, name="k8s_step_pods")
 
     def resources(self, universe: Universe) -> dict[str, object]:
         artifact_store = self.artifact_store_resource()

@@ -43,6 +43,34 @@ class BarsSettings(_Strict):
 
 class ModelFamilySettings(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="Hyper-parameters passed to the family; unknown ones are the family's to reject.")
+    gpu: bool | None = Field(
+        default=None,
+        description="Train on a GPU (the `gpu` pool; a GPU pod on Kubernetes). Default: the family's own `uses_gpu`; "
+        "true for a family that can use one (xgboost).",
+    )
+
+
+class PodResources(_Strict):
+    cpu: str = Field(description="Kubernetes CPU quantity, e.g. 1 or 500m.")
+    memory: str = Field(description="Kubernetes memory quantity, e.g. 2Gi.")
+
+
+class Toleration(_Strict):
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class KubernetesSettings(_Strict):
+    """Step pods in the `k8s` deployment (k8s_job_executor: one pod per step)."""
+
+    cpu_step: PodResources = Field(default=PodResources(cpu="1", memory="2Gi"), description="Requests of heavy CPU steps (rankings, selection, CPU families).")
+    gpu_step: PodResources = Field(default=PodResources(cpu="4", memory="16Gi"), description="Requests of GPU training steps, besides the GPUs.")
+    gpus_per_step: int = Field(default=1, ge=1, description="nvidia.com/gpu limit of a GPU step.")
+    gpu_image: str | None = Field(default=None, description="Image of GPU steps (built from Dockerfile.cuda); None keeps the code location's image.")
+    gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    gpu_tolerations: list[Toleration] = Field(default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")])
 
 
 class LeaderboardSettings(_Strict):
@@ -89,6 +117,7 @@ class Universe(_Strict):
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     automation: AutomationSettings = Field(default_factory=AutomationSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     bars: BarsSettings = Field(default_factory=BarsSettings)
     seed: int = Field(default=7, ge=0)
     # Set by `load_universe`: where relative paths in the file are resolved from.
@@ -114,6 +143,11 @@ class Universe(_Strict):
         unknown = sorted(name for name in families if not family_exists(name))
         if unknown:
             raise ValueError(f"unknown model families {unknown}: each needs a module intelligence_assets/ml/families/<name>.py")
+        from intelligence_assets.ml.families import load_family
+
+        for name, settings in families.items():
+            if settings.gpu and not (load_family(name).uses_gpu or load_family(name).can_use_gpu):
+                raise ValueError(f"model family {name!r} cannot use a GPU; remove `gpu: true`")
         return families
 
     @model_validator(mode="after")
@@ -127,6 +161,12 @@ class Universe(_Strict):
     @property
     def bars_directory(self) -> Path:
         return (self.base_directory / self.bars.directory).resolve()
+
+    def trains_on_gpu(self, family: str) -> bool:
+        from intelligence_assets.ml.families import load_family
+
+        setting = self.model_families[family].gpu
+        return load_family(family).uses_gpu if setting is None else setting
 
     @property
     def target_names(self) -> list[str]:

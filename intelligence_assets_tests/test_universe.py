@@ -51,3 +51,18 @@ def test_missing_and_malformed_files_name_the_path(tmp_path: Path) -> None:
     broken.write_text("symbols: [A, B\n")
     with pytest.raises(UniverseError, match="not valid YAML"):
         load_universe(broken)
+
+
+def test_which_families_train_on_a_gpu(tmp_path: Path) -> None:
+    config = yaml.safe_load(DEFAULT_UNIVERSE_PATH.read_text())
+    config["bars"]["directory"] = str(DEFAULT_UNIVERSE_PATH.parent / "bars")
+    config["model_families"] = {"torch_tcn": {}, "xgboost": {"gpu": True}, "lightgbm": {}, "torch_mlp": {"gpu": False}}
+    path = tmp_path / "universe.yaml"
+    path.write_text(yaml.safe_dump(config))
+    universe = load_universe(path)
+    assert [name for name in universe.model_families if universe.trains_on_gpu(name)] == ["torch_tcn", "xgboost"]
+
+    config["model_families"] = {"lightgbm": {"gpu": True}}
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(UniverseError, match="model_families.*lightgbm.*cannot use a GPU"):
+        load_universe(path)

@@ -24,6 +24,7 @@ from intelligence_assets.ml.targets import label_horizon
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.ml.training import train_and_evaluate
 from intelligence_assets.partitions import by_symbol, symbol_and_target, symbol_target_partitions
+from intelligence_assets.pods import step_pod_tags
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.artifacts import ArtifactHandle, Manifest
 from intelligence_assets.resources.mlflow_tracking import MlflowTrackingResource
@@ -58,13 +59,15 @@ def model_config(universe: Universe, family_name: str, target: str) -> dict[str,
 
 def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefinition:
     family = load_family(family_name)
+    gpu = universe.trains_on_gpu(family_name)
     key = model_key(family_name)
     partitions = symbol_target_partitions(universe)
 
     @dg.asset(
         key=key,
         automation_condition=FOLLOWS_UPSTREAM,
-        pool=GPU_POOL if family.uses_gpu else CPU_POOL,
+        pool=GPU_POOL if gpu else CPU_POOL,
+        op_tags=step_pod_tags(universe.kubernetes, gpu, {"family": family_name}),
         ins={
             "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol),
             "labels": dg.AssetIn(LABELS),
@@ -74,7 +77,7 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
         group_name="models",
         code_version=f"1.{family.version}",
         kinds=FAMILY_KINDS.get(family_name, {"python"}),
-        tags={"family": family_name, "device": "gpu" if family.uses_gpu else "cpu"},
+        tags={"family": family_name, "device": "gpu" if gpu else "cpu"},
         retry_policy=MODEL_RETRY_POLICY,
         check_specs=[leakage_sentinel_spec(key, universe.leakage_sentinel, partitions)],
         description=f"{family_name} model per symbol x target: fitted with early stopping on the development period, scored on the held-out test period.",

@@ -18,6 +18,7 @@ from intelligence_assets.ml.ranking import rank_target
 from intelligence_assets.ml.selection import select_features
 from intelligence_assets.ml.targets import build_labels, label_horizon
 from intelligence_assets.partitions import by_symbol, symbol_and_target, symbol_target_partitions
+from intelligence_assets.pods import step_pod_tags
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.artifacts import ArtifactHandle
 from intelligence_assets.universe import Universe
@@ -27,6 +28,8 @@ FEATURES = dg.AssetKey("features")
 LABELS = dg.AssetKey("labels")
 TARGET_RANKINGS = dg.AssetKey("target_rankings")
 FEATURE_SETS = dg.AssetKey("feature_sets")
+# With the models/<family> assets, the training stage of a symbol x target (training_job).
+TARGET_ANALYSIS_ASSETS = ["labels", "target_rankings", "feature_sets"]
 
 
 def labels_config(universe: Universe, target: str) -> Any:
@@ -86,6 +89,7 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
         key=TARGET_RANKINGS,
         automation_condition=FOLLOWS_UPSTREAM,
         pool=CPU_POOL,
+        op_tags=step_pod_tags(universe.kubernetes, gpu=False, labels={"step": "target_rankings"}),
         ins={"features": dg.AssetIn(FEATURES, partition_mapping=by_symbol), "labels": dg.AssetIn(LABELS)},
         partitions_def=partitions,
         group_name="targets",
@@ -129,6 +133,7 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
         key=FEATURE_SETS,
         automation_condition=FOLLOWS_UPSTREAM,
         pool=CPU_POOL,
+        op_tags=step_pod_tags(universe.kubernetes, gpu=False, labels={"step": "feature_sets"}),
         ins={
             "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol),
             "labels": dg.AssetIn(LABELS),

@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 
 from intelligence_assets.assets.models import model_key
+from intelligence_assets.assets.target_analysis import TARGET_ANALYSIS_ASSETS
 from intelligence_assets.automation.sensors import production_tags
 from intelligence_assets.partitions import SYMBOL_DIMENSION
 from intelligence_assets.planning import code_versions_of, plan_runs
@@ -16,7 +17,6 @@ from intelligence_assets.resources.artifacts import ArtifactHandle, read_manifes
 from intelligence_assets.resources.bars_source import BarsSourceResource
 from intelligence_assets.universe import Universe
 
-TRAINING_STAGE = ["labels", "target_rankings", "feature_sets"]
 
 
 def model_age_days(store: ArtifactStore, prefix: str, now: datetime) -> float | None:
@@ -33,7 +33,7 @@ def cells_to_retrain(universe: Universe, store: ArtifactStore, assets: list[dg.A
     """symbol|target -> why: stale by the planner, or a model older than retrain_max_age_days."""
     plan = plan_runs(universe, store, code_versions_of(assets), symbols, bars_source)
     model_assets = [f"models/{family}" for family in universe.model_families]
-    reasons = {cell: "stale" for cell in plan.partitions([*TRAINING_STAGE, *model_assets]) if cell}
+    reasons = {cell: "stale" for cell in plan.partitions([*TARGET_ANALYSIS_ASSETS, *model_assets]) if cell}
     for symbol in symbols:
         for target in universe.target_names:
             cell = f"{symbol}|{target}"

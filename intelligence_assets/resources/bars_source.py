@@ -1,7 +1,6 @@
 """Where raw bars come from: `<SYMBOL>.parquet` files in a local directory (embedded default), or
 under a prefix of the artifact store's bucket (MinIO). Each file has a version (size and
 modification time) that the new-bars sensor compares with its cursor."""
-from __future__ import annotations
 
 import io
 from abc import ABC, abstractmethod
@@ -93,13 +92,14 @@ class BarsSourceResource(dg.ConfigurableResource):
     kind: Literal["directory", "store"] = "directory"
     directory: str | None = Field(default=None, description="kind=directory: the folder of <SYMBOL>.parquet files.")
     prefix: str | None = Field(default=None, description="kind=store: the key prefix in the artifact store's bucket.")
-    artifact_store: dg.ResourceDependency[ArtifactStoreResource] | None = None
+    # Given for both kinds: every deployment wires the same resource graph.
+    artifact_store: dg.ResourceDependency[ArtifactStoreResource]
 
     def source(self) -> BarsSource:
         if self.kind == "directory":
             if not self.directory:
                 raise ValueError("bars source kind 'directory' needs `directory`")
             return LocalBarsSource(self.directory)
-        if not self.prefix or self.artifact_store is None:
-            raise ValueError("bars source kind 'store' needs `prefix` and the artifact_store resource")
+        if not self.prefix:
+            raise ValueError("bars source kind 'store' needs `prefix`")
         return StoreBarsSource(self.artifact_store.store(), self.prefix)

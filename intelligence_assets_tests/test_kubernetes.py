@@ -6,6 +6,7 @@ stands in for the cluster's, so the Job body is exactly what would be submitted.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -44,6 +45,16 @@ class RecordingBatchApi:
         assert namespace == "intelligence"
         self.jobs.append(body)
         return body
+
+
+@pytest.fixture(autouse=True)
+def restore_library_log_levels():
+    # Loading a kubeconfig sets the urllib3 logger to WARNING for the whole process.
+    loggers = [logging.getLogger(name) for name in ("urllib3", "kubernetes", "kubernetes.client.rest")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels):
+        logger.setLevel(level)
 
 
 @pytest.fixture

@@ -311,6 +311,8 @@ def test_rejected_credentials_raise_access_error_without_retrying_or_leaking(
     existing = endpoint.store(unique_bucket_name("guarded"))
     existing.put_bytes("features/AAPL/data.parquet", b"written with valid credentials")
     caplog.set_level(logging.DEBUG)  # every logger, urllib3's request lines included
+    # urllib3's own level too: other libraries set it (the kubernetes client sets WARNING).
+    caplog.set_level(logging.DEBUG, logger="urllib3")
 
     store = S3ArtifactStore(endpoint.endpoint, existing.bucket, access_key, secret_key, retry_seconds=30)
     missing_bucket = unique_bucket_name("denied")

@@ -1,0 +1,373 @@
+"""Orchestration-overhead benchmark (issue: measured and seen), `make bench`.
+
+(a) The same core work on the bundled universe three ways:
+    sequential  a plain Python loop over partitions, as the seed's script ran it;
+    ideal       the same work in a process pool of `workers` (measured wall), and its floor,
+                the loop's summed compute / workers;
+    dagster     `make demo`'s runner on a fresh embedded instance (planner, in-process runs in a
+                pool of workers, artifact store, MLflow tracking, leaderboard, registry,
+                predictions).
+    The core work of a partition is what its assets compute: bars validation and features per
+    symbol; labels, target ranking, feature selection and every family's training (walk-forward
+    folds included) per symbol x target. Storage, tracking, the registry and predictions are
+    counted as Dagster's side: they are what the platform adds to the seed's loop.
+(b) Definitions load time (fresh interpreter) and the time to plan a backfill of 100, 1,000 and
+    12,500 partitions per asset (synthetic universes; 12,500 = 500 symbols x 25 targets).
+(c) Peak RSS per step: each asset step of one partition in its own `dagster asset materialize`
+    process, the child's peak resident set.
+
+Writes benchmarks/results/overhead.md and PNG plots beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from benchmarks.machine import describe_machine
+from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, Universe, load_universe
+
+RESULTS = REPOSITORY_ROOT / "benchmarks" / "results"
+PYTHON = sys.executable
+
+
+# ---------------------------------------------------------------- (a) the core work, without Dagster
+
+
+@dataclass
+class TaskTime:
+    kind: str  # "symbol" or "cell"
+    key: str
+    seconds: float
+
+
+def symbol_work(universe_path: str, symbol: str) -> tuple[TaskTime, object]:
+    from intelligence_assets.ml.bars import validate_bars
+    from intelligence_assets.ml.features import build_features
+    from intelligence_assets.resources.bars_source import LocalBarsSource
+
+    universe = load_universe(Path(universe_path))
+    started = time.perf_counter()
+    bars = LocalBarsSource(universe.bars_directory).read(symbol)
+    validate_bars(bars, min_history=universe.bars.min_history)
+    features = build_features(bars, universe.features)
+    return TaskTime("symbol", symbol, time.perf_counter() - started), (bars, features)
+
+
+def cell_work(universe_path: str, symbol: str, target: str, bars: object, features: object) -> TaskTime:
+    from intelligence_assets.ml.dataset import build_dataset
+    from intelligence_assets.ml.ranking import rank_target
+    from intelligence_assets.ml.selection import select_features
+    from intelligence_assets.ml.targets import build_labels, label_horizon
+    from intelligence_assets.ml.training import train_and_evaluate
+
+    universe = load_universe(Path(universe_path))
+    spec = universe.target(target)
+    horizon = label_horizon(spec)
+    started = time.perf_counter()
+    labels = build_labels(bars, spec)
+    dataset = build_dataset(features, labels)
+    ranking = rank_target(dataset.x, dataset.y, spec.task, horizon, universe.split, universe.ranking, seed=universe.seed)
+    if ranking.passed:
+        selection = select_features(dataset.x, dataset.y, dataset.feature_names, spec.task, horizon, universe.split, universe.selection, seed=universe.seed)
+        selected = build_dataset(features, labels, selection.selected)
+        for family, settings in universe.model_families.items():
+            train_and_evaluate(
+                family, settings.params, selected.x, selected.y, selected.forward_return_1, task=spec.task, spec_kind=spec.kind,
+                label_horizon=horizon, split=universe.split, seed=universe.seed, bars_per_year=universe.bars.bars_per_year,
+                side=getattr(spec, "side", None), cross_validate=universe.split.score_models_on_folds,
+            )
+    return TaskTime("cell", f"{symbol}|{target}", time.perf_counter() - started)
+
+
+def sequential(universe_path: Path) -> tuple[float, list[TaskTime]]:
+    universe = load_universe(universe_path)
+    started = time.perf_counter()
+    times = []
+    for symbol in universe.symbols:
+        symbol_time, (bars, features) = symbol_work(str(universe_path), symbol)
+        times.append(symbol_time)
+        for target in universe.target_names:
+            times.append(cell_work(str(universe_path), symbol, target, bars, features))
+    return time.perf_counter() - started, times
+
+
+def ideal_pool(universe_path: Path, workers: int) -> float:
+    """Measured: symbols in the pool, then every cell in the pool (one task each)."""
+    import multiprocessing
+
+    universe = load_universe(universe_path)
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        symbol_results = dict(zip(universe.symbols, pool.map(symbol_work, [str(universe_path)] * len(universe.symbols), universe.symbols)))
+        cells = [(symbol, target) for symbol in universe.symbols for target in universe.target_names]
+        list(pool.map(cell_work, *zip(*[(str(universe_path), s, t, *symbol_results[s][1]) for s, t in cells])))
+    return time.perf_counter() - started
+
+
+def dagster_run(universe_path: Path, workers: int, scratch: Path) -> tuple[float, list]:
+    """`make demo`'s runner on a fresh embedded instance, in a child process (its own DAGSTER_HOME)."""
+    home = scratch / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")}
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [PYTHON, "-c", f"from intelligence_assets.demo import materialize_universe; from intelligence_assets.universe import load_universe; "
+                       f"import json; t = materialize_universe(load_universe(), {workers}, log_level='WARNING'); "
+                       f"print('STAGES', json.dumps([(s.job_name, s.runs, s.seconds) for s in t]))"],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    seconds = time.perf_counter() - started
+    if completed.returncode != 0:
+        raise SystemExit(f"the Dagster run failed:\n{completed.stderr[-3000:]}")
+    import json
+
+    stages = json.loads(next(line for line in completed.stdout.splitlines() if line.startswith("STAGES"))[len("STAGES "):])
+    return seconds, stages
+
+
+# ---------------------------------------------------------------- (b) definitions load and planning
+
+
+def definitions_load_seconds(universe_path: Path, repeats: int = 3) -> float:
+    """Median wall of a fresh interpreter importing the definitions (what every run worker,
+    code server and CLI call pays)."""
+    env = {**os.environ, "INTELLIGENCE_UNIVERSE": str(universe_path)}
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run([PYTHON, "-c", "import intelligence_assets.definitions"], env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+def synthetic_universe(directory: Path, symbols: int, targets: int) -> Path:
+    from intelligence_assets.ml.synthetic import synthetic_bars
+
+    bars = directory / "bars"
+    bars.mkdir(parents=True)
+    names = [f"SYN{index:04d}" for index in range(symbols)]
+    for index, symbol in enumerate(names):
+        synthetic_bars(n_bars=700, seed=index).write_parquet(bars / f"{symbol}.parquet")
+    kinds = [("direction", {}), ("forward_return", {}), ("forward_volatility", {})]
+    specs = []
+    for index in range(targets):
+        kind, extra = kinds[index % len(kinds)]
+        specs.append({"name": f"t{index:02d}_{kind}", "kind": kind, "horizon": 1 + index // len(kinds), **extra})
+    config = {"symbols": names, "bars": {"directory": "bars", "min_history": 500}, "targets": specs, "model_families": {"linear": {"params": {}}}}
+    path = directory / "universe.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def plan_seconds(universe_path: Path, store_root: Path) -> tuple[float, int]:
+    """Our planner (what `make demo`, the backfill runner and the retrain schedule launch from)
+    over every asset partition of the universe, against an empty store: every partition needs a run."""
+    from intelligence_assets.definitions import build_assets
+    from intelligence_assets.planning import code_versions_of, plan_runs
+    from intelligence_assets.resources.artifact_store import LocalArtifactStore
+
+    universe = load_universe(universe_path)
+    code_versions = code_versions_of(build_assets(universe))
+    started = time.perf_counter()
+    plan = plan_runs(universe, LocalArtifactStore(store_root), code_versions, universe.symbols)
+    return time.perf_counter() - started, len(plan.stale)
+
+
+# ---------------------------------------------------------------- (c) peak RSS per step
+
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec from the forking parent, so every
+# child would report at least this benchmark's own peak.
+PEAK_RSS = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])"
+STEP_SCRIPT = """
+import sys
+import dagster as dg
+from intelligence_assets.definitions import defs
+key, partition = sys.argv[1], sys.argv[2] or None
+if partition and "|" in partition:
+    symbol, target = partition.split("|")
+    partition = dg.MultiPartitionKey({"symbol": symbol, "target": target})
+job = defs.get_implicit_global_asset_job_def()
+result = job.execute_in_process(instance=dg.DagsterInstance.get(), asset_selection=[dg.AssetKey.from_user_string(key)], partition_key=partition, raise_on_error=False)
+print("RSS_KB", """ + PEAK_RSS + """, "OK" if result.success else "FAILED")
+"""
+
+
+def step_peak_rss(universe_path: Path, scratch: Path) -> list[tuple[str, float, bool]]:
+    """Each step of one partition, upstream first, in its own process on a fresh instance."""
+    universe = load_universe(universe_path)
+    home = scratch / "rss_home"
+    home.mkdir()
+    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")}
+    symbol = universe.symbols[0]
+    # A target that passes the ranking bar on the bundled data, so the model steps train.
+    target = "y_volatility_10b" if "y_volatility_10b" in universe.target_names else universe.target_names[0]
+    cell = f"{symbol}|{target}"
+    subprocess.run([PYTHON, "-c", f"import dagster as dg; from intelligence_assets.partitions import register_symbols; "
+                                  f"register_symbols(dg.DagsterInstance.get(), {[symbol]!r})"], env=env, check=True)
+    steps = [("(definitions only)", None), ("bars", symbol), ("features", symbol), ("labels", cell), ("target_rankings", cell), ("feature_sets", cell)]
+    steps += [(f"models/{family}", cell) for family in universe.model_families]
+    steps += [("model_leaderboard", None), ("model_registry", None), ("predictions", symbol)]
+    rows = []
+    for key, partition in steps:
+        if partition is None and key.startswith("("):
+            command = [PYTHON, "-c", f"import intelligence_assets.definitions; print('RSS_KB', {PEAK_RSS}, 'OK')"]
+        else:
+            command = [PYTHON, "-c", STEP_SCRIPT, key, partition or ""]
+        completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        line = next((l for l in completed.stdout.splitlines() if l.startswith("RSS_KB")), None)
+        if line is None:
+            raise SystemExit(f"step {key} {partition} failed:\n{completed.stderr[-2000:]}")
+        _, kilobytes, status = line.split()
+        rows.append((key, int(kilobytes) / 1024, status == "OK"))
+        print(f"  {key:<22} {int(kilobytes) / 1024:7.0f} MiB {status}", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------- the tables and plots
+
+
+def plot_bars(path: Path, labels: list[str], values: list[float], ylabel: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(max(6, 0.7 * len(labels)), 4))
+    axis.bar(labels, values, color="#4C72B0")
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    for index, value in enumerate(values):
+        axis.text(index, value, f"{value:.0f}" if value >= 10 else f"{value:.2f}", ha="center", va="bottom", fontsize=8)
+    plt.setp(axis.get_xticklabels(), rotation=30, ha="right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_planning(path: Path, partitions: list[int], seconds: list[float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.loglog(partitions, seconds, marker="o")
+    axis.set_xlabel("partitions per symbol x target asset")
+    axis.set_ylabel("plan seconds")
+    axis.set_title("Planning a backfill (empty store)")
+    axis.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--plan-sizes", type=int, nargs="+", default=[100, 1000, 12500], help="partitions per symbol x target asset (25 targets each)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["core", "planning", "rss"])
+    args = parser.parse_args(argv)
+    universe_path = Path(os.environ.get("INTELLIGENCE_UNIVERSE") or DEFAULT_UNIVERSE_PATH)
+    universe = load_universe(universe_path)
+    machine = describe_machine()
+    scratch = Path(tempfile.mkdtemp(prefix="intelligence-overhead-"))
+    lines = [
+        "# Orchestration overhead",
+        "",
+        f"`make bench` (`benchmarks/overhead.py`) on {machine}. Bundled universe: {len(universe.symbols)} symbols x "
+        f"{len(universe.targets)} targets x {len(universe.model_families)} families ({', '.join(universe.model_families)}).",
+        "",
+    ]
+    try:
+        if "core" not in args.skip:
+            print("(a) sequential loop ...", flush=True)
+            sequential_seconds, times = sequential(universe_path)
+            compute = sum(t.seconds for t in times)
+            print(f"    {sequential_seconds:.1f}s; ideal pool ...", flush=True)
+            pool_seconds = ideal_pool(universe_path, args.workers)
+            print(f"    {pool_seconds:.1f}s; Dagster ...", flush=True)
+            dagster_seconds, stages = dagster_run(universe_path, args.workers, scratch)
+            print(f"    {dagster_seconds:.1f}s", flush=True)
+            floor = compute / args.workers
+            lines += [
+                "## (a) The same core work three ways",
+                "",
+                "| way | wall s | note |",
+                "|---|---:|---|",
+                f"| sequential Python loop (the seed's script) | {sequential_seconds:.1f} | compute only; {len(times)} tasks |",
+                f"| ideal floor: summed compute / {args.workers} workers | {floor:.1f} | no pool could beat it |",
+                f"| ideal parallel pool ({args.workers} processes) | {pool_seconds:.1f} | measured: the same tasks in a process pool |",
+                f"| Dagster (`make demo`'s runner, cold) | {dagster_seconds:.1f} | {'; '.join(f'{job} {runs} runs {seconds:.0f}s' for job, runs, seconds in stages if runs)} |",
+                "",
+                f"**Dagster / ideal pool = {dagster_seconds / pool_seconds:.2f}** (goal <= 1.15); Dagster / ideal floor = {dagster_seconds / floor:.2f}; "
+                f"sequential / Dagster = {sequential_seconds / dagster_seconds:.2f}.",
+                "",
+                "![core work](overhead_core.png)",
+                "",
+            ]
+            plot_bars(RESULTS / "overhead_core.png", ["sequential", "ideal floor", "ideal pool", "Dagster"], [sequential_seconds, floor, pool_seconds, dagster_seconds],
+                      "wall seconds", f"Bundled universe, {args.workers} workers")
+        if "planning" not in args.skip:
+            print("(b) definitions load and planning ...", flush=True)
+            load = definitions_load_seconds(universe_path)
+            rows = []
+            for size in args.plan_sizes:
+                symbols = max(1, size // 25)
+                directory = scratch / f"plan_{size}"
+                path = synthetic_universe(directory, symbols, 25)
+                load_size = definitions_load_seconds(path, repeats=1)
+                seconds, stale = plan_seconds(path, directory / "store")
+                rows.append((symbols * 25, symbols, seconds, stale, load_size))
+                print(f"    {symbols * 25} partitions per asset: plan {seconds:.1f}s ({stale} asset partitions), definitions load {load_size:.1f}s", flush=True)
+            lines += [
+                "## (b) Definitions load and backfill planning",
+                "",
+                f"Definitions load (fresh interpreter, median of 3, bundled universe): **{load:.2f} s**.",
+                "",
+                "| partitions per symbol x target asset | symbols x targets | asset partitions planned | plan s | definitions load s |",
+                "|---:|---|---:|---:|---:|",
+                *[f"| {partitions:,} | {symbols} x 25 | {stale:,} | {seconds:.2f} | {load_size:.2f} |" for partitions, symbols, seconds, stale, load_size in rows],
+                "",
+                "Planning reads each symbol's bars once (its content hash is the bars' data version) and each asset partition's pointer in the store.",
+                "",
+                "![planning](overhead_planning.png)",
+                "",
+            ]
+            plot_planning(RESULTS / "overhead_planning.png", [r[0] for r in rows], [r[2] for r in rows])
+        if "rss" not in args.skip:
+            print("(c) peak RSS per step ...", flush=True)
+            rss = step_peak_rss(universe_path, scratch)
+            lines += [
+                "## (c) Peak RSS per step",
+                "",
+                "Each step of one partition in its own process (`execute_in_process` of that asset alone), upstream first; the first row is a process that only loads the definitions.",
+                "",
+                "| step | peak RSS MiB | succeeded |",
+                "|---|---:|---|",
+                *[f"| {key} | {mib:.0f} | {'yes' if ok else 'no'} |" for key, mib, ok in rss],
+                "",
+                "![rss](overhead_rss.png)",
+                "",
+            ]
+            plot_bars(RESULTS / "overhead_rss.png", [key for key, _, _ in rss], [mib for _, mib, _ in rss], "peak RSS MiB", "One step per process")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "overhead.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # The CPU build of torch; the CUDA build belongs in the GPU image only.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --constraint constraints/cpu.txt
 
-.PHONY: install postgres demo minio-demo test ui mlflow-ui rollback housekeeping bench bench-storage bench-backfill bench-gpu-data clean-home
+.PHONY: install postgres chromium demo minio-demo test ui mlflow-ui rollback housekeeping bench bench-storage bench-backfill bench-gpu-data clean-home
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -30,11 +30,15 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 minio-demo: install
 	bash scripts/minio_demo.sh
 
+# Debian's Chromium for the browser test (installed when missing).
+chromium:
+	@bash scripts/install_chromium.sh
+
 # PostgreSQL 15 on 127.0.0.1 for the instance-storage tests (installs the Debian package if missing).
 postgres:
 	@bash scripts/start_postgres.sh >/dev/null
 
-test: install postgres
+test: install postgres chromium
 	$(BIN)/python -m pytest
 
 # The webserver and the daemon (schedules, sensors, automation, run queue); pool limits from universe.yaml.

@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.machine import describe_machine
-from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, Universe, load_universe
+from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results"
 PYTHON = sys.executable

@@ -4,7 +4,6 @@ carry no credentials and configure a `k8s` deployment our definitions load with.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import kubernetes_validate
 import pytest

@@ -18,7 +18,6 @@ from intelligence_assets.resources.artifact_store import (
     ArtifactNotFoundError,
     ArtifactStoreError,
     CorruptArtifactError,
-    LocalArtifactStore,
 )
 from intelligence_assets.resources.s3_artifact_store import (
     ArtifactStoreAccessError,

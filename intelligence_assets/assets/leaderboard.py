@@ -2,7 +2,6 @@
 for promotion: the best model that may serve at all. Whether it replaces the serving champion
 is the registry's decision (`model_registry`)."""
 
-import math
 from collections.abc import Iterator
 from typing import Any
 

@@ -8,7 +8,6 @@ Prefix per asset partition: `<asset key path>/<symbol>/<target>` for symbol x ta
 `<asset key path>/<symbol>` for symbol partitions, `<asset key path>` when unpartitioned.
 Inputs load as `ArtifactHandle`s: the asset decides whether it needs the data at all.
 """
-from typing import Any
 
 import dagster as dg
 

@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # The CPU build of torch; the CUDA build belongs in the GPU image only.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --constraint constraints/cpu.txt
 
-.PHONY: install postgres chromium demo minio-demo test ui mlflow-ui rollback housekeeping bench bench-storage bench-backfill bench-gpu-data clean-home
+.PHONY: install postgres chromium demo minio-demo test ui mlflow-ui rollback housekeeping report bench bench-storage bench-backfill bench-gpu-data clean-home
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -64,6 +64,11 @@ DAYS_AHEAD ?= 0
 housekeeping: install $(DAGSTER_HOME)/dagster.yaml
 	@printf 'ops: {checkpoint_retention: {config: {dry_run: %s, days_ahead: %s}}}\n' '$(DRY_RUN)' '$(DAYS_AHEAD)' > $(DAGSTER_HOME)/housekeeping_run.yaml
 	$(BIN)/dagster job execute -m intelligence_assets.definitions -j housekeeping_job -c $(DAGSTER_HOME)/housekeeping_run.yaml
+
+# What the models from `make demo` are worth on the bundled real data: reports/report.md and PNGs.
+COST_BPS ?= 5
+report: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m intelligence_assets.report --cost-bps $(COST_BPS)
 
 # Orchestration overhead: the same core work as a loop, an ideal pool and through Dagster; definitions
 # load and backfill planning; peak RSS per step. Writes benchmarks/results/overhead.md and PNGs.

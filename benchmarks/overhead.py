@@ -63,29 +63,86 @@ def symbol_work(universe_path: str, symbol: str) -> tuple[TaskTime, object]:
     return TaskTime("symbol", symbol, time.perf_counter() - started), (bars, features)
 
 
-def cell_work(universe_path: str, symbol: str, target: str, bars: object, features: object) -> TaskTime:
+class PlatformWork:
+    """What the platform adds to the core work, without Dagster: every result committed to an
+    artifact store, every model (gated ones too) tracked in MLflow with its flavour, importance
+    plot and registry version, through the same functions the assets call."""
+
+    def __init__(self, root: str) -> None:
+        from intelligence_assets.deployment import DeploymentSettings
+
+        deployment = DeploymentSettings(artifact_root=Path(root))
+        self.store = deployment.artifact_store()
+        self.tracker = deployment.mlflow_tracking_resource().tracker()
+
+    def commit(self, prefix: str, value: object) -> str:
+        import hashlib
+
+        from intelligence_assets.resources.artifacts import Manifest, commit_artifact, point_to
+
+        fingerprint = hashlib.sha256(prefix.encode()).hexdigest()[:32]
+        manifest = commit_artifact(self.store, prefix, value, Manifest(fingerprint=fingerprint, data_version=fingerprint, files={}))
+        point_to(self.store, prefix, manifest)
+        return fingerprint
+
+    def track(self, universe: object, symbol: str, target: str, trained_model: object, fingerprint: str) -> None:
+        from intelligence_assets.tracking import names
+        from intelligence_assets.tracking.tracker import TrainingRecord
+
+        metric = universe.leaderboard.classification_metric if trained_model.summary.get("task") == "classification" else universe.leaderboard.regression_metric
+        record = TrainingRecord(
+            symbol=symbol, target=target, trained_model=trained_model, score_metric=metric, eligible=trained_model.trained,
+            provenance_tags={names.FINGERPRINT_TAG: fingerprint, names.ARTIFACT_URI_TAG: self.store.uri(fingerprint)},
+            config={"params": universe.model_families[trained_model.family].params, "seed": universe.seed},
+        )
+        self.tracker.track_training(record)
+
+
+def cell_work(universe_path: str, symbol: str, target: str, bars: object, features: object, platform_root: str | None = None) -> TaskTime:
+    """One symbol x target: labels, ranking, selection and every family. With `platform_root`,
+    also what the platform does around it (see PlatformWork)."""
     from intelligence_assets.ml.dataset import build_dataset
     from intelligence_assets.ml.ranking import rank_target
     from intelligence_assets.ml.selection import select_features
     from intelligence_assets.ml.targets import build_labels, label_horizon
+    from intelligence_assets.ml.trained_model import TrainedModel
     from intelligence_assets.ml.training import train_and_evaluate
 
     universe = load_universe(Path(universe_path))
+    platform = PlatformWork(platform_root) if platform_root else None
     spec = universe.target(target)
     horizon = label_horizon(spec)
     started = time.perf_counter()
     labels = build_labels(bars, spec)
     dataset = build_dataset(features, labels)
     ranking = rank_target(dataset.x, dataset.y, spec.task, horizon, universe.split, universe.ranking, seed=universe.seed)
+    selection = None
     if ranking.passed:
         selection = select_features(dataset.x, dataset.y, dataset.feature_names, spec.task, horizon, universe.split, universe.selection, seed=universe.seed)
-        selected = build_dataset(features, labels, selection.selected)
-        for family, settings in universe.model_families.items():
-            train_and_evaluate(
+    if platform:
+        cell = f"{symbol}/{target}"
+        platform.commit(f"labels/{cell}", labels)
+        platform.commit(f"target_rankings/{cell}", ranking.to_dict())
+        platform.commit(f"feature_sets/{cell}", selection.to_dict() if selection else {"gated": True, "selected": []})
+    for family, settings in universe.model_families.items():
+        base = {"symbol": symbol, "target": target, "task": spec.task, "target_kind": spec.kind}
+        if selection is None:
+            trained = TrainedModel(family=family, summary={**base, "reason": ranking.reason, "metrics": {}})
+        else:
+            selected = build_dataset(features, labels, selection.selected)
+            result = train_and_evaluate(
                 family, settings.params, selected.x, selected.y, selected.forward_return_1, task=spec.task, spec_kind=spec.kind,
                 label_horizon=horizon, split=universe.split, seed=universe.seed, bars_per_year=universe.bars.bars_per_year,
                 side=getattr(spec, "side", None), cross_validate=universe.split.score_models_on_folds,
             )
+            details = result.to_dict()
+            trained = TrainedModel(family=family, model=result.model, summary={
+                **base, "features": selection.selected, "metrics": result.metrics, "baseline": details.get("baseline", {}),
+                "training_curve": details["training_curve"], "fold_metrics": details["fold_metrics"],
+                "train_rows": details.get("train_rows"), "test_rows": details.get("test_rows"),
+            })
+        if platform:
+            platform.track(universe, symbol, target, trained, platform.commit(f"models/{family}/{symbol}/{target}", trained))
     return TaskTime("cell", f"{symbol}|{target}", time.perf_counter() - started)
 
 
@@ -101,16 +158,20 @@ def sequential(universe_path: Path) -> tuple[float, list[TaskTime]]:
     return time.perf_counter() - started, times
 
 
-def ideal_pool(universe_path: Path, workers: int) -> float:
-    """Measured: symbols in the pool, then every cell in the pool (one task each)."""
+def ideal_pool(universe_path: Path, workers: int, platform_root: Path | None = None) -> float:
+    """Measured: symbols in the pool, then every cell in the pool (one task each). With
+    `platform_root`, each task also stores and tracks what it computed (PlatformWork)."""
     import multiprocessing
 
     universe = load_universe(universe_path)
     started = time.perf_counter()
+    if platform_root:  # the MLflow store created once, as make demo does before its workers track
+        PlatformWork(str(platform_root)).tracker.client.search_experiments(max_results=1)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         symbol_results = dict(zip(universe.symbols, pool.map(symbol_work, [str(universe_path)] * len(universe.symbols), universe.symbols)))
         cells = [(symbol, target) for symbol in universe.symbols for target in universe.target_names]
-        list(pool.map(cell_work, *zip(*[(str(universe_path), s, t, *symbol_results[s][1]) for s, t in cells])))
+        root = str(platform_root) if platform_root else None
+        list(pool.map(cell_work, *zip(*[(str(universe_path), s, t, *symbol_results[s][1], root) for s, t in cells])))
     return time.perf_counter() - started
 
 

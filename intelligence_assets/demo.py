@@ -31,6 +31,10 @@ def _load_worker() -> None:
     _worker_definitions = defs
 
 
+def _worker_ready() -> bool:
+    return _worker_definitions is not None
+
+
 # A run's partitions: one key, a (first, last) range of `symbol` partitions, or None (unpartitioned).
 RunPartitions = str | tuple[str, str] | None
 
@@ -97,6 +101,17 @@ def partition_ranges(ordered_keys: list[str], stale: list[str], max_per_run: int
     return ranges
 
 
+def training_ranges(symbols: list[str], target_names: list[str], stale_cells: list[str], max_per_run: int, bars_rows: dict[str, int]) -> list[tuple[str, str]]:
+    """The training stage as ranged runs: per symbol, its contiguous stale targets (in the target
+    dimension's order) as one run of every training asset, the rectangle that Dagster's
+    multi-run BackfillPolicy launches for a backfill grouped by symbol. Biggest symbols first:
+    the pool hands runs out in order, so the long ones start early and the workers end level."""
+    ranges = []
+    for symbol in sorted(symbols, key=lambda s: -bars_rows.get(s, 0)):
+        ranges += partition_ranges([f"{symbol}|{target}" for target in target_names], stale_cells, max_per_run)
+    return ranges
+
+
 def run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[RunPartitions], log_level: str) -> StageTiming:
     if not partition_keys:
         print(f"  {job_name}: nothing to run", flush=True)
@@ -138,8 +153,6 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
           f"registered {len(added)} new symbol partitions. Workers: {workers}", flush=True)
     deployment = DeploymentSettings.from_environment()
     store = deployment.artifact_store()
-    # Create (or migrate) the MLflow store once here, not in two workers racing at once.
-    deployment.mlflow_tracking_resource().tracker().client.search_experiments(max_results=1)
     code_versions = code_versions_of(build_assets(universe))
     started = time.perf_counter()
     bars_source = deployment.bars_source(universe)
@@ -148,9 +161,11 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
           f"{len(plan.fresh)} are current in the artifact store", flush=True)
     cells = [f"{s}|{t}" for s in universe.symbols for t in universe.target_names]
     model_assets = [f"models/{family}" for family in universe.model_families]
+    stale_cells = cells if every_partition else plan.partitions([*TARGET_ANALYSIS_ASSETS, *model_assets])
+    per_run = universe.automation.backfill_partitions_per_run
     stages = [
         (MARKET_DATA_JOB, list(universe.symbols) if every_partition else plan.partitions(["bars", "features"])),
-        (TRAINING_JOB, cells if every_partition else plan.partitions([*TARGET_ANALYSIS_ASSETS, *model_assets])),
+        (TRAINING_JOB, training_ranges(universe.symbols, universe.target_names, stale_cells, per_run, plan.bars_rows)),
         (LEADERBOARD_JOB, [None] if every_partition or plan.needs_run("model_leaderboard") else []),
         (REGISTRY_JOB, [None] if every_partition or plan.needs_run("model_registry") else []),
     ]
@@ -158,13 +173,19 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
         print("Nothing to run: every partition is current.", flush=True)
         return [StageTiming(job, 0, 0.0, {}) for job, _ in stages]
     with worker_pool(workers) as pool:
+        # Workers start loading the definitions now, while this process creates (or migrates) the
+        # MLflow store: once, here, rather than in two workers racing at once.
+        starting = [pool.submit(_worker_ready) for _ in range(workers)]
+        deployment.mlflow_tracking_resource().tracker().client.search_experiments(max_results=1)
+        for worker in starting:
+            worker.result()
         timings = [run_stage(pool, job, keys, log_level) for job, keys in stages]
         # Which predictions are stale depends on what the registry step just decided.
         after_registry = plan_runs(universe, store, code_versions, universe.symbols, bars_source)
         keys = list(universe.symbols) if every_partition else after_registry.partitions(["predictions"])
         # predictions carry a BackfillPolicy: chunks of symbols per run, as a Dagster backfill runs them.
         ordered = dg.DagsterInstance.get().get_dynamic_partitions(SYMBOL_DIMENSION)
-        timings.append(run_stage(pool, PREDICTIONS_JOB, partition_ranges(ordered, keys, universe.automation.backfill_partitions_per_run), log_level))
+        timings.append(run_stage(pool, PREDICTIONS_JOB, partition_ranges(ordered, keys, per_run), log_level))
     return timings
 
 

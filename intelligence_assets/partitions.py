@@ -23,12 +23,14 @@ def symbol_target_partitions(universe: Universe) -> dg.MultiPartitionsDefinition
     )
 
 
-def symbol_and_target(context: dg.AssetExecutionContext) -> tuple[str, str]:
-    key = context.partition_key
-    if not isinstance(key, dg.MultiPartitionKey):
-        key = context.assets_def.partitions_def.get_partition_key_from_str(key)
-    dimensions = key.keys_by_dimension
-    return dimensions[SYMBOL_DIMENSION], dimensions[TARGET_DIMENSION]
+def cell_of(partition_key: str | dg.MultiPartitionKey) -> tuple[str, str]:
+    """(symbol, target) of a symbol x target partition key. Dagster writes a multi-partition key
+    as its dimensions' keys in the order of the dimension names: "AAPL|y_up_1b"."""
+    if isinstance(partition_key, dg.MultiPartitionKey):
+        dimensions = partition_key.keys_by_dimension
+        return dimensions[SYMBOL_DIMENSION], dimensions[TARGET_DIMENSION]
+    symbol, target = str(partition_key).split("|")
+    return symbol, target
 
 
 def register_symbols(instance: dg.DagsterInstance, symbols: list[str]) -> list[str]:

@@ -38,6 +38,8 @@ class Plan:
 
     stale: set[tuple[str, str | None]] = field(default_factory=set)
     fresh: set[tuple[str, str | None]] = field(default_factory=set)
+    # Bars per symbol: the runner starts the biggest symbols' runs first, so the pool ends level.
+    bars_rows: dict[str, int] = field(default_factory=dict)
 
     def needs_run(self, asset: str, partition: str | None = None) -> bool:
         return (asset, partition) in self.stale
@@ -93,7 +95,9 @@ def plan_runs(
     features_by_symbol: dict[str, ArtifactHandle | None] = {}
 
     for symbol in symbols:
-        content = table_fingerprint(read_symbol_bars(universe, bars_source, symbol))
+        table = read_symbol_bars(universe, bars_source, symbol)
+        planner.plan.bars_rows[symbol] = table.height
+        content = table_fingerprint(table)
         bars = visit(BARS, symbol, f"bars/{symbol}", bars_config(universe, content), {})
         features = visit(FEATURES, symbol, f"features/{symbol}", features_config(universe), _all_present({"bars": bars}))
         features_by_symbol[symbol] = features

@@ -22,19 +22,33 @@ def cache_outcomes(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str | N
     return outcomes
 
 
-def materialize_everything(universe: Universe, instance: dg.DagsterInstance, resources: dict, assets: list | None = None) -> dict[tuple[str, str | None], str]:
-    """Every asset partition of the universe, stage by stage; returns cache hit/miss per partition."""
+def symbol_training_range(universe: Universe, symbol: str) -> dict[str, str]:
+    """Run tags for the training stage of one symbol's targets as one ranged run (as `make demo`
+    and Dagster's multi-run BackfillPolicy launch it)."""
+    targets = universe.target_names
+    return {"dagster/asset_partition_range_start": f"{symbol}|{targets[0]}", "dagster/asset_partition_range_end": f"{symbol}|{targets[-1]}"}
+
+
+def materialize_everything(
+    universe: Universe, instance: dg.DagsterInstance, resources: dict, assets: list | None = None, ranged_training: bool = True
+) -> dict[tuple[str, str | None], str]:
+    """Every asset partition of the universe, stage by stage; returns cache hit/miss per partition.
+    The training stage runs one ranged run per symbol, or with `ranged_training=False` one run
+    per symbol x target (as a sensor, a schedule or the UI launches a single partition)."""
     assets = assets or build_assets(universe)
     register_symbols(instance, universe.symbols)
     outcomes: dict[tuple[str, str | None], str] = {}
 
-    def run(selection: dg.AssetSelection, partition_key: str | dg.MultiPartitionKey | None = None) -> None:
-        result = dg.materialize(assets, selection=selection, partition_key=partition_key, instance=instance, resources=resources)
+    def run(selection: dg.AssetSelection, partition_key: str | dg.MultiPartitionKey | None = None, tags: dict[str, str] | None = None) -> None:
+        result = dg.materialize(assets, selection=selection, partition_key=partition_key, instance=instance, resources=resources, tags=tags)
         assert result.success
         outcomes.update(cache_outcomes(result))
 
     for symbol in universe.symbols:
         run(dg.AssetSelection.assets("bars", "features"), symbol)
+        if ranged_training:
+            run(MODEL_SELECTION, tags=symbol_training_range(universe, symbol))
+            continue
         for target in universe.target_names:
             run(MODEL_SELECTION, dg.MultiPartitionKey({"symbol": symbol, "target": target}))
     run(dg.AssetSelection.assets("model_leaderboard"))

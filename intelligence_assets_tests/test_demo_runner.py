@@ -1,7 +1,7 @@
 """The demo runner's ranged runs: the chunks a multi-run BackfillPolicy launches."""
 from __future__ import annotations
 
-from intelligence_assets.demo import partition_ranges
+from intelligence_assets.demo import partition_ranges, training_ranges
 
 KEYS = [f"S{index}" for index in range(10)]
 
@@ -14,3 +14,16 @@ def test_contiguous_stale_keys_become_chunks_of_at_most_max_per_run() -> None:
 def test_fresh_keys_split_ranges_so_no_fresh_partition_is_rerun() -> None:
     assert partition_ranges(KEYS, ["S1", "S2", "S5", "S9"], 100) == [("S1", "S2"), ("S5", "S5"), ("S9", "S9")]
     assert partition_ranges(KEYS, [], 100) == []
+
+
+def test_training_runs_one_symbol_each_biggest_symbol_first() -> None:
+    symbols, targets = ["SMALL", "BIG", "MID"], ["t1", "t2", "t3"]
+    cells = [f"{s}|{t}" for s in symbols for t in targets]
+    rows = {"SMALL": 500, "BIG": 8000, "MID": 3000}
+    assert training_ranges(symbols, targets, cells, 100, rows) == [("BIG|t1", "BIG|t3"), ("MID|t1", "MID|t3"), ("SMALL|t1", "SMALL|t3")]
+
+
+def test_training_ranges_leave_current_cells_out_and_respect_max_per_run() -> None:
+    targets = ["t1", "t2", "t3", "t4"]
+    stale = ["A|t1", "A|t2", "A|t4", "B|t1", "B|t2", "B|t3", "B|t4"]
+    assert training_ranges(["A", "B"], targets, stale, 3, {"A": 1, "B": 1}) == [("A|t1", "A|t2"), ("A|t4", "A|t4"), ("B|t1", "B|t3"), ("B|t4", "B|t4")]

@@ -128,6 +128,7 @@ class PartitionWork:
     config: Any
     compute: Callable[[], Computed]
     data_version: str | None = None
+    after_commit: AfterCommit | None = None
 
 
 def materialize_cached(
@@ -146,36 +147,63 @@ def materialize_cached(
     """
     partition_key = context.partition_key if context.has_partition_key else None
     artifact, metadata, checks = _cached_or_computed(context, store, partition_key, PartitionWork(inputs, config, compute, data_version), after_commit)
-    yield dg.Output(artifact, data_version=dg.DataVersion(artifact.manifest.data_version), metadata=metadata)
+    yield dg.Output(artifact, output_name=_output_name(context), data_version=dg.DataVersion(artifact.manifest.data_version), metadata=metadata)
     yield from checks
 
 
 def materialize_partitions(
     context: dg.AssetExecutionContext, store: ArtifactStore, work_for: Callable[[str], PartitionWork]
-) -> Iterator[dg.Output]:
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """For assets with a BackfillPolicy: a run over one partition behaves as `materialize_cached`;
-    a ranged run (a backfill chunk, or declarative automation catching up many partitions) caches,
-    computes and commits each partition on its own, so one bad partition's failure leaves the
-    ones before it stored, and a retry finds those as cache hits.
+    a ranged run (a backfill chunk, one symbol's training run, or declarative automation catching
+    up many partitions) caches, computes and commits each partition on its own, so one bad
+    partition's failure leaves the ones before it stored, and a retry finds those as cache hits.
 
     Dagster takes one data version per output, so a ranged run leaves Dagster's own data version
     to Dagster; the fingerprints in the store, which the planner and the cache read, are the same
-    whichever way a partition ran. Such assets carry no checks (a check result names no partition).
+    whichever way a partition ran. An `AssetCheckResult` names no partition, so in a ranged run
+    each partition's check outcomes are logged as `AssetCheckEvaluation`s of that partition; for
+    that the asset's checks must be optional outputs (a `multi_asset` with `can_subset=True`, as
+    `models/<family>`).
     """
     if context.has_partition_key:
         work = work_for(context.partition_key)
-        yield from materialize_cached(context, store, work.inputs, work.config, work.compute, work.data_version)
+        yield from materialize_cached(context, store, work.inputs, work.config, work.compute, work.data_version, work.after_commit)
         return
     artifacts: dict[str, StoredArtifact] = {}
+    optional_checks = all(not context.op_def.outs[name].is_required for name in context.assets_def.check_specs_by_output_name)
     for key in context.partition_keys:
-        artifact, metadata, checks = _cached_or_computed(context, store, key, work_for(key), None)
-        if checks:
-            raise RuntimeError(f"{context.asset_key.to_user_string()} returned check results in a ranged run; an asset with checks takes no BackfillPolicy")
+        work = work_for(key)
+        artifact, metadata, checks = _cached_or_computed(context, store, key, work, work.after_commit)
+        if checks and not optional_checks:
+            raise RuntimeError(f"{context.asset_key.to_user_string()} returned check results in a ranged run; its checks must be optional outputs (a multi_asset with can_subset=True)")
+        for check in checks:
+            context.log_event(_evaluation_of(check, context.asset_key, key))
         context.add_asset_metadata(metadata, partition_key=key)
         artifacts[key] = artifact
     hits = sum(artifact.is_cache_hit for artifact in artifacts.values())
-    context.log.info(f"{context.asset_key.to_user_string()}: {len(artifacts)} partitions in one run ({hits} cache hits, {len(artifacts) - hits} computed)")
-    yield dg.Output(StoredArtifacts(artifacts), metadata={"partitions_in_run": len(artifacts)})
+    checked = ", ".join(spec.name for spec in context.assets_def.check_specs)
+    context.log.info(
+        f"{context.asset_key.to_user_string()}: {len(artifacts)} partitions in one run ({hits} cache hits, {len(artifacts) - hits} computed)"
+        + (f"; checks ({checked}) reported per partition, not as the step's own output" if checked else "")
+    )
+    yield dg.Output(StoredArtifacts(artifacts), output_name=_output_name(context), metadata={"partitions_in_run": len(artifacts)})
+
+
+def _output_name(context: dg.AssetExecutionContext) -> str:
+    return context.assets_def.get_output_name_for_asset_key(context.asset_key)
+
+
+def _evaluation_of(check: dg.AssetCheckResult, asset_key: dg.AssetKey, partition_key: str) -> dg.AssetCheckEvaluation:
+    return dg.AssetCheckEvaluation(
+        asset_key=check.asset_key or asset_key,
+        check_name=check.check_name or "",
+        passed=check.passed,
+        metadata=check.metadata,
+        severity=check.severity,
+        description=check.description,
+        partition=partition_key,
+    )
 
 
 def input_for(value: ArtifactHandle | Mapping[str, ArtifactHandle], upstream_key: str) -> ArtifactHandle:
@@ -225,7 +253,7 @@ def materialize_uncached(
     prefix = artifact_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
     provenance = {"code_version": code_version, "config": resolved(config), "partition": partition_key, "inputs": {"content": content}}
     artifact, metadata, checks = _commit(context, store, prefix, fingerprint, fingerprint, computed, provenance, None, "recomputed")
-    yield dg.Output(artifact, data_version=dg.DataVersion(artifact.manifest.data_version), metadata=metadata)
+    yield dg.Output(artifact, output_name=_output_name(context), data_version=dg.DataVersion(artifact.manifest.data_version), metadata=metadata)
     yield from checks
 
 

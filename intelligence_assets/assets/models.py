@@ -10,9 +10,9 @@ from typing import Any
 
 import dagster as dg
 
-from intelligence_assets.assets.caching import Computed, materialize_cached, resolved
+from intelligence_assets.assets.caching import Computed, PartitionWork, input_for, materialize_partitions, resolved
 from intelligence_assets.assets.metadata import clean_number, utc_timestamps
-from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS
+from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, training_backfill_policy
 from intelligence_assets.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.automation.pools import CPU_POOL, GPU_POOL
 from intelligence_assets.checks import leakage_sentinel_result, leakage_sentinel_spec
@@ -23,10 +23,11 @@ from intelligence_assets.ml.metrics import model_is_eligible
 from intelligence_assets.ml.targets import label_horizon
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.ml.training import train_and_evaluate
-from intelligence_assets.partitions import by_symbol, symbol_and_target, symbol_target_partitions
+from intelligence_assets.partitions import by_symbol, cell_of, symbol_target_partitions
 from intelligence_assets.pods import step_pod_tags
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
-from intelligence_assets.resources.artifacts import ArtifactHandle, Manifest
+from intelligence_assets.resources.artifacts import ArtifactHandle, HandleOrRange, Manifest
+from intelligence_assets.resources.io_manager import HANDLE_OR_RANGE
 from intelligence_assets.resources.mlflow_tracking import MlflowTrackingResource
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.tracker import TrackedRun, TrackingError, TrainingRecord
@@ -63,35 +64,57 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
     key = model_key(family_name)
     partitions = symbol_target_partitions(universe)
 
-    @dg.asset(
-        key=key,
-        automation_condition=FOLLOWS_UPSTREAM,
+    # A multi_asset of one asset, for `can_subset`: its check is then an optional output, so a
+    # ranged run can report each partition's leakage sentinel as that partition's evaluation.
+    @dg.multi_asset(
+        name=key.to_python_identifier(),
+        outs={
+            key.to_python_identifier(): dg.AssetOut(
+                key=key,
+                group_name="models",
+                code_version=f"1.{family.version}",
+                kinds=FAMILY_KINDS.get(family_name, {"python"}),
+                tags={"family": family_name, "device": "gpu" if gpu else "cpu"},
+                automation_condition=FOLLOWS_UPSTREAM,
+                description=f"{family_name} model per symbol x target: fitted with early stopping on the development period, scored on the held-out test period.",
+            )
+        },
+        ins={
+            "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol, dagster_type=HANDLE_OR_RANGE),
+            "labels": dg.AssetIn(LABELS, dagster_type=HANDLE_OR_RANGE),
+            "feature_sets": dg.AssetIn(FEATURE_SETS, dagster_type=HANDLE_OR_RANGE),
+        },
+        check_specs=[leakage_sentinel_spec(key, universe.leakage_sentinel, partitions)],
+        can_subset=True,
+        partitions_def=partitions,
+        backfill_policy=training_backfill_policy(universe),
         pool=GPU_POOL if gpu else CPU_POOL,
         op_tags=step_pod_tags(universe.kubernetes, gpu, {"family": family_name}),
-        ins={
-            "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol),
-            "labels": dg.AssetIn(LABELS),
-            "feature_sets": dg.AssetIn(FEATURE_SETS),
-        },
-        partitions_def=partitions,
-        group_name="models",
-        code_version=f"1.{family.version}",
-        kinds=FAMILY_KINDS.get(family_name, {"python"}),
-        tags={"family": family_name, "device": "gpu" if gpu else "cpu"},
         retry_policy=MODEL_RETRY_POLICY,
-        check_specs=[leakage_sentinel_spec(key, universe.leakage_sentinel, partitions)],
-        description=f"{family_name} model per symbol x target: fitted with early stopping on the development period, scored on the held-out test period.",
     )
     def model(
         context: dg.AssetExecutionContext,
         artifact_store: ArtifactStoreResource,
         mlflow_tracking: MlflowTrackingResource,
-        features: ArtifactHandle,
-        labels: ArtifactHandle,
-        feature_sets: ArtifactHandle,
+        features: HandleOrRange,
+        labels: HandleOrRange,
+        feature_sets: HandleOrRange,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        symbol, target = symbol_and_target(context)
+        yield from materialize_partitions(context, artifact_store.store(), lambda partition_key: work_for(context, mlflow_tracking, partition_key, features, labels, feature_sets))
+
+    def work_for(
+        context: dg.AssetExecutionContext,
+        mlflow_tracking: MlflowTrackingResource,
+        partition_key: str,
+        features: HandleOrRange,
+        labels: HandleOrRange,
+        feature_sets: HandleOrRange,
+    ) -> PartitionWork:
+        symbol, target = cell_of(partition_key)
         spec = universe.target(target)
+        features = input_for(features, symbol)
+        labels = input_for(labels, partition_key)
+        feature_sets = input_for(feature_sets, partition_key)
 
         def compute() -> Computed:
             base = {"symbol": symbol, "target": target, "task": spec.task, "target_kind": spec.kind, "family_version": family.version}
@@ -186,7 +209,7 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
                         names.ARTIFACT_URI_TAG: stored.store.uri(f"{stored.prefix}/{stored.fingerprint}"),
                         names.DAGSTER_RUN_TAG: context.run.run_id,
                         names.DAGSTER_ASSET_TAG: key.to_user_string(),
-                        names.DAGSTER_PARTITION_TAG: context.partition_key,
+                        names.DAGSTER_PARTITION_TAG: partition_key,
                         names.CODE_VERSION_TAG: manifest.provenance.get("code_version", ""),
                     },
                     config=resolved(config),
@@ -196,7 +219,7 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
                 except TrackingError as error:
                     raise TrackingError(
                         f"{error}. The trained model is safe in the artifact store at {record.provenance_tags[names.ARTIFACT_URI_TAG]}; "
-                        f"materializing {key.to_user_string()} {context.partition_key} again logs it without retraining"
+                        f"materializing {key.to_user_string()} {partition_key} again logs it without retraining"
                     ) from error
                 stored.store.put_json(record_key, asdict(tracked))
             metadata: dict[str, Any] = {"mlflow_run": dg.MetadataValue.url(tracked.run_url), "mlflow_run_id": tracked.run_id}
@@ -206,7 +229,7 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
             return metadata
 
         inputs = {"features": features, "labels": labels, "feature_sets": feature_sets}
-        yield from materialize_cached(context, artifact_store.store(), inputs, config, compute, after_commit=track)
+        return PartitionWork(inputs, config, compute, after_commit=track)
 
     return model
 

@@ -108,6 +108,27 @@ def test_model_metadata_and_leakage_sentinel(materialized) -> None:
     assert _check_evaluation(instance, asset, str(key)).passed
 
 
+def test_a_ranged_training_run_stores_what_per_cell_runs_store(materialized, small_universe: Universe, tmp_path: Path) -> None:
+    """The fixture trains one ranged run per symbol; one run per cell must give the same artifacts."""
+    ranged_instance, ranged_store = materialized
+    with dg.instance_for_test() as instance:
+        materialize_everything(small_universe, instance, local_resources(tmp_path, small_universe), ranged_training=False)
+    per_cell_store = LocalArtifactStore(tmp_path)
+    assets = ["labels", "target_rankings", "feature_sets", *[f"models/{family}" for family in small_universe.model_families]]
+    for asset in assets:
+        for symbol in small_universe.symbols:
+            for target in small_universe.target_names:
+                prefix = f"{asset}/{symbol}/{target}"
+                assert ArtifactHandle.current(per_cell_store, prefix).fingerprint == ArtifactHandle.current(ranged_store, prefix).fingerprint, prefix
+    # The ranged runs report every cell's leakage sentinel as that cell's own evaluation.
+    for family in small_universe.model_families:
+        for symbol in small_universe.symbols:
+            for target in small_universe.target_names:
+                _check_evaluation(ranged_instance, dg.AssetKey(["models", family]), f"{symbol}|{target}")
+    runs = ranged_instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/asset_partition_range_start": f"SIGNAL|{small_universe.target_names[0]}"}))
+    assert len(runs) == 1, "one training run per symbol"
+
+
 def test_leakage_sentinel_fails_too_good_direction_models(tmp_path: Path) -> None:
     # Default thresholds (real daily bars): the planted synthetic signal is too good to be true.
     path = write_small_universe(tmp_path, families={"linear": {"params": {}}}, leakage_sentinel={"max_auc": 0.56, "max_ic": 0.1})

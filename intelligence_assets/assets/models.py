@@ -121,7 +121,6 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
             selection = feature_sets.load()
             if selection["gated"]:
                 summary = {**base, "reason": selection["reason"], "metrics": {}}
-                context.log.info(f"{family_name} {symbol} {target}: skipped, {selection['reason']}")
                 return Computed(
                     TrainedModel(family=family_name, summary=summary),
                     metadata={"trained": False, "decision": summary["reason"]},
@@ -167,7 +166,6 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
                 "training_seconds": round(result.seconds, 3),
                 "leakage_suspect": suspicion is not None,
             }
-            context.log.info(f"{family_name} {symbol} {target}: held-out {metrics}")
             return Computed(
                 TrainedModel(family=family_name, summary=summary, model=result.model),
                 metadata={
@@ -222,6 +220,9 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
                         f"materializing {key.to_user_string()} {partition_key} again logs it without retraining"
                     ) from error
                 stored.store.put_json(record_key, asdict(tracked))
+                # One line per model (each line is an event-log write): the outcome and where it is tracked.
+                outcome = f"held-out {summary.get('metrics')}" if trained_model.trained else f"skipped, {summary.get('reason')}"
+                context.log.info(f"{family_name} {symbol} {target}: {outcome}; MLflow run {tracked.run_url}" + (f", registered {tracked.model_uri}" if tracked.version else ""))
             metadata: dict[str, Any] = {"mlflow_run": dg.MetadataValue.url(tracked.run_url), "mlflow_run_id": tracked.run_id}
             if tracked.version:
                 metadata["mlflow_model"] = tracked.model_uri

@@ -241,7 +241,6 @@ class ModelTracker:
             except TrackingError:
                 pass
             raise
-        log(f"MLflow run {tracked.run_url}" + (f", registered {tracked.model_uri}" if tracked.version else ""))
         return tracked
 
     def _log_contents(self, run_id: str, record: TrainingRecord) -> None:
@@ -274,10 +273,14 @@ class ModelTracker:
         for name in ("train_rows", "test_rows", "best_iteration", "training_seconds"):
             add(name, summary.get(name))
         param_items = [Param(key, value) for key, value in sorted(params.items())]
-        for start in range(0, len(param_items), 100):
-            self.call("logging params", lambda batch=param_items[start : start + 100]: self.client.log_batch(run_id, params=batch))
-        for start in range(0, len(metrics), 900):
-            self.call("logging metrics", lambda batch=metrics[start : start + 900]: self.client.log_batch(run_id, metrics=batch))
+        # Params and metrics together, within log_batch's limits (100 params, 1000 entries): one
+        # call for a typical model rather than two.
+        param_batches = [param_items[start : start + 100] for start in range(0, len(param_items), 100)]
+        metric_batches = [metrics[start : start + 900] for start in range(0, len(metrics), 900)]
+        for index in range(max(len(param_batches), len(metric_batches))):
+            batch_params = param_batches[index] if index < len(param_batches) else []
+            batch_metrics = metric_batches[index] if index < len(metric_batches) else []
+            self.call("logging params and metrics", lambda p=batch_params, m=batch_metrics: self.client.log_batch(run_id, metrics=m, params=p))
 
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(scratch)

@@ -64,7 +64,9 @@ def _run_partition(job_name: str, partitions: RunPartitions, log_level: str) -> 
     partition_key: str | dg.MultiPartitionKey | None = None
     tags = {}
     if isinstance(partitions, tuple):  # a ranged run, as a BackfillPolicy chunk runs
-        tags = {"dagster/asset_partition_range_start": partitions[0], "dagster/asset_partition_range_end": partitions[1]}
+        from intelligence_assets.planning import RANGE_END_TAG, RANGE_START_TAG
+
+        tags = {RANGE_START_TAG: partitions[0], RANGE_END_TAG: partitions[1]}
     elif partitions is not None and "|" in partitions:
         symbol, target = partitions.split("|")
         partition_key = dg.MultiPartitionKey({"symbol": symbol, "target": target})
@@ -81,35 +83,6 @@ def _run_partition(job_name: str, partitions: RunPartitions, log_level: str) -> 
     cache = Counter(str(event.materialization.metadata["cache"].value) for event in result.get_asset_materialization_events())
     label = "..".join(partitions) if isinstance(partitions, tuple) else partitions
     return PartitionRun(job_name, label, result.success, time.perf_counter() - started, result.run_id, dict(cache))
-
-
-def partition_ranges(ordered_keys: list[str], stale: list[str], max_per_run: int) -> list[tuple[str, str]]:
-    """What Dagster's multi-run BackfillPolicy launches: contiguous runs of stale keys (in the
-    partitions' own order), cut into chunks of at most `max_per_run`."""
-    stale_set = set(stale)
-    ranges: list[tuple[str, str]] = []
-    chunk: list[str] = []
-    for key in ordered_keys:
-        if key in stale_set and len(chunk) < max_per_run:
-            chunk.append(key)
-            continue
-        if chunk:
-            ranges.append((chunk[0], chunk[-1]))
-        chunk = [key] if key in stale_set else []
-    if chunk:
-        ranges.append((chunk[0], chunk[-1]))
-    return ranges
-
-
-def training_ranges(symbols: list[str], target_names: list[str], stale_cells: list[str], max_per_run: int, bars_rows: dict[str, int]) -> list[tuple[str, str]]:
-    """The training stage as ranged runs: per symbol, its contiguous stale targets (in the target
-    dimension's order) as one run of every training asset, the rectangle that Dagster's
-    multi-run BackfillPolicy launches for a backfill grouped by symbol. Biggest symbols first:
-    the pool hands runs out in order, so the long ones start early and the workers end level."""
-    ranges = []
-    for symbol in sorted(symbols, key=lambda s: -bars_rows.get(s, 0)):
-        ranges += partition_ranges([f"{symbol}|{target}" for target in target_names], stale_cells, max_per_run)
-    return ranges
 
 
 def run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[RunPartitions], log_level: str) -> StageTiming:
@@ -146,7 +119,7 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, REGISTRY_JOB, TRAINING_JOB, build_assets
     from intelligence_assets.deployment import DeploymentSettings
     from intelligence_assets.partitions import SYMBOL_DIMENSION, register_symbols
-    from intelligence_assets.planning import code_versions_of, plan_runs
+    from intelligence_assets.planning import code_versions_of, partition_ranges, plan_runs, training_ranges
 
     added = register_symbols(dg.DagsterInstance.get(), universe.symbols)
     print(f"Universe: {len(universe.symbols)} symbols x {len(universe.targets)} targets x {len(universe.model_families)} model families; "
@@ -163,9 +136,10 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     model_assets = [f"models/{family}" for family in universe.model_families]
     stale_cells = cells if every_partition else plan.partitions([*TARGET_ANALYSIS_ASSETS, *model_assets])
     per_run = universe.automation.backfill_partitions_per_run
+    ordered = dg.DagsterInstance.get().get_dynamic_partitions(SYMBOL_DIMENSION)  # ranges follow the partitions' own order
     stages = [
         (MARKET_DATA_JOB, list(universe.symbols) if every_partition else plan.partitions(["bars", "features"])),
-        (TRAINING_JOB, training_ranges(universe.symbols, universe.target_names, stale_cells, per_run, plan.bars_rows)),
+        (TRAINING_JOB, training_ranges(ordered, universe.target_names, stale_cells, per_run, plan.bars_rows)),
         (LEADERBOARD_JOB, [None] if every_partition or plan.needs_run("model_leaderboard") else []),
         (REGISTRY_JOB, [None] if every_partition or plan.needs_run("model_registry") else []),
     ]
@@ -184,7 +158,6 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
         after_registry = plan_runs(universe, store, code_versions, universe.symbols, bars_source)
         keys = list(universe.symbols) if every_partition else after_registry.partitions(["predictions"])
         # predictions carry a BackfillPolicy: chunks of symbols per run, as a Dagster backfill runs them.
-        ordered = dg.DagsterInstance.get().get_dynamic_partitions(SYMBOL_DIMENSION)
         timings.append(run_stage(pool, PREDICTIONS_JOB, partition_ranges(ordered, keys, per_run), log_level))
     return timings
 

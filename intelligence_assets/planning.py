@@ -143,5 +143,58 @@ def plan_runs(
     return planner.plan
 
 
+# The run tags of a ranged run: what Dagster's BackfillPolicy sets, and what `make demo` and the
+# retrain schedule set for the same rectangles of partitions.
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def cells_in_range(symbols: list[str], target_names: list[str], start: str, end: str) -> list[str]:
+    """The symbol x target keys of a range: the rectangle between its corners, each dimension in
+    its own order (`symbols` in the partitions' order), as Dagster reads a multi-partition range."""
+    (first_symbol, first_target), (last_symbol, last_target) = (key.split("|") for key in (start, end))
+    in_symbols = symbols[symbols.index(first_symbol) : symbols.index(last_symbol) + 1]
+    in_targets = target_names[target_names.index(first_target) : target_names.index(last_target) + 1]
+    return [f"{symbol}|{target}" for symbol in in_symbols for target in in_targets]
+
+
+def partition_ranges(ordered_keys: list[str], stale: list[str], max_per_run: int) -> list[tuple[str, str]]:
+    """What Dagster's multi-run BackfillPolicy launches: contiguous runs of stale keys (in the
+    partitions' own order), cut into chunks of at most `max_per_run`."""
+    stale_set = set(stale)
+    ranges: list[tuple[str, str]] = []
+    chunk: list[str] = []
+    for key in ordered_keys:
+        if key in stale_set and len(chunk) < max_per_run:
+            chunk.append(key)
+            continue
+        if chunk:
+            ranges.append((chunk[0], chunk[-1]))
+        chunk = [key] if key in stale_set else []
+    if chunk:
+        ranges.append((chunk[0], chunk[-1]))
+    return ranges
+
+
+def training_ranges(symbols: list[str], target_names: list[str], stale_cells: list[str], max_per_run: int, bars_rows: dict[str, int]) -> list[tuple[str, str]]:
+    """The training stage (symbol x target) as ranged runs, cut as Dagster's multi-run
+    BackfillPolicy cuts a backfill of a two-dimensional subset: grouped by whichever dimension
+    has fewer stale keys (symbol on a tie), each group's contiguous stale keys in chunks of at
+    most `max_per_run`. `symbols` in the partitions' own order. Grouped by symbol, the biggest
+    symbols (most bars) go first: a pool hands runs out in order, so the long ones start early
+    and the workers end level."""
+    stale = set(stale_cells)
+    stale_symbols = {cell.split("|")[0] for cell in stale}
+    stale_targets = {cell.split("|")[1] for cell in stale}
+    ranges: list[tuple[str, str]] = []
+    if len(stale_symbols) <= len(stale_targets):
+        for symbol in sorted(symbols, key=lambda s: -bars_rows.get(s, 0)):
+            ranges += partition_ranges([f"{symbol}|{target}" for target in target_names], stale_cells, max_per_run)
+    else:
+        for target in target_names:
+            ranges += partition_ranges([f"{symbol}|{target}" for symbol in symbols], stale_cells, max_per_run)
+    return ranges
+
+
 def code_versions_of(assets: list[dg.AssetsDefinition]) -> dict[dg.AssetKey, str]:
     return {key: version or "" for asset in assets for key, version in asset.code_versions_by_key.items()}

@@ -9,6 +9,7 @@ import dagster as dg
 from intelligence_assets.definitions import build_assets
 from intelligence_assets.deployment import DeploymentSettings
 from intelligence_assets.partitions import register_symbols
+from intelligence_assets.planning import RANGE_END_TAG, RANGE_START_TAG
 from intelligence_assets.universe import Universe
 
 MODEL_SELECTION = dg.AssetSelection.assets("labels", "target_rankings", "feature_sets") | dg.AssetSelection.key_prefixes("models")
@@ -26,7 +27,7 @@ def symbol_training_range(universe: Universe, symbol: str) -> dict[str, str]:
     """Run tags for the training stage of one symbol's targets as one ranged run (as `make demo`
     and Dagster's multi-run BackfillPolicy launch it)."""
     targets = universe.target_names
-    return {"dagster/asset_partition_range_start": f"{symbol}|{targets[0]}", "dagster/asset_partition_range_end": f"{symbol}|{targets[-1]}"}
+    return {RANGE_START_TAG: f"{symbol}|{targets[0]}", RANGE_END_TAG: f"{symbol}|{targets[-1]}"}
 
 
 def materialize_everything(

@@ -17,6 +17,7 @@ from intelligence_assets.automation.pools import configure_pools
 from intelligence_assets.definitions import build_assets, build_definitions
 from intelligence_assets.deployment import DeploymentSettings
 from intelligence_assets.ml.synthetic import synthetic_bars
+from intelligence_assets.planning import RANGE_END_TAG, RANGE_START_TAG
 from intelligence_assets.resources.artifact_store import LocalArtifactStore
 from intelligence_assets.resources.artifacts import read_value
 from intelligence_assets.universe import load_universe
@@ -128,14 +129,25 @@ def test_retrain_schedule_requests_only_stale_or_old_model_partitions(graph) -> 
     assert not fresh.run_requests and "current" in fresh.skip_message
     # Eight days later every model is older than the 7-day limit.
     later = evaluate_schedule(defs, instance, resources, now + timedelta(days=8))
-    cells = {f"{s}|{t}" for s in ("SIGNAL", "NOISE") for t in ("y_up_1b", "y_volatility_5b")}
-    assert {r.partition_key for r in later.run_requests} == cells
-    assert all(r.tags["intelligence/reason"].startswith("model 8.") for r in later.run_requests)
+    # One ranged run per symbol over both targets, as a backfill of these cells would run.
+    assert {ranged(r) for r in later.run_requests} == {("SIGNAL|y_up_1b", "SIGNAL|y_volatility_5b"), ("NOISE|y_up_1b", "NOISE|y_volatility_5b")}
+    assert all(r.partition_key is None and r.tags["intelligence/reason"].startswith("model 8.") for r in later.run_requests)
     # New bars for NOISE: today, exactly NOISE's partitions are stale.
     append_bars(path.parent / "bars" / "NOISE.parquet", synthetic_bars(n_bars=20, seed=9))
     stale = evaluate_schedule(defs, instance, resources, now)
-    assert {r.partition_key for r in stale.run_requests} == {"NOISE|y_up_1b", "NOISE|y_volatility_5b"}
+    assert [ranged(r) for r in stale.run_requests] == [("NOISE|y_up_1b", "NOISE|y_volatility_5b")]
     assert {r.tags["intelligence/reason"] for r in stale.run_requests} == {"stale"}
+    # The request runs as the daemon launches it: the schedule's job with the request's tags.
+    request = later.run_requests[0]
+    result = defs.resolve_job_def("training_job").execute_in_process(instance=instance, tags=request.tags, resources=resources)
+    symbol = ranged(request)[0].split("|")[0]
+    materialized = {(event.asset_key.to_user_string(), event.partition) for event in result.get_asset_materialization_events()}
+    assert {(asset, f"{symbol}|{target}") for asset in ("labels", "target_rankings", "feature_sets", "models/linear")
+            for target in ("y_up_1b", "y_volatility_5b")} == materialized
+
+
+def ranged(request: dg.RunRequest) -> tuple[str, str]:
+    return request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]
 
 
 def test_new_bars_flow_downstream_by_automation_without_recomputing_fresh_partitions(graph) -> None:

@@ -1,7 +1,7 @@
-"""The demo runner's ranged runs: the chunks a multi-run BackfillPolicy launches."""
+"""Ranged runs (make demo, the retrain schedule): the chunks a multi-run BackfillPolicy launches."""
 from __future__ import annotations
 
-from intelligence_assets.demo import partition_ranges, training_ranges
+from intelligence_assets.planning import cells_in_range, partition_ranges, training_ranges
 
 KEYS = [f"S{index}" for index in range(10)]
 
@@ -27,3 +27,17 @@ def test_training_ranges_leave_current_cells_out_and_respect_max_per_run() -> No
     targets = ["t1", "t2", "t3", "t4"]
     stale = ["A|t1", "A|t2", "A|t4", "B|t1", "B|t2", "B|t3", "B|t4"]
     assert training_ranges(["A", "B"], targets, stale, 3, {"A": 1, "B": 1}) == [("A|t1", "A|t2"), ("A|t4", "A|t4"), ("B|t1", "B|t3"), ("B|t4", "B|t4")]
+
+
+def test_with_more_symbols_than_targets_a_run_covers_many_symbols_of_one_target() -> None:
+    symbols = [f"S{index}" for index in range(5)]
+    cells = [f"{s}|t1" for s in symbols] + ["S0|t2", "S1|t2", "S3|t2"]
+    assert training_ranges(symbols, ["t1", "t2"], cells, 3, {}) == [("S0|t1", "S2|t1"), ("S3|t1", "S4|t1"), ("S0|t2", "S1|t2"), ("S3|t2", "S3|t2")]
+
+
+def test_a_range_covers_the_rectangle_between_its_corners() -> None:
+    symbols, targets = ["A", "B", "C"], ["t1", "t2", "t3"]
+    assert cells_in_range(symbols, targets, "A|t1", "A|t3") == ["A|t1", "A|t2", "A|t3"]
+    assert cells_in_range(symbols, targets, "B|t2", "C|t2") == ["B|t2", "C|t2"]
+    for start, end in training_ranges(symbols, targets, ["A|t1", "A|t2", "C|t3"], 100, {}):
+        assert set(cells_in_range(symbols, targets, start, end)) <= {"A|t1", "A|t2", "C|t3"}

@@ -1,5 +1,6 @@
 """The retrain schedule: on the configured cron, runs for the model partitions that are stale (the
-planner: inputs, code or config changed) or whose model is older than the configured age."""
+planner: inputs, code or config changed) or whose model is older than the configured age, cut
+into ranged runs (one per symbol, or per target and up to 100 symbols) as a backfill is."""
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -10,7 +11,7 @@ from intelligence_assets.assets.models import model_key
 from intelligence_assets.assets.target_analysis import TARGET_ANALYSIS_ASSETS
 from intelligence_assets.automation.sensors import production_tags
 from intelligence_assets.partitions import SYMBOL_DIMENSION
-from intelligence_assets.planning import code_versions_of, plan_runs
+from intelligence_assets.planning import RANGE_END_TAG, RANGE_START_TAG, cells_in_range, code_versions_of, plan_runs, training_ranges
 from intelligence_assets.resources.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.artifacts import ArtifactHandle, read_manifest
@@ -62,9 +63,20 @@ def build_retrain_schedule(universe: Universe, training_job: Any, assets: list[d
         if not reasons:
             return dg.SkipReason(f"all {len(symbols) * len(universe.target_names)} model partitions are current and younger than {universe.automation.retrain_max_age_days:g} days")
         tick = now.strftime("%Y-%m-%dT%H:%M")
+        ordered = context.instance.get_dynamic_partitions(SYMBOL_DIMENSION)
+        ranges = training_ranges(ordered, universe.target_names, list(reasons), universe.automation.backfill_partitions_per_run, {})
         return [
-            dg.RunRequest(run_key=f"retrain:{cell}:{tick}", partition_key=cell, tags={**production_tags(universe, "periodic_retrain"), "intelligence/reason": why})
-            for cell, why in reasons.items()
+            dg.RunRequest(
+                run_key=f"retrain:{start}..{end}:{tick}",
+                tags={
+                    **production_tags(universe, "periodic_retrain"),
+                    RANGE_START_TAG: start,
+                    RANGE_END_TAG: end,
+                    # The distinct reasons of the cells in the range.
+                    "intelligence/reason": "; ".join(sorted({reasons[cell] for cell in cells_in_range(ordered, universe.target_names, start, end) if cell in reasons}))[:250],
+                },
+            )
+            for start, end in ranges
         ]
 
     return periodic_retrain

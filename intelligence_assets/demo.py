@@ -35,7 +35,8 @@ def _worker_ready() -> bool:
     return _worker_definitions is not None
 
 
-# A run's partitions: one key, a (first, last) range of `symbol` partitions, or None (unpartitioned).
+# A run's partitions: one key, a (first, last) range of partitions (`symbol`, or a rectangle of
+# `symbol|target` keys), or None (unpartitioned).
 RunPartitions = str | tuple[str, str] | None
 
 

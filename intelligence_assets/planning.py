@@ -12,7 +12,7 @@ Uses the same config functions as the assets, so the planner and the assets cann
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -158,10 +158,10 @@ def cells_in_range(symbols: list[str], target_names: list[str], start: str, end:
     return [f"{symbol}|{target}" for symbol in in_symbols for target in in_targets]
 
 
-def partition_ranges(ordered_keys: list[str], stale: list[str], max_per_run: int) -> list[tuple[str, str]]:
+def partition_ranges(ordered_keys: list[str], stale: Collection[str], max_per_run: int) -> list[tuple[str, str]]:
     """What Dagster's multi-run BackfillPolicy launches: contiguous runs of stale keys (in the
     partitions' own order), cut into chunks of at most `max_per_run`."""
-    stale_set = set(stale)
+    stale_set = stale if isinstance(stale, (set, frozenset)) else set(stale)
     ranges: list[tuple[str, str]] = []
     chunk: list[str] = []
     for key in ordered_keys:
@@ -189,10 +189,10 @@ def training_ranges(symbols: list[str], target_names: list[str], stale_cells: li
     ranges: list[tuple[str, str]] = []
     if len(stale_symbols) <= len(stale_targets):
         for symbol in sorted(symbols, key=lambda s: -bars_rows.get(s, 0)):
-            ranges += partition_ranges([f"{symbol}|{target}" for target in target_names], stale_cells, max_per_run)
+            ranges += partition_ranges([f"{symbol}|{target}" for target in target_names], stale, max_per_run)
     else:
         for target in target_names:
-            ranges += partition_ranges([f"{symbol}|{target}" for symbol in symbols], stale_cells, max_per_run)
+            ranges += partition_ranges([f"{symbol}|{target}" for symbol in symbols], stale, max_per_run)
     return ranges
 
 

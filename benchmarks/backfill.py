@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     header = (
         "# Backfill benchmark\n\n"
         "`make bench-backfill` (`.venv/bin/python -m benchmarks.backfill --partitions N`): N synthetic symbols x 1 target, "
-        "`linear` family, 700 bars each, embedded default. Runs: one in-process Dagster run per stage partition "
-        "(market data, training, leaderboard, registry, predictions), in a pool of workers; "
-        "`predictions` in ranged runs of `backfill_partitions_per_run`, as its BackfillPolicy launches them.\n\n"
+        "`linear` family, 700 bars each, embedded default. Runs: in-process Dagster runs in a pool of workers, cut as `make demo` "
+        "cuts them: one `bars`/`features` run per symbol; training (labels to models) and `predictions` in ranged runs of up to "
+        "`backfill_partitions_per_run`, as their BackfillPolicy launches them; one leaderboard and one registry run.\n\n"
         "| partitions per asset | workers | runs launched | wall s (plan + all runs) | s per partition | no-change rerun s | stages | BackfillPolicy: per-run overhead | machine |\n"
         "|---:|---:|---:|---:|---:|---:|---|---|---|\n"
     )

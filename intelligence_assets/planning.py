@@ -181,8 +181,7 @@ def training_ranges(symbols: list[str], target_names: list[str], stale_cells: li
     BackfillPolicy cuts a backfill of a two-dimensional subset: grouped by whichever dimension
     has fewer stale keys (symbol on a tie), each group's contiguous stale keys in chunks of at
     most `max_per_run`. `symbols` in the partitions' own order. Grouped by symbol, the biggest
-    symbols (most bars) go first: a pool hands runs out in order, so the long ones start early
-    and the workers end level."""
+    symbols (most bars) go first: a pool hands runs out in order, so the long ones start early."""
     stale = set(stale_cells)
     stale_symbols = {cell.split("|")[0] for cell in stale}
     stale_targets = {cell.split("|")[1] for cell in stale}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
+from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION, TARGET_DIMENSION, cell_of
 from intelligence_assets.universe import Universe, load_universe
 
 _worker_definitions: dg.Definitions | None = None
@@ -65,12 +66,10 @@ def _run_partition(job_name: str, partitions: RunPartitions, log_level: str) -> 
     partition_key: str | dg.MultiPartitionKey | None = None
     tags = {}
     if isinstance(partitions, tuple):  # a ranged run, as a BackfillPolicy chunk runs
-        from intelligence_assets.planning import RANGE_END_TAG, RANGE_START_TAG
-
         tags = {RANGE_START_TAG: partitions[0], RANGE_END_TAG: partitions[1]}
     elif partitions is not None and "|" in partitions:
-        symbol, target = partitions.split("|")
-        partition_key = dg.MultiPartitionKey({"symbol": symbol, "target": target})
+        symbol, target = cell_of(partitions)
+        partition_key = dg.MultiPartitionKey({SYMBOL_DIMENSION: symbol, TARGET_DIMENSION: target})
     else:
         partition_key = partitions
     result = job.execute_in_process(
@@ -119,7 +118,7 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     from intelligence_assets.assets.target_analysis import TARGET_ANALYSIS_ASSETS
     from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, REGISTRY_JOB, TRAINING_JOB, build_assets
     from intelligence_assets.deployment import DeploymentSettings
-    from intelligence_assets.partitions import SYMBOL_DIMENSION, register_symbols
+    from intelligence_assets.partitions import register_symbols
     from intelligence_assets.planning import code_versions_of, partition_ranges, plan_runs, training_ranges
 
     added = register_symbols(dg.DagsterInstance.get(), universe.symbols)

@@ -10,6 +10,11 @@ TARGET_DIMENSION = "target"
 
 symbol_partitions = dg.DynamicPartitionsDefinition(name=SYMBOL_DIMENSION)
 
+# The run tags of a ranged run: what Dagster's BackfillPolicy sets, and what `make demo` and the
+# retrain schedule set for the same rectangles of partitions.
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
 # Maps a symbol partition to every symbol x target partition of that symbol, and back.
 by_symbol = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=SYMBOL_DIMENSION)
 

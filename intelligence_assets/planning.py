@@ -25,6 +25,7 @@ from intelligence_assets.assets.market_data import BARS, bars_config, features_c
 from intelligence_assets.assets.models import model_config, model_key
 from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, TARGET_RANKINGS, labels_config, ranking_config, selection_config
 from intelligence_assets.fingerprints import table_fingerprint
+from intelligence_assets.partitions import cell_of
 from intelligence_assets.resources.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.resources.artifacts import MANIFEST_FILE, ArtifactHandle, read_manifest
 from intelligence_assets.resources.bars_source import BarsSource, LocalBarsSource
@@ -143,16 +144,10 @@ def plan_runs(
     return planner.plan
 
 
-# The run tags of a ranged run: what Dagster's BackfillPolicy sets, and what `make demo` and the
-# retrain schedule set for the same rectangles of partitions.
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
-
-
 def cells_in_range(symbols: list[str], target_names: list[str], start: str, end: str) -> list[str]:
     """The symbol x target keys of a range: the rectangle between its corners, each dimension in
     its own order (`symbols` in the partitions' order), as Dagster reads a multi-partition range."""
-    (first_symbol, first_target), (last_symbol, last_target) = (key.split("|") for key in (start, end))
+    (first_symbol, first_target), (last_symbol, last_target) = cell_of(start), cell_of(end)
     in_symbols = symbols[symbols.index(first_symbol) : symbols.index(last_symbol) + 1]
     in_targets = target_names[target_names.index(first_target) : target_names.index(last_target) + 1]
     return [f"{symbol}|{target}" for symbol in in_symbols for target in in_targets]
@@ -183,8 +178,8 @@ def training_ranges(symbols: list[str], target_names: list[str], stale_cells: li
     most `max_per_run`. `symbols` in the partitions' own order. Grouped by symbol, the biggest
     symbols (most bars) go first: a pool hands runs out in order, so the long ones start early."""
     stale = set(stale_cells)
-    stale_symbols = {cell.split("|")[0] for cell in stale}
-    stale_targets = {cell.split("|")[1] for cell in stale}
+    stale_symbols = {cell_of(cell)[0] for cell in stale}
+    stale_targets = {cell_of(cell)[1] for cell in stale}
     ranges: list[tuple[str, str]] = []
     if len(stale_symbols) <= len(stale_targets):
         for symbol in sorted(symbols, key=lambda s: -bars_rows.get(s, 0)):

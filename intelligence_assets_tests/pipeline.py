@@ -8,8 +8,7 @@ import dagster as dg
 
 from intelligence_assets.definitions import build_assets
 from intelligence_assets.deployment import DeploymentSettings
-from intelligence_assets.partitions import register_symbols
-from intelligence_assets.planning import RANGE_END_TAG, RANGE_START_TAG
+from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, register_symbols
 from intelligence_assets.universe import Universe
 
 MODEL_SELECTION = dg.AssetSelection.assets("labels", "target_rankings", "feature_sets") | dg.AssetSelection.key_prefixes("models")

@@ -17,7 +17,7 @@ from intelligence_assets.automation.pools import configure_pools
 from intelligence_assets.definitions import build_assets, build_definitions
 from intelligence_assets.deployment import DeploymentSettings
 from intelligence_assets.ml.synthetic import synthetic_bars
-from intelligence_assets.planning import RANGE_END_TAG, RANGE_START_TAG
+from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG
 from intelligence_assets.resources.artifact_store import LocalArtifactStore
 from intelligence_assets.resources.artifacts import read_value
 from intelligence_assets.universe import load_universe

@@ -100,21 +100,20 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
         labels: HandleOrRange,
         feature_sets: HandleOrRange,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        yield from materialize_partitions(context, artifact_store.store(), lambda partition_key: work_for(context, mlflow_tracking, partition_key, features, labels, feature_sets))
+        def work_for(partition_key: str) -> PartitionWork:
+            symbol = cell_of(partition_key)[0]
+            inputs = {"features": input_for(features, symbol), "labels": input_for(labels, partition_key), "feature_sets": input_for(feature_sets, partition_key)}
+            return partition_work(context, mlflow_tracking, partition_key, inputs)
 
-    def work_for(
-        context: dg.AssetExecutionContext,
-        mlflow_tracking: MlflowTrackingResource,
-        partition_key: str,
-        features: HandleOrRange,
-        labels: HandleOrRange,
-        feature_sets: HandleOrRange,
+        yield from materialize_partitions(context, artifact_store.store(), work_for)
+
+    def partition_work(
+        context: dg.AssetExecutionContext, mlflow_tracking: MlflowTrackingResource, partition_key: str, inputs: dict[str, ArtifactHandle]
     ) -> PartitionWork:
+        """One symbol x target's model: how to train it and how to track it once committed."""
         symbol, target = cell_of(partition_key)
         spec = universe.target(target)
-        features = input_for(features, symbol)
-        labels = input_for(labels, partition_key)
-        feature_sets = input_for(feature_sets, partition_key)
+        features, labels, feature_sets = inputs["features"], inputs["labels"], inputs["feature_sets"]
 
         def compute() -> Computed:
             base = {"symbol": symbol, "target": target, "task": spec.task, "target_kind": spec.kind, "family_version": family.version}
@@ -229,7 +228,6 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
                 metadata["mlflow_model_version"] = dg.MetadataValue.url(tracked.version_url)
             return metadata
 
-        inputs = {"features": features, "labels": labels, "feature_sets": feature_sets}
         return PartitionWork(inputs, config, compute, after_commit=track)
 
     return model

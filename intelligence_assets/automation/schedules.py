@@ -10,8 +10,8 @@ import dagster as dg
 from intelligence_assets.assets.models import model_key
 from intelligence_assets.assets.target_analysis import TARGET_ANALYSIS_ASSETS
 from intelligence_assets.automation.sensors import production_tags
-from intelligence_assets.partitions import SYMBOL_DIMENSION
-from intelligence_assets.planning import RANGE_END_TAG, RANGE_START_TAG, cells_in_range, code_versions_of, plan_runs, training_ranges
+from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION
+from intelligence_assets.planning import cells_in_range, code_versions_of, plan_runs, training_ranges
 from intelligence_assets.resources.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.artifacts import ArtifactHandle, read_manifest

@@ -35,6 +35,7 @@ from statistics import median
 import yaml
 
 from benchmarks.machine import describe_machine
+from intelligence_assets.demo import prepare_worker, worker_libraries, worker_threads
 from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results"
@@ -169,7 +170,10 @@ def ideal_pool(universe_path: Path, workers: int, platform_root: Path | None = N
     started = time.perf_counter()
     if platform_root:  # the MLflow store created once, as make demo does before its workers track
         PlatformWork(str(platform_root)).tracker.client.search_experiments(max_results=1)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # Prepared as make demo prepares its workers: libraries imported up front, native thread
+    # pools capped to a worker's share of the cores (without the cap the pool ran slower).
+    preparation = (worker_libraries(universe, tracking=platform_root is not None), worker_threads(workers))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=prepare_worker, initargs=preparation) as pool:
         symbol_results = dict(zip(universe.symbols, pool.map(symbol_work, [str(universe_path)] * len(universe.symbols), universe.symbols)))
         cells = [(symbol, target) for symbol in universe.symbols for target in universe.target_names]
         root = str(platform_root) if platform_root else None

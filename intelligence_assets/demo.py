@@ -8,12 +8,13 @@ most steps compute.
 from __future__ import annotations
 
 import argparse
+import importlib
 import multiprocessing
 import os
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import dagster as dg
@@ -25,15 +26,42 @@ from intelligence_assets.universe import Universe, load_universe
 _worker_definitions: dg.Definitions | None = None
 
 
-def _load_worker() -> None:
+def worker_threads(workers: int) -> int:
+    """Threads each worker's native libraries may use: its share of the cores."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def worker_libraries(universe: Universe, tracking: bool = True) -> tuple[str, ...]:
+    """What training imports on first use: the ranking's quick models (selection uses LightGBM,
+    one of them), every family of the universe, and with `tracking` MLflow's."""
+    from intelligence_assets.ml.families import libraries_of
+    from intelligence_assets.ml.ranking import RANKING_MODELS
+    from intelligence_assets.tracking.tracker import LIBRARIES
+
+    return (*libraries_of([*RANKING_MODELS, *universe.model_families]), *(LIBRARIES if tracking else ()))
+
+
+def prepare_worker(libraries: tuple[str, ...], threads: int) -> None:
+    """Import `libraries` (sklearn, torch and MLflow take seconds each) now, while the main
+    process plans, rather than in the worker's first run; then cap their thread pools.
+
+    Every OpenMP and BLAS pool sizes itself to the whole machine. With a worker per core, each
+    worker's idle threads spin for cores the other worker is using: target ranking ran 2-3x
+    slower with two workers on two cores than with one thread each.
+    """
+    from threadpoolctl import threadpool_limits
+
+    for module in libraries:
+        importlib.import_module(module)
+    threadpool_limits(limits=threads)
+
+
+def _load_worker(libraries: tuple[str, ...], threads: int) -> None:
     global _worker_definitions  # one Definitions per worker process, loaded once
     from intelligence_assets.definitions import defs
 
     _worker_definitions = defs
-
-
-def _worker_ready() -> bool:
-    return _worker_definitions is not None
+    prepare_worker(libraries, threads)
 
 
 # A run's partitions: one key, a (first, last) range of partitions (`symbol`, or a rectangle of
@@ -85,27 +113,43 @@ def _run_partition(job_name: str, partitions: RunPartitions, log_level: str) -> 
     return PartitionRun(job_name, label, result.success, time.perf_counter() - started, result.run_id, dict(cache))
 
 
-def run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[RunPartitions], log_level: str) -> StageTiming:
-    if not partition_keys:
-        print(f"  {job_name}: nothing to run", flush=True)
-        return StageTiming(job_name, 0, 0.0, {})
-    started = time.perf_counter()
-    results = list(pool.map(_run_partition, [job_name] * len(partition_keys), partition_keys, [log_level] * len(partition_keys)))
+@dataclass
+class PendingStage:
+    job_name: str
+    started: float
+    runs: list[Future[PartitionRun]]
+
+
+def start_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[RunPartitions], log_level: str) -> PendingStage:
+    """Queue a stage's runs on the pool; `finish_stage` waits for them."""
+    return PendingStage(job_name, time.perf_counter(), [pool.submit(_run_partition, job_name, key, log_level) for key in partition_keys])
+
+
+def finish_stage(stage: PendingStage) -> StageTiming:
+    if not stage.runs:
+        print(f"  {stage.job_name}: nothing to run", flush=True)
+        return StageTiming(stage.job_name, 0, 0.0, {})
+    results = [run.result() for run in stage.runs]
     cache = sum((Counter(run.cache) for run in results), Counter())
-    timing = StageTiming(job_name, len(results), time.perf_counter() - started, dict(cache))
-    print(f"  {job_name}: {timing.runs} runs in {timing.seconds:.1f}s (cache hits {cache['hit']}, misses {cache['miss']})", flush=True)
+    timing = StageTiming(stage.job_name, len(results), time.perf_counter() - stage.started, dict(cache))
+    print(f"  {stage.job_name}: {timing.runs} runs in {timing.seconds:.1f}s (cache hits {cache['hit']}, misses {cache['miss']})", flush=True)
     failed = [run for run in results if not run.success]
     if failed:
         for run in failed:
             print(f"    FAILED partition {run.partition_key}: run {run.run_id} (open it in `make ui`)", file=sys.stderr)
-        raise SystemExit(f"{job_name} failed for {len(failed)} partition(s)")
+        raise SystemExit(f"{stage.job_name} failed for {len(failed)} partition(s)")
     return timing
 
 
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes that each load the Definitions once and run in-process Dagster runs."""
+def run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[RunPartitions], log_level: str) -> StageTiming:
+    return finish_stage(start_stage(pool, job_name, partition_keys, log_level))
+
+
+def worker_pool(workers: int, libraries: tuple[str, ...] = ()) -> ProcessPoolExecutor:
+    """Worker processes that each load the Definitions once and `prepare_worker`, then run
+    in-process Dagster runs."""
     context = multiprocessing.get_context("spawn")  # fork after importing torch/OpenMP can deadlock
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_load_worker)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_load_worker, initargs=(libraries, worker_threads(workers)))
 
 
 def materialize_universe(universe: Universe, workers: int, log_level: str = "INFO", every_partition: bool = False) -> list[StageTiming]:
@@ -146,19 +190,21 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     if not any(keys for _, keys in stages) and not plan.partitions(["predictions"]):
         print("Nothing to run: every partition is current.", flush=True)
         return [StageTiming(job, 0, 0.0, {}) for job, _ in stages]
-    with worker_pool(workers) as pool:
-        # Workers start loading the definitions now, while this process creates (or migrates) the
-        # MLflow store: once, here, rather than in two workers racing at once.
-        starting = [pool.submit(_worker_ready) for _ in range(workers)]
+    with worker_pool(workers, worker_libraries(universe)) as pool:
+        # Market data needs no tracker: its runs go ahead while this process creates (or
+        # migrates) the MLflow store, once, here, rather than in workers racing at once.
+        (market_data_job, market_data_keys), *later_stages = stages
+        market_data = start_stage(pool, market_data_job, market_data_keys, log_level)
         deployment.mlflow_tracking_resource().tracker().client.search_experiments(max_results=1)
-        for worker in starting:
-            worker.result()
-        timings = [run_stage(pool, job, keys, log_level) for job, keys in stages]
+        timings = [finish_stage(market_data)]
+        timings += [run_stage(pool, job, keys, log_level) for job, keys in later_stages]
         # Which predictions are stale depends on what the registry step just decided.
         after_registry = plan_runs(universe, store, code_versions, universe.symbols, bars_source)
         keys = list(universe.symbols) if every_partition else after_registry.partitions(["predictions"])
-        # predictions carry a BackfillPolicy: chunks of symbols per run, as a Dagster backfill runs them.
-        timings.append(run_stage(pool, PREDICTIONS_JOB, partition_ranges(ordered, keys, per_run), log_level))
+        # predictions carry a BackfillPolicy: chunks of symbols per run, as a Dagster backfill
+        # runs them, no bigger than an equal share per worker so that every worker gets one.
+        per_worker = max(1, -(-len(keys) // workers))
+        timings.append(run_stage(pool, PREDICTIONS_JOB, partition_ranges(ordered, keys, min(per_run, per_worker)), log_level))
     return timings
 
 

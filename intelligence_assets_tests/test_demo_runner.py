@@ -1,6 +1,9 @@
 """Ranged runs (make demo, the retrain schedule): the chunks a multi-run BackfillPolicy launches."""
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 from intelligence_assets.planning import cells_in_range, partition_ranges, training_ranges
 
 KEYS = [f"S{index}" for index in range(10)]
@@ -41,3 +44,28 @@ def test_a_range_covers_the_rectangle_between_its_corners() -> None:
     assert cells_in_range(symbols, targets, "B|t2", "C|t2") == ["B|t2", "C|t2"]
     for start, end in training_ranges(symbols, targets, ["A|t1", "A|t2", "C|t3"], 100, {}):
         assert set(cells_in_range(symbols, targets, start, end)) <= {"A|t1", "A|t2", "C|t3"}
+
+
+def _native_thread_pools() -> list[tuple[str, str, int]]:
+    from threadpoolctl import threadpool_info
+
+    return [(pool["internal_api"], pool["filepath"], pool["num_threads"]) for pool in threadpool_info()]
+
+
+def test_a_worker_has_its_libraries_loaded_and_its_thread_pools_capped_to_its_share_of_the_cores() -> None:
+    import os
+
+    from intelligence_assets.demo import prepare_worker, worker_threads
+    from intelligence_assets.ml.families import libraries_of
+
+    workers = os.cpu_count() or 1
+    assert worker_threads(workers) == 1
+    assert worker_threads(1) == (os.cpu_count() or 1)
+    libraries = tuple(libraries_of(["linear", "lightgbm", "torch_mlp"]))
+    # A fresh process, as the demo's workers are: the caps must cover every library it loaded.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=prepare_worker, initargs=(libraries, 1)) as pool:
+        pools = pool.submit(_native_thread_pools).result(timeout=300)
+    apis = {api for api, _, _ in pools}
+    assert {"openmp", "openblas"} <= apis, pools  # torch and LightGBM bring OpenMP; numpy and scipy OpenBLAS
+    assert all(threads == 1 for _, _, threads in pools), pools

@@ -29,6 +29,9 @@ from intelligence_assets.tracking.flavours import load_pyfunc, save_in_flavour
 
 T = TypeVar("T")
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
+# What tracking a model imports on first use: MLflow (about a second), its pyfunc flavour and
+# matplotlib for the importance plot. A long-lived worker imports them ahead of its first run.
+LIBRARIES = ("mlflow", "mlflow.pyfunc", "matplotlib.figure", "matplotlib.backends.backend_agg")
 
 
 class TrackingError(RuntimeError):

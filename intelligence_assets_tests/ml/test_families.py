@@ -373,3 +373,27 @@ def test_torch_tcn_never_reads_later_rows():
 def test_torch_tcn_rejects_unknown_params():
     with pytest.raises(ValueError, match="unknown params"):
         load_family("torch_tcn")("classification", {"hidden_sizes": [8]}, 1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_importing_a_familys_libraries_leaves_no_heavy_import_to_its_first_fit(family):
+    # A fresh interpreter: what the worker's warm-up imports must be all a first fit needs from
+    # the heavy libraries, or the first training in each worker still pays the import.
+    script = (
+        "import importlib, sys, numpy as np\n"
+        "from intelligence_assets.ml.families import libraries_of, load_family\n"
+        f"libraries = libraries_of([{family!r}])\n"
+        "assert libraries, 'no libraries declared'\n"
+        "for module in libraries: importlib.import_module(module)\n"
+        "before = set(sys.modules)\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.standard_normal((300, 4)); y = (x[:, 0] > 0).astype(float)\n"
+        f"load_family({family!r})('classification', {TEST_PARAMS[family]!r}, 0).fit(x, y, x, y)\n"
+        "heavy = ('torch', 'sklearn', 'lightgbm', 'xgboost', 'scipy')\n"
+        "late = sorted(m for m in set(sys.modules) - before if m.split('.')[0] in heavy)\n"
+        # A stray small submodule is fine (torch imports a profiler helper on the first step);
+        # a forgotten library is dozens to hundreds of modules.
+        "assert len(late) <= 3, f'imported by the first fit: {late[:10]} ({len(late)} modules)'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Iterable
 
 from intelligence_assets.ml.families.base import ModelFamily, Task
 
@@ -29,4 +30,10 @@ def load_family(name: str) -> type[ModelFamily]:
     return family
 
 
-__all__ = ["ModelFamily", "Task", "family_exists", "load_family"]
+def libraries_of(names: Iterable[str]) -> list[str]:
+    """The heavy modules these families' training imports on first use (torch alone takes
+    seconds), without importing them: for a long-lived worker to import while it has time."""
+    return list(dict.fromkeys(module for name in names for module in load_family(name).libraries))
+
+
+__all__ = ["ModelFamily", "Task", "family_exists", "libraries_of", "load_family"]

@@ -99,6 +99,8 @@ class TorchFamily(ModelFamily):
 
     uses_gpu: ClassVar[bool] = True
     can_use_gpu: ClassVar[bool] = True
+    # The optimizer's first construction imports torch._dynamo: over a second, once per process.
+    libraries: ClassVar[tuple[str, ...]] = ("torch", "torch._dynamo")
     default_params: ClassVar[dict[str, Any]]
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:

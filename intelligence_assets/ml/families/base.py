@@ -25,6 +25,9 @@ class ModelFamily(ABC):
     version: ClassVar[str]
     uses_gpu: ClassVar[bool] = False
     can_use_gpu: ClassVar[bool] = False
+    # The heavy modules fit imports on first use (module names). A long-lived worker imports
+    # them while it would otherwise wait (`families.libraries_of`), not in its first training.
+    libraries: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
         if task not in TASKS:

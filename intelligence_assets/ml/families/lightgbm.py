@@ -39,6 +39,7 @@ OBJECTIVES = {"classification": ("binary", "binary_logloss"), "regression": ("re
 class LightGBMFamily(ModelFamily):
     name: ClassVar[str] = "lightgbm"
     version: ClassVar[str] = "1"
+    libraries: ClassVar[tuple[str, ...]] = ("lightgbm",)
     uses_gpu: ClassVar[bool] = False
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:

@@ -43,6 +43,7 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 class LinearFamily(ModelFamily):
     name: ClassVar[str] = "linear"
     version: ClassVar[str] = "1"
+    libraries: ClassVar[tuple[str, ...]] = ("sklearn.linear_model",)
     uses_gpu: ClassVar[bool] = False
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:

@@ -54,6 +54,7 @@ def resolve_device(device: str) -> str:
 class XGBoostFamily(ModelFamily):
     name: ClassVar[str] = "xgboost"
     version: ClassVar[str] = "1"
+    libraries: ClassVar[tuple[str, ...]] = ("xgboost",)
     uses_gpu: ClassVar[bool] = False
     can_use_gpu: ClassVar[bool] = True
 

@@ -51,7 +51,7 @@ class ModelFamilySettings(_Strict):
 
 
 class PodResources(_Strict):
-    cpu: str = Field(description="Kubernetes CPU quantity, e.g. 1 or 500m.")
+    cpu: str = Field(pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="Kubernetes CPU quantity, e.g. 1, 1.5 or 500m.")
     memory: str = Field(description="Kubernetes memory quantity, e.g. 2Gi.")
 
 

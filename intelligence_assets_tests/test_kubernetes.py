@@ -28,6 +28,7 @@ from kubernetes.client import ApiClient, V1Job
 
 from intelligence_assets.definitions import TRAINING_JOB
 from intelligence_assets.deployment import S3_SECRET_NAME, DeploymentSettings
+from intelligence_assets.pods import THREAD_VARIABLES, threads_for
 from intelligence_assets.universe import load_universe
 
 CODE_IMAGE = "ghcr.io/intelligence-assets/intelligence-assets:0.1.0"
@@ -135,6 +136,18 @@ def s3_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INTELLIGENCE_S3_SECRET_KEY", "from-secret")
 
 
+def step_threads(container) -> dict[str, str]:
+    """The thread-pool sizes the step's container sets; Dagster's own variables must survive beside them."""
+    env = {variable.name: variable.value for variable in container.env or []}
+    assert "DAGSTER_RUN_JOB_NAME" in env, sorted(env)
+    return {name: value for name, value in env.items() if name in THREAD_VARIABLES}
+
+
+@pytest.mark.parametrize(("cpu", "threads"), [("1", 1), ("4", 4), ("1.5", 1), ("500m", 1), ("2500m", 2)])
+def test_a_steps_thread_pools_get_the_whole_cores_it_requests(cpu: str, threads: int) -> None:
+    assert threads_for(cpu) == threads
+
+
 def test_cpu_step_requests_cpu_and_memory_and_no_gpu(k8s_instance, kubeconfig_file, s3_environment) -> None:
     settings = load_universe().kubernetes
     job = submitted_job(CPU_STEP, k8s_instance, kubeconfig_file)
@@ -143,6 +156,7 @@ def test_cpu_step_requests_cpu_and_memory_and_no_gpu(k8s_instance, kubeconfig_fi
     assert container.image == CODE_IMAGE
     assert container.resources.requests == {"cpu": settings.cpu_step.cpu, "memory": settings.cpu_step.memory}
     assert not (container.resources.limits or {}).get("nvidia.com/gpu")
+    assert step_threads(container) == {name: str(threads_for(settings.cpu_step.cpu)) for name in THREAD_VARIABLES}
     assert not pod.tolerations and not pod.node_selector
     assert [source.secret_ref.name for source in container.env_from if source.secret_ref] == [S3_SECRET_NAME]
     labels = job.spec.template.metadata.labels
@@ -158,6 +172,7 @@ def test_gpu_step_gets_one_gpu_the_gpu_image_node_selector_and_tolerations(k8s_i
     assert container.image == settings.gpu_image != CODE_IMAGE
     assert container.resources.limits == {"nvidia.com/gpu": str(settings.gpus_per_step)}
     assert container.resources.requests == {"cpu": settings.gpu_step.cpu, "memory": settings.gpu_step.memory}
+    assert step_threads(container) == {name: str(threads_for(settings.gpu_step.cpu)) for name in THREAD_VARIABLES}
     assert pod.node_selector == settings.gpu_node_selector
     assert [(t.key, t.operator, t.effect) for t in pod.tolerations] == [("nvidia.com/gpu", "Exists", "NoSchedule")]
     assert [source.secret_ref.name for source in container.env_from if source.secret_ref] == [S3_SECRET_NAME]

@@ -34,6 +34,7 @@ def _write(tmp_path: Path, mutate) -> Path:
         (lambda c: c.update(symbols=["AAPL", "AAPL"]), ["symbols", "AAPL"]),
         (lambda c: c["ranking"].update(min_auc_lift="high"), ["ranking.min_auc_lift", "high"]),
         (lambda c: c.update(colour="blue"), ["colour", "blue"]),
+        (lambda c: c["kubernetes"]["cpu_step"].update(cpu="two"), ["kubernetes.cpu_step.cpu", "two"]),
     ],
 )
 def test_bad_config_fails_at_load_naming_field_and_value(tmp_path: Path, mutate, expected: list[str]) -> None:

@@ -74,6 +74,7 @@ report: install $(DAGSTER_HOME)/dagster.yaml
 # load and backfill planning; peak RSS per step. Writes benchmarks/results/overhead.md and PNGs.
 bench: install
 	$(BIN)/python -m benchmarks.overhead
+	$(BIN)/python -m benchmarks.step_processes
 
 bench-storage: install
 	$(BIN)/python -m benchmarks.storage

@@ -35,7 +35,7 @@ from statistics import median
 import yaml
 
 from benchmarks.machine import describe_machine
-from intelligence_assets.demo import prepare_worker, worker_libraries, worker_threads
+from intelligence_assets.processes import prepare_worker, worker_libraries, worker_threads
 from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results"

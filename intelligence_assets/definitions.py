@@ -24,6 +24,7 @@ from intelligence_assets.automation.alerts import run_failure_alerts
 from intelligence_assets.automation.schedules import build_retrain_schedule
 from intelligence_assets.automation.sensors import build_champion_decay_sensor, build_new_bars_sensor, production_tags
 from intelligence_assets.deployment import DeploymentSettings
+from intelligence_assets.processes import worker_libraries
 from intelligence_assets.universe import Universe, load_universe
 
 
@@ -45,15 +46,19 @@ TRAINING_JOB = "training_job"
 LEADERBOARD_JOB = "leaderboard_job"
 REGISTRY_JOB = "registry_job"
 PREDICTIONS_JOB = "predictions_job"
+TRAINING_SELECTION = dg.AssetSelection.assets(*TARGET_ANALYSIS_ASSETS) | dg.AssetSelection.key_prefixes("models")
 
 
-def build_jobs() -> list:
+def build_jobs(universe: Universe, deployment: DeploymentSettings) -> list:
     return [
         dg.define_asset_job(MARKET_DATA_JOB, selection=dg.AssetSelection.assets("bars", "features"), description="Bars and features of one symbol."),
         dg.define_asset_job(
             TRAINING_JOB,
-            selection=dg.AssetSelection.assets(*TARGET_ANALYSIS_ASSETS) | dg.AssetSelection.key_prefixes("models"),
+            selection=TRAINING_SELECTION,
             description="Labels, target ranking, feature selection and every model family for one symbol x target.",
+            # Its eight steps all train: their processes fork with sklearn, torch and MLflow
+            # already imported. Lighter jobs would pay more for that import than they save.
+            executor_def=deployment.executor("step_processes_for_training", worker_libraries(universe)),
         ),
         dg.define_asset_job(LEADERBOARD_JOB, selection=dg.AssetSelection.assets("model_leaderboard"), description="All models' metrics and the champions."),
         dg.define_asset_job(
@@ -91,7 +96,7 @@ def build_automation(universe: Universe, assets: list[dg.AssetsDefinition], jobs
 
 def build_definitions(universe: Universe, deployment: DeploymentSettings) -> dg.Definitions:
     assets = build_assets(universe)
-    jobs = build_jobs()
+    jobs = build_jobs(universe, deployment)
     schedules, sensors = build_automation(universe, assets, jobs)
     return dg.Definitions(
         assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, resources=deployment.resources(universe), executor=deployment.executor()

@@ -8,7 +8,6 @@ most steps compute.
 from __future__ import annotations
 
 import argparse
-import importlib
 import multiprocessing
 import os
 import sys
@@ -21,39 +20,10 @@ import dagster as dg
 import polars as pl
 
 from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION, TARGET_DIMENSION, cell_of
+from intelligence_assets.processes import prepare_worker, worker_libraries, worker_threads
 from intelligence_assets.universe import Universe, load_universe
 
 _worker_definitions: dg.Definitions | None = None
-
-
-def worker_threads(workers: int) -> int:
-    """Threads each worker's native libraries may use: its share of the cores."""
-    return max(1, (os.cpu_count() or 1) // workers)
-
-
-def worker_libraries(universe: Universe, tracking: bool = True) -> tuple[str, ...]:
-    """What training imports on first use: the ranking's quick models (selection uses LightGBM,
-    one of them), every family of the universe, and with `tracking` MLflow's."""
-    from intelligence_assets.ml.families import libraries_of
-    from intelligence_assets.ml.ranking import RANKING_MODELS
-    from intelligence_assets.tracking.tracker import LIBRARIES
-
-    return (*libraries_of([*RANKING_MODELS, *universe.model_families]), *(LIBRARIES if tracking else ()))
-
-
-def prepare_worker(libraries: tuple[str, ...], threads: int) -> None:
-    """Import `libraries` (sklearn, torch and MLflow take seconds each) now, while the main
-    process plans, rather than in the worker's first run; then cap their thread pools.
-
-    Every OpenMP and BLAS pool sizes itself to the whole machine. With a worker per core, each
-    worker's idle threads spin for cores the other worker is using: target ranking ran 2-3x
-    slower with two workers on two cores than with one thread each.
-    """
-    from threadpoolctl import threadpool_limits
-
-    for module in libraries:
-        importlib.import_module(module)
-    threadpool_limits(limits=threads)
 
 
 def _load_worker(libraries: tuple[str, ...], threads: int) -> None:

@@ -28,6 +28,7 @@ from intelligence_assets.automation.alerts import AlertNotifier
 from intelligence_assets.resources.artifact_store import ArtifactStore
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.io_manager import ArtifactIOManager
+from intelligence_assets.processes import step_process_executor
 from intelligence_assets.resources.mlflow_tracking import MlflowTrackingResource
 from intelligence_assets.resources.bars_source import BarsSource, BarsSourceResource
 from intelligence_assets.universe import REPOSITORY_ROOT, Universe
@@ -131,10 +132,12 @@ class DeploymentSettings(BaseModel):
     def bars_source(self, universe: Universe) -> BarsSource:
         return self.bars_source_resource(universe, self.artifact_store_resource(resolve_secrets=True)).source()
 
-    def executor(self) -> dg.ExecutorDefinition | None:
-        """k8s: one pod per step, with the S3 credentials from their secret; others: Dagster's default."""
+    def executor(self, name: str = "step_processes", preload: tuple[str, ...] = ()) -> dg.ExecutorDefinition:
+        """k8s: one pod per step, with the S3 credentials from their secret (a pod starts fresh,
+        so `preload` does not apply); others: a process per step, forked from a server that has
+        imported the definitions and `preload` once (`processes.step_process_executor`)."""
         if self.name != "k8s":
-            return None
+            return step_process_executor(name, preload)
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor.configured({"env_secrets": [S3_SECRET_NAME]}, name="k8s_step_pods")

@@ -1,6 +1,7 @@
 """The Dagster CLI against our code location, in subprocesses with a temporary DAGSTER_HOME."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+from dagster._config import process_config
 
 from intelligence_assets.resources.artifact_store import LocalArtifactStore
 from intelligence_assets.resources.artifacts import read_value
@@ -65,3 +67,51 @@ def test_asset_materialize_command_for_symbol_and_symbol_target_partitions(tmp_p
 
     unknown = materialize("bars", "NOT_A_SYMBOL")
     assert unknown.returncode != 0
+
+
+def test_training_job_runs_a_symbols_range_with_steps_forked_from_a_preloaded_server(tmp_path: Path, small_universe_path: Path, monkeypatch) -> None:
+    """`dagster job execute` runs training_job through its own executor: one process per step,
+    forked from a server that imported the definitions and the training libraries."""
+    from intelligence_assets.definitions import TRAINING_JOB, build_definitions
+    from intelligence_assets.deployment import DeploymentSettings
+    from intelligence_assets.universe import load_universe
+
+    universe = load_universe(small_universe_path)
+    training = build_definitions(universe, DeploymentSettings(name="local")).resolve_job_def(TRAINING_JOB)
+    executor_def = training.executor_def
+    mapped = executor_def.apply_config_mapping(process_config(executor_def.config_schema.config_type, {}).value)
+    preloaded = mapped.value["config"]["start_method"]["forkserver"]["preload_modules"]
+    assert preloaded[0] == "intelligence_assets.definitions" and {"torch", "sklearn.linear_model", "mlflow"} <= set(preloaded)
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions("symbol", ["SIGNAL"])
+    environment = _environment(home, small_universe_path)
+    bars = subprocess.run(
+        [DAGSTER, "asset", "materialize", "-m", "intelligence_assets.definitions", "--select", "bars,features", "--partition", "SIGNAL"],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
+    )
+    assert bars.returncode == 0, bars.stdout + bars.stderr
+    first, last = universe.target_names[0], universe.target_names[-1]
+    tags = json.dumps({"dagster/asset_partition_range_start": f"SIGNAL|{first}", "dagster/asset_partition_range_end": f"SIGNAL|{last}"})
+    training_run = subprocess.run(
+        [DAGSTER, "job", "execute", "-m", "intelligence_assets.definitions", "-j", TRAINING_JOB, "--tags", tags],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600,
+    )
+    assert training_run.returncode == 0, training_run.stdout[-3000:] + training_run.stderr[-3000:]
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run = next(run for run in instance.get_runs() if run.job_name == TRAINING_JOB)
+        assert run.is_success
+        step_pids = {
+            event.dagster_event.pid for event in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+        }
+        # labels, target_rankings, feature_sets and every family: a process each
+        assert len(step_pids) == 3 + len(universe.model_families)
+        families = [key for key in instance.get_asset_keys() if key.path[0] == "models"]
+        for key in families:
+            materialized = instance.fetch_materializations(key, limit=100).records
+            assert {record.partition_key for record in materialized} == {f"SIGNAL|{target}" for target in universe.target_names}, key

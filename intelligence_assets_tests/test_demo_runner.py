@@ -55,7 +55,7 @@ def _native_thread_pools() -> list[tuple[str, str, int]]:
 def test_a_worker_has_its_libraries_loaded_and_its_thread_pools_capped_to_its_share_of_the_cores() -> None:
     import os
 
-    from intelligence_assets.demo import prepare_worker, worker_threads
+    from intelligence_assets.processes import prepare_worker, worker_threads
     from intelligence_assets.ml.families import libraries_of
 
     workers = os.cpu_count() or 1

@@ -1,0 +1,54 @@
+"""Long-lived processes that run many steps: what they import ahead, and the threads they may use.
+
+Two kinds: `make demo`'s workers (each runs whole runs in-process) and the forkserver of Dagster's
+multiprocess executor (it forks one process per step). Either way the definitions, and for
+training the heavy libraries, are imported once per process instead of once per run or step.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+import dagster as dg
+
+from intelligence_assets.universe import Universe
+
+DEFINITIONS_MODULE = "intelligence_assets.definitions"
+
+
+def worker_libraries(universe: Universe, tracking: bool = True) -> tuple[str, ...]:
+    """What training imports on first use: the ranking's quick models (selection uses LightGBM,
+    one of them), every family of the universe, and with `tracking` MLflow's."""
+    from intelligence_assets.ml.families import libraries_of
+    from intelligence_assets.ml.ranking import RANKING_MODELS
+    from intelligence_assets.tracking.tracker import LIBRARIES
+
+    return (*libraries_of([*RANKING_MODELS, *universe.model_families]), *(LIBRARIES if tracking else ()))
+
+
+def worker_threads(workers: int) -> int:
+    """Threads each of `workers` processes' native libraries may use: its share of the cores."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def prepare_worker(libraries: tuple[str, ...], threads: int) -> None:
+    """Import `libraries` now (sklearn, torch and MLflow take seconds each), then cap their
+    thread pools at `threads`.
+
+    Every OpenMP and BLAS pool sizes itself to the whole machine. With a worker per core, each
+    worker's idle threads spin on cores the other worker is using: target ranking ran 2-3x
+    slower with two workers on two cores than with one thread each.
+    """
+    from threadpoolctl import threadpool_limits
+
+    for module in libraries:
+        importlib.import_module(module)
+    threadpool_limits(limits=threads)
+
+
+def step_process_executor(name: str, preload: tuple[str, ...] = ()) -> dg.ExecutorDefinition:
+    """Dagster's multiprocess executor with each step forked from a server that has imported the
+    definitions and `preload` once. Its default, spawn, starts every step in a fresh interpreter
+    that imports them again: 1-2 s for the definitions, seconds more for torch or sklearn."""
+    start_method = {"forkserver": {"preload_modules": [DEFINITIONS_MODULE, *preload]}}
+    return dg.multiprocess_executor.configured({"start_method": start_method}, name=name)

@@ -136,6 +136,18 @@ def s3_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INTELLIGENCE_S3_SECRET_KEY", "from-secret")
 
 
+def test_every_job_steps_through_pods_on_the_k8s_deployment(s3_environment) -> None:
+    # training_job brings its own executor (forked step processes on the embedded default); on
+    # Kubernetes it must still be the pod executor, or GPU families would never reach a GPU node.
+    from intelligence_assets.definitions import build_definitions
+
+    deployment = DeploymentSettings(name="k8s", mlflow_tracking_uri="http://intelligence-mlflow:5000")
+    definitions = build_definitions(load_universe(), deployment)
+    jobs = [definitions.resolve_job_def(job.name) for job in definitions.jobs]
+    assert TRAINING_JOB in {job.name for job in jobs}
+    assert {job.name: job.executor_def.name for job in jobs} == {job.name: "k8s_step_pods" for job in jobs}
+
+
 def step_threads(container) -> dict[str, str]:
     """The thread-pool sizes the step's container sets; Dagster's own variables must survive beside them."""
     env = {variable.name: variable.value for variable in container.env or []}

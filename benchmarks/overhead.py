@@ -34,8 +34,9 @@ from statistics import median
 
 import yaml
 
+from benchmarks.homes import fresh_home
 from benchmarks.machine import describe_machine
-from intelligence_assets.processes import prepare_worker, worker_libraries, worker_threads
+from intelligence_assets.processes import available_cores, prepare_worker, worker_libraries, worker_threads
 from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results"
@@ -183,10 +184,7 @@ def ideal_pool(universe_path: Path, workers: int, platform_root: Path | None = N
 
 def dagster_run(universe_path: Path, workers: int, scratch: Path) -> tuple[float, list]:
     """`make demo`'s runner on a fresh embedded instance, in a child process (its own DAGSTER_HOME)."""
-    home = scratch / "dagster_home"
-    home.mkdir(parents=True)
-    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")}
+    env = fresh_home(scratch / "dagster_home", universe_path)
     started = time.perf_counter()
     completed = subprocess.run(
         [PYTHON, "-c", f"from intelligence_assets.demo import materialize_universe; from intelligence_assets.universe import load_universe; "
@@ -273,10 +271,7 @@ print("RSS_KB", """ + PEAK_RSS + """, "OK" if result.success else "FAILED")
 def step_peak_rss(universe_path: Path, scratch: Path) -> list[tuple[str, float, bool]]:
     """Each step of one partition, upstream first, in its own process on a fresh instance."""
     universe = load_universe(universe_path)
-    home = scratch / "rss_home"
-    home.mkdir()
-    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")}
+    env = fresh_home(scratch / "rss_home", universe_path)
     symbol = universe.symbols[0]
     # A target that passes the ranking bar on the bundled data, so the model steps train.
     target = "y_volatility_10b" if "y_volatility_10b" in universe.target_names else universe.target_names[0]
@@ -342,7 +337,7 @@ def plot_planning(path: Path, partitions: list[int], seconds: list[float]) -> No
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--workers", type=int, default=available_cores())
     parser.add_argument("--plan-sizes", type=int, nargs="+", default=[100, 1000, 12500], help="partitions per symbol x target asset (25 targets each)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["core", "planning", "rss"])
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the four ways in (a); the tables take medians")

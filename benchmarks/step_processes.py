@@ -27,7 +27,10 @@ import tempfile
 from pathlib import Path
 from statistics import median
 
+from benchmarks.homes import fresh_home, home_environment
 from benchmarks.machine import describe_machine
+from intelligence_assets.partitions import cell_key
+from intelligence_assets.processes import available_cores
 from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results" / "step_processes.md"
@@ -83,25 +86,19 @@ with dg.DagsterInstance.get() as instance:
 """
 
 
-def environment(home: Path, universe_path: Path) -> dict[str, str]:
-    return {**os.environ, "DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")}
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--symbol", default="AAPL")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="the executor's max_concurrent")
+    parser.add_argument("--workers", type=int, default=available_cores(), help="the executor's max_concurrent")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
     universe_path = Path(os.environ.get("INTELLIGENCE_UNIVERSE") or DEFAULT_UNIVERSE_PATH)
     universe = load_universe(universe_path)
-    first, last = f"{args.symbol}|{universe.target_names[0]}", f"{args.symbol}|{universe.target_names[-1]}"
+    first, last = cell_key(args.symbol, universe.target_names[0]), cell_key(args.symbol, universe.target_names[-1])
     scratch = Path(tempfile.mkdtemp(prefix="intelligence-step-processes-"))
     try:
         prepared = scratch / "prepared"
-        prepared.mkdir()
-        shutil.copy(REPOSITORY_ROOT / "dagster.yaml", prepared / "dagster.yaml")
-        subprocess.run([sys.executable, "-c", PREPARE.format(symbol=args.symbol)], env=environment(prepared, universe_path), cwd=REPOSITORY_ROOT, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-c", PREPARE.format(symbol=args.symbol)], env=fresh_home(prepared, universe_path), cwd=REPOSITORY_ROOT, check=True, capture_output=True)
         methods = start_methods(universe_path)
         seconds: dict[str, list[float]] = {way: [] for way in methods}
         for repeat in range(args.repeats):  # interleaved, so a slow spell hits every way alike
@@ -110,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
                 shutil.copytree(prepared, home)
                 completed = subprocess.run(
                     [sys.executable, "-c", RUN.format(workers=args.workers), json.dumps(start_method), first, last],
-                    env=environment(home, universe_path), cwd=REPOSITORY_ROOT, capture_output=True, text=True, check=False,
+                    env=home_environment(home, universe_path), cwd=REPOSITORY_ROOT, capture_output=True, text=True, check=False,
                 )
                 line = next((line for line in completed.stdout.splitlines() if line.startswith("SECONDS")), "")
                 if not line.endswith("OK"):

@@ -19,18 +19,24 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION, TARGET_DIMENSION, cell_of
-from intelligence_assets.processes import prepare_worker, worker_libraries, worker_threads
+from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION, TARGET_DIMENSION, cell_key, cell_of
+from intelligence_assets.processes import available_cores, prepare_worker, worker_libraries, worker_threads
 from intelligence_assets.universe import Universe, load_universe
 
-_worker_definitions: dg.Definitions | None = None
+@dataclass
+class _Worker:
+    definitions: dg.Definitions
+    instance: dg.DagsterInstance
+
+
+_worker: _Worker | None = None
 
 
 def _load_worker(libraries: tuple[str, ...], threads: int) -> None:
-    global _worker_definitions  # one Definitions per worker process, loaded once
+    global _worker  # one Definitions and one instance per worker process, for all its runs
     from intelligence_assets.definitions import defs
 
-    _worker_definitions = defs
+    _worker = _Worker(defs, dg.DagsterInstance.get())
     prepare_worker(libraries, threads)
 
 
@@ -59,9 +65,9 @@ class StageTiming:
 
 
 def _run_partition(job_name: str, partitions: RunPartitions, log_level: str) -> PartitionRun:
-    assert _worker_definitions is not None
+    assert _worker is not None
     started_at, started = time.time(), time.perf_counter()
-    job = _worker_definitions.resolve_job_def(job_name)
+    job = _worker.definitions.resolve_job_def(job_name)
     partition_key: str | dg.MultiPartitionKey | None = None
     tags = {}
     if isinstance(partitions, tuple):  # a ranged run, as a BackfillPolicy chunk runs
@@ -72,7 +78,7 @@ def _run_partition(job_name: str, partitions: RunPartitions, log_level: str) -> 
     else:
         partition_key = partitions
     result = job.execute_in_process(
-        instance=dg.DagsterInstance.get(),
+        instance=_worker.instance,
         partition_key=partition_key,
         tags=tags,
         raise_on_error=False,
@@ -149,7 +155,7 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     plan = plan_runs(universe, store, code_versions, universe.symbols, bars_source)
     print(f"Plan ({time.perf_counter() - started:.1f}s): {len(plan.stale)} asset partitions need a run, "
           f"{len(plan.fresh)} are current in the artifact store", flush=True)
-    cells = [f"{s}|{t}" for s in universe.symbols for t in universe.target_names]
+    cells = [cell_key(symbol, target) for symbol in universe.symbols for target in universe.target_names]
     model_assets = [f"models/{family}" for family in universe.model_families]
     stale_cells = cells if every_partition else plan.partitions([*TARGET_ANALYSIS_ASSETS, *model_assets])
     per_run = universe.automation.backfill_partitions_per_run
@@ -204,7 +210,7 @@ def print_results(leaderboard: pl.DataFrame, registry: pl.DataFrame) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--workers", type=int, default=available_cores())
     parser.add_argument("--every-partition", action="store_true", help="launch a run for every partition, not only the stale ones")
     args = parser.parse_args(argv)
     if not os.environ.get("DAGSTER_HOME"):

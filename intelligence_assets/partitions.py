@@ -28,6 +28,11 @@ def symbol_target_partitions(universe: Universe) -> dg.MultiPartitionsDefinition
     )
 
 
+def cell_key(symbol: str, target: str) -> str:
+    """The symbol x target partition key as Dagster writes it (the inverse of `cell_of`)."""
+    return f"{symbol}|{target}"
+
+
 def cell_of(partition_key: str | dg.MultiPartitionKey) -> tuple[str, str]:
     """(symbol, target) of a symbol x target partition key. Dagster writes a multi-partition key
     as its dimensions' keys in the order of the dimension names: "AAPL|y_up_1b"."""

@@ -25,7 +25,7 @@ from intelligence_assets.assets.market_data import BARS, bars_config, features_c
 from intelligence_assets.assets.models import model_config, model_key
 from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, TARGET_RANKINGS, labels_config, ranking_config, selection_config
 from intelligence_assets.fingerprints import table_fingerprint
-from intelligence_assets.partitions import cell_of
+from intelligence_assets.partitions import cell_key, cell_of
 from intelligence_assets.resources.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.resources.artifacts import MANIFEST_FILE, ArtifactHandle, read_manifest
 from intelligence_assets.resources.bars_source import BarsSource, LocalBarsSource
@@ -103,7 +103,7 @@ def plan_runs(
         features = visit(FEATURES, symbol, f"features/{symbol}", features_config(universe), _all_present({"bars": bars}))
         features_by_symbol[symbol] = features
         for target in universe.target_names:
-            cell = f"{symbol}|{target}"
+            cell = cell_key(symbol, target)
             labels = visit(LABELS, cell, f"labels/{symbol}/{target}", labels_config(universe, target), _all_present({"bars": bars}))
             rankings = visit(
                 TARGET_RANKINGS, cell, f"target_rankings/{symbol}/{target}", ranking_config(universe, target),
@@ -150,7 +150,7 @@ def cells_in_range(symbols: list[str], target_names: list[str], start: str, end:
     (first_symbol, first_target), (last_symbol, last_target) = cell_of(start), cell_of(end)
     in_symbols = symbols[symbols.index(first_symbol) : symbols.index(last_symbol) + 1]
     in_targets = target_names[target_names.index(first_target) : target_names.index(last_target) + 1]
-    return [f"{symbol}|{target}" for symbol in in_symbols for target in in_targets]
+    return [cell_key(symbol, target) for symbol in in_symbols for target in in_targets]
 
 
 def partition_ranges(ordered_keys: list[str], stale: Collection[str], max_per_run: int) -> list[tuple[str, str]]:
@@ -183,10 +183,10 @@ def training_ranges(symbols: list[str], target_names: list[str], stale_cells: li
     ranges: list[tuple[str, str]] = []
     if len(stale_symbols) <= len(stale_targets):
         for symbol in sorted(symbols, key=lambda s: -bars_rows.get(s, 0)):
-            ranges += partition_ranges([f"{symbol}|{target}" for target in target_names], stale, max_per_run)
+            ranges += partition_ranges([cell_key(symbol, target) for target in target_names], stale, max_per_run)
     else:
         for target in target_names:
-            ranges += partition_ranges([f"{symbol}|{target}" for symbol in symbols], stale, max_per_run)
+            ranges += partition_ranges([cell_key(symbol, target) for symbol in symbols], stale, max_per_run)
     return ranges
 
 

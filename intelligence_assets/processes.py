@@ -26,9 +26,15 @@ def worker_libraries(universe: Universe, tracking: bool = True) -> tuple[str, ..
     return (*libraries_of([*RANKING_MODELS, *universe.model_families]), *(LIBRARIES if tracking else ()))
 
 
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity (a container's cpuset), which
+    `os.cpu_count()` ignores."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def worker_threads(workers: int) -> int:
     """Threads each of `workers` processes' native libraries may use: its share of the cores."""
-    return max(1, (os.cpu_count() or 1) // workers)
+    return max(1, available_cores() // workers)
 
 
 def prepare_worker(libraries: tuple[str, ...], threads: int) -> None:

@@ -53,14 +53,13 @@ def _native_thread_pools() -> list[tuple[str, str, int]]:
 
 
 def test_a_worker_has_its_libraries_loaded_and_its_thread_pools_capped_to_its_share_of_the_cores() -> None:
-    import os
 
-    from intelligence_assets.processes import prepare_worker, worker_threads
+    from intelligence_assets.processes import available_cores, prepare_worker, worker_threads
     from intelligence_assets.ml.families import libraries_of
 
-    workers = os.cpu_count() or 1
+    workers = available_cores()
     assert worker_threads(workers) == 1
-    assert worker_threads(1) == (os.cpu_count() or 1)
+    assert worker_threads(1) == available_cores()
     libraries = tuple(libraries_of(["linear", "lightgbm", "torch_mlp"]))
     # A fresh process, as the demo's workers are: the caps must cover every library it loaded.
     context = multiprocessing.get_context("spawn")

@@ -219,7 +219,7 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
                         f"materializing {key.to_user_string()} {partition_key} again logs it without retraining"
                     ) from error
                 stored.store.put_json(record_key, asdict(tracked))
-                # One line per model (each line is an event-log write): the outcome and where it is tracked.
+                # The outcome and where it is tracked in one line (each line is an event-log write).
                 outcome = f"held-out {summary.get('metrics')}" if trained_model.trained else f"skipped, {summary.get('reason')}"
                 context.log.info(f"{family_name} {symbol} {target}: {outcome}; MLflow run {tracked.run_url}" + (f", registered {tracked.model_uri}" if tracked.version else ""))
             metadata: dict[str, Any] = {"mlflow_run": dg.MetadataValue.url(tracked.run_url), "mlflow_run_id": tracked.run_id}

@@ -10,7 +10,7 @@ import dagster as dg
 from intelligence_assets.assets.models import model_key
 from intelligence_assets.assets.target_analysis import TARGET_ANALYSIS_ASSETS
 from intelligence_assets.automation.sensors import production_tags
-from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION
+from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION, cell_key
 from intelligence_assets.planning import cells_in_range, code_versions_of, plan_runs, training_ranges
 from intelligence_assets.resources.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
@@ -37,7 +37,7 @@ def cells_to_retrain(universe: Universe, store: ArtifactStore, assets: list[dg.A
     reasons = {cell: "stale" for cell in plan.partitions([*TARGET_ANALYSIS_ASSETS, *model_assets]) if cell}
     for symbol in symbols:
         for target in universe.target_names:
-            cell = f"{symbol}|{target}"
+            cell = cell_key(symbol, target)
             if cell in reasons:
                 continue
             ages = [model_age_days(store, f"{'/'.join(model_key(f).path)}/{symbol}/{target}", now) for f in universe.model_families]

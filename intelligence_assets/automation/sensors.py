@@ -15,7 +15,7 @@ import polars as pl
 from intelligence_assets.assets.market_data import BARS
 from intelligence_assets.fingerprints import table_fingerprint
 from intelligence_assets.ml.decay import assess_decay
-from intelligence_assets.partitions import SYMBOL_DIMENSION, symbol_partitions
+from intelligence_assets.partitions import SYMBOL_DIMENSION, cell_key, symbol_partitions
 from intelligence_assets.resources.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.artifacts import ArtifactHandle
@@ -118,7 +118,7 @@ def build_champion_decay_sensor(universe: Universe, training_job: Any, registry_
         requests = []
         for champion in table.filter(pl.col("champion_version").is_not_null()).iter_rows(named=True):
             symbol, target = champion["symbol"], champion["target"]
-            cell = f"{symbol}|{target}"
+            cell = cell_key(symbol, target)
             predictions, labels = _load(store, f"predictions/{symbol}"), _load(store, f"labels/{symbol}/{target}")
             if predictions is None or labels is None or not champion["champion_test_end"]:
                 continue

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -36,7 +35,7 @@ import yaml
 
 from benchmarks.homes import fresh_home
 from benchmarks.machine import describe_machine
-from intelligence_assets.processes import available_cores, prepare_worker, worker_libraries, worker_threads
+from intelligence_assets.processes import SHARED_LIBRARIES, available_cores, forked_pool, prepare_worker, worker_libraries, worker_threads
 from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results"
@@ -164,22 +163,35 @@ def sequential(universe_path: Path) -> tuple[float, list[TaskTime]]:
 
 def ideal_pool(universe_path: Path, workers: int, platform_root: Path | None = None) -> float:
     """Measured: symbols in the pool, then every cell in the pool (one task each). With
-    `platform_root`, each task also stores and tracks what it computed (PlatformWork)."""
-    import multiprocessing
+    `platform_root`, each task also stores and tracks what it computed (PlatformWork).
 
+    Its workers are prepared as make demo prepares its own: forked from a server that has
+    imported the libraries once, native thread pools capped to a worker's share of the cores
+    (without the cap the pool ran slower)."""
     universe = load_universe(universe_path)
+    libraries = (*SHARED_LIBRARIES, *worker_libraries(universe, tracking=platform_root is not None))
     started = time.perf_counter()
-    if platform_root:  # the MLflow store created once, as make demo does before its workers track
-        PlatformWork(str(platform_root)).tracker.client.search_experiments(max_results=1)
-    # Prepared as make demo prepares its workers: libraries imported up front, native thread
-    # pools capped to a worker's share of the cores (without the cap the pool ran slower).
-    preparation = (worker_libraries(universe, tracking=platform_root is not None), worker_threads(workers))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=prepare_worker, initargs=preparation) as pool:
+    with forked_pool(workers, libraries, prepare_worker, (libraries, worker_threads(workers))) as pool:
+        if platform_root:  # the MLflow store created once while the server imports, as make demo does
+            PlatformWork(str(platform_root)).tracker.client.search_experiments(max_results=1)
         symbol_results = dict(zip(universe.symbols, pool.map(symbol_work, [str(universe_path)] * len(universe.symbols), universe.symbols)))
         cells = [(symbol, target) for symbol in universe.symbols for target in universe.target_names]
         root = str(platform_root) if platform_root else None
         list(pool.map(cell_work, *zip(*[(str(universe_path), s, t, *symbol_results[s][1], root) for s, t in cells])))
     return time.perf_counter() - started
+
+
+def ideal_pool_in_child(universe_path: Path, workers: int, platform_root: Path | None = None) -> float:
+    """`ideal_pool` in a fresh process of its own, as each `make demo` is: a process has one
+    forkserver, started by its first pool with that pool's imports."""
+    completed = subprocess.run(
+        [PYTHON, "-c", f"from benchmarks.overhead import ideal_pool; from pathlib import Path; "
+                       f"print('SECONDS', ideal_pool(Path({str(universe_path)!r}), {workers}, {f'Path({str(platform_root)!r})' if platform_root else None}))"],
+        capture_output=True, text=True, check=False, cwd=REPOSITORY_ROOT,
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"the pool failed:\n{completed.stderr[-3000:]}")
+    return float(next(line for line in completed.stdout.splitlines() if line.startswith("SECONDS")).split()[1])
 
 
 def dagster_run(universe_path: Path, workers: int, scratch: Path) -> tuple[float, list]:
@@ -365,9 +377,9 @@ def main(argv: list[str] | None = None) -> None:
                 measured["sequential"].append(seconds)
                 computes.append(sum(t.seconds for t in times))
                 print(f"    {seconds:.1f}s; ideal pool ...", flush=True)
-                measured["pool"].append(ideal_pool(universe_path, args.workers))
+                measured["pool"].append(ideal_pool_in_child(universe_path, args.workers))
                 print(f"    {measured['pool'][-1]:.1f}s; ideal pool with storage and MLflow tracking ...", flush=True)
-                measured["platform"].append(ideal_pool(universe_path, args.workers, scratch / f"platform_{repeat}"))
+                measured["platform"].append(ideal_pool_in_child(universe_path, args.workers, scratch / f"platform_{repeat}"))
                 print(f"    {measured['platform'][-1]:.1f}s; Dagster ...", flush=True)
                 seconds, stages = dagster_run(universe_path, args.workers, scratch / f"dagster_{repeat}")
                 measured["dagster"].append(seconds)

@@ -8,7 +8,6 @@ most steps compute.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ import dagster as dg
 import polars as pl
 
 from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION, TARGET_DIMENSION, cell_key, cell_of
-from intelligence_assets.processes import available_cores, prepare_worker, worker_libraries, worker_threads
+from intelligence_assets.processes import SHARED_LIBRARIES, available_cores, forked_pool, prepare_worker, worker_libraries, worker_threads
 from intelligence_assets.universe import Universe, load_universe
 
 @dataclass
@@ -125,10 +124,10 @@ def run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[Run
 
 
 def worker_pool(workers: int, libraries: tuple[str, ...] = ()) -> ProcessPoolExecutor:
-    """Worker processes that each load the Definitions once and `prepare_worker`, then run
-    in-process Dagster runs."""
-    context = multiprocessing.get_context("spawn")  # fork after importing torch/OpenMP can deadlock
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_load_worker, initargs=(libraries, worker_threads(workers)))
+    """Worker processes that run in-process Dagster runs: forked from a server that has imported
+    Dagster and `libraries` once; each loads the Definitions and an instance for all its runs,
+    and caps its native thread pools (`prepare_worker`)."""
+    return forked_pool(workers, (*SHARED_LIBRARIES, *libraries), _load_worker, (libraries, worker_threads(workers)))
 
 
 def materialize_universe(universe: Universe, workers: int, log_level: str = "INFO", every_partition: bool = False) -> list[StageTiming]:

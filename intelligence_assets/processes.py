@@ -7,7 +7,12 @@ training the heavy libraries, are imported once per process instead of once per 
 from __future__ import annotations
 
 import importlib
+import multiprocessing
+import multiprocessing.forkserver
 import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 import dagster as dg
 
@@ -50,6 +55,38 @@ def prepare_worker(libraries: tuple[str, ...], threads: int) -> None:
     for module in libraries:
         importlib.import_module(module)
     threadpool_limits(limits=threads)
+
+
+# What a pool's forkserver imports besides the training libraries: third-party modules only,
+# which read no environment at import. Our own modules read the universe and the deployment from
+# the environment when imported, so each worker imports them itself (see `forked_pool`).
+SHARED_LIBRARIES = ("dagster", "polars", "pyarrow")
+
+
+def forked_pool(workers: int, libraries: tuple[str, ...], initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()) -> ProcessPoolExecutor:
+    """`workers` processes forked from one server that has imported `libraries` once; each then
+    runs `initializer(*initargs)` (a module-level function: it travels pickled).
+
+    Spawned workers would each import torch, sklearn, LightGBM and MLflow again: about 6 s of CPU
+    per worker, on cores the other workers need. The server starts now, not at the first task, so
+    its imports overlap with whatever the caller does next.
+
+    A process has one forkserver, started by its first pool with that pool's `libraries` (a
+    later pool's list applies only if the server has stopped), and the server keeps the
+    environment it started with. So `libraries` must be third-party modules that read no
+    environment at import, and every worker takes this process's environment as it is now.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(libraries))
+    multiprocessing.forkserver.ensure_running()
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker, initargs=(dict(os.environ), initializer, initargs))
+
+
+def _start_worker(environment: dict[str, str], initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    os.environ.clear()
+    os.environ.update(environment)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def step_process_executor(name: str, preload: tuple[str, ...] = ()) -> dg.ExecutorDefinition:

@@ -115,3 +115,34 @@ def test_training_job_runs_a_symbols_range_with_steps_forked_from_a_preloaded_se
         for key in families:
             materialized = instance.fetch_materializations(key, limit=100).records
             assert {record.partition_key for record in materialized} == {f"SIGNAL|{target}" for target in universe.target_names}, key
+
+
+def test_demo_runs_every_stage_on_its_workers_and_a_rerun_finds_nothing_to_do(tmp_path: Path, small_universe_path: Path, monkeypatch) -> None:
+    """`make demo`'s runner, as the README's first command runs it: workers forked from one
+    server, every stage's runs on the instance, and nothing left stale afterwards."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml places storage under it
+    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    environment = _environment(home, small_universe_path)
+
+    def demo() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "intelligence_assets.demo", "--workers", "2"], cwd=REPOSITORY_ROOT, env=environment,
+                              capture_output=True, text=True, timeout=600)
+
+    first = demo()
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    for line in ("market_data_job: 2 runs", "training_job: 2 runs", "leaderboard_job: 1 runs", "registry_job: 1 runs", "predictions_job: 2 runs"):
+        assert line in first.stdout, first.stdout
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 8 and all(run.is_success for run in runs), [(run.job_name, run.status) for run in runs]
+        # The two symbols' training ran in different processes of the pool, at the same time.
+        training = [instance.get_run_record_by_id(run.run_id) for run in runs if run.job_name == "training_job"]
+        first_end = min(record.end_time for record in training)
+        assert max(record.start_time for record in training) < first_end
+    assert read_value(LocalArtifactStore(home / "artifacts"), "model_leaderboard").height == 2 * 2 * 4
+
+    rerun = demo()
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "Nothing to run: every partition is current." in rerun.stdout, rerun.stdout

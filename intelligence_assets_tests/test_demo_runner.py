@@ -1,8 +1,7 @@
 """Ranged runs (make demo, the retrain schedule): the chunks a multi-run BackfillPolicy launches."""
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import os
 
 from intelligence_assets.planning import cells_in_range, partition_ranges, training_ranges
 
@@ -53,18 +52,38 @@ def _native_thread_pools() -> list[tuple[str, str, int]]:
 
 
 def test_a_worker_has_its_libraries_loaded_and_its_thread_pools_capped_to_its_share_of_the_cores() -> None:
-
-    from intelligence_assets.processes import available_cores, prepare_worker, worker_threads
     from intelligence_assets.ml.families import libraries_of
+    from intelligence_assets.processes import SHARED_LIBRARIES, available_cores, forked_pool, prepare_worker, worker_threads
 
     workers = available_cores()
     assert worker_threads(workers) == 1
     assert worker_threads(1) == available_cores()
     libraries = tuple(libraries_of(["linear", "lightgbm", "torch_mlp"]))
-    # A fresh process, as the demo's workers are: the caps must cover every library it loaded.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=prepare_worker, initargs=(libraries, 1)) as pool:
+    # Forked from a server that imported the libraries, as the demo's workers are: the caps must
+    # cover every native pool the server's imports brought along.
+    with forked_pool(1, (*SHARED_LIBRARIES, *libraries), prepare_worker, (libraries, 1)) as pool:
         pools = pool.submit(_native_thread_pools).result(timeout=300)
     apis = {api for api, _, _ in pools}
     assert {"openmp", "openblas"} <= apis, pools  # torch and LightGBM bring OpenMP; numpy and scipy OpenBLAS
     assert all(threads == 1 for _, _, threads in pools), pools
+
+
+def _environment_and_parent(name: str) -> tuple[str | None, int]:
+    return os.environ.get(name), os.getppid()
+
+
+def test_a_forked_worker_sees_the_environment_of_its_pool_not_of_the_server(monkeypatch) -> None:
+    """The forkserver outlives a pool and keeps the environment it started with; a later pool of
+    the same process (another DAGSTER_HOME, another universe) must not run in that one."""
+    from intelligence_assets.processes import forked_pool
+
+    name = "INTELLIGENCE_TEST_POOL_ENVIRONMENT"
+    monkeypatch.setenv(name, "first")
+    with forked_pool(1, ("polars",)) as pool:
+        first, first_parent = pool.submit(_environment_and_parent, name).result(timeout=120)
+    monkeypatch.setenv(name, "second")
+    with forked_pool(1, ("polars",)) as pool:
+        second, second_parent = pool.submit(_environment_and_parent, name).result(timeout=120)
+    assert (first, second) == ("first", "second")
+    # Both forked by the same server, which was started once, before the variable changed.
+    assert first_parent == second_parent != os.getpid()

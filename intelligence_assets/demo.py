@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections import Counter
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import dagster as dg
@@ -89,38 +89,25 @@ def _run_partition(job_name: str, partitions: RunPartitions, log_level: str) -> 
     return PartitionRun(job_name, label, result.success, time.perf_counter() - started, result.run_id, dict(cache), started_at)
 
 
-@dataclass
-class PendingStage:
-    job_name: str
-    runs: list[Future[PartitionRun]]
-
-
-def start_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[RunPartitions], log_level: str) -> PendingStage:
-    """Queue a stage's runs on the pool; `finish_stage` waits for them."""
-    return PendingStage(job_name, [pool.submit(_run_partition, job_name, key, log_level) for key in partition_keys])
-
-
-def finish_stage(stage: PendingStage) -> StageTiming:
-    if not stage.runs:
-        print(f"  {stage.job_name}: nothing to run", flush=True)
-        return StageTiming(stage.job_name, 0, 0.0, {})
-    results = [run.result() for run in stage.runs]
+def run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[RunPartitions], log_level: str) -> StageTiming:
+    """Queue a stage's runs on the pool and wait for them."""
+    if not partition_keys:
+        print(f"  {job_name}: nothing to run", flush=True)
+        return StageTiming(job_name, 0, 0.0, {})
+    queued = [pool.submit(_run_partition, job_name, key, log_level) for key in partition_keys]
+    results = [run.result() for run in queued]
     cache = sum((Counter(run.cache) for run in results), Counter())
     # From the first run's start, not from queueing: the first stage's runs wait for the workers
-    # to finish importing, which is not the stage's own time.
+    # to be forked, which is not the stage's own time.
     seconds = max(run.started_at + run.seconds for run in results) - min(run.started_at for run in results)
-    timing = StageTiming(stage.job_name, len(results), seconds, dict(cache))
-    print(f"  {stage.job_name}: {timing.runs} runs in {timing.seconds:.1f}s (cache hits {cache['hit']}, misses {cache['miss']})", flush=True)
+    timing = StageTiming(job_name, len(results), seconds, dict(cache))
+    print(f"  {job_name}: {timing.runs} runs in {timing.seconds:.1f}s (cache hits {cache['hit']}, misses {cache['miss']})", flush=True)
     failed = [run for run in results if not run.success]
     if failed:
         for run in failed:
             print(f"    FAILED partition {run.partition_key}: run {run.run_id} (open it in `make ui`)", file=sys.stderr)
-        raise SystemExit(f"{stage.job_name} failed for {len(failed)} partition(s)")
+        raise SystemExit(f"{job_name} failed for {len(failed)} partition(s)")
     return timing
-
-
-def run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[RunPartitions], log_level: str) -> StageTiming:
-    return finish_stage(start_stage(pool, job_name, partition_keys, log_level))
 
 
 def worker_pool(workers: int, libraries: tuple[str, ...] = ()) -> ProcessPoolExecutor:
@@ -169,13 +156,11 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
         print("Nothing to run: every partition is current.", flush=True)
         return [StageTiming(job, 0, 0.0, {}) for job, _ in stages]
     with worker_pool(workers, worker_libraries(universe)) as pool:
-        # Market data needs no tracker: its runs go ahead while this process creates (or
-        # migrates) the MLflow store, once, here, rather than in workers racing at once.
-        (market_data_job, market_data_keys), *later_stages = stages
-        market_data = start_stage(pool, market_data_job, market_data_keys, log_level)
+        # While the workers' server imports, this process creates (or migrates) the MLflow store,
+        # once, rather than workers racing to. Only then the first runs: queueing one waits until
+        # the server can fork a worker.
         deployment.mlflow_tracking_resource().tracker().client.search_experiments(max_results=1)
-        timings = [finish_stage(market_data)]
-        timings += [run_stage(pool, job, keys, log_level) for job, keys in later_stages]
+        timings = [run_stage(pool, job, keys, log_level) for job, keys in stages]
         # Which predictions are stale depends on what the registry step just decided.
         after_registry = plan_runs(universe, store, code_versions, universe.symbols, bars_source)
         keys = list(universe.symbols) if every_partition else after_registry.partitions(["predictions"])

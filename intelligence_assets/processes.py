@@ -69,7 +69,9 @@ def forked_pool(workers: int, libraries: tuple[str, ...], initializer: Callable[
 
     Spawned workers would each import torch, sklearn, LightGBM and MLflow again: about 6 s of CPU
     per worker, on cores the other workers need. The server starts now, not at the first task, so
-    its imports overlap with whatever the caller does next.
+    its imports overlap with whatever the caller does next. Queueing the pool's first task waits
+    until the server has finished importing. The server only imports: forking is unsafe after
+    OpenMP has started its threads (a parallel region), not after its library was loaded.
 
     A process has one forkserver, started by its first pool with that pool's `libraries` (a
     later pool's list applies only if the server has stopped), and the server keeps the

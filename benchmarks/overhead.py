@@ -35,7 +35,7 @@ import yaml
 
 from benchmarks.homes import fresh_home
 from benchmarks.machine import describe_machine
-from intelligence_assets.processes import SHARED_LIBRARIES, available_cores, forked_pool, prepare_worker, worker_libraries, worker_threads
+from intelligence_assets.processes import available_cores, forked_pool, prepare_worker, worker_libraries, worker_threads
 from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results"
@@ -169,7 +169,7 @@ def ideal_pool(universe_path: Path, workers: int, platform_root: Path | None = N
     imported the libraries once, native thread pools capped to a worker's share of the cores
     (without the cap the pool ran slower)."""
     universe = load_universe(universe_path)
-    libraries = (*SHARED_LIBRARIES, *worker_libraries(universe, tracking=platform_root is not None))
+    libraries = worker_libraries(universe, tracking=platform_root is not None)
     started = time.perf_counter()
     with forked_pool(workers, libraries, prepare_worker, (libraries, worker_threads(workers))) as pool:
         if platform_root:  # the MLflow store created once while the server imports, as make demo does

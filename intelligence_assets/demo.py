@@ -19,7 +19,7 @@ import dagster as dg
 import polars as pl
 
 from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION, TARGET_DIMENSION, cell_key, cell_of
-from intelligence_assets.processes import SHARED_LIBRARIES, available_cores, forked_pool, prepare_worker, worker_libraries, worker_threads
+from intelligence_assets.processes import available_cores, forked_pool, prepare_worker, worker_libraries, worker_threads
 from intelligence_assets.universe import Universe, load_universe
 
 @dataclass
@@ -114,7 +114,7 @@ def worker_pool(workers: int, libraries: tuple[str, ...] = ()) -> ProcessPoolExe
     """Worker processes that run in-process Dagster runs: forked from a server that has imported
     Dagster and `libraries` once; each loads the Definitions and an instance for all its runs,
     and caps its native thread pools (`prepare_worker`)."""
-    return forked_pool(workers, (*SHARED_LIBRARIES, *libraries), _load_worker, (libraries, worker_threads(workers)))
+    return forked_pool(workers, libraries, _load_worker, (libraries, worker_threads(workers)))
 
 
 def materialize_universe(universe: Universe, workers: int, log_level: str = "INFO", every_partition: bool = False) -> list[StageTiming]:

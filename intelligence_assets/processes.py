@@ -57,14 +57,15 @@ def prepare_worker(libraries: tuple[str, ...], threads: int) -> None:
     threadpool_limits(limits=threads)
 
 
-# What a pool's forkserver imports besides the training libraries: third-party modules only,
-# which read no environment at import. Our own modules read the universe and the deployment from
-# the environment when imported, so each worker imports them itself (see `forked_pool`).
+# What every pool's forkserver imports besides the pool's own `libraries`: third-party modules
+# only, which read no environment at import. Our own modules read the universe and the deployment
+# from the environment when imported, so each worker imports them itself (see `forked_pool`).
 SHARED_LIBRARIES = ("dagster", "polars", "pyarrow")
 
 
 def forked_pool(workers: int, libraries: tuple[str, ...], initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()) -> ProcessPoolExecutor:
-    """`workers` processes forked from one server that has imported `libraries` once; each then
+    """`workers` processes forked from one server that has imported `SHARED_LIBRARIES` and
+    `libraries` once; each then
     runs `initializer(*initargs)` (a module-level function: it travels pickled).
 
     Spawned workers would each import torch, sklearn, LightGBM and MLflow again: about 6 s of CPU
@@ -79,7 +80,7 @@ def forked_pool(workers: int, libraries: tuple[str, ...], initializer: Callable[
     environment at import, and every worker takes this process's environment as it is now.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(libraries))
+    context.set_forkserver_preload([*SHARED_LIBRARIES, *libraries])
     multiprocessing.forkserver.ensure_running()
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker, initargs=(dict(os.environ), initializer, initargs))
 

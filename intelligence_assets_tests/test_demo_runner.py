@@ -53,7 +53,7 @@ def _native_thread_pools() -> list[tuple[str, str, int]]:
 
 def test_a_worker_has_its_libraries_loaded_and_its_thread_pools_capped_to_its_share_of_the_cores() -> None:
     from intelligence_assets.ml.families import libraries_of
-    from intelligence_assets.processes import SHARED_LIBRARIES, available_cores, forked_pool, prepare_worker, worker_threads
+    from intelligence_assets.processes import available_cores, forked_pool, prepare_worker, worker_threads
 
     workers = available_cores()
     assert worker_threads(workers) == 1
@@ -61,7 +61,7 @@ def test_a_worker_has_its_libraries_loaded_and_its_thread_pools_capped_to_its_sh
     libraries = tuple(libraries_of(["linear", "lightgbm", "torch_mlp"]))
     # Forked from a server that imported the libraries, as the demo's workers are: the caps must
     # cover every native pool the server's imports brought along.
-    with forked_pool(1, (*SHARED_LIBRARIES, *libraries), prepare_worker, (libraries, 1)) as pool:
+    with forked_pool(1, libraries, prepare_worker, (libraries, 1)) as pool:
         pools = pool.submit(_native_thread_pools).result(timeout=300)
     apis = {api for api, _, _ in pools}
     assert {"openmp", "openblas"} <= apis, pools  # torch and LightGBM bring OpenMP; numpy and scipy OpenBLAS

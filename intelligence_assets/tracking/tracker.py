@@ -132,8 +132,11 @@ class ModelTracker:
         except TrackingError:
             raise
         except Exception as error:  # MLflow wraps transport and store errors in many types
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise TrackingError(f"MLflow tracking at {self.tracking_uri} failed while {step}: {type(error).__name__}: {message}") from error
+            raise self._failure(step, error) from error
+
+    def _failure(self, step: str, error: Exception) -> TrackingError:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return TrackingError(f"MLflow tracking at {self.tracking_uri} failed while {step}: {type(error).__name__}: {message}")
 
     @staticmethod
     def _error_code(error: BaseException) -> str | None:
@@ -231,7 +234,7 @@ class ModelTracker:
         )
         run_id = run.info.run_id
         try:
-            self._log_contents(run_id, record)
+            self._log_contents(run_id, run.info.artifact_uri, record)
             # Finished before registering: a version never points at an unfinished run. The run
             # counts as complete only once it is tagged with its version (see _is_complete).
             self.call("finishing the run", lambda: self.client.set_terminated(run_id, "FINISHED"))
@@ -246,8 +249,9 @@ class ModelTracker:
             raise
         return tracked
 
-    def _log_contents(self, run_id: str, record: TrainingRecord) -> None:
+    def _log_contents(self, run_id: str, artifact_uri: str, record: TrainingRecord) -> None:
         from mlflow.entities import Metric, Param
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         summary = record.trained_model.summary
         params = flatten(record.config) | {
@@ -300,11 +304,12 @@ class ModelTracker:
                 (folder / "importance.png").write_bytes(importance_plot(features, np.asarray(importance, dtype=np.float64), title))
             if model is not None:
                 save_in_flavour(model, features, folder / names.MODEL_ARTIFACT_PATH)
-            self.call("uploading artifacts", lambda: self.client.log_artifacts(run_id, scratch))
+            # Straight to the run's artifact location, known since create_run: the client's
+            # log_artifacts would fetch the run again to find it (one more request per model).
+            self.call("uploading artifacts", lambda: get_artifact_repository(artifact_uri, tracking_uri=self.tracking_uri).log_artifacts(scratch))
 
     def _register(self, run_id: str, experiment_id: str, record: TrainingRecord) -> TrackedRun:
         name = names.registered_model_name(record.symbol, record.target)
-        self.ensure_registered_model(name, record.symbol, record.target)
         summary = record.trained_model.summary
         metrics = summary.get("metrics") or {}
         score = _finite(metrics.get(record.score_metric))
@@ -319,13 +324,23 @@ class ModelTracker:
             names.ELIGIBLE_TAG: "true" if record.eligible else "false",
             **{f"{names.HELDOUT_PREFIX}{metric}": repr(value) for metric, value in metrics.items() if _finite(value) is not None},
         }
-        version = self.call(
-            f"registering a version of {name}",
-            lambda: self.client.create_model_version(
+
+        def create_version() -> Any:
+            return self.client.create_model_version(
                 name, source=f"runs:/{run_id}/{names.MODEL_ARTIFACT_PATH}", run_id=run_id, tags=tags,
                 description=f"{record.family} on {record.symbol} {record.target}, held-out {record.score_metric} {score}",
-            ),
-        )
+            )
+
+        # The registered model exists for all but the first model of a symbol x target: try the
+        # version first and create the model only when MLflow says it is missing (one request
+        # per model instead of two).
+        try:
+            version = create_version()
+        except Exception as error:
+            if self._error_code(error) != "RESOURCE_DOES_NOT_EXIST":
+                raise self._failure(f"registering a version of {name}", error) from error
+            self.ensure_registered_model(name, record.symbol, record.target)
+            version = self.call(f"registering a version of {name}", create_version)
         self.call("tagging the run with its version", lambda: self.client.set_tag(run_id, names.REGISTERED_VERSION_TAG, str(version.version)))
         return TrackedRun(run_id, experiment_id, self.run_url(experiment_id, run_id), name, str(version.version), self.version_url(name, str(version.version)))
 

@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # The CPU build of torch; the CUDA build belongs in the GPU image only.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --constraint constraints/cpu.txt
 
-.PHONY: install postgres chromium demo minio-demo test ui mlflow-ui rollback housekeeping report bench bench-storage bench-backfill bench-gpu-data clean-home
+.PHONY: install postgres chromium demo minio-demo test ui mlflow-ui rollback housekeeping report bench bench-scale bench-storage bench-backfill bench-gpu-data clean-home
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -75,6 +75,11 @@ report: install $(DAGSTER_HOME)/dagster.yaml
 bench: install
 	$(BIN)/python -m benchmarks.overhead
 	$(BIN)/python -m benchmarks.step_processes
+
+# The same comparison with more walk-forward folds (more work per model, the same models, runs and
+# events): where the overhead stops mattering. Writes benchmarks/results/overhead_scale.md and a PNG.
+bench-scale: install
+	$(BIN)/python -m benchmarks.overhead_scale
 
 bench-storage: install
 	$(BIN)/python -m benchmarks.storage

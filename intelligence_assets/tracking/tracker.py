@@ -11,6 +11,7 @@ whose run is incomplete.
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import math
@@ -92,6 +93,12 @@ def _finite(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def sqlite_database(tracking_uri: str) -> Path | None:
+    """The database file of an embedded `sqlite:///` store; None for any other store."""
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
+
+
 def importance_plot(feature_names: list[str], importance: np.ndarray, title: str) -> bytes:
     """A horizontal bar chart as PNG bytes (matplotlib's object API: no global pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -120,8 +127,22 @@ class ModelTracker:
         self.tracking_uri = tracking_uri
         self.ui_url = (ui_url or (tracking_uri if tracking_uri.startswith("http") else "")).rstrip("/")
         self.experiment_root = experiment_root
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
         self._experiment_ids: dict[str, str] = {}
+
+        def open_client() -> Any:
+            return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
+
+        database = sqlite_database(tracking_uri)
+        if database is None:
+            self.client = open_client()
+        else:
+            # MLflow creates or migrates an embedded SQLite store when a client is made, and that
+            # fails when several processes start on a fresh store together (the steps of one run,
+            # launched from the UI on a new DAGSTER_HOME): one process at a time.
+            database.parent.mkdir(parents=True, exist_ok=True)
+            with open(database.with_name(f"{database.name}.lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+                self.client = self.call("opening the embedded MLflow store", open_client)
 
     # -- errors ---------------------------------------------------------------------------
 

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=available_cores())
     parser.add_argument("--effort", type=float, nargs="+", default=[1, 3, 6], help="how many times longer every family trains, one setting each (1 = the bundled universe)")
-    parser.add_argument("--symbols", nargs="+", default=["NASDAQ", "SP500"], help="bundled symbols to use (default: two of equal length, so that neither worker waits on an uneven end)")
+    parser.add_argument("--symbols", nargs="+", default=["NASDAQ", "SP500"], help="bundled symbols to use (default: two of equal length, one per worker)")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds per setting; the table takes medians")
     args = parser.parse_args(argv)
     machine = describe_machine()

@@ -156,9 +156,9 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
         print("Nothing to run: every partition is current.", flush=True)
         return [StageTiming(job, 0, 0.0, {}) for job, _ in stages]
     with worker_pool(workers, worker_libraries(universe)) as pool:
-        # While the workers' server imports, this process creates (or migrates) the MLflow store,
-        # once, rather than workers racing to. Only then the first runs: queueing one waits until
-        # the server can fork a worker.
+        # While the workers' server imports, this process creates (or migrates) the MLflow store
+        # and reaches it once, rather than a worker's first run waiting on it. Only then the
+        # first runs: queueing one waits until the server can fork a worker.
         deployment.mlflow_tracking_resource().tracker().client.search_experiments(max_results=1)
         timings = [run_stage(pool, job, keys, log_level) for job, keys in stages]
         # Which predictions are stale depends on what the registry step just decided.

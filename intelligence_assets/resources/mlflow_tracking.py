@@ -34,8 +34,6 @@ class MlflowTrackingResource(dg.ConfigurableResource):
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
             os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-            if self.tracking_uri.startswith("sqlite:///"):
-                Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             self._tracker = ModelTracker(
                 self.tracking_uri, self.registry_uri, self.ui_url, Path(self.experiment_root) if self.experiment_root else None
             )

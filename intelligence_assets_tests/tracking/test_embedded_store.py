@@ -14,6 +14,7 @@ from intelligence_assets.universe import REPOSITORY_ROOT
 OPEN_AT_ONCE = """
 import sys, time
 from pathlib import Path
+import mlflow  # imported by ModelTracker on first use: here, so that it does not stagger the opening
 from intelligence_assets.tracking.tracker import ModelTracker
 
 uri, root, moment = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])

@@ -48,22 +48,6 @@ def model_signature(feature_names: list[str]) -> Any:
     return ModelSignature(inputs=Schema([ColSpec("double", name) for name in feature_names]), outputs=Schema([ColSpec("double")]))
 
 
-def _family_python_model(model: ModelFamily) -> Any:
-    import mlflow.pyfunc
-
-    class FamilyModel(mlflow.pyfunc.PythonModel):
-        """Predicts with the family object: the flavour of a family with no library of its own."""
-
-        def __init__(self, family_model: ModelFamily) -> None:
-            self.family_model = family_model
-
-        # No type hints: MLflow would read them as an input schema; the signature already is one.
-        def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
-            return self.family_model.predict(np.asarray(model_input, dtype=np.float64))
-
-    return FamilyModel(model)
-
-
 def save_in_flavour(model: ModelFamily, feature_names: list[str], directory: Path) -> str:
     """Write `model` as an MLflow model directory at `directory` (which must not exist); returns the flavour."""
     signature = model_signature(feature_names)
@@ -90,11 +74,13 @@ def save_in_flavour(model: ModelFamily, feature_names: list[str], directory: Pat
         return "pytorch"
     import mlflow.pyfunc
 
-    # MLflow nudges towards type hints, an input example and model-from-code; the signature
-    # already states the schema, and the pickled object is our own family class.
+    from intelligence_assets.tracking.family_pyfunc import FamilyModel
+
+    # MLflow nudges towards an input example and model-from-code; the signature already states
+    # the schema, and the pickled object is our own family class.
     with _quiet("mlflow.pyfunc"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        mlflow.pyfunc.save_model(path, python_model=_family_python_model(model), signature=signature, pip_requirements=DEFAULT_PIP_REQUIREMENTS)
+        mlflow.pyfunc.save_model(path, python_model=FamilyModel(model), signature=signature, pip_requirements=DEFAULT_PIP_REQUIREMENTS)
     return "python_function"
 
 
@@ -109,4 +95,9 @@ def pyfunc_predict(pyfunc_model: Any, feature_names: list[str], x: np.ndarray) -
     import pandas as pd
 
     frame = pd.DataFrame(np.asarray(x, dtype=np.float64), columns=feature_names)
-    return np.asarray(pyfunc_model.predict(frame), dtype=np.float64).reshape(-1)
+    # MLflow's PyTorch flavour wraps `frame.to_numpy()` in a tensor; under pandas' copy-on-write
+    # that array is read-only, and torch warns that writing to it would be undefined. The module
+    # only reads its input.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+        return np.asarray(pyfunc_model.predict(frame), dtype=np.float64).reshape(-1)

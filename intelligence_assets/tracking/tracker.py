@@ -12,7 +12,6 @@ whose run is incomplete.
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import math
 import tempfile
@@ -22,17 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
-
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.flavours import load_pyfunc, save_in_flavour
+from intelligence_assets.tracking.importance_chart import importance_svg
 
 T = TypeVar("T")
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
-# What tracking a model imports on first use: MLflow (about a second), its pyfunc flavour and
-# matplotlib for the importance plot. A long-lived worker imports them ahead of its first run.
-LIBRARIES = ("mlflow", "mlflow.pyfunc", "matplotlib.figure", "matplotlib.backends.backend_agg")
+IMPORTANCE_CHART = "importance.svg"
+# What tracking a model imports on first use: MLflow (about a second) and its pyfunc flavour. A
+# long-lived worker imports them ahead of its first run.
+LIBRARIES = ("mlflow", "mlflow.pyfunc")
 
 
 class TrackingError(RuntimeError):
@@ -97,25 +96,6 @@ def sqlite_database(tracking_uri: str) -> Path | None:
     """The database file of an embedded `sqlite:///` store; None for any other store."""
     prefix = "sqlite:///"
     return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
-
-
-def importance_plot(feature_names: list[str], importance: np.ndarray, title: str) -> bytes:
-    """A horizontal bar chart as PNG bytes (matplotlib's object API: no global pyplot state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    order = np.argsort(importance)
-    figure = Figure(figsize=(7, max(2.5, 0.32 * len(feature_names) + 1)))
-    FigureCanvasAgg(figure)
-    # Fixed margins wide enough for our feature names: tight_layout costs a third of the plot.
-    figure.subplots_adjust(left=0.3, right=0.97, top=0.88, bottom=0.15)
-    axes = figure.add_subplot()
-    axes.barh([feature_names[i] for i in order], importance[order], color="#3b6ea8")
-    axes.set_xlabel("importance")
-    axes.set_title(title, fontsize=10)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    return buffer.getvalue()
 
 
 class ModelTracker:
@@ -316,13 +296,12 @@ class ModelTracker:
             (folder / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
             model = record.trained_model.model
             features = record.trained_model.feature_names
-            importance = model.feature_importance() if model is not None else None
-            (folder / "features.json").write_text(
-                json.dumps({"features": features, "importance": None if importance is None else [float(v) for v in importance]}, indent=2)
-            )
+            native_importance = model.feature_importance() if model is not None else None
+            importance = None if native_importance is None else [float(value) for value in native_importance]
+            (folder / "features.json").write_text(json.dumps({"features": features, "importance": importance}, indent=2))
             if importance is not None and len(features):
                 title = f"{record.family} {record.symbol} {record.target}: feature importance"
-                (folder / "importance.png").write_bytes(importance_plot(features, np.asarray(importance, dtype=np.float64), title))
+                (folder / IMPORTANCE_CHART).write_text(importance_svg(features, importance, title))
             if model is not None:
                 save_in_flavour(model, features, folder / names.MODEL_ARTIFACT_PATH)
             # Straight to the run's artifact location, known since create_run: the client's

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import dagster as dg
@@ -32,6 +33,7 @@ WEAK = {"lightgbm": {"params": {"num_boost_round": 3, "num_leaves": 2, "learning
 STRONG = {"lightgbm": {"params": {"num_boost_round": 120}}}
 CELL = ("SIGNAL", "y_up_1b")
 MIN_IMPROVEMENT = 0.001
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.fixture(autouse=True)
@@ -134,12 +136,14 @@ def test_runs_carry_params_fold_metrics_curves_and_artifacts(promoted) -> None:
     curve = client.get_metric_history(run.info.run_id, "validation_loss")
     assert len(curve) == len(model.summary["training_curve"]) > 1
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"model", "features.json", "importance.png", "config.json", "summary.json"} <= artifacts
+    assert {"model", "features.json", "importance.svg", "config.json", "summary.json"} <= artifacts
     model_files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert "model/MLmodel" in model_files
     features = json.loads(Path(client.download_artifacts(run.info.run_id, "features.json")).read_text())
     assert features["features"] == model.feature_names and len(features["importance"]) == len(model.feature_names)
-    assert Path(client.download_artifacts(run.info.run_id, "importance.png")).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    chart = ElementTree.parse(client.download_artifacts(run.info.run_id, "importance.svg")).getroot()
+    drawn = {bar.find(f"{SVG}title").text.rsplit(": ", 1)[0] for bar in chart.iter(f"{SVG}rect") if bar.get("class") == "bar"}
+    assert drawn == set(model.feature_names)
 
 
 def test_stronger_model_is_promoted_and_the_old_one_kept_as_previous_champion(promoted) -> None:

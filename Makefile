@@ -76,8 +76,8 @@ bench: install
 	$(BIN)/python -m benchmarks.overhead
 	$(BIN)/python -m benchmarks.step_processes
 
-# The same comparison with more walk-forward folds (more work per model, the same models, runs and
-# events): where the overhead stops mattering. Writes benchmarks/results/overhead_scale.md and a PNG.
+# The same comparison with every family trained k times longer (more work per model; the same models,
+# runs and events): where the overhead stops mattering. Writes benchmarks/results/overhead_scale.md and a PNG.
 bench-scale: install
 	$(BIN)/python -m benchmarks.overhead_scale
 

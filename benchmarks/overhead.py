@@ -224,6 +224,29 @@ def dagster_run(universe_path: Path, workers: int, scratch: Path) -> tuple[float
     return seconds, all_exited, stages
 
 
+@dataclass
+class PoolsAndDagster:
+    pool: float       # the ideal pool, compute only
+    platform: float   # the pool that also stores and tracks
+    dagster: float    # make demo's runner, until its process exits
+    all_exited: float  # ... and its workers' forkserver too
+    stages: list
+
+
+def pools_and_dagster(universe_path: Path, workers: int, scratch: Path, label: str) -> PoolsAndDagster:
+    """One round of the ideal pool, the pool that stores and tracks, and Dagster, one after the
+    other, each in a fresh process on a fresh store under `scratch`."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    print(f"{label}: ideal pool ...", flush=True)
+    pool = ideal_pool_in_child(universe_path, workers)
+    print(f"    {pool:.1f}s; pool that stores and tracks ...", flush=True)
+    platform = ideal_pool_in_child(universe_path, workers, scratch / "platform")
+    print(f"    {platform:.1f}s; Dagster ...", flush=True)
+    seconds, all_exited, stages = dagster_run(universe_path, workers, scratch / "dagster")
+    print(f"    {seconds:.1f}s", flush=True)
+    return PoolsAndDagster(pool, platform, seconds, all_exited, stages)
+
+
 # ---------------------------------------------------------------- (b) definitions load and planning
 
 
@@ -323,39 +346,45 @@ def step_peak_rss(universe_path: Path, scratch: Path) -> list[tuple[str, float, 
 # ---------------------------------------------------------------- the tables and plots
 
 
-def plot_bars(path: Path, labels: list[str], values: list[float], ylabel: str, title: str) -> None:
+def new_figure(size: tuple[float, float]) -> tuple[object, object]:
+    """A matplotlib figure and axis on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(max(6, 0.7 * len(labels)), 4))
+    return plt.subplots(figsize=size)
+
+
+def save_figure(figure: object, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_bars(path: Path, labels: list[str], values: list[float], ylabel: str, title: str) -> None:
+    figure, axis = new_figure((max(6, 0.7 * len(labels)), 4))
     axis.bar(labels, values, color="#4C72B0")
     axis.set_ylabel(ylabel)
     axis.set_title(title)
     for index, value in enumerate(values):
         axis.text(index, value, f"{value:.0f}" if value >= 10 else f"{value:.2f}", ha="center", va="bottom", fontsize=8)
-    plt.setp(axis.get_xticklabels(), rotation=30, ha="right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    for label in axis.get_xticklabels():
+        label.set_rotation(30)
+        label.set_horizontalalignment("right")
+    save_figure(figure, path)
 
 
 def plot_planning(path: Path, partitions: list[int], seconds: list[float]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = new_figure((6, 4))
     axis.loglog(partitions, seconds, marker="o")
     axis.set_xlabel("partitions per symbol x target asset")
     axis.set_ylabel("plan seconds")
     axis.set_title("Planning a backfill (empty store)")
     axis.grid(True, which="both", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -387,16 +416,12 @@ def main(argv: list[str] | None = None) -> None:
                 seconds, times = sequential(universe_path)
                 measured["sequential"].append(seconds)
                 computes.append(sum(t.seconds for t in times))
-                print(f"    {seconds:.1f}s; ideal pool ...", flush=True)
-                measured["pool"].append(ideal_pool_in_child(universe_path, args.workers))
-                print(f"    {measured['pool'][-1]:.1f}s; ideal pool with storage and MLflow tracking ...", flush=True)
-                measured["platform"].append(ideal_pool_in_child(universe_path, args.workers, scratch / f"platform_{repeat}"))
-                print(f"    {measured['platform'][-1]:.1f}s; Dagster ...", flush=True)
-                seconds, all_exited, stages = dagster_run(universe_path, args.workers, scratch / f"dagster_{repeat}")
-                measured["dagster"].append(seconds)
-                exits.append(all_exited)
-                all_stages.append((seconds, stages))
                 print(f"    {seconds:.1f}s", flush=True)
+                measurement = pools_and_dagster(universe_path, args.workers, scratch / f"round_{repeat}", f"(a) round {repeat + 1}/{args.repeats}")
+                for way in ("pool", "platform", "dagster"):
+                    measured[way].append(getattr(measurement, way))
+                exits.append(measurement.all_exited)
+                all_stages.append((measurement.dagster, measurement.stages))
             sequential_seconds, pool_seconds, platform_seconds, dagster_seconds = (median(measured[way]) for way in ("sequential", "pool", "platform", "dagster"))
             compute = median(computes)
             stages = min(all_stages, key=lambda entry: abs(entry[0] - dagster_seconds))[1]

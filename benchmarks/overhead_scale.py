@@ -23,7 +23,7 @@ from statistics import median
 import yaml
 
 from benchmarks.machine import describe_machine
-from benchmarks.overhead import dagster_run, ideal_pool_in_child
+from benchmarks.overhead import new_figure, pools_and_dagster, save_figure
 from intelligence_assets.processes import available_cores
 from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 
@@ -72,12 +72,7 @@ def universe_with_effort(directory: Path, effort: float, symbols: list[str]) -> 
 
 
 def plot(path: Path, rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6.5, 4))
+    figure, axis = new_figure((6.5, 4))
     per_model = [row["core_seconds_per_model"] for row in rows]
     axis.plot(per_model, [row["dagster"] / row["pool"] for row in rows], marker="o", label="Dagster / ideal pool")
     axis.plot(per_model, [row["dagster"] / row["platform"] for row in rows], marker="s", label="Dagster / pool that stores and tracks")
@@ -89,9 +84,7 @@ def plot(path: Path, rows: list[dict]) -> None:
     axis.set_title("Orchestration overhead as the work per model grows")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,14 +104,10 @@ def main(argv: list[str] | None = None) -> None:
             universe_path = universe_with_effort(scratch / f"effort_{effort:g}", effort, args.symbols)
             measured: dict[str, list[float]] = {"pool": [], "platform": [], "dagster": []}
             for repeat in range(args.repeats):
-                print(f"effort {effort:g}, round {repeat + 1}/{args.repeats}: ideal pool ...", flush=True)
-                measured["pool"].append(ideal_pool_in_child(universe_path, args.workers))
-                print(f"    {measured['pool'][-1]:.1f}s; pool that stores and tracks ...", flush=True)
-                measured["platform"].append(ideal_pool_in_child(universe_path, args.workers, scratch / f"platform_{effort:g}_{repeat}"))
-                print(f"    {measured['platform'][-1]:.1f}s; Dagster ...", flush=True)
-                seconds, _, _ = dagster_run(universe_path, args.workers, scratch / f"dagster_{effort:g}_{repeat}")
-                measured["dagster"].append(seconds)
-                print(f"    {seconds:.1f}s", flush=True)
+                label = f"effort {effort:g}, round {repeat + 1}/{args.repeats}"
+                measurement = pools_and_dagster(universe_path, args.workers, scratch / f"effort_{effort:g}_round_{repeat}", label)
+                for way in measured:
+                    measured[way].append(getattr(measurement, way))
             row = {"effort": effort, **{way: median(values) for way, values in measured.items()}, "rounds": measured}
             row["core_seconds_per_model"] = row["pool"] * args.workers / models
             rows.append(row)

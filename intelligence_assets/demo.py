@@ -148,7 +148,7 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     ordered = dg.DagsterInstance.get().get_dynamic_partitions(SYMBOL_DIMENSION)  # ranges follow the partitions' own order
     stages = [
         (MARKET_DATA_JOB, list(universe.symbols) if every_partition else plan.partitions(["bars", "features"])),
-        (TRAINING_JOB, training_ranges(ordered, universe.target_names, stale_cells, per_run, plan.bars_rows, workers)),
+        (TRAINING_JOB, training_ranges(ordered, universe.target_names, stale_cells, per_run, plan.bars_rows)),
         (LEADERBOARD_JOB, [None] if every_partition or plan.needs_run("model_leaderboard") else []),
         (REGISTRY_JOB, [None] if every_partition or plan.needs_run("model_registry") else []),
     ]

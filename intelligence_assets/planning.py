@@ -171,34 +171,19 @@ def partition_ranges(ordered_keys: list[str], stale: Collection[str], max_per_ru
     return ranges
 
 
-def training_ranges(
-    symbols: list[str], target_names: list[str], stale_cells: list[str], max_per_run: int, bars_rows: dict[str, int], workers: int = 1
-) -> list[tuple[str, str]]:
+def training_ranges(symbols: list[str], target_names: list[str], stale_cells: list[str], max_per_run: int, bars_rows: dict[str, int]) -> list[tuple[str, str]]:
     """The training stage (symbol x target) as ranged runs, cut as Dagster's multi-run
     BackfillPolicy cuts a backfill of a two-dimensional subset: grouped by whichever dimension
     has fewer stale keys (symbol on a tie), each group's contiguous stale keys in chunks of at
     most `max_per_run`. `symbols` in the partitions' own order. Grouped by symbol, the biggest
-    symbols (most bars) go first: a pool hands runs out in order, so the long ones start early.
-
-    For a pool of `workers` processes, the last `workers` symbols (the smallest) are cut in two
-    halves each. The stage ends when its last run does; with whole symbols as the last runs, one
-    worker of `make demo` idled 9-13 s at the end of training while the other finished a symbol.
-    Smaller last runs let the workers finish closer together, for about a second more per extra run.
-    """
+    symbols (most bars) go first: a pool hands runs out in order, so the long ones start early."""
     stale = set(stale_cells)
     stale_symbols = {cell_of(cell)[0] for cell in stale}
     stale_targets = {cell_of(cell)[1] for cell in stale}
     ranges: list[tuple[str, str]] = []
     if len(stale_symbols) <= len(stale_targets):
-        ordered = sorted((symbol for symbol in symbols if symbol in stale_symbols), key=lambda s: -bars_rows.get(s, 0))
-        last = set(ordered[-workers:]) if workers > 1 else set()
-        for symbol in ordered:
-            keys = [cell_key(symbol, target) for target in target_names]
-            per_run = max_per_run
-            if symbol in last:
-                half = -(-sum(key in stale for key in keys) // 2)
-                per_run = min(max_per_run, max(1, half))
-            ranges += partition_ranges(keys, stale, per_run)
+        for symbol in sorted(symbols, key=lambda s: -bars_rows.get(s, 0)):
+            ranges += partition_ranges([cell_key(symbol, target) for target in target_names], stale, max_per_run)
     else:
         for target in target_names:
             ranges += partition_ranges([cell_key(symbol, target) for symbol in symbols], stale, max_per_run)

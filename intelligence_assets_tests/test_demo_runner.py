@@ -25,18 +25,6 @@ def test_training_runs_one_symbol_each_biggest_symbol_first() -> None:
     assert training_ranges(symbols, targets, cells, 100, rows) == [("BIG|t1", "BIG|t3"), ("MID|t1", "MID|t3"), ("SMALL|t1", "SMALL|t3")]
 
 
-def test_for_a_pool_the_smallest_symbols_run_in_halves_so_the_workers_finish_together() -> None:
-    symbols, targets = ["SMALL", "BIG", "MID"], ["t1", "t2", "t3", "t4", "t5"]
-    cells = [f"{s}|{t}" for s in symbols for t in targets if f"{s}|{t}" != "SMALL|t5"]
-    rows = {"SMALL": 500, "BIG": 8000, "MID": 3000}
-    assert training_ranges(symbols, targets, cells, 100, rows, workers=2) == [
-        ("BIG|t1", "BIG|t5"), ("MID|t1", "MID|t3"), ("MID|t4", "MID|t5"), ("SMALL|t1", "SMALL|t2"), ("SMALL|t3", "SMALL|t4"),
-    ]
-    # Every stale cell in exactly one run; a symbol with nothing stale gets none.
-    runs = training_ranges(symbols, targets, [*cells[:4]], 100, rows, workers=4)
-    assert [cell for start, end in runs for cell in cells_in_range(symbols, targets, start, end)] == cells[:4]
-
-
 def test_training_ranges_leave_current_cells_out_and_respect_max_per_run() -> None:
     targets = ["t1", "t2", "t3", "t4"]
     stale = ["A|t1", "A|t2", "A|t4", "B|t1", "B|t2", "B|t3", "B|t4"]

@@ -1,6 +1,8 @@
 """Partitions: `symbol` (dynamic: grows as symbols are added) x `target` (static, from the universe)."""
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from intelligence_assets.universe import Universe
@@ -15,8 +17,12 @@ symbol_partitions = dg.DynamicPartitionsDefinition(name=SYMBOL_DIMENSION)
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
-# Maps a symbol partition to every symbol x target partition of that symbol, and back.
-by_symbol = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=SYMBOL_DIMENSION)
+# Maps a symbol partition to every symbol x target partition of that symbol, and back. Dagster
+# marks this mapping beta and warns in every process that loads the definitions (three times per
+# `make demo`); we depend on it knowingly, and tests through the whole graph guard its behaviour.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*MultiToSingleDimensionPartitionMapping")
+    by_symbol = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=SYMBOL_DIMENSION)
 
 
 def symbol_target_partitions(universe: Universe) -> dg.MultiPartitionsDefinition:

@@ -12,6 +12,8 @@ from intelligence_assets.universe import Universe, load_universe
 # Real services, started once per session when a test asks for them.
 from intelligence_assets_tests.services import s3_artifact_store, s3_endpoint, s3_endpoint_with_auth, s3_fault_proxy  # noqa: F401, E402
 from intelligence_assets_tests.mlflow_server import mlflow_server  # noqa: F401, E402
+# Headless Chromium, once per test module that looks at a web UI.
+from intelligence_assets_tests.browser import browser  # noqa: F401, E402
 
 # SIGNAL carries a planted next-bar direction signal; NOISE is a pure random walk.
 SMALL_SYMBOLS = {"SIGNAL": 1.0, "NOISE": 0.0}

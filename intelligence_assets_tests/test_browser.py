@@ -21,13 +21,12 @@ import dagster as dg
 import pytest
 
 from intelligence_assets.universe import REPOSITORY_ROOT, load_universe
+from intelligence_assets_tests.browser import SCREENSHOTS
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.pipeline import local_resources, materialize_everything
 from intelligence_assets_tests.services import free_port, stop_process
 
-CHROMIUM = "/usr/bin/chromium"
 WEBSERVER = str(Path(sys.executable).parent / "dagster-webserver")
-SCREENSHOTS = REPOSITORY_ROOT / "test-artifacts" / "browser"
 # DefaultRunCoordinator (Dagster's default is now the queue): a run launched from the UI starts
 # at once, with no daemon.
 INSTANCE_YAML = (
@@ -76,20 +75,6 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     finally:
         stop_process(server)
         log.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: `make test` installs Debian's chromium (scripts/install_chromium.sh)"
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def open_page(browser: object, url: str) -> object:

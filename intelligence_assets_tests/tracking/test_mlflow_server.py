@@ -1,8 +1,10 @@
 """Tracking, registry, promotion and rollback against a real MLflow server on loopback (SQLite
-backend, artifacts proxied into the moto S3 server), through `dagster.materialize`."""
+backend, artifacts proxied into the moto S3 server), through `dagster.materialize`; one test
+follows a model's link into MLflow's own UI in Chromium."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from intelligence_assets.resources.artifact_store import LocalArtifactStore
 from intelligence_assets.resources.artifacts import ArtifactHandle, read_value
 from intelligence_assets.tracking import names
 from intelligence_assets.universe import load_universe
+from intelligence_assets_tests.browser import SCREENSHOTS
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.mlflow_server import MlflowServer
 from intelligence_assets_tests.pipeline import MODEL_SELECTION, materialize_everything
@@ -142,6 +145,31 @@ def test_runs_carry_params_fold_metrics_curves_and_artifacts(promoted) -> None:
     assert features["features"] == model.feature_names and len(features["importance"]) == len(model.feature_names)
     chart = Path(client.download_artifacts(run.info.run_id, "importance.svg")).read_text()
     assert {name for name, _ in bars(chart)} == set(model.feature_names)
+
+
+def test_a_models_mlflow_link_opens_its_run_whose_importance_chart_shows_as_an_image(promoted, browser) -> None:
+    """From the link in a model's Dagster metadata to MLflow's own UI, in Chromium: the run's
+    artifacts show importance.svg drawn as an image of the size the chart declares."""
+    partition = f"{promoted['symbol']}|{promoted['target']}"
+    metadata = latest_metadata(promoted["instance"], dg.AssetKey(["models", "lightgbm"]), partition)
+    assert metadata["trained"].value
+    chart = Path(promoted["client"].download_artifacts(metadata["mlflow_run_id"].value, "importance.svg")).read_text()
+    size = re.match(r"<svg [^>]*width='(\d+)' height='(\d+)'", chart)
+    assert size, chart[:200]
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(60_000)
+    page.goto(metadata["mlflow_run"].value)
+    page.get_by_role("tab", name="Artifacts").click()
+    page.get_by_text("importance.svg", exact=True).first.click()
+    # MLflow previews an image artifact as an <img> of a blob it fetched through the server.
+    image = page.locator('img[src^="blob:"]').first
+    image.wait_for()
+    page.wait_for_function("image => image.complete", arg=image.element_handle())
+    drawn = image.evaluate("image => [image.naturalWidth, image.naturalHeight]")
+    page.screenshot(path=str(SCREENSHOTS / "6_mlflow_importance_chart.png"))
+    page.close()
+    assert drawn == [int(size.group(1)), int(size.group(2))], "MLflow's UI did not draw the chart as an image"
 
 
 def test_stronger_model_is_promoted_and_the_old_one_kept_as_previous_champion(promoted) -> None:

@@ -49,6 +49,7 @@ SCORE_METRIC_TAG = "score_metric"
 ARCHIVE_PREFIX = "archive"
 
 MODEL_ARTIFACT_PATH = "model"
+IMPORTANCE_CHART = "importance.svg"  # beside every model with a feature importance
 
 
 def experiment_name(target: str) -> str:

@@ -28,7 +28,6 @@ from intelligence_assets.tracking.importance_chart import importance_svg
 
 T = TypeVar("T")
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
-IMPORTANCE_CHART = "importance.svg"
 # What tracking a model imports on first use: MLflow (about a second) and its pyfunc flavour. A
 # long-lived worker imports them ahead of its first run.
 LIBRARIES = ("mlflow", "mlflow.pyfunc")
@@ -301,7 +300,7 @@ class ModelTracker:
             (folder / "features.json").write_text(json.dumps({"features": features, "importance": importance}, indent=2))
             if importance is not None and len(features):
                 title = f"{record.family} {record.symbol} {record.target}: feature importance"
-                (folder / IMPORTANCE_CHART).write_text(importance_svg(features, importance, title))
+                (folder / names.IMPORTANCE_CHART).write_text(importance_svg(features, importance, title))
             if model is not None:
                 save_in_flavour(model, features, folder / names.MODEL_ARTIFACT_PATH)
             # Straight to the run's artifact location, known since create_run: the client's

@@ -35,6 +35,7 @@ import yaml
 
 from benchmarks.homes import fresh_home
 from benchmarks.machine import describe_machine
+from intelligence_assets.assets.market_data import bars_per_year_of
 from intelligence_assets.processes import available_cores, forked_pool, prepare_worker, worker_libraries, worker_threads
 from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 
@@ -135,7 +136,7 @@ def cell_work(universe_path: str, symbol: str, target: str, bars: object, featur
             selected = build_dataset(features, labels, selection.selected)
             result = train_and_evaluate(
                 family, settings.params, selected.x, selected.y, selected.forward_return_1, task=spec.task, spec_kind=spec.kind,
-                label_horizon=horizon, split=universe.split, seed=universe.seed, bars_per_year=universe.bars.bars_per_year,
+                label_horizon=horizon, split=universe.split, seed=universe.seed, bars_per_year=bars_per_year_of(universe, symbol, features["timestamp"]),
                 side=getattr(spec, "side", None), cross_validate=universe.split.score_models_on_folds,
             )
             details = result.to_dict()
@@ -209,7 +210,7 @@ def dagster_run(universe_path: Path, workers: int, scratch: Path) -> tuple[float
     process = subprocess.Popen(
         [PYTHON, "-c", f"from intelligence_assets.demo import materialize_universe; from intelligence_assets.universe import load_universe; "
                        f"import json; t = materialize_universe(load_universe(), {workers}, log_level='WARNING'); "
-                       f"print('STAGES', json.dumps([(s.job_name, s.runs, s.seconds) for s in t]))"],
+                       f"print('STAGES', json.dumps([(s.job_name, s.runs, s.seconds) for s in t.stages]))"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     with ThreadPoolExecutor(max_workers=1) as reader:

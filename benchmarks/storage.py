@@ -22,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from benchmarks.machine import describe_machine
+from intelligence_assets.assets.market_data import bars_per_year_of
 from intelligence_assets.universe import REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results" / "storage.md"
@@ -32,7 +33,7 @@ def timed(universe, workers: int, every_partition: bool) -> tuple[list, float]:
 
     started = time.perf_counter()
     stages = materialize_universe(universe, workers, log_level="WARNING", every_partition=every_partition)
-    return stages, time.perf_counter() - started
+    return stages.stages, time.perf_counter() - started
 
 
 def model_step_io(source_root: Path, store, families: list[str], limit: int) -> pl.DataFrame:
@@ -72,7 +73,7 @@ def model_step_io(source_root: Path, store, families: list[str], limit: int) -> 
             result = train_and_evaluate(
                 family, universe.model_families[family].params, dataset.x, dataset.y, dataset.forward_return_1,
                 task=spec.task, spec_kind=spec.kind, label_horizon=label_horizon(spec), split=universe.split,
-                seed=universe.seed, bars_per_year=universe.bars.bars_per_year, side=getattr(spec, "side", None),
+                seed=universe.seed, bars_per_year=bars_per_year_of(universe, symbol, features["timestamp"]), side=getattr(spec, "side", None),
             )
             trained = time.perf_counter()
             value = TrainedModel(family, {"symbol": symbol, "target": target, "task": spec.task, "features": selection["selected"]}, result.model)

@@ -17,14 +17,17 @@ BARS_CHECKS = {
     "ohlc_consistent": "high >= max(open, close), low <= min(open, close), high >= low",
     "finite_values": "no null, NaN or infinite value",
     "minimum_history": "at least the configured number of bars",
+    "no_long_gaps": "no gap between bars far beyond the symbol's usual spacing (bars.max_gap_days, bars.max_gap_spacings)",
 }
+# Blocking unless `bars.gaps_block: false`: a series with a hole may be what the team wants to train on.
+GAP_CHECK = "no_long_gaps"
 LEAKAGE_SENTINEL = "leakage_sentinel"
 
 
-def bars_check_specs(asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+def bars_check_specs(asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition, gaps_block: bool = True) -> list[dg.AssetCheckSpec]:
     # Blocking: features, labels and everything below must not be built from broken bars.
     return [
-        dg.AssetCheckSpec(name, asset=asset_key, description=text, blocking=True, partitions_def=partitions_def)
+        dg.AssetCheckSpec(name, asset=asset_key, description=text, blocking=gaps_block or name != GAP_CHECK, partitions_def=partitions_def)
         for name, text in BARS_CHECKS.items()
     ]
 

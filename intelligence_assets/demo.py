@@ -13,14 +13,14 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dagster as dg
 import polars as pl
 
 from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION, TARGET_DIMENSION, cell_key, cell_of
 from intelligence_assets.processes import available_cores, forked_pool, prepare_worker, worker_libraries, worker_threads
-from intelligence_assets.universe import Universe, load_universe
+from intelligence_assets.universe import Universe, exit_on_configuration_error, load_universe
 
 @dataclass
 class _Worker:
@@ -44,6 +44,17 @@ def _load_worker(libraries: tuple[str, ...], threads: int) -> None:
 RunPartitions = str | tuple[str, str] | None
 
 
+@dataclass(frozen=True)
+class PartitionFailure:
+    """One asset partition that failed (or the whole run, when the failure names none)."""
+
+    symbol: str
+    asset: str
+    partition: str
+    reason: str
+    run_id: str
+
+
 @dataclass
 class PartitionRun:
     job_name: str
@@ -53,6 +64,7 @@ class PartitionRun:
     run_id: str
     cache: dict[str, int]  # "hit" / "miss" -> materializations
     started_at: float  # wall clock (time.time), comparable across workers
+    failures: list[PartitionFailure] = field(default_factory=list)
 
 
 @dataclass
@@ -61,6 +73,54 @@ class StageTiming:
     runs: int
     seconds: float
     cache: dict[str, int]
+
+
+@dataclass
+class UniverseRun:
+    """What `materialize_universe` did: each stage's timing, and every partition that failed."""
+
+    stages: list[StageTiming] = field(default_factory=list)
+    failures: list[PartitionFailure] = field(default_factory=list)
+
+    @property
+    def failed_symbols(self) -> set[str]:
+        """Symbols that failed before the training stage: nothing below their bars can run."""
+        return {failure.symbol for failure in self.failures if failure.asset in ("bars", "features")}
+
+    @property
+    def failed_cells(self) -> set[str]:
+        return {failure.partition for failure in self.failures if "|" in failure.partition}
+
+
+def _reason(result: dg.ExecuteInProcessResult, error: object) -> str:
+    """The innermost error's message (ours, not Dagster's wrapper), or for a failed blocking
+    check the checks' own details."""
+    failed_checks = [f"{check.check_name}: {check.description}" for check in result.get_asset_check_evaluations() if not check.passed]
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    message = (getattr(error, "message", "") or "failed").strip().splitlines()[-1]
+    return "; ".join(failed_checks) if failed_checks else message
+
+
+def _failures_of(result: dg.ExecuteInProcessResult, label: str | None) -> list[PartitionFailure]:
+    """Each failed step's partitions: named one by one when the step isolated them
+    (`PartitionsFailed`), otherwise the run's own partitions."""
+    from intelligence_assets.assets.caching import FAILED_PARTITIONS
+
+    failures = []
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        asset = (event.step_key or "").replace("__", "/")
+        metadata = data.user_failure_data.metadata if data.user_failure_data else {}
+        if FAILED_PARTITIONS in metadata:
+            by_partition = metadata[FAILED_PARTITIONS].value
+        else:
+            by_partition = {label or "-": _reason(result, data.error)}
+        for partition, reason in by_partition.items():
+            failures.append(PartitionFailure(partition.split("|")[0].split("..")[0], asset, partition, reason, result.run_id))
+    if not result.success and not failures:
+        failures.append(PartitionFailure((label or "-").split("|")[0], "(run)", label or "-", "the run failed; open it in `make ui`", result.run_id))
+    return failures
 
 
 def _run_partition(job_name: str, partitions: RunPartitions, log_level: str) -> PartitionRun:
@@ -86,11 +146,12 @@ def _run_partition(job_name: str, partitions: RunPartitions, log_level: str) -> 
     )
     cache = Counter(str(event.materialization.metadata["cache"].value) for event in result.get_asset_materialization_events())
     label = "..".join(partitions) if isinstance(partitions, tuple) else partitions
-    return PartitionRun(job_name, label, result.success, time.perf_counter() - started, result.run_id, dict(cache), started_at)
+    return PartitionRun(job_name, label, result.success, time.perf_counter() - started, result.run_id, dict(cache), started_at, _failures_of(result, label))
 
 
-def run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[RunPartitions], log_level: str) -> StageTiming:
-    """Queue a stage's runs on the pool and wait for them."""
+def run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[RunPartitions], log_level: str, outcome: UniverseRun) -> StageTiming:
+    """Queue a stage's runs on the pool and wait for them; failures go into `outcome`, and the
+    stage's healthy partitions stand whatever failed beside them."""
     if not partition_keys:
         print(f"  {job_name}: nothing to run", flush=True)
         return StageTiming(job_name, 0, 0.0, {})
@@ -101,12 +162,10 @@ def run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[Run
     # to be forked, which is not the stage's own time.
     seconds = max(run.started_at + run.seconds for run in results) - min(run.started_at for run in results)
     timing = StageTiming(job_name, len(results), seconds, dict(cache))
-    print(f"  {job_name}: {timing.runs} runs in {timing.seconds:.1f}s (cache hits {cache['hit']}, misses {cache['miss']})", flush=True)
-    failed = [run for run in results if not run.success]
-    if failed:
-        for run in failed:
-            print(f"    FAILED partition {run.partition_key}: run {run.run_id} (open it in `make ui`)", file=sys.stderr)
-        raise SystemExit(f"{job_name} failed for {len(failed)} partition(s)")
+    failures = [failure for run in results for failure in run.failures]
+    outcome.failures += failures
+    summary = f", {len(failures)} partition(s) FAILED (summary at the end)" if failures else ""
+    print(f"  {job_name}: {timing.runs} runs in {timing.seconds:.1f}s (cache hits {cache['hit']}, misses {cache['miss']}){summary}", flush=True)
     return timing
 
 
@@ -117,12 +176,13 @@ def worker_pool(workers: int, libraries: tuple[str, ...] = ()) -> ProcessPoolExe
     return forked_pool(workers, libraries, _load_worker, (libraries, worker_threads(workers)))
 
 
-def materialize_universe(universe: Universe, workers: int, log_level: str = "INFO", every_partition: bool = False) -> list[StageTiming]:
+def materialize_universe(universe: Universe, workers: int, log_level: str = "INFO", every_partition: bool = False) -> UniverseRun:
     """Every stale partition of every asset, stage by stage, on the instance in DAGSTER_HOME.
 
     The planner asks the artifact store which partitions' fingerprints are already current;
     only the others get a run (`every_partition` launches a run for all of them regardless,
-    and the cache answers inside each run).
+    and the cache answers inside each). A partition that fails is left out of the later stages'
+    runs and reported in the result; every healthy partition is still materialized.
     """
     from intelligence_assets.assets.target_analysis import TARGET_ANALYSIS_ASSETS
     from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, REGISTRY_JOB, TRAINING_JOB, build_assets
@@ -130,45 +190,81 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     from intelligence_assets.partitions import register_symbols
     from intelligence_assets.planning import code_versions_of, partition_ranges, plan_runs, training_ranges
 
-    added = register_symbols(dg.DagsterInstance.get(), universe.symbols)
+    outcome = UniverseRun()
+    deployment = DeploymentSettings.from_environment()
+    bars_source = deployment.bars_source(universe)
+    # Reported before anything is registered: a symbol without bars gets no partitions at all.
+    with_files = {bars_file.symbol for bars_file in bars_source.files()}
+    for symbol in universe.symbols:
+        if symbol not in with_files:
+            outcome.failures.append(PartitionFailure(symbol, "bars", symbol, f"no bars file: expected {bars_source.location(symbol)}", "-"))
+    symbols = [symbol for symbol in universe.symbols if symbol in with_files]
+    added = register_symbols(dg.DagsterInstance.get(), symbols)
     print(f"Universe: {len(universe.symbols)} symbols x {len(universe.targets)} targets x {len(universe.model_families)} model families; "
           f"registered {len(added)} new symbol partitions. Workers: {workers}", flush=True)
-    deployment = DeploymentSettings.from_environment()
+    for failure in outcome.failures:
+        print(f"  {failure.symbol}: {failure.reason}; left out", flush=True)
     store = deployment.artifact_store()
     code_versions = code_versions_of(build_assets(universe))
     started = time.perf_counter()
-    bars_source = deployment.bars_source(universe)
-    plan = plan_runs(universe, store, code_versions, universe.symbols, bars_source)
+    plan = plan_runs(universe, store, code_versions, symbols, bars_source)
     print(f"Plan ({time.perf_counter() - started:.1f}s): {len(plan.stale)} asset partitions need a run, "
           f"{len(plan.fresh)} are current in the artifact store", flush=True)
-    cells = [cell_key(symbol, target) for symbol in universe.symbols for target in universe.target_names]
+    for (asset, partition), state in sorted(plan.damaged.items(), key=str):
+        print(f"  {asset} {partition}: stored artifact unusable ({state[:160]}); recomputing it", flush=True)
     model_assets = [f"models/{family}" for family in universe.model_families]
-    stale_cells = cells if every_partition else plan.partitions([*TARGET_ANALYSIS_ASSETS, *model_assets])
+    training_assets = [*TARGET_ANALYSIS_ASSETS, *model_assets]
     per_run = universe.automation.backfill_partitions_per_run
-    ordered = dg.DagsterInstance.get().get_dynamic_partitions(SYMBOL_DIMENSION)  # ranges follow the partitions' own order
-    stages = [
-        (MARKET_DATA_JOB, list(universe.symbols) if every_partition else plan.partitions(["bars", "features"])),
-        (TRAINING_JOB, training_ranges(ordered, universe.target_names, stale_cells, per_run, plan.bars_rows)),
-        (LEADERBOARD_JOB, [None] if every_partition or plan.needs_run("model_leaderboard") else []),
-        (REGISTRY_JOB, [None] if every_partition or plan.needs_run("model_registry") else []),
-    ]
-    if not any(keys for _, keys in stages) and not plan.partitions(["predictions"]):
+    ordered = [symbol for symbol in dg.DagsterInstance.get().get_dynamic_partitions(SYMBOL_DIMENSION) if symbol in symbols]  # the partitions' own order
+
+    def stale_cells(current_plan) -> list[str]:
+        cells = [cell_key(symbol, target) for symbol in symbols for target in universe.target_names] if every_partition else current_plan.partitions(training_assets)
+        return [cell for cell in cells if cell_of(cell)[0] not in outcome.failed_symbols and cell not in outcome.failed_cells]
+
+    market_data = list(symbols) if every_partition else plan.partitions(["bars", "features"])
+    if not market_data and not stale_cells(plan) and not plan.needs_run("model_leaderboard") and not plan.needs_run("model_registry") and not plan.partitions(["predictions"]):
         print("Nothing to run: every partition is current.", flush=True)
-        return [StageTiming(job, 0, 0.0, {}) for job, _ in stages]
+        return outcome
     with worker_pool(workers, worker_libraries(universe)) as pool:
         # While the workers' server imports, this process creates (or migrates) the MLflow store
         # and reaches it once, rather than a worker's first run waiting on it. Only then the
         # first runs: queueing one waits until the server can fork a worker.
         deployment.mlflow_tracking_resource().tracker().client.search_experiments(max_results=1)
-        timings = [run_stage(pool, job, keys, log_level) for job, keys in stages]
+        outcome.stages.append(run_stage(pool, MARKET_DATA_JOB, market_data, log_level, outcome))
+        # A failed partition stops its run's later steps for every partition of the range; the
+        # healthy ones are committed, so the stage runs again without the failed cells until
+        # nothing new fails (each round's earlier steps are cache hits).
+        cells = stale_cells(plan)
+        while cells:
+            failures_before = len(outcome.failures)
+            outcome.stages.append(run_stage(pool, TRAINING_JOB, training_ranges(ordered, universe.target_names, cells, per_run, plan.bars_rows), log_level, outcome))
+            if len(outcome.failures) == failures_before:
+                break
+            plan = plan_runs(universe, store, code_versions, symbols, bars_source)
+            cells = stale_cells(plan)
+        after_training = plan_runs(universe, store, code_versions, symbols, bars_source)
+        leaderboard = every_partition or after_training.needs_run("model_leaderboard")
+        outcome.stages.append(run_stage(pool, LEADERBOARD_JOB, [None] if leaderboard else [], log_level, outcome))
+        registry = leaderboard or after_training.needs_run("model_registry")
+        outcome.stages.append(run_stage(pool, REGISTRY_JOB, [None] if registry else [], log_level, outcome))
         # Which predictions are stale depends on what the registry step just decided.
-        after_registry = plan_runs(universe, store, code_versions, universe.symbols, bars_source)
-        keys = list(universe.symbols) if every_partition else after_registry.partitions(["predictions"])
+        after_registry = plan_runs(universe, store, code_versions, symbols, bars_source)
+        keys = list(symbols) if every_partition else after_registry.partitions(["predictions"])
+        keys = [key for key in keys if key not in outcome.failed_symbols]
         # predictions carry a BackfillPolicy: chunks of symbols per run, as a Dagster backfill
         # runs them, no bigger than an equal share per worker so that every worker gets one.
         per_worker = max(1, -(-len(keys) // workers))
-        timings.append(run_stage(pool, PREDICTIONS_JOB, partition_ranges(ordered, keys, min(per_run, per_worker)), log_level))
-    return timings
+        outcome.stages.append(run_stage(pool, PREDICTIONS_JOB, partition_ranges(ordered, keys, min(per_run, per_worker)), log_level, outcome))
+    return outcome
+
+
+def print_failures(failures: list[PartitionFailure]) -> None:
+    if not failures:
+        return
+    with pl.Config(tbl_rows=200, tbl_width_chars=260, fmt_str_lengths=200, tbl_hide_dataframe_shape=True):
+        print(f"\nFailed: {len(failures)} asset partition(s); every other partition was materialized (open a run with `make ui`):")
+        table = pl.DataFrame([failure.__dict__ for failure in failures]).select("symbol", "asset", "partition", "reason", "run_id")
+        print(table.with_columns(pl.col("reason").str.slice(0, 200)))
 
 
 def print_results(leaderboard: pl.DataFrame, registry: pl.DataFrame) -> None:
@@ -201,13 +297,18 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("DAGSTER_HOME is not set; run `make demo`, which sets it to .dagster_home/")
 
     from intelligence_assets.deployment import DeploymentSettings
+    from intelligence_assets.resources.artifact_store import ArtifactStoreError
     from intelligence_assets.resources.artifacts import read_value
 
     started = time.perf_counter()
-    materialize_universe(load_universe(), args.workers, every_partition=args.every_partition)
+    outcome = materialize_universe(load_universe(), args.workers, every_partition=args.every_partition)
 
     store = DeploymentSettings.from_environment().artifact_store()
-    print_results(read_value(store, "model_leaderboard"), read_value(store, "model_registry"))
+    try:
+        print_results(read_value(store, "model_leaderboard"), read_value(store, "model_registry"))
+    except ArtifactStoreError as error:
+        print(f"\nNo leaderboard to show: {error}")
+    print_failures(outcome.failures)
     print(f"\nDemo finished in {time.perf_counter() - started:.0f}s.")
     print("Where to look next:")
     print("  make ui              Dagster UI on http://127.0.0.1:3000 : asset graph, runs, metadata, checks, lineage")
@@ -215,7 +316,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  artifacts            {store.location}")
     print("  leaderboard          model_leaderboard/<fingerprint>/data.parquet in the artifact store (current.json names the fingerprint)")
     print("  a rerun              `make demo` again: unchanged partitions are cache hits")
+    if outcome.failures:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_configuration_error(main)

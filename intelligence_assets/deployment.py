@@ -31,7 +31,7 @@ from intelligence_assets.resources.io_manager import ArtifactIOManager
 from intelligence_assets.processes import step_process_executor
 from intelligence_assets.resources.mlflow_tracking import MlflowTrackingResource
 from intelligence_assets.resources.bars_source import BarsSource, BarsSourceResource
-from intelligence_assets.universe import REPOSITORY_ROOT, Universe
+from intelligence_assets.universe import REPOSITORY_ROOT, ConfigurationError, Universe
 
 DEPLOYMENT_VARIABLE = "INTELLIGENCE_DEPLOYMENT"
 ARTIFACT_ROOT_VARIABLE = "INTELLIGENCE_ARTIFACT_ROOT"
@@ -77,7 +77,7 @@ class DeploymentSettings(BaseModel):
                 bars_prefix=os.environ.get(BARS_PREFIX_VARIABLE) or None,
             )
         except ValidationError:
-            raise ValueError(f"{DEPLOYMENT_VARIABLE}={name!r} is not a known deployment; expected one of: {', '.join(DEPLOYMENTS)}") from None
+            raise ConfigurationError(f"{DEPLOYMENT_VARIABLE}={name!r} is not a known deployment; expected one of: {', '.join(DEPLOYMENTS)}") from None
 
     def artifact_store_resource(self, resolve_secrets: bool = False) -> ArtifactStoreResource:
         """`resolve_secrets`: read credentials now (tools outside Dagster); inside Dagster they stay
@@ -86,7 +86,7 @@ class DeploymentSettings(BaseModel):
             return ArtifactStoreResource(backend="local", root=str(self.artifact_root))
         missing = [v for k, v in S3_VARIABLES.items() if k in ("endpoint", "access_key", "secret_key") and not os.environ.get(v)]
         if missing:
-            raise ValueError(f"deployment {self.name!r} needs environment variables {missing}")
+            raise ConfigurationError(f"deployment {self.name!r} needs environment variables {missing}")
 
         def secret(field: str) -> str:
             return os.environ[S3_VARIABLES[field]] if resolve_secrets else dg.EnvVar(S3_VARIABLES[field])
@@ -114,7 +114,7 @@ class DeploymentSettings(BaseModel):
         if self.name == "k8s" and not self.mlflow_tracking_uri:
             # Step pods share nothing but the bucket and the tracking server: an embedded store would
             # scatter runs across pods' disks.
-            raise ValueError(f"deployment 'k8s' needs {MLFLOW_TRACKING_VARIABLE} (the MLflow server, e.g. http://intelligence-mlflow:5000)")
+            raise ConfigurationError(f"deployment 'k8s' needs {MLFLOW_TRACKING_VARIABLE} (the MLflow server, e.g. http://intelligence-mlflow:5000)")
         if self.mlflow_tracking_uri:
             return MlflowTrackingResource(tracking_uri=self.mlflow_tracking_uri, ui_url=self.mlflow_ui_url)
         home = self.embedded_mlflow_home.resolve()

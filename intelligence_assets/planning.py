@@ -27,7 +27,7 @@ from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, L
 from intelligence_assets.fingerprints import table_fingerprint
 from intelligence_assets.partitions import cell_key, cell_of
 from intelligence_assets.resources.artifact_store import ArtifactStore, ArtifactStoreError
-from intelligence_assets.resources.artifacts import MANIFEST_FILE, ArtifactHandle, read_manifest
+from intelligence_assets.resources.artifacts import MANIFEST_FILE, ArtifactHandle, find_intact_manifest, read_manifest
 from intelligence_assets.resources.bars_source import BarsSource, LocalBarsSource
 from intelligence_assets.universe import Universe
 
@@ -41,6 +41,10 @@ class Plan:
     fresh: set[tuple[str, str | None]] = field(default_factory=set)
     # Bars per symbol: the runner starts the biggest symbols' runs first, so the pool ends level.
     bars_rows: dict[str, int] = field(default_factory=dict)
+    # Symbol -> why its bars file cannot be read: its runs will fail, the others' will not.
+    unreadable_bars: dict[str, str] = field(default_factory=dict)
+    # (asset, partition) -> what is wrong with a stored artifact that would otherwise be reused.
+    damaged: dict[tuple[str, str | None], str] = field(default_factory=dict)
 
     def needs_run(self, asset: str, partition: str | None = None) -> bool:
         return (asset, partition) in self.stale
@@ -71,7 +75,13 @@ class _Planner:
             except ArtifactStoreError:  # missing, malformed or blocked: a run will say what is wrong
                 current, committed = None, False
             if current is not None and committed and current.fingerprint == expected:
-                handle = current
+                # About to be reused: a corrupt or missing file makes its producer recompute, rather
+                # than every run that reads it fail the same way.
+                _, state = find_intact_manifest(self.store, prefix, current.fingerprint)
+                if state == "intact":
+                    handle = current
+                else:
+                    self.plan.damaged[(name, partition)] = state
         (self.plan.fresh if handle else self.plan.stale).add((name, partition))
         return handle
 
@@ -96,10 +106,14 @@ def plan_runs(
     features_by_symbol: dict[str, ArtifactHandle | None] = {}
 
     for symbol in symbols:
-        table = read_symbol_bars(universe, bars_source, symbol)
-        planner.plan.bars_rows[symbol] = table.height
-        content = table_fingerprint(table)
-        bars = visit(BARS, symbol, f"bars/{symbol}", bars_config(universe, content), {})
+        try:
+            table = read_symbol_bars(bars_source, symbol)
+        except (OSError, ValueError) as error:
+            planner.plan.unreadable_bars[symbol] = str(error)
+            table = None
+        planner.plan.bars_rows[symbol] = 0 if table is None else table.height
+        content = None if table is None else table_fingerprint(table)
+        bars = visit(BARS, symbol, f"bars/{symbol}", bars_config(universe, content), None if table is None else {})
         features = visit(FEATURES, symbol, f"features/{symbol}", features_config(universe), _all_present({"bars": bars}))
         features_by_symbol[symbol] = features
         for target in universe.target_names:
@@ -116,7 +130,7 @@ def plan_runs(
             for family in families:
                 key = model_key(family)
                 models[model_input_name(family)][cell] = visit(
-                    key, cell, f"{'/'.join(key.path)}/{symbol}/{target}", model_config(universe, family, target),
+                    key, cell, f"{'/'.join(key.path)}/{symbol}/{target}", model_config(universe, family, symbol, target),
                     _all_present({"features": features, "labels": labels, "feature_sets": selection}),
                 )
 

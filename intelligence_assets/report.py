@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from intelligence_assets.assets.market_data import bars_per_year_of
 from intelligence_assets.ml.baselines import calibration_bins, last_return_sign_scores, linear_on_all_features, majority_class_scores
 from intelligence_assets.ml.dataset import build_dataset
 from intelligence_assets.ml.metrics import backtest_sharpe, evaluate, positions_from_predictions
@@ -24,7 +25,7 @@ from intelligence_assets.ml.splits import held_out_split
 from intelligence_assets.ml.targets import label_horizon
 from intelligence_assets.resources.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.resources.artifacts import read_value
-from intelligence_assets.universe import REPOSITORY_ROOT, Universe, load_universe
+from intelligence_assets.universe import REPOSITORY_ROOT, Universe, exit_on_configuration_error, load_universe
 
 REPORT_DIRECTORY = REPOSITORY_ROOT / "reports"
 METRIC = {"classification": "auc", "regression": "ic"}
@@ -60,6 +61,7 @@ def score_cell(store: ArtifactStore, universe: Universe, symbol: str, target: st
     if selection.get("gated"):
         return report
     features, labels = read_value(store, f"features/{symbol}"), read_value(store, f"labels/{symbol}/{target}")
+    bars_per_year = bars_per_year_of(universe, symbol, features["timestamp"])
     chosen = build_dataset(features, labels, report.selected)
     fold = held_out_split(len(chosen.y), label_horizon(spec), universe.split)
     y_test, returns = chosen.y[fold.test], chosen.forward_return_1[fold.test]
@@ -71,8 +73,8 @@ def score_cell(store: ArtifactStore, universe: Universe, symbol: str, target: st
 
     def add(name: str, scores: np.ndarray) -> None:
         positions = positions_from_predictions(spec.kind, spec.task, scores, reference, side=side)
-        gross = None if positions is None else backtest_sharpe(positions, returns, universe.bars.bars_per_year)
-        net = None if positions is None else backtest_sharpe(positions, returns, universe.bars.bars_per_year, cost)
+        gross = None if positions is None else backtest_sharpe(positions, returns, bars_per_year)
+        net = None if positions is None else backtest_sharpe(positions, returns, bars_per_year, cost)
         report.rows.append(Scored(name, evaluate(spec.task, y_test, scores)[METRIC[spec.task]], gross, net))
 
     for family in universe.model_families:
@@ -100,8 +102,8 @@ def score_cell(store: ArtifactStore, universe: Universe, symbol: str, target: st
     if test_rows.sum() == fold.test.size:
         add("baseline: linear, all features", linear_on_all_features(spec.task, everything.x[train_rows], everything.y[train_rows], everything.x[test_rows], universe.seed))
     if spec.kind != "forward_volatility":
-        report.rows.append(Scored("buy and hold", math.nan, backtest_sharpe(np.ones(returns.size), returns, universe.bars.bars_per_year),
-                                  backtest_sharpe(np.ones(returns.size), returns, universe.bars.bars_per_year, cost)))
+        report.rows.append(Scored("buy and hold", math.nan, backtest_sharpe(np.ones(returns.size), returns, bars_per_year),
+                                  backtest_sharpe(np.ones(returns.size), returns, bars_per_year, cost)))
     return report
 
 
@@ -224,7 +226,7 @@ def build_report(store: ArtifactStore, universe: Universe, directory: Path, cost
         "",
         f"{len(universe.symbols)} symbols x {len(universe.targets)} targets x {len(universe.model_families)} families, daily bars. "
         f"Held-out test rows: the last {universe.split.test_fraction:.0%} of each symbol's history, never seen in training or selection. "
-        f"Cost: {cost_bps:g} bp per unit of position change. Sharpe is annualised with {universe.bars.bars_per_year:g} bars per year; "
+        f"Cost: {cost_bps:g} bp per unit of position change. Sharpe is annualised with each symbol's own bars per year (set in universe.yaml or inferred from its timestamps); "
         "positions follow each target's rule (direction: long/short; barrier peak: long/flat; barrier valley: short/flat; forward return: sign).",
         "",
         f"**Headline.** {len(trained)} of {len(cells)} symbol x target cells passed the ranking bar and were trained; "
@@ -264,4 +266,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_configuration_error(main)

@@ -14,6 +14,8 @@ import os
 
 import dagster as dg
 
+from intelligence_assets.universe import exit_on_configuration_error
+
 
 def roll_back(partitions: list[str], reason: str, instance: dg.DagsterInstance, defs: dg.Definitions | None = None) -> list[dg.ExecuteInProcessResult]:
     """`defs`: the code location's Definitions (by default this deployment's)."""
@@ -57,4 +59,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_configuration_error(main)

@@ -7,12 +7,16 @@ rather than deep inside a run.
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from intelligence_assets.ml.bars import GapSettings
 from intelligence_assets.ml.features import FeatureSettings
 from intelligence_assets.ml.leakage import LeakageSettings
 from intelligence_assets.ml.ranking import RankingSettings
@@ -27,8 +31,24 @@ DEFAULT_UNIVERSE_PATH = REPOSITORY_ROOT / "data" / "universe.yaml"
 UNIVERSE_PATH_VARIABLE = "INTELLIGENCE_UNIVERSE"
 
 
-class UniverseError(ValueError):
+class ConfigurationError(ValueError):
+    """Bad configuration (a file or the environment), described one line per problem: our
+    commands print it and exit with status 2 (`exit_on_configuration_error`)."""
+
+
+class UniverseError(ConfigurationError):
     """The universe file is missing, unreadable or invalid."""
+
+
+def exit_on_configuration_error(main: Callable[[], object]) -> None:
+    """Run a command's `main`. On a configuration error, print its message (one line per problem)
+    to stderr and exit with status 2, as argparse does for bad arguments: the traceback would
+    only bury the message, which names the field and value to fix."""
+    try:
+        main()
+    except ConfigurationError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 class _Strict(BaseModel):
@@ -37,12 +57,42 @@ class _Strict(BaseModel):
 
 class BarsSettings(_Strict):
     directory: str = Field(default="bars", description="Where `<SYMBOL>.parquet` files live, relative to the universe file.")
-    bars_per_year: float = Field(default=252.0, gt=0, description="For annualising Sharpe; 252 for daily bars, 252*78 for 5-minute bars.")
+    bars_per_year: dict[str, float] = Field(
+        default_factory=dict,
+        description="Bars per year by symbol, for annualising Sharpe. A symbol not listed has it inferred from its own "
+        "timestamps (about 252 for daily stock bars, 6,240 for hourly FX trading 24x5, 19,656 for 5-minute bars of a 6.5-hour session).",
+    )
     min_history: int = Field(default=1000, ge=50, description="Fewer bars than this fails the `minimum_history` check.")
+    max_gap_days: float = Field(default=10.0, gt=0, description="The `no_long_gaps` check flags a gap between two bars longer than this many days and ...")
+    max_gap_spacings: float = Field(default=20.0, gt=1, description="... longer than this many times the symbol's median spacing (weekends and holidays stay below both).")
+    gaps_block: bool = Field(default=True, description="Whether a gap flagged by `no_long_gaps` blocks the symbol's downstream assets.")
+
+    @property
+    def gap_settings(self) -> GapSettings:
+        return GapSettings(max_days=self.max_gap_days, max_spacings=self.max_gap_spacings)
+
+    @field_validator("bars_per_year", mode="before")
+    @classmethod
+    def _per_symbol(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)):
+            raise ValueError(
+                "bars per year is inferred per symbol from its timestamps; to set it, give a mapping by symbol, e.g. {EURUSD: 6240}"
+            )
+        return value
+
+    @field_validator("bars_per_year")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = sorted(symbol for symbol, bars in value.items() if not bars > 0)
+        if bad:
+            raise ValueError(f"bars per year must be > 0, not for {bad}")
+        return value
 
 
 class ModelFamilySettings(_Strict):
-    params: dict[str, Any] = Field(default_factory=dict, description="Hyper-parameters passed to the family; unknown ones are the family's to reject.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Hyper-parameters passed to the family; a name the family does not accept (`accepted_params`) fails at load."
+    )
     gpu: bool | None = Field(
         default=None,
         description="Train on a GPU (the `gpu` pool; a GPU pod on Kubernetes). Default: the family's own `uses_gpu`; "
@@ -122,6 +172,8 @@ class Universe(_Strict):
     seed: int = Field(default=7, ge=0)
     # Set by `load_universe`: where relative paths in the file are resolved from.
     base_directory: Path = Field(default=REPOSITORY_ROOT / "data", exclude=True)
+    # Set by `load_universe`: the file itself, which the new-bars sensor reads again every tick.
+    source_path: Path | None = Field(default=None, exclude=True)
 
     @field_validator("symbols")
     @classmethod
@@ -145,10 +197,26 @@ class Universe(_Strict):
             raise ValueError(f"unknown model families {unknown}: each needs a module intelligence_assets/ml/families/<name>.py")
         from intelligence_assets.ml.families import load_family
 
+        # Raised as a ValidationError of their own, so that each problem has its own path
+        # (model_families.<name>.params) and line instead of all sharing `model_families`.
+        problems: list[InitErrorDetails] = []
         for name, settings in families.items():
-            if settings.gpu and not (load_family(name).uses_gpu or load_family(name).can_use_gpu):
-                raise ValueError(f"model family {name!r} cannot use a GPU; remove `gpu: true`")
+            family = load_family(name)
+            if settings.gpu and not (family.uses_gpu or family.can_use_gpu):
+                message = f"model family {name!r} cannot use a GPU; remove `gpu: true`"
+                problems.append(InitErrorDetails(type=PydanticCustomError("gpu_not_supported", message), loc=(name, "gpu"), input=settings.gpu))
+            for parameter, message in family.unknown_params(settings.params).items():
+                problems.append(InitErrorDetails(type=PydanticCustomError("unknown_parameter", message), loc=(name, "params"), input=parameter))
+        if problems:
+            raise ValidationError.from_exception_data("model_families", problems)
         return families
+
+    @model_validator(mode="after")
+    def _bars_per_year_of_known_symbols(self) -> Universe:
+        unknown = sorted(set(self.bars.bars_per_year) - set(self.symbols))
+        if unknown:
+            raise ValueError(f"bars.bars_per_year names symbols not in `symbols`: {unknown}")
+        return self
 
     @model_validator(mode="after")
     def _unique_target_names(self) -> Universe:
@@ -187,11 +255,13 @@ def _describe(error: ValidationError, path: Path) -> str:
     lines = [f"invalid universe file {path}:"]
     for problem in error.errors():
         location = ".".join(str(part) for part in problem["loc"]) or "<root>"
+        # Our validators' own words, without the "Value error, " pydantic puts before them.
+        message = str(problem["ctx"]["error"]) if problem["type"] == "value_error" else problem["msg"]
         value = problem.get("input")
         shown = repr(value)
         if len(shown) > 120:
             shown = shown[:117] + "..."
-        lines.append(f"  {location}: {problem['msg']} (got {shown})")
+        lines.append(f"  {location}: {message} (got {shown})")
     return "\n".join(lines)
 
 
@@ -210,6 +280,6 @@ def load_universe(path: Path | str | None = None) -> Universe:
     if not isinstance(raw, dict):
         raise UniverseError(f"universe file {path} must hold a mapping at the top level, got {type(raw).__name__}")
     try:
-        return Universe.model_validate({**raw, "base_directory": path.parent})
+        return Universe.model_validate({**raw, "base_directory": path.parent, "source_path": path})
     except ValidationError as error:
         raise UniverseError(_describe(error, path)) from None

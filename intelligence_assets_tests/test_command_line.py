@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import yaml
 from dagster._config import process_config
 
 from intelligence_assets.resources.artifact_store import LocalArtifactStore
 from intelligence_assets.resources.artifacts import read_value
-from intelligence_assets.universe import REPOSITORY_ROOT
+from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 
@@ -35,6 +36,26 @@ def test_definitions_validate_on_the_bundled_universe(tmp_path: Path) -> None:
         cwd=REPOSITORY_ROOT, env=environment, capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_a_command_given_a_bad_universe_prints_one_line_per_problem_and_exits_2(tmp_path: Path) -> None:
+    config = yaml.safe_load(DEFAULT_UNIVERSE_PATH.read_text())
+    config["model_families"]["lightgbm"]["params"]["num_leafs"] = 7
+    config["selection"].update(min_features=20, max_features=15)
+    universe_path = tmp_path / "universe.yaml"
+    universe_path.write_text(yaml.safe_dump(config))
+    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    completed = subprocess.run(
+        [sys.executable, "-m", "intelligence_assets.rollback", "--partition", "SP500|y_up_5b", "--reason", "test"],
+        cwd=tmp_path, env=_environment(tmp_path, universe_path), capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert "Traceback" not in completed.stderr, completed.stderr
+    header, *problems = completed.stderr.splitlines()
+    assert header == f"invalid universe file {universe_path.resolve()}:", completed.stderr
+    assert [line.split(": ")[0].strip() for line in problems] == ["model_families.lightgbm.params", "selection"], completed.stderr
+    assert "unknown parameter 'num_leafs'; closest: " in problems[0] and "num_leaves" in problems[0]
+    assert "min_features (20) must not exceed max_features (15)" in problems[1]
 
 
 def test_asset_materialize_command_for_symbol_and_symbol_target_partitions(tmp_path: Path, small_universe_path: Path, monkeypatch) -> None:

@@ -23,7 +23,7 @@ import dagster as dg
 from pydantic import BaseModel
 
 from intelligence_assets.resources.artifact_store import ArtifactStore
-from intelligence_assets.resources.artifacts import ArtifactHandle, Manifest, StoredArtifact, StoredArtifacts, commit_artifact, encode_value, find_intact_manifest
+from intelligence_assets.resources.artifacts import FAILURE_FILE, ArtifactHandle, Manifest, StoredArtifact, StoredArtifacts, commit_artifact, encode_value, find_intact_manifest, point_to
 from intelligence_assets.resources.io_manager import artifact_prefix, parse_partition_key
 
 Inputs = Mapping[str, ArtifactHandle | Mapping[str, ArtifactHandle]]
@@ -167,27 +167,91 @@ def materialize_partitions(
     `models/<family>`).
     """
     if context.has_partition_key:
-        work = work_for(context.partition_key)
-        yield from materialize_cached(context, store, work.inputs, work.config, work.compute, work.data_version, work.after_commit)
+        try:
+            work = work_for(context.partition_key)
+            yield from materialize_cached(context, store, work.inputs, work.config, work.compute, work.data_version, work.after_commit)
+        except Exception as error:
+            record_failure(context, store, context.partition_key, f"{type(error).__name__}: {error}")
+            raise
         return
     artifacts: dict[str, StoredArtifact] = {}
+    metadata_by_partition: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
     optional_checks = all(not context.op_def.outs[name].is_required for name in context.assets_def.check_specs_by_output_name)
     for key in context.partition_keys:
-        work = work_for(key)
-        artifact, metadata, checks = _cached_or_computed(context, store, key, work, work.after_commit)
+        # One partition's failure (its bars, its data, its model) is its own: the others still
+        # commit, and the step fails afterwards naming exactly the partitions that failed.
+        try:
+            work = work_for(key)
+            artifact, metadata, checks = _cached_or_computed(context, store, key, work, work.after_commit)
+        except Exception as error:  # noqa: BLE001 - every failure is reported below, by partition
+            failures[key] = f"{type(error).__name__}: {error}"
+            context.log.error(f"{context.asset_key.to_user_string()} {key} failed: {failures[key]}")
+            record_failure(context, store, key, failures[key])
+            continue
         if checks and not optional_checks:
             raise RuntimeError(f"{context.asset_key.to_user_string()} returned check results in a ranged run; its checks must be optional outputs (a multi_asset with can_subset=True)")
         for check in checks:
             context.log_event(_evaluation_of(check, context.asset_key, key))
         context.add_asset_metadata(metadata, partition_key=key)
         artifacts[key] = artifact
+        metadata_by_partition[key] = metadata
     hits = sum(artifact.is_cache_hit for artifact in artifacts.values())
     checked = ", ".join(spec.name for spec in context.assets_def.check_specs)
     context.log.info(
-        f"{context.asset_key.to_user_string()}: {len(artifacts)} partitions in one run ({hits} cache hits, {len(artifacts) - hits} computed)"
+        f"{context.asset_key.to_user_string()}: {len(artifacts)} partitions in one run ({hits} cache hits, {len(artifacts) - hits} computed"
+        + (f", {len(failures)} failed" if failures else "") + ")"
         + (f"; checks ({checked}) reported per partition, not as the step's own output" if checked else "")
     )
+    if failures:
+        _publish_partial(context, store, artifacts, metadata_by_partition)
+        raise PartitionsFailed(context.asset_key.to_user_string(), failures, succeeded=len(artifacts))
     yield dg.Output(StoredArtifacts(artifacts), output_name=_output_name(context), metadata={"partitions_in_run": len(artifacts)})
+
+
+class PartitionsFailed(dg.Failure):
+    """Some partitions of a ranged step failed; the others are committed, published and recorded
+    as materializations. `failed` maps each failed partition key to its error."""
+
+    def __init__(self, asset: str, failed: dict[str, str], succeeded: int) -> None:
+        shown = "; ".join(f"{key}: {reason}" for key, reason in list(failed.items())[:10])
+        more = f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
+        super().__init__(
+            description=f"{asset}: {len(failed)} partition(s) failed, {succeeded} materialized: {shown}{more}",
+            metadata={FAILED_PARTITIONS: dg.MetadataValue.json(failed)},
+        )
+        self.failed = failed
+
+
+# The metadata entry of a `PartitionsFailed` step failure: partition key -> error.
+FAILED_PARTITIONS = "failed_partitions"
+
+
+def record_failure(context: dg.AssetExecutionContext, store: ArtifactStore, partition_key: str, error: str) -> None:
+    """Beside the partition's pointer, why its latest attempt failed: readers that compute from
+    what exists (the leaderboard, `make demo`'s summary) say why a partition is missing."""
+    prefix = artifact_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
+    try:
+        store.put_json(f"{prefix}/{FAILURE_FILE}", {"error": error[:2000], "run_id": context.run.run_id, "at": datetime.now(timezone.utc).isoformat()})
+    except Exception as storage_error:  # noqa: BLE001 - the original failure matters more than its record
+        context.log.warning(f"could not record the failure of {prefix}: {storage_error}")
+
+
+def _publish_partial(
+    context: dg.AssetExecutionContext, store: ArtifactStore, artifacts: dict[str, StoredArtifact], metadata_by_partition: dict[str, dict[str, Any]]
+) -> None:
+    """What the IO manager does for a whole range, for the partitions that succeeded when the
+    step is about to fail: their pointers move and Dagster records their materializations, so
+    the UI, lineage and automation see exactly which partitions exist."""
+    for key, artifact in artifacts.items():
+        point_to(store, artifact_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, key)), artifact.manifest)
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=context.asset_key,
+                partition=key,
+                metadata={**{name: value for name, value in metadata_by_partition[key].items() if value is not None}, "artifact": store.uri(f"{artifact_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, key))}/{artifact.manifest.fingerprint}")},
+            )
+        )
 
 
 def _output_name(context: dg.AssetExecutionContext) -> str:

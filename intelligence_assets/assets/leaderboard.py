@@ -11,11 +11,13 @@ import polars as pl
 from intelligence_assets.assets.caching import Computed, materialize_cached
 from intelligence_assets.assets.metadata import markdown_table
 from intelligence_assets.assets.models import model_key
-from intelligence_assets.automation.conditions import FOLLOWS_UPSTREAM
+from intelligence_assets.automation.conditions import FROM_WHAT_EXISTS
 from intelligence_assets.ml.metrics import model_is_eligible
-from intelligence_assets.ml.trained_model import TrainedModel
+from intelligence_assets.ml.trained_model import SUMMARY_FILE
+from intelligence_assets.partitions import SYMBOL_DIMENSION, cell_key
+from intelligence_assets.resources.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
-from intelligence_assets.resources.artifacts import ArtifactHandle
+from intelligence_assets.resources.artifacts import ArtifactHandle, BlockedArtifactError, latest_failure
 from intelligence_assets.universe import Universe
 
 MODEL_LEADERBOARD = dg.AssetKey("model_leaderboard")
@@ -25,8 +27,39 @@ LEADERBOARD_SCHEMA = {
     "metric": pl.String, "score": pl.Float64, **{name: pl.Float64 for name in METRIC_COLUMNS},
     "majority_accuracy": pl.Float64, "buy_and_hold_sharpe": pl.Float64,
     "test_rows": pl.Int64, "test_start": pl.String, "test_end": pl.String, "leakage_suspect": pl.Boolean,
-    "eligible": pl.Boolean, "candidate": pl.Boolean, "reason": pl.String, "model_fingerprint": pl.String,
+    "eligible": pl.Boolean, "candidate": pl.Boolean, "reason": pl.String, "bars_per_year": pl.Float64, "bar_spacing": pl.String,
+    "model_fingerprint": pl.String,
 }
+MISSING_SCHEMA = {"symbol": pl.String, "target": pl.String, "family": pl.String, "reason": pl.String, "failed_asset": pl.String, "run_id": pl.String}
+
+
+def missing_models(store: ArtifactStore, expected: list[tuple[str, str]], present: dict[str, set[str]]) -> pl.DataFrame:
+    """The cells of each family with no model, and why: the first asset along the cell's chain
+    (bars -> features -> labels -> target_rankings -> feature_sets -> the model) whose latest
+    attempt failed or whose bars are blocked; otherwise "not materialized yet"."""
+    rows = []
+    for family, partitions in sorted(present.items()):
+        for symbol, target in expected:
+            if cell_key(symbol, target) in partitions:
+                continue
+            reason, failed_asset, run_id = "not materialized yet", None, None
+            chain = [("bars", f"bars/{symbol}"), ("features", f"features/{symbol}")] + [
+                (asset, f"{asset}/{symbol}/{target}") for asset in ("labels", "target_rankings", "feature_sets", f"models/{family}")
+            ]
+            for asset, prefix in chain:
+                failure = latest_failure(store, prefix)
+                if failure is None and asset == "bars":
+                    try:
+                        ArtifactHandle.current(store, prefix)
+                    except BlockedArtifactError as error:
+                        failure = {"error": str(error)}
+                    except ArtifactStoreError:
+                        pass
+                if failure is not None:
+                    reason, failed_asset, run_id = failure["error"], asset, failure.get("run_id")
+                    break
+            rows.append({"symbol": symbol, "target": target, "family": family, "reason": reason, "failed_asset": failed_asset, "run_id": run_id})
+    return pl.DataFrame(rows, schema=MISSING_SCHEMA)
 
 
 def model_input_name(family: str) -> str:
@@ -34,14 +67,14 @@ def model_input_name(family: str) -> str:
 
 
 def leaderboard_rows(
-    models_by_family: dict[str, dict[str, TrainedModel]], universe: Universe, fingerprints: dict[str, dict[str, str]] | None = None
+    summaries_by_family: dict[str, dict[str, dict[str, Any]]], universe: Universe, fingerprints: dict[str, dict[str, str]] | None = None
 ) -> list[dict[str, Any]]:
-    """`fingerprints` (family -> partition -> model fingerprint) pins each row to the exact model
-    it ranks, so predictions serve that model even if the family is retrained later."""
+    """One row per model from its summary (family -> partition -> summary.json). `fingerprints`
+    (family -> partition -> model fingerprint) pins each row to the exact model it ranks, so
+    predictions serve that model even if the family is retrained later."""
     rows = []
-    for family, by_partition in sorted(models_by_family.items()):
-        for partition, trained_model in by_partition.items():
-            summary = trained_model.summary
+    for family, by_partition in sorted(summaries_by_family.items()):
+        for partition, summary in by_partition.items():
             task = summary["task"]
             metric = universe.leaderboard.classification_metric if task == "classification" else universe.leaderboard.regression_metric
             metrics = summary.get("metrics", {})
@@ -49,7 +82,7 @@ def leaderboard_rows(
             rows.append(
                 {
                     "symbol": summary["symbol"], "target": summary["target"], "family": family, "task": task,
-                    "trained": trained_model.trained, "metric": metric, "score": score,
+                    "trained": bool(summary.get("trained")), "metric": metric, "score": score,
                     **{name: metrics.get(name) for name in METRIC_COLUMNS},
                     # Baselines on the same held-out rows: always predicting the training
                     # majority class, and holding the instrument long throughout.
@@ -58,6 +91,7 @@ def leaderboard_rows(
                     "test_rows": summary.get("test_rows"), "test_start": summary.get("test_start"), "test_end": summary.get("test_end"),
                     "leakage_suspect": bool(summary.get("leakage_suspect", False)), "eligible": False, "candidate": False,
                     "reason": summary.get("reason", ""),
+                    "bars_per_year": summary.get("bars_per_year"), "bar_spacing": summary.get("bar_spacing"),
                     "model_fingerprint": (fingerprints or {}).get(family, {}).get(partition),
                 }
             )
@@ -87,8 +121,11 @@ def cells_without_candidate(table: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def leaderboard_config(universe: Universe) -> dict[str, Any]:
-    return {"leaderboard": universe.leaderboard, "families": list(universe.model_families)}
+def leaderboard_config(universe: Universe, missing: pl.DataFrame | None = None) -> dict[str, Any]:
+    """`missing` (from `missing_models`) is part of the config: a cell that newly failed, or
+    failed for another reason, recomputes the leaderboard, which reports it."""
+    digest = [] if missing is None else missing.select("symbol", "target", "family", "reason").sort("symbol", "target", "family").rows()
+    return {"leaderboard": universe.leaderboard, "families": list(universe.model_families), "missing": digest}
 
 
 def build_leaderboard_asset(universe: Universe) -> dg.AssetsDefinition:
@@ -97,7 +134,7 @@ def build_leaderboard_asset(universe: Universe) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=MODEL_LEADERBOARD,
-        automation_condition=FOLLOWS_UPSTREAM,
+        automation_condition=FROM_WHAT_EXISTS,
         ins=model_ins,
         group_name="results",
         code_version="1",
@@ -107,10 +144,23 @@ def build_leaderboard_asset(universe: Universe) -> dg.AssetsDefinition:
     def model_leaderboard(
         context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, **models: dict[str, ArtifactHandle]
     ) -> Iterator[dg.Output]:
+        store = artifact_store.store()
+        symbols = context.instance.get_dynamic_partitions(SYMBOL_DIMENSION)
+        expected = [(symbol, target) for symbol in symbols for target in universe.target_names]
+        present = {name.removeprefix("models_"): set(handles) for name, handles in models.items()}
+        # Cheap (pointers and failure records) and part of the result: a newly failed cell
+        # changes the leaderboard's fingerprint, so it is recomputed and says so.
+        missing = missing_models(store, expected, present)
+        if missing.height:
+            context.log.warning(
+                f"leaderboard over what exists: {missing.height} models missing in {missing.select('symbol', 'target').unique().height} cells, e.g. "
+                + "; ".join(f"{row['symbol']}|{row['target']} {row['family']}: {row['reason'][:200]}" for row in missing.head(3).iter_rows(named=True))
+            )
+
         def compute() -> Computed:
-            loaded = {name.removeprefix("models_"): {key: handle.load() for key, handle in handles.items()} for name, handles in models.items()}
+            summaries = {name.removeprefix("models_"): {key: handle.load_json(SUMMARY_FILE) for key, handle in handles.items()} for name, handles in models.items()}
             fingerprints = {name.removeprefix("models_"): {key: handle.fingerprint for key, handle in handles.items()} for name, handles in models.items()}
-            table = pl.DataFrame(leaderboard_rows(loaded, universe, fingerprints), schema=LEADERBOARD_SCHEMA).sort(
+            table = pl.DataFrame(leaderboard_rows(summaries, universe, fingerprints), schema=LEADERBOARD_SCHEMA).sort(
                 ["symbol", "target", "score"], descending=[False, False, True], nulls_last=True
             )
             candidates = table.filter(pl.col("candidate"))
@@ -129,9 +179,11 @@ def build_leaderboard_asset(universe: Universe) -> dg.AssetsDefinition:
                     "gated": markdown_table(gated.to_dicts(), ["symbol", "target", "reason"]),
                     "no_model_beats_no_skill": markdown_table(without_skill.to_dicts(), ["symbol", "target", "best_score"]),
                     "leakage_suspects": int(table["leakage_suspect"].sum()),
+                    "missing_models": missing.height,
+                    "missing": markdown_table(missing.unique(["symbol", "target", "reason"]).to_dicts(), ["symbol", "target", "family", "failed_asset", "reason", "run_id"]),
                 },
             )
 
-        yield from materialize_cached(context, artifact_store.store(), models, leaderboard_config(universe), compute)
+        yield from materialize_cached(context, store, models, leaderboard_config(universe, missing), compute)
 
     return model_leaderboard

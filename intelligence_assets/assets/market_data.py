@@ -10,8 +10,10 @@ from intelligence_assets.assets.metadata import date_range
 from intelligence_assets.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.checks import bars_check_results, bars_check_specs
 from intelligence_assets.fingerprints import table_fingerprint
-from intelligence_assets.ml.bars import validate_bars
-from intelligence_assets.ml.features import build_features
+from intelligence_assets.ml.bars import BarsFileError, describe_spacing, infer_bars_per_year, validate_bars
+from intelligence_assets.ml.features import build_features, drop_unusable_features, require_enough_rows
+from intelligence_assets.ml.splits import minimum_rows
+from intelligence_assets.ml.targets import label_horizon
 from intelligence_assets.partitions import symbol_partitions
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.artifacts import HandleOrRange
@@ -22,17 +24,44 @@ from intelligence_assets.universe import Universe
 BARS = dg.AssetKey("bars")
 
 
-def read_symbol_bars(universe: Universe, source: BarsSource, symbol: str) -> pl.DataFrame:
-    universe.require_symbol(symbol)
-    return source.read(symbol)
+def read_symbol_bars(source: BarsSource, symbol: str) -> pl.DataFrame:
+    """The symbol's bars; BarsFileError or FileNotFoundError naming the symbol and the file.
+
+    The symbol need not be in the universe this process loaded: the `symbol` partitions, which
+    the new-bars sensor keeps in step with universe.yaml, say which symbols exist."""
+    try:
+        return source.read(symbol)
+    except BarsFileError as error:
+        raise BarsFileError(f"bars of {symbol}: {error}") from None
+
+
+def bars_per_year_of(universe: Universe, symbol: str, timestamps: pl.Series) -> float:
+    """For annualising the symbol's Sharpe ratios: set in universe.yaml, else inferred from its bars."""
+    explicit = universe.bars.bars_per_year.get(symbol)
+    return explicit if explicit is not None else infer_bars_per_year(timestamps, universe.bars.gap_settings)
+
+
+def annualisation_config(universe: Universe, symbol: str) -> dict[str, Any]:
+    """What a symbol's bars per year depends on: only its own setting, or how it is inferred, so
+    changing one symbol's frequency recomputes that symbol's models only."""
+    explicit = universe.bars.bars_per_year.get(symbol)
+    if explicit is not None:
+        return {"bars_per_year": explicit}
+    return {"bars_per_year": "inferred", "max_gap_days": universe.bars.max_gap_days, "max_gap_spacings": universe.bars.max_gap_spacings}
 
 
 def bars_config(universe: Universe, content_hash: str) -> dict[str, Any]:
-    return {"content_hash": content_hash, "min_history": universe.bars.min_history}
+    bars = universe.bars
+    return {"content_hash": content_hash, "min_history": bars.min_history, "gaps": {"max_days": bars.max_gap_days, "max_spacings": bars.max_gap_spacings, "block": bars.gaps_block}}
 
 
 def features_config(universe: Universe) -> Any:
-    return universe.features
+    return {"features": universe.features, "minimum_rows": minimum_usable_rows(universe)}
+
+
+def minimum_usable_rows(universe: Universe) -> int:
+    """Complete feature rows a symbol needs so every target's walk-forward splits can be cut."""
+    return max(minimum_rows(label_horizon(spec), universe.split) for spec in universe.targets)
 
 
 def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
@@ -42,7 +71,7 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         group_name="market_data",
         code_version="1",
         kinds={"polars", "parquet"},
-        check_specs=bars_check_specs(BARS, symbol_partitions),
+        check_specs=bars_check_specs(BARS, symbol_partitions, universe.bars.gaps_block),
         description="Validated OHLCV bars of one symbol, read from the bars store. Data version: content hash of the bars.",
     )
     def bars(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, bars_source: BarsSourceResource) -> Iterator[dg.Output | dg.AssetCheckResult]:
@@ -50,24 +79,29 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         source = bars_source.source()
         path = source.location(symbol)
         # Reading the source is cheap and is the only way to know whether it changed.
-        table = read_symbol_bars(universe, source, symbol)
+        table = read_symbol_bars(source, symbol)
         content = table_fingerprint(table)
 
         def compute() -> Computed:
-            checks = validate_bars(table, min_history=universe.bars.min_history)
-            failed = [c.name for c in checks if not c.passed]
+            checks = validate_bars(table, min_history=universe.bars.min_history, gaps=universe.bars.gap_settings)
+            failed = [c for c in checks if not c.passed]
+            for check in failed:
+                context.log.error(f"bars of {symbol} fail check {check.name}: {check.detail}")
             if failed:
-                context.log.error(f"bars for {symbol} fail checks {failed}; downstream assets are blocked")
-            context.log.info(f"{symbol}: {table.height} bars from {path}")
+                context.log.error(f"bars of {symbol} fail checks {[c.name for c in failed]}; blocking ones stop everything downstream of {symbol}")
+            spacing = describe_spacing(table["timestamp"])
+            context.log.info(f"{symbol}: {table.height} bars from {path}, median spacing {spacing}")
             return Computed(
                 table,
                 metadata={
                     "rows": table.height,
+                    "bar_spacing": spacing,
+                    "bars_per_year": bars_per_year_of(universe, symbol, table["timestamp"]),
                     **{f"{k}_timestamp": v for k, v in date_range(table).items()},
                     "source": dg.MetadataValue.url(path) if path.startswith("http") else dg.MetadataValue.path(path),
                     "content_hash": content,
                     "last_close": float(table["close"][-1]) if table.height else None,
-                    "failed_checks": ", ".join(failed) or "none",
+                    "failed_checks": ", ".join(c.name for c in failed) or "none",
                 },
                 checks=bars_check_results(BARS, checks),
             )
@@ -81,7 +115,7 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         # No checks and cheap steps: a backfill of many symbols runs in chunks, not a run each.
         backfill_policy=dg.BackfillPolicy.multi_run(universe.automation.backfill_partitions_per_run),
         group_name="market_data",
-        code_version="1",
+        code_version="2",
         kinds={"polars"},
         description="Feature matrix of one symbol: returns, volatility, momentum, moving-average gaps, volume and range features; none looks ahead.",
     )
@@ -90,9 +124,14 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
             symbol_bars = input_for(bars, symbol)
 
             def compute() -> Computed:
-                table = build_features(symbol_bars.load(), universe.features)
-                names = [c for c in table.columns if c != "timestamp"]
-                complete = table.drop_nulls().height
+                usable = drop_unusable_features(build_features(symbol_bars.load(), universe.features))
+                if usable.dropped:
+                    context.log.warning(
+                        f"{symbol}: {len(usable.dropped)} features dropped as unusable: "
+                        + "; ".join(f"{name} ({why})" for name, why in usable.dropped.items())
+                    )
+                require_enough_rows(usable, minimum_usable_rows(universe), symbol)
+                table, names, complete = usable.table, usable.names, usable.complete_rows
                 context.log.info(f"{symbol}: {len(names)} features over {table.height} bars ({complete} complete rows)")
                 return Computed(
                     table,
@@ -101,6 +140,8 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
                         "complete_rows": complete,
                         "feature_count": len(names),
                         "features": ", ".join(names),
+                        "dropped_features": ", ".join(usable.dropped) or "none",
+                        "dropped_because": dg.MetadataValue.json(usable.dropped),
                         **{f"{k}_timestamp": v for k, v in date_range(table).items()},
                     },
                 )

@@ -12,10 +12,12 @@ import dagster as dg
 
 from intelligence_assets.assets.caching import Computed, PartitionWork, input_for, materialize_partitions, resolved
 from intelligence_assets.assets.metadata import clean_number, utc_timestamps
+from intelligence_assets.assets.market_data import annualisation_config, bars_per_year_of
 from intelligence_assets.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, training_backfill_policy
 from intelligence_assets.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.automation.pools import CPU_POOL, GPU_POOL
 from intelligence_assets.checks import leakage_sentinel_result, leakage_sentinel_spec
+from intelligence_assets.ml.bars import describe_spacing
 from intelligence_assets.ml.dataset import build_dataset
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.leakage import leakage_suspicion
@@ -47,13 +49,13 @@ def model_key(family: str) -> dg.AssetKey:
     return dg.AssetKey([MODEL_KEY_PREFIX, family])
 
 
-def model_config(universe: Universe, family_name: str, target: str) -> dict[str, Any]:
+def model_config(universe: Universe, family_name: str, symbol: str, target: str) -> dict[str, Any]:
     return {
         "params": universe.model_families[family_name].params,
         "split": universe.split,
         "seed": universe.seed,
         "target": universe.target(target),
-        "bars_per_year": universe.bars.bars_per_year,
+        "annualisation": annualisation_config(universe, symbol),
         "leakage_sentinel": universe.leakage_sentinel,
     }
 
@@ -126,7 +128,9 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
                     checks=[leakage_sentinel_result(key, spec.kind, {}, universe.leakage_sentinel)],
                 )
             selected = selection["selected"]
-            dataset = build_dataset(features.load(), labels.load(), selected)
+            feature_table = features.load()
+            bars_per_year = bars_per_year_of(universe, symbol, feature_table["timestamp"])
+            dataset = build_dataset(feature_table, labels.load(), selected)
             context.log.info(f"{family_name} {symbol} {target}: training on {len(dataset.y)} rows x {len(selected)} features")
             result = train_and_evaluate(
                 family_name,
@@ -139,7 +143,7 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
                 label_horizon=label_horizon(spec),
                 split=universe.split,
                 seed=universe.seed,
-                bars_per_year=universe.bars.bars_per_year,
+                bars_per_year=bars_per_year,
                 side=getattr(spec, "side", None),
                 cross_validate=universe.split.score_models_on_folds,
             )
@@ -164,6 +168,8 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
                 "fold_metrics": details["fold_metrics"],
                 "training_seconds": round(result.seconds, 3),
                 "leakage_suspect": suspicion is not None,
+                "bars_per_year": bars_per_year,
+                "bar_spacing": describe_spacing(feature_table["timestamp"]),
             }
             return Computed(
                 TrainedModel(family=family_name, summary=summary, model=result.model),
@@ -178,12 +184,14 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
                     "test_period": f"{summary['test_start']} .. {summary['test_end']}",
                     "best_iteration": result.best_iteration if result.best_iteration is not None else -1,
                     "training_seconds": summary["training_seconds"],
+                    "bars_per_year": bars_per_year,
+                    "bar_spacing": summary["bar_spacing"],
                     "seed": universe.seed,
                 },
                 checks=[leakage_sentinel_result(key, spec.kind, metrics, universe.leakage_sentinel)],
             )
 
-        config = model_config(universe, family_name, target)
+        config = model_config(universe, family_name, symbol, target)
 
         def track(stored: ArtifactHandle, manifest: Manifest, computed: Any) -> dict[str, Any]:
             """Log the committed model to MLflow (once per fingerprint) and link the run."""

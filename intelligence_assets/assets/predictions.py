@@ -13,9 +13,10 @@ from intelligence_assets.assets.metadata import markdown_table, utc_timestamps
 from intelligence_assets.assets.models import model_key
 from intelligence_assets.assets.registry import MODEL_REGISTRY
 from intelligence_assets.assets.target_analysis import FEATURES
-from intelligence_assets.automation.conditions import FOLLOWS_UPSTREAM
+from intelligence_assets.automation.conditions import follows_only
 from intelligence_assets.ml.dataset import build_inference_matrix
-from intelligence_assets.partitions import by_symbol, symbol_partitions
+from intelligence_assets.partitions import by_symbol, cell_key, symbol_partitions
+from intelligence_assets.resources.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.artifacts import ArtifactHandle, HandleOrRange
 from intelligence_assets.resources.io_manager import HANDLE_OR_RANGE
@@ -25,6 +26,10 @@ from intelligence_assets.tracking.flavours import pyfunc_predict
 from intelligence_assets.universe import Universe
 
 PREDICTIONS = dg.AssetKey("predictions")
+class RegistryBehindError(RuntimeError):
+    """The registry has not seen a symbol's current models yet: no predictions from it."""
+
+
 PREDICTIONS_SCHEMA = {"timestamp": pl.Datetime("us", "UTC"), "target": pl.String, "family": pl.String, "model_version": pl.String, "prediction": pl.Float64}
 
 
@@ -32,6 +37,27 @@ def symbol_champions(registry: pl.DataFrame, symbol: str) -> pl.DataFrame:
     """This symbol's cells that have a champion. Reading the small registry table first lets the
     predictions' fingerprint depend on this symbol's champions only."""
     return registry.filter((pl.col("symbol") == symbol) & pl.col("champion_version").is_not_null()).sort("target")
+
+
+def cells_the_registry_has_not_seen(store: ArtifactStore, registry: pl.DataFrame, symbol: str, families: list[str], targets: list[str]) -> list[str]:
+    """This symbol's cells whose models now current in the store are not the ones the registry
+    last decided from: predicting now would serve champions chosen without them (for a new
+    symbol, none at all)."""
+    seen = {
+        (row["target"]): set(filter(None, (row["model_fingerprints"] or "").split(",")))
+        for row in registry.filter(pl.col("symbol") == symbol).iter_rows(named=True)
+    } if "model_fingerprints" in registry.columns else {}
+    behind = []
+    for target in targets:
+        current = set()
+        for family in families:
+            try:
+                current.add(ArtifactHandle.current(store, f"{'/'.join(model_key(family).path)}/{symbol}/{target}").fingerprint)
+            except ArtifactStoreError:  # never trained, failed or blocked: the registry cannot have seen it either
+                continue
+        if current and current != seen.get(target, set()):
+            behind.append(cell_key(symbol, target))
+    return behind
 
 
 def predictions_config(champions: pl.DataFrame) -> dict[str, Any]:
@@ -44,7 +70,8 @@ def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=PREDICTIONS,
-        automation_condition=FOLLOWS_UPSTREAM,
+        # After the registry only: it has then seen the models (of a new symbol too).
+        automation_condition=follows_only(MODEL_REGISTRY, FEATURES),
         ins={"model_registry": dg.AssetIn(MODEL_REGISTRY), "features": dg.AssetIn(FEATURES, dagster_type=HANDLE_OR_RANGE)},
         deps=model_deps,
         partitions_def=symbol_partitions,
@@ -64,8 +91,15 @@ def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
     ) -> Iterator[dg.Output]:
         registry = model_registry.load()
         tracker = mlflow_tracking.tracker()
+        store = artifact_store.store()
 
         def work_for(symbol: str) -> PartitionWork:
+            behind = cells_the_registry_has_not_seen(store, registry, symbol, list(universe.model_families), universe.target_names)
+            if behind:
+                raise RegistryBehindError(
+                    f"model_registry has not yet decided from the current models of {behind}: materialize model_leaderboard and "
+                    f"model_registry, then predictions {symbol}"
+                )
             champions = symbol_champions(registry, symbol)
             symbol_features = input_for(features, symbol)
 

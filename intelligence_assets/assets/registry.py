@@ -25,7 +25,8 @@ from intelligence_assets.resources.artifact_store_resource import ArtifactStoreR
 from intelligence_assets.resources.artifacts import ArtifactHandle
 from intelligence_assets.resources.mlflow_tracking import MlflowTrackingResource
 from intelligence_assets.tracking import names
-from intelligence_assets.tracking.promotion import AliasDecision, Candidate, decide_aliases, roll_back
+from intelligence_assets.partitions import SYMBOL_DIMENSION
+from intelligence_assets.tracking.promotion import AliasDecision, Candidate, decide_aliases, retire, roll_back
 from intelligence_assets.tracking.tracker import ModelTracker
 from intelligence_assets.universe import Universe
 
@@ -35,7 +36,32 @@ REGISTRY_SCHEMA = {
     "champion_version": pl.String, "champion_family": pl.String, "champion_fingerprint": pl.String,
     "champion_score": pl.Float64, "champion_test_start": pl.String, "champion_test_end": pl.String, "champion_uri": pl.String,
     "previous_champion_version": pl.String, "challenger_version": pl.String, "action": pl.String, "reason": pl.String,
+    # Every model of the cell the registry decided from: `predictions` refuses a registry that
+    # has not yet seen the models now current in the store.
+    "model_fingerprints": pl.String,
 }
+
+
+def current_models_of(leaderboard: pl.DataFrame, symbol: str, target: str) -> set[str]:
+    return set(leaderboard.filter((pl.col("symbol") == symbol) & (pl.col("target") == target))["model_fingerprint"].drop_nulls())
+
+
+def champions_of_removed_symbols(tracker: ModelTracker, symbols: set[str]) -> list[tuple[str, str, str]]:
+    """(registered model, symbol, target) of every champion whose symbol is no longer a `symbol`
+    partition (removed from the universe); read from the registered models' tags."""
+    found, token = [], None
+    while True:
+        page = tracker.call(
+            "listing registered models",
+            lambda: tracker.client.search_registered_models(filter_string=f"name LIKE '{names.REGISTERED_MODEL_PREFIX}.%'", max_results=1000, page_token=token),
+        )
+        for model in page:
+            symbol, target = model.tags.get(names.SYMBOL_TAG), model.tags.get(names.TARGET_TAG)
+            if symbol and symbol not in symbols and names.CHAMPION in (model.aliases or {}):
+                found.append((model.name, symbol, target))
+        token = page.token
+        if not token:
+            return sorted(found)
 
 
 class ModelRegistryConfig(dg.Config):
@@ -86,7 +112,7 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
         automation_condition=FOLLOWS_UPSTREAM,
         ins={"model_leaderboard": dg.AssetIn(MODEL_LEADERBOARD)},
         group_name="results",
-        code_version="2",
+        code_version="3",
         kinds={"mlflow"},
         description="MLflow registry aliases (champion, previous-champion, challenger) per symbol x target after the promotion rule or a rollback.",
     )
@@ -111,6 +137,16 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
             if unknown:
                 raise ValueError(f"rollback of {unknown}: no models on the leaderboard for these cells")
             rows, changes = [], []
+            for name, symbol, target in champions_of_removed_symbols(tracker, set(context.instance.get_dynamic_partitions(SYMBOL_DIMENSION))):
+                current = tracker.aliases(name)
+                reason = f"{symbol} is no longer in the universe"
+                decision = retire([], current, settings, reason)
+                tracker.set_version_tag(name, current[names.CHAMPION], names.RETIRED_TAG, f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} run {context.run.run_id}: {reason}")
+                moved = apply_decision(tracker, name, current, decision)
+                changes.append(f"{name}: {decision.action}; " + ", ".join(moved))
+                context.log.info(f"{name}: {decision.reason}; " + ", ".join(moved))
+                rows.append({"symbol": symbol, "target": target, "registered_model": name, "action": "retired", "reason": decision.reason,
+                             "previous_champion_version": decision.previous_champion})
             for symbol, target in cells:
                 name = names.registered_model_name(symbol, target)
                 rows_of_cell = leaderboard.filter((pl.col("symbol") == symbol) & (pl.col("target") == target) & pl.col("trained"))
@@ -138,9 +174,20 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
                             eligible=bool(row["eligible"]), rolled_back=names.ROLLED_BACK_TAG in version.tags,
                         ))
                     champion = by_number.get(current.get(names.CHAMPION, ""))
-                    # A decayed champion's held-out score no longer describes it.
-                    recorded = _score(champion.tags) if champion and (symbol, target) not in reassess_cells else None
-                    decision = decide_aliases(candidates, current, recorded, settings)
+                    current_models = current_models_of(leaderboard, symbol, target)
+                    if champion is not None and champion.tags.get(names.FINGERPRINT_TAG) not in current_models:
+                        # Trained on inputs (bars, config, code) that are no longer current: however
+                        # well it scored then, it must not keep serving.
+                        reason = f"its model {champion.tags.get(names.FINGERPRINT_TAG)} is no longer current for {symbol}'s inputs"
+                        decision = retire(candidates, current, settings, reason)
+                        tracker.set_version_tag(
+                            name, str(champion.version), names.RETIRED_TAG,
+                            f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} run {context.run.run_id}: {reason}",
+                        )
+                    else:
+                        # A decayed champion's held-out score no longer describes it.
+                        recorded = _score(champion.tags) if champion and (symbol, target) not in reassess_cells else None
+                        decision = decide_aliases(candidates, current, recorded, settings)
                 moved = apply_decision(tracker, name, current, decision)
                 if moved:
                     changes.append(f"{name}: {decision.action}; " + ", ".join(moved))
@@ -158,6 +205,7 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
                     "champion_uri": f"models:/{name}@{names.CHAMPION}" if decision.champion else None,
                     "previous_champion_version": decision.previous_champion, "challenger_version": decision.challenger,
                     "action": decision.action if moved or decision.action == "no champion" else "kept", "reason": decision.reason,
+                    "model_fingerprints": ",".join(sorted(current_models_of(leaderboard, symbol, target))),
                 })
             table = pl.DataFrame(rows, schema=REGISTRY_SCHEMA).sort("symbol", "target")
             champions = table.filter(pl.col("champion_version").is_not_null())

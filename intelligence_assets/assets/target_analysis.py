@@ -14,8 +14,8 @@ from intelligence_assets.assets.metadata import clean_number, date_range, markdo
 from intelligence_assets.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.automation.pools import CPU_POOL
 from intelligence_assets.ml.dataset import build_dataset
-from intelligence_assets.ml.ranking import rank_target
-from intelligence_assets.ml.selection import select_features
+from intelligence_assets.ml.ranking import rank_target, ranking_code_version
+from intelligence_assets.ml.selection import select_features, selection_code_version
 from intelligence_assets.ml.targets import build_labels, label_horizon
 from intelligence_assets.partitions import by_symbol, cell_of, symbol_target_partitions
 from intelligence_assets.pods import step_pod_tags
@@ -109,7 +109,7 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
         partitions_def=partitions,
         backfill_policy=backfill_policy,
         group_name="targets",
-        code_version="1",
+        code_version=ranking_code_version(),
         kinds={"lightgbm", "scikitlearn"},
         description="How predictable this target is: purged, embargoed walk-forward CV of a quick LightGBM and a linear model.",
     )
@@ -161,7 +161,7 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
         partitions_def=partitions,
         backfill_policy=backfill_policy,
         group_name="targets",
-        code_version="1",
+        code_version=selection_code_version(),
         kinds={"lightgbm"},
         description="Features selected for this target (gain and permutation importance on held-out folds, kept when stable); empty when ranking gated the target.",
     )

@@ -10,3 +10,18 @@ evaluates the conditions; stopping it (UI, Automation tab) switches all of this 
 import dagster as dg
 
 FOLLOWS_UPSTREAM = dg.AutomationCondition.eager()
+
+# For assets that summarise many partitions (the leaderboard over every model): a symbol that
+# failed must not hold back the others, so they run over what exists instead of waiting for
+# every input partition; they still wait while any input is being computed.
+FROM_WHAT_EXISTS = FOLLOWS_UPSTREAM.without(~dg.AutomationCondition.any_deps_missing()).with_label("eager, over what exists")
+
+
+def follows_only(updated_by: dg.AssetKey, required: dg.AssetKey) -> dg.AutomationCondition:
+    """Eager, but requested only when `updated_by` updates and waiting only for `required`:
+    predictions follow the registry (which has seen the models), never the models directly."""
+    return (
+        FOLLOWS_UPSTREAM.replace("any_deps_updated", dg.AutomationCondition.any_deps_updated().allow(dg.AssetSelection.assets(updated_by)))
+        .replace("any_deps_missing", dg.AutomationCondition.any_deps_missing().allow(dg.AssetSelection.assets(required)))
+        .with_label(f"eager, after {updated_by.to_user_string()}")
+    )

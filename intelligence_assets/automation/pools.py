@@ -3,7 +3,7 @@ steps the `cpu` pool. Dagster keeps the limits in the instance; `make ui` sets t
 `automation:` in universe.yaml (`python -m intelligence_assets.automation.pools`)."""
 import dagster as dg
 
-from intelligence_assets.universe import AutomationSettings, load_universe
+from intelligence_assets.universe import AutomationSettings, exit_on_configuration_error, load_universe
 
 GPU_POOL = "gpu"
 CPU_POOL = "cpu"
@@ -27,4 +27,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_configuration_error(main)

@@ -4,6 +4,7 @@ Both keep a cursor (JSON) and give every request a run key derived from the evid
 that repeats, or a daemon restarted with a lost cursor, requests nothing twice (Dagster drops a
 run key it has seen for the sensor).
 """
+import hashlib
 import json
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,9 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from intelligence_assets.assets.market_data import BARS
+from intelligence_assets.assets.leaderboard import MODEL_LEADERBOARD
+from intelligence_assets.assets.market_data import BARS, read_symbol_bars
+from intelligence_assets.assets.registry import MODEL_REGISTRY
 from intelligence_assets.fingerprints import table_fingerprint
 from intelligence_assets.ml.decay import assess_decay
 from intelligence_assets.partitions import SYMBOL_DIMENSION, cell_key, symbol_partitions
@@ -20,7 +23,7 @@ from intelligence_assets.resources.artifact_store import ArtifactStore, Artifact
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.artifacts import ArtifactHandle
 from intelligence_assets.resources.bars_source import BarsSourceResource
-from intelligence_assets.universe import Universe
+from intelligence_assets.universe import Universe, UniverseError, load_universe
 
 TRIGGER_TAG = "intelligence/trigger"
 
@@ -37,36 +40,65 @@ def _stored_bars_version(store: ArtifactStore, symbol: str) -> str | None:
         return None
 
 
+def _graph_changes(loaded: Universe, fresh: Universe) -> list[str]:
+    """What in universe.yaml changed that only a reload of the code location applies: targets and
+    model families shape the asset graph; symbols do not (they are partitions)."""
+    changes = []
+    if fresh.target_names != loaded.target_names or fresh.targets != loaded.targets:
+        changes.append("targets")
+    if fresh.model_families != loaded.model_families:
+        changes.append("model_families")
+    return changes
+
+
 def build_new_bars_sensor(universe: Universe) -> dg.SensorDefinition:
     @dg.sensor(
         name="new_bars",
-        asset_selection=[BARS],
+        asset_selection=[BARS, MODEL_LEADERBOARD, MODEL_REGISTRY],
         minimum_interval_seconds=universe.automation.bars_sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="New or changed <SYMBOL>.parquet in the bars store: registers a new symbol once and requests `bars` for exactly that symbol; declarative automation carries the change downstream.",
+        description="Keeps the `symbol` partitions in step with universe.yaml (read every tick, no reload needed) and requests `bars` "
+        "for exactly the symbol whose <SYMBOL>.parquet is new or changed; declarative automation carries the change downstream.",
     )
-    def new_bars(context: dg.SensorEvaluationContext, bars_source: BarsSourceResource, artifact_store: ArtifactStoreResource) -> dg.SensorResult:
-        seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    def new_bars(context: dg.SensorEvaluationContext, bars_source: BarsSourceResource, artifact_store: ArtifactStoreResource) -> dg.SensorResult | dg.SkipReason:
+        try:
+            # Read every tick: adding or removing a symbol must not wait for a reload.
+            current = load_universe(universe.source_path) if universe.source_path else universe
+        except UniverseError as error:
+            context.log.error(f"universe.yaml is invalid; symbols unchanged until it is fixed: {error}")
+            return dg.SkipReason(f"invalid universe file: {error}")
+        reshaped = _graph_changes(universe, current)
+        if reshaped:
+            context.log.warning(f"universe.yaml changed {reshaped}: reload the code location (UI: Deployment -> Reload) for that to take effect")
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        # Only files acted on are remembered: one that arrives before its symbol is in the universe
+        # is picked up as soon as the symbol is added. An unreadable version is remembered apart,
+        # so it is reported once and retried when the file changes.
+        acted: dict[str, str] = cursor.get("acted", {}) if isinstance(cursor.get("acted"), dict) else {}
+        unreadable: dict[str, str] = cursor.get("unreadable", {}) if isinstance(cursor.get("unreadable"), dict) else {}
         store = artifact_store.store()
         source = bars_source.source()
         registered = set(context.instance.get_dynamic_partitions(SYMBOL_DIMENSION))
+        wanted = set(current.symbols)
         new_symbols, requests, ignored = [], [], []
         for bars_file in source.files():
-            if seen.get(bars_file.symbol) == bars_file.version:
-                continue
-            seen[bars_file.symbol] = bars_file.version
-            if bars_file.symbol not in universe.symbols:
+            if bars_file.symbol not in wanted:
                 ignored.append(bars_file.symbol)
                 continue
-            if bars_file.symbol not in registered:
-                new_symbols.append(bars_file.symbol)
+            if acted.get(bars_file.symbol) == bars_file.version or unreadable.get(bars_file.symbol) == bars_file.version:
+                continue
             # The file changed on disk; whether its bars did is the content hash's to say (a
             # rewrite with the same rows, or a cursor lost in a restart, requests nothing).
             try:
-                content = table_fingerprint(source.read(bars_file.symbol))
+                content = table_fingerprint(read_symbol_bars(source, bars_file.symbol))
             except (OSError, ValueError) as error:
-                context.log.warning(f"bars file {bars_file.location} cannot be read yet ({error}); it will be retried when it changes")
+                context.log.error(f"bars file {bars_file.location} cannot be used ({error}); {bars_file.symbol} is not requested until the file changes")
+                unreadable[bars_file.symbol] = bars_file.version
                 continue
+            unreadable.pop(bars_file.symbol, None)
+            acted[bars_file.symbol] = bars_file.version
+            if bars_file.symbol not in registered:
+                new_symbols.append(bars_file.symbol)
             if content == _stored_bars_version(store, bars_file.symbol):
                 continue
             requests.append(
@@ -77,14 +109,34 @@ def build_new_bars_sensor(universe: Universe) -> dg.SensorDefinition:
                     tags=production_tags(universe, "new_bars"),
                 )
             )
+        without_file = sorted(wanted - {bars_file.symbol for bars_file in source.files()})
+        if without_file:
+            context.log.warning(f"symbols in universe.yaml without a bars file, not registered until one arrives: {without_file}")
+        removed = sorted(registered - wanted)
         if ignored:
-            context.log.info(f"bars files for symbols not in the universe, ignored: {sorted(ignored)}")
+            context.log.info(f"bars files for symbols not in universe.yaml, ignored until they are added: {sorted(ignored)}")
         if new_symbols:
             context.log.info(f"registering new symbols {new_symbols}")
+        partition_requests = [symbol_partitions.build_add_request(new_symbols)] if new_symbols else []
+        if removed:
+            context.log.info(
+                f"symbols removed from universe.yaml: {removed}; their partitions stop counting (artifacts and MLflow history are kept) "
+                "and model_registry retires their champions"
+            )
+            partition_requests.append(symbol_partitions.build_delete_request(removed))
+            for symbol in removed:
+                acted.pop(symbol, None)
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"removed:{','.join(removed)}:" + hashlib.sha256(",".join(sorted(registered)).encode()).hexdigest()[:16],
+                    asset_selection=[MODEL_LEADERBOARD, MODEL_REGISTRY],
+                    tags={**production_tags(universe, "new_bars"), "intelligence/reason": f"symbols removed: {', '.join(removed)}"[:200]},
+                )
+            )
         return dg.SensorResult(
             run_requests=requests,
-            dynamic_partitions_requests=[symbol_partitions.build_add_request(new_symbols)] if new_symbols else [],
-            cursor=json.dumps(seen, sort_keys=True),
+            dynamic_partitions_requests=partition_requests,
+            cursor=json.dumps({"acted": acted, "unreadable": unreadable}, sort_keys=True),
         )
 
     return new_bars

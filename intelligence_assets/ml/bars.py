@@ -6,10 +6,11 @@ sorted ascending by timestamp. Bars may be daily or intraday; nothing here assum
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-
 from typing import IO
 
+import numpy as np
 import polars as pl
 
 TIMESTAMP_DTYPE = pl.Datetime("us", "UTC")
@@ -96,28 +97,103 @@ def normalize_bars(bars: pl.DataFrame) -> pl.DataFrame:
     return bars.with_columns(casts).sort("timestamp")
 
 
+class BarsFileError(ValueError):
+    """A bars file that cannot be used at all: unreadable, wrong schema, or no rows."""
+
+
 def read_bars_parquet(source: str | Path | IO[bytes], name: str | None = None) -> pl.DataFrame:
     """Read bars from a parquet file or buffer: normalised (see `normalize_bars`), only the bars
     columns. `name` names a buffer in errors.
 
-    Raises ValueError naming the file when it cannot be read as parquet or lacks the bars columns.
+    Raises BarsFileError naming the file when it is empty (0 rows, header-only included), cannot
+    be read as parquet or lacks the bars columns.
     """
     path = name or (str(source) if isinstance(source, (str, Path)) else "<buffer>")
+    if isinstance(source, (str, Path)) and Path(source).is_file() and Path(source).stat().st_size == 0:
+        raise BarsFileError(f"0 rows: bars file {str(path)!r} is empty (0 bytes)")
     try:
         frame = pl.read_parquet(source)
     except Exception as error:  # polars raises several exception types for unreadable files
-        raise ValueError(f"cannot read bars parquet file {str(path)!r}: {error}") from error
+        raise BarsFileError(f"cannot read bars parquet file {str(path)!r}: {error}") from error
+    if frame.height == 0:
+        raise BarsFileError(f"0 rows in bars file {str(path)!r} (columns {frame.columns})")
     try:
         return normalize_bars(frame).select(list(BARS_SCHEMA))
     except ValueError as error:
-        raise ValueError(f"bars parquet file {str(path)!r} has a wrong schema: {error}") from error
+        raise BarsFileError(f"bars parquet file {str(path)!r} has a wrong schema: {error}") from error
 
 
-def validate_bars(bars: pl.DataFrame, min_history: int) -> list[BarsCheck]:
+@dataclass(frozen=True)
+class GapSettings:
+    """A gap between two bars is *long* when it exceeds both `max_days` and `max_spacings` times
+    the series' median spacing: weekends, holidays and overnight sessions stay below both for
+    daily and intraday bars alike, a missing stretch of data does not."""
+
+    max_days: float = 10.0
+    max_spacings: float = 20.0
+
+
+@dataclass(frozen=True)
+class LongGap:
+    start: datetime
+    end: datetime
+
+    @property
+    def days(self) -> float:
+        return (self.end - self.start).total_seconds() / 86_400
+
+    def describe(self) -> str:
+        return f"{self.start.isoformat()} -> {self.end.isoformat()} ({self.days:.1f} days)"
+
+
+def _spacings_seconds(timestamps: pl.Series) -> np.ndarray:
+    ordered = timestamps.drop_nulls().sort()
+    return np.diff(ordered.dt.epoch("us").to_numpy().astype(np.int64)) / 1e6
+
+
+def long_gaps(timestamps: pl.Series, settings: GapSettings) -> list[LongGap]:
+    """Every gap between consecutive bars that is long by `settings`, in time order."""
+    ordered = timestamps.drop_nulls().sort()
+    spacings = _spacings_seconds(ordered)
+    if spacings.size == 0:
+        return []
+    allowed = max(settings.max_days * 86_400, settings.max_spacings * float(np.median(spacings)))
+    return [LongGap(ordered[int(i)], ordered[int(i) + 1]) for i in np.flatnonzero(spacings > allowed)]
+
+
+SECONDS_PER_YEAR = 365.25 * 86_400
+
+
+def infer_bars_per_year(timestamps: pl.Series, settings: GapSettings) -> float:
+    """Bars per calendar year as the series itself trades: bars counted over the time they span,
+    long gaps (missing data, not a market's rhythm) left out. About 252 for daily stock bars,
+    6,240 for hourly FX trading 24x5, 19,656 for 5-minute bars of a 6.5-hour session."""
+    ordered = timestamps.drop_nulls().sort()
+    spacings = _spacings_seconds(ordered)
+    gaps = long_gaps(ordered, settings)
+    covered = float(spacings.sum()) - sum(gap.days * 86_400 for gap in gaps)
+    if spacings.size == 0 or covered <= 0:
+        raise ValueError(f"cannot infer bars per year from {ordered.len()} timestamp(s): at least two distinct timestamps are needed")
+    return round((spacings.size - len(gaps)) / (covered / SECONDS_PER_YEAR), 1)
+
+
+def describe_spacing(timestamps: pl.Series) -> str:
+    """The median spacing between bars in the largest whole unit: "1d", "1h", "5m", "30s"."""
+    spacings = _spacings_seconds(timestamps)
+    if spacings.size == 0:
+        return "unknown"
+    seconds = float(np.median(spacings))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds:.3g}s"
+
+
+def validate_bars(bars: pl.DataFrame, min_history: int, gaps: GapSettings = GapSettings()) -> list[BarsCheck]:
     """Run every data-quality check; one `BarsCheck` per check, in a fixed order:
     schema, timestamps_unique_increasing, prices_positive, ohlc_consistent, finite_values,
-    minimum_history. Value checks run on whatever usable columns exist, so one broken column
-    does not hide problems in the others."""
+    minimum_history, no_long_gaps. Value checks run on whatever usable columns exist, so one
+    broken column does not hide problems in the others."""
     return [
         _check_schema(bars),
         _check_timestamps(bars),
@@ -125,6 +201,7 @@ def validate_bars(bars: pl.DataFrame, min_history: int) -> list[BarsCheck]:
         _check_ohlc_consistent(bars),
         _check_finite_values(bars),
         _check_minimum_history(bars, min_history),
+        _check_long_gaps(bars, gaps),
     ]
 
 
@@ -276,3 +353,20 @@ def _check_minimum_history(bars: pl.DataFrame, min_history: int) -> BarsCheck:
     if bars.height < min_history:
         return _failed(name, description, f"{bars.height} bars, {min_history - bars.height} short of {min_history}", 0)
     return _passed(name, description)
+
+
+def _check_long_gaps(bars: pl.DataFrame, settings: GapSettings) -> BarsCheck:
+    name = "no_long_gaps"
+    description = (
+        f"no gap between bars longer than both {settings.max_days:g} days and {settings.max_spacings:g} times the median spacing"
+    )
+    if not _has_timestamp(bars):
+        return _failed(name, description, "not checked: column 'timestamp' is missing or not a datetime", 0)
+    gaps = long_gaps(bars["timestamp"].cast(TIMESTAMP_DTYPE) if bars.schema["timestamp"] == pl.Date else bars["timestamp"], settings)
+    if not gaps:
+        return _passed(name, description)
+    shown = "; ".join(gap.describe() for gap in gaps[:_EXAMPLES_IN_DETAIL])
+    more = f" and {len(gaps) - _EXAMPLES_IN_DETAIL} more" if len(gaps) > _EXAMPLES_IN_DETAIL else ""
+    median = describe_spacing(bars["timestamp"])
+    noun = "gap" if len(gaps) == 1 else "gaps"
+    return _failed(name, description, f"{len(gaps)} long {noun} (median spacing {median}): {shown}{more}", len(gaps))

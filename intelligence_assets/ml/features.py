@@ -16,6 +16,7 @@ Shared definitions (used by `targets` and `synthetic` too, so every module agree
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import polars as pl
@@ -270,4 +271,62 @@ def build_features(bars: pl.DataFrame, settings: FeatureSettings) -> pl.DataFram
             *(finite_or_null(expr.cast(pl.Float64)).alias(name) for name, (_, expr) in expressions.items()),
         )
         .collect()
+    )
+
+
+@dataclass(frozen=True)
+class UsableFeatures:
+    """A symbol's feature matrix without the columns it cannot learn from, and why each went."""
+
+    table: pl.DataFrame
+    dropped: dict[str, str]
+
+    @property
+    def names(self) -> list[str]:
+        return [column for column in self.table.columns if column != "timestamp"]
+
+    @property
+    def complete_rows(self) -> int:
+        return self.table.drop_nulls().height
+
+
+class TooFewUsableRowsError(ValueError):
+    """What is left of a symbol's features cannot fill the walk-forward splits."""
+
+
+def drop_unusable_features(features: pl.DataFrame) -> UsableFeatures:
+    """Drop every feature that is null on every bar (volume features of a series whose volume is
+    always zero) or takes one value on every bar where it is defined (anything computed from a
+    constant price): a model cannot learn from either, and one all-null column would otherwise
+    leave no complete row at all."""
+    dropped: dict[str, str] = {}
+    for column in features.columns:
+        if column == "timestamp":
+            continue
+        values = features[column].drop_nulls()
+        if values.len() == 0:
+            dropped[column] = "null on every bar"
+        elif values.n_unique() == 1:
+            dropped[column] = f"constant ({values[0]:g}) on every bar where defined"
+    return UsableFeatures(features.drop(list(dropped)), dropped)
+
+
+def require_enough_rows(usable: UsableFeatures, minimum_rows: int, symbol: str) -> None:
+    """Raise TooFewUsableRowsError naming the columns and row counts when `usable` cannot fill
+    `minimum_rows` complete rows (the walk-forward splits' need for the longest label)."""
+    if usable.names and usable.complete_rows >= minimum_rows:
+        return
+    dropped = "; ".join(f"{name}: {why}" for name, why in usable.dropped.items()) or "none"
+    if not usable.names:
+        reasons = sorted(set(usable.dropped.values()))
+        raise TooFewUsableRowsError(
+            f"{symbol}: no usable feature left of {len(usable.dropped)}: each is null or constant on every bar "
+            f"(e.g. {'; '.join(f'{name}: {why}' for name, why in list(usable.dropped.items())[:3])}; {len(reasons)} distinct reasons)"
+        )
+    null_counts = usable.table.drop("timestamp").null_count().row(0, named=True)
+    sparsest = sorted(null_counts.items(), key=lambda item: -item[1])[:5]
+    raise TooFewUsableRowsError(
+        f"{symbol}: {usable.complete_rows} complete rows of {usable.table.height} bars, at least {minimum_rows} needed for the "
+        f"walk-forward splits; features with the most nulls: {', '.join(f'{name} ({count} null)' for name, count in sparsest)}; "
+        f"dropped as unusable: {dropped}"
     )

@@ -9,8 +9,13 @@ above 0 (an undefined fold is no evidence of skill). The model with the higher s
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,6 +25,15 @@ from intelligence_assets.ml.metrics import fold_score
 from intelligence_assets.ml.splits import SplitSettings, walk_forward_folds
 
 RANKING_MODELS = ("lightgbm", "linear")
+# Bump when ranking changes in a way that neither the families' versions nor the parameters below
+# show (folds, scoring, the verdict): part of `target_rankings`' code version.
+RANKING_CODE_VERSION = "1"
+# The quick models' parameters fixed in code. Configured ones (`quick_lightgbm_rounds`) reach the
+# cache fingerprint as config; these reach it through the code version (`ranking_code_version`).
+QUICK_MODEL_PARAMS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "lightgbm": MappingProxyType({"num_leaves": 7, "learning_rate": 0.1, "min_data_in_leaf": 50}),
+    "linear": MappingProxyType({}),
+})
 
 
 class RankingSettings(BaseModel):
@@ -66,9 +80,30 @@ class TargetRanking:
 
 def quick_model_params(model: str, settings: RankingSettings) -> dict:
     """Small, fast models: ranking asks whether there is signal, not how much can be squeezed out."""
+    fixed = dict(QUICK_MODEL_PARAMS.get(model, {}))
     if model == "lightgbm":
-        return {"num_boost_round": settings.quick_lightgbm_rounds, "num_leaves": 7, "learning_rate": 0.1, "min_data_in_leaf": 50}
-    return {}
+        return {"num_boost_round": settings.quick_lightgbm_rounds, **fixed}
+    return fixed
+
+
+def derived_code_version(base: str, family_versions: Mapping[str, str], fixed_params: Mapping[str, Any]) -> str:
+    """The code version of an asset that fits models of its own: `base`, each family's version and
+    a short hash of the model parameters fixed in code (none: no hash), e.g.
+    `1.lightgbm-1.linear-1.3f2a9c1e`. Bumping a family or editing a parameter changes it, without
+    anyone remembering to bump `base`."""
+    parts = [base, *(f"{name}-{version}" for name, version in sorted(family_versions.items()))]
+    if fixed_params:
+        parts.append(hashlib.sha256(json.dumps(fixed_params, sort_keys=True, default=dict).encode()).hexdigest()[:8])
+    return ".".join(parts)
+
+
+def ranking_code_version(
+    base: str = RANKING_CODE_VERSION, family_versions: Mapping[str, str] | None = None, fixed_params: Mapping[str, Any] = QUICK_MODEL_PARAMS
+) -> str:
+    """`target_rankings`' code version; the arguments default to what `rank_target` uses."""
+    if family_versions is None:
+        family_versions = {model: load_family(model).version for model in RANKING_MODELS}
+    return derived_code_version(base, family_versions, fixed_params)
 
 
 def summarise_fold_scores(scores: list[float]) -> tuple[float, float]:

@@ -21,15 +21,25 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.metrics import fold_score
-from intelligence_assets.ml.ranking import json_float
+from intelligence_assets.ml.ranking import derived_code_version, json_float
 from intelligence_assets.ml.splits import SplitSettings, walk_forward_folds
 
 SELECTED_BY_PERMUTATION = "permutation"
 SELECTED_BY_GAIN_FALLBACK = "gain_fallback"
+# Bump when selection changes in a way the LightGBM family's version does not show (importances,
+# the keep rules): part of `feature_sets`' code version.
+SELECTION_CODE_VERSION = "1"
+
+
+def selection_code_version(base: str = SELECTION_CODE_VERSION, lightgbm_version: str | None = None) -> str:
+    """`feature_sets`' code version: `base` and the version of the LightGBM family that
+    `select_features` fits (default: the real one). It fixes no parameter in code: its one,
+    `lightgbm_rounds`, is config and reaches the cache fingerprint as such."""
+    return derived_code_version(base, {"lightgbm": lightgbm_version or load_family("lightgbm").version}, {})
 
 
 class SelectionSettings(BaseModel):
@@ -41,6 +51,14 @@ class SelectionSettings(BaseModel):
     permutation_repeats: int = Field(default=3, ge=1, le=50)
     lightgbm_rounds: int = Field(default=100, ge=5, le=5000)
     min_permutation_t: float = Field(default=2.0, ge=0.0, description="Kept features' mean permutation importance / its across-fold standard error must reach this (0 disables).")
+
+    @model_validator(mode="after")
+    def _minimum_within_maximum(self) -> SelectionSettings:
+        # select_features would quietly take max_features as the minimum too: a contradiction in
+        # the file is a mistake to report, not to settle.
+        if self.min_features > self.max_features:
+            raise ValueError(f"min_features ({self.min_features}) must not exceed max_features ({self.max_features})")
+        return self
 
 
 @dataclass

@@ -112,3 +112,24 @@ def held_out_split(n_rows: int, label_horizon: int, settings: SplitSettings) -> 
     test_start = _held_out_start(n_rows, settings)
     fit_end = _last_row_before(test_start, label_horizon, settings.embargo)
     return _split_before(fit_end, test_start, n_rows, label_horizon, settings, f"the held-out split of {n_rows} rows")
+
+
+def minimum_rows(label_horizon: int, settings: SplitSettings) -> int:
+    """The fewest complete rows on which every walk-forward fold and the held-out split can be
+    cut for a label of `label_horizon` bars. Found by bisection over the split functions
+    themselves, so it cannot drift from them."""
+    def enough(n_rows: int) -> bool:
+        try:
+            walk_forward_folds(n_rows, label_horizon, settings)
+            held_out_split(n_rows, label_horizon, settings)
+        except ValueError:
+            return False
+        return True
+
+    low, high = 1, 2
+    while not enough(high):
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high

@@ -35,6 +35,8 @@ TABLE_FILE = "data.parquet"
 RESULT_FILE = "result.json"
 MANIFEST_FILE = "manifest.json"
 POINTER_FILE = "current.json"
+# Beside the pointer: why the partition's latest attempt failed (see `latest_failure`).
+FAILURE_FILE = "failure.json"
 
 
 def encode_value(value: Any) -> dict[str, bytes]:
@@ -190,6 +192,29 @@ class ArtifactHandle:
         manifest = read_manifest(self.store, self.prefix, self.fingerprint)
         files = read_verified_files(self.store, self.prefix, manifest)
         return decode_value(files, self.store.uri(f"{self.prefix}/{self.fingerprint}"))
+
+    def load_json(self, name: str) -> Any:
+        """One JSON file of the artifact (a model's summary.json), verified against the manifest,
+        without reading or decoding the rest: a reader of scores never loads the model itself."""
+        manifest = read_manifest(self.store, self.prefix, self.fingerprint)
+        if name not in manifest.files:
+            raise CorruptArtifactError(f"artifact {self.store.uri(f'{self.prefix}/{self.fingerprint}')} has no {name}")
+        files = read_verified_files(self.store, self.prefix, Manifest(**{**manifest.__dict__, "files": {name: manifest.files[name]}}))
+        return json.loads(files[name])
+
+
+def latest_failure(store: ArtifactStore, prefix: str) -> dict[str, Any] | None:
+    """Why the partition at `prefix` failed, when its latest attempt failed after its pointer
+    last moved (`error`, `run_id`, `at`); None when it never failed or has succeeded since."""
+    try:
+        failure = store.get_json(f"{prefix}/{FAILURE_FILE}")
+    except ArtifactStoreError:
+        return None
+    try:
+        updated = store.get_json(f"{prefix}/{POINTER_FILE}").get("updated", "")
+    except ArtifactStoreError:
+        updated = ""
+    return failure if isinstance(failure, dict) and str(failure.get("at", "")) > str(updated) else None
 
 
 def read_value(store: ArtifactStore, prefix: str) -> Any:

@@ -28,6 +28,10 @@ DAGSTER_PARTITION_TAG = "dagster_partition_key"
 CODE_VERSION_TAG = "code_version"
 TRAINED_TAG = "trained"
 REGISTERED_VERSION_TAG = "registered_version"
+# sha256 of every file of the logged MLflow model, as JSON {path under `model/`: hex digest}; on the
+# run and on its registered version. A version is served only when the files downloaded for it
+# match, so a model file changed in the artifact store after training is refused, not served.
+MODEL_SHA256_TAG = "model_sha256"
 
 # Model version tags: held-out metrics as `heldout_<metric>` plus these.
 HELDOUT_PREFIX = "heldout_"

@@ -93,3 +93,23 @@ def roll_back(current: dict[str, str], reason: str) -> AliasDecision:
         raise ValueError(f"cannot roll back: champion is {champion!r} and previous-champion is {previous!r}; both must exist")
     challenger = current.get(CHALLENGER)
     return AliasDecision(previous, None, None if challenger in (previous, champion) else challenger, "rolled back", f"v{champion} -> v{previous}: {reason}")
+
+
+def retire(candidates: list[Candidate], current: dict[str, str], settings: PromotionSettings, reason: str) -> AliasDecision:
+    """The champion stops serving (its model is no longer current, or its symbol left the
+    universe): the best qualified version takes over without the min_improvement margin, or the
+    cell has no champion. Needs no previous champion; the retired version never becomes one, so
+    a rollback cannot bring it back."""
+    from intelligence_assets.tracking.names import CHAMPION, PREVIOUS_CHAMPION
+
+    retired = current.get(CHAMPION)
+    ranked = [candidate for candidate in qualified(candidates, settings) if candidate.version != retired]
+    previous = current.get(PREVIOUS_CHAMPION)
+    previous = None if previous == retired else previous
+    if not ranked:
+        return AliasDecision(None, previous, None, "retired", f"v{retired} retired ({reason}); no version qualifies, so the cell has no champion")
+    best = ranked[0]
+    return AliasDecision(
+        best.version, previous, _challenger(ranked, best.version, best.score, settings), "retired",
+        f"v{retired} retired ({reason}); {best.family} v{best.version} ({best.score:.4f}) is the best qualified current version",
+    )

@@ -12,6 +12,7 @@ whose run is incomplete.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import math
 import tempfile
@@ -35,6 +36,12 @@ LIBRARIES = ("mlflow", "mlflow.pyfunc")
 
 class TrackingError(RuntimeError):
     """MLflow was unreachable or refused a request; the message names the URI and the step."""
+
+
+class ModelIntegrityError(RuntimeError):
+    """A registered version's model files do not match the checksums recorded when it was logged
+    (or it has none): it is refused rather than served. Not a TrackingError: MLflow answered, and
+    asking again returns the same files."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,25 @@ def _finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def model_checksums(directory: Path) -> dict[str, str]:
+    """sha256 of every file under an MLflow model directory, by POSIX path relative to it: the
+    files a reader downloads (artifact stores keep files, not empty folders)."""
+    checksums = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            with path.open("rb") as handle:
+                checksums[path.relative_to(directory).as_posix()] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return checksums
+
+
+def checksum_differences(recorded: Mapping[str, str], found: Mapping[str, str]) -> list[str]:
+    """What differs between recorded and found checksums, one phrase per kind; [] when they match."""
+    changed = sorted(path for path in recorded.keys() & found.keys() if recorded[path] != found[path])
+    missing = sorted(recorded.keys() - found.keys())
+    unexpected = sorted(found.keys() - recorded.keys())
+    return [f"{kind}: {', '.join(paths)}" for kind, paths in (("changed", changed), ("missing", missing), ("unexpected", unexpected)) if paths]
 
 
 def sqlite_database(tracking_uri: str) -> Path | None:
@@ -234,13 +260,13 @@ class ModelTracker:
         )
         run_id = run.info.run_id
         try:
-            self._log_contents(run_id, run.info.artifact_uri, record)
+            checksums = self._log_contents(run_id, run.info.artifact_uri, record)
             # Finished before registering: a version never points at an unfinished run. The run
             # counts as complete only once it is tagged with its version (see _is_complete).
             self.call("finishing the run", lambda: self.client.set_terminated(run_id, "FINISHED"))
             tracked = TrackedRun(run_id, experiment_id, self.run_url(experiment_id, run_id))
             if record.trained_model.trained:
-                tracked = self._register(run_id, experiment_id, record)
+                tracked = self._register(run_id, experiment_id, record, checksums)
         except TrackingError:
             try:  # leave nothing half-registered; if MLflow is down, the next attempt cleans up
                 self._discard(run_id)
@@ -249,8 +275,9 @@ class ModelTracker:
             raise
         return tracked
 
-    def _log_contents(self, run_id: str, artifact_uri: str, record: TrainingRecord) -> None:
-        from mlflow.entities import Metric, Param
+    def _log_contents(self, run_id: str, artifact_uri: str, record: TrainingRecord) -> str | None:
+        """Log params, metrics and artifacts; returns the model's checksum tag (None without a model)."""
+        from mlflow.entities import Metric, Param, RunTag
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         summary = record.trained_model.summary
@@ -280,14 +307,6 @@ class ModelTracker:
         for name in ("train_rows", "test_rows", "best_iteration", "training_seconds"):
             add(name, summary.get(name))
         param_items = [Param(key, value) for key, value in sorted(params.items())]
-        # Params and metrics together, within log_batch's limits (100 params, 1000 entries): one
-        # call for a typical model rather than two.
-        param_batches = [param_items[start : start + 100] for start in range(0, len(param_items), 100)]
-        metric_batches = [metrics[start : start + 900] for start in range(0, len(metrics), 900)]
-        for index in range(max(len(param_batches), len(metric_batches))):
-            batch_params = param_batches[index] if index < len(param_batches) else []
-            batch_metrics = metric_batches[index] if index < len(metric_batches) else []
-            self.call("logging params and metrics", lambda p=batch_params, m=batch_metrics: self.client.log_batch(run_id, metrics=m, params=p))
 
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(scratch)
@@ -301,13 +320,32 @@ class ModelTracker:
             if importance is not None and len(features):
                 title = f"{record.family} {record.symbol} {record.target}: feature importance"
                 (folder / names.IMPORTANCE_CHART).write_text(importance_svg(features, importance, title))
+            checksums = None
+            tags: list[RunTag] = []
             if model is not None:
                 save_in_flavour(model, features, folder / names.MODEL_ARTIFACT_PATH)
+                # Of the very files uploaded below: the artifact store keeps them byte for byte, so
+                # a reader's download must hash the same.
+                checksums = json.dumps(model_checksums(folder / names.MODEL_ARTIFACT_PATH), sort_keys=True, separators=(",", ":"))
+                tags.append(RunTag(names.MODEL_SHA256_TAG, checksums))
+            # Params, metrics and the checksum tag together, within log_batch's limits (100 params,
+            # 1000 entries in all): one call for a typical model rather than three.
+            param_batches = [param_items[start : start + 100] for start in range(0, len(param_items), 100)]
+            metric_batches = [metrics[start : start + 890] for start in range(0, len(metrics), 890)]
+            for index in range(max(len(param_batches), len(metric_batches), 1)):
+                batch_params = param_batches[index] if index < len(param_batches) else []
+                batch_metrics = metric_batches[index] if index < len(metric_batches) else []
+                batch_tags = tags if index == 0 else []
+                self.call(
+                    "logging params and metrics",
+                    lambda p=batch_params, m=batch_metrics, t=batch_tags: self.client.log_batch(run_id, metrics=m, params=p, tags=t),
+                )
             # Straight to the run's artifact location, known since create_run: the client's
             # log_artifacts would fetch the run again to find it (one more request per model).
             self.call("uploading artifacts", lambda: get_artifact_repository(artifact_uri, tracking_uri=self.tracking_uri).log_artifacts(scratch))
+        return checksums
 
-    def _register(self, run_id: str, experiment_id: str, record: TrainingRecord) -> TrackedRun:
+    def _register(self, run_id: str, experiment_id: str, record: TrainingRecord, checksums: str | None) -> TrackedRun:
         name = names.registered_model_name(record.symbol, record.target)
         summary = record.trained_model.summary
         metrics = summary.get("metrics") or {}
@@ -321,6 +359,7 @@ class ModelTracker:
             names.TEST_START_TAG: str(summary.get("test_start") or ""),
             names.TEST_END_TAG: str(summary.get("test_end") or ""),
             names.ELIGIBLE_TAG: "true" if record.eligible else "false",
+            names.MODEL_SHA256_TAG: checksums or "",
             **{f"{names.HELDOUT_PREFIX}{metric}": repr(value) for metric, value in metrics.items() if _finite(value) is not None},
         }
 
@@ -386,10 +425,49 @@ class ModelTracker:
             raise TrackingError(f"MLflow tracking at {self.tracking_uri} failed while resolving models:/{name}@{alias}: {error}") from error
 
     def load_model(self, version: Any) -> Any:
-        """The version's model as an MLflow pyfunc, downloaded from the tracking server's store."""
+        """The version's model as an MLflow pyfunc, downloaded once from the tracking server's
+        store and loaded from that copy only after its files match the checksums recorded when it
+        was logged: what is served is what was trained. Raises ModelIntegrityError otherwise."""
+        recorded_text = version.tags.get(names.MODEL_SHA256_TAG) or ""
+        if not recorded_text:
+            raise ModelIntegrityError(
+                f"{version.name} version {version.version} has no {names.MODEL_SHA256_TAG} tag: it predates model checksums, so its "
+                f"files cannot be verified and it is not served. {self._integrity_remedy(version)}"
+            )
+        try:
+            recorded = json.loads(recorded_text)
+        except json.JSONDecodeError:
+            recorded = None
+        if not isinstance(recorded, dict):
+            raise ModelIntegrityError(
+                f"{version.name} version {version.version}: its {names.MODEL_SHA256_TAG} tag is not the JSON object written at "
+                f"logging, so its files cannot be verified and it is not served. {self._integrity_remedy(version)}"
+            )
         with tempfile.TemporaryDirectory() as scratch:
-            path = self.call(
+            path = Path(self.call(
                 f"downloading {version.name} version {version.version}",
                 lambda: self.client.download_artifacts(version.run_id, names.MODEL_ARTIFACT_PATH, scratch),
-            )
-            return load_pyfunc(Path(path))
+            ))
+            differences = checksum_differences(recorded, model_checksums(path))
+            if differences:
+                raise ModelIntegrityError(
+                    f"{version.name} version {version.version}: the model files in MLflow's artifact store (run {version.run_id}, "
+                    f"`{names.MODEL_ARTIFACT_PATH}/`) differ from those logged at training ({'; '.join(differences)}); it is not served. "
+                    f"{self._integrity_remedy(version)}"
+                )
+            return load_pyfunc(path)
+
+    def _integrity_remedy(self, version: Any) -> str:
+        """What to do about a version that may not be served, naming its Dagster asset and partition."""
+        family = version.tags.get(names.FAMILY_TAG, "<family>")
+        asset, partition = f"models/{family}", "SYMBOL|target"
+        try:  # only on the way to an error: one more request costs nothing that matters
+            tags = self.client.get_run(version.run_id).data.tags
+            asset, partition = tags.get(names.DAGSTER_ASSET_TAG) or asset, tags.get(names.DAGSTER_PARTITION_TAG) or partition
+        except Exception:  # the error raised says what matters without them
+            pass
+        return (
+            f"Roll back to the previous champion (make rollback PARTITION='{partition}' REASON='version {version.version} failed its "
+            f"integrity check'), or retrain {asset} {partition} so that a new version with checksums is registered, then "
+            "materialize model_registry and predictions."
+        )

@@ -14,7 +14,7 @@ from intelligence_assets.ml.bars import (
 )
 from intelligence_assets.ml.synthetic import synthetic_bars
 
-CHECK_NAMES = ["schema", "timestamps_unique_increasing", "prices_positive", "ohlc_consistent", "finite_values", "minimum_history"]
+CHECK_NAMES = ["schema", "timestamps_unique_increasing", "prices_positive", "ohlc_consistent", "finite_values", "minimum_history", "no_long_gaps"]
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -99,6 +101,59 @@ def test_family_modules_named_like_their_library_import_the_real_library(library
     booster_module = sys.modules[type(model.booster).__module__]
     assert booster_module.__name__.startswith(f"{library}.")
     assert "intelligence_assets" not in booster_module.__file__
+
+
+# ---------------------------------------------------------------- accepted params
+
+
+def test_lightgbm_rejects_exactly_the_names_lightgbm_calls_unknown(capfd):
+    # accepted_params reads LightGBM's names through a private wrapper of its C API: if that
+    # goes, this fails.
+    import lightgbm
+
+    names = {"num_leafs": 7, "max_dept": 3, "num_leaf": 7, "eta": 0.1, "min_child_samples": 5, "lambda_l1": 0.0, "num_iterations": 2}
+    x, y = make_data("classification", "signal", 200, seed=0)
+    lightgbm.train({"objective": "binary", "verbosity": 1, "num_threads": 1} | names, lightgbm.Dataset(x, label=y), num_boost_round=1)
+    unknown_to_lightgbm = set(re.findall(r"Unknown parameter: (\w+)", capfd.readouterr().out))
+    assert unknown_to_lightgbm == {"num_leafs", "max_dept"}
+    assert set(load_family("lightgbm").unknown_params(names)) == unknown_to_lightgbm
+
+
+def test_xgboost_rejects_exactly_the_names_xgboost_reports_unused():
+    import xgboost
+
+    names = {"max_dept": 3, "n_estimators": 10, "eta": 0.1, "lambda": 1.0, "alpha": 0.0, "gamma": 0.0, "max_leaves": 8, "eval_metric": "auc"}
+    data = xgboost.DMatrix(np.zeros((2, 1)), label=[0.0, 1.0])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # Configuring the booster runs xgboost's own check of the names (validate_parameters). Its
+        # report is a warning, silenced by the verbosity 0 a fit of the family leaves behind.
+        xgboost.Booster({"objective": "binary:logistic", "nthread": 1, "verbosity": 1} | names, [data]).save_config()
+    reports = [str(warning.message) for warning in caught if "are not used" in str(warning.message)]
+    unused_by_xgboost = {name for report in reports for name in re.findall(r'"(\w+)"', report)}
+    assert unused_by_xgboost == {"max_dept", "n_estimators"}
+    assert set(load_family("xgboost").unknown_params(names)) == unused_by_xgboost
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("family", ["lightgbm", "xgboost"])
+def test_every_param_a_tree_family_hands_its_library_is_accepted(family, task):
+    # unknown_params lets the family's defaults through without importing the library.
+    family_class = load_family(family)
+    params, _, _ = family_class(task, TEST_PARAMS[family], 0)._booster_params()
+    assert set(params) | {"num_boost_round", "early_stopping_rounds"} <= family_class.accepted_params()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_unknown_params_name_the_closest_and_the_accepted_names(family):
+    family_class = load_family(family)
+    assert family_class.unknown_params({}) == {}
+    message = family_class.unknown_params({"learning_rat": 0.1})["learning_rat"]
+    assert message.startswith("unknown parameter 'learning_rat'; ")
+    if family == "linear":
+        assert message.endswith("accepted: C, alpha, max_iter")
+    else:
+        assert "closest: learning_rate" in message
 
 
 # ---------------------------------------------------------------- learning

@@ -4,7 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from intelligence_assets.ml.ranking import RankingSettings, TargetRanking, rank_target
+from intelligence_assets.ml.families import load_family
+from intelligence_assets.ml.ranking import QUICK_MODEL_PARAMS, RankingSettings, TargetRanking, quick_model_params, rank_target, ranking_code_version
+from intelligence_assets.ml.selection import selection_code_version
 from intelligence_assets.ml.splits import SplitSettings
 
 SPLIT = SplitSettings(folds=4, embargo=5, min_train_rows=200)
@@ -122,3 +124,40 @@ def test_failure_reason_names_the_numbers():
     assert f"below bar {0.45:.4f}" in ranking.reason
     assert f"{ranking.score:.4f}" in ranking.reason
     assert not math.isnan(ranking.score)
+
+
+def test_ranking_code_version_changes_with_its_fixed_params_family_versions_and_base():
+    current = ranking_code_version()
+    assert current == ranking_code_version()  # deterministic: same code, same version
+    real_versions = {model: load_family(model).version for model in ("lightgbm", "linear")}
+    assert ranking_code_version(family_versions=real_versions) == current
+    lightgbm_params = {**QUICK_MODEL_PARAMS["lightgbm"], "num_leaves": QUICK_MODEL_PARAMS["lightgbm"]["num_leaves"] + 1}
+    assert ranking_code_version(fixed_params={**QUICK_MODEL_PARAMS, "lightgbm": lightgbm_params}) != current
+    assert ranking_code_version(fixed_params={**QUICK_MODEL_PARAMS, "linear": {"alpha": 1.0}}) != current
+    assert ranking_code_version(family_versions={**real_versions, "linear": real_versions["linear"] + "1"}) != current
+    assert ranking_code_version(family_versions={**real_versions, "lightgbm": real_versions["lightgbm"] + "1"}) != current
+    assert ranking_code_version(base="2") != current
+
+
+def test_the_hashed_quick_model_params_are_the_ones_ranking_passes():
+    settings = RankingSettings(quick_lightgbm_rounds=25)
+    assert quick_model_params("lightgbm", settings) == {"num_boost_round": 25, **QUICK_MODEL_PARAMS["lightgbm"]}
+    assert quick_model_params("linear", settings) == dict(QUICK_MODEL_PARAMS["linear"])
+
+
+def test_selection_code_version_changes_with_the_lightgbm_family_version_and_base():
+    current = selection_code_version()
+    lightgbm = load_family("lightgbm").version
+    assert selection_code_version(lightgbm_version=lightgbm) == current
+    assert selection_code_version(lightgbm_version=lightgbm + "1") != current
+    assert selection_code_version(base="2") != current
+
+
+def test_target_analysis_assets_carry_the_derived_code_versions(small_universe):
+    from intelligence_assets.assets.target_analysis import FEATURE_SETS, TARGET_RANKINGS
+    from intelligence_assets.definitions import build_assets
+    from intelligence_assets.planning import code_versions_of
+
+    code_versions = code_versions_of(build_assets(small_universe))
+    assert code_versions[TARGET_RANKINGS] == ranking_code_version()
+    assert code_versions[FEATURE_SETS] == selection_code_version()

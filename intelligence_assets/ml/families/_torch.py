@@ -103,6 +103,11 @@ class TorchFamily(ModelFamily):
     libraries: ClassVar[tuple[str, ...]] = ("torch", "torch._dynamo")
     default_params: ClassVar[dict[str, Any]]
 
+    @classmethod
+    def accepted_params(cls) -> frozenset[str]:
+        # Every setting the family reads has a default, so the defaults name them all.
+        return frozenset(cls.default_params)
+
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
         super().__init__(task, params, seed)
         self.network: Any = None

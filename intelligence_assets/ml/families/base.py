@@ -1,8 +1,10 @@
 """The one interface every model family implements."""
 from __future__ import annotations
 
+import difflib
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
@@ -28,6 +30,9 @@ class ModelFamily(ABC):
     # The heavy modules fit imports on first use (module names). A long-lived worker imports
     # them while it would otherwise wait (`families.libraries_of`), not in its first training.
     libraries: ClassVar[tuple[str, ...]] = ()
+    # What `accepted_params` holds, in words, when it is too long for an error message (a
+    # library's parameter reference); None lists the names in the message.
+    params_reference: ClassVar[str | None] = None
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
         if task not in TASKS:
@@ -40,6 +45,30 @@ class ModelFamily(ABC):
         self.best_iteration: int | None = None
         # Column count seen by fit; predict refuses any other width.
         self.n_features: int | None = None
+
+    @classmethod
+    @abstractmethod
+    def accepted_params(cls) -> frozenset[str]:
+        """Every name `params` may hold: those the family reads itself and, where it hands params
+        on to its library, every name and alias the library takes. The universe checks its
+        `model_families.<name>.params` against it at load, so that a misspelt name fails there
+        instead of being silently ignored. May import the family's library."""
+
+    @classmethod
+    def unknown_params(cls, names: Iterable[str]) -> dict[str, str]:
+        """Each of `names` that the family does not accept, with a one-line message naming it,
+        the closest accepted names and the accepted names in full (or where to read them)."""
+        names = set(names)
+        if not names:
+            return {}
+        accepted = sorted(cls.accepted_params())
+        listed = cls.params_reference or ", ".join(accepted)
+        messages = {}
+        for name in sorted(names.difference(accepted)):
+            closest = difflib.get_close_matches(name, accepted, n=5)
+            hint = f"closest: {', '.join(closest)}; " if closest else ""
+            messages[name] = f"unknown parameter {name!r}; {hint}accepted: {listed}"
+        return messages
 
     @abstractmethod
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> Self:

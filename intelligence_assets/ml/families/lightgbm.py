@@ -5,6 +5,7 @@ loads the third-party package, not this file.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -35,12 +36,33 @@ DEFAULT_PARAMS: dict[str, Any] = {
 
 OBJECTIVES = {"classification": ("binary", "binary_logloss"), "regression": ("regression", "l2")}
 
+# Read by the family itself, not passed to LightGBM's params.
+FAMILY_PARAMS = ("num_boost_round", "early_stopping_rounds")
+
 
 class LightGBMFamily(ModelFamily):
     name: ClassVar[str] = "lightgbm"
     version: ClassVar[str] = "1"
     libraries: ClassVar[tuple[str, ...]] = ("lightgbm",)
     uses_gpu: ClassVar[bool] = False
+    params_reference: ClassVar[str | None] = (
+        f"{', '.join(FAMILY_PARAMS)} and every LightGBM parameter or alias (https://lightgbm.readthedocs.io/en/stable/Parameters.html)"
+    )
+
+    @classmethod
+    def accepted_params(cls) -> frozenset[str]:
+        from lightgbm.basic import _ConfigAliases
+
+        # LightGBM lists its parameters and their aliases only through its C API
+        # (LGBM_DumpParamAliases), wrapped by this private method; a test fails if it goes.
+        aliases = _ConfigAliases._get_all_param_aliases()
+        return frozenset(FAMILY_PARAMS).union(*aliases.values())
+
+    @classmethod
+    def unknown_params(cls, names: Iterable[str]) -> dict[str, str]:
+        # The names set here are known to LightGBM: a universe file using only them is checked
+        # without importing lightgbm (about a second).
+        return super().unknown_params(set(names).difference(DEFAULT_PARAMS))
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
         import lightgbm

@@ -46,6 +46,11 @@ class LinearFamily(ModelFamily):
     libraries: ClassVar[tuple[str, ...]] = ("sklearn.linear_model",)
     uses_gpu: ClassVar[bool] = False
 
+    @classmethod
+    def accepted_params(cls) -> frozenset[str]:
+        # Only these reach scikit-learn; any other name would be silently ignored.
+        return frozenset(DEFAULT_PARAMS)
+
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
         super().__init__(task, params, seed)
         self.coefficients: np.ndarray | None = None

@@ -5,6 +5,8 @@ loads the third-party package, not this file.
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -31,6 +33,10 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 OBJECTIVES = {"classification": ("binary:logistic", "logloss"), "regression": ("reg:squarederror", "rmse")}
+BOOSTERS = ("gbtree", "dart", "gblinear")
+
+# Read by the family itself and given to xgboost.train as arguments, not in its params.
+FAMILY_PARAMS = ("num_boost_round", "early_stopping_rounds")
 
 
 def resolve_device(device: str) -> str:
@@ -57,6 +63,32 @@ class XGBoostFamily(ModelFamily):
     libraries: ClassVar[tuple[str, ...]] = ("xgboost",)
     uses_gpu: ClassVar[bool] = False
     can_use_gpu: ClassVar[bool] = True
+    params_reference: ClassVar[str | None] = (
+        f"{', '.join(FAMILY_PARAMS)} and XGBoost's booster and learning task parameters (https://xgboost.readthedocs.io/en/stable/parameter.html)"
+    )
+
+    @classmethod
+    def accepted_params(cls) -> frozenset[str]:
+        """XGBoost publishes no list of its parameters. Its own check (`validate_parameters`, which
+        only warns) accepts the keys of every `*_param` section of a configured booster's JSON
+        config, those of the global config, and `eval_metric`; the same are read here, for every
+        booster kind and both of the family's objectives."""
+        import xgboost
+
+        names = set(FAMILY_PARAMS) | set(xgboost.get_config()) | {"eval_metric"}
+        for booster in BOOSTERS:
+            for objective, _ in OBJECTIVES.values():
+                # Kept in a variable: the booster holds its cache weakly and needs it to configure.
+                data = xgboost.DMatrix(np.zeros((1, 1)))
+                config = xgboost.Booster({"booster": booster, "objective": objective}, [data]).save_config()
+                names.update(_parameter_names(json.loads(config)))
+        return frozenset(names)
+
+    @classmethod
+    def unknown_params(cls, names: Iterable[str]) -> dict[str, str]:
+        # The names set here are known to XGBoost: a universe file using only them is checked
+        # without importing xgboost (about a second).
+        return super().unknown_params(set(names).difference(DEFAULT_PARAMS))
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
         import xgboost
@@ -146,6 +178,21 @@ class XGBoostFamily(ModelFamily):
             # Without feature names xgboost calls column i "f{i}".
             importance[int(feature.removeprefix("f"))] = float(gain)
         return importance
+
+
+def _parameter_names(config: Any) -> set[str]:
+    """The keys of every `*_param` section in an XGBoost JSON config, at any depth."""
+    names: set[str] = set()
+    if isinstance(config, dict):
+        for key, value in config.items():
+            if key.endswith("_param") and isinstance(value, dict):
+                names.update(value)
+            else:
+                names.update(_parameter_names(value))
+    elif isinstance(config, list):
+        for value in config:
+            names.update(_parameter_names(value))
+    return names
 
 
 FAMILY = XGBoostFamily

@@ -1,0 +1,189 @@
+"""A real universe: new symbols, odd series and one broken symbol never stop the platform.
+
+Built on series with the shapes real users bring (intelligence_assets_tests/real_series.py):
+hourly FX with weekends closed, 5-minute index bars with zero volume, a decade-long hole, a
+constant price, empty and header-only files, and a universe symbol with no file at all.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+import yaml
+
+from intelligence_assets.assets.market_data import read_symbol_bars
+from intelligence_assets.assets.models import model_config
+from intelligence_assets.ml.bars import BarsFileError, GapSettings, infer_bars_per_year, long_gaps, read_bars_parquet, validate_bars
+from intelligence_assets.ml.features import FeatureSettings, TooFewUsableRowsError, build_features, drop_unusable_features, require_enough_rows
+from intelligence_assets.resources.artifact_store import LocalArtifactStore
+from intelligence_assets.resources.artifacts import ArtifactHandle, read_value
+from intelligence_assets.resources.bars_source import LocalBarsSource
+from intelligence_assets.tracking.promotion import Candidate, PromotionSettings, retire
+from intelligence_assets.universe import REPOSITORY_ROOT, load_universe
+from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.real_series import (
+    constant_price_bars,
+    daily_bars_with_hole,
+    five_minute_zero_volume_bars,
+    hourly_fx_bars,
+    write_empty_file,
+    write_header_only_file,
+)
+
+
+# ------------------------------------------------------------------ bars: frequency, gaps, empty files
+
+
+def test_bars_per_year_is_inferred_from_each_series_own_timestamps() -> None:
+    settings = GapSettings()
+    assert infer_bars_per_year(hourly_fx_bars()["timestamp"], settings) == pytest.approx(24 * 5 * 52.18, rel=0.03)
+    assert infer_bars_per_year(five_minute_zero_volume_bars()["timestamp"], settings) == pytest.approx(78 * 5 * 52.18, rel=0.03)
+    bundled = read_bars_parquet(REPOSITORY_ROOT / "data" / "bars" / "SP500.parquet")
+    assert infer_bars_per_year(bundled["timestamp"], settings) == pytest.approx(252, rel=0.01)
+    # A hole is missing data, not the market's rhythm: it does not dilute the count.
+    assert infer_bars_per_year(daily_bars_with_hole()["timestamp"], settings) == pytest.approx(261, rel=0.01)
+
+
+def test_a_long_gap_fails_the_gap_check_naming_start_end_and_size_while_weekends_and_nights_pass() -> None:
+    checks = {check.name: check for check in validate_bars(daily_bars_with_hole(), min_history=500)}
+    gap = checks["no_long_gaps"]
+    assert not gap.passed and gap.failing_rows == 1
+    assert "1995-09-29" in gap.detail and "2005-09-30" in gap.detail and "3654.0 days" in gap.detail
+    for series in (hourly_fx_bars(), five_minute_zero_volume_bars(), read_bars_parquet(REPOSITORY_ROOT / "data" / "bars" / "MSFT.parquet")):
+        assert long_gaps(series["timestamp"], GapSettings()) == []
+        assert all(check.passed for check in validate_bars(series, min_history=500)), [c for c in validate_bars(series, 500) if not c.passed]
+
+
+@pytest.mark.parametrize("write", [write_empty_file, write_header_only_file])
+def test_an_empty_or_header_only_file_names_the_symbol_the_path_and_0_rows(tmp_path: Path, write) -> None:
+    path = write(tmp_path / "EMPTY.parquet")
+    with pytest.raises(BarsFileError) as raised:
+        read_symbol_bars(LocalBarsSource(tmp_path), "EMPTY")
+    assert "EMPTY" in str(raised.value) and str(path) in str(raised.value) and "0 rows" in str(raised.value)
+
+
+# ------------------------------------------------------------------ features the symbol cannot use
+
+
+def test_zero_volume_features_are_dropped_and_the_rest_stays_usable() -> None:
+    usable = drop_unusable_features(build_features(five_minute_zero_volume_bars(), FeatureSettings()))
+    assert set(usable.dropped) == {"volume_z_21", "volume_z_63", "volume_ratio_5_21", "signed_volume"}
+    assert all(reason == "null on every bar" for reason in usable.dropped.values())
+    assert usable.names and not set(usable.names) & set(usable.dropped)
+    require_enough_rows(usable, minimum_rows=1000, symbol="INDEX")  # raises if too few
+    assert usable.complete_rows > 2000
+
+
+def test_a_constant_price_fails_in_features_naming_the_columns() -> None:
+    usable = drop_unusable_features(build_features(constant_price_bars(), FeatureSettings()))
+    with pytest.raises(TooFewUsableRowsError, match=r"FLAT: no usable feature left of 34: each is null or constant.*ret_1: constant \(0\)"):
+        require_enough_rows(usable, minimum_rows=500, symbol="FLAT")
+
+
+def test_too_few_complete_rows_name_the_row_counts_and_the_sparsest_columns() -> None:
+    usable = drop_unusable_features(build_features(hourly_fx_bars(bars=700), FeatureSettings()))
+    with pytest.raises(TooFewUsableRowsError, match=r"FX: \d+ complete rows of 700 bars, at least 900 needed.*ma_gap_200 \(199 null\)"):
+        require_enough_rows(usable, minimum_rows=900, symbol="FX")
+
+
+# ------------------------------------------------------------------ per-symbol frequency in fingerprints
+
+
+def test_one_symbols_bars_per_year_is_in_its_own_models_config_only(tmp_path: Path) -> None:
+    path = write_small_universe(tmp_path)
+    before = load_universe(path)
+    config = yaml.safe_load(path.read_text())
+    config["bars"]["bars_per_year"] = {"SIGNAL": 6240}
+    path.write_text(yaml.safe_dump(config))
+    after = load_universe(path)
+    assert model_config(before, "linear", "NOISE", "y_up_1b") == model_config(after, "linear", "NOISE", "y_up_1b")
+    assert model_config(before, "linear", "SIGNAL", "y_up_1b") != model_config(after, "linear", "SIGNAL", "y_up_1b")
+
+
+# ------------------------------------------------------------------ retiring a champion
+
+
+def test_a_champion_is_retired_without_a_previous_champion_and_never_becomes_one() -> None:
+    settings = PromotionSettings()
+    lone = retire([], {"champion": "3"}, settings, "trained on bars since replaced")
+    assert (lone.champion, lone.previous_champion, lone.action) == (None, None, "retired")
+    assert "no champion" in lone.reason
+    other = Candidate(version="5", family="linear", score=0.53, test_rows=400, eligible=True)
+    replaced = retire([other], {"champion": "3", "previous-champion": "1"}, settings, "not current")
+    assert (replaced.champion, replaced.previous_champion) == ("5", "1")
+
+
+# ------------------------------------------------------------------ make demo with a broken universe
+
+
+def _demo(home: Path, universe_path: Path) -> subprocess.CompletedProcess:
+    environment = {
+        **os.environ, "DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts"),
+    }
+    return subprocess.run([sys.executable, "-m", "intelligence_assets.demo", "--workers", "2"], cwd=home, env=environment, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def broken_universe(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    directory = tmp_path_factory.mktemp("real_universe")
+    path = write_small_universe(directory, families={"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 40}}, "torch_mlp": {"params": {"max_epochs": 3, "hidden_sizes": [8]}}})
+    bars = directory / "bars"
+    five_minute_zero_volume_bars().write_parquet(bars / "INDEX.parquet")
+    constant_price_bars().write_parquet(bars / "FLAT.parquet")
+    daily_bars_with_hole().write_parquet(bars / "HOLE.parquet")
+    write_header_only_file(bars / "HOLLOW.parquet")
+    (bars / "GARBLED.parquet").write_bytes(b"not parquet at all")
+    config = yaml.safe_load(path.read_text())
+    config["symbols"] = ["SIGNAL", "INDEX", "FLAT", "HOLE", "HOLLOW", "GARBLED", "NOFILE"]
+    path.write_text(yaml.safe_dump(config))
+    home = directory / "home"
+    home.mkdir()
+    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home, path, _demo(home, path)
+
+
+def test_demo_finishes_every_healthy_symbol_prints_the_leaderboard_and_a_failure_summary_then_fails(broken_universe, monkeypatch) -> None:
+    home, _, completed = broken_universe
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1, output
+    assert "Traceback" not in output, output
+    assert "All trained models" in completed.stdout and "Failed:" in completed.stdout, output
+    summary = completed.stdout[completed.stdout.index("Failed:"):]
+    for symbol, asset, words in [("FLAT", "features", "no usable feature"), ("HOLE", "bars", "no_long_gaps"), ("HOLLOW", "bars", "0 rows"),
+                                 ("GARBLED", "bars", "cannot read bars parquet"), ("NOFILE", "bars", "no bars file")]:
+        lines = [line for line in summary.splitlines() if f" {symbol} " in line or line.startswith(f"│ {symbol}")]
+        assert any(asset in line and words in line for line in lines), (symbol, summary)
+    store = LocalArtifactStore(home / "artifacts")
+    leaderboard = read_value(store, "model_leaderboard")
+    assert set(leaderboard["symbol"]) == {"SIGNAL", "INDEX"}
+    index = leaderboard.filter(pl.col("symbol") == "INDEX")
+    # The zero-volume index trains every family on the features it has.
+    assert set(index.filter(pl.col("trained"))["family"]) == {"linear", "lightgbm", "torch_mlp"}, index
+    assert index["bars_per_year"].min() > 15_000 and set(index["bar_spacing"]) == {"5m"}
+    assert leaderboard.filter(pl.col("symbol") == "SIGNAL")["bars_per_year"].max() < 400
+    features = ArtifactHandle.current(store, "features/INDEX")
+    assert "volume_z_21" not in features.load().columns
+    assert read_value(store, "predictions/SIGNAL").height > 0
+    # The symbol without a file was never registered as a partition.
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml places storage under it
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert "NOFILE" not in instance.get_dynamic_partitions("symbol")
+
+
+def test_a_rerun_heals_a_corrupt_artifact_it_would_reuse(broken_universe) -> None:
+    home, path, _ = broken_universe
+    store = LocalArtifactStore(home / "artifacts")
+    features = ArtifactHandle.current(store, "features/SIGNAL")
+    damaged = home / "artifacts" / "features" / "SIGNAL" / features.fingerprint / "data.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:-10] + b"0123456789")
+    completed = _demo(home, path)
+    assert "features SIGNAL: stored artifact unusable" in completed.stdout, completed.stdout + completed.stderr
+    assert features.load().height > 0  # recomputed under the same fingerprint, intact again
+    failed_symbols = {line.split()[1] for line in completed.stdout[completed.stdout.index("Failed:"):].splitlines() if line.startswith("│")}
+    assert "SIGNAL" not in failed_symbols and "INDEX" not in failed_symbols

@@ -56,7 +56,9 @@ def bars_config(universe: Universe, content_hash: str) -> dict[str, Any]:
 
 
 def features_config(universe: Universe) -> Any:
-    return {"features": universe.features, "minimum_rows": minimum_usable_rows(universe)}
+    # The row minimum is a gate, not part of the result: a target's new horizon must not
+    # recompute every symbol's features.
+    return {"features": universe.features}
 
 
 def minimum_usable_rows(universe: Universe) -> int:

@@ -40,6 +40,8 @@ TEST_START_TAG = "test_start"
 TEST_END_TAG = "test_end"
 ELIGIBLE_TAG = "eligible"
 ROLLED_BACK_TAG = "rolled_back"
+# On a champion that stopped serving without a rollback (model no longer current, symbol removed): when and why.
+RETIRED_TAG = "retired"
 ARCHIVED_TAG = "archived"
 ARCHIVE_URI_TAG = "archive_uri"
 ARCHIVED_AT_TAG = "archived_at"

@@ -19,8 +19,10 @@ from intelligence_assets.universe import load_universe
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.pipeline import cache_outcomes, local_resources, materialize_everything
 
-FAMILIES = {"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 60}}}
-PER_SYMBOL_TARGET = ["labels", "target_rankings", "feature_sets", "models/linear", "models/lightgbm"]
+# xgboost too: ranking and selection use lightgbm and linear, so bumping either recomputes the
+# rankings; a family they do not use shows the narrowest recompute set.
+FAMILIES = {"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 60}}, "xgboost": {"params": {"num_boost_round": 30}}}
+PER_SYMBOL_TARGET = ["labels", "target_rankings", "feature_sets", "models/linear", "models/lightgbm", "models/xgboost"]
 
 
 def misses(outcomes: dict) -> set[tuple[str, str | None]]:
@@ -118,17 +120,16 @@ def test_bumped_family_code_version_recomputes_that_family_and_dependents(warm, 
     universe_path, instance, resources, store = warm
     universe = load_universe(universe_path)
     champions_before = champions_of(store)
-    monkeypatch.setattr(load_family("lightgbm"), "version", "2")
+    monkeypatch.setattr(load_family("xgboost"), "version", "2")
     assets = build_assets(universe)
     plan = plan_for(universe_path, store, assets)
     rerun = materialize_everything(universe, instance, resources, assets=assets)
     assert_plan_covers_exactly(plan, misses(rerun), universe_path)
-    family_partitions = {("models/lightgbm", f"{s}|{t}") for s in universe.symbols for t in universe.target_names}
-    # Retrained lightgbm models score what they scored before: not better by min_improvement, so
-    # the registry keeps every champion and no predictions recompute.
+    family_partitions = {("models/xgboost", f"{s}|{t}") for s in universe.symbols for t in universe.target_names}
+    # An xgboost champion's model is no longer current: the registry retires it for the best
+    # current version, so that symbol's predictions recompute too; no other symbol's do.
     affected = symbols_whose_champions_changed(champions_before, champions_of(store))
-    assert affected == set()
-    expected = family_partitions | {("model_leaderboard", None)}
+    expected = family_partitions | {("model_leaderboard", None)} | {("predictions", symbol) for symbol in affected}
     assert misses(rerun) == expected
 
 

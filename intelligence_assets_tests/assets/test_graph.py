@@ -180,21 +180,19 @@ def test_bad_bars_block_downstream_with_a_named_check(tmp_path: Path) -> None:
             ArtifactHandle.current(store, "bars/NOISE")
 
 
-def test_unknown_symbol_fails_with_a_clear_error(small_universe: Universe, tmp_path: Path) -> None:
+def test_a_symbol_without_a_bars_file_fails_naming_where_the_file_was_expected(small_universe: Universe, tmp_path: Path) -> None:
     resources = DeploymentSettings(artifact_root=tmp_path).resources(small_universe)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("symbol", ["TSLA"])
-        with pytest.raises(KeyError, match="unknown symbol 'TSLA'"):
+        with pytest.raises(FileNotFoundError, match=r"no bars for symbol 'TSLA': expected .*TSLA\.parquet"):
             dg.materialize(build_assets(small_universe), selection=dg.AssetSelection.assets("bars"), partition_key="TSLA", instance=instance, resources=resources)
 
 
 def test_candidate_must_beat_no_skill_and_the_sentinel(small_universe: Universe) -> None:
     from intelligence_assets.assets.leaderboard import leaderboard_rows
-    from intelligence_assets.ml.trained_model import TrainedModel
 
-    def model(family: str, auc: float, suspect: bool = False) -> TrainedModel:
-        summary = {"symbol": "A", "target": "y_up_1b", "task": "classification", "metrics": {"auc": auc}, "leakage_suspect": suspect}
-        return TrainedModel(family, summary, model=object())  # only `trained` matters here
+    def model(family: str, auc: float, suspect: bool = False) -> dict:
+        return {"symbol": "A", "target": "y_up_1b", "task": "classification", "trained": True, "metrics": {"auc": auc}, "leakage_suspect": suspect}
 
     rows = leaderboard_rows({"linear": {"k": model("linear", 0.49)}, "lightgbm": {"k": model("lightgbm", 0.47)}}, small_universe)
     assert not any(row["candidate"] or row["eligible"] for row in rows)

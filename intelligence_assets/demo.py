@@ -187,7 +187,7 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     from intelligence_assets.assets.target_analysis import TARGET_ANALYSIS_ASSETS
     from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, REGISTRY_JOB, TRAINING_JOB, build_assets
     from intelligence_assets.deployment import DeploymentSettings
-    from intelligence_assets.partitions import register_symbols
+    from intelligence_assets.partitions import register_symbols, remove_symbols_not_in
     from intelligence_assets.planning import code_versions_of, partition_ranges, plan_runs, training_ranges
 
     outcome = UniverseRun()
@@ -200,8 +200,10 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
             outcome.failures.append(PartitionFailure(symbol, "bars", symbol, f"no bars file: expected {bars_source.location(symbol)}", "-"))
     symbols = [symbol for symbol in universe.symbols if symbol in with_files]
     added = register_symbols(dg.DagsterInstance.get(), symbols)
+    # Symbols dropped from universe.yaml stop counting: the registry then retires their champions.
+    removed = remove_symbols_not_in(dg.DagsterInstance.get(), universe.symbols)
     print(f"Universe: {len(universe.symbols)} symbols x {len(universe.targets)} targets x {len(universe.model_families)} model families; "
-          f"registered {len(added)} new symbol partitions. Workers: {workers}", flush=True)
+          f"registered {len(added)} new symbol partitions" + (f", removed {removed}" if removed else "") + f". Workers: {workers}", flush=True)
     for failure in outcome.failures:
         print(f"  {failure.symbol}: {failure.reason}; left out", flush=True)
     store = deployment.artifact_store()
@@ -222,7 +224,7 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
         return [cell for cell in cells if cell_of(cell)[0] not in outcome.failed_symbols and cell not in outcome.failed_cells]
 
     market_data = list(symbols) if every_partition else plan.partitions(["bars", "features"])
-    if not market_data and not stale_cells(plan) and not plan.needs_run("model_leaderboard") and not plan.needs_run("model_registry") and not plan.partitions(["predictions"]):
+    if not removed and not market_data and not stale_cells(plan) and not plan.needs_run("model_leaderboard") and not plan.needs_run("model_registry") and not plan.partitions(["predictions"]):
         print("Nothing to run: every partition is current.", flush=True)
         return outcome
     with worker_pool(workers, worker_libraries(universe)) as pool:
@@ -243,7 +245,7 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
             plan = plan_runs(universe, store, code_versions, symbols, bars_source)
             cells = stale_cells(plan)
         after_training = plan_runs(universe, store, code_versions, symbols, bars_source)
-        leaderboard = every_partition or after_training.needs_run("model_leaderboard")
+        leaderboard = every_partition or bool(removed) or after_training.needs_run("model_leaderboard")
         outcome.stages.append(run_stage(pool, LEADERBOARD_JOB, [None] if leaderboard else [], log_level, outcome))
         registry = leaderboard or after_training.needs_run("model_registry")
         outcome.stages.append(run_stage(pool, REGISTRY_JOB, [None] if registry else [], log_level, outcome))

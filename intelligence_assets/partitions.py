@@ -56,3 +56,12 @@ def register_symbols(instance: dg.DagsterInstance, symbols: list[str]) -> list[s
     if missing:
         instance.add_dynamic_partitions(SYMBOL_DIMENSION, missing)
     return missing
+
+
+def remove_symbols_not_in(instance: dg.DagsterInstance, symbols: list[str]) -> list[str]:
+    """Delete the `symbol` partitions of symbols no longer listed (their stored artifacts and
+    MLflow history stay); returns those removed."""
+    removed = [symbol for symbol in instance.get_dynamic_partitions(SYMBOL_DIMENSION) if symbol not in set(symbols)]
+    for symbol in removed:
+        instance.delete_dynamic_partition(SYMBOL_DIMENSION, symbol)
+    return removed

@@ -105,6 +105,45 @@ def test_new_bars_sensor_registers_new_symbols_once_and_requests_exactly_their_p
         assert {r.run_key for r in lost.run_requests} == {r.run_key for r in changed.run_requests}
 
 
+def test_new_bars_sensor_follows_universe_yaml_each_tick_and_remembers_only_what_it_acted_on(tmp_path: Path) -> None:
+    path = write_small_universe(tmp_path, families=LINEAR_ONLY)
+    config = yaml.safe_load(path.read_text())
+    config["symbols"] = ["SIGNAL"]  # NOISE.parquet is there, its symbol not yet
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    defs, _ = definitions_for(path, tmp_path / "artifacts")  # loaded once, as a running code location is
+    with dg.instance_for_test() as instance:
+        first = evaluate_sensor(defs, "new_bars", instance, None)
+        assert requested(first) == {(None, "SIGNAL")}
+        instance.add_dynamic_partitions("symbol", ["SIGNAL"])
+
+        # The symbol is added to universe.yaml after its file arrived; no reload.
+        config["symbols"] = ["SIGNAL", "NOISE", "HOLLOW"]
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        pl.DataFrame(schema={"timestamp": pl.Datetime("us", "UTC"), **{c: pl.Float64 for c in ("open", "high", "low", "close", "volume")}}).write_parquet(tmp_path / "bars" / "HOLLOW.parquet")
+        added = evaluate_sensor(defs, "new_bars", instance, first.cursor)
+        assert requested(added) == {(None, "NOISE")}  # HOLLOW's file has 0 rows: not registered, not requested
+        assert [sorted(r.partition_keys) for r in added.dynamic_partitions_requests] == [["NOISE"]]
+        instance.add_dynamic_partitions("symbol", ["NOISE"])
+        # The unreadable file is not retried until it changes.
+        quiet = evaluate_sensor(defs, "new_bars", instance, added.cursor)
+        assert not quiet.run_requests and not quiet.dynamic_partitions_requests
+        synthetic_bars(n_bars=800, seed=5).write_parquet(tmp_path / "bars" / "HOLLOW.parquet")
+        fixed = evaluate_sensor(defs, "new_bars", instance, quiet.cursor)
+        assert requested(fixed) == {(None, "HOLLOW")}
+        instance.add_dynamic_partitions("symbol", ["HOLLOW"])
+
+        # A symbol removed from universe.yaml: its partition goes, leaderboard and registry run.
+        config["symbols"] = ["SIGNAL", "HOLLOW"]
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        removed = evaluate_sensor(defs, "new_bars", instance, fixed.cursor)
+        assert [(type(r).__name__, list(r.partition_keys)) for r in removed.dynamic_partitions_requests] == [("DeleteDynamicPartitionsRequest", ["NOISE"])]
+        assert [sorted(key.to_user_string() for key in r.asset_selection) for r in removed.run_requests] == [["model_leaderboard", "model_registry"]]
+
+        # A broken universe.yaml changes nothing.
+        path.write_text("symbols: [SIGNAL\n")
+        assert isinstance(evaluate_sensor(defs, "new_bars", instance, removed.cursor), dg.SkipReason)
+
+
 # -- a materialized graph: schedule, automation, decay -------------------------------------------
 
 @pytest.fixture

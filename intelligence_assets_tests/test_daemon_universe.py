@@ -152,6 +152,26 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
             assert {line.split("|")[2].strip() for line in flat_lines} == {"y_up_1b", "y_volatility_5b"}, explain(f"leaderboard metadata does not report FLAT's cells:\n{missing}")
             assert all("features" in line and "no usable feature" in line and failure["run_id"] in line for line in flat_lines), explain(f"FLAT's reason:\n{missing}")
             assert "SIGNAL" not in missing, explain(f"SIGNAL reported missing:\n{missing}")
+
+            # No help needed means no spurious failure either: the only failed step of any run is
+            # `features`, failing for FLAT alone.
+            for run in runs:
+                if run.status != dg.DagsterRunStatus.FAILURE:
+                    continue
+                failures = {record.step_key: record.dagster_event.step_failure_data.error for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)}
+                messages = {step: error.message if error else "" for step, error in failures.items()}
+                assert set(messages) == {"features"} and "FLAT:" in messages["features"] and "SIGNAL:" not in messages["features"], explain(
+                    f"run {run.run_id} failed for another reason than FLAT's features: {messages}"
+                )
+            # Predictions follow the registry only: no run selects them before model_registry first
+            # materialized (before that they would load a registry that does not exist).
+            registry_records = instance.fetch_materializations(dg.AssetKey("model_registry"), limit=1, ascending=True).records
+            first_registry = registry_records[0].timestamp
+            early = [
+                record.dagster_run.run_id[:8] for record in instance.get_run_records()
+                if dg.AssetKey("predictions") in (record.dagster_run.asset_selection or set()) and record.create_timestamp.timestamp() < first_registry
+            ]
+            assert not early, explain(f"runs {early} selected predictions before model_registry first materialized")
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:

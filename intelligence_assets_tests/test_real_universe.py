@@ -187,3 +187,141 @@ def test_a_rerun_heals_a_corrupt_artifact_it_would_reuse(broken_universe) -> Non
     assert features.load().height > 0  # recomputed under the same fingerprint, intact again
     failed_symbols = {line.split()[1] for line in completed.stdout[completed.stdout.index("Failed:"):].splitlines() if line.startswith("│")}
     assert "SIGNAL" not in failed_symbols and "INDEX" not in failed_symbols
+
+
+# ------------------------------------------------------------------ registry and leaderboard over a real graph
+
+
+@pytest.fixture
+def trained_signal(tmp_path: Path):
+    """SIGNAL alone, linear only, materialized end to end with a champion."""
+    from intelligence_assets.deployment import DeploymentSettings
+    from intelligence_assets_tests.pipeline import materialize_everything
+
+    path = write_small_universe(tmp_path, families={"linear": {"params": {}}})
+    config = yaml.safe_load(path.read_text())
+    config["symbols"] = ["SIGNAL"]
+    path.write_text(yaml.safe_dump(config))
+    universe = load_universe(path)
+    resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources(universe)
+    with dg.instance_for_test() as instance:
+        materialize_everything(universe, instance, resources)
+        yield path, universe, instance, resources, LocalArtifactStore(tmp_path / "artifacts")
+
+
+def _champions(store: LocalArtifactStore) -> dict[str, str]:
+    registry = read_value(store, "model_registry").filter(pl.col("champion_version").is_not_null())
+    return {f"{row['symbol']}|{row['target']}": row["champion_version"] for row in registry.iter_rows(named=True)}
+
+
+def _tracker(resources: dict):
+    return resources["mlflow_tracking"].tracker()
+
+
+def test_when_bars_change_a_champion_whose_model_is_no_longer_current_loses_its_alias(trained_signal) -> None:
+    from intelligence_assets.ml.synthetic import synthetic_bars
+    from intelligence_assets.tracking import names
+    from intelligence_assets_tests.pipeline import materialize_everything
+
+    path, universe, instance, resources, store = trained_signal
+    before = _champions(store)
+    assert before, "the planted signal must give SIGNAL a champion"
+    # New bars: pure noise where the signal was. Every model retrains on them; the champions
+    # trained on the old bars are no longer current, however well they scored then.
+    synthetic_bars(n_bars=1600, seed=999, signal_strength=0.0).write_parquet(path.parent / "bars" / "SIGNAL.parquet")
+    materialize_everything(universe, instance, resources)
+    registry = read_value(store, "model_registry")
+    tracker = _tracker(resources)
+    for cell, version in before.items():
+        symbol, target = cell.split("|")
+        row = registry.filter((pl.col("symbol") == symbol) & (pl.col("target") == target)).row(0, named=True)
+        assert row["action"] == "retired", row
+        assert row["champion_version"] != version
+        name = names.registered_model_name(symbol, target)
+        retired = tracker.client.get_model_version(name, version)
+        assert "no longer current" in retired.tags[names.RETIRED_TAG]
+        # Whatever serves now is a model current for the new bars.
+        current_models = set(filter(None, row["model_fingerprints"].split(",")))
+        if row["champion_version"] is not None:
+            assert row["champion_fingerprint"] in current_models
+        else:
+            assert "no champion" in row["reason"]
+
+
+def test_a_removed_symbol_stops_counting_and_its_champions_are_retired_with_a_reason(trained_signal) -> None:
+    from intelligence_assets.partitions import remove_symbols_not_in
+    from intelligence_assets.tracking import names
+
+    path, universe, instance, resources, store = trained_signal
+    before = _champions(store)
+    assert before
+    assert remove_symbols_not_in(instance, []) == ["SIGNAL"]
+    result = dg.materialize(build_assets_for(universe), selection=["model_leaderboard", "model_registry"], instance=instance, resources=resources)
+    assert result.success
+    assert read_value(store, "model_leaderboard").height == 0
+    registry = read_value(store, "model_registry")
+    tracker = _tracker(resources)
+    for cell, version in before.items():
+        symbol, target = cell.split("|")
+        name = names.registered_model_name(symbol, target)
+        assert names.CHAMPION not in tracker.aliases(name)
+        assert "no longer in the universe" in tracker.client.get_model_version(name, version).tags[names.RETIRED_TAG]
+        row = registry.filter((pl.col("symbol") == symbol) & (pl.col("target") == target)).row(0, named=True)
+        assert row["action"] == "retired" and "no longer in the universe" in row["reason"]
+    # Kept: the artifacts and the MLflow history.
+    assert read_value(store, "features/SIGNAL").height > 0
+    assert tracker.versions(names.registered_model_name(*next(iter(before)).split("|")))
+
+
+def test_the_leaderboard_reads_scores_not_models_so_a_format_version_bump_cannot_fail_it(trained_signal, monkeypatch) -> None:
+    from intelligence_assets.ml.families import load_family
+
+    _, universe, instance, resources, store = trained_signal
+    handle = ArtifactHandle.current(store, "models/linear/SIGNAL/y_up_1b")
+    # What a newer linear family would say of the stored model (its format version moved on).
+    monkeypatch.setattr(load_family("linear"), "version", "99")
+    with pytest.raises(Exception, match="format version"):
+        handle.load()
+    result = dg.materialize(build_assets_for(universe), selection=["model_leaderboard"], instance=instance, resources=resources)
+    assert result.success
+    assert read_value(store, "model_leaderboard").filter(pl.col("trained")).height > 0
+
+
+def build_assets_for(universe):
+    from intelligence_assets.definitions import build_assets
+
+    return build_assets(universe)
+
+
+def test_a_ranged_run_materializes_every_healthy_partition_and_fails_naming_the_broken_one(tmp_path: Path) -> None:
+    from intelligence_assets.assets.caching import FAILED_PARTITIONS
+    from intelligence_assets.deployment import DeploymentSettings
+    from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, register_symbols
+    from intelligence_assets.resources.artifacts import latest_failure
+
+    path = write_small_universe(tmp_path, families={"linear": {"params": {}}})
+    constant_price_bars().write_parquet(tmp_path / "bars" / "FLAT.parquet")
+    five_minute_zero_volume_bars().write_parquet(tmp_path / "bars" / "INDEX.parquet")
+    config = yaml.safe_load(path.read_text())
+    config["symbols"] = ["SIGNAL", "FLAT", "INDEX"]  # the broken one in the middle of the range
+    path.write_text(yaml.safe_dump(config))
+    universe = load_universe(path)
+    resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources(universe)
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    assets = build_assets_for(universe)
+    with dg.instance_for_test() as instance:
+        register_symbols(instance, universe.symbols)
+        for symbol in universe.symbols:
+            assert dg.materialize(assets, selection=["bars"], partition_key=symbol, instance=instance, resources=resources).success
+        ranged = dg.materialize(
+            assets, selection=["features"], instance=instance, resources=resources, raise_on_error=False,
+            tags={RANGE_START_TAG: "SIGNAL", RANGE_END_TAG: "INDEX"},
+        )
+        assert not ranged.success
+        [failure] = ranged.get_step_failure_events()
+        failed = failure.step_failure_data.user_failure_data.metadata[FAILED_PARTITIONS].value
+        assert list(failed) == ["FLAT"] and "no usable feature" in failed["FLAT"]
+        assert instance.get_materialized_partitions(dg.AssetKey("features")) == {"SIGNAL", "INDEX"}
+    assert read_value(store, "features/SIGNAL").height > 0 and read_value(store, "features/INDEX").height > 0
+    assert "no usable feature" in latest_failure(store, "features/FLAT")["error"]
+    assert latest_failure(store, "features/SIGNAL") is None

@@ -272,7 +272,7 @@ def print_failures(failures: list[PartitionFailure]) -> None:
 def print_results(leaderboard: pl.DataFrame, registry: pl.DataFrame) -> None:
     from intelligence_assets.assets.leaderboard import cells_without_candidate
 
-    columns = ["symbol", "target", "family", "metric", "score", "sharpe", "buy_and_hold_sharpe", "test_rows"]
+    columns = ["symbol", "target", "family", "metric", "score", "sharpe", "buy_and_hold_sharpe", "bars_per_year", "test_rows"]
     with pl.Config(tbl_rows=200, tbl_cols=20, tbl_width_chars=200, fmt_str_lengths=80, float_precision=4, tbl_hide_dataframe_shape=True):
         trained = leaderboard.filter(pl.col("trained"))
         print(f"\nAll trained models ({trained.height}), best first within each symbol x target:")

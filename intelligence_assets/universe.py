@@ -276,7 +276,9 @@ def load_universe(path: Path | str | None = None) -> Universe:
     except FileNotFoundError as error:
         raise UniverseError(f"universe file not found: {path} (set {UNIVERSE_PATH_VARIABLE} or create data/universe.yaml)") from error
     except yaml.YAMLError as error:
-        raise UniverseError(f"universe file {path} is not valid YAML: {error}") from error
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise UniverseError(f"universe file {path} is not valid YAML{line}: {getattr(error, 'problem', None) or error}") from None
     if not isinstance(raw, dict):
         raise UniverseError(f"universe file {path} must hold a mapping at the top level, got {type(raw).__name__}")
     try:

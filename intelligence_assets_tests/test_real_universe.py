@@ -325,3 +325,27 @@ def test_a_ranged_run_materializes_every_healthy_partition_and_fails_naming_the_
     assert read_value(store, "features/SIGNAL").height > 0 and read_value(store, "features/INDEX").height > 0
     assert "no usable feature" in latest_failure(store, "features/FLAT")["error"]
     assert latest_failure(store, "features/SIGNAL") is None
+
+
+def test_predictions_refuse_a_registry_that_has_not_seen_the_symbols_current_models(trained_signal) -> None:
+    from intelligence_assets.partitions import register_symbols
+    from intelligence_assets_tests.pipeline import MODEL_SELECTION, symbol_training_range
+
+    path, _, instance, resources, store = trained_signal
+    config = yaml.safe_load(path.read_text())
+    config["symbols"] = ["SIGNAL", "NOISE"]
+    path.write_text(yaml.safe_dump(config))
+    universe = load_universe(path)
+    assets = build_assets_for(universe)
+    register_symbols(instance, ["NOISE"])
+    assert dg.materialize(assets, selection=["bars", "features"], partition_key="NOISE", instance=instance, resources=resources).success
+    assert dg.materialize(assets, selection=MODEL_SELECTION, instance=instance, resources=resources, tags=symbol_training_range(universe, "NOISE")).success
+    # NOISE's models exist, but neither the leaderboard nor the registry has run since.
+    early = dg.materialize(assets, selection=["predictions"], partition_key="NOISE", instance=instance, resources=resources, raise_on_error=False)
+    assert not early.success
+    message = early.get_step_failure_events()[0].step_failure_data.error.cause.message
+    assert "model_registry has not yet decided from the current models of ['NOISE|y_up_1b', 'NOISE|y_volatility_5b']" in message
+    with pytest.raises(Exception):
+        ArtifactHandle.current(store, "predictions/NOISE")  # nothing published, not even an empty table
+    assert dg.materialize(assets, selection=["model_leaderboard", "model_registry"], instance=instance, resources=resources).success
+    assert dg.materialize(assets, selection=["predictions"], partition_key="NOISE", instance=instance, resources=resources).success

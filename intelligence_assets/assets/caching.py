@@ -244,13 +244,11 @@ def _publish_partial(
     step is about to fail: their pointers move and Dagster records their materializations, so
     the UI, lineage and automation see exactly which partitions exist."""
     for key, artifact in artifacts.items():
-        point_to(store, artifact_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, key)), artifact.manifest)
+        prefix = artifact_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, key))
+        point_to(store, prefix, artifact.manifest)
+        metadata = {name: value for name, value in metadata_by_partition[key].items() if value is not None}
         context.log_event(
-            dg.AssetMaterialization(
-                asset_key=context.asset_key,
-                partition=key,
-                metadata={**{name: value for name, value in metadata_by_partition[key].items() if value is not None}, "artifact": store.uri(f"{artifact_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, key))}/{artifact.manifest.fingerprint}")},
-            )
+            dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata={**metadata, "artifact": store.uri(f"{prefix}/{artifact.manifest.fingerprint}")})
         )
 
 

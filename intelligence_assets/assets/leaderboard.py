@@ -175,7 +175,7 @@ def build_leaderboard_asset(universe: Universe) -> dg.AssetsDefinition:
                 metadata={
                     "models": table.height,
                     "trained": int(table["trained"].sum()),
-                    "candidates": markdown_table(candidates.to_dicts(), ["symbol", "target", "family", "metric", "score", "sharpe", "buy_and_hold_sharpe", "test_rows"]),
+                    "candidates": markdown_table(candidates.to_dicts(), ["symbol", "target", "family", "metric", "score", "sharpe", "buy_and_hold_sharpe", "bars_per_year", "test_rows"]),
                     "gated": markdown_table(gated.to_dicts(), ["symbol", "target", "reason"]),
                     "no_model_beats_no_skill": markdown_table(without_skill.to_dicts(), ["symbol", "target", "best_score"]),
                     "leakage_suspects": int(table["leakage_suspect"].sum()),

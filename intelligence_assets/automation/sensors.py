@@ -81,7 +81,8 @@ def build_new_bars_sensor(universe: Universe) -> dg.SensorDefinition:
         registered = set(context.instance.get_dynamic_partitions(SYMBOL_DIMENSION))
         wanted = set(current.symbols)
         new_symbols, requests, ignored = [], [], []
-        for bars_file in source.files():
+        bars_files = source.files()
+        for bars_file in bars_files:
             if bars_file.symbol not in wanted:
                 ignored.append(bars_file.symbol)
                 continue
@@ -109,7 +110,7 @@ def build_new_bars_sensor(universe: Universe) -> dg.SensorDefinition:
                     tags=production_tags(universe, "new_bars"),
                 )
             )
-        without_file = sorted(wanted - {bars_file.symbol for bars_file in source.files()})
+        without_file = sorted(wanted - {bars_file.symbol for bars_file in bars_files})
         if without_file:
             context.log.warning(f"symbols in universe.yaml without a bars file, not registered until one arrives: {without_file}")
         removed = sorted(registered - wanted)

@@ -1,8 +1,9 @@
 """End to end with the real `dagster-daemon`: a universe with a healthy new symbol (SIGNAL) and a
-broken one (FLAT, a constant price). With no hand-made run, the `new_bars` sensor registers both
-and requests their bars; declarative automation carries SIGNAL through features, labels,
-rankings, feature sets, models, the leaderboard, the registry and its predictions, while FLAT
-fails in `features`, stays failed and is reported as missing by the leaderboard."""
+broken one (FLAT, a constant price), whose bars files arrive while the daemon runs. With no
+hand-made run, the `new_bars` sensor registers both and requests their bars; declarative
+automation carries SIGNAL through features, labels, rankings, feature sets, models, the
+leaderboard, the registry and its predictions, while FLAT fails in `features`, stays failed and
+is reported as missing by the leaderboard."""
 from __future__ import annotations
 
 import os
@@ -29,6 +30,7 @@ DEADLINE_SECONDS = 600
 # The automation sensor evaluates every 30 s: after this long with no run in flight and nothing
 # new, the chain has settled.
 SETTLED_SECONDS = 75
+FIRST_AUTOMATION_TICK = "Finished auto-materialization tick for automation"
 IN_FLIGHT = {
     dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
@@ -80,7 +82,11 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml places storage under it
     shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
     universe_path = write_small_universe(tmp_path / "universe", families={"linear": {"params": {}}}, automation={"bars_sensor_interval_seconds": 5})
-    constant_price_bars().write_parquet(tmp_path / "universe" / "bars" / "FLAT.parquet")
+    # The symbols' bars arrive while the platform runs (below), as a new symbol's do.
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    os.replace(tmp_path / "universe" / "bars" / "SIGNAL.parquet", incoming / "SIGNAL.parquet")
+    constant_price_bars().write_parquet(incoming / "FLAT.parquet")
     config = yaml.safe_load(universe_path.read_text())
     config["symbols"] = ["SIGNAL", "FLAT"]  # NOISE.parquet stays on disk and is ignored
     universe_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -88,6 +94,10 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
     environment.update({"DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")})
     log_path = tmp_path / "daemon.log"
     store = LocalArtifactStore(home / "artifacts")
+    # The instance's SQLite storage is created here, before the daemon starts: two processes
+    # creating it at once can stamp its schema twice ("alembic_version has more than one head"),
+    # and the code location then never loads.
+    dg.DagsterInstance.from_config(str(home)).dispose()
     started = time.monotonic()
     with open(log_path, "wb") as log:
         daemon = subprocess.Popen(
@@ -96,9 +106,21 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
         )
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:
+
+            def explain(what: str) -> str:
+                return f"{what} (after {time.monotonic() - started:.0f}s)\n{_diagnostics(instance, log_path, store)}"
+
+            # Once declarative automation has evaluated the graph, the two bars files arrive.
+            while FIRST_AUTOMATION_TICK not in log_path.read_text(errors="replace"):
+                assert daemon.poll() is None and time.monotonic() < started + 180, explain("the automation sensor never ticked")
+                time.sleep(2)
+            for symbol in ("SIGNAL", "FLAT"):
+                os.replace(incoming / f"{symbol}.parquet", universe_path.parent / "bars" / f"{symbol}.parquet")
+
             settled_since = None
             deadline = started + DEADLINE_SECONDS
             while time.monotonic() < deadline and daemon.poll() is None:
+                assert "Error loading repository location" not in log_path.read_text(errors="replace"), explain("the daemon cannot load the code location")
                 predictions = _stored(store, "predictions/SIGNAL")
                 in_flight = instance.get_runs(filters=dg.RunsFilter(statuses=list(IN_FLIGHT)))
                 if predictions is None or in_flight:
@@ -111,9 +133,6 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
             elapsed = time.monotonic() - started
             print(f"\nchain settled after {elapsed:.0f}s")
             print("\n".join(_runs_report(instance)))
-
-            def explain(what: str) -> str:
-                return f"{what} (after {time.monotonic() - started:.0f}s)\n{_diagnostics(instance, log_path, store)}"
 
             assert daemon.poll() is None, explain(f"dagster-daemon exited with {daemon.returncode}")
             assert settled_since is not None, explain(f"predictions/SIGNAL did not appear, or runs kept going, within {DEADLINE_SECONDS}s")
@@ -164,7 +183,8 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
                     f"run {run.run_id} failed for another reason than FLAT's features: {messages}"
                 )
             # Predictions follow the registry only: no run selects them before model_registry first
-            # materialized (before that they would load a registry that does not exist).
+            # materialized (such a run fails loading its `model_registry` input on a universe whose
+            # symbols are all healthy; here FLAT's failed features step would hide that).
             registry_records = instance.fetch_materializations(dg.AssetKey("model_registry"), limit=1, ascending=True).records
             first_registry = registry_records[0].timestamp
             early = [

@@ -218,7 +218,7 @@ def _tracker(resources: dict):
     return resources["mlflow_tracking"].tracker()
 
 
-def test_when_bars_change_a_champion_whose_model_is_no_longer_current_loses_its_alias(trained_signal) -> None:
+def test_when_bars_change_a_champion_trained_on_the_old_bars_loses_its_alias(trained_signal) -> None:
     from intelligence_assets.ml.synthetic import synthetic_bars
     from intelligence_assets.tracking import names
     from intelligence_assets_tests.pipeline import materialize_everything
@@ -239,7 +239,7 @@ def test_when_bars_change_a_champion_whose_model_is_no_longer_current_loses_its_
         assert row["champion_version"] != version
         name = names.registered_model_name(symbol, target)
         retired = tracker.client.get_model_version(name, version)
-        assert "no longer current" in retired.tags[names.RETIRED_TAG]
+        assert "trained on bars" in retired.tags[names.RETIRED_TAG] and "SIGNAL's bars are now" in retired.tags[names.RETIRED_TAG]
         # Whatever serves now is a model current for the new bars.
         current_models = set(filter(None, row["model_fingerprints"].split(",")))
         if row["champion_version"] is not None:

@@ -71,7 +71,7 @@ def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
     @dg.asset(
         key=PREDICTIONS,
         # After the registry only: it has then seen the models (of a new symbol too).
-        automation_condition=follows_only(MODEL_REGISTRY, FEATURES),
+        automation_condition=follows_only(MODEL_REGISTRY, [MODEL_REGISTRY, FEATURES]),
         ins={"model_registry": dg.AssetIn(MODEL_REGISTRY), "features": dg.AssetIn(FEATURES, dagster_type=HANDLE_OR_RANGE)},
         deps=model_deps,
         partitions_def=symbol_partitions,

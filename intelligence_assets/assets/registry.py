@@ -22,7 +22,8 @@ from intelligence_assets.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.assets.metadata import markdown_table
 from intelligence_assets.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
-from intelligence_assets.resources.artifacts import ArtifactHandle
+from intelligence_assets.resources.artifact_store import ArtifactStore, ArtifactStoreError
+from intelligence_assets.resources.artifacts import POINTER_FILE, ArtifactHandle, read_manifest
 from intelligence_assets.resources.mlflow_tracking import MlflowTrackingResource
 from intelligence_assets.tracking import names
 from intelligence_assets.partitions import SYMBOL_DIMENSION
@@ -40,6 +41,22 @@ REGISTRY_SCHEMA = {
     # has not yet seen the models now current in the store.
     "model_fingerprints": pl.String,
 }
+
+
+def trained_on_replaced_bars(store: ArtifactStore, tags: dict[str, str], symbol: str, target: str) -> str | None:
+    """Why a version was trained on bars the symbol no longer has, or None: read through the
+    model's and its features' provenance. Bars that failed a blocking check replace nothing yet
+    (no model can be trained on them), so the last good champion keeps serving meanwhile."""
+    try:
+        pointer = store.get_json(f"bars/{symbol}/{POINTER_FILE}")
+        manifest = read_manifest(store, f"models/{tags[names.FAMILY_TAG]}/{symbol}/{target}", tags[names.FINGERPRINT_TAG])
+        features = read_manifest(store, f"features/{symbol}", manifest.provenance["inputs"]["features"])
+        trained_on = features.provenance["inputs"]["bars"]
+    except (ArtifactStoreError, KeyError):  # no provenance to judge by: the promotion rule decides
+        return None
+    if pointer.get("blocked_by") or trained_on == pointer.get("data_version"):
+        return None
+    return f"trained on bars {trained_on[:12]}, but {symbol}'s bars are now {str(pointer.get('data_version'))[:12]}"
 
 
 def current_models_of(leaderboard: pl.DataFrame, symbol: str, target: str) -> set[str]:
@@ -131,6 +148,7 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
 
         def compute() -> Computed:
             tracker = mlflow_tracking.tracker()
+            store = artifact_store.store()
             leaderboard = model_leaderboard.load()
             cells = leaderboard.select("symbol", "target").unique(maintain_order=True).rows()
             unknown = [cell for cell in rollback_cells if cell not in cells]
@@ -169,20 +187,23 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
                         if version is None:
                             context.log.warning(f"{name}: {row['family']} model {row['model_fingerprint']} has no registry version; rematerialize models/{row['family']} {symbol}|{target}")
                             continue
+                        stale = trained_on_replaced_bars(store, version.tags, symbol, target)
+                        if stale:  # its retraining on the new bars failed or has not run yet
+                            context.log.warning(f"{name}: {row['family']} v{version.version} is not a candidate: {stale}")
+                            continue
                         candidates.append(Candidate(
                             version=str(version.version), family=row["family"], score=row["score"], test_rows=int(row["test_rows"] or 0),
                             eligible=bool(row["eligible"]), rolled_back=names.ROLLED_BACK_TAG in version.tags,
                         ))
                     champion = by_number.get(current.get(names.CHAMPION, ""))
-                    current_models = current_models_of(leaderboard, symbol, target)
-                    if champion is not None and champion.tags.get(names.FINGERPRINT_TAG) not in current_models:
-                        # Trained on inputs (bars, config, code) that are no longer current: however
-                        # well it scored then, it must not keep serving.
-                        reason = f"its model {champion.tags.get(names.FINGERPRINT_TAG)} is no longer current for {symbol}'s inputs"
-                        decision = retire(candidates, current, settings, reason)
+                    replaced_bars = champion is not None and trained_on_replaced_bars(store, champion.tags, symbol, target)
+                    if replaced_bars:
+                        # However well it scored on the old bars, it must not keep serving once the
+                        # symbol's bars changed: only models current for the new bars may.
+                        decision = retire(candidates, current, settings, replaced_bars)
                         tracker.set_version_tag(
                             name, str(champion.version), names.RETIRED_TAG,
-                            f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} run {context.run.run_id}: {reason}",
+                            f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} run {context.run.run_id}: {replaced_bars}",
                         )
                     else:
                         # A decayed champion's held-out score no longer describes it.

@@ -17,11 +17,16 @@ FOLLOWS_UPSTREAM = dg.AutomationCondition.eager()
 FROM_WHAT_EXISTS = FOLLOWS_UPSTREAM.without(~dg.AutomationCondition.any_deps_missing()).with_label("eager, over what exists")
 
 
-def follows_only(updated_by: dg.AssetKey, required: dg.AssetKey) -> dg.AutomationCondition:
-    """Eager, but requested only when `updated_by` updates and waiting only for `required`:
-    predictions follow the registry (which has seen the models), never the models directly."""
+def follows_only(updated_by: dg.AssetKey, required: list[dg.AssetKey]) -> dg.AutomationCondition:
+    """Requested only when `updated_by` updates (never because the asset itself is newly missing
+    or another input changed), and waiting while any of `required` is missing or any input is in
+    progress: predictions follow the registry, which has then seen the models, even of a new
+    symbol."""
+    condition = dg.AutomationCondition
     return (
-        FOLLOWS_UPSTREAM.replace("any_deps_updated", dg.AutomationCondition.any_deps_updated().allow(dg.AssetSelection.assets(updated_by)))
-        .replace("any_deps_missing", dg.AutomationCondition.any_deps_missing().allow(dg.AssetSelection.assets(required)))
-        .with_label(f"eager, after {updated_by.to_user_string()}")
-    )
+        condition.in_latest_time_window()
+        & condition.any_deps_updated().allow(dg.AssetSelection.assets(updated_by)).since_last_handled()
+        & ~condition.any_deps_missing().allow(dg.AssetSelection.assets(*required))
+        & ~condition.any_deps_in_progress()
+        & ~condition.in_progress()
+    ).with_label(f"after {updated_by.to_user_string()}")

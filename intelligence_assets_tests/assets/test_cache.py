@@ -126,10 +126,11 @@ def test_bumped_family_code_version_recomputes_that_family_and_dependents(warm, 
     rerun = materialize_everything(universe, instance, resources, assets=assets)
     assert_plan_covers_exactly(plan, misses(rerun), universe_path)
     family_partitions = {("models/xgboost", f"{s}|{t}") for s in universe.symbols for t in universe.target_names}
-    # An xgboost champion's model is no longer current: the registry retires it for the best
-    # current version, so that symbol's predictions recompute too; no other symbol's do.
+    # Retrained xgboost models score what they scored before: not better by min_improvement, so
+    # the registry keeps every champion and no predictions recompute.
     affected = symbols_whose_champions_changed(champions_before, champions_of(store))
-    expected = family_partitions | {("model_leaderboard", None)} | {("predictions", symbol) for symbol in affected}
+    assert affected == set()
+    expected = family_partitions | {("model_leaderboard", None)}
     assert misses(rerun) == expected
 
 

@@ -22,7 +22,7 @@ from intelligence_assets.assets.models import model_config
 from intelligence_assets.ml.bars import BarsFileError, GapSettings, infer_bars_per_year, long_gaps, read_bars_parquet, validate_bars
 from intelligence_assets.ml.features import FeatureSettings, TooFewUsableRowsError, build_features, drop_unusable_features, require_enough_rows
 from intelligence_assets.resources.artifact_store import LocalArtifactStore
-from intelligence_assets.resources.artifacts import ArtifactHandle, read_value
+from intelligence_assets.resources.artifacts import ArtifactHandle, read_manifest, read_value
 from intelligence_assets.resources.bars_source import LocalBarsSource
 from intelligence_assets.tracking.promotion import Candidate, PromotionSettings, retire
 from intelligence_assets.universe import REPOSITORY_ROOT, load_universe
@@ -170,6 +170,11 @@ def test_demo_finishes_every_healthy_symbol_prints_the_leaderboard_and_a_failure
     features = ArtifactHandle.current(store, "features/INDEX")
     assert "volume_z_21" not in features.load().columns
     assert read_value(store, "predictions/SIGNAL").height > 0
+    # Leaderboard and registry were computed from what exists and say what is missing, and why.
+    for asset in ("model_leaderboard", "model_registry"):
+        notes = read_manifest(store, asset, ArtifactHandle.current(store, asset).fingerprint).metadata
+        assert notes["missing_models"] == 4 * 2 * 3, notes  # FLAT, HOLE, HOLLOW, GARBLED x 2 targets x 3 families
+        assert "no usable feature" in notes["missing"]["__markdown__"] and "no_long_gaps" in notes["missing"]["__markdown__"]
     # The symbol without a file was never registered as a partition.
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml places storage under it
     with dg.DagsterInstance.from_config(str(home)) as instance:

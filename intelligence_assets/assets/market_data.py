@@ -41,6 +41,14 @@ def bars_per_year_of(universe: Universe, symbol: str, timestamps: pl.Series) -> 
     return explicit if explicit is not None else infer_bars_per_year(timestamps, universe.bars.gap_settings)
 
 
+def bars_per_year_or_none(universe: Universe, symbol: str, timestamps: pl.Series) -> float | None:
+    """For metadata of bars that may fail their checks (a single bar, null timestamps)."""
+    try:
+        return bars_per_year_of(universe, symbol, timestamps)
+    except ValueError:
+        return None
+
+
 def annualisation_config(universe: Universe, symbol: str) -> dict[str, Any]:
     """What a symbol's bars per year depends on: only its own setting, or how it is inferred, so
     changing one symbol's frequency recomputes that symbol's models only."""
@@ -98,7 +106,7 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
                 metadata={
                     "rows": table.height,
                     "bar_spacing": spacing,
-                    "bars_per_year": bars_per_year_of(universe, symbol, table["timestamp"]),
+                    "bars_per_year": bars_per_year_or_none(universe, symbol, table["timestamp"]),
                     **{f"{k}_timestamp": v for k, v in date_range(table).items()},
                     "source": dg.MetadataValue.url(path) if path.startswith("http") else dg.MetadataValue.path(path),
                     "content_hash": content,

@@ -150,6 +150,7 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
             tracker = mlflow_tracking.tracker()
             store = artifact_store.store()
             leaderboard = model_leaderboard.load()
+            leaderboard_notes = read_manifest(model_leaderboard.store, model_leaderboard.prefix, model_leaderboard.fingerprint).metadata
             cells = leaderboard.select("symbol", "target").unique(maintain_order=True).rows()
             unknown = [cell for cell in rollback_cells if cell not in cells]
             if unknown:
@@ -241,6 +242,9 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
                     "rollback_reason": config.reason or "",
                     "reassessed": ", ".join(config.reassess) or "none",
                     "tracking_uri": tracker.tracking_uri if not tracker.tracking_uri.startswith("sqlite") else "embedded (sqlite)",
+                    # The cells the registry could not decide for, as the leaderboard found them.
+                    "missing_models": leaderboard_notes.get("missing_models", 0),
+                    "missing": dg.MetadataValue.md(leaderboard_notes.get("missing", {}).get("__markdown__", "none")),
                 },
             )
 

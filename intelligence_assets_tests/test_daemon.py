@@ -38,6 +38,9 @@ def test_daemon_runs_the_new_bars_sensor_and_its_run_succeeds(tmp_path: Path, mo
         "INTELLIGENCE_UNIVERSE": str(universe_path),
         "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts"),
     }
+    # Create the instance's SQLite storage before the daemon opens it: two processes creating a
+    # fresh database at once can leave it with two alembic heads.
+    dg.DagsterInstance.from_config(str(home)).dispose()
     log_path = tmp_path / "daemon.log"
     with open(log_path, "wb") as log:
         daemon = subprocess.Popen(

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,8 +15,8 @@ from intelligence_assets.resources.artifact_store import LocalArtifactStore
 from intelligence_assets.resources.artifacts import read_value
 from intelligence_assets.universe import REPOSITORY_ROOT
 from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.daemon import running_daemon
 
-DAEMON = str(Path(sys.executable).parent / "dagster-daemon")
 DEADLINE_SECONDS = 240
 
 
@@ -38,18 +35,10 @@ def test_daemon_runs_the_new_bars_sensor_and_its_run_succeeds(tmp_path: Path, mo
         "INTELLIGENCE_UNIVERSE": str(universe_path),
         "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts"),
     }
-    # Create the instance's SQLite storage before the daemon opens it: two processes creating a
-    # fresh database at once can leave it with two alembic heads.
-    dg.DagsterInstance.from_config(str(home)).dispose()
     log_path = tmp_path / "daemon.log"
-    with open(log_path, "wb") as log:
-        daemon = subprocess.Popen(
-            [DAEMON, "run", "-m", "intelligence_assets.definitions"],
-            cwd=REPOSITORY_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
     store = LocalArtifactStore(home / "artifacts")
     succeeded = None
-    try:
+    with running_daemon(home, environment, log_path) as daemon:
         with dg.DagsterInstance.from_config(str(home)) as instance:
             deadline = time.monotonic() + DEADLINE_SECONDS
             while time.monotonic() < deadline and succeeded is None and daemon.poll() is None:
@@ -61,11 +50,4 @@ def test_daemon_runs_the_new_bars_sensor_and_its_run_succeeds(tmp_path: Path, mo
             assert succeeded is not None, f"no sensor-triggered run succeeded within {DEADLINE_SECONDS}s; daemon log:\n{log_path.read_text(errors='replace')[-3000:]}"
             assert succeeded.tags["dagster/priority"] == "10" and succeeded.tags.get("dagster/partition") == "SIGNAL"
             assert "SIGNAL" in instance.get_dynamic_partitions("symbol")  # registered by the sensor
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(timeout=10)
     assert read_value(store, "bars/SIGNAL").height == 1600

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,9 +20,8 @@ from intelligence_assets.resources.artifact_store import ArtifactStoreError, Loc
 from intelligence_assets.resources.artifacts import ArtifactHandle, latest_failure, read_value
 from intelligence_assets.universe import REPOSITORY_ROOT
 from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.daemon import running_daemon
 from intelligence_assets_tests.real_series import constant_price_bars
-
-DAEMON = str(Path(sys.executable).parent / "dagster-daemon")
 DEADLINE_SECONDS = 600
 # The automation sensor evaluates every 30 s: after this long with no run in flight and nothing
 # new, the chain has settled.
@@ -94,17 +90,8 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
     environment.update({"DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")})
     log_path = tmp_path / "daemon.log"
     store = LocalArtifactStore(home / "artifacts")
-    # The instance's SQLite storage is created here, before the daemon starts: two processes
-    # creating it at once can stamp its schema twice ("alembic_version has more than one head"),
-    # and the code location then never loads.
-    dg.DagsterInstance.from_config(str(home)).dispose()
     started = time.monotonic()
-    with open(log_path, "wb") as log:
-        daemon = subprocess.Popen(
-            [DAEMON, "run", "-m", "intelligence_assets.definitions"],
-            cwd=REPOSITORY_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
+    with running_daemon(home, environment, log_path) as daemon:
         with dg.DagsterInstance.from_config(str(home)) as instance:
 
             def explain(what: str) -> str:
@@ -192,10 +179,3 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
                 if dg.AssetKey("predictions") in (record.dagster_run.asset_selection or set()) and record.create_timestamp.timestamp() < first_registry
             ]
             assert not early, explain(f"runs {early} selected predictions before model_registry first materialized")
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(timeout=10)

@@ -105,7 +105,7 @@ def test_new_bars_sensor_registers_new_symbols_once_and_requests_exactly_their_p
         assert {r.run_key for r in lost.run_requests} == {r.run_key for r in changed.run_requests}
 
 
-def test_new_bars_sensor_follows_universe_yaml_each_tick_and_remembers_only_what_it_acted_on(tmp_path: Path) -> None:
+def test_new_bars_sensor_follows_universe_yaml_each_tick_and_remembers_only_what_it_acted_on(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     path = write_small_universe(tmp_path, families=LINEAR_ONLY)
     config = yaml.safe_load(path.read_text())
     config["symbols"] = ["SIGNAL"]  # NOISE.parquet is there, its symbol not yet
@@ -138,6 +138,13 @@ def test_new_bars_sensor_follows_universe_yaml_each_tick_and_remembers_only_what
         removed = evaluate_sensor(defs, "new_bars", instance, fixed.cursor)
         assert [(type(r).__name__, list(r.partition_keys)) for r in removed.dynamic_partitions_requests] == [("DeleteDynamicPartitionsRequest", ["NOISE"])]
         assert [sorted(key.to_user_string() for key in r.asset_selection) for r in removed.run_requests] == [["model_leaderboard", "model_registry"]]
+
+        # New targets reshape the graph: the sensor says a reload is needed.
+        config["targets"] = [*config["targets"], {"name": "y_up_5b", "kind": "direction", "horizon": 5}]
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        capfd.readouterr()
+        evaluate_sensor(defs, "new_bars", instance, removed.cursor)
+        assert "changed ['targets']: reload the code location" in "".join(capfd.readouterr())
 
         # A broken universe.yaml changes nothing.
         path.write_text("symbols: [SIGNAL\n")

@@ -8,7 +8,6 @@ most steps compute.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -18,6 +17,7 @@ import dagster as dg
 import polars as pl
 
 from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION, TARGET_DIMENSION, cell_key, cell_of
+from intelligence_assets.home import holding_home
 from intelligence_assets.processes import available_cores, forked_pool, prepare_worker, worker_libraries, worker_threads
 from intelligence_assets.universe import Universe, exit_on_configuration_error, load_universe
 
@@ -293,10 +293,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=available_cores())
     parser.add_argument("--every-partition", action="store_true", help="launch a run for every partition, not only the stale ones")
+    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another command using DAGSTER_HOME to finish")
     args = parser.parse_args(argv)
-    if not os.environ.get("DAGSTER_HOME"):
-        raise SystemExit("DAGSTER_HOME is not set; run `make demo`, which sets it to .dagster_home/")
+    with holding_home("make demo", args.wait):
+        demo(args)
 
+
+def demo(args: argparse.Namespace) -> None:
     from intelligence_assets.deployment import DeploymentSettings
     from intelligence_assets.resources.artifact_store import ArtifactStoreError
     from intelligence_assets.resources.artifacts import read_value

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from intelligence_assets.assets.market_data import bars_per_year_of
+from intelligence_assets.home import holding_home
 from intelligence_assets.ml.baselines import calibration_bins, last_return_sign_scores, linear_on_all_features, majority_class_scores
 from intelligence_assets.ml.dataset import build_dataset
 from intelligence_assets.ml.metrics import backtest_sharpe, evaluate, positions_from_predictions
@@ -261,7 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     from intelligence_assets.deployment import DeploymentSettings
 
-    path = build_report(DeploymentSettings.from_environment().artifact_store(), load_universe(), args.out, args.cost_bps)
+    # Not while `make demo` writes the store it reads.
+    with holding_home("make report"):
+        path = build_report(DeploymentSettings.from_environment().artifact_store(), load_universe(), args.out, args.cost_bps)
     print(f"wrote {path}")
 
 

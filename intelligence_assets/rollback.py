@@ -10,10 +10,10 @@ the affected symbols so that they serve the restored champions. The same as laun
 from __future__ import annotations
 
 import argparse
-import os
 
 import dagster as dg
 
+from intelligence_assets.home import holding_home
 from intelligence_assets.universe import exit_on_configuration_error
 
 
@@ -43,9 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--partition", action="append", required=True, help="SYMBOL|target; repeat for several")
     parser.add_argument("--reason", required=True, help="recorded on the rolled-back version and in the materialization")
     args = parser.parse_args(argv)
-    if not os.environ.get("DAGSTER_HOME"):
-        raise SystemExit("DAGSTER_HOME is not set (the Makefile sets it to .dagster_home/)")
-    results = roll_back(args.partition, args.reason, dg.DagsterInstance.get())
+    with holding_home("make rollback"):
+        results = roll_back(args.partition, args.reason, dg.DagsterInstance.get())
     for result in results:
         status = "succeeded" if result.success else "FAILED"
         print(f"{result.job_def.name} run {result.run_id}: {status}")

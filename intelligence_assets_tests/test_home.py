@@ -1,0 +1,75 @@
+"""One command at a time on a DAGSTER_HOME: a second one exits at once naming the holder, and a
+killed holder leaves no stale lock."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from intelligence_assets.home import HOME_IN_USE, LOCK_FILE, HomeInUseError, exclusive_home
+from intelligence_assets.universe import REPOSITORY_ROOT
+from intelligence_assets_tests.conftest import write_small_universe
+
+
+def _environment(home: Path, universe_path: Path) -> dict[str, str]:
+    return {**os.environ, "DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")}
+
+
+def _demo(home: Path, universe_path: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "intelligence_assets.demo", "--workers", "1"],
+        cwd=home, env=_environment(home, universe_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_a_second_holder_is_refused_naming_the_first_and_a_dead_holder_leaves_no_lock(tmp_path: Path) -> None:
+    with exclusive_home(tmp_path, "first command"):
+        with pytest.raises(HomeInUseError, match=rf"{tmp_path} is in use by `first command` \(pid {os.getpid()}"):
+            with exclusive_home(tmp_path, "second command"):
+                pass
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from intelligence_assets.home import exclusive_home; import time\nwith exclusive_home({str(tmp_path)!r}, 'doomed'):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(HomeInUseError, match="doomed"):
+        with exclusive_home(tmp_path, "meanwhile"):
+            pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=10)
+    with exclusive_home(tmp_path, "after the kill", wait_seconds=5):
+        pass
+
+
+def test_two_demos_on_one_fresh_home_one_runs_the_other_exits_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    universe_path = write_small_universe(tmp_path / "universe", families={"linear": {"params": {}}})
+    config = yaml.safe_load(universe_path.read_text())
+    config["symbols"] = ["SIGNAL"]
+    universe_path.write_text(yaml.safe_dump(config))
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    first = _demo(home, universe_path)
+    lock = home / LOCK_FILE
+    deadline = time.monotonic() + 60
+    while not (lock.exists() and lock.stat().st_size):  # the first demo holds the home
+        assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+        time.sleep(0.2)
+    second = _demo(home, universe_path)
+    second_out, second_err = second.communicate(timeout=120)
+    assert second.returncode == HOME_IN_USE, second_out + second_err
+    assert f"{home} is in use by `make demo` (pid {first.pid}" in second_err
+    first_out, first_err = first.communicate(timeout=600)
+    assert first.returncode == 0, first_out[-3000:] + first_err[-3000:]
+    # The instance was created once: it opens, and holds the first demo's runs.
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_runs_count() > 0

@@ -23,6 +23,8 @@ import dagster as dg
 from pydantic import BaseModel
 
 from intelligence_assets.resources.artifact_store import ArtifactStore
+from intelligence_assets.resources.s3_artifact_store import ArtifactStoreUnavailableError
+from intelligence_assets.tracking.tracker import TrackingError
 from intelligence_assets.resources.artifacts import FAILURE_FILE, ArtifactHandle, Manifest, StoredArtifact, StoredArtifacts, commit_artifact, encode_value, find_intact_manifest, point_to
 from intelligence_assets.resources.io_manager import artifact_prefix, parse_partition_key
 
@@ -146,7 +148,11 @@ def materialize_cached(
     by default it is the fingerprint.
     """
     partition_key = context.partition_key if context.has_partition_key else None
-    artifact, metadata, checks = _cached_or_computed(context, store, partition_key, PartitionWork(inputs, config, compute, data_version), after_commit)
+    try:
+        artifact, metadata, checks = _cached_or_computed(context, store, partition_key, PartitionWork(inputs, config, compute, data_version), after_commit)
+    except TRANSIENT_ERRORS as error:
+        retry_if_transient(context, [error])
+        raise
     yield dg.Output(artifact, output_name=_output_name(context), data_version=dg.DataVersion(artifact.manifest.data_version), metadata=metadata)
     yield from checks
 
@@ -170,12 +176,15 @@ def materialize_partitions(
         try:
             work = work_for(context.partition_key)
             yield from materialize_cached(context, store, work.inputs, work.config, work.compute, work.data_version, work.after_commit)
+        except dg.RetryRequested:
+            raise
         except Exception as error:
             record_failure(context, store, context.partition_key, f"{type(error).__name__}: {error}")
             raise
         return
     artifacts: dict[str, StoredArtifact] = {}
     metadata_by_partition: dict[str, dict[str, Any]] = {}
+    errors: list[Exception] = []
     failures: dict[str, str] = {}
     optional_checks = all(not context.op_def.outs[name].is_required for name in context.assets_def.check_specs_by_output_name)
     for key in context.partition_keys:
@@ -185,6 +194,7 @@ def materialize_partitions(
             work = work_for(key)
             artifact, metadata, checks = _cached_or_computed(context, store, key, work, work.after_commit)
         except Exception as error:  # noqa: BLE001 - every failure is reported below, by partition
+            errors.append(error)
             failures[key] = f"{type(error).__name__}: {error}"
             context.log.error(f"{context.asset_key.to_user_string()} {key} failed: {failures[key]}")
             record_failure(context, store, key, failures[key])
@@ -205,6 +215,7 @@ def materialize_partitions(
     )
     if failures:
         _publish_partial(context, store, artifacts, metadata_by_partition)
+        retry_if_transient(context, errors)
         raise PartitionsFailed(context.asset_key.to_user_string(), failures, succeeded=len(artifacts))
     yield dg.Output(StoredArtifacts(artifacts), output_name=_output_name(context), metadata={"partitions_in_run": len(artifacts)})
 
@@ -225,6 +236,21 @@ class PartitionsFailed(dg.Failure):
 
 # The metadata entry of a `PartitionsFailed` step failure: partition key -> error.
 FAILED_PARTITIONS = "failed_partitions"
+
+
+# Failures that waiting may fix: the store or the tracker did not answer within its own retry
+# budget. Data and code errors fail at once: a retry would only repeat them.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (ArtifactStoreUnavailableError, TrackingError)
+STEP_RETRIES = 3
+
+
+def retry_if_transient(context: dg.AssetExecutionContext, errors: list[Exception]) -> None:
+    """Ask Dagster to run the step again (cache hits for what was committed) when any failure
+    was transient, up to STEP_RETRIES times, with a growing wait."""
+    if any(isinstance(error, TRANSIENT_ERRORS) for error in errors) and context.retry_number < STEP_RETRIES:
+        wait = 2**context.retry_number
+        context.log.warning(f"transient failure ({type(errors[0]).__name__}); retrying the step in {wait}s (retry {context.retry_number + 1} of {STEP_RETRIES})")
+        raise dg.RetryRequested(max_retries=STEP_RETRIES, seconds_to_wait=wait) from errors[0]
 
 
 def record_failure(context: dg.AssetExecutionContext, store: ArtifactStore, partition_key: str, error: str) -> None:
@@ -309,7 +335,11 @@ def materialize_uncached(
     asset_key = context.asset_key
     partition_key = context.partition_key if context.has_partition_key else None
     code_version = context.assets_def.code_versions_by_key[asset_key] or ""
-    computed = compute()
+    try:
+        computed = compute()
+    except TRANSIENT_ERRORS as error:
+        retry_if_transient(context, [error])
+        raise
     content = hashlib.sha256(b"".join(name.encode() + data for name, data in sorted(encode_value(computed.value).items()))).hexdigest()
     fingerprint = fingerprint_of(code_version, config, partition_key, {"content": content})
     prefix = artifact_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))

@@ -19,7 +19,7 @@ class ArtifactStoreResource(dg.ConfigurableResource):
     region: str | None = None
     access_key: str = ""
     secret_key: str = ""
-    retry_seconds: float = 30.0
+    retry_seconds: float = 60.0  # see s3_artifact_store.DEFAULT_RETRY_SECONDS
     # One store per resource instance: an S3 store holds a client and its connection pool, which
     # every input load, output and cache check of a step should share.
     _store: ArtifactStore | None = PrivateAttr(default=None)

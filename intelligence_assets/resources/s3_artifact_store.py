@@ -37,11 +37,24 @@ logger = logging.getLogger("intelligence_assets.artifacts")
 T = TypeVar("T")
 
 DEFAULT_BUCKET = "intelligence-assets"
+# A MinIO restart (a pod rescheduled, a node drained) takes tens of seconds; a minute of retries
+# rides it out, where a failed step would cost the whole training run.
+DEFAULT_RETRY_SECONDS = 60.0
 CONNECT_TIMEOUT_SECONDS = 3.0
 # Per socket read, not per request: a multi-hundred-megabyte upload may take longer in total.
 READ_TIMEOUT_SECONDS = 30.0
+# One hung request may spend at most this share of the retry budget, so an endpoint that hangs
+# and comes back within the budget costs retries, not the run.
+TIMEOUT_SHARE_OF_BUDGET = 0.25
 FIRST_RETRY_DELAY_SECONDS = 0.5
 MAX_RETRY_DELAY_SECONDS = 5.0
+
+def request_timeouts(retry_seconds: float) -> urllib3.Timeout:
+    """Connect and read timeouts of one request: a fraction of the retry budget (at least a
+    second), never more than the defaults."""
+    cap = max(1.0, retry_seconds * TIMEOUT_SHARE_OF_BUDGET)
+    return urllib3.Timeout(connect=min(CONNECT_TIMEOUT_SECONDS, cap), read=min(READ_TIMEOUT_SECONDS, cap))
+
 
 # Codes that say "these credentials may not do this": waiting does not change the answer.
 ACCESS_ERROR_CODES = frozenset(
@@ -162,7 +175,7 @@ class S3ArtifactStore(ArtifactStore):
         secret_key: str,
         secure: bool = False,
         region: str | None = None,
-        retry_seconds: float = 30.0,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
     ) -> None:
         check_bucket_name(bucket, strict=True)  # S3's own rules, so a typo fails here, not at first write
         if retry_seconds < 0:
@@ -180,16 +193,16 @@ class S3ArtifactStore(ArtifactStore):
             secret_key=secret_key,
             secure=secure,
             region=region,
-            http_client=self._http_client(secure),
+            http_client=self._http_client(secure, self.retry_seconds),
         )
         self._bucket_ready = False
         self._bucket_lock = threading.Lock()
 
     @staticmethod
-    def _http_client(secure: bool) -> urllib3.PoolManager:
+    def _http_client(secure: bool, retry_seconds: float) -> urllib3.PoolManager:
         # No urllib3-level retries: they would hide failures from our loop and multiply its budget.
         return urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_SECONDS, read=READ_TIMEOUT_SECONDS),
+            timeout=request_timeouts(retry_seconds),
             # A redirect or error status comes back to minio as a response, to be read as an S3 error.
             retries=urllib3.Retry(total=0, raise_on_redirect=False, raise_on_status=False),
             maxsize=10,
@@ -198,7 +211,7 @@ class S3ArtifactStore(ArtifactStore):
         )
 
     @classmethod
-    def from_environment(cls, retry_seconds: float = 30.0) -> S3ArtifactStore:
+    def from_environment(cls, retry_seconds: float = DEFAULT_RETRY_SECONDS) -> S3ArtifactStore:
         """Configured by INTELLIGENCE_S3_* variables; a missing required one raises ValueError naming it."""
 
         def required(variable: str) -> str:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +28,10 @@ from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.flavours import load_pyfunc, save_in_flavour
 from intelligence_assets.tracking.importance_chart import importance_svg
+
+logger = logging.getLogger("intelligence_assets.tracking")
+# A tracker request waiting longer than this is logged (once) while it keeps waiting.
+SLOW_CALL_SECONDS = 5.0
 
 T = TypeVar("T")
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
@@ -152,13 +158,24 @@ class ModelTracker:
     # -- errors ---------------------------------------------------------------------------
 
     def call(self, step: str, action: Callable[[], T]) -> T:
-        """Run one MLflow request; any failure becomes a TrackingError naming URI and step."""
+        """Run one MLflow request; any failure becomes a TrackingError naming URI and step. A
+        request still waiting after SLOW_CALL_SECONDS says so once, so a stalled tracker is
+        visible in the step's log instead of silent."""
+        started = time.monotonic()
+        timer = threading.Timer(
+            SLOW_CALL_SECONDS,
+            lambda: logger.warning("MLflow at %s has not answered %s for %.0fs; still waiting", self.tracking_uri, step, time.monotonic() - started),
+        )
+        timer.daemon = True
+        timer.start()
         try:
             return action()
         except TrackingError:
             raise
         except Exception as error:  # MLflow wraps transport and store errors in many types
             raise self._failure(step, error) from error
+        finally:
+            timer.cancel()
 
     def _failure(self, step: str, error: Exception) -> TrackingError:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__

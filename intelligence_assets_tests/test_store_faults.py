@@ -1,0 +1,86 @@
+"""Faults while working: an S3 endpoint that hangs and comes back within the retry budget costs
+retries, not the run; a store that stays down fails the step after step retries; a data error
+is not retried."""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from intelligence_assets.definitions import build_assets
+from intelligence_assets.deployment import DeploymentSettings
+from intelligence_assets.partitions import register_symbols
+from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
+from intelligence_assets.resources.s3_artifact_store import DEFAULT_RETRY_SECONDS, S3ArtifactStore, request_timeouts
+from intelligence_assets.universe import load_universe
+from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.real_series import constant_price_bars
+from intelligence_assets_tests.services import LOOPBACK, OPEN_ACCESS_KEY, OPEN_SECRET_KEY, free_port, start_moto_server, stop_process, unique_bucket_name
+
+HANG_SECONDS = 35
+
+
+def test_one_request_spends_a_fraction_of_the_retry_budget() -> None:
+    timeouts = request_timeouts(DEFAULT_RETRY_SECONDS)
+    assert DEFAULT_RETRY_SECONDS == 60 and timeouts.connect_timeout == 3 and timeouts.read_timeout == 15
+    assert request_timeouts(8).read_timeout == 2  # a small budget keeps several attempts
+
+
+def test_an_endpoint_hung_for_35s_costs_retries_not_the_call(tmp_path: Path) -> None:
+    process, port = start_moto_server(tmp_path / "moto.log")
+    try:
+        store = S3ArtifactStore(f"{LOOPBACK}:{port}", unique_bucket_name("hang"), OPEN_ACCESS_KEY, OPEN_SECRET_KEY)
+        store.put_bytes("probe/data.bin", b"before the hang")
+        process.send_signal(signal.SIGSTOP)
+        resume = threading.Timer(HANG_SECONDS, lambda: process.send_signal(signal.SIGCONT))
+        resume.start()
+        started = time.monotonic()
+        try:
+            assert store.get_bytes("probe/data.bin") == b"before the hang"
+        finally:
+            resume.cancel()
+            process.send_signal(signal.SIGCONT)
+        assert HANG_SECONDS - 1 <= time.monotonic() - started < DEFAULT_RETRY_SECONDS
+    finally:
+        stop_process(process)
+
+
+def _features_run(tmp_path: Path, store_resource: ArtifactStoreResource | None = None, flat: bool = False) -> dg.ExecuteInProcessResult:
+    path = write_small_universe(tmp_path, families={"linear": {"params": {}}})
+    if flat:
+        constant_price_bars().write_parquet(tmp_path / "bars" / "SIGNAL.parquet")
+    config = yaml.safe_load(path.read_text())
+    config["symbols"] = ["SIGNAL"]
+    path.write_text(yaml.safe_dump(config))
+    universe = load_universe(path)
+    resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources(universe)
+    with dg.instance_for_test() as instance:
+        register_symbols(instance, ["SIGNAL"])
+        assets = build_assets(universe)
+        assert dg.materialize(assets, selection=["bars"], partition_key="SIGNAL", instance=instance, resources=resources).success
+        if store_resource is not None:
+            resources = {**resources, "artifact_store": store_resource}
+        return dg.materialize(assets, selection=["features"], partition_key="SIGNAL", instance=instance, resources=resources, raise_on_error=False)
+
+
+def _retries(result: dg.ExecuteInProcessResult) -> int:
+    return sum(event.event_type_value == "STEP_UP_FOR_RETRY" for event in result.all_events)
+
+
+def test_a_store_that_stays_down_fails_the_step_after_step_retries(tmp_path: Path) -> None:
+    down = ArtifactStoreResource(backend="s3", endpoint=f"{LOOPBACK}:{free_port()}", bucket=unique_bucket_name("down"),
+                                 access_key=OPEN_ACCESS_KEY, secret_key=OPEN_SECRET_KEY, retry_seconds=0.5)
+    result = _features_run(tmp_path, down)
+    assert not result.success
+    assert _retries(result) == 3
+    assert "ArtifactStoreUnavailableError" in result.get_step_failure_events()[-1].step_failure_data.error.cause.cls_name
+
+
+def test_a_data_error_is_not_retried(tmp_path: Path) -> None:
+    result = _features_run(tmp_path, flat=True)
+    assert not result.success and _retries(result) == 0
+    assert "TooFewUsableRowsError" in result.get_step_failure_events()[0].step_failure_data.error.cause.cls_name

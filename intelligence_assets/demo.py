@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import time
+import uuid
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -80,6 +82,8 @@ class UniverseRun:
 
     stages: list[StageTiming] = field(default_factory=list)
     failures: list[PartitionFailure] = field(default_factory=list)
+    session: str = field(default_factory=lambda: uuid.uuid4().hex)
+    interrupted: str | None = None  # why the demo stopped before its last stage
 
     @property
     def failed_symbols(self) -> set[str]:
@@ -122,7 +126,16 @@ def _failures_of(result: dg.ExecuteInProcessResult, label: str | None) -> list[P
     return failures
 
 
-def _run_partition(job_name: str, partitions: RunPartitions, log_level: str) -> PartitionRun:
+# On every run `make demo` launches: which demo launched it, so that the runs a dead worker held
+# can be found and ended.
+DEMO_SESSION_TAG = "intelligence/demo_session"
+
+
+class WorkerDied(RuntimeError):
+    """A worker process of the pool died mid-run (killed, out of memory)."""
+
+
+def _run_partition(job_name: str, partitions: RunPartitions, log_level: str, session: str) -> PartitionRun:
     assert _worker is not None
     started_at, started = time.time(), time.perf_counter()
     job = _worker.definitions.resolve_job_def(job_name)
@@ -138,7 +151,7 @@ def _run_partition(job_name: str, partitions: RunPartitions, log_level: str) -> 
     result = job.execute_in_process(
         instance=_worker.instance,
         partition_key=partition_key,
-        tags=tags,
+        tags={**tags, DEMO_SESSION_TAG: session},
         raise_on_error=False,
         # Our own progress lines (INFO) on the console; Dagster's event stream stays in the UI.
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
@@ -154,8 +167,14 @@ def run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[Run
     if not partition_keys:
         print(f"  {job_name}: nothing to run", flush=True)
         return StageTiming(job_name, 0, 0.0, {})
-    queued = [pool.submit(_run_partition, job_name, key, log_level) for key in partition_keys]
-    results = [run.result() for run in queued]
+    queued = [pool.submit(_run_partition, job_name, key, log_level, outcome.session) for key in partition_keys]
+    results = []
+    for run in queued:
+        try:
+            results.append(run.result())
+        except BrokenProcessPool:
+            outcome.failures += end_runs_of_dead_workers(outcome.session)
+            raise WorkerDied(f"a worker process died during {job_name}") from None
     cache = sum((Counter(run.cache) for run in results), Counter())
     # From the first run's start, not from queueing: the first stage's runs wait for the workers
     # to be forked, which is not the stage's own time.
@@ -166,6 +185,21 @@ def run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[Run
     summary = f", {len(failures)} partition(s) FAILED (summary at the end)" if failures else ""
     print(f"  {job_name}: {timing.runs} runs in {timing.seconds:.1f}s (cache hits {cache['hit']}, misses {cache['miss']}){summary}", flush=True)
     return timing
+
+
+def end_runs_of_dead_workers(session: str) -> list[PartitionFailure]:
+    """Runs of this demo that a dead worker left STARTED (or never started): marked failed, so
+    none stays STARTED for good, and reported with their partitions."""
+    instance = dg.DagsterInstance.get()
+    unfinished = instance.get_runs(filters=dg.RunsFilter(tags={DEMO_SESSION_TAG: session}, statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]))
+    failures = []
+    for run in unfinished:
+        reason = "its make demo worker process died (killed or out of memory) while running it"
+        instance.report_run_failed(run, message=reason)
+        tags = run.tags
+        partition = tags.get("dagster/partition") or "..".join(filter(None, (tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)))) or "-"
+        failures.append(PartitionFailure(partition.split("|")[0], run.job_name, partition, reason, run.run_id))
+    return failures
 
 
 def worker_pool(workers: int, libraries: tuple[str, ...] = ()) -> ProcessPoolExecutor:
@@ -226,36 +260,39 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     if not removed and not market_data and not stale_cells(plan) and not plan.needs_run("model_leaderboard") and not plan.needs_run("model_registry") and not plan.partitions(["predictions"]):
         print("Nothing to run: every partition is current.", flush=True)
         return outcome
-    with worker_pool(workers, worker_libraries(universe)) as pool:
-        # While the workers' server imports, this process creates (or migrates) the MLflow store
-        # and reaches it once, rather than a worker's first run waiting on it. Only then the
-        # first runs: queueing one waits until the server can fork a worker.
-        deployment.mlflow_tracking_resource().tracker().client.search_experiments(max_results=1)
-        outcome.stages.append(run_stage(pool, MARKET_DATA_JOB, market_data, log_level, outcome))
-        # A failed partition stops its run's later steps for every partition of the range; the
-        # healthy ones are committed, so the stage runs again without the failed cells until
-        # nothing new fails (each round's earlier steps are cache hits).
-        cells = stale_cells(plan)
-        while cells:
-            failures_before = len(outcome.failures)
-            outcome.stages.append(run_stage(pool, TRAINING_JOB, training_ranges(ordered, universe.target_names, cells, per_run, plan.bars_rows), log_level, outcome))
-            if len(outcome.failures) == failures_before:
-                break
-            plan = plan_runs(universe, store, code_versions, symbols, bars_source)
+    try:
+        with worker_pool(workers, worker_libraries(universe)) as pool:
+            # While the workers' server imports, this process creates (or migrates) the MLflow store
+            # and reaches it once, rather than a worker's first run waiting on it. Only then the
+            # first runs: queueing one waits until the server can fork a worker.
+            deployment.mlflow_tracking_resource().tracker().client.search_experiments(max_results=1)
+            outcome.stages.append(run_stage(pool, MARKET_DATA_JOB, market_data, log_level, outcome))
+            # A failed partition stops its run's later steps for every partition of the range; the
+            # healthy ones are committed, so the stage runs again without the failed cells until
+            # nothing new fails (each round's earlier steps are cache hits).
             cells = stale_cells(plan)
-        after_training = plan_runs(universe, store, code_versions, symbols, bars_source)
-        leaderboard = every_partition or bool(removed) or after_training.needs_run("model_leaderboard")
-        outcome.stages.append(run_stage(pool, LEADERBOARD_JOB, [None] if leaderboard else [], log_level, outcome))
-        registry = leaderboard or after_training.needs_run("model_registry")
-        outcome.stages.append(run_stage(pool, REGISTRY_JOB, [None] if registry else [], log_level, outcome))
-        # Which predictions are stale depends on what the registry step just decided.
-        after_registry = plan_runs(universe, store, code_versions, symbols, bars_source)
-        keys = list(symbols) if every_partition else after_registry.partitions(["predictions"])
-        keys = [key for key in keys if key not in outcome.failed_symbols]
-        # predictions carry a BackfillPolicy: chunks of symbols per run, as a Dagster backfill
-        # runs them, no bigger than an equal share per worker so that every worker gets one.
-        per_worker = max(1, -(-len(keys) // workers))
-        outcome.stages.append(run_stage(pool, PREDICTIONS_JOB, partition_ranges(ordered, keys, min(per_run, per_worker)), log_level, outcome))
+            while cells:
+                failures_before = len(outcome.failures)
+                outcome.stages.append(run_stage(pool, TRAINING_JOB, training_ranges(ordered, universe.target_names, cells, per_run, plan.bars_rows), log_level, outcome))
+                if len(outcome.failures) == failures_before:
+                    break
+                plan = plan_runs(universe, store, code_versions, symbols, bars_source)
+                cells = stale_cells(plan)
+            after_training = plan_runs(universe, store, code_versions, symbols, bars_source)
+            leaderboard = every_partition or bool(removed) or after_training.needs_run("model_leaderboard")
+            outcome.stages.append(run_stage(pool, LEADERBOARD_JOB, [None] if leaderboard else [], log_level, outcome))
+            registry = leaderboard or after_training.needs_run("model_registry")
+            outcome.stages.append(run_stage(pool, REGISTRY_JOB, [None] if registry else [], log_level, outcome))
+            # Which predictions are stale depends on what the registry step just decided.
+            after_registry = plan_runs(universe, store, code_versions, symbols, bars_source)
+            keys = list(symbols) if every_partition else after_registry.partitions(["predictions"])
+            keys = [key for key in keys if key not in outcome.failed_symbols]
+            # predictions carry a BackfillPolicy: chunks of symbols per run, as a Dagster backfill
+            # runs them, no bigger than an equal share per worker so that every worker gets one.
+            per_worker = max(1, -(-len(keys) // workers))
+            outcome.stages.append(run_stage(pool, PREDICTIONS_JOB, partition_ranges(ordered, keys, min(per_run, per_worker)), log_level, outcome))
+    except WorkerDied as error:
+        outcome.interrupted = str(error)
     return outcome
 
 
@@ -313,6 +350,9 @@ def demo(args: argparse.Namespace) -> None:
     except ArtifactStoreError as error:
         print(f"\nNo leaderboard to show: {error}")
     print_failures(outcome.failures)
+    if outcome.interrupted:
+        print(f"\nStopped early: {outcome.interrupted}. The runs it held are marked failed above; everything finished before "
+              "is stored. Run `make demo` again to resume: finished partitions are cache hits.")
     print(f"\nDemo finished in {time.perf_counter() - started:.0f}s.")
     print("Where to look next:")
     print("  make ui              Dagster UI on http://127.0.0.1:3000 : asset graph, runs, metadata, checks, lineage")

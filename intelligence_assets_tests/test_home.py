@@ -73,3 +73,37 @@ def test_two_demos_on_one_fresh_home_one_runs_the_other_exits_naming_it(tmp_path
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_runs_count() > 0
+
+
+def test_a_killed_worker_is_reported_its_run_failed_and_a_rerun_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    universe_path = write_small_universe(tmp_path / "universe", families={"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 300}}})
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    demo = _demo(home, universe_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    deadline = time.monotonic() + 300
+    victim = None
+    # Wait for a training run to start, then SIGKILL the worker process running it.
+    while victim is None:
+        assert time.monotonic() < deadline and demo.poll() is None, demo.communicate()
+        time.sleep(0.5)
+        if not (home / "history" / "runs.db").exists():
+            continue
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            started = instance.get_runs(filters=dg.RunsFilter(job_name="training_job", statuses=[dg.DagsterRunStatus.STARTED]))
+        if started:
+            victim = started[0]
+    worker = int(subprocess.run(["pgrep", "-f", "multiprocessing.forkserver", "-n"], capture_output=True, text=True).stdout.split()[0])
+    os.kill(worker, signal.SIGKILL)
+    out, err = demo.communicate(timeout=600)
+    assert demo.returncode == 1, out[-3000:] + err[-3000:]
+    assert "Traceback" not in err and "BrokenProcessPool" not in err, err[-3000:]
+    assert "Stopped early: a worker process died during training_job" in out and "Run `make demo` again to resume" in out, out[-3000:]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        failed = instance.get_runs(filters=dg.RunsFilter(job_name="training_job", statuses=[dg.DagsterRunStatus.FAILURE]))
+    assert failed and all(run.run_id[:8] in out or run.run_id in out for run in failed), out[-3000:]
+    rerun = _demo(home, universe_path)
+    out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out[-3000:] + err[-3000:]

@@ -84,3 +84,61 @@ def test_a_data_error_is_not_retried(tmp_path: Path) -> None:
     result = _features_run(tmp_path, flat=True)
     assert not result.success and _retries(result) == 0
     assert "TooFewUsableRowsError" in result.get_step_failure_events()[0].step_failure_data.error.cause.cls_name
+
+
+def test_a_claim_has_one_winner_on_both_stores(tmp_path: Path, s3_endpoint) -> None:
+    from intelligence_assets.resources.artifact_store import LocalArtifactStore
+
+    for store in (LocalArtifactStore(tmp_path), s3_endpoint.store()):
+        assert store.create_if_absent("cell/abc/claim.json", b"first") is True
+        assert store.create_if_absent("cell/abc/claim.json", b"second") is False
+        assert store.get_bytes("cell/abc/claim.json") == b"first"
+
+
+def test_two_runs_of_one_model_partition_at_once_leave_one_artifact_one_mlflow_run_and_one_version(tmp_path: Path, monkeypatch) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from intelligence_assets.resources.artifact_store import LocalArtifactStore
+    from intelligence_assets.resources.artifacts import CLAIM_FILE, ArtifactHandle, find_intact_manifest
+    from intelligence_assets.tracking import names
+    from intelligence_assets.universe import REPOSITORY_ROOT
+
+    path = write_small_universe(tmp_path / "universe", families={"lightgbm": {"params": {"num_boost_round": 200}}})
+    config = yaml.safe_load(path.read_text())
+    config["symbols"] = ["SIGNAL"]
+    path.write_text(yaml.safe_dump(config))
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    universe = load_universe(path)
+    resources = DeploymentSettings(artifact_root=home / "artifacts").resources(universe)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        register_symbols(instance, ["SIGNAL"])
+        assets = build_assets(universe)
+        assert dg.materialize(assets, selection=["bars", "features"], partition_key="SIGNAL", instance=instance, resources=resources).success
+        upstream = dg.materialize(assets, selection=["labels", "target_rankings", "feature_sets"], partition_key=dg.MultiPartitionKey({"symbol": "SIGNAL", "target": "y_up_1b"}),
+                                  instance=instance, resources=resources)
+        assert upstream.success
+    environment = {**os.environ, "DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")}
+    command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "intelligence_assets.definitions", "--select", "models/lightgbm", "--partition", "SIGNAL|y_up_1b"]
+    runs = [subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    assert all(run.returncode == 0 for run in runs), "\n".join(output[-3000:] for output in outputs)
+    store = LocalArtifactStore(home / "artifacts")
+    handle = ArtifactHandle.current(store, "models/lightgbm/SIGNAL/y_up_1b")
+    assert find_intact_manifest(store, handle.prefix, handle.fingerprint)[1] == "intact"
+    assert not store.exists(f"{handle.prefix}/{handle.fingerprint}/{CLAIM_FILE}")
+    fingerprints = [key.split("/")[4] for key in store.list_keys("models/lightgbm/SIGNAL/y_up_1b") if key.endswith("/manifest.json")]
+    assert fingerprints == [handle.fingerprint]
+    client = MlflowClient(resources["mlflow_tracking"].tracker().tracking_uri)
+    experiment = client.get_experiment_by_name(names.experiment_name("y_up_1b"))
+    tracked = client.search_runs([experiment.experiment_id], f"tags.{names.FINGERPRINT_TAG} = '{handle.fingerprint}'", run_view_type=3)
+    assert len(tracked) == 1 and tracked[0].info.status == "FINISHED" and tracked[0].info.lifecycle_stage == "active", [(r.info.run_id, r.info.status, r.info.lifecycle_stage) for r in tracked]
+    versions = client.search_model_versions(f"name = '{names.registered_model_name('SIGNAL', 'y_up_1b')}'")
+    assert len(versions) <= 1 and all(version.run_id == tracked[0].info.run_id for version in versions)

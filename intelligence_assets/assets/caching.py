@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from intelligence_assets.resources.artifact_store import ArtifactStore
 from intelligence_assets.resources.s3_artifact_store import ArtifactStoreUnavailableError
 from intelligence_assets.tracking.tracker import TrackingError
-from intelligence_assets.resources.artifacts import FAILURE_FILE, ArtifactHandle, Manifest, StoredArtifact, StoredArtifacts, commit_artifact, encode_value, find_intact_manifest, point_to
+from intelligence_assets.resources.artifacts import FAILURE_FILE, ArtifactHandle, Manifest, StoredArtifact, StoredArtifacts, claimed, commit_artifact, encode_value, find_intact_manifest, point_to
 from intelligence_assets.resources.io_manager import artifact_prefix, parse_partition_key
 
 Inputs = Mapping[str, ArtifactHandle | Mapping[str, ArtifactHandle]]
@@ -314,16 +314,27 @@ def _cached_or_computed(
     prefix = artifact_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
 
     manifest, state = find_intact_manifest(store, prefix, fingerprint)
-    if manifest is not None:
-        context.log.info(f"cache hit: {store.uri(prefix)}/{fingerprint} (computed in run {manifest.provenance.get('run_id')})")
-        extra = after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, None) if after_commit else {}
-        metadata = {**_metadata_values(manifest.metadata), **extra, "cache": "hit", "fingerprint": fingerprint, "computed_in_run": manifest.provenance.get("run_id", "")}
-        return StoredArtifact(manifest, is_cache_hit=True), metadata, [_replayed_check(asset_key, check) for check in manifest.checks]
-    if state != "not stored":
-        context.log.warning(f"stored artifact for fingerprint {fingerprint} is unusable ({state}); recomputing")
-    computed = work.compute()
-    provenance = {"code_version": code_version, "config": resolved(work.config), "partition": partition_key, "inputs": versions}
-    return _commit(context, store, prefix, fingerprint, work.data_version or fingerprint, computed, provenance, after_commit, "miss")
+    if manifest is not None and after_commit is None:
+        return _hit(context, store, prefix, fingerprint, manifest, after_commit)
+    # Writing (or tracking what another run wrote) is one writer's job at a time.
+    with claimed(store, prefix, fingerprint, context.run.run_id, on_wait=context.log.info):
+        manifest, state = find_intact_manifest(store, prefix, fingerprint)
+        if manifest is not None:
+            return _hit(context, store, prefix, fingerprint, manifest, after_commit)
+        if state != "not stored":
+            context.log.warning(f"stored artifact for fingerprint {fingerprint} is unusable ({state}); recomputing")
+        computed = work.compute()
+        provenance = {"code_version": code_version, "config": resolved(work.config), "partition": partition_key, "inputs": versions}
+        return _commit(context, store, prefix, fingerprint, work.data_version or fingerprint, computed, provenance, after_commit, "miss")
+
+
+def _hit(
+    context: dg.AssetExecutionContext, store: ArtifactStore, prefix: str, fingerprint: str, manifest: Manifest, after_commit: AfterCommit | None
+) -> tuple[StoredArtifact, dict[str, Any], list[dg.AssetCheckResult]]:
+    context.log.info(f"cache hit: {store.uri(prefix)}/{fingerprint} (computed in run {manifest.provenance.get('run_id')})")
+    extra = after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, None) if after_commit else {}
+    metadata = {**_metadata_values(manifest.metadata), **extra, "cache": "hit", "fingerprint": fingerprint, "computed_in_run": manifest.provenance.get("run_id", "")}
+    return StoredArtifact(manifest, is_cache_hit=True), metadata, [_replayed_check(context.asset_key, check) for check in manifest.checks]
 
 
 def materialize_uncached(

@@ -64,6 +64,11 @@ class ArtifactStore(ABC):
         """Raises ArtifactNotFoundError when absent."""
 
     @abstractmethod
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        """Write `key` only if no object is there, atomically: of several writers racing for
+        one key exactly one gets True. The primitive behind claims (`artifacts.claimed`)."""
+
+    @abstractmethod
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
@@ -118,6 +123,23 @@ class LocalArtifactStore(ArtifactStore):
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            # A hard link never replaces an existing name: the filesystem picks one winner.
+            os.link(temporary, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(temporary).unlink(missing_ok=True)
 
     def get_bytes(self, key: str) -> bytes:
         try:

@@ -16,7 +16,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import socket
 import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -242,3 +249,84 @@ class StoredArtifacts:
 # An input as an asset with a BackfillPolicy receives it: one handle in a single-partition run,
 # every upstream partition of the range, keyed by partition, in a ranged run.
 HandleOrRange = ArtifactHandle | dict[str, ArtifactHandle]
+
+
+# One writer per fingerprint. Two runs of one partition at once (two `make demo`, a UI launch
+# beside the automation, a retry beside a live first attempt) would otherwise interleave one
+# writer's files with the other's manifest and track the same model twice in MLflow.
+CLAIM_FILE = "claim.json"
+CLAIM_LEASE_SECONDS = 120.0
+CLAIM_POLL_SECONDS = 1.0
+
+
+class _Lease:
+    """A held claim, renewed in the background until released, so only a dead holder's claim
+    expires."""
+
+    def __init__(self, store: ArtifactStore, key: str, owner: str, lease_seconds: float) -> None:
+        self.store, self.key, self.owner, self.lease_seconds = store, key, owner, lease_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"claim {key}", daemon=True)
+
+    def payload(self) -> bytes:
+        expires = datetime.now(timezone.utc).timestamp() + self.lease_seconds
+        return json.dumps({"owner": self.owner, "expires": expires}).encode()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 4):
+            try:
+                if _claim_of(self.store, self.key).get("owner") == self.owner:
+                    self.store.put_bytes(self.key, self.payload())
+            except ArtifactStoreError:  # the store is down: the next renewal tries again
+                continue
+
+    def release(self) -> None:
+        self._stop.set()
+        try:
+            if _claim_of(self.store, self.key).get("owner") == self.owner:
+                self.store.delete(self.key)
+        except ArtifactStoreError:  # left to expire
+            pass
+
+
+def _claim_of(store: ArtifactStore, key: str) -> dict[str, Any]:
+    try:
+        claim = json.loads(store.get_bytes(key))
+    except ArtifactNotFoundError:
+        return {}
+    except ValueError:  # half-readable: treat as expired
+        return {"owner": "?", "expires": 0}
+    return claim if isinstance(claim, dict) else {"owner": "?", "expires": 0}
+
+
+@contextmanager
+def claimed(store: ArtifactStore, prefix: str, fingerprint: str, owner: str, on_wait: Callable[[str], None] = lambda _: None,
+            lease_seconds: float = CLAIM_LEASE_SECONDS) -> Iterator[None]:
+    """Hold the right to write `prefix/fingerprint` (files, manifest, tracking) alone. Waits while
+    another live writer holds it; takes over a claim whose holder stopped renewing it. The
+    caller looks at the store again once inside: the other writer's result may be there."""
+    key = f"{prefix}/{fingerprint}/{CLAIM_FILE}"
+    owner = f"{owner}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    lease = _Lease(store, key, owner, lease_seconds)
+    waited = False
+    while True:
+        # A create whose answer was lost and retried says "exists", though the claim is ours.
+        if store.create_if_absent(key, lease.payload()) or _claim_of(store, key).get("owner") == owner:
+            break
+        holder = _claim_of(store, key)
+        if holder and float(holder.get("expires", 0)) < datetime.now(timezone.utc).timestamp():
+            on_wait(f"claim on {store.uri(key)} by {holder.get('owner')} expired; taking over")
+            store.delete(key)
+            continue
+        if not waited:
+            on_wait(f"{store.uri(f'{prefix}/{fingerprint}')} is being written by {holder.get('owner', 'another run')}; waiting for its result")
+            waited = True
+        time.sleep(CLAIM_POLL_SECONDS)
+    lease.start()
+    try:
+        yield
+    finally:
+        lease.release()

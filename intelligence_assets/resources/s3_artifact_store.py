@@ -268,6 +268,26 @@ class S3ArtifactStore(ArtifactStore):
         part_size = max(MIN_PART_SIZE, len(data)) if len(data) <= MAX_PART_SIZE else 0
         self._client.put_object(self.bucket, key, io.BytesIO(data), length=len(data), part_size=part_size)
 
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        validate_key(key)
+        self._ensure_bucket()
+
+        def put() -> bool:
+            try:
+                # S3's conditional write (If-None-Match: *), which MinIO and S3 honour. minio-py's
+                # public put_object turns unknown headers into user metadata, so the raw request.
+                self._client._put_object(self.bucket, key, data, headers={"If-None-Match": "*", "Content-Type": "application/octet-stream"})
+            except S3Error as error:
+                if error.code in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                    return False
+                raise
+            return True
+
+        try:
+            return self._call("create", key, put)
+        except S3Error as error:
+            raise self._unexpected(error, "create", key) from error
+
     def get_bytes(self, key: str) -> bytes:
         validate_key(key)
 

@@ -19,7 +19,7 @@ import dagster as dg
 import polars as pl
 
 from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION, TARGET_DIMENSION, cell_key, cell_of
-from intelligence_assets.home import holding_home
+from intelligence_assets.home import holding_home, open_instance_or_explain
 from intelligence_assets.processes import available_cores, forked_pool, prepare_worker, worker_libraries, worker_threads
 from intelligence_assets.universe import Universe, exit_on_configuration_error, load_universe
 
@@ -232,9 +232,10 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
         if symbol not in with_files:
             outcome.failures.append(PartitionFailure(symbol, "bars", symbol, f"no bars file: expected {bars_source.location(symbol)}", "-"))
     symbols = [symbol for symbol in universe.symbols if symbol in with_files]
-    added = register_symbols(dg.DagsterInstance.get(), symbols)
+    instance = open_instance_or_explain()
+    added = register_symbols(instance, symbols)
     # Symbols dropped from universe.yaml stop counting: the registry then retires their champions.
-    removed = remove_symbols_not_in(dg.DagsterInstance.get(), universe.symbols)
+    removed = remove_symbols_not_in(instance, universe.symbols)
     print(f"Universe: {len(universe.symbols)} symbols x {len(universe.targets)} targets x {len(universe.model_families)} model families; "
           f"registered {len(added)} new symbol partitions" + (f", removed {removed}" if removed else "") + f". Workers: {workers}", flush=True)
     for failure in outcome.failures:
@@ -250,7 +251,7 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     model_assets = [f"models/{family}" for family in universe.model_families]
     training_assets = [*TARGET_ANALYSIS_ASSETS, *model_assets]
     per_run = universe.automation.backfill_partitions_per_run
-    ordered = [symbol for symbol in dg.DagsterInstance.get().get_dynamic_partitions(SYMBOL_DIMENSION) if symbol in symbols]  # the partitions' own order
+    ordered = [symbol for symbol in instance.get_dynamic_partitions(SYMBOL_DIMENSION) if symbol in symbols]  # the partitions' own order
 
     def stale_cells(current_plan) -> list[str]:
         cells = [cell_key(symbol, target) for symbol in symbols for target in universe.target_names] if every_partition else current_plan.partitions(training_assets)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -76,3 +78,80 @@ def holding_home(command: str, wait_seconds: float = 0.0) -> Iterator[None]:
     except HomeInUseError as error:  # only raised while acquiring: the body runs holding the lock
         print(error, file=sys.stderr)
         raise SystemExit(HOME_IN_USE) from None
+
+
+MIGRATION_HEADS_ERROR = "more than one head"
+
+
+def dagster_schema_head() -> str:
+    """The newest schema revision of the installed Dagster: the one revision of its migration
+    scripts that no other names as its `down_revision`."""
+    import dagster
+
+    revisions, parents = set(), set()
+    for script in (Path(dagster.__file__).parent / "_core" / "storage" / "alembic" / "versions").glob("*.py"):
+        text = script.read_text()
+        revisions.update(re.findall(r'^revision = "(\w+)"', text, flags=re.MULTILINE))
+        for names in re.findall(r"^down_revision = (.+)$", text, flags=re.MULTILINE):
+            parents.update(re.findall(r"\w{6,}", names))
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise ValueError(f"cannot tell Dagster's schema head from its migration scripts (heads {sorted(heads)})")
+    return heads.pop()
+
+
+def repair_migration_heads(home: Path | str) -> list[str]:
+    """Keep only the installed Dagster's schema head in each SQLite storage's `alembic_version`
+    where two processes creating a fresh home at once stamped more than one version; every run,
+    event and schedule stays. Returns what was repaired; raises ValueError when the head is not
+    among the recorded versions (that storage needs `dagster instance migrate`, not this)."""
+    head = dagster_schema_head()
+    repaired = []
+    for database in sorted(Path(home).rglob("*.db")):
+        if "artifacts" in database.relative_to(home).parts:  # the MLflow store is MLflow's own
+            continue
+        with sqlite3.connect(database) as connection:
+            if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'").fetchone():
+                continue
+            versions = [row[0] for row in connection.execute("SELECT version_num FROM alembic_version")]
+            if len(versions) <= 1:
+                continue
+            if head not in versions:
+                raise ValueError(f"{database} records schema versions {versions}, not Dagster's head {head}; run `dagster instance migrate`")
+            connection.execute("DELETE FROM alembic_version WHERE version_num != ?", (head,))
+            repaired.append(f"{database}: kept schema version {head}, removed {sorted(set(versions) - {head})}")
+    return repaired
+
+
+def open_instance_or_explain():
+    """The Dagster instance of DAGSTER_HOME; on storage left with two migration heads, a
+    message with the one command that repairs it keeping the run history (exit status 2)."""
+    import dagster as dg
+
+    try:
+        return dg.DagsterInstance.get()
+    except Exception as error:  # alembic's CommandError, wrapped differently by Dagster versions
+        if MIGRATION_HEADS_ERROR not in str(error):
+            raise
+        raise SystemExit(
+            f"the instance storage in {os.environ.get('DAGSTER_HOME')} records its schema version twice (two processes created it at once). "
+            "Repair it, keeping every run: python -m intelligence_assets.home --repair"
+        ) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Repair a DAGSTER_HOME whose SQLite storage records its schema version twice.")
+    parser.add_argument("--repair", action="store_true", required=True)
+    parser.parse_args(argv)
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        raise SystemExit("DAGSTER_HOME is not set")
+    with holding_home("repair"):
+        for line in repair_migration_heads(home) or ["nothing to repair"]:
+            print(line)
+
+
+if __name__ == "__main__":
+    main()

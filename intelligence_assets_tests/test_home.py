@@ -107,3 +107,33 @@ def test_a_killed_worker_is_reported_its_run_failed_and_a_rerun_resumes(tmp_path
     rerun = _demo(home, universe_path)
     out, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, out[-3000:] + err[-3000:]
+
+
+def test_a_home_with_its_schema_version_stamped_twice_is_explained_and_repaired_keeping_its_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    universe_path = write_small_universe(tmp_path / "universe", families={"linear": {"params": {}}})
+    config = yaml.safe_load(universe_path.read_text())
+    config["symbols"] = ["SIGNAL"]
+    universe_path.write_text(yaml.safe_dump(config))
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    first = _demo(home, universe_path)
+    assert first.wait(timeout=600) == 0, first.communicate()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs_count()
+    # What two processes creating the home at once leave behind: a second schema version row.
+    with sqlite3.connect(home / "history" / "runs.db") as connection:
+        connection.execute("INSERT INTO alembic_version VALUES ('f495c27d5019')")
+    broken = _demo(home, universe_path)
+    out, err = broken.communicate(timeout=300)
+    assert broken.returncode != 0 and "python -m intelligence_assets.home --repair" in err and "Traceback" not in err, out + err
+    repair = subprocess.run([sys.executable, "-m", "intelligence_assets.home", "--repair"], env=_environment(home, universe_path), capture_output=True, text=True, timeout=120)
+    assert repair.returncode == 0 and "removed ['f495c27d5019']" in repair.stdout, repair.stdout + repair.stderr
+    again = _demo(home, universe_path)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0 and "Nothing to run" in out, out + err
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_runs_count() == runs  # the history is intact

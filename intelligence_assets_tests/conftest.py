@@ -53,6 +53,18 @@ def write_small_universe(directory: Path, families: dict | None = None, n_bars: 
     return path
 
 
+def fresh_home(directory: Path) -> Path:
+    """An empty DAGSTER_HOME with the embedded default's dagster.yaml, as `make demo` makes one."""
+    import shutil
+
+    from intelligence_assets.universe import REPOSITORY_ROOT
+
+    home = directory / "home"
+    home.mkdir(parents=True)
+    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
 @pytest.fixture(scope="session")
 def small_universe_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_small_universe(tmp_path_factory.mktemp("universe"))

@@ -3,7 +3,6 @@ killed holder leaves no stale lock."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,11 +11,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import yaml
 
 from intelligence_assets.home import HOME_IN_USE, LOCK_FILE, HomeInUseError, exclusive_home
-from intelligence_assets.universe import REPOSITORY_ROOT
-from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.conftest import fresh_home, write_small_universe
 
 
 def _environment(home: Path, universe_path: Path) -> dict[str, str]:
@@ -50,13 +47,8 @@ def test_a_second_holder_is_refused_naming_the_first_and_a_dead_holder_leaves_no
 
 
 def test_two_demos_on_one_fresh_home_one_runs_the_other_exits_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    universe_path = write_small_universe(tmp_path / "universe", families={"linear": {"params": {}}})
-    config = yaml.safe_load(universe_path.read_text())
-    config["symbols"] = ["SIGNAL"]
-    universe_path.write_text(yaml.safe_dump(config))
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    universe_path = write_small_universe(tmp_path / "universe", families={"linear": {"params": {}}}, symbols=["SIGNAL"])
+    home = fresh_home(tmp_path)
     first = _demo(home, universe_path)
     lock = home / LOCK_FILE
     deadline = time.monotonic() + 60
@@ -77,9 +69,7 @@ def test_two_demos_on_one_fresh_home_one_runs_the_other_exits_naming_it(tmp_path
 
 def test_a_killed_worker_is_reported_its_run_failed_and_a_rerun_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     universe_path = write_small_universe(tmp_path / "universe", families={"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 300}}})
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = fresh_home(tmp_path)
     demo = _demo(home, universe_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     deadline = time.monotonic() + 300
@@ -112,13 +102,8 @@ def test_a_killed_worker_is_reported_its_run_failed_and_a_rerun_resumes(tmp_path
 def test_a_home_with_its_schema_version_stamped_twice_is_explained_and_repaired_keeping_its_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sqlite3
 
-    universe_path = write_small_universe(tmp_path / "universe", families={"linear": {"params": {}}})
-    config = yaml.safe_load(universe_path.read_text())
-    config["symbols"] = ["SIGNAL"]
-    universe_path.write_text(yaml.safe_dump(config))
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    universe_path = write_small_universe(tmp_path / "universe", families={"linear": {"params": {}}}, symbols=["SIGNAL"])
+    home = fresh_home(tmp_path)
     first = _demo(home, universe_path)
     assert first.wait(timeout=600) == 0, first.communicate()
     monkeypatch.setenv("DAGSTER_HOME", str(home))

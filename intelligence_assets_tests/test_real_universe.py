@@ -7,7 +7,6 @@ constant price, empty and header-only files, and a universe symbol with no file 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from intelligence_assets.resources.artifacts import ArtifactHandle, read_manifes
 from intelligence_assets.resources.bars_source import LocalBarsSource
 from intelligence_assets.tracking.promotion import Candidate, PromotionSettings, retire
 from intelligence_assets.universe import REPOSITORY_ROOT, load_universe
-from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.conftest import fresh_home, write_small_universe
 from intelligence_assets_tests.real_series import (
     constant_price_bars,
     daily_bars_with_hole,
@@ -142,9 +141,7 @@ def broken_universe(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     config = yaml.safe_load(path.read_text())
     config["symbols"] = ["SIGNAL", "INDEX", "FLAT", "HOLE", "HOLLOW", "GARBLED", "NOFILE"]
     path.write_text(yaml.safe_dump(config))
-    home = directory / "home"
-    home.mkdir()
-    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    home = fresh_home(directory)
     return home, path, _demo(home, path)
 
 
@@ -203,10 +200,7 @@ def trained_signal(tmp_path: Path):
     from intelligence_assets.deployment import DeploymentSettings
     from intelligence_assets_tests.pipeline import materialize_everything
 
-    path = write_small_universe(tmp_path, families={"linear": {"params": {}}})
-    config = yaml.safe_load(path.read_text())
-    config["symbols"] = ["SIGNAL"]
-    path.write_text(yaml.safe_dump(config))
+    path = write_small_universe(tmp_path, families={"linear": {"params": {}}}, symbols=["SIGNAL"])
     universe = load_universe(path)
     resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources(universe)
     with dg.instance_for_test() as instance:

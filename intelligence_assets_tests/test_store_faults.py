@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import yaml
 
 from intelligence_assets.definitions import build_assets
 from intelligence_assets.deployment import DeploymentSettings
@@ -17,7 +16,7 @@ from intelligence_assets.partitions import register_symbols
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.s3_artifact_store import DEFAULT_RETRY_SECONDS, S3ArtifactStore, request_timeouts
 from intelligence_assets.universe import load_universe
-from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.conftest import fresh_home, write_small_universe
 from intelligence_assets_tests.real_series import constant_price_bars
 from intelligence_assets_tests.services import LOOPBACK, OPEN_ACCESS_KEY, OPEN_SECRET_KEY, free_port, start_moto_server, stop_process, unique_bucket_name
 
@@ -50,12 +49,9 @@ def test_an_endpoint_hung_for_35s_costs_retries_not_the_call(tmp_path: Path) -> 
 
 
 def _features_run(tmp_path: Path, store_resource: ArtifactStoreResource | None = None, flat: bool = False) -> dg.ExecuteInProcessResult:
-    path = write_small_universe(tmp_path, families={"linear": {"params": {}}})
+    path = write_small_universe(tmp_path, families={"linear": {"params": {}}}, symbols=["SIGNAL"])
     if flat:
         constant_price_bars().write_parquet(tmp_path / "bars" / "SIGNAL.parquet")
-    config = yaml.safe_load(path.read_text())
-    config["symbols"] = ["SIGNAL"]
-    path.write_text(yaml.safe_dump(config))
     universe = load_universe(path)
     resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources(universe)
     with dg.instance_for_test() as instance:
@@ -97,7 +93,6 @@ def test_a_claim_has_one_winner_on_both_stores(tmp_path: Path, s3_endpoint) -> N
 
 def test_two_runs_of_one_model_partition_at_once_leave_one_artifact_one_mlflow_run_and_one_version(tmp_path: Path, monkeypatch) -> None:
     import os
-    import shutil
     import subprocess
     import sys
 
@@ -106,15 +101,9 @@ def test_two_runs_of_one_model_partition_at_once_leave_one_artifact_one_mlflow_r
     from intelligence_assets.resources.artifact_store import LocalArtifactStore
     from intelligence_assets.resources.artifacts import CLAIM_FILE, ArtifactHandle, find_intact_manifest
     from intelligence_assets.tracking import names
-    from intelligence_assets.universe import REPOSITORY_ROOT
 
-    path = write_small_universe(tmp_path / "universe", families={"lightgbm": {"params": {"num_boost_round": 200}}})
-    config = yaml.safe_load(path.read_text())
-    config["symbols"] = ["SIGNAL"]
-    path.write_text(yaml.safe_dump(config))
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+    path = write_small_universe(tmp_path / "universe", families={"lightgbm": {"params": {"num_boost_round": 200}}}, symbols=["SIGNAL"])
+    home = fresh_home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     universe = load_universe(path)
     resources = DeploymentSettings(artifact_root=home / "artifacts").resources(universe)

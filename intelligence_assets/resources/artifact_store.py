@@ -110,8 +110,8 @@ class LocalArtifactStore(ArtifactStore):
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
+    def _written_beside(self, path: Path, data: bytes) -> Path:
+        """`data` in a durable temporary file next to `path`, for an atomic rename or link."""
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
         try:
@@ -119,27 +119,31 @@ class LocalArtifactStore(ArtifactStore):
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
+            raise
+        return Path(temporary)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        temporary = self._written_beside(path, data)
+        try:
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
             raise
 
     def create_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+        temporary = self._written_beside(path, data)
         try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
             # A hard link never replaces an existing name: the filesystem picks one winner.
             os.link(temporary, path)
             return True
         except FileExistsError:
             return False
         finally:
-            Path(temporary).unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
 
     def get_bytes(self, key: str) -> bytes:
         try:

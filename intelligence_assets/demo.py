@@ -55,6 +55,14 @@ class PartitionFailure:
     reason: str
     run_id: str
 
+    def symbols_of_range(self) -> set[str]:
+        """The symbols at both ends of the partition or range ("A|t1..B|t6" -> A, B)."""
+        return {end.split("|")[0] for end in self.partition.split("..") if end and end != "-"}
+
+
+# The asset of a failure that is a whole run a dead worker held.
+KILLED = "(worker died)"
+
 
 @dataclass
 class PartitionRun:
@@ -87,8 +95,10 @@ class UniverseRun:
 
     @property
     def failed_symbols(self) -> set[str]:
-        """Symbols that failed before the training stage: nothing below their bars can run."""
-        return {failure.symbol for failure in self.failures if failure.asset in ("bars", "features")}
+        """Symbols that failed before the training stage (nothing below their bars can run), and
+        those whose run a dead worker held (resumed by the next `make demo`)."""
+        killed = {symbol for failure in self.failures if failure.asset == KILLED for symbol in failure.symbols_of_range()}
+        return killed | {failure.symbol for failure in self.failures if failure.asset in ("bars", "features")}
 
     @property
     def failed_cells(self) -> set[str]:
@@ -198,7 +208,7 @@ def end_runs_of_dead_workers(session: str) -> list[PartitionFailure]:
         instance.report_run_failed(run, message=reason)
         tags = run.tags
         partition = tags.get("dagster/partition") or "..".join(filter(None, (tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)))) or "-"
-        failures.append(PartitionFailure(partition.split("|")[0], run.job_name, partition, reason, run.run_id))
+        failures.append(PartitionFailure(partition.split("|")[0], KILLED, partition, f"{run.job_name}: {reason}", run.run_id))
     return failures
 
 
@@ -261,39 +271,47 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     if not removed and not market_data and not stale_cells(plan) and not plan.needs_run("model_leaderboard") and not plan.needs_run("model_registry") and not plan.partitions(["predictions"]):
         print("Nothing to run: every partition is current.", flush=True)
         return outcome
-    try:
-        with worker_pool(workers, worker_libraries(universe)) as pool:
-            # While the workers' server imports, this process creates (or migrates) the MLflow store
-            # and reaches it once, rather than a worker's first run waiting on it. Only then the
-            # first runs: queueing one waits until the server can fork a worker.
-            deployment.mlflow_tracking_resource().tracker().client.search_experiments(max_results=1)
-            outcome.stages.append(run_stage(pool, MARKET_DATA_JOB, market_data, log_level, outcome))
-            # A failed partition stops its run's later steps for every partition of the range; the
-            # healthy ones are committed, so the stage runs again without the failed cells until
-            # nothing new fails (each round's earlier steps are cache hits).
-            cells = stale_cells(plan)
-            while cells:
-                failures_before = len(outcome.failures)
-                outcome.stages.append(run_stage(pool, TRAINING_JOB, training_ranges(ordered, universe.target_names, cells, per_run, plan.bars_rows), log_level, outcome))
-                if len(outcome.failures) == failures_before:
-                    break
-                plan = plan_runs(universe, store, code_versions, symbols, bars_source)
+    # A worker that dies breaks the pool: its runs are ended and reported, and the rest goes on
+    # in a fresh pool once; a second death ends the demo.
+    for pool_life in range(2):
+        try:
+            with worker_pool(workers, worker_libraries(universe)) as pool:
+                # While the workers' server imports, this process creates (or migrates) the MLflow
+                # store and reaches it once, rather than a worker's first run waiting on it. Only
+                # then the first runs: queueing one waits until the server can fork a worker.
+                deployment.mlflow_tracking_resource().tracker().client.search_experiments(max_results=1)
+                outcome.stages.append(run_stage(pool, MARKET_DATA_JOB, market_data, log_level, outcome))
+                # A failed partition stops its run's later steps for every partition of the range;
+                # the healthy ones are committed, so the stage runs again without the failed cells
+                # until nothing new fails (each round's earlier steps are cache hits).
                 cells = stale_cells(plan)
-            after_training = plan_runs(universe, store, code_versions, symbols, bars_source)
-            leaderboard = every_partition or bool(removed) or after_training.needs_run("model_leaderboard")
-            outcome.stages.append(run_stage(pool, LEADERBOARD_JOB, [None] if leaderboard else [], log_level, outcome))
-            registry = leaderboard or after_training.needs_run("model_registry")
-            outcome.stages.append(run_stage(pool, REGISTRY_JOB, [None] if registry else [], log_level, outcome))
-            # Which predictions are stale depends on what the registry step just decided.
-            after_registry = plan_runs(universe, store, code_versions, symbols, bars_source)
-            keys = list(symbols) if every_partition else after_registry.partitions(["predictions"])
-            keys = [key for key in keys if key not in outcome.failed_symbols]
-            # predictions carry a BackfillPolicy: chunks of symbols per run, as a Dagster backfill
-            # runs them, no bigger than an equal share per worker so that every worker gets one.
-            per_worker = max(1, -(-len(keys) // workers))
-            outcome.stages.append(run_stage(pool, PREDICTIONS_JOB, partition_ranges(ordered, keys, min(per_run, per_worker)), log_level, outcome))
-    except WorkerDied as error:
-        outcome.interrupted = str(error)
+                while cells:
+                    failures_before = len(outcome.failures)
+                    outcome.stages.append(run_stage(pool, TRAINING_JOB, training_ranges(ordered, universe.target_names, cells, per_run, plan.bars_rows), log_level, outcome))
+                    if len(outcome.failures) == failures_before:
+                        break
+                    plan = plan_runs(universe, store, code_versions, symbols, bars_source)
+                    cells = stale_cells(plan)
+                after_training = plan_runs(universe, store, code_versions, symbols, bars_source)
+                leaderboard = every_partition or bool(removed) or after_training.needs_run("model_leaderboard")
+                outcome.stages.append(run_stage(pool, LEADERBOARD_JOB, [None] if leaderboard else [], log_level, outcome))
+                registry = leaderboard or after_training.needs_run("model_registry")
+                outcome.stages.append(run_stage(pool, REGISTRY_JOB, [None] if registry else [], log_level, outcome))
+                # Which predictions are stale depends on what the registry step just decided.
+                after_registry = plan_runs(universe, store, code_versions, symbols, bars_source)
+                keys = list(symbols) if every_partition else after_registry.partitions(["predictions"])
+                keys = [key for key in keys if key not in outcome.failed_symbols]
+                # predictions carry a BackfillPolicy: chunks of symbols per run, as a Dagster
+                # backfill runs them, no bigger than an equal share per worker so every worker gets one.
+                per_worker = max(1, -(-len(keys) // workers))
+                outcome.stages.append(run_stage(pool, PREDICTIONS_JOB, partition_ranges(ordered, keys, min(per_run, per_worker)), log_level, outcome))
+            return outcome
+        except WorkerDied as error:
+            outcome.interrupted = str(error)
+            if pool_life == 0:
+                print(f"  {error}; the runs it held are marked failed. Going on with a fresh pool without them.", flush=True)
+                plan = plan_runs(universe, store, code_versions, symbols, bars_source)
+                market_data = [symbol for symbol in plan.partitions(["bars", "features"]) if symbol not in outcome.failed_symbols]
     return outcome
 
 
@@ -352,8 +370,8 @@ def demo(args: argparse.Namespace) -> None:
         print(f"\nNo leaderboard to show: {error}")
     print_failures(outcome.failures)
     if outcome.interrupted:
-        print(f"\nStopped early: {outcome.interrupted}. The runs it held are marked failed above; everything finished before "
-              "is stored. Run `make demo` again to resume: finished partitions are cache hits.")
+        print(f"\nInterrupted: {outcome.interrupted}. The runs it held are marked failed above; everything else that could run "
+              "did. Run `make demo` again to resume them: finished partitions are cache hits.")
     print(f"\nDemo finished in {time.perf_counter() - started:.0f}s.")
     print("Where to look next:")
     print("  make ui              Dagster UI on http://127.0.0.1:3000 : asset graph, runs, metadata, checks, lineage")

@@ -302,6 +302,20 @@ def _claim_of(store: ArtifactStore, key: str) -> dict[str, Any]:
     return claim if isinstance(claim, dict) else {"owner": "?", "expires": 0}
 
 
+def _holder_is_dead(owner: str) -> bool:
+    """A holder on this host whose process is gone (killed mid-write) need not be waited out."""
+    parts = owner.split(":")
+    if len(parts) < 4 or parts[-3] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(parts[-2]), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return False
+
+
 @contextmanager
 def claimed(store: ArtifactStore, prefix: str, fingerprint: str, owner: str, on_wait: Callable[[str], None] = lambda _: None,
             lease_seconds: float = CLAIM_LEASE_SECONDS) -> Iterator[None]:
@@ -317,8 +331,8 @@ def claimed(store: ArtifactStore, prefix: str, fingerprint: str, owner: str, on_
         if store.create_if_absent(key, lease.payload()) or _claim_of(store, key).get("owner") == owner:
             break
         holder = _claim_of(store, key)
-        if holder and float(holder.get("expires", 0)) < datetime.now(timezone.utc).timestamp():
-            on_wait(f"claim on {store.uri(key)} by {holder.get('owner')} expired; taking over")
+        if holder and (float(holder.get("expires", 0)) < datetime.now(timezone.utc).timestamp() or _holder_is_dead(str(holder.get("owner", "")))):
+            on_wait(f"claim on {store.uri(key)} by {holder.get('owner')} expired or its process died; taking over")
             store.delete(key)
             continue
         if not waited:

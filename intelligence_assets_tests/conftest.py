@@ -65,6 +65,15 @@ def fresh_home(directory: Path) -> Path:
     return home
 
 
+def home_environment(home: Path, universe_path: Path) -> dict[str, str]:
+    """The environment of a command (`make demo`, the CLI, the daemon) on `home` and a universe:
+    the local deployment with the embedded MLflow store, whatever the calling shell set."""
+    import os
+
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("INTELLIGENCE_")}
+    return {**environment, "DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")}
+
+
 @pytest.fixture(scope="session")
 def small_universe_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_small_universe(tmp_path_factory.mktemp("universe"))

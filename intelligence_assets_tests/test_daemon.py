@@ -2,8 +2,6 @@
 launches a run through the queued run coordinator, and the run succeeds and stores its artifacts."""
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -13,28 +11,20 @@ import yaml
 
 from intelligence_assets.resources.artifact_store import LocalArtifactStore
 from intelligence_assets.resources.artifacts import read_value
-from intelligence_assets.universe import REPOSITORY_ROOT
-from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.conftest import fresh_home, home_environment, write_small_universe
 from intelligence_assets_tests.daemon import running_daemon
 
 DEADLINE_SECONDS = 240
 
 
 def test_daemon_runs_the_new_bars_sensor_and_its_run_succeeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
+    home = fresh_home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml places storage under it
-    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
     universe_path = write_small_universe(tmp_path / "universe", families={"linear": {"params": {}}}, automation={"bars_sensor_interval_seconds": 5})
     config = yaml.safe_load(universe_path.read_text())
     config["symbols"] = ["SIGNAL"]
     universe_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    environment = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "INTELLIGENCE_UNIVERSE": str(universe_path),
-        "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts"),
-    }
+    environment = home_environment(home, universe_path)
     log_path = tmp_path / "daemon.log"
     store = LocalArtifactStore(home / "artifacts")
     succeeded = None

@@ -7,7 +7,6 @@ is reported as missing by the leaderboard."""
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -18,8 +17,7 @@ import yaml
 
 from intelligence_assets.resources.artifact_store import ArtifactStoreError, LocalArtifactStore
 from intelligence_assets.resources.artifacts import ArtifactHandle, latest_failure, read_value
-from intelligence_assets.universe import REPOSITORY_ROOT
-from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.conftest import fresh_home, home_environment, write_small_universe
 from intelligence_assets_tests.daemon import running_daemon
 from intelligence_assets_tests.real_series import constant_price_bars
 DEADLINE_SECONDS = 600
@@ -73,10 +71,8 @@ def _leaderboard_metadata(instance: dg.DagsterInstance) -> dict | None:
 
 
 def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
+    home = fresh_home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml places storage under it
-    shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
     universe_path = write_small_universe(tmp_path / "universe", families={"linear": {"params": {}}}, automation={"bars_sensor_interval_seconds": 5})
     # The symbols' bars arrive while the platform runs (below), as a new symbol's do.
     incoming = tmp_path / "incoming"
@@ -86,8 +82,7 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
     config = yaml.safe_load(universe_path.read_text())
     config["symbols"] = ["SIGNAL", "FLAT"]  # NOISE.parquet stays on disk and is ignored
     universe_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("INTELLIGENCE_")}  # local deployment, embedded MLflow
-    environment.update({"DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")})
+    environment = home_environment(home, universe_path)
     log_path = tmp_path / "daemon.log"
     store = LocalArtifactStore(home / "artifacts")
     started = time.monotonic()

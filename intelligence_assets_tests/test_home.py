@@ -13,17 +13,13 @@ import dagster as dg
 import pytest
 
 from intelligence_assets.home import HOME_IN_USE, LOCK_FILE, HomeInUseError, exclusive_home
-from intelligence_assets_tests.conftest import fresh_home, write_small_universe
-
-
-def _environment(home: Path, universe_path: Path) -> dict[str, str]:
-    return {**os.environ, "DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")}
+from intelligence_assets_tests.conftest import fresh_home, home_environment, write_small_universe
 
 
 def _demo(home: Path, universe_path: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "intelligence_assets.demo", "--workers", "1"],
-        cwd=home, env=_environment(home, universe_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=home, env=home_environment(home, universe_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
@@ -117,7 +113,7 @@ def test_a_home_with_its_schema_version_stamped_twice_is_explained_and_repaired_
     broken = _demo(home, universe_path)
     out, err = broken.communicate(timeout=300)
     assert broken.returncode != 0 and "python -m intelligence_assets.home --repair" in err and "Traceback" not in err, out + err
-    repair = subprocess.run([sys.executable, "-m", "intelligence_assets.home", "--repair"], env=_environment(home, universe_path), capture_output=True, text=True, timeout=120)
+    repair = subprocess.run([sys.executable, "-m", "intelligence_assets.home", "--repair"], env=home_environment(home, universe_path), capture_output=True, text=True, timeout=120)
     assert repair.returncode == 0 and "removed ['f495c27d5019']" in repair.stdout, repair.stdout + repair.stderr
     again = _demo(home, universe_path)
     out, err = again.communicate(timeout=300)

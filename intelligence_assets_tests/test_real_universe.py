@@ -6,7 +6,6 @@ constant price, empty and header-only files, and a universe symbol with no file 
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from intelligence_assets.resources.artifacts import ArtifactHandle, read_manifes
 from intelligence_assets.resources.bars_source import LocalBarsSource
 from intelligence_assets.tracking.promotion import Candidate, PromotionSettings, retire
 from intelligence_assets.universe import REPOSITORY_ROOT, load_universe
-from intelligence_assets_tests.conftest import fresh_home, write_small_universe
+from intelligence_assets_tests.conftest import fresh_home, home_environment, write_small_universe
 from intelligence_assets_tests.real_series import (
     constant_price_bars,
     daily_bars_with_hole,
@@ -122,9 +121,7 @@ def test_a_champion_is_retired_without_a_previous_champion_and_never_becomes_one
 
 
 def _demo(home: Path, universe_path: Path) -> subprocess.CompletedProcess:
-    environment = {
-        **os.environ, "DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts"),
-    }
+    environment = home_environment(home, universe_path)
     return subprocess.run([sys.executable, "-m", "intelligence_assets.demo", "--workers", "2"], cwd=home, env=environment, capture_output=True, text=True, timeout=900)
 
 

@@ -16,7 +16,7 @@ from intelligence_assets.partitions import register_symbols
 from intelligence_assets.resources.artifact_store_resource import ArtifactStoreResource
 from intelligence_assets.resources.s3_artifact_store import DEFAULT_RETRY_SECONDS, S3ArtifactStore, request_timeouts
 from intelligence_assets.universe import load_universe
-from intelligence_assets_tests.conftest import fresh_home, write_small_universe
+from intelligence_assets_tests.conftest import fresh_home, home_environment, write_small_universe
 from intelligence_assets_tests.real_series import constant_price_bars
 from intelligence_assets_tests.services import LOOPBACK, OPEN_ACCESS_KEY, OPEN_SECRET_KEY, free_port, start_moto_server, stop_process, unique_bucket_name
 
@@ -92,7 +92,6 @@ def test_a_claim_has_one_winner_on_both_stores(tmp_path: Path, s3_endpoint) -> N
 
 
 def test_two_runs_of_one_model_partition_at_once_leave_one_artifact_one_mlflow_run_and_one_version(tmp_path: Path, monkeypatch) -> None:
-    import os
     import subprocess
     import sys
 
@@ -114,7 +113,7 @@ def test_two_runs_of_one_model_partition_at_once_leave_one_artifact_one_mlflow_r
         upstream = dg.materialize(assets, selection=["labels", "target_rankings", "feature_sets"], partition_key=dg.MultiPartitionKey({"symbol": "SIGNAL", "target": "y_up_1b"}),
                                   instance=instance, resources=resources)
         assert upstream.success
-    environment = {**os.environ, "DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")}
+    environment = home_environment(home, path)
     command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "intelligence_assets.definitions", "--select", "models/lightgbm", "--partition", "SIGNAL|y_up_1b"]
     runs = [subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [run.communicate(timeout=600)[0] for run in runs]

@@ -23,6 +23,22 @@ def _demo(home: Path, universe_path: Path) -> subprocess.Popen:
     )
 
 
+def _started_training_run(home: Path) -> str | None:
+    """Read the run table directly, read-only: opening a DagsterInstance while make demo is still
+    creating the home would race it and stamp the schema twice (what the home lock prevents)."""
+    import sqlite3
+
+    database = home / "history" / "runs.db"
+    if not database.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as connection:
+            row = connection.execute("SELECT run_id FROM runs WHERE pipeline_name = 'training_job' AND status = 'STARTED' LIMIT 1").fetchone()
+    except sqlite3.OperationalError:  # the table is not created yet, or is being written
+        return None
+    return row[0] if row else None
+
+
 def test_a_second_holder_is_refused_naming_the_first_and_a_dead_holder_leaves_no_lock(tmp_path: Path) -> None:
     with exclusive_home(tmp_path, "first command"):
         with pytest.raises(HomeInUseError, match=rf"{tmp_path} is in use by `first command` \(pid {os.getpid()}"):
@@ -74,12 +90,7 @@ def test_a_killed_worker_is_reported_its_run_failed_the_rest_finishes_and_a_reru
     while victim is None:
         assert time.monotonic() < deadline and demo.poll() is None, demo.communicate()
         time.sleep(0.5)
-        if not (home / "history" / "runs.db").exists():
-            continue
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            started = instance.get_runs(filters=dg.RunsFilter(job_name="training_job", statuses=[dg.DagsterRunStatus.STARTED]))
-        if started:
-            victim = started[0]
+        victim = _started_training_run(home)
     worker = int(subprocess.run(["pgrep", "-f", "multiprocessing.forkserver", "-n"], capture_output=True, text=True).stdout.split()[0])
     os.kill(worker, signal.SIGKILL)
     out, err = demo.communicate(timeout=600)

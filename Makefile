@@ -63,7 +63,8 @@ DRY_RUN ?= false
 DAYS_AHEAD ?= 0
 housekeeping: install $(DAGSTER_HOME)/dagster.yaml
 	@printf 'ops: {checkpoint_retention: {config: {dry_run: %s, days_ahead: %s}}}\n' '$(DRY_RUN)' '$(DAYS_AHEAD)' > $(DAGSTER_HOME)/housekeeping_run.yaml
-	$(BIN)/dagster job execute -m intelligence_assets.definitions -j housekeeping_job -c $(DAGSTER_HOME)/housekeeping_run.yaml
+	$(BIN)/python -m intelligence_assets.home --hold 'make housekeeping' -- \
+		$(BIN)/dagster job execute -m intelligence_assets.definitions -j housekeeping_job -c $(DAGSTER_HOME)/housekeeping_run.yaml
 
 # What the models from `make demo` are worth on the bundled real data: reports/report.md and PNGs.
 COST_BPS ?= 5

@@ -15,7 +15,7 @@ import re
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,14 +38,15 @@ def _holder(path: Path) -> str:
 
 
 @contextmanager
-def exclusive_home(home: Path | str, command: str, wait_seconds: float = 0.0) -> Iterator[None]:
-    """Hold DAGSTER_HOME for `command`; wait up to `wait_seconds` for a holder to finish, then
-    raise HomeInUseError naming it."""
+def exclusive_home(home: Path | str, command: str, wait_seconds: float = 0.0, on_wait: Callable[[str], None] = lambda _: None) -> Iterator[None]:
+    """Hold DAGSTER_HOME for `command`; wait up to `wait_seconds` for a holder to finish (telling
+    `on_wait` once whom it waits for), then raise HomeInUseError naming it."""
     directory = Path(home)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK_FILE
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + wait_seconds
+    waiting = False
     try:
         while True:
             try:
@@ -57,6 +58,9 @@ def exclusive_home(home: Path | str, command: str, wait_seconds: float = 0.0) ->
                         f"{directory} is in use by {_holder(path)}; wait for it to finish (or pass --wait SECONDS), "
                         f"or set DAGSTER_HOME to another folder"
                     ) from None
+                if not waiting:
+                    on_wait(f"{directory} is in use by {_holder(path)}; waiting up to {wait_seconds:.0f}s for it to finish")
+                    waiting = True
                 time.sleep(0.5)
         os.ftruncate(descriptor, 0)
         os.write(descriptor, json.dumps({"command": command, "pid": os.getpid(), "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode())
@@ -73,7 +77,7 @@ def holding_home(command: str, wait_seconds: float = 0.0) -> Iterator[None]:
     if not home:
         raise SystemExit("DAGSTER_HOME is not set; run the command through make, which sets it to .dagster_home/")
     try:
-        with exclusive_home(home, command, wait_seconds):
+        with exclusive_home(home, command, wait_seconds, on_wait=lambda message: print(message, file=sys.stderr, flush=True)):
             yield
     except HomeInUseError as error:  # only raised while acquiring: the body runs holding the lock
         print(error, file=sys.stderr)
@@ -141,15 +145,23 @@ def open_instance_or_explain():
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
+    import subprocess
 
-    parser = argparse.ArgumentParser(description="Repair a DAGSTER_HOME whose SQLite storage records its schema version twice.")
-    parser.add_argument("--repair", action="store_true", required=True)
-    parser.parse_args(argv)
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
+    parser = argparse.ArgumentParser(description="Hold or repair a DAGSTER_HOME.")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--repair", action="store_true", help="repair SQLite storage that records its schema version twice")
+    action.add_argument("--hold", metavar="NAME", help="run the command after `--` holding DAGSTER_HOME, named NAME to whoever finds it in use")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="with --hold: -- COMMAND [ARGUMENTS...]")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if args.hold and not command:
+        parser.error("--hold needs a command after --")
+    if not os.environ.get("DAGSTER_HOME"):
         raise SystemExit("DAGSTER_HOME is not set")
-    with holding_home("repair"):
-        for line in repair_migration_heads(home) or ["nothing to repair"]:
+    with holding_home(args.hold or "repair"):
+        if args.hold:
+            raise SystemExit(subprocess.call(command))
+        for line in repair_migration_heads(os.environ["DAGSTER_HOME"]) or ["nothing to repair"]:
             print(line)
 
 

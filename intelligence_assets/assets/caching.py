@@ -29,6 +29,8 @@ from intelligence_assets.resources.artifacts import FAILURE_FILE, ArtifactHandle
 from intelligence_assets.resources.io_manager import artifact_prefix, parse_partition_key
 
 Inputs = Mapping[str, ArtifactHandle | Mapping[str, ArtifactHandle]]
+# Where an always-computed asset's claim lives, beside its fingerprints: `<prefix>/<this>/claim.json`.
+ONE_WRITER_CLAIM = "one-writer"
 # Runs after the artifact is committed, on hits and misses alike: (the committed artifact, its
 # manifest, the computed value or None on a hit) -> extra materialization metadata.
 AfterCommit = Callable[[ArtifactHandle, Manifest, Any], Mapping[str, Any]]
@@ -342,20 +344,24 @@ def materialize_uncached(
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """For an asset whose result depends on state outside the store (the MLflow registry): always
     computes. Its fingerprint, and so its data version, hashes the result itself, so downstream
-    assets see a new version only when the result changed."""
+    assets see a new version only when the result changed.
+
+    One run at a time computes and commits it: two overlapping runs (a rollback beside the
+    automation's registry run) would each decide from state the other is changing."""
     asset_key = context.asset_key
     partition_key = context.partition_key if context.has_partition_key else None
     code_version = context.assets_def.code_versions_by_key[asset_key] or ""
-    try:
-        computed = compute()
-    except TRANSIENT_ERRORS as error:
-        retry_if_transient(context, [error])
-        raise
-    content = hashlib.sha256(b"".join(name.encode() + data for name, data in sorted(encode_value(computed.value).items()))).hexdigest()
-    fingerprint = fingerprint_of(code_version, config, partition_key, {"content": content})
     prefix = artifact_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
-    provenance = {"code_version": code_version, "config": resolved(config), "partition": partition_key, "inputs": {"content": content}}
-    artifact, metadata, checks = _commit(context, store, prefix, fingerprint, fingerprint, computed, provenance, None, "recomputed")
+    with claimed(store, prefix, ONE_WRITER_CLAIM, context.run.run_id, on_wait=context.log.info):
+        try:
+            computed = compute()
+        except TRANSIENT_ERRORS as error:
+            retry_if_transient(context, [error])
+            raise
+        content = hashlib.sha256(b"".join(name.encode() + data for name, data in sorted(encode_value(computed.value).items()))).hexdigest()
+        fingerprint = fingerprint_of(code_version, config, partition_key, {"content": content})
+        provenance = {"code_version": code_version, "config": resolved(config), "partition": partition_key, "inputs": {"content": content}}
+        artifact, metadata, checks = _commit(context, store, prefix, fingerprint, fingerprint, computed, provenance, None, "recomputed")
     yield dg.Output(artifact, output_name=_output_name(context), data_version=dg.DataVersion(artifact.manifest.data_version), metadata=metadata)
     yield from checks
 

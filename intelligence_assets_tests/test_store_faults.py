@@ -130,3 +130,64 @@ def test_two_runs_of_one_model_partition_at_once_leave_one_artifact_one_mlflow_r
     assert len(tracked) == 1 and tracked[0].info.status == "FINISHED" and tracked[0].info.lifecycle_stage == "active", [(r.info.run_id, r.info.status, r.info.lifecycle_stage) for r in tracked]
     versions = client.search_model_versions(f"name = '{names.registered_model_name('SIGNAL', 'y_up_1b')}'")
     assert len(versions) <= 1 and all(version.run_id == tracked[0].info.run_id for version in versions)
+
+
+def _pointers(store) -> dict[str, str]:
+    from intelligence_assets.resources.artifacts import POINTER_FILE
+
+    return {key: store.get_json(key)["fingerprint"] for key in store.list_keys("") if key.endswith(f"/{POINTER_FILE}")}
+
+
+def test_a_run_across_an_s3_hang_stores_exactly_what_a_clean_run_stores(tmp_path: Path, monkeypatch) -> None:
+    """The minio deployment's endpoint stops answering for longer than one request's read timeout
+    while a run writes: the run retries through it and leaves the same pointers and intact
+    manifests as a clean run of the same partitions, and no claim behind."""
+    from intelligence_assets.resources.artifacts import CLAIM_FILE, find_intact_manifest
+
+    process, port = start_moto_server(tmp_path / "moto.log")
+    universe = load_universe(write_small_universe(tmp_path / "universe", families={"linear": {"params": {}}}, symbols=["SIGNAL"]))
+    cell = dg.MultiPartitionKey({"symbol": "SIGNAL", "target": "y_up_1b"})
+    monkeypatch.setenv("INTELLIGENCE_DEPLOYMENT", "minio")
+    monkeypatch.setenv("INTELLIGENCE_S3_ENDPOINT", f"{LOOPBACK}:{port}")
+    monkeypatch.setenv("INTELLIGENCE_S3_ACCESS_KEY", OPEN_ACCESS_KEY)
+    monkeypatch.setenv("INTELLIGENCE_S3_SECRET_KEY", OPEN_SECRET_KEY)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+
+    def run(bucket: str, hang: bool):
+        monkeypatch.setenv("INTELLIGENCE_S3_BUCKET", bucket)
+        deployment = DeploymentSettings.from_environment()
+        store, resources = deployment.artifact_store(), deployment.resources(universe)
+        assets = build_assets(universe)
+        resumed = threading.Event()
+
+        def hang_once_features_are_stored() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not store.exists("features/SIGNAL/current.json"):
+                time.sleep(0.2)
+            process.send_signal(signal.SIGSTOP)
+            time.sleep(request_timeouts(DEFAULT_RETRY_SECONDS).read_timeout + 3)
+            process.send_signal(signal.SIGCONT)
+            resumed.set()
+
+        with dg.instance_for_test() as instance:
+            register_symbols(instance, ["SIGNAL"])
+            if hang:
+                threading.Thread(target=hang_once_features_are_stored, daemon=True).start()
+            assert dg.materialize(assets, selection=["bars", "features"], partition_key="SIGNAL", instance=instance, resources=resources).success
+            result = dg.materialize(assets, selection=["labels", "target_rankings", "feature_sets"], partition_key=cell, instance=instance, resources=resources)
+            assert result.success
+        if hang:  # the run was still writing when the endpoint came back: it went through the hang
+            assert resumed.is_set(), "the run finished before the endpoint was paused"
+        return store
+
+    try:
+        reference = _pointers(run(unique_bucket_name("clean"), hang=False))
+        store = run(unique_bucket_name("hung"), hang=True)
+        assert _pointers(store) == reference
+        for key, fingerprint in reference.items():
+            prefix = key.rsplit("/", 1)[0]
+            assert find_intact_manifest(store, prefix, fingerprint)[1] == "intact"
+        assert not [key for key in store.list_keys("") if key.endswith(CLAIM_FILE)]
+    finally:
+        process.send_signal(signal.SIGCONT)
+        stop_process(process)

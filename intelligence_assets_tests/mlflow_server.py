@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -63,10 +64,22 @@ def start_mlflow_server(directory: Path, s3: S3Endpoint, bucket: str) -> tuple[s
     ]
     log_path = directory / "mlflow_server.log"
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment)
+        # A process group of its own: `mlflow server` runs uvicorn as a child, and pausing the
+        # server (pause_server) must pause both.
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment, process_group=0)
     if wait_until_serving(process, lambda: _healthy(LOOPBACK, port), SERVER_START_TIMEOUT_SECONDS, poll_seconds=0.25):
         return process, port
     raise RuntimeError(f"mlflow server did not become healthy on {LOOPBACK}:{port} within {SERVER_START_TIMEOUT_SECONDS:.0f}s; log tail:\n{log_path.read_text(errors='replace')[-3000:]}")
+
+
+def pause_server(process: subprocess.Popen) -> None:
+    """SIGSTOP the server and its workers: connections are still accepted by the kernel and
+    requests buffered, but nothing answers until resume_server."""
+    os.killpg(process.pid, signal.SIGSTOP)
+
+
+def resume_server(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGCONT)
 
 
 @pytest.fixture(scope="session")

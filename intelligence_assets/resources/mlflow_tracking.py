@@ -11,27 +11,51 @@ import os
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from intelligence_assets.tracking.tracker import ModelTracker
 
+# As the S3 store's DEFAULT_RETRY_SECONDS: a tracking server restarted or briefly hung costs a
+# pause, not a failed step (the step's RetryPolicy retries on top, after a full budget).
+DEFAULT_RETRY_SECONDS = 60.0
+# One hung request may spend at most this share of the budget, so the attempts after it still
+# fit: 3 attempts of a quarter each, plus urllib3's backoff between them (0 s, then 2 s).
+TIMEOUT_SHARE_OF_BUDGET = 0.25
+MAX_RETRIES = 2
+BACKOFF_FACTOR = 1
+
+
+def request_settings(retry_seconds: float) -> dict[str, str]:
+    """MLflow's HTTP client settings (environment variables) that fit `retry_seconds`: a timeout
+    per request of a quarter of the budget (whole seconds, at least 1), and two retries."""
+    return {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(retry_seconds * TIMEOUT_SHARE_OF_BUDGET))),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(MAX_RETRIES),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(BACKOFF_FACTOR),
+    }
+
 
 class MlflowTrackingResource(dg.ConfigurableResource):
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting fails here instead of being ignored
+
     tracking_uri: str = Field(description="sqlite:///... for the embedded store, http(s)://... for an MLflow server.")
     registry_uri: str | None = Field(default=None, description="Defaults to the tracking URI.")
     ui_url: str | None = Field(default=None, description="Base URL of the MLflow UI for links in Dagster metadata; defaults to an http tracking URI.")
     experiment_root: str | None = Field(default=None, description="Local directory for the artifacts of experiments created here (embedded store only).")
-    request_timeout_seconds: int = Field(default=20, ge=1, description="Per HTTP request to the tracking server.")
-    request_max_retries: int = Field(default=2, ge=0, description="HTTP retries per request; the step's RetryPolicy retries on top.")
+    retry_seconds: float = Field(
+        default=DEFAULT_RETRY_SECONDS, gt=0,
+        description="How long one MLflow call may keep trying a hung or unreachable server: each HTTP request times out after a "
+                    "quarter of it, and is retried twice. The step's RetryPolicy retries on top.",
+    )
 
     _tracker: ModelTracker | None = PrivateAttr(default=None)
 
     def tracker(self) -> ModelTracker:
         if self._tracker is None:
-            # MLflow reads these only from the environment; setdefault leaves an operator's choice alone.
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(self.request_timeout_seconds))
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(self.request_max_retries))
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+            # MLflow reads these only from the environment (process-wide, per request); setdefault
+            # leaves an operator's choice alone.
+            for variable, value in request_settings(self.retry_seconds).items():
+                os.environ.setdefault(variable, value)
             os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             self._tracker = ModelTracker(

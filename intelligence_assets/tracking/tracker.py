@@ -8,6 +8,13 @@ Idempotent by fingerprint: a run is found again by its artifact fingerprint. A f
 (and its version) is reused; an unfinished one, left by a tracker outage or a crash, is removed
 with any version pointing at it before logging again, so the registry never holds a version
 whose run is incomplete.
+
+MLflow's HTTP client retries every request after a read timeout, POSTs included, and a server
+that was hung (paused, swapping, a stalled database) still carries out the requests whose
+answers nobody waits for any more: a retried create_run leaves a ghost run (RUNNING, our tags),
+a retried create_model_version a second version of our run. Tracking runs under the
+fingerprint's claim, so any other run or version with our fingerprint is such a ghost: it is
+swept before the run is tagged complete (see _sweep_ghosts).
 """
 from __future__ import annotations
 
@@ -206,10 +213,12 @@ class ModelTracker:
         if experiment is None:
             location = (self.experiment_root / target).as_uri() if self.experiment_root else None
             try:
-                experiment_id = self.client.create_experiment(name, artifact_location=location, tags={names.TARGET_TAG: target})
-            except Exception as error:
-                if self._error_code(error) != "RESOURCE_ALREADY_EXISTS":  # created meanwhile by a parallel step
-                    raise TrackingError(f"MLflow tracking at {self.tracking_uri} failed while creating experiment {name}: {error}") from error
+                experiment_id = self.call(
+                    f"creating experiment {name}", lambda: self.client.create_experiment(name, artifact_location=location, tags={names.TARGET_TAG: target})
+                )
+            except TrackingError as error:
+                if self._error_code(error) != "RESOURCE_ALREADY_EXISTS":  # created meanwhile by a parallel step (or by our retried request)
+                    raise
                 experiment_id = self.call(f"looking up experiment {name}", lambda: self.client.get_experiment_by_name(name)).experiment_id
         else:
             experiment_id = experiment.experiment_id
@@ -230,12 +239,46 @@ class ModelTracker:
         tags = run.data.tags
         return run.info.status == "FINISHED" and (tags.get(names.TRAINED_TAG) == "false" or bool(tags.get(names.REGISTERED_VERSION_TAG)))
 
-    def _discard(self, run_id: str) -> None:
-        """Remove an incomplete run and any version registered from it."""
+    def _discard(self, run_id: str, status: str = "RUNNING") -> None:
+        """Remove an incomplete run and any version registered from it. A run left RUNNING is
+        marked KILLED first: one deleted but RUNNING reads as still being written to."""
         versions = self.call("finding versions of an incomplete run", lambda: self.client.search_model_versions(f"run_id = '{run_id}'"))
         for version in versions:
-            self.call(f"deleting version {version.version} of {version.name}", lambda v=version: self.client.delete_model_version(v.name, v.version))
+            self._delete_version(version)
+        if status in ("RUNNING", "SCHEDULED"):
+            self.call(f"marking incomplete run {run_id} killed", lambda: self.client.set_terminated(run_id, "KILLED"))
         self.call(f"deleting incomplete run {run_id}", lambda: self.client.delete_run(run_id))
+
+    def _sweep_ghosts(
+        self, experiment_id: str, record: TrainingRecord, run_id: str, version: str | None, log: Callable[[str], None], runs: list[Any] | None = None,
+    ) -> None:
+        """Delete every other run and version with this fingerprint than `run_id` and its `version`.
+        They can only be ghosts of retried requests (see the module docstring): we hold the
+        fingerprint's claim, so nobody else logs it, and an earlier attempt's leftovers were
+        discarded before this run was created. Runs first (with their versions), then versions
+        whose run is already gone: a ghost create_model_version of an earlier, discarded attempt
+        may have landed after the discard. Before registry aliases are set (model_registry), so
+        no alias ever points at a ghost."""
+        for run in self._runs_with_fingerprint(experiment_id, record) if runs is None else runs:
+            if run.info.run_id != run_id:
+                log(f"removing MLflow run {run.info.run_id} (status {run.info.status}): a duplicate of run {run_id} left by a retried request")
+                self._discard(run.info.run_id, run.info.status)
+        if not record.trained_model.trained:
+            return
+        name = names.registered_model_name(record.symbol, record.target)
+        query = f"name = '{name}' and tags.`{names.FINGERPRINT_TAG}` = '{record.fingerprint}' and tags.`{names.FAMILY_TAG}` = '{record.family}'"
+        for found in self.call(f"finding versions of {name} with fingerprint {record.fingerprint}", lambda: self.client.search_model_versions(query)):
+            if not (found.run_id == run_id and str(found.version) == version):
+                log(f"removing version {found.version} of {name} (run {found.run_id}): a duplicate of version {version} left by a retried request")
+                self._delete_version(found)
+
+    def _delete_version(self, version: Any) -> None:
+        try:
+            self.call(f"deleting version {version.version} of {version.name}", lambda: self.client.delete_model_version(version.name, version.version))
+        except TrackingError as error:
+            # A retried delete whose first attempt went through: the version is gone, as asked.
+            if self._error_code(error) != "RESOURCE_DOES_NOT_EXIST":
+                raise
 
     def _tracked(self, run: Any) -> TrackedRun:
         tags = run.data.tags
@@ -255,12 +298,17 @@ class ModelTracker:
     def track_training(self, record: TrainingRecord, log: Callable[[str], None] = lambda _: None) -> TrackedRun:
         """Log one model materialization (idempotent by fingerprint) and register its version."""
         experiment_id = self.experiment_id(record.target)
-        for run in self._runs_with_fingerprint(experiment_id, record):
-            if self._is_complete(run):
-                log(f"MLflow run {run.info.run_id} already tracks fingerprint {record.fingerprint}")
-                return self._tracked(run)
+        runs = self._runs_with_fingerprint(experiment_id, record)
+        complete = next((run for run in runs if self._is_complete(run)), None)
+        if complete is not None:
+            log(f"MLflow run {complete.info.run_id} already tracks fingerprint {record.fingerprint}")
+            tracked = self._tracked(complete)
+            # Ghosts of its own requests may have landed after that run was tagged complete.
+            self._sweep_ghosts(experiment_id, record, tracked.run_id, tracked.version, log, runs)
+            return tracked
+        for run in runs:
             log(f"removing incomplete MLflow run {run.info.run_id} (status {run.info.status}) before logging again")
-            self._discard(run.info.run_id)
+            self._discard(run.info.run_id, run.info.status)
 
         summary = record.trained_model.summary
         tags = {
@@ -284,6 +332,11 @@ class ModelTracker:
             tracked = TrackedRun(run_id, experiment_id, self.run_url(experiment_id, run_id))
             if record.trained_model.trained:
                 tracked = self._register(run_id, experiment_id, record, checksums)
+            # Swept before the run is tagged complete: a complete run has no ghosts beside it
+            # (ghosts landing later still are swept when it is found again).
+            self._sweep_ghosts(experiment_id, record, run_id, tracked.version, log)
+            if tracked.version:
+                self.call("tagging the run with its version", lambda: self.client.set_tag(run_id, names.REGISTERED_VERSION_TAG, tracked.version))
         except TrackingError:
             try:  # leave nothing half-registered; if MLflow is down, the next attempt cleans up
                 self._discard(run_id)
@@ -388,28 +441,28 @@ class ModelTracker:
 
         # The registered model exists for all but the first model of a symbol x target: try the
         # version first and create the model only when MLflow says it is missing (one request
-        # per model instead of two).
+        # per model instead of two). A retried create may leave a second version of this run:
+        # track_training sweeps it (_sweep_ghosts) before tagging the run with this one.
         try:
-            version = create_version()
-        except Exception as error:
+            version = self.call(f"registering a version of {name}", create_version)
+        except TrackingError as error:
             if self._error_code(error) != "RESOURCE_DOES_NOT_EXIST":
-                raise self._failure(f"registering a version of {name}", error) from error
+                raise
             self.ensure_registered_model(name, record.symbol, record.target)
             version = self.call(f"registering a version of {name}", create_version)
-        self.call("tagging the run with its version", lambda: self.client.set_tag(run_id, names.REGISTERED_VERSION_TAG, str(version.version)))
         return TrackedRun(run_id, experiment_id, self.run_url(experiment_id, run_id), name, str(version.version), self.version_url(name, str(version.version)))
 
     # -- registry -------------------------------------------------------------------------
 
     def ensure_registered_model(self, name: str, symbol: str, target: str) -> None:
         try:
-            self.client.create_registered_model(
+            self.call(f"creating registered model {name}", lambda: self.client.create_registered_model(
                 name, tags={names.SYMBOL_TAG: symbol, names.TARGET_TAG: target},
                 description=f"Models predicting {target} for {symbol}; aliases champion / previous-champion / challenger.",
-            )
-        except Exception as error:
+            ))
+        except TrackingError as error:
             if self._error_code(error) != "RESOURCE_ALREADY_EXISTS":
-                raise TrackingError(f"MLflow tracking at {self.tracking_uri} failed while creating registered model {name}: {error}") from error
+                raise
 
     def versions(self, name: str) -> list[Any]:
         return self.call(f"listing versions of {name}", lambda: list(self.client.search_model_versions(f"name = '{name}'")))
@@ -417,11 +470,11 @@ class ModelTracker:
     def aliases(self, name: str) -> dict[str, str]:
         """alias -> version of a registered model ({} when it does not exist)."""
         try:
-            model = self.client.get_registered_model(name)
-        except Exception as error:
+            model = self.call(f"reading aliases of {name}", lambda: self.client.get_registered_model(name))
+        except TrackingError as error:
             if self._error_code(error) == "RESOURCE_DOES_NOT_EXIST":
                 return {}
-            raise TrackingError(f"MLflow tracking at {self.tracking_uri} failed while reading aliases of {name}: {error}") from error
+            raise
         return {alias: str(version) for alias, version in (model.aliases or {}).items()}
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
@@ -435,11 +488,11 @@ class ModelTracker:
 
     def version_by_alias(self, name: str, alias: str) -> Any | None:
         try:
-            return self.client.get_model_version_by_alias(name, alias)
-        except Exception as error:
+            return self.call(f"resolving models:/{name}@{alias}", lambda: self.client.get_model_version_by_alias(name, alias))
+        except TrackingError as error:
             if self._error_code(error) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 return None
-            raise TrackingError(f"MLflow tracking at {self.tracking_uri} failed while resolving models:/{name}@{alias}: {error}") from error
+            raise
 
     def load_model(self, version: Any) -> Any:
         """The version's model as an MLflow pyfunc, downloaded once from the tracking server's

@@ -4,6 +4,8 @@ follows a model's link into MLflow's own UI in Chromium."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
@@ -16,19 +18,21 @@ import polars as pl
 import pytest
 import yaml
 from mlflow import MlflowClient
+from mlflow.entities import ViewType
 
 from intelligence_assets.definitions import build_assets
 from intelligence_assets.deployment import DeploymentSettings
 from intelligence_assets.ml.dataset import build_inference_matrix
 from intelligence_assets.resources.artifact_store import LocalArtifactStore
 from intelligence_assets.resources.artifacts import ArtifactHandle, read_value
+from intelligence_assets.resources.mlflow_tracking import MlflowTrackingResource, request_settings
 from intelligence_assets.tracking import names
 from intelligence_assets.universe import load_universe
 from intelligence_assets_tests.browser import SCREENSHOTS
 from intelligence_assets_tests.conftest import write_small_universe
-from intelligence_assets_tests.mlflow_server import MlflowServer
+from intelligence_assets_tests.mlflow_server import MlflowServer, pause_server, resume_server, start_mlflow_server
 from intelligence_assets_tests.pipeline import MODEL_SELECTION, materialize_everything
-from intelligence_assets_tests.services import FaultProxy
+from intelligence_assets_tests.services import LOOPBACK, FaultProxy, S3Endpoint, stop_process, unique_bucket_name
 from intelligence_assets_tests.tracking.test_importance_chart import bars
 
 # A deliberately weak first model, then a strong one: the second must win promotion.
@@ -346,3 +350,97 @@ def test_outage_in_the_middle_of_logging_leaves_nothing_half_registered(outage_s
     versions = versions_of(client, symbol, CELL[1])
     assert [v.run_id for v in versions] == [runs[0].info.run_id]
     assert runs[0].data.tags[names.REGISTERED_VERSION_TAG] == versions[0].version
+
+
+# A short tracking budget keeps the pause quick: 3 s per request, three attempts within 12 s. The
+# server is paused for longer than one request, so the request is retried, and resumed within
+# the budget, so the call (and the step) succeeds without a step retry.
+PAUSE_BUDGET_SECONDS = 12.0
+PAUSE_SECONDS = 7.5
+
+
+@pytest.fixture(scope="module")
+def pausable_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: S3Endpoint):
+    """An MLflow server of this module's own, so pausing it holds up no other test."""
+    directory = tmp_path_factory.mktemp("pausable_mlflow")
+    bucket = unique_bucket_name("pause")
+    s3_endpoint.client().make_bucket(bucket)
+    process, port = start_mlflow_server(directory, s3_endpoint, bucket)
+    try:
+        yield process, f"http://{LOOPBACK}:{port}"
+    finally:
+        resume_server(process)
+        stop_process(process, grace_seconds=10.0)
+
+
+@pytest.mark.parametrize("paused_call", ["create_run", "create_model_version"])
+def test_a_tracking_server_paused_within_the_budget_leaves_one_run_and_one_version(
+    pausable_server, paused_call: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SIGSTOP of the MLflow server (and its workers) as the tracker sends a request that creates
+    a record, SIGCONT within the budget. MLflow's client retries every request on a read timeout,
+    POSTs too, and the paused server still holds the requests that timed out: once resumed, it
+    may carry out each of them. Whatever it did, one finished run and one version must be left."""
+    process, url = pausable_server
+    prefix = {"create_run": "PR", "create_model_version": "PV"}[paused_call]
+    universe = load_universe(write_universe(tmp_path, STRONG, prefix))
+    symbol, target = f"{prefix}SIGNAL", CELL[1]
+    name = names.registered_model_name(symbol, target)
+    client = MlflowClient(url)
+    if paused_call == "create_model_version":
+        # As for every model but a cell's first: the version is created at the first try.
+        client.create_registered_model(name)
+    # The resource's own settings, not the module's quick client (set/del so teardown restores).
+    for variable in request_settings(PAUSE_BUDGET_SECONDS):
+        monkeypatch.setenv(variable, "")
+        monkeypatch.delenv(variable)
+    resources = {**resources_for(tmp_path / "artifacts", url, universe), "mlflow_tracking": MlflowTrackingResource(tracking_uri=url, retry_seconds=PAUSE_BUDGET_SECONDS)}
+
+    original = getattr(MlflowClient, paused_call)
+    waited: list[float] = []
+
+    def paused_then_called(self, *args, **kwargs):
+        if waited:
+            return original(self, *args, **kwargs)
+        pause_server(process)
+        resume = threading.Timer(PAUSE_SECONDS, resume_server, [process])
+        resume.start()
+        started = time.monotonic()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            waited.append(time.monotonic() - started)
+            resume.cancel()
+            resume_server(process)
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("symbol", universe.symbols)
+        assets = build_assets(universe)
+        assert dg.materialize(assets, selection=dg.AssetSelection.assets("bars", "features"), partition_key=symbol, instance=instance, resources=resources).success
+        monkeypatch.setattr(MlflowClient, paused_call, paused_then_called)
+        with caplog.at_level(logging.WARNING, logger="intelligence_assets.tracking"):
+            result = materialize_cell(universe, symbol, instance, resources)
+        monkeypatch.setattr(MlflowClient, paused_call, original)
+        # Promotion sees the registry as the tracker left it: its aliases must name the one version.
+        assert dg.materialize(assets, selection=dg.AssetSelection.assets("model_leaderboard", "model_registry"), instance=instance, resources=resources).success
+
+    assert result.success
+    assert step_retries(result, "models__lightgbm") == 0, "the pause fitted in the call's budget"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
+    assert waited and PAUSE_SECONDS - 0.5 <= waited[0] < PAUSE_BUDGET_SECONDS, f"{paused_call} waited {waited}"
+    assert any("has not answered" in record.getMessage() and "still waiting" in record.getMessage() for record in caplog.records)
+
+    fingerprint = ArtifactHandle.current(LocalArtifactStore(tmp_path / "artifacts"), f"models/lightgbm/{symbol}/{target}").fingerprint
+    experiment = client.get_experiment_by_name(names.experiment_name(target))
+    every_run = client.search_runs([experiment.experiment_id], f"tags.{names.SYMBOL_TAG} = '{symbol}'", run_view_type=ViewType.ALL)
+    described = [(run.info.run_id, run.info.status, run.info.lifecycle_stage, run.data.tags.get(names.REGISTERED_VERSION_TAG)) for run in every_run]
+    active = [run for run in every_run if run.info.lifecycle_stage == "active"]
+    assert len(active) == 1, f"one run per fingerprint; runs: {described}"
+    run = active[0]
+    assert run.data.tags[names.FINGERPRINT_TAG] == fingerprint and run.info.status == "FINISHED"
+    # Ghosts of retried requests are deleted and do not read as still running.
+    assert all(other.info.status == "KILLED" for other in every_run if other is not run), f"runs: {described}"
+    versions = versions_of(client, symbol, target)
+    assert [(v.version, v.run_id) for v in versions] == [(run.data.tags[names.REGISTERED_VERSION_TAG], run.info.run_id)], f"versions: {[(v.version, v.run_id) for v in versions]}; runs: {described}"
+    aliases = client.get_registered_model(name).aliases
+    assert aliases and set(aliases.values()) == {versions[0].version}, f"aliases {aliases}"

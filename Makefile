@@ -24,7 +24,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $@
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m intelligence_assets.demo
+	$(BIN)/python -m intelligence_assets.cli.demo
 
 # The `minio` deployment: artifacts in S3 (MinIO, or a stand-in on loopback), instance in PostgreSQL.
 minio-demo: install
@@ -43,7 +43,7 @@ test: install postgres chromium
 
 # The webserver and the daemon (schedules, sensors, automation, run queue); pool limits from universe.yaml.
 ui: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m intelligence_assets.automation.pools
+	$(BIN)/python -m intelligence_assets.cli.pools
 	$(BIN)/dagster dev --host 127.0.0.1 --port 3000 --workspace workspace.yaml
 
 # The MLflow UI on the embedded store (no server needed to train; this only browses it).
@@ -56,20 +56,20 @@ mlflow-ui: install
 
 # make rollback PARTITION='SP500|y_up_5b' REASON='live drawdown'
 rollback: install
-	$(BIN)/python -m intelligence_assets.rollback --partition '$(PARTITION)' --reason '$(REASON)'
+	$(BIN)/python -m intelligence_assets.cli.rollback --partition '$(PARTITION)' --reason '$(REASON)'
 
 # Retention and storage usage by hand: make housekeeping DRY_RUN=true DAYS_AHEAD=40
 DRY_RUN ?= false
 DAYS_AHEAD ?= 0
 housekeeping: install $(DAGSTER_HOME)/dagster.yaml
 	@printf 'ops: {checkpoint_retention: {config: {dry_run: %s, days_ahead: %s}}}\n' '$(DRY_RUN)' '$(DAYS_AHEAD)' > $(DAGSTER_HOME)/housekeeping_run.yaml
-	$(BIN)/python -m intelligence_assets.home --hold 'make housekeeping' -- \
+	$(BIN)/python -m intelligence_assets.cli.home --hold 'make housekeeping' -- \
 		$(BIN)/dagster job execute -m intelligence_assets.definitions -j housekeeping_job -c $(DAGSTER_HOME)/housekeeping_run.yaml
 
 # What the models from `make demo` are worth on the bundled real data: reports/report.md and PNGs.
 COST_BPS ?= 5
 report: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m intelligence_assets.report --cost-bps $(COST_BPS)
+	$(BIN)/python -m intelligence_assets.cli.report --cost-bps $(COST_BPS)
 
 # Orchestration overhead: the same core work as a loop, an ideal pool and through Dagster; definitions
 # load and backfill planning; peak RSS per step. Writes benchmarks/results/overhead.md and PNGs.

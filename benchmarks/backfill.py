@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks.machine import describe_machine
-from intelligence_assets.universe import REPOSITORY_ROOT, load_universe
+from intelligence_assets.config.universe import REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results" / "backfill.md"
 BARS_PER_SYMBOL = 700
@@ -56,8 +56,8 @@ def measure_policy_overhead(universe, workers: int) -> str:
     import dagster as dg
 
     from intelligence_assets.definitions import PREDICTIONS_JOB
-    from intelligence_assets.demo import run_stage, worker_pool
-    from intelligence_assets.planning import partition_ranges
+    from intelligence_assets.cli.demo import run_stage, worker_pool
+    from intelligence_assets.defs.planner import partition_ranges
 
     symbols = list(universe.symbols)
     ranges = partition_ranges(dg.DagsterInstance.get().get_dynamic_partitions("symbol"), symbols, universe.automation.backfill_partitions_per_run)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         universe_path = write_universe(scratch / "universe", args.partitions)
         os.environ.update({"DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")})
 
-        from intelligence_assets.demo import materialize_universe
+        from intelligence_assets.cli.demo import materialize_universe
 
         universe = load_universe(universe_path)
         started = time.perf_counter()

@@ -53,7 +53,7 @@ def prepare() -> None:
     from intelligence_assets.ml.features import FeatureSettings, build_features
     from intelligence_assets.ml.synthetic import synthetic_bars
     from intelligence_assets.ml.targets import build_labels
-    from intelligence_assets.universe import load_universe
+    from intelligence_assets.config.universe import load_universe
 
     universe = load_universe()
     arrays: dict[str, np.ndarray] = {}

@@ -5,8 +5,8 @@ import os
 import shutil
 from pathlib import Path
 
-from intelligence_assets.deployment import ARTIFACT_ROOT_VARIABLE
-from intelligence_assets.universe import REPOSITORY_ROOT, UNIVERSE_PATH_VARIABLE
+from intelligence_assets.config.deployment import ARTIFACT_ROOT_VARIABLE
+from intelligence_assets.config.universe import REPOSITORY_ROOT, UNIVERSE_PATH_VARIABLE
 
 
 def home_environment(home: Path, universe_path: Path) -> dict[str, str]:

@@ -35,9 +35,9 @@ import yaml
 
 from benchmarks.homes import fresh_home
 from benchmarks.machine import describe_machine
-from intelligence_assets.assets.market_data import bars_per_year_of
-from intelligence_assets.processes import available_cores, forked_pool, prepare_worker, worker_libraries, worker_threads
-from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
+from intelligence_assets.defs.assets.market_data import bars_per_year_of
+from intelligence_assets.defs.processes import available_cores, forked_pool, prepare_worker, worker_libraries, worker_threads
+from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results"
 NOTES = REPOSITORY_ROOT / "benchmarks" / "overhead_notes.md"
@@ -57,7 +57,7 @@ class TaskTime:
 def symbol_work(universe_path: str, symbol: str) -> tuple[TaskTime, object]:
     from intelligence_assets.ml.bars import validate_bars
     from intelligence_assets.ml.features import build_features
-    from intelligence_assets.resources.bars_source import LocalBarsSource
+    from intelligence_assets.store.bars_source import LocalBarsSource
 
     universe = load_universe(Path(universe_path))
     started = time.perf_counter()
@@ -73,7 +73,7 @@ class PlatformWork:
     plot and registry version, through the same functions the assets call."""
 
     def __init__(self, root: str) -> None:
-        from intelligence_assets.deployment import DeploymentSettings
+        from intelligence_assets.config.deployment import DeploymentSettings
 
         deployment = DeploymentSettings(artifact_root=Path(root))
         self.store = deployment.artifact_store()
@@ -82,7 +82,7 @@ class PlatformWork:
     def commit(self, prefix: str, value: object) -> str:
         import hashlib
 
-        from intelligence_assets.resources.artifacts import Manifest, commit_artifact, point_to
+        from intelligence_assets.store.artifacts import Manifest, commit_artifact, point_to
 
         fingerprint = hashlib.sha256(prefix.encode()).hexdigest()[:32]
         manifest = commit_artifact(self.store, prefix, value, Manifest(fingerprint=fingerprint, data_version=fingerprint, files={}))
@@ -208,7 +208,7 @@ def dagster_run(universe_path: Path, workers: int, scratch: Path) -> tuple[float
     env = fresh_home(scratch / "dagster_home", universe_path)
     started = time.perf_counter()
     process = subprocess.Popen(
-        [PYTHON, "-c", f"from intelligence_assets.demo import materialize_universe; from intelligence_assets.universe import load_universe; "
+        [PYTHON, "-c", f"from intelligence_assets.cli.demo import materialize_universe; from intelligence_assets.config.universe import load_universe; "
                        f"import json; t = materialize_universe(load_universe(), {workers}, log_level='WARNING'); "
                        f"print('STAGES', json.dumps([(s.job_name, s.runs, s.seconds) for s in t.stages]))"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -286,8 +286,8 @@ def plan_seconds(universe_path: Path, store_root: Path) -> tuple[float, int]:
     """Our planner (what `make demo`, the backfill runner and the retrain schedule launch from)
     over every asset partition of the universe, against an empty store: every partition needs a run."""
     from intelligence_assets.definitions import build_assets
-    from intelligence_assets.planning import code_versions_of, plan_runs
-    from intelligence_assets.resources.artifact_store import LocalArtifactStore
+    from intelligence_assets.defs.planner import code_versions_of, plan_runs
+    from intelligence_assets.store.artifact_store import LocalArtifactStore
 
     universe = load_universe(universe_path)
     code_versions = code_versions_of(build_assets(universe))
@@ -323,7 +323,7 @@ def step_peak_rss(universe_path: Path, scratch: Path) -> list[tuple[str, float, 
     # A target that passes the ranking bar on the bundled data, so the model steps train.
     target = "y_volatility_10b" if "y_volatility_10b" in universe.target_names else universe.target_names[0]
     cell = f"{symbol}|{target}"
-    subprocess.run([PYTHON, "-c", f"import dagster as dg; from intelligence_assets.partitions import register_symbols; "
+    subprocess.run([PYTHON, "-c", f"import dagster as dg; from intelligence_assets.defs.partitions import register_symbols; "
                                   f"register_symbols(dg.DagsterInstance.get(), {[symbol]!r})"], env=env, check=True)
     steps = [("(definitions only)", None), ("bars", symbol), ("features", symbol), ("labels", cell), ("target_rankings", cell), ("feature_sets", cell)]
     steps += [(f"models/{family}", cell) for family in universe.model_families]

@@ -24,8 +24,8 @@ import yaml
 
 from benchmarks.machine import describe_machine
 from benchmarks.overhead import new_figure, pools_and_dagster, save_figure
-from intelligence_assets.processes import available_cores
-from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
+from intelligence_assets.defs.processes import available_cores
+from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results"
 

@@ -29,9 +29,9 @@ from statistics import median
 
 from benchmarks.homes import fresh_home, home_environment
 from benchmarks.machine import describe_machine
-from intelligence_assets.partitions import cell_key
-from intelligence_assets.processes import available_cores
-from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
+from intelligence_assets.defs.partitions import cell_key
+from intelligence_assets.defs.processes import available_cores
+from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results" / "step_processes.md"
 JOB_NAME = "training_stage_by_start_method"
@@ -49,7 +49,7 @@ def training_stage_job():
 
 
 def start_methods(universe_path: Path) -> dict[str, dict]:
-    from intelligence_assets.processes import DEFINITIONS_MODULE, worker_libraries
+    from intelligence_assets.defs.processes import DEFINITIONS_MODULE, worker_libraries
 
     libraries = worker_libraries(load_universe(universe_path))
     return {
@@ -62,8 +62,8 @@ def start_methods(universe_path: Path) -> dict[str, dict]:
 PREPARE = """
 import dagster as dg
 from intelligence_assets.definitions import MARKET_DATA_JOB, defs
-from intelligence_assets.deployment import DeploymentSettings
-from intelligence_assets.partitions import register_symbols
+from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.defs.partitions import register_symbols
 symbol = {symbol!r}
 instance = dg.DagsterInstance.get()
 register_symbols(instance, [symbol])
@@ -76,7 +76,7 @@ import json, sys, time
 import dagster as dg
 from dagster import reconstructable
 from benchmarks.step_processes import training_stage_job
-from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG
+from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 start_method, first, last = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 started = time.perf_counter()
 with dg.DagsterInstance.get() as instance:

@@ -22,14 +22,14 @@ from pathlib import Path
 import polars as pl
 
 from benchmarks.machine import describe_machine
-from intelligence_assets.assets.market_data import bars_per_year_of
-from intelligence_assets.universe import REPOSITORY_ROOT, load_universe
+from intelligence_assets.defs.assets.market_data import bars_per_year_of
+from intelligence_assets.config.universe import REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results" / "storage.md"
 
 
 def timed(universe, workers: int, every_partition: bool) -> tuple[list, float]:
-    from intelligence_assets.demo import materialize_universe
+    from intelligence_assets.cli.demo import materialize_universe
 
     started = time.perf_counter()
     stages = materialize_universe(universe, workers, log_level="WARNING", every_partition=every_partition)
@@ -42,8 +42,8 @@ def model_step_io(source_root: Path, store, families: list[str], limit: int) -> 
     from intelligence_assets.ml.targets import label_horizon
     from intelligence_assets.ml.trained_model import TrainedModel
     from intelligence_assets.ml.training import train_and_evaluate
-    from intelligence_assets.resources.artifact_store import LocalArtifactStore
-    from intelligence_assets.resources.artifacts import ArtifactHandle, Manifest, write_artifact
+    from intelligence_assets.store.artifact_store import LocalArtifactStore
+    from intelligence_assets.store.artifacts import ArtifactHandle, Manifest, write_artifact
 
     universe = load_universe()
     source = LocalArtifactStore(source_root)
@@ -126,9 +126,9 @@ def main() -> None:
         rerun, rerun_seconds = timed(universe, args.workers, every_partition=False)
         forced, forced_seconds = timed(universe, args.workers, every_partition=True)
 
-        from intelligence_assets.resources.artifact_store import LocalArtifactStore
-        from intelligence_assets.resources.s3_artifact_store import S3ArtifactStore
-        from intelligence_assets_tests.services import OPEN_ACCESS_KEY, OPEN_SECRET_KEY, start_moto_server, stop_process
+        from intelligence_assets.store.artifact_store import LocalArtifactStore
+        from intelligence_assets.store.s3 import S3ArtifactStore
+        from intelligence_assets_tests.support.services import OPEN_ACCESS_KEY, OPEN_SECRET_KEY, start_moto_server, stop_process
 
         families = list(load_universe().model_families)
         local = model_step_io(home / "artifacts", LocalArtifactStore(Path(scratch) / "io-local"), families, args.io_partitions)

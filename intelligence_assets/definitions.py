@@ -13,19 +13,19 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 # Backfills launched from the asset graph use each asset's own policy.
 warnings.filterwarnings("ignore", message="Asset job market_data_job materializes assets with varying BackfillPolicies")
 
-from intelligence_assets.assets.housekeeping import HOUSEKEEPING_JOB, build_housekeeping_assets, build_housekeeping_schedule
-from intelligence_assets.assets.leaderboard import build_leaderboard_asset
-from intelligence_assets.assets.market_data import build_market_data_assets
-from intelligence_assets.assets.models import build_model_assets
-from intelligence_assets.assets.predictions import build_predictions_asset
-from intelligence_assets.assets.registry import build_registry_asset
-from intelligence_assets.assets.target_analysis import TARGET_ANALYSIS_ASSETS, build_target_analysis_assets
-from intelligence_assets.automation.alerts import run_failure_alerts
-from intelligence_assets.automation.schedules import build_retrain_schedule
-from intelligence_assets.automation.sensors import build_champion_decay_sensor, build_new_bars_sensor, production_tags
-from intelligence_assets.deployment import DeploymentSettings
-from intelligence_assets.processes import worker_libraries
-from intelligence_assets.universe import Universe, load_universe
+from intelligence_assets.defs.assets.housekeeping import HOUSEKEEPING_JOB, build_housekeeping_assets, build_housekeeping_schedule
+from intelligence_assets.defs.assets.leaderboard import build_leaderboard_asset
+from intelligence_assets.defs.assets.market_data import build_market_data_assets
+from intelligence_assets.defs.assets.models import build_model_assets
+from intelligence_assets.defs.assets.predictions import build_predictions_asset
+from intelligence_assets.defs.assets.registry import build_registry_asset
+from intelligence_assets.defs.assets.target_analysis import TARGET_ANALYSIS_ASSETS, build_target_analysis_assets
+from intelligence_assets.defs.automation.alerts import run_failure_alerts
+from intelligence_assets.defs.automation.schedules import build_retrain_schedule
+from intelligence_assets.defs.automation.sensors import build_champion_decay_sensor, build_new_bars_sensor, production_tags
+from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.defs.processes import worker_libraries
+from intelligence_assets.config.universe import Universe, load_universe
 
 
 def build_assets(universe: Universe) -> list[dg.AssetsDefinition]:

@@ -7,13 +7,13 @@ import pytest
 import yaml
 
 from intelligence_assets.ml.synthetic import synthetic_bars
-from intelligence_assets.universe import Universe, load_universe
+from intelligence_assets.config.universe import Universe, load_universe
 
 # Real services, started once per session when a test asks for them.
-from intelligence_assets_tests.services import s3_artifact_store, s3_endpoint, s3_endpoint_with_auth, s3_fault_proxy  # noqa: F401, E402
-from intelligence_assets_tests.mlflow_server import mlflow_server  # noqa: F401, E402
+from intelligence_assets_tests.support.services import s3_artifact_store, s3_endpoint, s3_endpoint_with_auth, s3_fault_proxy  # noqa: F401, E402
+from intelligence_assets_tests.support.mlflow_server import mlflow_server  # noqa: F401, E402
 # Headless Chromium, once per test module that looks at a web UI.
-from intelligence_assets_tests.browser import browser  # noqa: F401, E402
+from intelligence_assets_tests.support.browser import browser  # noqa: F401, E402
 
 # SIGNAL carries a planted next-bar direction signal; NOISE is a pure random walk.
 SMALL_SYMBOLS = {"SIGNAL": 1.0, "NOISE": 0.0}
@@ -57,7 +57,7 @@ def fresh_home(directory: Path) -> Path:
     """An empty DAGSTER_HOME with the embedded default's dagster.yaml, as `make demo` makes one."""
     import shutil
 
-    from intelligence_assets.universe import REPOSITORY_ROOT
+    from intelligence_assets.config.universe import REPOSITORY_ROOT
 
     home = directory / "home"
     home.mkdir(parents=True)

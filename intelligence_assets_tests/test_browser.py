@@ -20,11 +20,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from intelligence_assets.universe import REPOSITORY_ROOT, load_universe
-from intelligence_assets_tests.browser import SCREENSHOTS
+from intelligence_assets.config.universe import REPOSITORY_ROOT, load_universe
+from intelligence_assets_tests.support.browser import SCREENSHOTS
 from intelligence_assets_tests.conftest import write_small_universe
-from intelligence_assets_tests.pipeline import local_resources, materialize_everything
-from intelligence_assets_tests.services import free_port, stop_process
+from intelligence_assets_tests.support.pipeline import local_resources, materialize_everything
+from intelligence_assets_tests.support.services import free_port, stop_process
 
 WEBSERVER = str(Path(sys.executable).parent / "dagster-webserver")
 # DefaultRunCoordinator (Dagster's default is now the queue): a run launched from the UI starts

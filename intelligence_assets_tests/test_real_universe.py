@@ -1,6 +1,6 @@
 """A real universe: new symbols, odd series and one broken symbol never stop the platform.
 
-Built on series with the shapes real users bring (intelligence_assets_tests/real_series.py):
+Built on series with the shapes real users bring (intelligence_assets_tests/support/real_series.py):
 hourly FX with weekends closed, 5-minute index bars with zero volume, a decade-long hole, a
 constant price, empty and header-only files, and a universe symbol with no file at all.
 """
@@ -15,17 +15,17 @@ import polars as pl
 import pytest
 import yaml
 
-from intelligence_assets.assets.market_data import read_symbol_bars
-from intelligence_assets.assets.models import model_config
+from intelligence_assets.defs.assets.market_data import read_symbol_bars
+from intelligence_assets.defs.assets.models import model_config
 from intelligence_assets.ml.bars import BarsFileError, GapSettings, infer_bars_per_year, long_gaps, read_bars_parquet, validate_bars
 from intelligence_assets.ml.features import FeatureSettings, TooFewUsableRowsError, build_features, drop_unusable_features, require_enough_rows
-from intelligence_assets.resources.artifact_store import LocalArtifactStore
-from intelligence_assets.resources.artifacts import ArtifactHandle, read_manifest, read_value
-from intelligence_assets.resources.bars_source import LocalBarsSource
+from intelligence_assets.store.artifact_store import LocalArtifactStore
+from intelligence_assets.store.artifacts import ArtifactHandle, read_manifest, read_value
+from intelligence_assets.store.bars_source import LocalBarsSource
 from intelligence_assets.tracking.promotion import Candidate, PromotionSettings, retire
-from intelligence_assets.universe import REPOSITORY_ROOT, load_universe
+from intelligence_assets.config.universe import REPOSITORY_ROOT, load_universe
 from intelligence_assets_tests.conftest import fresh_home, home_environment, write_small_universe
-from intelligence_assets_tests.real_series import (
+from intelligence_assets_tests.support.real_series import (
     constant_price_bars,
     daily_bars_with_hole,
     five_minute_zero_volume_bars,
@@ -122,7 +122,7 @@ def test_a_champion_is_retired_without_a_previous_champion_and_never_becomes_one
 
 def _demo(home: Path, universe_path: Path) -> subprocess.CompletedProcess:
     environment = home_environment(home, universe_path)
-    return subprocess.run([sys.executable, "-m", "intelligence_assets.demo", "--workers", "2"], cwd=home, env=environment, capture_output=True, text=True, timeout=900)
+    return subprocess.run([sys.executable, "-m", "intelligence_assets.cli.demo", "--workers", "2"], cwd=home, env=environment, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +194,8 @@ def test_a_rerun_heals_a_corrupt_artifact_it_would_reuse(broken_universe) -> Non
 @pytest.fixture
 def trained_signal(tmp_path: Path):
     """SIGNAL alone, linear only, materialized end to end with a champion."""
-    from intelligence_assets.deployment import DeploymentSettings
-    from intelligence_assets_tests.pipeline import materialize_everything
+    from intelligence_assets.config.deployment import DeploymentSettings
+    from intelligence_assets_tests.support.pipeline import materialize_everything
 
     path = write_small_universe(tmp_path, families={"linear": {"params": {}}}, symbols=["SIGNAL"])
     universe = load_universe(path)
@@ -217,7 +217,7 @@ def _tracker(resources: dict):
 def test_when_bars_change_a_champion_trained_on_the_old_bars_loses_its_alias(trained_signal) -> None:
     from intelligence_assets.ml.synthetic import synthetic_bars
     from intelligence_assets.tracking import names
-    from intelligence_assets_tests.pipeline import materialize_everything
+    from intelligence_assets_tests.support.pipeline import materialize_everything
 
     path, universe, instance, resources, store = trained_signal
     before = _champions(store)
@@ -245,7 +245,7 @@ def test_when_bars_change_a_champion_trained_on_the_old_bars_loses_its_alias(tra
 
 
 def test_a_removed_symbol_stops_counting_and_its_champions_are_retired_with_a_reason(trained_signal) -> None:
-    from intelligence_assets.partitions import remove_symbols_not_in
+    from intelligence_assets.defs.partitions import remove_symbols_not_in
     from intelligence_assets.tracking import names
 
     path, universe, instance, resources, store = trained_signal
@@ -290,10 +290,10 @@ def build_assets_for(universe):
 
 
 def test_a_ranged_run_materializes_every_healthy_partition_and_fails_naming_the_broken_one(tmp_path: Path) -> None:
-    from intelligence_assets.assets.caching import FAILED_PARTITIONS
-    from intelligence_assets.deployment import DeploymentSettings
-    from intelligence_assets.partitions import RANGE_END_TAG, RANGE_START_TAG, register_symbols
-    from intelligence_assets.resources.artifacts import latest_failure
+    from intelligence_assets.defs.assets.caching import FAILED_PARTITIONS
+    from intelligence_assets.config.deployment import DeploymentSettings
+    from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, register_symbols
+    from intelligence_assets.store.artifacts import latest_failure
 
     path = write_small_universe(tmp_path, families={"linear": {"params": {}}})
     constant_price_bars().write_parquet(tmp_path / "bars" / "FLAT.parquet")
@@ -324,8 +324,8 @@ def test_a_ranged_run_materializes_every_healthy_partition_and_fails_naming_the_
 
 
 def test_predictions_refuse_a_registry_that_has_not_seen_the_symbols_current_models(trained_signal) -> None:
-    from intelligence_assets.partitions import register_symbols
-    from intelligence_assets_tests.pipeline import MODEL_SELECTION, symbol_training_range
+    from intelligence_assets.defs.partitions import register_symbols
+    from intelligence_assets_tests.support.pipeline import MODEL_SELECTION, symbol_training_range
 
     path, _, instance, resources, store = trained_signal
     config = yaml.safe_load(path.read_text())

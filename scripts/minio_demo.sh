@@ -33,7 +33,7 @@ export INTELLIGENCE_S3_BUCKET="${INTELLIGENCE_S3_BUCKET:-intelligence-assets}"
 export INTELLIGENCE_DEPLOYMENT=minio
 
 echo "minio-demo: instance in PostgreSQL $DAGSTER_PG_HOST:$DAGSTER_PG_PORT/$DAGSTER_PG_DB, artifacts in s3://$INTELLIGENCE_S3_BUCKET at $INTELLIGENCE_S3_ENDPOINT"
-.venv/bin/python -m intelligence_assets.demo
+.venv/bin/python -m intelligence_assets.cli.demo
 
 echo
 echo "Stored layout (first objects), listed with the minio SDK:"

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from intelligence_assets.resources.artifact_store import (
+from intelligence_assets.store.artifact_store import (
     ArtifactNotFoundError,
     ArtifactStore,
     CorruptArtifactError,
@@ -40,7 +40,7 @@ from intelligence_assets.resources.artifact_store import (
 )
 from intelligence_assets.tracking import names
 
-MANIFEST_FILE = "manifest.json"  # the artifact layout's names (resources/artifacts.py), repeated to stay import-light
+MANIFEST_FILE = "manifest.json"  # the artifact layout's names (store/artifacts.py), repeated to stay import-light
 POINTER_FILE = "current.json"
 MLFLOW_AREA = "mlflow"
 ARCHIVE_INDEX_FILE = "archive.json"

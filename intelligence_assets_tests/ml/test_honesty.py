@@ -16,7 +16,7 @@ from intelligence_assets.ml.splits import SplitSettings
 from intelligence_assets.ml.synthetic import PLANTED_FEATURE, synthetic_bars
 from intelligence_assets.ml.targets import BarrierTarget, DirectionTarget, ForwardVolatilityTarget, build_labels, label_horizon
 from intelligence_assets.ml.training import train_and_evaluate
-from intelligence_assets.universe import DEFAULT_UNIVERSE_PATH, load_universe
+from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, load_universe
 
 SPLIT = SplitSettings(folds=4, embargo=5, test_fraction=0.2, min_train_rows=200)
 

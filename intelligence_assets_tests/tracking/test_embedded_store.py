@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from intelligence_assets.universe import REPOSITORY_ROOT
+from intelligence_assets.config.universe import REPOSITORY_ROOT
 
 # Each child imports first, says so, and waits for the word to go: the store is then opened by all
 # of them at once, however long each one's imports took.

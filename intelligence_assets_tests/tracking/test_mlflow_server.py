@@ -21,18 +21,18 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from intelligence_assets.definitions import build_assets
-from intelligence_assets.deployment import DeploymentSettings
+from intelligence_assets.config.deployment import DeploymentSettings
 from intelligence_assets.ml.dataset import build_inference_matrix
-from intelligence_assets.resources.artifact_store import LocalArtifactStore
-from intelligence_assets.resources.artifacts import ArtifactHandle, read_value
-from intelligence_assets.resources.mlflow_tracking import MlflowTrackingResource, request_settings
+from intelligence_assets.store.artifact_store import LocalArtifactStore
+from intelligence_assets.store.artifacts import ArtifactHandle, read_value
+from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource, request_settings
 from intelligence_assets.tracking import names
-from intelligence_assets.universe import load_universe
-from intelligence_assets_tests.browser import SCREENSHOTS
+from intelligence_assets.config.universe import load_universe
+from intelligence_assets_tests.support.browser import SCREENSHOTS
 from intelligence_assets_tests.conftest import write_small_universe
-from intelligence_assets_tests.mlflow_server import MlflowServer, pause_server, resume_server, start_mlflow_server
-from intelligence_assets_tests.pipeline import MODEL_SELECTION, materialize_everything
-from intelligence_assets_tests.services import LOOPBACK, FaultProxy, S3Endpoint, stop_process, unique_bucket_name
+from intelligence_assets_tests.support.mlflow_server import MlflowServer, pause_server, resume_server, start_mlflow_server
+from intelligence_assets_tests.support.pipeline import MODEL_SELECTION, materialize_everything
+from intelligence_assets_tests.support.services import LOOPBACK, FaultProxy, S3Endpoint, stop_process, unique_bucket_name
 from intelligence_assets_tests.tracking.test_importance_chart import bars
 
 # A deliberately weak first model, then a strong one: the second must win promotion.
@@ -221,7 +221,7 @@ def test_promotion_twice_changes_nothing(promoted) -> None:
 
 
 def test_rollback_restores_previous_champion_records_why_and_sticks(promoted) -> None:
-    from intelligence_assets.rollback import roll_back
+    from intelligence_assets.cli.rollback import roll_back
 
     universe = load_universe(promoted["universe_path"])
     client, store = promoted["client"], promoted["store"]
@@ -246,7 +246,7 @@ def test_rollback_restores_previous_champion_records_why_and_sticks(promoted) ->
 
 
 def test_rollback_without_previous_champion_fails_clearly(promoted) -> None:
-    from intelligence_assets.rollback import roll_back
+    from intelligence_assets.cli.rollback import roll_back
 
     universe = load_universe(promoted["universe_path"])
     # NOISE|y_up_1b is gated by ranking: no model, no champion, nothing to go back to.

@@ -20,15 +20,15 @@ import pytest
 from intelligence_assets.definitions import build_assets
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.trained_model import TrainedModel
-from intelligence_assets.partitions import register_symbols
-from intelligence_assets.resources.artifact_store import LocalArtifactStore
-from intelligence_assets.resources.artifacts import read_value
+from intelligence_assets.defs.partitions import register_symbols
+from intelligence_assets.store.artifact_store import LocalArtifactStore
+from intelligence_assets.store.artifacts import read_value
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.flavours import pyfunc_predict
 from intelligence_assets.tracking.tracker import ModelIntegrityError, ModelTracker, TrackedRun, TrainingRecord
-from intelligence_assets.universe import load_universe
+from intelligence_assets.config.universe import load_universe
 from intelligence_assets_tests.conftest import write_small_universe
-from intelligence_assets_tests.pipeline import MODEL_SELECTION, local_resources, symbol_training_range
+from intelligence_assets_tests.support.pipeline import MODEL_SELECTION, local_resources, symbol_training_range
 
 FEATURES = ["momentum", "volatility", "volume_z", "range"]
 TARGET = "y_up_1b"

@@ -25,8 +25,8 @@ import pytest
 from mlflow.entities import ViewType
 from pydantic import ValidationError
 
-from intelligence_assets.resources.artifact_store import LocalArtifactStore
-from intelligence_assets.resources.artifacts import Manifest, commit_artifact, point_to, read_value
+from intelligence_assets.store.artifact_store import LocalArtifactStore
+from intelligence_assets.store.artifacts import Manifest, commit_artifact, point_to, read_value
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.retention import (
     RetentionAction,
@@ -38,7 +38,7 @@ from intelligence_assets.tracking.retention import (
     gather_retention_snapshot,
     plan_retention,
 )
-from intelligence_assets_tests.services import free_port
+from intelligence_assets_tests.support.services import free_port
 
 TARGET = "y_up_1b"
 

@@ -1,1 +1,0 @@
-"""Schedules, sensors, alerts and concurrency pools: how the platform runs itself."""

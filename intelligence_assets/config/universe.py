@@ -1,0 +1,287 @@
+"""The universe: which symbols, targets, features and model families the platform trains.
+
+Loaded from `data/universe.yaml` (or the file named by INTELLIGENCE_UNIVERSE) into typed,
+validated config. A bad file fails here, at load, with the field path and the offending value,
+rather than deep inside a run.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from intelligence_assets.ml.bars import GapSettings
+from intelligence_assets.ml.features import FeatureSettings
+from intelligence_assets.ml.leakage import LeakageSettings
+from intelligence_assets.ml.ranking import RankingSettings
+from intelligence_assets.ml.selection import SelectionSettings
+from intelligence_assets.ml.splits import SplitSettings
+from intelligence_assets.ml.targets import FORBIDDEN_KEY_CHARACTERS, TargetSpec
+from intelligence_assets.tracking.promotion import PromotionSettings
+from intelligence_assets.tracking.retention import RetentionSettings
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_UNIVERSE_PATH = REPOSITORY_ROOT / "data" / "universe.yaml"
+UNIVERSE_PATH_VARIABLE = "INTELLIGENCE_UNIVERSE"
+
+
+class ConfigurationError(ValueError):
+    """Bad configuration (a file or the environment), described one line per problem: our
+    commands print it and exit with status 2 (`exit_on_configuration_error`)."""
+
+
+class UniverseError(ConfigurationError):
+    """The universe file is missing, unreadable or invalid."""
+
+
+def exit_on_configuration_error(main: Callable[[], object]) -> None:
+    """Run a command's `main`. On a configuration error, print its message (one line per problem)
+    to stderr and exit with status 2, as argparse does for bad arguments: the traceback would
+    only bury the message, which names the field and value to fix."""
+    try:
+        main()
+    except ConfigurationError as error:
+        print(error, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BarsSettings(_Strict):
+    directory: str = Field(default="bars", description="Where `<SYMBOL>.parquet` files live, relative to the universe file.")
+    bars_per_year: dict[str, float] = Field(
+        default_factory=dict,
+        description="Bars per year by symbol, for annualising Sharpe. A symbol not listed has it inferred from its own "
+        "timestamps (about 252 for daily stock bars, 6,240 for hourly FX trading 24x5, 19,656 for 5-minute bars of a 6.5-hour session).",
+    )
+    min_history: int = Field(default=1000, ge=50, description="Fewer bars than this fails the `minimum_history` check.")
+    max_gap_days: float = Field(default=10.0, gt=0, description="The `no_long_gaps` check flags a gap between two bars longer than this many days and ...")
+    max_gap_spacings: float = Field(default=20.0, gt=1, description="... longer than this many times the symbol's median spacing (weekends and holidays stay below both).")
+    gaps_block: bool = Field(default=True, description="Whether a gap flagged by `no_long_gaps` blocks the symbol's downstream assets.")
+
+    @property
+    def gap_settings(self) -> GapSettings:
+        return GapSettings(max_days=self.max_gap_days, max_spacings=self.max_gap_spacings)
+
+    @field_validator("bars_per_year", mode="before")
+    @classmethod
+    def _per_symbol(cls, value: Any) -> Any:
+        if isinstance(value, (int, float)):
+            raise ValueError(
+                "bars per year is inferred per symbol from its timestamps; to set it, give a mapping by symbol, e.g. {EURUSD: 6240}"
+            )
+        return value
+
+    @field_validator("bars_per_year")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = sorted(symbol for symbol, bars in value.items() if not bars > 0)
+        if bad:
+            raise ValueError(f"bars per year must be > 0, not for {bad}")
+        return value
+
+
+class ModelFamilySettings(_Strict):
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Hyper-parameters passed to the family; a name the family does not accept (`accepted_params`) fails at load."
+    )
+    gpu: bool | None = Field(
+        default=None,
+        description="Train on a GPU (the `gpu` pool; a GPU pod on Kubernetes). Default: the family's own `uses_gpu`; "
+        "true for a family that can use one (xgboost).",
+    )
+
+
+class PodResources(_Strict):
+    cpu: str = Field(pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="Kubernetes CPU quantity, e.g. 1, 1.5 or 500m.")
+    memory: str = Field(description="Kubernetes memory quantity, e.g. 2Gi.")
+
+
+class Toleration(_Strict):
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class KubernetesSettings(_Strict):
+    """Step pods in the `k8s` deployment (k8s_job_executor: one pod per step)."""
+
+    cpu_step: PodResources = Field(default=PodResources(cpu="1", memory="2Gi"), description="Requests of heavy CPU steps (rankings, selection, CPU families).")
+    gpu_step: PodResources = Field(default=PodResources(cpu="4", memory="16Gi"), description="Requests of GPU training steps, besides the GPUs.")
+    gpus_per_step: int = Field(default=1, ge=1, description="nvidia.com/gpu limit of a GPU step.")
+    gpu_image: str | None = Field(default=None, description="Image of GPU steps (built from Dockerfile.cuda); None keeps the code location's image.")
+    gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    gpu_tolerations: list[Toleration] = Field(default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")])
+
+
+class LeaderboardSettings(_Strict):
+    classification_metric: Literal["auc", "accuracy", "sharpe"] = "auc"
+    regression_metric: Literal["ic", "rank_ic", "sharpe"] = "rank_ic"
+
+
+class AutomationSettings(_Strict):
+    retrain_cron: str = Field(default="0 4 * * 1", description="When the retrain schedule looks for stale or old model partitions (UTC); weekly by default.")
+    retrain_max_age_days: float = Field(default=7.0, gt=0, description="A model computed longer ago than this is requested again by the retrain schedule.")
+    bars_sensor_interval_seconds: int = Field(default=60, ge=5)
+    decay_sensor_interval_seconds: int = Field(default=3600, ge=30)
+    decay_window_rows: int = Field(default=60, ge=10, description="The champion's most recent labelled predictions after its held-out period, scored by the decay sensor.")
+    decay_min_rows: int = Field(default=30, ge=5, description="Fewer new labelled rows than this: too early to judge decay.")
+    decay_max_skill_loss: float = Field(default=0.5, gt=0, le=1, description="Retrain when recent skill (score - no skill) falls below (1 - this) x held-out skill.")
+    gpu_slots: int = Field(default=1, ge=0, description="Limit of the `gpu` pool: GPU training steps at once (GPUs available).")
+    cpu_slots: int = Field(default=2, ge=1, description="Limit of the `cpu` pool: heavy CPU steps at once (cores, or nodes x cores).")
+    production_priority: int = Field(default=10, description="dagster/priority of schedule and sensor runs (production retraining).")
+    exploratory_priority: int = Field(default=-10, description="dagster/priority of exploratory jobs (hyper-parameter search); lower runs later.")
+    backfill_partitions_per_run: int = Field(
+        default=100, ge=1, description="BackfillPolicy of the assets without checks (features, predictions): partitions per backfill run."
+    )
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _valid_cron(cls, cron: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string  # Dagster's own parser: what the schedule will use
+
+        if not is_valid_cron_string(cron):
+            raise ValueError(f"not a valid cron expression: {cron!r}")
+        return cron
+
+
+class Universe(_Strict):
+    symbols: list[str] = Field(min_length=1)
+    targets: list[TargetSpec] = Field(min_length=1)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    model_families: dict[str, ModelFamilySettings] = Field(min_length=1)
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    ranking: RankingSettings = Field(default_factory=RankingSettings)
+    selection: SelectionSettings = Field(default_factory=SelectionSettings)
+    leaderboard: LeaderboardSettings = Field(default_factory=LeaderboardSettings)
+    leakage_sentinel: LeakageSettings = Field(default_factory=LeakageSettings)
+    promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    automation: AutomationSettings = Field(default_factory=AutomationSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    bars: BarsSettings = Field(default_factory=BarsSettings)
+    seed: int = Field(default=7, ge=0)
+    # Set by `load_universe`: where relative paths in the file are resolved from.
+    base_directory: Path = Field(default=REPOSITORY_ROOT / "data", exclude=True)
+    # Set by `load_universe`: the file itself, which the new-bars sensor reads again every tick.
+    source_path: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("symbols")
+    @classmethod
+    def _valid_symbols(cls, symbols: list[str]) -> list[str]:
+        for symbol in symbols:
+            bad = FORBIDDEN_KEY_CHARACTERS.intersection(symbol)
+            if not symbol or bad:
+                raise ValueError(f"symbol {symbol!r} must be non-empty and contain none of {sorted(FORBIDDEN_KEY_CHARACTERS)!r}")
+        duplicates = sorted({s for s in symbols if symbols.count(s) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate symbols {duplicates}")
+        return symbols
+
+    @field_validator("model_families")
+    @classmethod
+    def _known_families(cls, families: dict[str, ModelFamilySettings]) -> dict[str, ModelFamilySettings]:
+        from intelligence_assets.ml.families import family_exists
+
+        unknown = sorted(name for name in families if not family_exists(name))
+        if unknown:
+            raise ValueError(f"unknown model families {unknown}: each needs a module intelligence_assets/ml/families/<name>.py")
+        from intelligence_assets.ml.families import load_family
+
+        # Raised as a ValidationError of their own, so that each problem has its own path
+        # (model_families.<name>.params) and line instead of all sharing `model_families`.
+        problems: list[InitErrorDetails] = []
+        for name, settings in families.items():
+            family = load_family(name)
+            if settings.gpu and not (family.uses_gpu or family.can_use_gpu):
+                message = f"model family {name!r} cannot use a GPU; remove `gpu: true`"
+                problems.append(InitErrorDetails(type=PydanticCustomError("gpu_not_supported", message), loc=(name, "gpu"), input=settings.gpu))
+            for parameter, message in family.unknown_params(settings.params).items():
+                problems.append(InitErrorDetails(type=PydanticCustomError("unknown_parameter", message), loc=(name, "params"), input=parameter))
+        if problems:
+            raise ValidationError.from_exception_data("model_families", problems)
+        return families
+
+    @model_validator(mode="after")
+    def _bars_per_year_of_known_symbols(self) -> Universe:
+        unknown = sorted(set(self.bars.bars_per_year) - set(self.symbols))
+        if unknown:
+            raise ValueError(f"bars.bars_per_year names symbols not in `symbols`: {unknown}")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_target_names(self) -> Universe:
+        names = [target.name for target in self.targets]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate target names {duplicates}")
+        return self
+
+    @property
+    def bars_directory(self) -> Path:
+        return (self.base_directory / self.bars.directory).resolve()
+
+    def trains_on_gpu(self, family: str) -> bool:
+        from intelligence_assets.ml.families import load_family
+
+        setting = self.model_families[family].gpu
+        return load_family(family).uses_gpu if setting is None else setting
+
+    @property
+    def target_names(self) -> list[str]:
+        return [target.name for target in self.targets]
+
+    def target(self, name: str) -> TargetSpec:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise KeyError(f"unknown target {name!r}; the universe defines {self.target_names}")
+
+    def require_symbol(self, symbol: str) -> None:
+        if symbol not in self.symbols:
+            raise KeyError(f"unknown symbol {symbol!r}; the universe lists {self.symbols}")
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    lines = [f"invalid universe file {path}:"]
+    for problem in error.errors():
+        location = ".".join(str(part) for part in problem["loc"]) or "<root>"
+        # Our validators' own words, without the "Value error, " pydantic puts before them.
+        message = str(problem["ctx"]["error"]) if problem["type"] == "value_error" else problem["msg"]
+        value = problem.get("input")
+        shown = repr(value)
+        if len(shown) > 120:
+            shown = shown[:117] + "..."
+        lines.append(f"  {location}: {message} (got {shown})")
+    return "\n".join(lines)
+
+
+def universe_path() -> Path:
+    return Path(os.environ.get(UNIVERSE_PATH_VARIABLE) or DEFAULT_UNIVERSE_PATH).resolve()
+
+
+def load_universe(path: Path | str | None = None) -> Universe:
+    path = Path(path).resolve() if path is not None else universe_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as error:
+        raise UniverseError(f"universe file not found: {path} (set {UNIVERSE_PATH_VARIABLE} or create data/universe.yaml)") from error
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+        raise UniverseError(f"universe file {path} is not valid YAML{line}: {getattr(error, 'problem', None) or error}") from None
+    if not isinstance(raw, dict):
+        raise UniverseError(f"universe file {path} must hold a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Universe.model_validate({**raw, "base_directory": path.parent, "source_path": path})
+    except ValidationError as error:
+        raise UniverseError(_describe(error, path)) from None

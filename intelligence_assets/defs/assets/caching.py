@@ -1,0 +1,391 @@
+"""Cache-aware materialization.
+
+An asset partition's fingerprint hashes its code version, its resolved config, its partition key
+and the data versions of its inputs. When the store already holds an intact artifact under that
+fingerprint, the asset returns it without computing (metadata `cache: hit`); otherwise it
+computes and stores (`cache: miss`). The fingerprint is also the partition's data version, so a
+recompute that Dagster shows as needed is exactly one the store cannot answer.
+
+Inputs arrive as `ArtifactHandle`s: a hit reads one small pointer per input, never the data.
+
+The artifact is committed (files, then manifest) inside the step, before `after_commit` runs, so
+a follow-up that can fail on its own (MLflow tracking) never loses a computed result: a retry
+finds the committed artifact as a hit and only repeats the follow-up.
+"""
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import dagster as dg
+from pydantic import BaseModel
+
+from intelligence_assets.store.artifact_store import ArtifactStore
+from intelligence_assets.store.s3 import ArtifactStoreUnavailableError
+from intelligence_assets.tracking.tracker import TrackingError
+from intelligence_assets.store.artifacts import FAILURE_FILE, ArtifactHandle, Manifest, StoredArtifact, StoredArtifacts, claimed, commit_artifact, encode_value, find_intact_manifest, point_to
+from intelligence_assets.defs.resources.io_manager import artifact_prefix, parse_partition_key
+
+Inputs = Mapping[str, ArtifactHandle | Mapping[str, ArtifactHandle]]
+# Where an always-computed asset's claim lives, beside its fingerprints: `<prefix>/<this>/claim.json`.
+ONE_WRITER_CLAIM = "one-writer"
+# Runs after the artifact is committed, on hits and misses alike: (the committed artifact, its
+# manifest, the computed value or None on a hit) -> extra materialization metadata.
+AfterCommit = Callable[[ArtifactHandle, Manifest, Any], Mapping[str, Any]]
+
+
+@dataclass
+class Computed:
+    """What an asset computed: the value, its UI metadata and its check outcomes."""
+
+    value: Any
+    metadata: dict[str, Any] = field(default_factory=dict)
+    checks: list[dg.AssetCheckResult] = field(default_factory=list)
+
+
+def resolved(config: Any) -> Any:
+    """Config as plain JSON values (pydantic models dumped), for hashing and provenance."""
+    if isinstance(config, BaseModel):
+        return config.model_dump(mode="json")
+    if isinstance(config, Mapping):
+        return {str(k): resolved(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [resolved(v) for v in config]
+    return config
+
+
+def input_versions(inputs: Inputs) -> dict[str, str]:
+    versions = {}
+    for name, value in inputs.items():
+        if isinstance(value, ArtifactHandle):
+            versions[name] = value.data_version
+        else:
+            versions.update({f"{name}[{key}]": handle.data_version for key, handle in value.items()})
+    return dict(sorted(versions.items()))
+
+
+def fingerprint_of(code_version: str, config: Any, partition_key: str | None, versions: Mapping[str, str]) -> str:
+    payload = {"code_version": code_version, "config": resolved(config), "partition": partition_key, "inputs": dict(sorted(versions.items()))}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+# Metadata is stored with the artifact so a cache hit shows the same numbers in the UI.
+def _plain_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    plain = {}
+    for name, value in metadata.items():
+        if isinstance(value, dg.MarkdownMetadataValue):
+            plain[name] = {"__markdown__": value.value}
+        elif isinstance(value, dg.JsonMetadataValue):
+            plain[name] = {"__json__": value.value}
+        elif isinstance(value, dg.PathMetadataValue):
+            plain[name] = {"__path__": value.value}
+        elif isinstance(value, dg.MetadataValue):
+            plain[name] = value.value
+        elif value is not None:
+            plain[name] = value
+    return plain
+
+
+def _metadata_values(plain: Mapping[str, Any]) -> dict[str, Any]:
+    values = {}
+    for name, value in plain.items():
+        if isinstance(value, dict) and "__markdown__" in value:
+            values[name] = dg.MetadataValue.md(value["__markdown__"])
+        elif isinstance(value, dict) and "__json__" in value:
+            values[name] = dg.MetadataValue.json(value["__json__"])
+        elif isinstance(value, dict) and "__path__" in value:
+            values[name] = dg.MetadataValue.path(value["__path__"])
+        else:
+            values[name] = value
+    return values
+
+
+def _plain_check(check: dg.AssetCheckResult, blocking: bool) -> dict[str, Any]:
+    return {
+        "check_name": check.check_name,
+        "blocking": blocking,
+        "passed": check.passed,
+        "severity": check.severity.value,
+        "description": check.description,
+        "metadata": _plain_metadata(check.metadata or {}),
+    }
+
+
+def _replayed_check(asset_key: dg.AssetKey, plain: Mapping[str, Any]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name=plain["check_name"],
+        passed=plain["passed"],
+        severity=dg.AssetCheckSeverity(plain["severity"]),
+        description=plain["description"],
+        metadata=_metadata_values(plain["metadata"]),
+    )
+
+
+@dataclass
+class PartitionWork:
+    """One partition's share of an asset: its inputs, resolved config and how to compute it."""
+
+    inputs: Inputs
+    config: Any
+    compute: Callable[[], Computed]
+    data_version: str | None = None
+    after_commit: AfterCommit | None = None
+
+
+def materialize_cached(
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    inputs: Inputs,
+    config: Any,
+    compute: Callable[[], Computed],
+    data_version: str | None = None,
+    after_commit: AfterCommit | None = None,
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """Yield the asset's output (new or cached) and its check results.
+
+    `data_version` overrides the data version (bars: the content hash of the stored bars);
+    by default it is the fingerprint.
+    """
+    partition_key = context.partition_key if context.has_partition_key else None
+    try:
+        artifact, metadata, checks = _cached_or_computed(context, store, partition_key, PartitionWork(inputs, config, compute, data_version), after_commit)
+    except TRANSIENT_ERRORS as error:
+        retry_if_transient(context, [error])
+        raise
+    yield dg.Output(artifact, output_name=_output_name(context), data_version=dg.DataVersion(artifact.manifest.data_version), metadata=metadata)
+    yield from checks
+
+
+def materialize_partitions(
+    context: dg.AssetExecutionContext, store: ArtifactStore, work_for: Callable[[str], PartitionWork]
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """For assets with a BackfillPolicy: a run over one partition behaves as `materialize_cached`;
+    a ranged run (a backfill chunk, one symbol's training run, or declarative automation catching
+    up many partitions) caches, computes and commits each partition on its own, so one bad
+    partition's failure leaves the ones before it stored, and a retry finds those as cache hits.
+
+    Dagster takes one data version per output, so a ranged run leaves Dagster's own data version
+    to Dagster; the fingerprints in the store, which the planner and the cache read, are the same
+    whichever way a partition ran. An `AssetCheckResult` names no partition, so in a ranged run
+    each partition's check outcomes are logged as `AssetCheckEvaluation`s of that partition; for
+    that the asset's checks must be optional outputs (a `multi_asset` with `can_subset=True`, as
+    `models/<family>`).
+    """
+    if context.has_partition_key:
+        try:
+            work = work_for(context.partition_key)
+            yield from materialize_cached(context, store, work.inputs, work.config, work.compute, work.data_version, work.after_commit)
+        except dg.RetryRequested:
+            raise
+        except Exception as error:
+            record_failure(context, store, context.partition_key, f"{type(error).__name__}: {error}")
+            raise
+        return
+    artifacts: dict[str, StoredArtifact] = {}
+    metadata_by_partition: dict[str, dict[str, Any]] = {}
+    errors: list[Exception] = []
+    failures: dict[str, str] = {}
+    optional_checks = all(not context.op_def.outs[name].is_required for name in context.assets_def.check_specs_by_output_name)
+    for key in context.partition_keys:
+        # One partition's failure (its bars, its data, its model) is its own: the others still
+        # commit, and the step fails afterwards naming exactly the partitions that failed.
+        try:
+            work = work_for(key)
+            artifact, metadata, checks = _cached_or_computed(context, store, key, work, work.after_commit)
+        except Exception as error:  # noqa: BLE001 - every failure is reported below, by partition
+            errors.append(error)
+            failures[key] = f"{type(error).__name__}: {error}"
+            context.log.error(f"{context.asset_key.to_user_string()} {key} failed: {failures[key]}")
+            record_failure(context, store, key, failures[key])
+            continue
+        if checks and not optional_checks:
+            raise RuntimeError(f"{context.asset_key.to_user_string()} returned check results in a ranged run; its checks must be optional outputs (a multi_asset with can_subset=True)")
+        for check in checks:
+            context.log_event(_evaluation_of(check, context.asset_key, key))
+        context.add_asset_metadata(metadata, partition_key=key)
+        artifacts[key] = artifact
+        metadata_by_partition[key] = metadata
+    hits = sum(artifact.is_cache_hit for artifact in artifacts.values())
+    checked = ", ".join(spec.name for spec in context.assets_def.check_specs)
+    context.log.info(
+        f"{context.asset_key.to_user_string()}: {len(artifacts)} partitions in one run ({hits} cache hits, {len(artifacts) - hits} computed"
+        + (f", {len(failures)} failed" if failures else "") + ")"
+        + (f"; checks ({checked}) reported per partition, not as the step's own output" if checked else "")
+    )
+    if failures:
+        _publish_partial(context, store, artifacts, metadata_by_partition)
+        retry_if_transient(context, errors)
+        raise PartitionsFailed(context.asset_key.to_user_string(), failures, succeeded=len(artifacts))
+    yield dg.Output(StoredArtifacts(artifacts), output_name=_output_name(context), metadata={"partitions_in_run": len(artifacts)})
+
+
+class PartitionsFailed(dg.Failure):
+    """Some partitions of a ranged step failed; the others are committed, published and recorded
+    as materializations. `failed` maps each failed partition key to its error."""
+
+    def __init__(self, asset: str, failed: dict[str, str], succeeded: int) -> None:
+        shown = "; ".join(f"{key}: {reason}" for key, reason in list(failed.items())[:10])
+        more = f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
+        super().__init__(
+            description=f"{asset}: {len(failed)} partition(s) failed, {succeeded} materialized: {shown}{more}",
+            metadata={FAILED_PARTITIONS: dg.MetadataValue.json(failed)},
+        )
+        self.failed = failed
+
+
+# The metadata entry of a `PartitionsFailed` step failure: partition key -> error.
+FAILED_PARTITIONS = "failed_partitions"
+
+
+# Failures that waiting may fix: the store or the tracker did not answer within its own retry
+# budget. Data and code errors fail at once: a retry would only repeat them.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (ArtifactStoreUnavailableError, TrackingError)
+STEP_RETRIES = 3
+
+
+def retry_if_transient(context: dg.AssetExecutionContext, errors: list[Exception]) -> None:
+    """Ask Dagster to run the step again (cache hits for what was committed) when any failure
+    was transient, up to STEP_RETRIES times, with a growing wait."""
+    if any(isinstance(error, TRANSIENT_ERRORS) for error in errors) and context.retry_number < STEP_RETRIES:
+        wait = 2**context.retry_number
+        context.log.warning(f"transient failure ({type(errors[0]).__name__}); retrying the step in {wait}s (retry {context.retry_number + 1} of {STEP_RETRIES})")
+        raise dg.RetryRequested(max_retries=STEP_RETRIES, seconds_to_wait=wait) from errors[0]
+
+
+def record_failure(context: dg.AssetExecutionContext, store: ArtifactStore, partition_key: str, error: str) -> None:
+    """Beside the partition's pointer, why its latest attempt failed: readers that compute from
+    what exists (the leaderboard, `make demo`'s summary) say why a partition is missing."""
+    prefix = artifact_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
+    try:
+        store.put_json(f"{prefix}/{FAILURE_FILE}", {"error": error[:2000], "run_id": context.run.run_id, "at": datetime.now(timezone.utc).isoformat()})
+    except Exception as storage_error:  # noqa: BLE001 - the original failure matters more than its record
+        context.log.warning(f"could not record the failure of {prefix}: {storage_error}")
+
+
+def _publish_partial(
+    context: dg.AssetExecutionContext, store: ArtifactStore, artifacts: dict[str, StoredArtifact], metadata_by_partition: dict[str, dict[str, Any]]
+) -> None:
+    """What the IO manager does for a whole range, for the partitions that succeeded when the
+    step is about to fail: their pointers move and Dagster records their materializations, so
+    the UI, lineage and automation see exactly which partitions exist."""
+    for key, artifact in artifacts.items():
+        prefix = artifact_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, key))
+        point_to(store, prefix, artifact.manifest)
+        metadata = {name: value for name, value in metadata_by_partition[key].items() if value is not None}
+        context.log_event(
+            dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata={**metadata, "artifact": store.uri(f"{prefix}/{artifact.manifest.fingerprint}")})
+        )
+
+
+def _output_name(context: dg.AssetExecutionContext) -> str:
+    return context.assets_def.get_output_name_for_asset_key(context.asset_key)
+
+
+def _evaluation_of(check: dg.AssetCheckResult, asset_key: dg.AssetKey, partition_key: str) -> dg.AssetCheckEvaluation:
+    return dg.AssetCheckEvaluation(
+        asset_key=check.asset_key or asset_key,
+        check_name=check.check_name or "",
+        passed=check.passed,
+        metadata=check.metadata,
+        severity=check.severity,
+        description=check.description,
+        partition=partition_key,
+    )
+
+
+def input_for(value: ArtifactHandle | Mapping[str, ArtifactHandle], upstream_key: str) -> ArtifactHandle:
+    """One partition's input: the handle itself in a single-partition run; in a ranged run the
+    IO manager hands every upstream partition of the range, keyed by partition."""
+    if isinstance(value, ArtifactHandle):
+        return value
+    if upstream_key not in value:
+        raise ValueError(f"input partition {upstream_key} is not materialized; materialize it first")
+    return value[upstream_key]
+
+
+def _cached_or_computed(
+    context: dg.AssetExecutionContext, store: ArtifactStore, partition_key: str | None, work: PartitionWork, after_commit: AfterCommit | None
+) -> tuple[StoredArtifact, dict[str, Any], list[dg.AssetCheckResult]]:
+    asset_key = context.asset_key
+    code_version = context.assets_def.code_versions_by_key[asset_key] or ""
+    versions = input_versions(work.inputs)
+    fingerprint = fingerprint_of(code_version, work.config, partition_key, versions)
+    prefix = artifact_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
+
+    manifest, state = find_intact_manifest(store, prefix, fingerprint)
+    if manifest is not None and after_commit is None:
+        return _hit(context, store, prefix, fingerprint, manifest, after_commit)
+    # Writing (or tracking what another run wrote) is one writer's job at a time.
+    with claimed(store, prefix, fingerprint, context.run.run_id, on_wait=context.log.info):
+        manifest, state = find_intact_manifest(store, prefix, fingerprint)
+        if manifest is not None:
+            return _hit(context, store, prefix, fingerprint, manifest, after_commit)
+        if state != "not stored":
+            context.log.warning(f"stored artifact for fingerprint {fingerprint} is unusable ({state}); recomputing")
+        computed = work.compute()
+        provenance = {"code_version": code_version, "config": resolved(work.config), "partition": partition_key, "inputs": versions}
+        return _commit(context, store, prefix, fingerprint, work.data_version or fingerprint, computed, provenance, after_commit, "miss")
+
+
+def _hit(
+    context: dg.AssetExecutionContext, store: ArtifactStore, prefix: str, fingerprint: str, manifest: Manifest, after_commit: AfterCommit | None
+) -> tuple[StoredArtifact, dict[str, Any], list[dg.AssetCheckResult]]:
+    context.log.info(f"cache hit: {store.uri(prefix)}/{fingerprint} (computed in run {manifest.provenance.get('run_id')})")
+    extra = after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, None) if after_commit else {}
+    metadata = {**_metadata_values(manifest.metadata), **extra, "cache": "hit", "fingerprint": fingerprint, "computed_in_run": manifest.provenance.get("run_id", "")}
+    return StoredArtifact(manifest, is_cache_hit=True), metadata, [_replayed_check(context.asset_key, check) for check in manifest.checks]
+
+
+def materialize_uncached(
+    context: dg.AssetExecutionContext, store: ArtifactStore, config: Any, compute: Callable[[], Computed]
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """For an asset whose result depends on state outside the store (the MLflow registry): always
+    computes. Its fingerprint, and so its data version, hashes the result itself, so downstream
+    assets see a new version only when the result changed.
+
+    One run at a time computes and commits it: two overlapping runs (a rollback beside the
+    automation's registry run) would each decide from state the other is changing."""
+    asset_key = context.asset_key
+    partition_key = context.partition_key if context.has_partition_key else None
+    code_version = context.assets_def.code_versions_by_key[asset_key] or ""
+    prefix = artifact_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
+    with claimed(store, prefix, ONE_WRITER_CLAIM, context.run.run_id, on_wait=context.log.info):
+        try:
+            computed = compute()
+        except TRANSIENT_ERRORS as error:
+            retry_if_transient(context, [error])
+            raise
+        content = hashlib.sha256(b"".join(name.encode() + data for name, data in sorted(encode_value(computed.value).items()))).hexdigest()
+        fingerprint = fingerprint_of(code_version, config, partition_key, {"content": content})
+        provenance = {"code_version": code_version, "config": resolved(config), "partition": partition_key, "inputs": {"content": content}}
+        artifact, metadata, checks = _commit(context, store, prefix, fingerprint, fingerprint, computed, provenance, None, "recomputed")
+    yield dg.Output(artifact, output_name=_output_name(context), data_version=dg.DataVersion(artifact.manifest.data_version), metadata=metadata)
+    yield from checks
+
+
+def _commit(
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    prefix: str,
+    fingerprint: str,
+    data_version: str,
+    computed: Computed,
+    provenance: dict[str, Any],
+    after_commit: AfterCommit | None,
+    cache: str,
+) -> tuple[StoredArtifact, dict[str, Any], list[dg.AssetCheckResult]]:
+    blocking = {spec.name: spec.blocking for spec in context.assets_def.check_specs}
+    manifest = Manifest(
+        fingerprint=fingerprint,
+        data_version=data_version,
+        files={},
+        metadata=_plain_metadata(computed.metadata),
+        checks=[_plain_check(check, blocking.get(check.check_name or "", False)) for check in computed.checks],
+        provenance={**provenance, "run_id": context.run.run_id, "computed_at": datetime.now(timezone.utc).isoformat()},
+    )
+    manifest = commit_artifact(store, prefix, computed.value, manifest)
+    extra = after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, computed.value) if after_commit else {}
+    return StoredArtifact(manifest), {**computed.metadata, **extra, "cache": cache, "fingerprint": fingerprint}, list(computed.checks)

@@ -1,0 +1,1 @@
+"""How the platform runs itself: automation conditions, schedules, sensors and alerts."""

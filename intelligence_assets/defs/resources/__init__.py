@@ -1,0 +1,1 @@
+"""Dagster resources: the artifact store, the IO manager over it, and MLflow tracking."""

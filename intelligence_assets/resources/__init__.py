@@ -1,1 +1,0 @@
-"""Dagster resources: the artifact store and the IO manager over it."""

@@ -1,0 +1,346 @@
+"""Artifacts in the store: content-addressed by fingerprint, committed by a manifest.
+
+Layout under an asset partition's prefix (`<asset>/<symbol>/<target>`):
+
+    <fingerprint>/data.parquet | result.json | summary.json + model/...   the value's files
+    <fingerprint>/manifest.json     sha256 and size of every file, metadata, check outcomes
+    current.json                    {fingerprint, data_version}: what downstream assets read
+
+The manifest is written after the files and the pointer after the manifest, so a reader never
+follows a pointer to a half-written artifact; a retry with the same fingerprint rewrites the
+same keys (idempotent). Every load verifies the checksums: a corrupt object is an error,
+never silently used.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from intelligence_assets.ml.trained_model import SUMMARY_FILE, TrainedModel
+from intelligence_assets.store.artifact_store import ArtifactNotFoundError, ArtifactStore, ArtifactStoreError, CorruptArtifactError
+
+
+class BlockedArtifactError(ArtifactStoreError):
+    """The current artifact failed a blocking check: nothing may be built on it."""
+
+TABLE_FILE = "data.parquet"
+RESULT_FILE = "result.json"
+MANIFEST_FILE = "manifest.json"
+POINTER_FILE = "current.json"
+# Beside the pointer: why the partition's latest attempt failed (see `latest_failure`).
+FAILURE_FILE = "failure.json"
+
+
+def encode_value(value: Any) -> dict[str, bytes]:
+    """The files (relative path -> bytes) that represent a value."""
+    if isinstance(value, pl.DataFrame):
+        buffer = io.BytesIO()
+        value.write_parquet(buffer, compression="zstd", statistics=False)
+        return {TABLE_FILE: buffer.getvalue()}
+    if isinstance(value, TrainedModel):
+        with tempfile.TemporaryDirectory() as scratch:
+            value.save(Path(scratch))
+            return {p.relative_to(scratch).as_posix(): p.read_bytes() for p in sorted(Path(scratch).rglob("*")) if p.is_file()}
+    if isinstance(value, dict):
+        return {RESULT_FILE: json.dumps(value, indent=2, sort_keys=True, allow_nan=False).encode()}
+    raise TypeError(f"cannot store {type(value).__name__}: expected polars.DataFrame, dict or TrainedModel")
+
+
+def decode_value(files: dict[str, bytes], where: str) -> Any:
+    try:
+        if TABLE_FILE in files:
+            return pl.read_parquet(io.BytesIO(files[TABLE_FILE]))
+        if SUMMARY_FILE in files:
+            with tempfile.TemporaryDirectory() as scratch:
+                for name, data in files.items():
+                    target = Path(scratch) / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(data)
+                return TrainedModel.load(Path(scratch))
+        if RESULT_FILE in files:
+            return json.loads(files[RESULT_FILE])
+    except Exception as error:  # a decoder's own error type says little; name the artifact
+        raise CorruptArtifactError(f"artifact {where} cannot be decoded: {error}") from error
+    raise CorruptArtifactError(f"artifact {where} holds none of {TABLE_FILE}, {SUMMARY_FILE}, {RESULT_FILE}")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Manifest:
+    fingerprint: str
+    data_version: str
+    files: dict[str, dict[str, Any]]             # relative path -> {sha256, bytes}
+    metadata: dict[str, Any] = field(default_factory=dict)   # plain, replayable materialization metadata
+    checks: list[dict[str, Any]] = field(default_factory=list)  # check outcomes, replayed on cache hits
+    provenance: dict[str, Any] = field(default_factory=dict)    # code version, config, inputs, run id, time
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__, indent=2, sort_keys=True, default=str).encode()
+
+
+def commit_artifact(store: ArtifactStore, prefix: str, value: Any, manifest: Manifest) -> Manifest:
+    """Files, then manifest: the artifact exists under its fingerprint, not yet published.
+
+    When another run has already committed the same fingerprint intact, that one is kept rather
+    than rewriting files its readers may be verifying; either way the committed manifest returns.
+    """
+    committed, _ = find_intact_manifest(store, prefix, manifest.fingerprint)
+    if committed is not None:
+        return committed
+    files = encode_value(value)
+    manifest.files = {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in files.items()}
+    for name, data in files.items():
+        store.put_bytes(f"{prefix}/{manifest.fingerprint}/{name}", data)
+    store.put_bytes(f"{prefix}/{manifest.fingerprint}/{MANIFEST_FILE}", manifest.to_json())
+    return manifest
+
+
+def write_artifact(store: ArtifactStore, prefix: str, value: Any, manifest: Manifest) -> None:
+    """Commit and publish: files, then manifest, then pointer."""
+    point_to(store, prefix, commit_artifact(store, prefix, value, manifest))
+
+
+def blocking_failures(manifest: Manifest) -> list[str]:
+    return sorted(check["check_name"] for check in manifest.checks if check.get("blocking") and not check["passed"])
+
+
+def point_to(store: ArtifactStore, prefix: str, manifest: Manifest) -> None:
+    pointer = {
+        "fingerprint": manifest.fingerprint,
+        "data_version": manifest.data_version,
+        # Dagster stores an output before a failing blocking check stops the step; the flag keeps
+        # any later run from building on it.
+        "blocked_by": blocking_failures(manifest),
+        "updated": datetime.now(timezone.utc).isoformat(),
+    }
+    store.put_json(f"{prefix}/{POINTER_FILE}", pointer)
+
+
+def read_manifest(store: ArtifactStore, prefix: str, fingerprint: str) -> Manifest:
+    key = f"{prefix}/{fingerprint}/{MANIFEST_FILE}"
+    raw = store.get_json(key)
+    try:
+        return Manifest(**raw)
+    except TypeError as error:
+        raise CorruptArtifactError(f"manifest {store.uri(key)} is malformed: {error}") from error
+
+
+def read_verified_files(store: ArtifactStore, prefix: str, manifest: Manifest) -> dict[str, bytes]:
+    files = {}
+    for name, expected in manifest.files.items():
+        key = f"{prefix}/{manifest.fingerprint}/{name}"
+        data = store.get_bytes(key)
+        if len(data) != expected["bytes"] or _sha256(data) != expected["sha256"]:
+            raise CorruptArtifactError(
+                f"artifact {store.uri(key)} is corrupt: {len(data)} bytes with sha256 {_sha256(data)[:12]}…, "
+                f"manifest says {expected['bytes']} bytes with sha256 {expected['sha256'][:12]}…; rematerialize it to recompute"
+            )
+        files[name] = data
+    return files
+
+
+def find_intact_manifest(store: ArtifactStore, prefix: str, fingerprint: str) -> tuple[Manifest | None, str]:
+    """The manifest of a stored artifact whose files all verify, or None and why not."""
+    try:
+        manifest = read_manifest(store, prefix, fingerprint)
+        read_verified_files(store, prefix, manifest)
+    except ArtifactNotFoundError:
+        return None, "not stored"
+    except CorruptArtifactError as error:
+        return None, str(error)
+    return manifest, "intact"
+
+
+@dataclass(frozen=True)
+class ArtifactHandle:
+    """An upstream artifact, not yet loaded: its data version is known without reading its data,
+    so a cache hit downstream costs one small read per input."""
+
+    store: ArtifactStore
+    prefix: str
+    fingerprint: str
+    data_version: str
+
+    @classmethod
+    def current(cls, store: ArtifactStore, prefix: str) -> ArtifactHandle:
+        """The artifact downstream assets should read; refuses one that failed a blocking check."""
+        try:
+            pointer = store.get_json(f"{prefix}/{POINTER_FILE}")
+        except ArtifactNotFoundError:
+            raise ArtifactNotFoundError(f"nothing stored at {store.uri(prefix)}; materialize it first") from None
+        if not isinstance(pointer, dict) or not {"fingerprint", "data_version"} <= pointer.keys():
+            raise CorruptArtifactError(f"pointer {store.uri(f'{prefix}/{POINTER_FILE}')} is malformed; rematerialize {prefix}")
+        if pointer.get("blocked_by"):
+            raise BlockedArtifactError(
+                f"{prefix} failed blocking checks {pointer['blocked_by']} (fingerprint {pointer['fingerprint']}); "
+                f"fix its input and rematerialize it before anything downstream"
+            )
+        return cls(store, prefix, pointer["fingerprint"], pointer["data_version"])
+
+    def load(self) -> Any:
+        manifest = read_manifest(self.store, self.prefix, self.fingerprint)
+        files = read_verified_files(self.store, self.prefix, manifest)
+        return decode_value(files, self.store.uri(f"{self.prefix}/{self.fingerprint}"))
+
+    def load_json(self, name: str) -> Any:
+        """One JSON file of the artifact (a model's summary.json), verified against the manifest,
+        without reading or decoding the rest: a reader of scores never loads the model itself."""
+        manifest = read_manifest(self.store, self.prefix, self.fingerprint)
+        if name not in manifest.files:
+            raise CorruptArtifactError(f"artifact {self.store.uri(f'{self.prefix}/{self.fingerprint}')} has no {name}")
+        files = read_verified_files(self.store, self.prefix, Manifest(**{**manifest.__dict__, "files": {name: manifest.files[name]}}))
+        return json.loads(files[name])
+
+
+def latest_failure(store: ArtifactStore, prefix: str) -> dict[str, Any] | None:
+    """Why the partition at `prefix` failed, when its latest attempt failed after its pointer
+    last moved (`error`, `run_id`, `at`); None when it never failed or has succeeded since."""
+    try:
+        failure = store.get_json(f"{prefix}/{FAILURE_FILE}")
+    except ArtifactStoreError:
+        return None
+    try:
+        updated = store.get_json(f"{prefix}/{POINTER_FILE}").get("updated", "")
+    except ArtifactStoreError:
+        updated = ""
+    return failure if isinstance(failure, dict) and str(failure.get("at", "")) > str(updated) else None
+
+
+def read_value(store: ArtifactStore, prefix: str) -> Any:
+    """The current value stored for an asset partition (for tools and tests outside Dagster)."""
+    return ArtifactHandle.current(store, prefix).load()
+
+
+@dataclass
+class StoredArtifact:
+    """What an asset hands its IO manager: an artifact already committed under its fingerprint
+    (computed in this step, or a cache hit). The IO manager publishes it by moving the pointer."""
+
+    manifest: Manifest
+    is_cache_hit: bool = False
+
+
+@dataclass
+class StoredArtifacts:
+    """A ranged run's output (a BackfillPolicy run over many partitions): one committed artifact
+    per partition key, each published by the IO manager under its own partition's pointer."""
+
+    by_partition: dict[str, StoredArtifact]
+
+
+# An input as an asset with a BackfillPolicy receives it: one handle in a single-partition run,
+# every upstream partition of the range, keyed by partition, in a ranged run.
+HandleOrRange = ArtifactHandle | dict[str, ArtifactHandle]
+
+
+# One writer per fingerprint. Two runs of one partition at once (two `make demo`, a UI launch
+# beside the automation, a retry beside a live first attempt) would otherwise interleave one
+# writer's files with the other's manifest and track the same model twice in MLflow.
+CLAIM_FILE = "claim.json"
+CLAIM_LEASE_SECONDS = 120.0
+CLAIM_POLL_SECONDS = 1.0
+
+
+class _Lease:
+    """A held claim, renewed in the background until released, so only a dead holder's claim
+    expires."""
+
+    def __init__(self, store: ArtifactStore, key: str, owner: str, lease_seconds: float) -> None:
+        self.store, self.key, self.owner, self.lease_seconds = store, key, owner, lease_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"claim {key}", daemon=True)
+
+    def payload(self) -> bytes:
+        expires = datetime.now(timezone.utc).timestamp() + self.lease_seconds
+        return json.dumps({"owner": self.owner, "expires": expires}).encode()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 4):
+            try:
+                if _claim_of(self.store, self.key).get("owner") == self.owner:
+                    self.store.put_bytes(self.key, self.payload())
+            except ArtifactStoreError:  # the store is down: the next renewal tries again
+                continue
+
+    def release(self) -> None:
+        self._stop.set()
+        try:
+            if _claim_of(self.store, self.key).get("owner") == self.owner:
+                self.store.delete(self.key)
+        except ArtifactStoreError:  # left to expire
+            pass
+
+
+def _claim_of(store: ArtifactStore, key: str) -> dict[str, Any]:
+    try:
+        claim = json.loads(store.get_bytes(key))
+    except ArtifactNotFoundError:
+        return {}
+    except ValueError:  # half-readable: treat as expired
+        return {"owner": "?", "expires": 0}
+    return claim if isinstance(claim, dict) else {"owner": "?", "expires": 0}
+
+
+def _holder_is_dead(owner: str) -> bool:
+    """A holder on this host whose process is gone (killed mid-write) need not be waited out."""
+    parts = owner.split(":")
+    if len(parts) < 4 or parts[-3] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(parts[-2]), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):
+        return False
+    return False
+
+
+@contextmanager
+def claimed(store: ArtifactStore, prefix: str, fingerprint: str, owner: str, on_wait: Callable[[str], None] = lambda _: None,
+            lease_seconds: float = CLAIM_LEASE_SECONDS) -> Iterator[None]:
+    """Hold the right to write `prefix/fingerprint` (files, manifest, tracking) alone. Waits while
+    another live writer holds it; takes over a claim whose holder stopped renewing it. The
+    caller looks at the store again once inside: the other writer's result may be there."""
+    key = f"{prefix}/{fingerprint}/{CLAIM_FILE}"
+    owner = f"{owner}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    lease = _Lease(store, key, owner, lease_seconds)
+    waited = False
+    while True:
+        # A create whose answer was lost and retried says "exists", though the claim is ours.
+        if store.create_if_absent(key, lease.payload()) or _claim_of(store, key).get("owner") == owner:
+            break
+        holder = _claim_of(store, key)
+        if holder and (float(holder.get("expires", 0)) < datetime.now(timezone.utc).timestamp() or _holder_is_dead(str(holder.get("owner", "")))):
+            on_wait(f"claim on {store.uri(key)} by {holder.get('owner')} expired or its process died; taking over")
+            store.delete(key)
+            continue
+        if not waited:
+            on_wait(f"{store.uri(f'{prefix}/{fingerprint}')} is being written by {holder.get('owner', 'another run')}; waiting for its result")
+            waited = True
+        time.sleep(CLAIM_POLL_SECONDS)
+    lease.start()
+    try:
+        yield
+    finally:
+        lease.release()

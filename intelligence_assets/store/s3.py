@@ -1,0 +1,464 @@
+"""The artifact store on an S3-compatible object store (MinIO in production).
+
+Same keys and bytes as `LocalArtifactStore`: a key is the object name inside one bucket.
+Every call goes through one retry loop: transient failures (endpoint down, connection
+reset, timeouts, 5xx) are retried with exponential backoff and jitter until a time budget
+is spent, so that a MinIO restart in the middle of a run costs a pause, not a failed run.
+Credential and permission errors are never retried: waiting cannot fix them.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import timezone
+from typing import TypeVar
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, S3Error, ServerError
+from minio.helpers import MAX_PART_SIZE, MIN_PART_SIZE, check_bucket_name
+
+from intelligence_assets.store.artifact_store import (
+    ArtifactNotFoundError,
+    ArtifactStore,
+    ArtifactStoreError,
+    StoredObject,
+    validate_key,
+)
+
+logger = logging.getLogger("intelligence_assets.artifacts")
+
+T = TypeVar("T")
+
+DEFAULT_BUCKET = "intelligence-assets"
+# A MinIO restart (a pod rescheduled, a node drained) takes tens of seconds; a minute of retries
+# rides it out, where a failed step would cost the whole training run.
+DEFAULT_RETRY_SECONDS = 60.0
+CONNECT_TIMEOUT_SECONDS = 3.0
+# Per socket read, not per request: a multi-hundred-megabyte upload may take longer in total.
+READ_TIMEOUT_SECONDS = 30.0
+# One hung request may spend at most this share of the retry budget, so an endpoint that hangs
+# and comes back within the budget costs retries, not the run.
+TIMEOUT_SHARE_OF_BUDGET = 0.25
+FIRST_RETRY_DELAY_SECONDS = 0.5
+MAX_RETRY_DELAY_SECONDS = 5.0
+
+def request_timeouts(retry_seconds: float) -> urllib3.Timeout:
+    """Connect and read timeouts of one request: a fraction of the retry budget (at least a
+    second), never more than the defaults."""
+    cap = max(1.0, retry_seconds * TIMEOUT_SHARE_OF_BUDGET)
+    return urllib3.Timeout(connect=min(CONNECT_TIMEOUT_SECONDS, cap), read=min(READ_TIMEOUT_SECONDS, cap))
+
+
+# Codes that say "these credentials may not do this": waiting does not change the answer.
+ACCESS_ERROR_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccountProblem",
+        "AllAccessDisabled",
+        "AuthorizationHeaderMalformed",
+        "ExpiredToken",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "InvalidSecurity",
+        "InvalidToken",
+        "MissingSecurityHeader",
+        "RequestTimeTooSkewed",
+        "SignatureDoesNotMatch",
+        "TokenRefreshRequired",
+    }
+)
+# Codes a healthy server sends while it is overloaded, starting up or briefly unhealthy.
+TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "InternalError",
+        "OperationTimedOut",
+        "RequestTimeout",
+        "ServiceUnavailable",
+        "SlowDown",
+        "XMinioServerNotInitialized",
+    }
+)
+TRANSIENT_HTTP_STATUSES = frozenset({408, 429})
+
+
+class S3OperationError(ArtifactStoreError):
+    """An S3 operation failed; says where (never with credentials)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        bucket: str | None = None,
+        key: str | None = None,
+        operation: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.key = key
+        self.operation = operation
+
+
+class ArtifactStoreUnavailableError(S3OperationError):
+    """The object store could not be reached (or kept failing) for the whole retry budget."""
+
+    def __init__(self, message: str, *, elapsed_seconds: float | None = None, attempts: int | None = None, **where: str | None) -> None:
+        super().__init__(message, **where)
+        self.elapsed_seconds = elapsed_seconds
+        self.attempts = attempts
+
+
+class ArtifactStoreAccessError(S3OperationError):
+    """The object store refused the credentials or the permission; never retried."""
+
+    def __init__(self, message: str, *, code: str | None = None, **where: str | None) -> None:
+        super().__init__(message, **where)
+        self.code = code
+
+
+def _innermost_os_error(error: BaseException) -> BaseException | None:
+    """The socket-level error under urllib3's wrappers (MaxRetryError -> NewConnectionError -> ...)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    found: BaseException | None = None
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and not isinstance(current, urllib3.exceptions.HTTPError):
+            found = current
+        reason = getattr(current, "reason", None)
+        if isinstance(reason, BaseException):
+            current = reason
+            continue
+        # ProtocolError('Connection aborted.', RemoteDisconnected(...)) keeps its cause in args.
+        nested = next((arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)), None)
+        current = nested or current.__cause__ or current.__context__
+    return found
+
+
+def _describe_transport_error(error: BaseException) -> str:
+    inner = _innermost_os_error(error)
+    if inner is not None:
+        detail = getattr(inner, "strerror", None) or str(inner)
+        return f"{type(inner).__name__}: {detail}" if detail else type(inner).__name__
+    return f"{type(error).__name__}: {error}"
+
+
+def _parse_bool(variable: str, value: str) -> bool:
+    normalized = value.strip().lower()
+    if normalized in {"true", "1", "yes"}:
+        return True
+    if normalized in {"false", "0", "no", ""}:
+        return False
+    raise ValueError(f"{variable} must be 'true' or 'false', got {value!r}")
+
+
+class S3ArtifactStore(ArtifactStore):
+    """Artifacts as objects in one private bucket, created on the first write when missing.
+
+    Constructing the store does no network I/O. Reads never create the bucket: against a
+    missing bucket they behave as against an empty one.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        bucket: str,
+        access_key: str,
+        secret_key: str,
+        secure: bool = False,
+        region: str | None = None,
+        retry_seconds: float = DEFAULT_RETRY_SECONDS,
+    ) -> None:
+        check_bucket_name(bucket, strict=True)  # S3's own rules, so a typo fails here, not at first write
+        if retry_seconds < 0:
+            raise ValueError(f"retry_seconds must be >= 0, got {retry_seconds}")
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.secure = secure
+        self.region = region
+        self.retry_seconds = float(retry_seconds)
+        # Kept only to scrub them from any text we emit; never formatted into a message.
+        self._secrets = tuple(secret for secret in (access_key, secret_key) if secret)
+        self._client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=self._http_client(secure, self.retry_seconds),
+        )
+        self._bucket_ready = False
+        self._bucket_lock = threading.Lock()
+
+    @staticmethod
+    def _http_client(secure: bool, retry_seconds: float) -> urllib3.PoolManager:
+        # No urllib3-level retries: they would hide failures from our loop and multiply its budget.
+        return urllib3.PoolManager(
+            timeout=request_timeouts(retry_seconds),
+            # A redirect or error status comes back to minio as a response, to be read as an S3 error.
+            retries=urllib3.Retry(total=0, raise_on_redirect=False, raise_on_status=False),
+            maxsize=10,
+            cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        )
+
+    @classmethod
+    def from_environment(cls, retry_seconds: float = DEFAULT_RETRY_SECONDS) -> S3ArtifactStore:
+        """Configured by INTELLIGENCE_S3_* variables; a missing required one raises ValueError naming it."""
+
+        def required(variable: str) -> str:
+            value = os.environ.get(variable, "").strip()
+            if not value:
+                raise ValueError(f"environment variable {variable} is not set (needed by the S3 artifact store)")
+            return value
+
+        return cls(
+            endpoint=required("INTELLIGENCE_S3_ENDPOINT"),
+            bucket=os.environ.get("INTELLIGENCE_S3_BUCKET", "").strip() or DEFAULT_BUCKET,
+            access_key=required("INTELLIGENCE_S3_ACCESS_KEY"),
+            secret_key=required("INTELLIGENCE_S3_SECRET_KEY"),
+            secure=_parse_bool("INTELLIGENCE_S3_SECURE", os.environ.get("INTELLIGENCE_S3_SECURE", "false")),
+            region=os.environ.get("INTELLIGENCE_S3_REGION", "").strip() or None,
+            retry_seconds=retry_seconds,
+        )
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"{'https' if self.secure else 'http'}://{self.endpoint}"
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket} at {self.endpoint_url}"
+
+    def __repr__(self) -> str:
+        return f"S3ArtifactStore(endpoint={self.endpoint!r}, bucket={self.bucket!r}, secure={self.secure!r})"
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        validate_key(key)
+        data = bytes(data)
+
+        def put() -> None:
+            self._ensure_bucket()
+            try:
+                self._put_object(key, data)
+            except S3Error as error:
+                if error.code != "NoSuchBucket":
+                    raise
+                # Someone removed the bucket since we last looked: recreate it once.
+                self._bucket_ready = False
+                self._ensure_bucket()
+                self._put_object(key, data)
+
+        self._call("put", key, put)
+
+    def _put_object(self, key: str, data: bytes) -> None:
+        # One PUT request (no multipart) up to S3's single-part limit; either way the object
+        # only becomes visible once complete. A fresh stream per attempt: retries resend all.
+        part_size = max(MIN_PART_SIZE, len(data)) if len(data) <= MAX_PART_SIZE else 0
+        self._client.put_object(self.bucket, key, io.BytesIO(data), length=len(data), part_size=part_size)
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        validate_key(key)
+        self._ensure_bucket()
+
+        def put() -> bool:
+            try:
+                # S3's conditional write (If-None-Match: *), which MinIO and S3 honour. minio-py's
+                # public put_object turns unknown headers into user metadata, so the raw request.
+                self._client._put_object(self.bucket, key, data, headers={"If-None-Match": "*", "Content-Type": "application/octet-stream"})
+            except S3Error as error:
+                if error.code in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                    return False
+                raise
+            return True
+
+        try:
+            return self._call("create", key, put)
+        except S3Error as error:
+            raise self._unexpected(error, "create", key) from error
+
+    def get_bytes(self, key: str) -> bytes:
+        validate_key(key)
+
+        def get() -> bytes:
+            response = self._client.get_object(self.bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        try:
+            return self._call("get", key, get)
+        except S3Error as error:
+            if error.code in {"NoSuchKey", "NoSuchBucket"}:
+                raise ArtifactNotFoundError(f"no artifact at {self.uri(key)}") from None
+            raise self._unexpected(error, "get", key) from error
+
+    def exists(self, key: str) -> bool:
+        validate_key(key)
+        try:
+            self._call("exists", key, lambda: self._client.stat_object(self.bucket, key))
+        except S3Error as error:
+            if error.code in {"NoSuchKey", "NoSuchBucket"}:
+                return False
+            raise self._unexpected(error, "exists", key) from error
+        return True
+
+    def list_objects(self, prefix: str) -> list[StoredObject]:
+        folder = prefix.rstrip("/")
+        if folder:
+            validate_key(folder)
+
+        def list_all() -> list[StoredObject]:
+            # A folder-like prefix, as in the local layout: "features/AA" must not list "features/AAPL/...".
+            objects = self._client.list_objects(self.bucket, prefix=f"{folder}/" if folder else None, recursive=True)
+            listed = [
+                StoredObject(
+                    key=item.object_name,
+                    bytes=int(item.size or 0),
+                    modified=item.last_modified.astimezone(timezone.utc),
+                )
+                for item in objects
+                if item.object_name and not item.object_name.endswith("/")
+            ]
+            return sorted(listed, key=lambda stored: stored.key)
+
+        try:
+            return self._call("list", folder, list_all)
+        except S3Error as error:
+            if error.code == "NoSuchBucket":
+                return []
+            raise self._unexpected(error, "list", folder) from error
+
+    def delete(self, key: str) -> None:
+        validate_key(key)
+        try:
+            self._call("delete", key, lambda: self._client.remove_object(self.bucket, key))
+        except S3Error as error:
+            if error.code not in {"NoSuchKey", "NoSuchBucket"}:
+                raise self._unexpected(error, "delete", key) from error
+
+    def _ensure_bucket(self) -> None:
+        if self._bucket_ready:
+            return
+        with self._bucket_lock:
+            if self._bucket_ready:
+                return
+            if not self._client.bucket_exists(self.bucket):
+                try:
+                    # No bucket policy is ever set: the bucket stays private to its credentials.
+                    self._client.make_bucket(self.bucket, location=self.region)
+                    logger.info("created bucket %s at %s", self.bucket, self.endpoint_url)
+                except S3Error as error:
+                    if error.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                        raise
+            self._bucket_ready = True
+
+    def _call(self, operation: str, key: str, action: Callable[[], T]) -> T:
+        """Run `action`, retrying transient failures for up to `retry_seconds`.
+
+        S3 errors that are neither transient nor about access propagate unchanged for the
+        caller to interpret (NoSuchKey means "absent" to `get` but "no" to `exists`).
+        """
+        started = time.monotonic()
+        deadline = started + self.retry_seconds
+        attempt = 1
+        while True:
+            try:
+                result = action()
+                if attempt > 1:
+                    logger.warning(
+                        "S3 endpoint %s reachable again: %s of %s succeeded after %.1fs (attempt %d)",
+                        self.endpoint, operation, self.uri(key), time.monotonic() - started, attempt,
+                    )
+                return result
+            except S3Error as error:
+                self._raise_if_access_error(error, operation, key)
+                status = error.response.status if error.response is not None else 0
+                if error.code not in TRANSIENT_ERROR_CODES and status < 500 and status not in TRANSIENT_HTTP_STATUSES:
+                    raise
+                cause = f"HTTP {status} {error.code}"
+            except ServerError as error:
+                if error.status_code < 500 and error.status_code not in TRANSIENT_HTTP_STATUSES:
+                    raise self._unexpected(error, operation, key) from error
+                cause = f"HTTP {error.status_code}"
+            except InvalidResponseError as error:
+                # A non-S3 answer, e.g. a proxy's 502 page while MinIO restarts behind it.
+                status = getattr(error, "_code", 0) or 0
+                if status < 500 and status not in TRANSIENT_HTTP_STATUSES:
+                    raise self._unexpected(error, operation, key) from error
+                cause = f"HTTP {status} from a non-S3 responder"
+            except urllib3.exceptions.SSLError as error:
+                raise self._unavailable(operation, key, started, attempt, f"TLS failure, not retried: {error}") from None
+            except urllib3.exceptions.MaxRetryError as error:
+                if isinstance(error.reason, urllib3.exceptions.SSLError):
+                    raise self._unavailable(operation, key, started, attempt, f"TLS failure, not retried: {error.reason}") from None
+                cause = _describe_transport_error(error)
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                # ProtocolError (reset mid-response), timeouts, refused connections.
+                cause = _describe_transport_error(error)
+            now = time.monotonic()
+            if now >= deadline:
+                raise self._unavailable(operation, key, started, attempt, cause) from None
+            backoff = min(MAX_RETRY_DELAY_SECONDS, FIRST_RETRY_DELAY_SECONDS * 2 ** (attempt - 1))
+            delay = min(random.uniform(backoff / 2, backoff), deadline - now)
+            attempt += 1
+            logger.warning(
+                "S3 endpoint %s unreachable (%s), retrying in %.1fs (attempt %d)",
+                self.endpoint, self._scrub(cause), delay, attempt,
+            )
+            time.sleep(delay)
+
+    def _raise_if_access_error(self, error: S3Error, operation: str, key: str) -> None:
+        if error.code not in ACCESS_ERROR_CODES:
+            return
+        server_message = self._scrub(error.message or "")
+        message = (
+            f"S3 endpoint {self.endpoint_url} refused {operation} of {self.uri(key)} "
+            f"(bucket {self.bucket!r}): {error.code}: {server_message} "
+            f"-- check the access key, the secret key and the key's permissions on the bucket"
+        )
+        # `from None`: the S3Error below would drag the signed request's details into tracebacks.
+        raise ArtifactStoreAccessError(
+            message, endpoint=self.endpoint, bucket=self.bucket, key=key, operation=operation, code=error.code
+        ) from None
+
+    def _unavailable(self, operation: str, key: str, started: float, attempts: int, cause: str) -> ArtifactStoreUnavailableError:
+        elapsed = time.monotonic() - started
+        message = (
+            f"S3 endpoint {self.endpoint_url} unavailable: {operation} of {self.uri(key)} "
+            f"(bucket {self.bucket!r}, key {key!r}) failed after {attempts} attempt(s) over {elapsed:.1f}s "
+            f"(retry budget {self.retry_seconds:g}s); last error: {self._scrub(cause)}"
+        )
+        return ArtifactStoreUnavailableError(
+            message,
+            endpoint=self.endpoint,
+            bucket=self.bucket,
+            key=key,
+            operation=operation,
+            elapsed_seconds=elapsed,
+            attempts=attempts,
+        )
+
+    def _unexpected(self, error: Exception, operation: str, key: str) -> ArtifactStoreError:
+        detail = f"{error.code}: {error.message}" if isinstance(error, S3Error) else str(error)[:500]
+        return ArtifactStoreError(
+            f"S3 {operation} of {self.uri(key)} at {self.endpoint_url} failed: {self._scrub(detail)}"
+        )
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text

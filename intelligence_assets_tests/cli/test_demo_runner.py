@@ -1,0 +1,89 @@
+"""Ranged runs (make demo, the retrain schedule): the chunks a multi-run BackfillPolicy launches."""
+from __future__ import annotations
+
+import os
+
+from intelligence_assets.defs.planner import cells_in_range, partition_ranges, training_ranges
+
+KEYS = [f"S{index}" for index in range(10)]
+
+
+def test_contiguous_stale_keys_become_chunks_of_at_most_max_per_run() -> None:
+    assert partition_ranges(KEYS, KEYS, 4) == [("S0", "S3"), ("S4", "S7"), ("S8", "S9")]
+    assert partition_ranges(KEYS, KEYS, 100) == [("S0", "S9")]
+
+
+def test_fresh_keys_split_ranges_so_no_fresh_partition_is_rerun() -> None:
+    assert partition_ranges(KEYS, ["S1", "S2", "S5", "S9"], 100) == [("S1", "S2"), ("S5", "S5"), ("S9", "S9")]
+    assert partition_ranges(KEYS, [], 100) == []
+
+
+def test_training_runs_one_symbol_each_biggest_symbol_first() -> None:
+    symbols, targets = ["SMALL", "BIG", "MID"], ["t1", "t2", "t3"]
+    cells = [f"{s}|{t}" for s in symbols for t in targets]
+    rows = {"SMALL": 500, "BIG": 8000, "MID": 3000}
+    assert training_ranges(symbols, targets, cells, 100, rows) == [("BIG|t1", "BIG|t3"), ("MID|t1", "MID|t3"), ("SMALL|t1", "SMALL|t3")]
+
+
+def test_training_ranges_leave_current_cells_out_and_respect_max_per_run() -> None:
+    targets = ["t1", "t2", "t3", "t4"]
+    stale = ["A|t1", "A|t2", "A|t4", "B|t1", "B|t2", "B|t3", "B|t4"]
+    assert training_ranges(["A", "B"], targets, stale, 3, {"A": 1, "B": 1}) == [("A|t1", "A|t2"), ("A|t4", "A|t4"), ("B|t1", "B|t3"), ("B|t4", "B|t4")]
+
+
+def test_with_more_symbols_than_targets_a_run_covers_many_symbols_of_one_target() -> None:
+    symbols = [f"S{index}" for index in range(5)]
+    cells = [f"{s}|t1" for s in symbols] + ["S0|t2", "S1|t2", "S3|t2"]
+    assert training_ranges(symbols, ["t1", "t2"], cells, 3, {}) == [("S0|t1", "S2|t1"), ("S3|t1", "S4|t1"), ("S0|t2", "S1|t2"), ("S3|t2", "S3|t2")]
+
+
+def test_a_range_covers_the_rectangle_between_its_corners() -> None:
+    symbols, targets = ["A", "B", "C"], ["t1", "t2", "t3"]
+    assert cells_in_range(symbols, targets, "A|t1", "A|t3") == ["A|t1", "A|t2", "A|t3"]
+    assert cells_in_range(symbols, targets, "B|t2", "C|t2") == ["B|t2", "C|t2"]
+    for start, end in training_ranges(symbols, targets, ["A|t1", "A|t2", "C|t3"], 100, {}):
+        assert set(cells_in_range(symbols, targets, start, end)) <= {"A|t1", "A|t2", "C|t3"}
+
+
+def _native_thread_pools() -> list[tuple[str, str, int]]:
+    from threadpoolctl import threadpool_info
+
+    return [(pool["internal_api"], pool["filepath"], pool["num_threads"]) for pool in threadpool_info()]
+
+
+def test_a_worker_has_its_libraries_loaded_and_its_thread_pools_capped_to_its_share_of_the_cores() -> None:
+    from intelligence_assets.ml.families import libraries_of
+    from intelligence_assets.defs.processes import available_cores, forked_pool, prepare_worker, worker_threads
+
+    workers = available_cores()
+    assert worker_threads(workers) == 1
+    assert worker_threads(1) == available_cores()
+    libraries = tuple(libraries_of(["linear", "lightgbm", "torch_mlp"]))
+    # Forked from a server that imported the libraries, as the demo's workers are: the caps must
+    # cover every native pool the server's imports brought along.
+    with forked_pool(1, libraries, prepare_worker, (libraries, 1)) as pool:
+        pools = pool.submit(_native_thread_pools).result(timeout=300)
+    apis = {api for api, _, _ in pools}
+    assert {"openmp", "openblas"} <= apis, pools  # torch and LightGBM bring OpenMP; numpy and scipy OpenBLAS
+    assert all(threads == 1 for _, _, threads in pools), pools
+
+
+def _environment_and_parent(name: str) -> tuple[str | None, int]:
+    return os.environ.get(name), os.getppid()
+
+
+def test_a_forked_worker_sees_the_environment_of_its_pool_not_of_the_server(monkeypatch) -> None:
+    """The forkserver outlives a pool and keeps the environment it started with; a later pool of
+    the same process (another DAGSTER_HOME, another universe) must not run in that one."""
+    from intelligence_assets.defs.processes import forked_pool
+
+    name = "INTELLIGENCE_TEST_POOL_ENVIRONMENT"
+    monkeypatch.setenv(name, "first")
+    with forked_pool(1, ("polars",)) as pool:
+        first, first_parent = pool.submit(_environment_and_parent, name).result(timeout=120)
+    monkeypatch.setenv(name, "second")
+    with forked_pool(1, ("polars",)) as pool:
+        second, second_parent = pool.submit(_environment_and_parent, name).result(timeout=120)
+    assert (first, second) == ("first", "second")
+    # Both forked by the same server, which was started once, before the variable changed.
+    assert first_parent == second_parent != os.getpid()

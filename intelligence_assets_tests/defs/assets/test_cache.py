@@ -1,0 +1,184 @@
+"""Cache-aware rematerialization: exactly the partitions whose inputs, config or code changed
+are recomputed; everything else is answered by the artifact store."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+import yaml
+
+from intelligence_assets.definitions import build_assets
+from intelligence_assets.ml.families import load_family
+from intelligence_assets.ml.synthetic import synthetic_bars
+from intelligence_assets.defs.planner import code_versions_of, plan_runs
+from intelligence_assets.store.artifact_store import LocalArtifactStore
+from intelligence_assets.store.artifacts import ArtifactHandle, read_value
+from intelligence_assets.config.universe import load_universe
+from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.support.pipeline import cache_outcomes, local_resources, materialize_everything
+
+# xgboost too: ranking and selection use lightgbm and linear, so bumping either recomputes the
+# rankings; a family they do not use shows the narrowest recompute set.
+FAMILIES = {"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 60}}, "xgboost": {"params": {"num_boost_round": 30}}}
+PER_SYMBOL_TARGET = ["labels", "target_rankings", "feature_sets", "models/linear", "models/lightgbm", "models/xgboost"]
+
+
+def misses(outcomes: dict) -> set[tuple[str, str | None]]:
+    return {key for key, outcome in outcomes.items() if outcome == "miss"}
+
+
+def champions_of(store: LocalArtifactStore) -> pl.DataFrame:
+    """The registry's champion per cell (after the promotion rule), as model_registry stored it."""
+    return read_value(store, "model_registry").select("symbol", "target", "champion_version", "champion_family")
+
+
+def symbols_whose_champions_changed(before: pl.DataFrame, after: pl.DataFrame) -> set[str]:
+    changed = before.join(after, on=["symbol", "target"], how="full", coalesce=True, suffix="_after").filter(
+        pl.col("champion_version").ne_missing(pl.col("champion_version_after"))
+    )
+    return set(changed["symbol"])
+
+
+@pytest.fixture
+def warm(tmp_path: Path):
+    """A universe materialized once (cold), with the instance and store kept for a rerun."""
+    universe_path = write_small_universe(tmp_path, families=FAMILIES)
+    resources = local_resources(tmp_path / "artifacts", load_universe(universe_path))
+    with dg.instance_for_test() as instance:
+        cold = materialize_everything(load_universe(universe_path), instance, resources)
+        assert cold and set(cold.values()) == {"miss", "recomputed"}  # the registry step always recomputes
+        yield universe_path, instance, resources, LocalArtifactStore(tmp_path / "artifacts")
+
+
+def plan_for(universe_path: Path, store, assets: list | None = None):
+    universe = load_universe(universe_path)
+    return plan_runs(universe, store, code_versions_of(assets or build_assets(universe)), universe.symbols)
+
+
+def assert_plan_covers_exactly(plan, recomputed: set, universe_path: Path) -> None:
+    """The plan runs every partition that turned out to need computing; beyond those, only the
+    registry step (its state is in MLflow: it runs whenever the leaderboard does) and predictions
+    it cannot judge before the leaderboard and the registry are rebuilt."""
+    assert recomputed <= plan.stale
+    symbols = load_universe(universe_path).symbols
+    assert plan.stale - recomputed <= {("predictions", symbol) for symbol in symbols} | {("model_registry", None)}
+
+
+def test_plan_after_a_full_run_launches_nothing(warm) -> None:
+    universe_path, _, _, store = warm
+    plan = plan_for(universe_path, store)
+    # Same fingerprints as the assets computed: the planner and the assets agree everywhere.
+    assert plan.stale == set()
+    assert len(plan.fresh) == 2 + 2 + 2 * 2 * len(PER_SYMBOL_TARGET) + 1 + 1 + 2
+
+
+def test_rerun_with_nothing_changed_recomputes_nothing(warm) -> None:
+    universe_path, instance, resources, store = warm
+    before = ArtifactHandle.current(store, "models/lightgbm/SIGNAL/y_up_1b").fingerprint
+    rerun = materialize_everything(load_universe(universe_path), instance, resources)
+    assert misses(rerun) == set()
+    assert len(rerun) == 2 + 2 + 2 * 2 * len(PER_SYMBOL_TARGET) + 1 + 1 + 2
+    assert rerun[("model_registry", None)] == "recomputed"
+    assert ArtifactHandle.current(store, "models/lightgbm/SIGNAL/y_up_1b").fingerprint == before
+    # The UI still shows the stored numbers, marked as a hit.
+    record = instance.fetch_materializations(dg.AssetKey(["models", "lightgbm"]), limit=1).records[0]
+    assert record.asset_materialization.metadata["cache"].value == "hit"
+
+
+def test_new_bars_for_one_symbol_recompute_exactly_that_symbol(warm) -> None:
+    universe_path, instance, resources, store = warm
+    # 30 new bars appended to NOISE (same seed: the old bars are an exact prefix).
+    synthetic_bars(n_bars=1630, seed=101, signal_strength=0.0).write_parquet(universe_path.parent / "bars" / "NOISE.parquet")
+    plan = plan_for(universe_path, store)
+    rerun = materialize_everything(load_universe(universe_path), instance, resources)
+    assert_plan_covers_exactly(plan, misses(rerun), universe_path)
+    expected = {("bars", "NOISE"), ("features", "NOISE"), ("model_leaderboard", None), ("predictions", "NOISE")}
+    expected |= {(asset, f"NOISE|{target}") for asset in PER_SYMBOL_TARGET for target in ("y_up_1b", "y_volatility_5b")}
+    assert misses(rerun) == expected
+
+
+def test_changed_target_spec_recomputes_exactly_that_target(warm) -> None:
+    universe_path, instance, resources, store = warm
+    champions_before = champions_of(store)
+    config = yaml.safe_load(universe_path.read_text())
+    config["targets"][1]["horizon"] = 7  # y_volatility_5b: a new spec under the same name
+    universe_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    plan = plan_for(universe_path, store)
+    rerun = materialize_everything(load_universe(universe_path), instance, resources)
+    assert_plan_covers_exactly(plan, misses(rerun), universe_path)
+    changed = {(asset, f"{symbol}|y_volatility_5b") for asset in PER_SYMBOL_TARGET for symbol in ("SIGNAL", "NOISE")}
+    # A symbol's predictions change only if the registry moved one of its champions.
+    affected = symbols_whose_champions_changed(champions_before, champions_of(store))
+    assert affected <= {"SIGNAL", "NOISE"}
+    expected = changed | {("model_leaderboard", None)} | {("predictions", symbol) for symbol in affected}
+    assert misses(rerun) == expected
+
+
+def test_bumped_family_code_version_recomputes_that_family_and_dependents(warm, monkeypatch: pytest.MonkeyPatch) -> None:
+    universe_path, instance, resources, store = warm
+    universe = load_universe(universe_path)
+    champions_before = champions_of(store)
+    monkeypatch.setattr(load_family("xgboost"), "version", "2")
+    assets = build_assets(universe)
+    plan = plan_for(universe_path, store, assets)
+    rerun = materialize_everything(universe, instance, resources, assets=assets)
+    assert_plan_covers_exactly(plan, misses(rerun), universe_path)
+    family_partitions = {("models/xgboost", f"{s}|{t}") for s in universe.symbols for t in universe.target_names}
+    # Retrained xgboost models score what they scored before: not better by min_improvement, so
+    # the registry keeps every champion and no predictions recompute.
+    affected = symbols_whose_champions_changed(champions_before, champions_of(store))
+    assert affected == set()
+    expected = family_partitions | {("model_leaderboard", None)}
+    assert misses(rerun) == expected
+
+
+def test_corrupt_stored_artifact_is_detected_and_recomputed(warm) -> None:
+    universe_path, instance, resources, store = warm
+    handle = ArtifactHandle.current(store, "features/SIGNAL")
+    store.put_bytes(f"features/SIGNAL/{handle.fingerprint}/data.parquet", b"PAR1 not really parquet")
+    universe = load_universe(universe_path)
+    result = dg.materialize(build_assets(universe), selection=dg.AssetSelection.assets("features"), partition_key="SIGNAL", instance=instance, resources=resources)
+    materialization = result.get_asset_materialization_events()[0].materialization
+    assert materialization.metadata["cache"].value == "miss"  # never silently reused
+    assert read_value(store, "features/SIGNAL").height > 0
+
+
+def ranged_run(universe_path: Path, instance: dg.DagsterInstance, resources: dict, assets: list[str]) -> dg.ExecuteInProcessResult:
+    """One run over every symbol partition, as a BackfillPolicy chunk launches it."""
+    universe = load_universe(universe_path)
+    return dg.materialize(
+        build_assets(universe),
+        selection=dg.AssetSelection.assets(*assets),
+        instance=instance,
+        resources=resources,
+        tags={"dagster/asset_partition_range_start": universe.symbols[0], "dagster/asset_partition_range_end": universe.symbols[-1]},
+    )
+
+
+def test_backfill_policy_run_over_many_partitions_matches_single_partition_runs(warm) -> None:
+    universe_path, instance, resources, store = warm
+    symbols = load_universe(universe_path).symbols
+    assert len(symbols) > 1
+    # Same fingerprints as the single-partition runs of the cold pass: every partition is a hit.
+    result = ranged_run(universe_path, instance, resources, ["features", "predictions"])
+    assert result.success
+    assert cache_outcomes(result) == {(asset, symbol): "hit" for asset in ("features", "predictions") for symbol in symbols}
+
+    # A feature setting changes: one run computes every symbol, each with its own metadata.
+    config = yaml.safe_load(universe_path.read_text())
+    config["features"] = {"return_windows": [1, 2, 5, 10]}
+    universe_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = ranged_run(universe_path, instance, resources, ["features"])
+    assert result.success
+    assert cache_outcomes(result) == {("features", symbol): "miss" for symbol in symbols}
+    for event in result.get_asset_materialization_events():
+        symbol = event.materialization.partition
+        stored = read_value(store, f"features/{symbol}")
+        assert event.materialization.metadata["rows"].value == stored.height
+        assert event.materialization.metadata["fingerprint"].value == ArtifactHandle.current(store, f"features/{symbol}").fingerprint
+        assert "ret_21" not in stored.columns and "ret_10" in stored.columns
+    plan = plan_for(universe_path, store)
+    assert {("features", symbol) for symbol in symbols} <= plan.fresh
+    assert {("target_rankings", f"{symbol}|{target}") for symbol in symbols for target in load_universe(universe_path).target_names} <= plan.stale

@@ -1,0 +1,184 @@
+"""The PostgreSQL instance (deploy/postgres/dagster.yaml) against a real PostgreSQL 15 on loopback.
+
+Materializes through Dagster, then reads the answers back from PostgreSQL twice: through a new
+instance object, and with plain SQL, so that nothing can come from process memory or SQLite.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+from intelligence_assets.definitions import build_assets
+from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, register_symbols
+from intelligence_assets.config.universe import REPOSITORY_ROOT, Universe, load_universe
+from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.support.postgres import POSTGRES_INSTANCE_CONFIG, PostgresDatabase, postgres_database  # noqa: F401
+
+FEATURES = dg.AssetKey("features")
+BARS = dg.AssetKey("bars")
+PARTITION = "SIGNAL"
+DATA_VERSION_TAG = "dagster/data_version"
+
+
+def use_postgres_instance(monkeypatch: pytest.MonkeyPatch, database: PostgresDatabase, home: Path) -> None:
+    for name, value in database.dagster_environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+
+
+def test_config_differs_from_the_embedded_default_only_in_storage():
+    postgres_config = yaml.safe_load(POSTGRES_INSTANCE_CONFIG.read_text())
+    embedded_config = yaml.safe_load((REPOSITORY_ROOT / "dagster.yaml").read_text())
+    assert list(postgres_config.pop("storage")) == ["postgres"]
+    assert list(embedded_config.pop("storage")) == ["sqlite"]
+    assert postgres_config == embedded_config
+
+
+def test_dagster_home_selects_postgres_storage(postgres_database: PostgresDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    use_postgres_instance(monkeypatch, postgres_database, postgres_database.write_dagster_home(tmp_path / "dagster_home"))
+    instance = dg.DagsterInstance.get()
+    try:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+        expected_url = f"postgresql+psycopg2://{postgres_database.user}:"
+        assert instance.run_storage.postgres_url.startswith(expected_url)
+        assert instance.run_storage.postgres_url.endswith(f"@{postgres_database.host}:{postgres_database.port}/{postgres_database.db_name}")
+        # The rest of the file is read too, not just storage.
+        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+        assert instance.run_coordinator.get_run_queue_config().max_concurrent_runs == 2
+        assert instance.run_monitoring_enabled
+        assert not instance.telemetry_enabled
+    finally:
+        instance.dispose()
+    # Loading the instance created Dagster's schema in the session's own database.
+    connection = postgres_database.connect()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            tables = {row[0] for row in cursor.fetchall()}
+    finally:
+        connection.close()
+    assert {"runs", "event_logs", "dynamic_partitions", "jobs", "asset_keys"} <= tables
+
+
+@dataclass(frozen=True)
+class Materialized:
+    home: Path
+    universe: Universe
+    run_id: str
+    reported_features_version: str
+
+
+@pytest.fixture(scope="module")
+def materialized(postgres_database: PostgresDatabase, tmp_path_factory: pytest.TempPathFactory) -> Materialized:
+    """`bars` and `features` of SIGNAL, materialized into the PostgreSQL instance."""
+    root = tmp_path_factory.mktemp("postgres_materialization")
+    universe = load_universe(write_small_universe(root / "universe"))
+    home = postgres_database.write_dagster_home(root / "dagster_home")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        use_postgres_instance(monkeypatch, postgres_database, home)
+        instance = dg.DagsterInstance.get()
+        try:
+            register_symbols(instance, universe.symbols)
+            result = dg.materialize(
+                build_assets(universe),
+                selection=dg.AssetSelection.assets("bars", "features"),
+                partition_key=PARTITION,
+                instance=instance,
+                resources=DeploymentSettings(artifact_root=root / "artifacts").resources(universe),
+            )
+        finally:
+            instance.dispose()
+    assert result.success
+    # The in-process result is held in memory; what the tests read back must come from PostgreSQL.
+    [reported] = result.asset_materializations_for_node("features")
+    return Materialized(home=home, universe=universe, run_id=result.run_id, reported_features_version=reported.tags[DATA_VERSION_TAG])
+
+
+def test_a_new_instance_reads_the_materialization_back(
+    materialized: Materialized, postgres_database: PostgresDatabase, monkeypatch: pytest.MonkeyPatch
+):
+    use_postgres_instance(monkeypatch, postgres_database, materialized.home)
+    instance = dg.DagsterInstance.from_config(str(materialized.home))
+    try:
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert materialized.run_id in {run.run_id for run in instance.get_runs()}
+        run = instance.get_run_by_id(materialized.run_id)
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        assert run.tags["dagster/partition"] == PARTITION
+
+        events = [entry.dagster_event for entry in instance.all_logs(materialized.run_id) if entry.is_dagster_event]
+        materialized_keys = {event.asset_key for event in events if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION}
+        assert materialized_keys == {BARS, FEATURES}
+        assert events[-1].event_type == dg.DagsterEventType.RUN_SUCCESS
+
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=FEATURES, asset_partitions=[PARTITION]), limit=10
+        ).records
+        assert [record.run_id for record in records] == [materialized.run_id]
+        materialization = records[0].asset_materialization
+        assert materialization.partition == PARTITION
+        assert dg.DataVersion(materialization.tags[DATA_VERSION_TAG]) == dg.DataVersion(materialized.reported_features_version)
+        assert materialization.metadata["rows"].value > 0
+
+        assert sorted(instance.get_dynamic_partitions(SYMBOL_DIMENSION)) == sorted(materialized.universe.symbols)
+    finally:
+        instance.dispose()
+
+
+def test_the_rows_live_in_postgresql(materialized: Materialized, postgres_database: PostgresDatabase):
+    connection = postgres_database.connect()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM runs")
+            assert cursor.fetchone()[0] >= 1
+            cursor.execute("SELECT status FROM runs WHERE run_id = %s", (materialized.run_id,))
+            assert cursor.fetchall() == [("SUCCESS",)]
+
+            cursor.execute(
+                "SELECT partition, event FROM event_logs"
+                " WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION' AND asset_key = %s",
+                (materialized.run_id, FEATURES.to_string()),
+            )
+            rows = cursor.fetchall()
+            assert [partition for partition, _ in rows] == [PARTITION]
+            # The stored JSON itself carries the data version, whatever Dagster would make of it.
+            stored_event = json.dumps(json.loads(rows[0][1]))
+            assert json.dumps({DATA_VERSION_TAG: materialized.reported_features_version})[1:-1] in stored_event
+
+            cursor.execute("SELECT count(*) FROM event_logs WHERE run_id = %s", (materialized.run_id,))
+            assert cursor.fetchone()[0] > 2
+
+            cursor.execute("SELECT partition FROM dynamic_partitions WHERE partitions_def_name = %s", (SYMBOL_DIMENSION,))
+            assert sorted(row[0] for row in cursor.fetchall()) == sorted(materialized.universe.symbols)
+    finally:
+        connection.close()
+
+
+def test_a_wrong_password_fails_clearly_without_showing_it(
+    postgres_database: PostgresDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    wrong_password = f"wrong-{uuid.uuid4().hex}"
+    use_postgres_instance(monkeypatch, postgres_database, postgres_database.write_dagster_home(tmp_path / "dagster_home"))
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", wrong_password)
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(Exception) as raised:  # dagster-postgres retries (about 6 s), then gives up
+        dg.DagsterInstance.get()
+    # What a user sees: the exception with its causes, as the traceback prints them.
+    shown = "".join(traceback.format_exception(raised.value))
+    assert f'connection to server at "{postgres_database.host}", port {postgres_database.port} failed' in shown
+    assert f'password authentication failed for user "{postgres_database.user}"' in shown
+    for secret in (wrong_password, postgres_database.password):
+        assert secret not in shown
+        assert secret not in caplog.text

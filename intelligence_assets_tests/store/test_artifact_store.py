@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from intelligence_assets.ml.families import load_family
+from intelligence_assets.ml.trained_model import TrainedModel
+from intelligence_assets.store.artifact_store import ArtifactNotFoundError, CorruptArtifactError, LocalArtifactStore
+from intelligence_assets.store.artifacts import ArtifactHandle, Manifest, find_intact_manifest, read_value, write_artifact
+
+
+def _store(store, prefix: str, value, fingerprint: str = "f1") -> None:
+    write_artifact(store, prefix, value, Manifest(fingerprint=fingerprint, data_version=fingerprint, files={}))
+
+
+def test_round_trips_tables_json_and_models(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    table = pl.DataFrame({"a": [1.0, 2.0, None], "b": ["x", "y", "z"]})
+    _store(store, "features/AAPL", table)
+    assert read_value(store, "features/AAPL").equals(table)
+    _store(store, "target_rankings/AAPL/y_up_1b", {"score": 0.1, "passed": True})
+    assert read_value(store, "target_rankings/AAPL/y_up_1b") == {"score": 0.1, "passed": True}
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = (x[:, 0] + rng.normal(size=400) > 0).astype(float)
+    model = load_family("lightgbm")("classification", {"num_boost_round": 20}, seed=1).fit(x[:300], y[:300], x[300:], y[300:])
+    _store(store, "models/lightgbm/AAPL/y_up_1b", TrainedModel("lightgbm", {"features": ["a", "b", "c"]}, model))
+    loaded = read_value(store, "models/lightgbm/AAPL/y_up_1b")
+    assert loaded.trained and loaded.feature_names == ["a", "b", "c"]
+    assert np.array_equal(loaded.predict(x), model.predict(x))
+    assert store.exists("models/lightgbm/AAPL/y_up_1b/f1/model/model.txt")
+
+
+def test_the_pointer_moves_only_after_the_artifact_is_complete(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    _store(store, "features/AAPL", pl.DataFrame({"a": [1.0]}), fingerprint="old")
+    _store(store, "features/AAPL", pl.DataFrame({"a": [2.0]}), fingerprint="new")
+    handle = ArtifactHandle.current(store, "features/AAPL")
+    assert handle.fingerprint == "new" and handle.load()["a"][0] == 2.0
+    # Both fingerprints stay stored: going back to the old inputs is a cache hit.
+    assert find_intact_manifest(store, "features/AAPL", "old")[0] is not None
+
+
+def test_writes_are_atomic_and_leave_no_partial_files(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    store.put_bytes("a/b.json", b"{}")
+    store.put_bytes("a/b.json", b'{"v": 2}')
+    assert store.get_json("a/b.json") == {"v": 2}
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["b.json"]
+
+
+def test_missing_corrupt_and_invalid_keys_fail_clearly(tmp_path: Path) -> None:
+    store = LocalArtifactStore(tmp_path)
+    with pytest.raises(ArtifactNotFoundError, match="features/NOPE"):
+        read_value(store, "features/NOPE")
+    _store(store, "features/BAD", pl.DataFrame({"a": [1.0, 2.0]}))
+    store.put_bytes("features/BAD/f1/data.parquet", b"not parquet at all")
+    with pytest.raises(CorruptArtifactError, match=r"features/BAD/f1/data.parquet is corrupt"):
+        read_value(store, "features/BAD")
+    manifest, why = find_intact_manifest(store, "features/BAD", "f1")
+    assert manifest is None and "corrupt" in why
+    with pytest.raises(ValueError, match="invalid artifact key"):
+        store.put_bytes("../escape", b"x")

@@ -1,0 +1,62 @@
+"""Materialize the whole graph for a universe through `dagster.materialize`, and report per
+asset partition whether the artifact store answered it (cache hit) or it was computed (miss)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from intelligence_assets.definitions import build_assets
+from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, register_symbols
+from intelligence_assets.config.universe import Universe
+
+MODEL_SELECTION = dg.AssetSelection.assets("labels", "target_rankings", "feature_sets") | dg.AssetSelection.key_prefixes("models")
+
+
+def cache_outcomes(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str | None], str]:
+    outcomes = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        outcomes[(materialization.asset_key.to_user_string(), materialization.partition)] = materialization.metadata["cache"].value
+    return outcomes
+
+
+def symbol_training_range(universe: Universe, symbol: str) -> dict[str, str]:
+    """Run tags for the training stage of one symbol's targets as one ranged run (as `make demo`
+    and Dagster's multi-run BackfillPolicy launch it)."""
+    targets = universe.target_names
+    return {RANGE_START_TAG: f"{symbol}|{targets[0]}", RANGE_END_TAG: f"{symbol}|{targets[-1]}"}
+
+
+def materialize_everything(
+    universe: Universe, instance: dg.DagsterInstance, resources: dict, assets: list | None = None, ranged_training: bool = True
+) -> dict[tuple[str, str | None], str]:
+    """Every asset partition of the universe, stage by stage; returns cache hit/miss per partition.
+    The training stage runs one ranged run per symbol, or with `ranged_training=False` one run
+    per symbol x target (as a sensor, a schedule or the UI launches a single partition)."""
+    assets = assets or build_assets(universe)
+    register_symbols(instance, universe.symbols)
+    outcomes: dict[tuple[str, str | None], str] = {}
+
+    def run(selection: dg.AssetSelection, partition_key: str | dg.MultiPartitionKey | None = None, tags: dict[str, str] | None = None) -> None:
+        result = dg.materialize(assets, selection=selection, partition_key=partition_key, instance=instance, resources=resources, tags=tags)
+        assert result.success
+        outcomes.update(cache_outcomes(result))
+
+    for symbol in universe.symbols:
+        run(dg.AssetSelection.assets("bars", "features"), symbol)
+        if ranged_training:
+            run(MODEL_SELECTION, tags=symbol_training_range(universe, symbol))
+            continue
+        for target in universe.target_names:
+            run(MODEL_SELECTION, dg.MultiPartitionKey({"symbol": symbol, "target": target}))
+    run(dg.AssetSelection.assets("model_leaderboard"))
+    run(dg.AssetSelection.assets("model_registry"))
+    for symbol in universe.symbols:
+        run(dg.AssetSelection.assets("predictions"), symbol)
+    return outcomes
+
+
+def local_resources(artifact_root: Path, universe: Universe) -> dict:
+    return DeploymentSettings(artifact_root=artifact_root).resources(universe)

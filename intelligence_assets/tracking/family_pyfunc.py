@@ -1,5 +1,6 @@
-"""The MLflow pyfunc of a family with no library of its own (`linear`): it predicts with the
-family object. Imported only when such a model is saved or loaded (it imports MLflow).
+"""The MLflow pyfunc of a family logged in the `python_function` flavour, one with no library of
+its own (`linear`): it predicts with the family object. Imported only when such a model is saved
+or loaded (it imports MLflow).
 """
 from __future__ import annotations
 

@@ -2,15 +2,17 @@
 (`mlflow.lightgbm.load_model`, `mlflow.pyfunc.load_model`, ...), and the pyfunc predicts what
 `TrainedModel.predict` predicts (tested for every family).
 
-LightGBM, XGBoost and PyTorch use their native flavours on the family's `native_model()` (cut at
-the best iteration, standardization inside the torch module). A family without a native library
-(`linear`) is saved as a pyfunc around the family object itself.
+Each family declares its flavour (`ModelFamily.mlflow_flavour`); this module implements every
+flavour a family may declare (`MLFLOW_FLAVOURS`) and knows no family by name. The native flavours
+(LightGBM, XGBoost, PyTorch) save the family's `native_model()` (cut at the best iteration,
+standardization inside the torch module); `python_function` saves a pyfunc around the family
+object itself, for a family without a library of its own (`linear`).
 """
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,14 +21,17 @@ import numpy as np
 
 from intelligence_assets.ml.families import ModelFamily
 
-# Explicit requirements: MLflow's inference of them imports and scans the environment, seconds
-# per model; what a model needs to load is known here.
-PIP_REQUIREMENTS = {
-    "lightgbm": ["lightgbm", "numpy", "pandas"],
-    "xgboost": ["xgboost", "numpy", "pandas"],
-    "torch": ["torch", "numpy", "pandas", "cloudpickle"],
+# What loading a model of each flavour needs, whatever the family: numpy and pandas for the
+# pyfunc's input frame, cloudpickle where the flavour pickles Python objects, and this package
+# where the pickle holds the family object (its class lives here). The family adds its own
+# (`ModelFamily.pip_requirements`); explicit, because MLflow's inference of them imports and scans
+# the environment, seconds per model.
+FLAVOUR_PIP_REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "lightgbm": ("numpy", "pandas"),
+    "xgboost": ("numpy", "pandas"),
+    "pytorch": ("numpy", "pandas", "cloudpickle"),
+    "python_function": ("numpy", "pandas", "cloudpickle", "intelligence-assets"),
 }
-DEFAULT_PIP_REQUIREMENTS = ["numpy", "pandas", "cloudpickle", "intelligence-assets"]
 
 
 @contextmanager
@@ -48,30 +53,41 @@ def model_signature(feature_names: list[str]) -> Any:
     return ModelSignature(inputs=Schema([ColSpec("double", name) for name in feature_names]), outputs=Schema([ColSpec("double")]))
 
 
-def save_in_flavour(model: ModelFamily, feature_names: list[str], directory: Path) -> str:
-    """Write `model` as an MLflow model directory at `directory` (which must not exist); returns the flavour."""
-    signature = model_signature(feature_names)
+def pip_requirements(model: ModelFamily) -> list[str]:
+    """The logged model's pip requirements: the family's, then its flavour's, each name once."""
+    return list(dict.fromkeys((*model.pip_requirements, *FLAVOUR_PIP_REQUIREMENTS[model.mlflow_flavour])))
+
+
+def _native_model(model: ModelFamily) -> Any:
     native = model.native_model()
-    path = str(directory)
-    if model.name == "lightgbm":
-        import mlflow.lightgbm
+    if native is None:
+        raise ValueError(f"model family {model.name!r} declares the {model.mlflow_flavour!r} MLflow flavour, but its native_model() returned None")
+    return native
 
-        mlflow.lightgbm.save_model(native, path, signature=signature, pip_requirements=PIP_REQUIREMENTS["lightgbm"])
-        return "lightgbm"
-    if model.name == "xgboost":
-        import mlflow.xgboost
 
-        mlflow.xgboost.save_model(native, path, signature=signature, pip_requirements=PIP_REQUIREMENTS["xgboost"], model_format="json")
-        return "xgboost"
-    if model.name.startswith("torch") and native is not None:
-        import mlflow.pytorch
+def _save_lightgbm(model: ModelFamily, path: str, signature: Any, requirements: list[str]) -> None:
+    import mlflow.lightgbm
 
-        # Pickled (cloudpickle) rather than exported: torch.export needs an example input and
-        # fixes shapes; the pickle keeps the standardization inside the module. MLflow warns
-        # about pickles on every save; the choice is made here, once.
-        with _quiet("mlflow.pytorch"):
-            mlflow.pytorch.save_model(native, path, signature=signature, pip_requirements=PIP_REQUIREMENTS["torch"], serialization_format="pickle")
-        return "pytorch"
+    mlflow.lightgbm.save_model(_native_model(model), path, signature=signature, pip_requirements=requirements)
+
+
+def _save_xgboost(model: ModelFamily, path: str, signature: Any, requirements: list[str]) -> None:
+    import mlflow.xgboost
+
+    mlflow.xgboost.save_model(_native_model(model), path, signature=signature, pip_requirements=requirements, model_format="json")
+
+
+def _save_pytorch(model: ModelFamily, path: str, signature: Any, requirements: list[str]) -> None:
+    import mlflow.pytorch
+
+    # Pickled (cloudpickle) rather than exported: torch.export needs an example input and
+    # fixes shapes; the pickle keeps the standardization inside the module. MLflow warns
+    # about pickles on every save; the choice is made here, once.
+    with _quiet("mlflow.pytorch"):
+        mlflow.pytorch.save_model(_native_model(model), path, signature=signature, pip_requirements=requirements, serialization_format="pickle")
+
+
+def _save_python_function(model: ModelFamily, path: str, signature: Any, requirements: list[str]) -> None:
     import mlflow.pyfunc
 
     from intelligence_assets.tracking.family_pyfunc import FamilyModel
@@ -80,8 +96,24 @@ def save_in_flavour(model: ModelFamily, feature_names: list[str], directory: Pat
     # the schema, and the pickled object is our own family class.
     with _quiet("mlflow.pyfunc"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        mlflow.pyfunc.save_model(path, python_model=FamilyModel(model), signature=signature, pip_requirements=DEFAULT_PIP_REQUIREMENTS)
-    return "python_function"
+        mlflow.pyfunc.save_model(path, python_model=FamilyModel(model), signature=signature, pip_requirements=requirements)
+
+
+# One per name in MLFLOW_FLAVOURS (a test holds them equal).
+SAVERS: dict[str, Callable[[ModelFamily, str, Any, list[str]], None]] = {
+    "lightgbm": _save_lightgbm,
+    "xgboost": _save_xgboost,
+    "pytorch": _save_pytorch,
+    "python_function": _save_python_function,
+}
+
+
+def save_in_flavour(model: ModelFamily, feature_names: list[str], directory: Path) -> str:
+    """Write `model` as an MLflow model directory at `directory` (which must not exist), in the
+    flavour its family declares; returns that flavour's name, as MLflow writes it in `MLmodel`."""
+    flavour = model.mlflow_flavour
+    SAVERS[flavour](model, str(directory), model_signature(feature_names), pip_requirements(model))
+    return flavour
 
 
 def load_pyfunc(directory: Path) -> Any:

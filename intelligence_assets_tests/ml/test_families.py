@@ -12,6 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from intelligence_assets.ml.families import ModelFamily, load_family
+from intelligence_assets.ml.families.base import MLFLOW_FLAVOURS
 
 FAMILIES = ["lightgbm", "xgboost", "torch_mlp", "torch_tcn", "linear"]
 TASKS = ["classification", "regression"]
@@ -91,6 +92,37 @@ def test_load_family_returns_the_named_family(family):
 def test_unknown_family_is_a_value_error_naming_it():
     with pytest.raises(ValueError, match="nope"):
         load_family("nope")
+
+
+# What each family declares for the rest of the platform: its asset's Dagster kinds and its MLflow
+# flavour (tracking/test_new_family.py: a family module is all a new family needs).
+DECLARED = {
+    "lightgbm": (("lightgbm",), "lightgbm"),
+    "xgboost": (("xgboost",), "xgboost"),
+    "torch_mlp": (("pytorch",), "pytorch"),
+    "torch_tcn": (("pytorch",), "pytorch"),
+    "linear": (("scikitlearn",), "python_function"),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_declares_its_kinds_and_mlflow_flavour(family):
+    family_class = load_family(family)
+    assert (family_class.kinds, family_class.mlflow_flavour) == DECLARED[family]
+    assert family_class.mlflow_flavour in MLFLOW_FLAVOURS
+
+
+@pytest.mark.parametrize(
+    ("declaration", "message"),
+    [
+        ({"mlflow_flavour": "onnx"}, "mlflow_flavour is 'onnx'; it must be one of"),
+        ({"kinds": "pytorch"}, "kinds must be a tuple of non-empty strings"),
+        ({"pip_requirements": ("torch", "")}, "pip_requirements must be a tuple of non-empty strings"),
+    ],
+)
+def test_a_family_declaring_an_unknown_flavour_or_malformed_kinds_fails_when_defined(declaration, message):
+    with pytest.raises(ValueError, match=message):
+        type("MisdeclaredFamily", (load_family("linear"),), declaration)
 
 
 @pytest.mark.parametrize("library", ["lightgbm", "xgboost"])

@@ -1,5 +1,6 @@
 """Model families. A family is one module in this package defining `FAMILY`, a subclass of
-`ModelFamily`; naming the module under `model_families` in universe.yaml enables it.
+`ModelFamily` that also declares how it is presented and logged (`kinds`, `mlflow_flavour`,
+`pip_requirements`); naming the module under `model_families` in universe.yaml enables it.
 Family modules import their heavy library (torch, sklearn, lightgbm, xgboost) inside the
 methods that need it: loading the definitions reads every family's `version` and `uses_gpu`,
 and should not pay seconds of imports for models it will not train in that process."""

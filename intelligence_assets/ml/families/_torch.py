@@ -101,6 +101,10 @@ class TorchFamily(ModelFamily):
     can_use_gpu: ClassVar[bool] = True
     # The optimizer's first construction imports torch._dynamo: over a second, once per process.
     libraries: ClassVar[tuple[str, ...]] = ("torch", "torch._dynamo")
+    # Every torch family alike: MLflow's PyTorch flavour saves `serving_network`.
+    kinds: ClassVar[tuple[str, ...]] = ("pytorch",)
+    mlflow_flavour: ClassVar[str] = "pytorch"
+    pip_requirements: ClassVar[tuple[str, ...]] = ("torch",)
     default_params: ClassVar[dict[str, Any]]
 
     @classmethod

@@ -13,6 +13,10 @@ import numpy as np
 Task = Literal["classification", "regression"]
 TASKS: tuple[str, ...] = ("classification", "regression")
 META_FILE = "meta.json"
+# The MLflow flavours a family may be logged in (`tracking.flavours` implements each): a library's
+# own flavour, saving the family's `native_model()`, or MLflow's generic `python_function`, which
+# pickles the family object and predicts with it.
+MLFLOW_FLAVOURS: tuple[str, ...] = ("lightgbm", "xgboost", "pytorch", "python_function")
 
 
 class ModelFamily(ABC):
@@ -21,6 +25,11 @@ class ModelFamily(ABC):
     Subclasses set `name`, `version` (bump when training or the saved format changes: it is
     part of the asset code_version), `uses_gpu` (the family wants a GPU to train) and
     `can_use_gpu` (the family takes a GPU when one is visible, but runs fine without).
+
+    A family also declares how the rest of the platform presents and logs it, so that adding one
+    touches no other module: `kinds` (the Dagster kinds of its `models/<family>` asset),
+    `mlflow_flavour` (one of `MLFLOW_FLAVOURS`) and `pip_requirements` (what its logged model
+    needs installed to load, beyond what the flavour itself needs).
     """
 
     name: ClassVar[str]
@@ -33,6 +42,27 @@ class ModelFamily(ABC):
     # What `accepted_params` holds, in words, when it is too long for an error message (a
     # library's parameter reference); None lists the names in the message.
     params_reference: ClassVar[str | None] = None
+    # Shown as the asset's kinds (icons) in the Dagster UI, which shows at most three.
+    kinds: ClassVar[tuple[str, ...]] = ("python",)
+    # A library's flavour needs `native_model()` to return that library's object; python_function
+    # works for any family, its model being the pickled family object.
+    mlflow_flavour: ClassVar[str] = "python_function"
+    # pip names, written to the logged model's requirements beside the flavour's own (numpy,
+    # pandas, and what it pickles with). Explicit, because MLflow's inference of them imports
+    # and scans the environment, seconds per model.
+    pip_requirements: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Checked when the family module is imported (the universe imports every family it
+        # names), so a misspelt declaration fails at load instead of at the first model logged.
+        if cls.mlflow_flavour not in MLFLOW_FLAVOURS:
+            raise ValueError(f"{cls.__qualname__}.mlflow_flavour is {cls.mlflow_flavour!r}; it must be one of {MLFLOW_FLAVOURS}")
+        for attribute in ("kinds", "pip_requirements"):
+            value = getattr(cls, attribute)
+            # A bare string would pass as a tuple of one-letter names.
+            if not isinstance(value, tuple) or not all(isinstance(item, str) and item for item in value):
+                raise ValueError(f"{cls.__qualname__}.{attribute} must be a tuple of non-empty strings, got {value!r}")
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
         if task not in TASKS:
@@ -94,7 +124,8 @@ class ModelFamily(ABC):
     def native_model(self) -> Any | None:
         """The fitted model as its own library's object, predicting exactly what `predict` does
         (cut at the best iteration, standardization inside), for tools that load models in their
-        native format such as MLflow's flavours. None when the family has no such library."""
+        native format such as MLflow's flavours. None when the family has no such library; a
+        family declaring its library's `mlflow_flavour` must return one."""
         return None
 
     # Helpers shared by the families: input checks and the common part of meta.json.

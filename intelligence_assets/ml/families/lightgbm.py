@@ -45,6 +45,9 @@ class LightGBMFamily(ModelFamily):
     version: ClassVar[str] = "1"
     libraries: ClassVar[tuple[str, ...]] = ("lightgbm",)
     uses_gpu: ClassVar[bool] = False
+    kinds: ClassVar[tuple[str, ...]] = ("lightgbm",)
+    mlflow_flavour: ClassVar[str] = "lightgbm"
+    pip_requirements: ClassVar[tuple[str, ...]] = ("lightgbm",)
     params_reference: ClassVar[str | None] = (
         f"{', '.join(FAMILY_PARAMS)} and every LightGBM parameter or alias (https://lightgbm.readthedocs.io/en/stable/Parameters.html)"
     )

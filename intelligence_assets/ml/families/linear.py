@@ -45,6 +45,10 @@ class LinearFamily(ModelFamily):
     version: ClassVar[str] = "1"
     libraries: ClassVar[tuple[str, ...]] = ("sklearn.linear_model",)
     uses_gpu: ClassVar[bool] = False
+    kinds: ClassVar[tuple[str, ...]] = ("scikitlearn",)
+    # No library object predicts what `predict` does (numpy on the stored coefficients), so
+    # MLflow gets the family object itself.
+    mlflow_flavour: ClassVar[str] = "python_function"
 
     @classmethod
     def accepted_params(cls) -> frozenset[str]:

@@ -63,6 +63,9 @@ class XGBoostFamily(ModelFamily):
     libraries: ClassVar[tuple[str, ...]] = ("xgboost",)
     uses_gpu: ClassVar[bool] = False
     can_use_gpu: ClassVar[bool] = True
+    kinds: ClassVar[tuple[str, ...]] = ("xgboost",)
+    mlflow_flavour: ClassVar[str] = "xgboost"
+    pip_requirements: ClassVar[tuple[str, ...]] = ("xgboost",)
     params_reference: ClassVar[str | None] = (
         f"{', '.join(FAMILY_PARAMS)} and XGBoost's booster and learning task parameters (https://xgboost.readthedocs.io/en/stable/parameter.html)"
     )

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import dagster as dg
 
-from intelligence_assets.ml.bars import BarsCheck
+from intelligence_assets.ml.bars import BARS_CHECK_DESCRIPTIONS, BarsCheck
 from intelligence_assets.ml.leakage import GUARDED_KINDS, LeakageSettings, leakage_suspicion
 
-BARS_CHECKS = {
-    "schema": "columns timestamp, open, high, low, close, volume with the expected types",
-    "timestamps_unique_increasing": "timestamps strictly increasing, no duplicates",
-    "prices_positive": "open, high, low and close all > 0",
-    "ohlc_consistent": "high >= max(open, close), low <= min(open, close), high >= low",
-    "finite_values": "no null, NaN or infinite value",
-    "minimum_history": "at least the configured number of bars",
-    "no_long_gaps": "no gap between bars far beyond the symbol's usual spacing (bars.max_gap_days, bars.max_gap_spacings)",
+# A check's definition comes before any data, so its description names the universe settings
+# that each result's description gives the values of.
+BARS_CHECK_SETTINGS = {
+    "min_history": "bars.min_history",
+    "max_days": "bars.max_gap_days",
+    "max_spacings": "bars.max_gap_spacings",
 }
 # Blocking unless `bars.gaps_block: false`: a series with a hole may be what the team wants to train on.
 GAP_CHECK = "no_long_gaps"
@@ -27,8 +25,14 @@ LEAKAGE_SENTINEL = "leakage_sentinel"
 def bars_check_specs(asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition, gaps_block: bool = True) -> list[dg.AssetCheckSpec]:
     # Blocking: features, labels and everything below must not be built from broken bars.
     return [
-        dg.AssetCheckSpec(name, asset=asset_key, description=text, blocking=gaps_block or name != GAP_CHECK, partitions_def=partitions_def)
-        for name, text in BARS_CHECKS.items()
+        dg.AssetCheckSpec(
+            name,
+            asset=asset_key,
+            description=text.format(**BARS_CHECK_SETTINGS),
+            blocking=gaps_block or name != GAP_CHECK,
+            partitions_def=partitions_def,
+        )
+        for name, text in BARS_CHECK_DESCRIPTIONS.items()
     ]
 
 

@@ -5,6 +5,7 @@ sorted ascending by timestamp. Bars may be daily or intraday; nothing here assum
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,24 @@ BARS_SCHEMA: dict[str, pl.DataType] = {"timestamp": TIMESTAMP_DTYPE, **{column: 
 
 # How many offending rows a failure detail names; enough to locate the problem, short enough to read.
 _EXAMPLES_IN_DETAIL = 3
+
+# What each check asserts, in `validate_bars`' order: the one text shown where a check is
+# defined and with each of its results. A placeholder stands for a setting: a result fills in its
+# value, a definition (which runs before any data) the setting's name.
+BARS_CHECK_DESCRIPTIONS: dict[str, str] = {
+    "schema": (
+        "columns timestamp (Datetime us UTC) and open, high, low, close, volume (Float64) are present with those dtypes"
+    ),
+    "timestamps_unique_increasing": "timestamps are non-null and strictly increasing (sorted, no duplicates)",
+    "prices_positive": "open, high, low, close > 0 and volume >= 0 (null/NaN/inf are left to finite_values)",
+    "ohlc_consistent": (
+        "high >= max(open, close), low <= min(open, close) and high >= low"
+        " (rows with non-finite prices are left to finite_values)"
+    ),
+    "finite_values": "open, high, low, close, volume contain no null, NaN or inf",
+    "minimum_history": "at least {min_history} bars",
+    "no_long_gaps": "no gap between bars longer than both {max_days} days and {max_spacings} times the median spacing",
+}
 
 
 @dataclass(frozen=True)
@@ -244,7 +263,7 @@ def _row_index_frame(bars: pl.DataFrame) -> pl.DataFrame:
 
 def _check_schema(bars: pl.DataFrame) -> BarsCheck:
     name = "schema"
-    description = "columns timestamp (Datetime us UTC) and open, high, low, close, volume (Float64) are present with those dtypes"
+    description = BARS_CHECK_DESCRIPTIONS[name]
     problems = schema_problems(bars)
     if problems:
         return _failed(name, description, "; ".join(problems), 0)
@@ -253,7 +272,7 @@ def _check_schema(bars: pl.DataFrame) -> BarsCheck:
 
 def _check_timestamps(bars: pl.DataFrame) -> BarsCheck:
     name = "timestamps_unique_increasing"
-    description = "timestamps are non-null and strictly increasing (sorted, no duplicates)"
+    description = BARS_CHECK_DESCRIPTIONS[name]
     if not _has_timestamp(bars):
         return _failed(name, description, "not checked: column 'timestamp' is missing or not a datetime", 0)
     # Against the latest earlier timestamp, not just the previous row, so every row that is out
@@ -272,9 +291,12 @@ def _check_timestamps(bars: pl.DataFrame) -> BarsCheck:
     return _passed(name, description)
 
 
-def _check_prices_positive(bars: pl.DataFrame) -> BarsCheck:
-    name = "prices_positive"
-    description = "open, high, low, close > 0 and volume >= 0 (null/NaN/inf are left to finite_values)"
+def _check_value_columns(
+    bars: pl.DataFrame, name: str, bad_rows: Callable[[str, pl.Series], tuple[pl.Series, str]]
+) -> BarsCheck:
+    """Check `name` column by column: `bad_rows(column, values as Float64)` gives the failing
+    rows and what is wrong with them. Missing or non-numeric columns are named, not checked."""
+    description = BARS_CHECK_DESCRIPTIONS[name]
     unusable = _numeric_columns_missing(bars, VALUE_COLUMNS)
     frame = _row_index_frame(bars)
     details = []
@@ -282,11 +304,8 @@ def _check_prices_positive(bars: pl.DataFrame) -> BarsCheck:
     for column in VALUE_COLUMNS:
         if column in unusable:
             continue
-        values = frame[column].cast(pl.Float64)
-        finite = values.is_finite().fill_null(False)
-        bad = finite & ((values < 0) if column == "volume" else (values <= 0))
+        bad, what = bad_rows(column, frame[column].cast(pl.Float64))
         if bad.any():
-            what = f"{column} < 0" if column == "volume" else f"{column} <= 0"
             details.append(_describe_rows(frame, bad, what, (column,)))
             failing_mask = failing_mask | bad
     if unusable:
@@ -297,9 +316,19 @@ def _check_prices_positive(bars: pl.DataFrame) -> BarsCheck:
     return _passed(name, description)
 
 
+def _check_prices_positive(bars: pl.DataFrame) -> BarsCheck:
+    def not_positive(column: str, values: pl.Series) -> tuple[pl.Series, str]:
+        finite = values.is_finite().fill_null(False)
+        if column == "volume":
+            return finite & (values < 0), f"{column} < 0"
+        return finite & (values <= 0), f"{column} <= 0"
+
+    return _check_value_columns(bars, "prices_positive", not_positive)
+
+
 def _check_ohlc_consistent(bars: pl.DataFrame) -> BarsCheck:
     name = "ohlc_consistent"
-    description = "high >= max(open, close), low <= min(open, close) and high >= low (rows with non-finite prices are left to finite_values)"
+    description = BARS_CHECK_DESCRIPTIONS[name]
     unusable = _numeric_columns_missing(bars, PRICE_COLUMNS)
     if unusable:
         return _failed(name, description, f"not checked: column(s) {unusable!r} missing or not numeric", 0)
@@ -326,30 +355,15 @@ def _check_ohlc_consistent(bars: pl.DataFrame) -> BarsCheck:
 
 
 def _check_finite_values(bars: pl.DataFrame) -> BarsCheck:
-    name = "finite_values"
-    description = "open, high, low, close, volume contain no null, NaN or inf"
-    unusable = _numeric_columns_missing(bars, VALUE_COLUMNS)
-    frame = _row_index_frame(bars)
-    details = []
-    failing_mask = pl.Series("failing", [False] * bars.height)
-    for column in VALUE_COLUMNS:
-        if column in unusable:
-            continue
-        bad = ~frame[column].cast(pl.Float64).is_finite().fill_null(False)
-        if bad.any():
-            details.append(_describe_rows(frame, bad, f"a null/NaN/inf {column}", (column,)))
-            failing_mask = failing_mask | bad
-    if unusable:
-        details.append(f"not checked: column(s) {unusable!r} missing or not numeric")
-    failing = int(failing_mask.sum())
-    if details:
-        return _failed(name, description, "; ".join(details), failing)
-    return _passed(name, description)
+    def not_finite(column: str, values: pl.Series) -> tuple[pl.Series, str]:
+        return ~values.is_finite().fill_null(False), f"a null/NaN/inf {column}"
+
+    return _check_value_columns(bars, "finite_values", not_finite)
 
 
 def _check_minimum_history(bars: pl.DataFrame, min_history: int) -> BarsCheck:
     name = "minimum_history"
-    description = f"at least {min_history} bars"
+    description = BARS_CHECK_DESCRIPTIONS[name].format(min_history=min_history)
     if bars.height < min_history:
         return _failed(name, description, f"{bars.height} bars, {min_history - bars.height} short of {min_history}", 0)
     return _passed(name, description)
@@ -357,9 +371,8 @@ def _check_minimum_history(bars: pl.DataFrame, min_history: int) -> BarsCheck:
 
 def _check_long_gaps(bars: pl.DataFrame, settings: GapSettings) -> BarsCheck:
     name = "no_long_gaps"
-    description = (
-        f"no gap between bars longer than both {settings.max_days:g} days and {settings.max_spacings:g} times the median spacing"
-    )
+    days, spacings = f"{settings.max_days:g}", f"{settings.max_spacings:g}"
+    description = BARS_CHECK_DESCRIPTIONS[name].format(max_days=days, max_spacings=spacings)
     if not _has_timestamp(bars):
         return _failed(name, description, "not checked: column 'timestamp' is missing or not a datetime", 0)
     gaps = long_gaps(bars["timestamp"].cast(TIMESTAMP_DTYPE) if bars.schema["timestamp"] == pl.Date else bars["timestamp"], settings)

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from intelligence_assets.ml.families import load_family
-from intelligence_assets.ml.metrics import fold_score
+from intelligence_assets.ml.metrics import finite_or_none, fold_score
 from intelligence_assets.ml.splits import SplitSettings, walk_forward_folds
 
 RANKING_MODELS = ("lightgbm", "linear")
@@ -45,14 +45,6 @@ class RankingSettings(BaseModel):
     quick_lightgbm_rounds: int = Field(default=60, ge=5, le=2000)
 
 
-def json_float(value: float | None) -> float | None:
-    """A float for JSON: NaN and infinities become None."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 @dataclass
 class TargetRanking:
     task: str
@@ -67,13 +59,13 @@ class TargetRanking:
 
     def to_dict(self) -> dict:
         raw = asdict(self)
-        raw["score"] = json_float(self.score)
-        raw["stability"] = json_float(self.stability)
-        raw["bar"] = json_float(self.bar)
+        raw["score"] = finite_or_none(self.score)
+        raw["stability"] = finite_or_none(self.stability)
+        raw["bar"] = finite_or_none(self.bar)
         raw["passed"] = bool(self.passed)
-        raw["fold_scores"] = {model: [json_float(score) for score in scores] for model, scores in self.fold_scores.items()}
+        raw["fold_scores"] = {model: [finite_or_none(score) for score in scores] for model, scores in self.fold_scores.items()}
         raw["model_scores"] = {
-            model: {key: json_float(value) for key, value in summary.items()} for model, summary in self.model_scores.items()
+            model: {key: finite_or_none(value) for key, value in summary.items()} for model, summary in self.model_scores.items()
         }
         return raw
 

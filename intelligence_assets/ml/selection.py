@@ -24,8 +24,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from intelligence_assets.ml.families import load_family
-from intelligence_assets.ml.metrics import fold_score
-from intelligence_assets.ml.ranking import derived_code_version, json_float
+from intelligence_assets.ml.metrics import finite_or_none, fold_score
+from intelligence_assets.ml.ranking import derived_code_version
 from intelligence_assets.ml.splits import SplitSettings, walk_forward_folds
 
 SELECTED_BY_PERMUTATION = "permutation"
@@ -71,7 +71,9 @@ class FeatureSelection:
     def to_dict(self) -> dict:
         rows = []
         for row in self.importances:
-            rows.append({key: (json_float(value) if isinstance(value, float) else value) for key, value in row.items()})
+            rows.append(
+                {key: (finite_or_none(value) if isinstance(value, float) else value) for key, value in row.items()}
+            )
         return {"selected": list(self.selected), "importances": rows}
 
 

@@ -14,8 +14,13 @@ from typing import Any
 import numpy as np
 
 from intelligence_assets.ml.families import ModelFamily, load_family
-from intelligence_assets.ml.metrics import accuracy, backtest_sharpe, evaluate, positions_from_predictions
-from intelligence_assets.ml.ranking import json_float
+from intelligence_assets.ml.metrics import (
+    accuracy,
+    backtest_sharpe,
+    evaluate,
+    finite_or_none,
+    positions_from_predictions,
+)
 from intelligence_assets.ml.splits import SplitSettings, held_out_split, walk_forward_folds
 
 
@@ -41,19 +46,19 @@ class TrainingResult:
     def to_dict(self) -> dict:
         """JSON-ready summary (no model, no arrays); NaN becomes None."""
         return {
-            "metrics": {key: json_float(value) for key, value in self.metrics.items()},
-            "baseline": {key: (json_float(value) if isinstance(value, float) else value) for key, value in self.baseline.items()},
-            "training_curve": [json_float(value) for value in self.training_curve],
+            "metrics": {key: finite_or_none(value) for key, value in self.metrics.items()},
+            "baseline": {key: (finite_or_none(value) if isinstance(value, float) else value) for key, value in self.baseline.items()},
+            "training_curve": [finite_or_none(value) for value in self.training_curve],
             "best_iteration": self.best_iteration,
-            "seconds": json_float(self.seconds),
+            "seconds": finite_or_none(self.seconds),
             "train_rows": self.train_rows,
             "validation_rows": self.validation_rows,
             "test_rows": self.test_rows,
             "test_start_row": self.test_start_row,
             "test_end_row": self.test_end_row,
-            "train_base_rate": json_float(self.train_base_rate),
-            "test_base_rate": json_float(self.test_base_rate),
-            "fold_metrics": [{key: json_float(value) for key, value in fold.items()} for fold in self.fold_metrics],
+            "train_base_rate": finite_or_none(self.train_base_rate),
+            "test_base_rate": finite_or_none(self.test_base_rate),
+            "fold_metrics": [{key: finite_or_none(value) for key, value in fold.items()} for fold in self.fold_metrics],
         }
 
 

@@ -21,7 +21,7 @@ from typing import TypeVar
 import certifi
 import urllib3
 from minio import Minio
-from minio.error import InvalidResponseError, S3Error, ServerError
+from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 from minio.helpers import MAX_PART_SIZE, MIN_PART_SIZE, check_bucket_name
 
 from intelligence_assets.store.artifact_store import (
@@ -36,7 +36,6 @@ logger = logging.getLogger("intelligence_assets.artifacts")
 
 T = TypeVar("T")
 
-DEFAULT_BUCKET = "intelligence-assets"
 # A MinIO restart (a pod rescheduled, a node drained) takes tens of seconds; a minute of retries
 # rides it out, where a failed step would cost the whole training run.
 DEFAULT_RETRY_SECONDS = 60.0
@@ -86,6 +85,17 @@ TRANSIENT_ERROR_CODES = frozenset(
     }
 )
 TRANSIENT_HTTP_STATUSES = frozenset({408, 429})
+
+
+def _transient_status(status: int) -> bool:
+    return status >= 500 or status in TRANSIENT_HTTP_STATUSES
+
+
+def _non_s3_status(error: InvalidResponseError) -> int:
+    # minio keeps the status of a non-S3 answer in a private attribute only; its pickling
+    # arguments are those of its public constructor: (status, content type, body).
+    _, (status, _content_type, _body) = error.__reduce__()
+    return int(status or 0)
 
 
 class S3OperationError(ArtifactStoreError):
@@ -151,15 +161,6 @@ def _describe_transport_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _parse_bool(variable: str, value: str) -> bool:
-    normalized = value.strip().lower()
-    if normalized in {"true", "1", "yes"}:
-        return True
-    if normalized in {"false", "0", "no", ""}:
-        return False
-    raise ValueError(f"{variable} must be 'true' or 'false', got {value!r}")
-
-
 class S3ArtifactStore(ArtifactStore):
     """Artifacts as objects in one private bucket, created on the first write when missing.
 
@@ -208,26 +209,6 @@ class S3ArtifactStore(ArtifactStore):
             maxsize=10,
             cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
             ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-        )
-
-    @classmethod
-    def from_environment(cls, retry_seconds: float = DEFAULT_RETRY_SECONDS) -> S3ArtifactStore:
-        """Configured by INTELLIGENCE_S3_* variables; a missing required one raises ValueError naming it."""
-
-        def required(variable: str) -> str:
-            value = os.environ.get(variable, "").strip()
-            if not value:
-                raise ValueError(f"environment variable {variable} is not set (needed by the S3 artifact store)")
-            return value
-
-        return cls(
-            endpoint=required("INTELLIGENCE_S3_ENDPOINT"),
-            bucket=os.environ.get("INTELLIGENCE_S3_BUCKET", "").strip() or DEFAULT_BUCKET,
-            access_key=required("INTELLIGENCE_S3_ACCESS_KEY"),
-            secret_key=required("INTELLIGENCE_S3_SECRET_KEY"),
-            secure=_parse_bool("INTELLIGENCE_S3_SECURE", os.environ.get("INTELLIGENCE_S3_SECURE", "false")),
-            region=os.environ.get("INTELLIGENCE_S3_REGION", "").strip() or None,
-            retry_seconds=retry_seconds,
         )
 
     @property
@@ -374,52 +355,60 @@ class S3ArtifactStore(ArtifactStore):
         """
         started = time.monotonic()
         deadline = started + self.retry_seconds
-        attempt = 1
+        attempt = 0
         while True:
+            attempt += 1
             try:
                 result = action()
+            except (MinioException, urllib3.exceptions.HTTPError, OSError) as error:
+                failure = self._failure(error, operation, key)
+                if failure is None:
+                    raise
+                cause, retryable = failure
+                now = time.monotonic()
+                if not retryable or now >= deadline:
+                    raise self._unavailable(operation, key, started, attempt, cause) from None
+                backoff = min(MAX_RETRY_DELAY_SECONDS, FIRST_RETRY_DELAY_SECONDS * 2 ** (attempt - 1))
+                delay = min(random.uniform(backoff / 2, backoff), deadline - now)
+                logger.warning(
+                    "S3 endpoint %s unreachable (%s): %s of %s, retrying in %.1fs (attempt %d)",
+                    self.endpoint, self._scrub(cause), operation, self.uri(key), delay, attempt + 1,
+                )
+                time.sleep(delay)
+            else:
                 if attempt > 1:
                     logger.warning(
                         "S3 endpoint %s reachable again: %s of %s succeeded after %.1fs (attempt %d)",
                         self.endpoint, operation, self.uri(key), time.monotonic() - started, attempt,
                     )
                 return result
-            except S3Error as error:
-                self._raise_if_access_error(error, operation, key)
-                status = error.response.status if error.response is not None else 0
-                if error.code not in TRANSIENT_ERROR_CODES and status < 500 and status not in TRANSIENT_HTTP_STATUSES:
-                    raise
-                cause = f"HTTP {status} {error.code}"
-            except ServerError as error:
-                if error.status_code < 500 and error.status_code not in TRANSIENT_HTTP_STATUSES:
-                    raise self._unexpected(error, operation, key) from error
-                cause = f"HTTP {error.status_code}"
-            except InvalidResponseError as error:
-                # A non-S3 answer, e.g. a proxy's 502 page while MinIO restarts behind it.
-                status = getattr(error, "_code", 0) or 0
-                if status < 500 and status not in TRANSIENT_HTTP_STATUSES:
-                    raise self._unexpected(error, operation, key) from error
-                cause = f"HTTP {status} from a non-S3 responder"
-            except urllib3.exceptions.SSLError as error:
-                raise self._unavailable(operation, key, started, attempt, f"TLS failure, not retried: {error}") from None
-            except urllib3.exceptions.MaxRetryError as error:
-                if isinstance(error.reason, urllib3.exceptions.SSLError):
-                    raise self._unavailable(operation, key, started, attempt, f"TLS failure, not retried: {error.reason}") from None
-                cause = _describe_transport_error(error)
-            except (urllib3.exceptions.HTTPError, OSError) as error:
-                # ProtocolError (reset mid-response), timeouts, refused connections.
-                cause = _describe_transport_error(error)
-            now = time.monotonic()
-            if now >= deadline:
-                raise self._unavailable(operation, key, started, attempt, cause) from None
-            backoff = min(MAX_RETRY_DELAY_SECONDS, FIRST_RETRY_DELAY_SECONDS * 2 ** (attempt - 1))
-            delay = min(random.uniform(backoff / 2, backoff), deadline - now)
-            attempt += 1
-            logger.warning(
-                "S3 endpoint %s unreachable (%s), retrying in %.1fs (attempt %d)",
-                self.endpoint, self._scrub(cause), delay, attempt,
-            )
-            time.sleep(delay)
+
+    def _failure(self, error: Exception, operation: str, key: str) -> tuple[str, bool] | None:
+        """(what went wrong, whether waiting may fix it) for a failed attempt; None for an S3
+        error the caller interprets. Raises where the caller must see another error."""
+        if isinstance(error, S3Error):
+            self._raise_if_access_error(error, operation, key)
+            status = error.response.status if error.response is not None else 0
+            if error.code in TRANSIENT_ERROR_CODES or _transient_status(status):
+                return f"HTTP {status} {error.code}", True
+            return None
+        if isinstance(error, ServerError):
+            status, cause = error.status_code, f"HTTP {error.status_code}"
+        elif isinstance(error, InvalidResponseError):
+            # A non-S3 answer, e.g. a proxy's 502 page while MinIO restarts behind it.
+            status = _non_s3_status(error)
+            cause = f"HTTP {status} from a non-S3 responder"
+        elif isinstance(error, MinioException):
+            return None
+        else:
+            tls = error.reason if isinstance(error, urllib3.exceptions.MaxRetryError) else error
+            if isinstance(tls, urllib3.exceptions.SSLError):
+                return f"TLS failure, not retried: {tls}", False
+            # Refused or reset connections, timeouts.
+            return _describe_transport_error(error), True
+        if not _transient_status(status):
+            raise self._unexpected(error, operation, key) from error
+        return cause, True
 
     def _raise_if_access_error(self, error: S3Error, operation: str, key: str) -> None:
         if error.code not in ACCESS_ERROR_CODES:

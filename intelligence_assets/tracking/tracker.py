@@ -22,7 +22,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import math
 import tempfile
 import threading
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from intelligence_assets.ml.metrics import finite_or_none
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.flavours import load_pyfunc, save_in_flavour
@@ -103,12 +103,6 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
             text = value if isinstance(value, str) else json.dumps(value, default=str)
             flat[name] = text[:MAX_PARAM_LENGTH]
     return flat
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def model_checksums(directory: Path) -> dict[str, str]:
@@ -360,7 +354,7 @@ class ModelTracker:
         metrics: list[Metric] = []
 
         def add(key: str, value: Any, step: int = 0) -> None:
-            number = _finite(value)
+            number = finite_or_none(value)
             if number is not None:
                 metrics.append(Metric(key, number, timestamp, step))
 
@@ -419,7 +413,7 @@ class ModelTracker:
         name = names.registered_model_name(record.symbol, record.target)
         summary = record.trained_model.summary
         metrics = summary.get("metrics") or {}
-        score = _finite(metrics.get(record.score_metric))
+        score = finite_or_none(metrics.get(record.score_metric))
         tags = {
             names.FAMILY_TAG: record.family,
             names.FINGERPRINT_TAG: record.fingerprint,
@@ -430,7 +424,7 @@ class ModelTracker:
             names.TEST_END_TAG: str(summary.get("test_end") or ""),
             names.ELIGIBLE_TAG: "true" if record.eligible else "false",
             names.MODEL_SHA256_TAG: checksums or "",
-            **{f"{names.HELDOUT_PREFIX}{metric}": repr(value) for metric, value in metrics.items() if _finite(value) is not None},
+            **{f"{names.HELDOUT_PREFIX}{metric}": repr(value) for metric, value in metrics.items() if finite_or_none(value) is not None},
         }
 
         def create_version() -> Any:

@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -9,9 +10,9 @@ from sklearn.metrics import roc_auc_score
 
 from intelligence_assets.ml.metrics import (
     accuracy,
-    average_ranks,
     backtest_sharpe,
     evaluate,
+    finite_or_none,
     fold_score,
     information_coefficient,
     log_loss,
@@ -42,12 +43,6 @@ def test_roc_auc_extremes_and_degenerate_inputs():
     assert math.isnan(roc_auc(np.ones(5), np.arange(5.0)))
 
 
-def test_average_ranks_match_scipy():
-    rng = np.random.default_rng(1)
-    values = rng.integers(0, 10, 200).astype(float)
-    assert np.array_equal(average_ranks(values), stats.rankdata(values, method="average"))
-
-
 def test_accuracy_and_log_loss_match_sklearn():
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, 300)
@@ -67,6 +62,36 @@ def test_information_coefficients_match_scipy():
     assert rank_information_coefficient(truth, prediction) == pytest.approx(stats.spearmanr(truth, prediction)[0], abs=1e-12)
     assert math.isnan(information_coefficient(truth, np.ones(500)))
     assert math.isnan(rank_information_coefficient(np.ones(500), prediction))
+
+
+CORRELATIONS = [information_coefficient, rank_information_coefficient]
+
+
+@pytest.mark.parametrize(
+    ("metric", "y_true", "y_pred"),
+    [
+        *[(metric, [], []) for metric in [roc_auc, accuracy, log_loss, *CORRELATIONS]],
+        (roc_auc, [0, 0, 0], [0.1, 0.5, 0.9]),  # one class: no positive-negative pair to order
+        (roc_auc, [1, 1], [0.1, 0.9]),
+        (roc_auc, [0, 1, 1], [0.1, float("nan"), 0.9]),
+        (log_loss, [0, 1], [0.2, float("nan")]),
+        *[(metric, [0.5], [0.3]) for metric in CORRELATIONS],  # one row
+        *[(metric, [0.1, 0.2, 0.3], [0.4, 0.4, 0.4]) for metric in CORRELATIONS],  # constant prediction
+        *[(metric, [0.2, 0.2, 0.2], [0.1, 0.5, 0.9]) for metric in CORRELATIONS],  # constant outcome
+        *[(metric, [0.1, 0.2, 0.3], [0.1, float("inf"), 0.9]) for metric in CORRELATIONS],
+    ],
+)
+def test_degenerate_inputs_score_nan_without_raising_or_warning(metric, y_true, y_pred):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's and SciPy's warnings on such input would be noise
+        assert math.isnan(metric(np.array(y_true), np.array(y_pred, dtype=float)))
+
+
+def test_finite_or_none_keeps_finite_numbers_and_their_text_only():
+    assert finite_or_none(0.25) == 0.25 and finite_or_none(np.float32(0.5)) == 0.5 and finite_or_none(3) == 3.0
+    assert finite_or_none("0.125") == 0.125  # as MLflow tags hold scores
+    for undefined in [None, float("nan"), float("inf"), -np.inf, "nan", "", "n/a", True, np.bool_(False), [1.0]]:
+        assert finite_or_none(undefined) is None, undefined
 
 
 def test_backtest_sharpe_on_a_known_series():

@@ -14,6 +14,8 @@ import polars as pl
 import pytest
 from minio.error import S3Error
 
+from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.config.universe import ConfigurationError
 from intelligence_assets.store.artifact_store import (
     ArtifactNotFoundError,
     ArtifactStoreError,
@@ -129,7 +131,8 @@ def test_location_uri_and_repr_never_show_credentials() -> None:
         S3ArtifactStore("minio.internal:9000", "Not_A_Valid_Bucket", "a", "b")
 
 
-def test_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_deployment_builds_the_store_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # INTELLIGENCE_S3_* have one reader, the deployment settings; the store only takes arguments.
     variables = {
         "INTELLIGENCE_S3_ENDPOINT": "minio.internal:9000",
         "INTELLIGENCE_S3_ACCESS_KEY": "access",
@@ -137,29 +140,27 @@ def test_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     }
     for name in ["INTELLIGENCE_S3_BUCKET", "INTELLIGENCE_S3_SECURE", "INTELLIGENCE_S3_REGION"]:
         monkeypatch.delenv(name, raising=False)
+    deployment = DeploymentSettings(name="minio")
     for missing in variables:
         for name, value in variables.items():
             monkeypatch.setenv(name, value)
         monkeypatch.delenv(missing)
-        with pytest.raises(ValueError, match=missing):
-            S3ArtifactStore.from_environment()
+        with pytest.raises(ConfigurationError, match=missing):
+            deployment.artifact_store()
 
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    store = S3ArtifactStore.from_environment()  # no server there: constructing must not connect
+    store = deployment.artifact_store()  # no server there: constructing must not connect
+    assert isinstance(store, S3ArtifactStore)
     assert (store.endpoint, store.bucket, store.secure, store.region) == ("minio.internal:9000", "intelligence-assets", False, None)
     assert store.location == "s3://intelligence-assets at http://minio.internal:9000"
 
     monkeypatch.setenv("INTELLIGENCE_S3_BUCKET", "other-bucket")
     monkeypatch.setenv("INTELLIGENCE_S3_SECURE", "TRUE")
     monkeypatch.setenv("INTELLIGENCE_S3_REGION", "eu-central-1")
-    store = S3ArtifactStore.from_environment()
+    store = deployment.artifact_store()
     assert (store.bucket, store.secure, store.region) == ("other-bucket", True, "eu-central-1")
     assert store.location == "s3://other-bucket at https://minio.internal:9000"
-
-    monkeypatch.setenv("INTELLIGENCE_S3_SECURE", "maybe")
-    with pytest.raises(ValueError, match="INTELLIGENCE_S3_SECURE"):
-        S3ArtifactStore.from_environment()
 
 
 def run_in_thread(function) -> tuple[threading.Thread, dict]:
@@ -225,7 +226,9 @@ def test_short_retry_budget_raises_unavailable_and_leaves_no_object(
     for expected in [s3_fault_proxy.endpoint, store.bucket, "features/MSFT/data.parquet", "put", "3.0s"]:
         assert expected in message, (expected, message)
     assert raised.value.attempts is not None and raised.value.attempts >= 3
-    assert len([r for r in caplog.records if "retrying in" in r.getMessage()]) == raised.value.attempts - 1
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(retries) == raised.value.attempts - 1
+    assert all(f"put of s3://{store.bucket}/features/MSFT/data.parquet" in message for message in retries), retries
 
     with pytest.raises(ArtifactStoreUnavailableError, match="get of s3://"):
         store.get_bytes("features/AAPL/data.parquet")
@@ -273,6 +276,16 @@ def test_server_errors_are_retried_until_the_budget_is_spent(status, body, conte
             store.get_bytes("features/AAPL/data.parquet")
     assert server.requests >= 3
     assert any(expected_cause in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_a_non_s3_client_error_fails_at_once_naming_its_status() -> None:
+    with FixedResponseHTTPServer(404, b"<html>Not Found</html>", "text/html") as server:
+        store = S3ArtifactStore(server.endpoint, "artifacts", "access", "secret", region="us-east-1", retry_seconds=30)
+        started = time.monotonic()
+        with pytest.raises(ArtifactStoreError, match="Response code: 404") as raised:
+            store.get_bytes("features/AAPL/data.parquet")
+    assert not isinstance(raised.value, ArtifactStoreUnavailableError)
+    assert time.monotonic() - started < 5 and server.requests == 1
 
 
 def test_unreachable_endpoint_with_no_budget_fails_at_once() -> None:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from intelligence_assets.ml.families.base import ModelFamily, Task
+from intelligence_assets.ml.families.base import ModelFamily, Task, standardization
 
 MODEL_FILE = "model.pt"
 
@@ -48,14 +48,6 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def standardization(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and standard deviations (float64); a constant column gets std 1."""
-    mean = values.mean(axis=0)
-    std = values.std(axis=0)
-    std = np.where(std > 0.0, std, 1.0)
-    return mean, std
 
 
 def resolve_device(device: str) -> Any:

@@ -211,3 +211,10 @@ def check_target(y: np.ndarray, task: str, n_rows: int, what: str = "y") -> np.n
         raise ValueError(f"{what} must hold only 0 and 1 for classification")
     return array
 
+
+def standardization(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations (float64); a constant column gets std 1."""
+    mean = values.mean(axis=0)
+    std = values.std(axis=0)
+    std = np.where(std > 0.0, std, 1.0)
+    return mean, std

@@ -13,7 +13,8 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from intelligence_assets.ml.families.base import ModelFamily, Task
+from intelligence_assets.ml.families.base import ModelFamily, Task, standardization
+from intelligence_assets.ml.metrics import log_loss
 
 MODEL_FILE = "model.json"
 
@@ -22,17 +23,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "alpha": 1.0,     # L2 strength, regression
     "max_iter": 1000,
 }
-
-# Probabilities are clipped this far from 0 and 1 when scoring the validation log loss.
-LOG_LOSS_EPSILON = 1e-15
-
-
-def standardization(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and standard deviations (float64); a constant column gets std 1."""
-    mean = values.mean(axis=0)
-    std = values.std(axis=0)
-    std = np.where(std > 0.0, std, 1.0)
-    return mean, std
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -79,8 +69,7 @@ class LinearFamily(ModelFamily):
         # No iterations to stop early: the validation loss is a single point.
         predicted = self.predict(x_valid)
         if self.task == "classification":
-            clipped = np.clip(predicted, LOG_LOSS_EPSILON, 1.0 - LOG_LOSS_EPSILON)
-            validation_loss = -np.mean(y_valid * np.log(clipped) + (1.0 - y_valid) * np.log(1.0 - clipped))
+            validation_loss = log_loss(y_valid, predicted)
         else:
             validation_loss = np.mean((predicted - y_valid) ** 2)
         self.training_curve = [float(validation_loss)]

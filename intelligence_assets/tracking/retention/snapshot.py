@@ -5,7 +5,6 @@ directories, read from the MLflow registry, its runs and one listing of the arti
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from intelligence_assets.store.artifact_store import (
     CorruptArtifactError,
     StoredObject,
 )
+from intelligence_assets.ml.metrics import finite_or_none
 from intelligence_assets.tracking import names
 
 MANIFEST_FILE = "manifest.json"  # the artifact layout's names (store/artifacts.py), repeated to stay import-light
@@ -86,14 +86,6 @@ def archive_key(registered_model: str, version: int) -> str:
 
 def _from_milliseconds(milliseconds: int | None) -> datetime | None:
     return None if milliseconds is None else datetime.fromtimestamp(milliseconds / 1000, tz=timezone.utc)
-
-
-def _parse_score(text: str | None) -> float | None:
-    try:
-        score = float(text) if text else None
-    except ValueError:
-        return None
-    return score if score is not None and math.isfinite(score) else None
 
 
 def quoted(value: str, what: str) -> str:
@@ -260,7 +252,7 @@ def gather_retention_snapshot(client: Any, store: ArtifactStore) -> RetentionSna
                 run_id=version.run_id or None,
                 created=_from_milliseconds(version.creation_timestamp) or datetime.fromtimestamp(0, tz=timezone.utc),
                 aliases=aliases,
-                score=_parse_score(tags.get(names.SCORE_TAG)),
+                score=finite_or_none(tags.get(names.SCORE_TAG)),
                 fingerprint=tags.get(names.FINGERPRINT_TAG) or None,
                 family=tags.get(names.FAMILY_TAG) or None,
                 symbol=(model.tags or {}).get(names.SYMBOL_TAG),

@@ -76,11 +76,6 @@ def test_without_its_module_the_universe_refuses_the_family(tmp_path: Path) -> N
         load_universe(universe_with(tmp_path, {"params": {}}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defs/assets/models.py still looks kinds up by family name (FAMILY_KINDS); "
-    "once it reads `kinds=set(family.kinds)` this passes: remove this mark",
-)
 def test_the_family_asset_shows_the_kinds_the_family_declares(new_family: str, tmp_path: Path) -> None:
     from intelligence_assets.defs.assets.models import build_model_asset
 

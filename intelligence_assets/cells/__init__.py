@@ -1,0 +1,8 @@
+"""The work of one asset partition, without Dagster: train a cell (one symbol x target for one
+model family), build and log its MLflow record, and apply the promotion rule to the registry.
+
+Everything here takes plain values (tables, store handles, a `ModelTracker`, a `log` callable)
+and returns plain results, so it runs and is tested without an asset context. The assets in
+`intelligence_assets.defs.assets` read their inputs, call one function of this package and turn
+its result into Dagster outputs, checks and metadata.
+"""

@@ -56,8 +56,7 @@ def measure_policy_overhead(universe, workers: int) -> str:
     import dagster as dg
 
     from intelligence_assets.definitions import PREDICTIONS_JOB
-    from intelligence_assets.cli.demo import run_stage, worker_pool
-    from intelligence_assets.defs.planner import partition_ranges
+    from intelligence_assets.cli.demo import partition_ranges, run_stage, worker_pool
 
     symbols = list(universe.symbols)
     ranges = partition_ranges(dg.DagsterInstance.get().get_dynamic_partitions("symbol"), symbols, universe.automation.backfill_partitions_per_run)

@@ -105,8 +105,11 @@ class PlatformWork:
 def cell_work(universe_path: str, symbol: str, target: str, bars: object, features: object, platform_root: str | None = None) -> TaskTime:
     """One symbol x target: labels, ranking, selection and every family. With `platform_root`,
     also what the platform does around it (see PlatformWork)."""
+    from intelligence_assets.defs.assets.models import model_key
+    from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS, TARGET_RANKINGS
     from intelligence_assets.ml.dataset import build_dataset
     from intelligence_assets.ml.ranking import rank_target
+    from intelligence_assets.store.keys import artifact_prefix
     from intelligence_assets.ml.selection import select_features
     from intelligence_assets.ml.targets import build_labels, label_horizon
     from intelligence_assets.ml.trained_model import TrainedModel
@@ -124,10 +127,9 @@ def cell_work(universe_path: str, symbol: str, target: str, bars: object, featur
     if ranking.passed:
         selection = select_features(dataset.x, dataset.y, dataset.feature_names, spec.task, horizon, universe.split, universe.selection, seed=universe.seed)
     if platform:
-        cell = f"{symbol}/{target}"
-        platform.commit(f"labels/{cell}", labels)
-        platform.commit(f"target_rankings/{cell}", ranking.to_dict())
-        platform.commit(f"feature_sets/{cell}", selection.to_dict() if selection else {"gated": True, "selected": []})
+        platform.commit(artifact_prefix(LABELS, symbol, target), labels)
+        platform.commit(artifact_prefix(TARGET_RANKINGS, symbol, target), ranking.to_dict())
+        platform.commit(artifact_prefix(FEATURE_SETS, symbol, target), selection.to_dict() if selection else {"gated": True, "selected": []})
     for family, settings in universe.model_families.items():
         base = {"symbol": symbol, "target": target, "task": spec.task, "target_kind": spec.kind}
         if selection is None:
@@ -146,7 +148,7 @@ def cell_work(universe_path: str, symbol: str, target: str, bars: object, featur
                 "train_rows": details.get("train_rows"), "test_rows": details.get("test_rows"),
             })
         if platform:
-            platform.track(universe, symbol, target, trained, platform.commit(f"models/{family}/{symbol}/{target}", trained))
+            platform.track(universe, symbol, target, trained, platform.commit(artifact_prefix(model_key(family), symbol, target), trained))
     return TaskTime("cell", f"{symbol}|{target}", time.perf_counter() - started)
 
 
@@ -286,13 +288,13 @@ def plan_seconds(universe_path: Path, store_root: Path) -> tuple[float, int]:
     """Our planner (what `make demo`, the backfill runner and the retrain schedule launch from)
     over every asset partition of the universe, against an empty store: every partition needs a run."""
     from intelligence_assets.definitions import build_assets
-    from intelligence_assets.defs.planner import code_versions_of, plan_runs
+    from intelligence_assets.defs.planner import plan_runs
     from intelligence_assets.store.artifact_store import LocalArtifactStore
 
     universe = load_universe(universe_path)
-    code_versions = code_versions_of(build_assets(universe))
+    assets = build_assets(universe)
     started = time.perf_counter()
-    plan = plan_runs(universe, LocalArtifactStore(store_root), code_versions, universe.symbols)
+    plan = plan_runs(universe, LocalArtifactStore(store_root), assets, universe.symbols)
     return time.perf_counter() - started, len(plan.stale)
 
 
@@ -325,9 +327,17 @@ def step_peak_rss(universe_path: Path, scratch: Path) -> list[tuple[str, float, 
     cell = f"{symbol}|{target}"
     subprocess.run([PYTHON, "-c", f"import dagster as dg; from intelligence_assets.defs.partitions import register_symbols; "
                                   f"register_symbols(dg.DagsterInstance.get(), {[symbol]!r})"], env=env, check=True)
-    steps = [("(definitions only)", None), ("bars", symbol), ("features", symbol), ("labels", cell), ("target_rankings", cell), ("feature_sets", cell)]
-    steps += [(f"models/{family}", cell) for family in universe.model_families]
-    steps += [("model_leaderboard", None), ("model_registry", None), ("predictions", symbol)]
+    from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
+    from intelligence_assets.defs.assets.market_data import BARS, FEATURES
+    from intelligence_assets.defs.assets.models import model_key
+    from intelligence_assets.defs.assets.predictions import PREDICTIONS
+    from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
+    from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS, TARGET_RANKINGS
+
+    keyed = [(BARS, symbol), (FEATURES, symbol), (LABELS, cell), (TARGET_RANKINGS, cell), (FEATURE_SETS, cell)]
+    keyed += [(model_key(family), cell) for family in universe.model_families]
+    keyed += [(MODEL_LEADERBOARD, None), (MODEL_REGISTRY, None), (PREDICTIONS, symbol)]
+    steps = [("(definitions only)", None), *((key.to_user_string(), partition) for key, partition in keyed)]
     rows = []
     for key, partition in steps:
         if partition is None and key.startswith("("):

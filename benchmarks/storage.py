@@ -43,7 +43,11 @@ def model_step_io(source_root: Path, store, families: list[str], limit: int) -> 
     from intelligence_assets.ml.trained_model import TrainedModel
     from intelligence_assets.ml.training import train_and_evaluate
     from intelligence_assets.store.artifact_store import LocalArtifactStore
+    from intelligence_assets.defs.assets.market_data import FEATURES
+    from intelligence_assets.defs.assets.models import model_key
+    from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS
     from intelligence_assets.store.artifacts import ArtifactHandle, Manifest, write_artifact
+    from intelligence_assets.store.keys import artifact_prefix
 
     universe = load_universe()
     source = LocalArtifactStore(source_root)
@@ -51,11 +55,12 @@ def model_step_io(source_root: Path, store, families: list[str], limit: int) -> 
     cells = []
     for symbol in universe.symbols:
         for target in universe.target_names:
-            selection = ArtifactHandle.current(source, f"feature_sets/{symbol}/{target}").load()
+            selection = ArtifactHandle.current(source, artifact_prefix(FEATURE_SETS, symbol, target)).load()
             if not selection["gated"]:
                 cells.append((symbol, target))
     cells = cells[:limit]
-    for prefix in {f"features/{s}" for s, _ in cells} | {f"labels/{s}/{t}" for s, t in cells} | {f"feature_sets/{s}/{t}" for s, t in cells}:
+    inputs = {artifact_prefix(FEATURES, s) for s, _ in cells} | {artifact_prefix(key, s, t) for s, t in cells for key in (LABELS, FEATURE_SETS)}
+    for prefix in inputs:
         handle = ArtifactHandle.current(source, prefix)
         manifest = Manifest(fingerprint=handle.fingerprint, data_version=handle.data_version, files={})
         write_artifact(store, prefix, handle.load(), manifest)
@@ -65,9 +70,9 @@ def model_step_io(source_root: Path, store, families: list[str], limit: int) -> 
         spec = universe.target(target)
         for family in families:
             started = time.perf_counter()
-            features = ArtifactHandle.current(store, f"features/{symbol}").load()
-            labels = ArtifactHandle.current(store, f"labels/{symbol}/{target}").load()
-            selection = ArtifactHandle.current(store, f"feature_sets/{symbol}/{target}").load()
+            features = ArtifactHandle.current(store, artifact_prefix(FEATURES, symbol)).load()
+            labels = ArtifactHandle.current(store, artifact_prefix(LABELS, symbol, target)).load()
+            selection = ArtifactHandle.current(store, artifact_prefix(FEATURE_SETS, symbol, target)).load()
             loaded = time.perf_counter()
             dataset = build_dataset(features, labels, selection["selected"])
             result = train_and_evaluate(
@@ -77,7 +82,7 @@ def model_step_io(source_root: Path, store, families: list[str], limit: int) -> 
             )
             trained = time.perf_counter()
             value = TrainedModel(family, {"symbol": symbol, "target": target, "task": spec.task, "features": selection["selected"]}, result.model)
-            write_artifact(store, f"benchmark/models/{family}/{symbol}/{target}", value, Manifest(fingerprint="bench", data_version="bench", files={}))
+            write_artifact(store, artifact_prefix(["benchmark", *model_key(family).path], symbol, target), value, Manifest(fingerprint="bench", data_version="bench", files={}))
             stored = time.perf_counter()
             rows.append({"family": family, "symbol": symbol, "target": target, "load": loaded - started, "compute": trained - loaded, "store": stored - trained})
     return pl.DataFrame(rows)

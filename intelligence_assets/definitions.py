@@ -13,12 +13,13 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 # Backfills launched from the asset graph use each asset's own policy.
 warnings.filterwarnings("ignore", message="Asset job market_data_job materializes assets with varying BackfillPolicies")
 
-from intelligence_assets.defs.assets.housekeeping import HOUSEKEEPING_JOB, build_housekeeping_assets, build_housekeeping_schedule
-from intelligence_assets.defs.assets.leaderboard import build_leaderboard_asset
-from intelligence_assets.defs.assets.market_data import build_market_data_assets
-from intelligence_assets.defs.assets.models import build_model_assets
-from intelligence_assets.defs.assets.predictions import build_predictions_asset
-from intelligence_assets.defs.assets.registry import build_registry_asset
+from intelligence_assets.defs.assets import model_planning  # noqa: F401 - how models and the registry are planned
+from intelligence_assets.defs.assets.housekeeping import CHECKPOINT_RETENTION, HOUSEKEEPING_JOB, STORAGE_USAGE, build_housekeeping_assets, build_housekeeping_schedule
+from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD, build_leaderboard_asset
+from intelligence_assets.defs.assets.market_data import BARS, FEATURES, build_market_data_assets
+from intelligence_assets.defs.assets.models import MODEL_KEY_PREFIX, build_model_assets
+from intelligence_assets.defs.assets.predictions import PREDICTIONS, build_predictions_asset
+from intelligence_assets.defs.assets.registry import MODEL_REGISTRY, build_registry_asset
 from intelligence_assets.defs.assets.target_analysis import TARGET_ANALYSIS_ASSETS, build_target_analysis_assets
 from intelligence_assets.defs.automation.alerts import run_failure_alerts
 from intelligence_assets.defs.automation.schedules import build_retrain_schedule
@@ -46,12 +47,12 @@ TRAINING_JOB = "training_job"
 LEADERBOARD_JOB = "leaderboard_job"
 REGISTRY_JOB = "registry_job"
 PREDICTIONS_JOB = "predictions_job"
-TRAINING_SELECTION = dg.AssetSelection.assets(*TARGET_ANALYSIS_ASSETS) | dg.AssetSelection.key_prefixes("models")
+TRAINING_SELECTION = dg.AssetSelection.assets(*TARGET_ANALYSIS_ASSETS) | dg.AssetSelection.key_prefixes(MODEL_KEY_PREFIX)
 
 
 def build_jobs(universe: Universe, deployment: DeploymentSettings) -> list:
     return [
-        dg.define_asset_job(MARKET_DATA_JOB, selection=dg.AssetSelection.assets("bars", "features"), description="Bars and features of one symbol."),
+        dg.define_asset_job(MARKET_DATA_JOB, selection=dg.AssetSelection.assets(BARS, FEATURES), description="Bars and features of one symbol."),
         dg.define_asset_job(
             TRAINING_JOB,
             selection=TRAINING_SELECTION,
@@ -60,18 +61,18 @@ def build_jobs(universe: Universe, deployment: DeploymentSettings) -> list:
             # already imported. Lighter jobs would pay more for that import than they save.
             executor_def=deployment.executor("step_processes_for_training", worker_libraries(universe)),
         ),
-        dg.define_asset_job(LEADERBOARD_JOB, selection=dg.AssetSelection.assets("model_leaderboard"), description="All models' metrics and the champions."),
+        dg.define_asset_job(LEADERBOARD_JOB, selection=dg.AssetSelection.assets(MODEL_LEADERBOARD), description="All models' metrics and the champions."),
         dg.define_asset_job(
             REGISTRY_JOB,
-            selection=dg.AssetSelection.assets("model_registry"),
+            selection=dg.AssetSelection.assets(MODEL_REGISTRY),
             description="Apply the promotion rule to the MLflow registry; with `rollback` config, move champions back to previous-champion.",
         ),
         dg.define_asset_job(
             HOUSEKEEPING_JOB,
-            selection=dg.AssetSelection.assets("checkpoint_retention", "storage_usage"),
+            selection=dg.AssetSelection.assets(CHECKPOINT_RETENTION, STORAGE_USAGE),
             description="Checkpoint retention (dry_run config lists the actions only), then storage usage against the quota.",
         ),
-        dg.define_asset_job(PREDICTIONS_JOB, selection=dg.AssetSelection.assets("predictions"), description="Champion predictions for one symbol."),
+        dg.define_asset_job(PREDICTIONS_JOB, selection=dg.AssetSelection.assets(PREDICTIONS), description="Champion predictions for one symbol."),
     ]
 
 

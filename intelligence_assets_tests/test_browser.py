@@ -21,6 +21,8 @@ import dagster as dg
 import pytest
 
 from intelligence_assets.config.universe import REPOSITORY_ROOT, load_universe
+from intelligence_assets.defs.assets.market_data import BARS
+from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets_tests.support.browser import SCREENSHOTS
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import local_resources, materialize_everything
@@ -135,7 +137,7 @@ def test_one_partition_launched_from_the_ui_succeeds(ui: UI, browser: object) ->
         assert run is not None, "the run launched from the UI did not finish within 180 s"
         assert run.status == dg.DagsterRunStatus.SUCCESS
         assert run.tags.get("dagster/partition") == "SIGNAL"
-        materialized = instance.fetch_materializations(dg.AssetKey("bars"), limit=1).records[0]
+        materialized = instance.fetch_materializations(BARS, limit=1).records[0]
         assert materialized.run_id == run.run_id and materialized.partition_key == "SIGNAL"
 
     page.goto(f"{ui.url}/runs/{run.run_id}")
@@ -147,7 +149,7 @@ def test_one_partition_launched_from_the_ui_succeeds(ui: UI, browser: object) ->
 def test_model_metadata_shows_metrics_and_the_mlflow_link(ui: UI, browser: object) -> None:
     # A partition the ranking let through (SIGNAL carries a planted signal).
     with dg.DagsterInstance.from_config(str(ui.home)) as instance:
-        records = instance.fetch_materializations(dg.AssetKey(["models", "linear"]), limit=10).records
+        records = instance.fetch_materializations(model_key("linear"), limit=10).records
     trained = [r for r in records if r.asset_materialization.metadata["trained"].value]
     assert trained, "no linear model was trained in the small universe"
     partition = trained[0].partition_key

@@ -15,6 +15,12 @@ import polars as pl
 import pytest
 import yaml
 
+from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
+from intelligence_assets.defs.assets.market_data import FEATURES
+from intelligence_assets.defs.assets.models import model_key
+from intelligence_assets.defs.assets.predictions import PREDICTIONS
+from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.defs.assets.market_data import read_symbol_bars
 from intelligence_assets.defs.assets.models import model_config
 from intelligence_assets.ml.bars import BarsFileError, GapSettings, infer_bars_per_year, long_gaps, read_bars_parquet, validate_bars
@@ -154,16 +160,16 @@ def test_demo_finishes_every_healthy_symbol_prints_the_leaderboard_and_a_failure
         lines = [line for line in summary.splitlines() if f" {symbol} " in line or line.startswith(f"│ {symbol}")]
         assert any(asset in line and words in line for line in lines), (symbol, summary)
     store = LocalArtifactStore(home / "artifacts")
-    leaderboard = read_value(store, "model_leaderboard")
+    leaderboard = read_value(store, artifact_prefix(MODEL_LEADERBOARD))
     assert set(leaderboard["symbol"]) == {"SIGNAL", "INDEX"}
     index = leaderboard.filter(pl.col("symbol") == "INDEX")
     # The zero-volume index trains every family on the features it has.
     assert set(index.filter(pl.col("trained"))["family"]) == {"linear", "lightgbm", "torch_mlp"}, index
     assert index["bars_per_year"].min() > 15_000 and set(index["bar_spacing"]) == {"5m"}
     assert leaderboard.filter(pl.col("symbol") == "SIGNAL")["bars_per_year"].max() < 400
-    features = ArtifactHandle.current(store, "features/INDEX")
+    features = ArtifactHandle.current(store, artifact_prefix(FEATURES, "INDEX"))
     assert "volume_z_21" not in features.load().columns
-    assert read_value(store, "predictions/SIGNAL").height > 0
+    assert read_value(store, artifact_prefix(PREDICTIONS, "SIGNAL")).height > 0
     # Leaderboard and registry were computed from what exists and say what is missing, and why.
     for asset in ("model_leaderboard", "model_registry"):
         notes = read_manifest(store, asset, ArtifactHandle.current(store, asset).fingerprint).metadata
@@ -178,7 +184,7 @@ def test_demo_finishes_every_healthy_symbol_prints_the_leaderboard_and_a_failure
 def test_a_rerun_heals_a_corrupt_artifact_it_would_reuse(broken_universe) -> None:
     home, path, _ = broken_universe
     store = LocalArtifactStore(home / "artifacts")
-    features = ArtifactHandle.current(store, "features/SIGNAL")
+    features = ArtifactHandle.current(store, artifact_prefix(FEATURES, "SIGNAL"))
     damaged = home / "artifacts" / "features" / "SIGNAL" / features.fingerprint / "data.parquet"
     damaged.write_bytes(damaged.read_bytes()[:-10] + b"0123456789")
     completed = _demo(home, path)
@@ -206,7 +212,7 @@ def trained_signal(tmp_path: Path):
 
 
 def _champions(store: LocalArtifactStore) -> dict[str, str]:
-    registry = read_value(store, "model_registry").filter(pl.col("champion_version").is_not_null())
+    registry = read_value(store, artifact_prefix(MODEL_REGISTRY)).filter(pl.col("champion_version").is_not_null())
     return {f"{row['symbol']}|{row['target']}": row["champion_version"] for row in registry.iter_rows(named=True)}
 
 
@@ -226,7 +232,7 @@ def test_when_bars_change_a_champion_trained_on_the_old_bars_loses_its_alias(tra
     # trained on the old bars are no longer current, however well they scored then.
     synthetic_bars(n_bars=1600, seed=999, signal_strength=0.0).write_parquet(path.parent / "bars" / "SIGNAL.parquet")
     materialize_everything(universe, instance, resources)
-    registry = read_value(store, "model_registry")
+    registry = read_value(store, artifact_prefix(MODEL_REGISTRY))
     tracker = _tracker(resources)
     for cell, version in before.items():
         symbol, target = cell.split("|")
@@ -254,8 +260,8 @@ def test_a_removed_symbol_stops_counting_and_its_champions_are_retired_with_a_re
     assert remove_symbols_not_in(instance, []) == ["SIGNAL"]
     result = dg.materialize(build_assets_for(universe), selection=["model_leaderboard", "model_registry"], instance=instance, resources=resources)
     assert result.success
-    assert read_value(store, "model_leaderboard").height == 0
-    registry = read_value(store, "model_registry")
+    assert read_value(store, artifact_prefix(MODEL_LEADERBOARD)).height == 0
+    registry = read_value(store, artifact_prefix(MODEL_REGISTRY))
     tracker = _tracker(resources)
     for cell, version in before.items():
         symbol, target = cell.split("|")
@@ -265,7 +271,7 @@ def test_a_removed_symbol_stops_counting_and_its_champions_are_retired_with_a_re
         row = registry.filter((pl.col("symbol") == symbol) & (pl.col("target") == target)).row(0, named=True)
         assert row["action"] == "retired" and "no longer in the universe" in row["reason"]
     # Kept: the artifacts and the MLflow history.
-    assert read_value(store, "features/SIGNAL").height > 0
+    assert read_value(store, artifact_prefix(FEATURES, "SIGNAL")).height > 0
     assert tracker.versions(names.registered_model_name(*next(iter(before)).split("|")))
 
 
@@ -273,14 +279,14 @@ def test_the_leaderboard_reads_scores_not_models_so_a_format_version_bump_cannot
     from intelligence_assets.ml.families import load_family
 
     _, universe, instance, resources, store = trained_signal
-    handle = ArtifactHandle.current(store, "models/linear/SIGNAL/y_up_1b")
+    handle = ArtifactHandle.current(store, artifact_prefix(model_key("linear"), "SIGNAL", "y_up_1b"))
     # What a newer linear family would say of the stored model (its format version moved on).
     monkeypatch.setattr(load_family("linear"), "version", "99")
     with pytest.raises(Exception, match="format version"):
         handle.load()
     result = dg.materialize(build_assets_for(universe), selection=["model_leaderboard"], instance=instance, resources=resources)
     assert result.success
-    assert read_value(store, "model_leaderboard").filter(pl.col("trained")).height > 0
+    assert read_value(store, artifact_prefix(MODEL_LEADERBOARD)).filter(pl.col("trained")).height > 0
 
 
 def build_assets_for(universe):
@@ -317,10 +323,10 @@ def test_a_ranged_run_materializes_every_healthy_partition_and_fails_naming_the_
         [failure] = ranged.get_step_failure_events()
         failed = failure.step_failure_data.user_failure_data.metadata[FAILED_PARTITIONS].value
         assert list(failed) == ["FLAT"] and "no usable feature" in failed["FLAT"]
-        assert instance.get_materialized_partitions(dg.AssetKey("features")) == {"SIGNAL", "INDEX"}
-    assert read_value(store, "features/SIGNAL").height > 0 and read_value(store, "features/INDEX").height > 0
-    assert "no usable feature" in latest_failure(store, "features/FLAT")["error"]
-    assert latest_failure(store, "features/SIGNAL") is None
+        assert instance.get_materialized_partitions(FEATURES) == {"SIGNAL", "INDEX"}
+    assert read_value(store, artifact_prefix(FEATURES, "SIGNAL")).height > 0 and read_value(store, artifact_prefix(FEATURES, "INDEX")).height > 0
+    assert "no usable feature" in latest_failure(store, artifact_prefix(FEATURES, "FLAT"))["error"]
+    assert latest_failure(store, artifact_prefix(FEATURES, "SIGNAL")) is None
 
 
 def test_predictions_refuse_a_registry_that_has_not_seen_the_symbols_current_models(trained_signal) -> None:
@@ -342,6 +348,6 @@ def test_predictions_refuse_a_registry_that_has_not_seen_the_symbols_current_mod
     message = early.get_step_failure_events()[0].step_failure_data.error.cause.message
     assert "model_registry has not yet decided from the current models of ['NOISE|y_up_1b', 'NOISE|y_volatility_5b']" in message
     with pytest.raises(Exception):
-        ArtifactHandle.current(store, "predictions/NOISE")  # nothing published, not even an empty table
+        ArtifactHandle.current(store, artifact_prefix(PREDICTIONS, "NOISE"))  # nothing published, not even an empty table
     assert dg.materialize(assets, selection=["model_leaderboard", "model_registry"], instance=instance, resources=resources).success
     assert dg.materialize(assets, selection=["predictions"], partition_key="NOISE", instance=instance, resources=resources).success

@@ -11,6 +11,7 @@ import argparse
 import time
 import uuid
 from collections import Counter
+from collections.abc import Collection
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -43,6 +44,45 @@ def _load_worker(libraries: tuple[str, ...], threads: int) -> None:
 # A run's partitions: one key, a (first, last) range of partitions (`symbol`, or a rectangle of
 # `symbol|target` keys), or None (unpartitioned).
 RunPartitions = str | tuple[str, str] | None
+
+
+# The demo cuts its own ranged runs, rather than launching Dagster backfills, to run them on its
+# pool of in-process workers; the retrain schedule leaves the cutting to Dagster.
+def partition_ranges(ordered_keys: list[str], stale: Collection[str], max_per_run: int) -> list[tuple[str, str]]:
+    """What Dagster's multi-run BackfillPolicy launches: contiguous runs of stale keys (in the
+    partitions' own order), cut into chunks of at most `max_per_run`."""
+    stale_set = stale if isinstance(stale, (set, frozenset)) else set(stale)
+    ranges: list[tuple[str, str]] = []
+    chunk: list[str] = []
+    for key in ordered_keys:
+        if key in stale_set and len(chunk) < max_per_run:
+            chunk.append(key)
+            continue
+        if chunk:
+            ranges.append((chunk[0], chunk[-1]))
+        chunk = [key] if key in stale_set else []
+    if chunk:
+        ranges.append((chunk[0], chunk[-1]))
+    return ranges
+
+
+def training_ranges(symbols: list[str], target_names: list[str], stale_cells: list[str], max_per_run: int, bars_rows: dict[str, int]) -> list[tuple[str, str]]:
+    """The training stage (symbol x target) as ranged runs, cut as Dagster's multi-run
+    BackfillPolicy cuts a backfill of a two-dimensional subset: grouped by whichever dimension
+    has fewer stale keys (symbol on a tie), each group's contiguous stale keys in chunks of at
+    most `max_per_run`. `symbols` in the partitions' own order. Grouped by symbol, the biggest
+    symbols (most bars) go first: a pool hands runs out in order, so the long ones start early."""
+    stale = set(stale_cells)
+    stale_symbols = {cell_of(cell)[0] for cell in stale}
+    stale_targets = {cell_of(cell)[1] for cell in stale}
+    ranges: list[tuple[str, str]] = []
+    if len(stale_symbols) <= len(stale_targets):
+        for symbol in sorted(symbols, key=lambda s: -bars_rows.get(s, 0)):
+            ranges += partition_ranges([cell_key(symbol, target) for target in target_names], stale, max_per_run)
+    else:
+        for target in target_names:
+            ranges += partition_ranges([cell_key(symbol, target) for symbol in symbols], stale, max_per_run)
+    return ranges
 
 
 @dataclass(frozen=True)
@@ -92,13 +132,16 @@ class UniverseRun:
     failures: list[PartitionFailure] = field(default_factory=list)
     session: str = field(default_factory=lambda: uuid.uuid4().hex)
     interrupted: str | None = None  # why the demo stopped before its last stage
+    # The assets of the stage before training (market_data_job's): a symbol failing there has
+    # nothing below it to run.
+    market_data_assets: frozenset[str] = frozenset()
 
     @property
     def failed_symbols(self) -> set[str]:
         """Symbols that failed before the training stage (nothing below their bars can run), and
         those whose run a dead worker held (resumed by the next `make demo`)."""
         killed = {symbol for failure in self.failures if failure.asset == KILLED for symbol in failure.symbols_of_range()}
-        return killed | {failure.symbol for failure in self.failures if failure.asset in ("bars", "features")}
+        return killed | {failure.symbol for failure in self.failures if failure.asset in self.market_data_assets}
 
     @property
     def failed_cells(self) -> set[str]:
@@ -227,20 +270,24 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     and the cache answers inside each). A partition that fails is left out of the later stages'
     runs and reported in the result; every healthy partition is still materialized.
     """
-    from intelligence_assets.defs.assets.target_analysis import TARGET_ANALYSIS_ASSETS
-    from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, REGISTRY_JOB, TRAINING_JOB, build_assets
+    from intelligence_assets.defs.assets.market_data import BARS
+    from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, REGISTRY_JOB, TRAINING_JOB, build_assets, build_jobs
     from intelligence_assets.config.deployment import DeploymentSettings
     from intelligence_assets.defs.partitions import register_symbols, remove_symbols_not_in
-    from intelligence_assets.defs.planner import code_versions_of, partition_ranges, plan_runs, training_ranges
+    from intelligence_assets.defs.planner import asset_graph_of, plan_runs
 
-    outcome = UniverseRun()
     deployment = DeploymentSettings.from_environment()
+    assets = build_assets(universe)
+    graph = asset_graph_of(assets)
+    # Each stage runs its job's assets, read from the job's selection.
+    stage_assets = {job.name: [key.to_user_string() for key in job.selection.resolve(graph)] for job in build_jobs(universe, deployment)}
+    outcome = UniverseRun(market_data_assets=frozenset(stage_assets[MARKET_DATA_JOB]))
     bars_source = deployment.bars_source(universe)
     # Reported before anything is registered: a symbol without bars gets no partitions at all.
     with_files = {bars_file.symbol for bars_file in bars_source.files()}
     for symbol in universe.symbols:
         if symbol not in with_files:
-            outcome.failures.append(PartitionFailure(symbol, "bars", symbol, f"no bars file: expected {bars_source.location(symbol)}", "-"))
+            outcome.failures.append(PartitionFailure(symbol, BARS.to_user_string(), symbol, f"no bars file: expected {bars_source.location(symbol)}", "-"))
     symbols = [symbol for symbol in universe.symbols if symbol in with_files]
     instance = open_instance_or_explain()
     added = register_symbols(instance, symbols)
@@ -251,15 +298,13 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     for failure in outcome.failures:
         print(f"  {failure.symbol}: {failure.reason}; left out", flush=True)
     store = deployment.artifact_store()
-    code_versions = code_versions_of(build_assets(universe))
     started = time.perf_counter()
-    plan = plan_runs(universe, store, code_versions, symbols, bars_source)
+    plan = plan_runs(universe, store, assets, symbols, bars_source)
     print(f"Plan ({time.perf_counter() - started:.1f}s): {len(plan.stale)} asset partitions need a run, "
           f"{len(plan.fresh)} are current in the artifact store", flush=True)
     for (asset, partition), state in sorted(plan.damaged.items(), key=str):
         print(f"  {asset} {partition}: stored artifact unusable ({state[:160]}); recomputing it", flush=True)
-    model_assets = [f"models/{family}" for family in universe.model_families]
-    training_assets = [*TARGET_ANALYSIS_ASSETS, *model_assets]
+    training_assets = stage_assets[TRAINING_JOB]
     per_run = universe.automation.backfill_partitions_per_run
     ordered = [symbol for symbol in instance.get_dynamic_partitions(SYMBOL_DIMENSION) if symbol in symbols]  # the partitions' own order
 
@@ -267,8 +312,12 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
         cells = [cell_key(symbol, target) for symbol in symbols for target in universe.target_names] if every_partition else current_plan.partitions(training_assets)
         return [cell for cell in cells if cell_of(cell)[0] not in outcome.failed_symbols and cell not in outcome.failed_cells]
 
-    market_data = list(symbols) if every_partition else plan.partitions(["bars", "features"])
-    if not removed and not market_data and not stale_cells(plan) and not plan.needs_run("model_leaderboard") and not plan.needs_run("model_registry") and not plan.partitions(["predictions"]):
+    def needs_run(current_plan, job_name: str) -> bool:  # an unpartitioned stage
+        return bool(current_plan.partitions(stage_assets[job_name]))
+
+    market_data = list(symbols) if every_partition else plan.partitions(stage_assets[MARKET_DATA_JOB])
+    if (not removed and not market_data and not stale_cells(plan) and not needs_run(plan, LEADERBOARD_JOB) and not needs_run(plan, REGISTRY_JOB)
+            and not plan.partitions(stage_assets[PREDICTIONS_JOB])):
         print("Nothing to run: every partition is current.", flush=True)
         return outcome
     # A worker that dies breaks the pool: its runs are ended and reported, and the rest goes on
@@ -287,19 +336,19 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
                 cells = stale_cells(plan)
                 while cells:
                     failures_before = len(outcome.failures)
-                    outcome.stages.append(run_stage(pool, TRAINING_JOB, training_ranges(ordered, universe.target_names, cells, per_run, plan.bars_rows), log_level, outcome))
+                    outcome.stages.append(run_stage(pool, TRAINING_JOB, training_ranges(ordered, universe.target_names, cells, per_run, plan.sizes.get(BARS.to_user_string(), {})), log_level, outcome))
                     if len(outcome.failures) == failures_before:
                         break
-                    plan = plan_runs(universe, store, code_versions, symbols, bars_source)
+                    plan = plan_runs(universe, store, assets, symbols, bars_source)
                     cells = stale_cells(plan)
-                after_training = plan_runs(universe, store, code_versions, symbols, bars_source)
-                leaderboard = every_partition or bool(removed) or after_training.needs_run("model_leaderboard")
+                after_training = plan_runs(universe, store, assets, symbols, bars_source)
+                leaderboard = every_partition or bool(removed) or needs_run(after_training, LEADERBOARD_JOB)
                 outcome.stages.append(run_stage(pool, LEADERBOARD_JOB, [None] if leaderboard else [], log_level, outcome))
-                registry = leaderboard or after_training.needs_run("model_registry")
+                registry = leaderboard or needs_run(after_training, REGISTRY_JOB)
                 outcome.stages.append(run_stage(pool, REGISTRY_JOB, [None] if registry else [], log_level, outcome))
                 # Which predictions are stale depends on what the registry step just decided.
-                after_registry = plan_runs(universe, store, code_versions, symbols, bars_source)
-                keys = list(symbols) if every_partition else after_registry.partitions(["predictions"])
+                after_registry = plan_runs(universe, store, assets, symbols, bars_source)
+                keys = list(symbols) if every_partition else after_registry.partitions(stage_assets[PREDICTIONS_JOB])
                 keys = [key for key in keys if key not in outcome.failed_symbols]
                 # predictions carry a BackfillPolicy: chunks of symbols per run, as a Dagster
                 # backfill runs them, no bigger than an equal share per worker so every worker gets one.
@@ -310,8 +359,8 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
             outcome.interrupted = str(error)
             if pool_life == 0:
                 print(f"  {error}; the runs it held are marked failed. Going on with a fresh pool without them.", flush=True)
-                plan = plan_runs(universe, store, code_versions, symbols, bars_source)
-                market_data = [symbol for symbol in plan.partitions(["bars", "features"]) if symbol not in outcome.failed_symbols]
+                plan = plan_runs(universe, store, assets, symbols, bars_source)
+                market_data = [symbol for symbol in plan.partitions(stage_assets[MARKET_DATA_JOB]) if symbol not in outcome.failed_symbols]
     return outcome
 
 
@@ -357,15 +406,18 @@ def main(argv: list[str] | None = None) -> None:
 
 def demo(args: argparse.Namespace) -> None:
     from intelligence_assets.config.deployment import DeploymentSettings
+    from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
+    from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
     from intelligence_assets.store.artifact_store import ArtifactStoreError
-    from intelligence_assets.store.artifacts import read_value
+    from intelligence_assets.store.artifacts import TABLE_FILE, read_value
+    from intelligence_assets.store.keys import POINTER_FILE, artifact_prefix, file_key
 
     started = time.perf_counter()
     outcome = materialize_universe(load_universe(), args.workers, every_partition=args.every_partition)
 
     store = DeploymentSettings.from_environment().artifact_store()
     try:
-        print_results(read_value(store, "model_leaderboard"), read_value(store, "model_registry"))
+        print_results(read_value(store, artifact_prefix(MODEL_LEADERBOARD)), read_value(store, artifact_prefix(MODEL_REGISTRY)))
     except ArtifactStoreError as error:
         print(f"\nNo leaderboard to show: {error}")
     print_failures(outcome.failures)
@@ -377,7 +429,8 @@ def demo(args: argparse.Namespace) -> None:
     print("  make ui              Dagster UI on http://127.0.0.1:3000 : asset graph, runs, metadata, checks, lineage")
     print("  make mlflow-ui       MLflow UI on http://127.0.0.1:5000 : experiments per target, runs, registry and aliases")
     print(f"  artifacts            {store.location}")
-    print("  leaderboard          model_leaderboard/<fingerprint>/data.parquet in the artifact store (current.json names the fingerprint)")
+    leaderboard_file = file_key(artifact_prefix(MODEL_LEADERBOARD), "<fingerprint>", TABLE_FILE)
+    print(f"  leaderboard          {leaderboard_file} in the artifact store ({POINTER_FILE} names the fingerprint)")
     print("  a rerun              `make demo` again: unchanged partitions are cache hits")
     if outcome.failures:
         raise SystemExit(1)

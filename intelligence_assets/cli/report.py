@@ -17,7 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from intelligence_assets.defs.assets.market_data import bars_per_year_of
+from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
+from intelligence_assets.defs.assets.market_data import FEATURES, bars_per_year_of
+from intelligence_assets.defs.assets.models import model_key
+from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS, TARGET_RANKINGS
 from intelligence_assets.cli.home import holding_home
 from intelligence_assets.ml.baselines import calibration_bins, last_return_sign_scores, linear_on_all_features, majority_class_scores
 from intelligence_assets.ml.dataset import build_dataset
@@ -26,6 +29,7 @@ from intelligence_assets.ml.splits import held_out_split
 from intelligence_assets.ml.targets import label_horizon
 from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.store.artifacts import read_value
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.config.universe import REPOSITORY_ROOT, Universe, exit_on_configuration_error, load_universe
 
 REPORT_DIRECTORY = REPOSITORY_ROOT / "reports"
@@ -56,12 +60,12 @@ class CellReport:
 
 def score_cell(store: ArtifactStore, universe: Universe, symbol: str, target: str, cost: float) -> CellReport:
     spec = universe.target(target)
-    ranking = read_value(store, f"target_rankings/{symbol}/{target}")
-    selection = read_value(store, f"feature_sets/{symbol}/{target}")
+    ranking = read_value(store, artifact_prefix(TARGET_RANKINGS, symbol, target))
+    selection = read_value(store, artifact_prefix(FEATURE_SETS, symbol, target))
     report = CellReport(symbol, target, spec.task, ranking, list(selection.get("selected", [])))
     if selection.get("gated"):
         return report
-    features, labels = read_value(store, f"features/{symbol}"), read_value(store, f"labels/{symbol}/{target}")
+    features, labels = read_value(store, artifact_prefix(FEATURES, symbol)), read_value(store, artifact_prefix(LABELS, symbol, target))
     bars_per_year = bars_per_year_of(universe, symbol, features["timestamp"])
     chosen = build_dataset(features, labels, report.selected)
     fold = held_out_split(len(chosen.y), label_horizon(spec), universe.split)
@@ -80,7 +84,7 @@ def score_cell(store: ArtifactStore, universe: Universe, symbol: str, target: st
 
     for family in universe.model_families:
         try:
-            trained = read_value(store, f"models/{family}/{symbol}/{target}")
+            trained = read_value(store, artifact_prefix(model_key(family), symbol, target))
         except ArtifactStoreError:
             continue
         if not trained.trained:
@@ -214,7 +218,7 @@ def plots(cells: list[CellReport], universe: Universe, directory: Path, cost_bps
 
 def build_report(store: ArtifactStore, universe: Universe, directory: Path, cost_bps: float) -> Path:
     try:
-        read_value(store, "model_leaderboard")
+        read_value(store, artifact_prefix(MODEL_LEADERBOARD))
     except ArtifactStoreError as error:
         raise SystemExit(f"no trained models to report on ({error}); run `make demo` first") from None
     cells = [score_cell(store, universe, s, t, cost_bps / 10_000) for s in universe.symbols for t in universe.target_names]

@@ -12,8 +12,8 @@ TARGET_DIMENSION = "target"
 
 symbol_partitions = dg.DynamicPartitionsDefinition(name=SYMBOL_DIMENSION)
 
-# The run tags of a ranged run: what Dagster's BackfillPolicy sets, and what `make demo` and the
-# retrain schedule set for the same rectangles of partitions.
+# The run tags of a ranged run: what Dagster's BackfillPolicy sets (a backfill, the retrain
+# schedule), and what `make demo` sets for the same rectangles of partitions.
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 

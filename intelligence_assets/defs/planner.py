@@ -7,44 +7,56 @@ store is fresh; one that differs, or is missing, or sits below a partition that 
 needs a run. Launching only those runs is what makes a no-change rerun cost seconds instead of a
 Dagster run per partition; inside each run the cache still decides, step by step.
 
-Uses the same config functions as the assets, so the planner and the assets cannot disagree
-(tested: after a full run every planned fingerprint equals the stored one).
+The planner reads the Definitions' asset graph: the assets in topological order, each asset's
+inputs (not its lineage-only deps) and, through each input's partition mapping, which upstream
+partitions a partition reads and whether it receives them as one handle or as a dict keyed by
+partition, as the IO manager hands them. The one thing the graph does not say, the config an
+asset's fingerprint hashes, each asset declares beside itself (`defs/assets/planning.py`) with
+the same config functions it runs, so the planner and the assets cannot disagree (tested: after
+a full run every planned fingerprint equals the stored one). An asset without a declaration is
+not planned.
 """
+
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
 
-from intelligence_assets.defs.assets.caching import fingerprint_of, input_versions
-from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD, leaderboard_config, model_input_name
-from intelligence_assets.defs.assets.predictions import PREDICTIONS, predictions_config, symbol_champions
-from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
-from intelligence_assets.defs.assets.market_data import BARS, bars_config, features_config, read_symbol_bars
-from intelligence_assets.defs.assets.models import model_config, model_key
-from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, TARGET_RANKINGS, labels_config, ranking_config, selection_config
-from intelligence_assets.store.fingerprints import table_fingerprint
-from intelligence_assets.defs.partitions import cell_key, cell_of
-from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
-from intelligence_assets.store.artifacts import MANIFEST_FILE, ArtifactHandle, find_intact_manifest, read_manifest
-from intelligence_assets.store.bars_source import BarsSource, LocalBarsSource
-from intelligence_assets.config.universe import Universe
+# Dagster's own graph of a list of assets: Definitions resolve theirs only with every resource.
+from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
+from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
 
+from intelligence_assets.config.universe import Universe
+from intelligence_assets.defs.assets.caching import fingerprint_of, input_versions
+from intelligence_assets.defs.assets.planning import NeedsRun, PlanningContext, planning_of
+from intelligence_assets.defs.partitions import SYMBOL_DIMENSION
+from intelligence_assets.defs.resources.io_manager import parse_partition_key, partition_parts
+from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
+from intelligence_assets.store.artifacts import ArtifactHandle, find_intact_manifest, read_manifest
+from intelligence_assets.store.bars_source import BarsSource, LocalBarsSource
+from intelligence_assets.store.keys import artifact_prefix, manifest_key
+
+# An asset partition as the plan names it: (asset key as a string, partition key or None).
+AssetPartition = tuple[str, str | None]
 
 
 @dataclass
 class Plan:
     """Asset partitions that need a run, and how many are fresh."""
 
-    stale: set[tuple[str, str | None]] = field(default_factory=set)
-    fresh: set[tuple[str, str | None]] = field(default_factory=set)
-    # Bars per symbol: the runner starts the biggest symbols' runs first, so the pool ends level.
-    bars_rows: dict[str, int] = field(default_factory=dict)
-    # Symbol -> why its bars file cannot be read: its runs will fail, the others' will not.
-    unreadable_bars: dict[str, str] = field(default_factory=dict)
-    # (asset, partition) -> what is wrong with a stored artifact that would otherwise be reused.
-    damaged: dict[tuple[str, str | None], str] = field(default_factory=dict)
+    stale: set[AssetPartition] = field(default_factory=set)
+    fresh: set[AssetPartition] = field(default_factory=set)
+    # Asset -> partition -> rows, where judging a partition measured it (bars: per symbol). The
+    # runner starts the biggest symbols' runs first, so the pool ends level.
+    sizes: dict[str, dict[str | None, int]] = field(default_factory=dict)
+    # Why a partition could not be judged without a run (its bars cannot be read): its runs
+    # will fail, the others' will not.
+    unjudged: dict[AssetPartition, str] = field(default_factory=dict)
+    # What is wrong with a stored artifact that would otherwise be reused.
+    damaged: dict[AssetPartition, str] = field(default_factory=dict)
 
     def needs_run(self, asset: str, partition: str | None = None) -> bool:
         return (asset, partition) in self.stale
@@ -55,23 +67,211 @@ class Plan:
         return sorted(keys, key=lambda key: key or "")
 
 
+class _PlannedPartitions:
+    """The `symbol` partitions the plan judges, answered as an instance answers Dagster: the
+    caller names them (registered, or about to be), so planning reads no instance."""
+
+    def __init__(self, symbols: Sequence[str]) -> None:
+        self.symbols = list(symbols)
+
+    def _keys(self, partitions_def_name: str) -> list[str]:
+        if partitions_def_name != SYMBOL_DIMENSION:
+            raise ValueError(
+                f"the planner knows the dynamic partitions {SYMBOL_DIMENSION!r} only, not {partitions_def_name!r}"
+            )
+        return self.symbols
+
+    def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
+        return self._keys(partitions_def_name)
+
+    def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
+        return partition_key in self._keys(partitions_def_name)
+
+    def get_existing_dynamic_partitions(self, partitions_def_name: str, partition_keys: Sequence[str]) -> set[str]:
+        return set(self._keys(partitions_def_name)) & set(partition_keys)
+
+    def get_paginated_dynamic_partitions(
+        self, partitions_def_name: str, limit: int, ascending: bool, cursor: str | None = None
+    ):
+        raise NotImplementedError("the planner lists dynamic partitions whole")
+
+    def get_dynamic_partitions_definition_id(self, partitions_def_name: str) -> str:
+        return hashlib.sha256("\n".join(self._keys(partitions_def_name)).encode()).hexdigest()
+
+
+def asset_graph_of(assets: dg.Definitions | Sequence[dg.AssetsDefinition]) -> BaseAssetGraph:
+    """The asset graph of Definitions, or of a list of assets (as `build_assets` returns)."""
+    if isinstance(assets, dg.Definitions):
+        return assets.resolve_asset_graph()
+    return AssetGraph.from_assets(list(assets))
+
+
+def _name(partition_key: str | None) -> str | None:
+    """A partition key as the plan, the cache and Dagster's run tags write it ("AAPL|y_up_1b")."""
+    return None if partition_key is None else str(partition_key)
+
+
+def _wants_mapping(
+    assets_def: dg.AssetsDefinition, input_name: str, graph: BaseAssetGraph, asset: dg.AssetKey, upstream: dg.AssetKey
+) -> bool:
+    """Whether the asset receives this input as a dict of handles keyed by partition: as the IO
+    manager decides (an unpartitioned asset over a partitioned input, or `as_mapping`)."""
+    if graph.get(upstream).partitions_def is None:
+        return False
+    metadata = assets_def.node_def.input_def_named(input_name).metadata or {}
+    return bool(metadata.get("as_mapping")) or graph.get(asset).partitions_def is None
+
+
 class _Planner:
-    def __init__(self, universe: Universe, store: ArtifactStore, code_versions: Mapping[dg.AssetKey, str]) -> None:
+    def __init__(self, universe: Universe, store: ArtifactStore, bars_source: BarsSource) -> None:
         self.universe = universe
         self.store = store
-        self.code_versions = code_versions
+        self.bars_source = bars_source
         self.plan = Plan()
+        # Asset -> partition -> its current handle when fresh, None when it needs a run.
+        self.current: dict[dg.AssetKey, dict[str | None, ArtifactHandle | None]] = {}
+        self.loaded: dict = {}
+        # Assets share partitionings and mappings: each is read from Dagster once per plan.
+        self._keys: dict[dg.PartitionsDefinition | None, dict[str | None, str | dg.MultiPartitionKey | None]] = {}
+        self._partitions: dict[dg.PartitionsDefinition | None, dict[str | None, tuple[str, ...]]] = {}
+        self._mapped: dict[tuple, dict[str | None, list[str | None]]] = {}
 
-    def visit(self, asset: dg.AssetKey, partition: str | None, prefix: str, config: object, inputs: Mapping | None) -> ArtifactHandle | None:
+    def partitions(self, partitions_def: dg.PartitionsDefinition | None) -> dict[str | None, tuple[str, ...]]:
+        """Every partition key of a partitioning, with its parts in the store's layout."""
+        if partitions_def not in self._partitions:
+            keys = [None] if partitions_def is None else partitions_def.get_partition_keys()
+            self._keys[partitions_def] = {_name(key): parse_partition_key(partitions_def, key) for key in keys}
+            self._partitions[partitions_def] = {
+                name: partition_parts(key) for name, key in self._keys[partitions_def].items()
+            }
+        return self._partitions[partitions_def]
+
+    def upstream_partitions(
+        self, graph: BaseAssetGraph, asset: dg.AssetKey, upstream: dg.AssetKey
+    ) -> dict[str | None, list[str | None]]:
+        """partition of `asset` -> the partitions of `upstream` it reads, through the input's
+        partition mapping in the graph."""
+        asset_partitions = graph.get(asset).partitions_def
+        upstream_partitions = graph.get(upstream).partitions_def
+        mapping = graph.get_partition_mapping(asset, upstream)
+        edge = (mapping, asset_partitions, upstream_partitions)
+        try:
+            hash(edge)
+        except TypeError:  # a mapping that cannot be a dict key is mapped for each input anew
+            return self._map(graph, asset, upstream, mapping, asset_partitions, upstream_partitions)
+        if edge not in self._mapped:
+            self._mapped[edge] = self._map(graph, asset, upstream, mapping, asset_partitions, upstream_partitions)
+        return self._mapped[edge]
+
+    def _map(
+        self,
+        graph: BaseAssetGraph,
+        asset: dg.AssetKey,
+        upstream: dg.AssetKey,
+        mapping: dg.PartitionMapping,
+        asset_partitions: dg.PartitionsDefinition | None,
+        upstream_partitions: dg.PartitionsDefinition | None,
+    ) -> dict[str | None, list[str | None]]:
+        partitions = self.partitions(asset_partitions)
+        if upstream_partitions is None:
+            return {key: [None] for key in partitions}
+        if asset_partitions is None:
+            every = mapping.get_upstream_mapped_partitions_result_for_partitions(
+                None, None, upstream_partitions
+            ).partitions_subset
+            return {None: [str(key) for key in every.get_partition_keys()]}
+        # The two mappings of this graph, answered without building a Dagster subset per partition
+        # (which costs more than judging the partition); any other mapping asks Dagster.
+        if isinstance(mapping, dg.IdentityPartitionMapping):
+            return {key: [key] for key in partitions}
+        if isinstance(mapping, dg.MultiToSingleDimensionPartitionMapping) and isinstance(
+            asset_partitions, dg.MultiPartitionsDefinition
+        ):
+            dimension = mapping.partition_dimension_name
+            return {name: [key.keys_by_dimension[dimension]] for name, key in self._keys[asset_partitions].items()}
+        return {
+            key: [
+                str(mapped)
+                for mapped in graph.get_parent_partition_keys_for_child(
+                    key, upstream, asset
+                ).partitions_subset.get_partition_keys()
+            ]
+            for key in partitions
+        }
+
+    def judge(self, graph: BaseAssetGraph, asset: dg.AssetKey) -> None:
+        planning = planning_of(asset)
+        assert planning is not None
+        node = graph.get(asset)
+        assets_def = node.assets_def
+        code_version = assets_def.code_versions_by_key.get(asset) or ""
+        # Lineage-only deps (`deps=`) are inputs of type Nothing: nothing is loaded, nothing hashed.
+        inputs = {
+            name: upstream
+            for name, upstream in assets_def.keys_by_input_name.items()
+            if not assets_def.node_def.input_def_named(name).dagster_type.is_nothing
+        }
+        for name, upstream in inputs.items():
+            if upstream not in self.current:
+                raise ValueError(
+                    f"{asset.to_user_string()} reads {upstream.to_user_string()} (input {name}), which is not planned: "
+                    "declare how it is planned beside it (defs/assets/planning.py)"
+                )
+        partitions = self.partitions(node.partitions_def)
+        upstream_of = {name: self.upstream_partitions(graph, asset, upstream) for name, upstream in inputs.items()}
+        mapped = {name: _wants_mapping(assets_def, name, graph, asset, upstream) for name, upstream in inputs.items()}
+        judged = self.current.setdefault(asset, {})
+        for partition, parts in partitions.items():
+            handles: dict[str, ArtifactHandle | dict[str, ArtifactHandle]] | None = {}
+            for name, upstream in inputs.items():
+                upstream_handles = {
+                    upstream_key: self.current[upstream].get(upstream_key)
+                    for upstream_key in upstream_of[name][partition]
+                }
+                if any(handle is None for handle in upstream_handles.values()):
+                    handles = None  # an input needs a run: so does this partition
+                    break
+                if mapped[name]:
+                    handles[name] = upstream_handles
+                elif len(upstream_handles) == 1:
+                    handles[name] = next(iter(upstream_handles.values()))
+                else:
+                    raise ValueError(
+                        f"{asset.to_user_string()} {partition}: input {name} reads {len(upstream_handles)} partitions; "
+                        "mark it as_mapping"
+                    )
+            prefix = artifact_prefix(asset, *parts)
+            if planning.fingerprint_config is None:
+                judged[partition] = self.visit_always_computed(asset, partition, prefix, code_version, handles)
+                continue
+            expected = None
+            if handles is not None:
+                context = PlanningContext(
+                    self.universe, asset, partition, handles, self.bars_source, self.loaded, self.plan.sizes
+                )
+                try:
+                    config = planning.fingerprint_config(context)
+                    hashed = (
+                        handles
+                        if planning.hashed_inputs is None
+                        else {name: handles[name] for name in planning.hashed_inputs}
+                    )
+                    expected = fingerprint_of(code_version, config, partition, input_versions(hashed))
+                except NeedsRun as reason:
+                    self.plan.unjudged[(asset.to_user_string(), partition)] = str(reason)
+            judged[partition] = self.visit(asset, partition, prefix, expected)
+
+    def visit(
+        self, asset: dg.AssetKey, partition: str | None, prefix: str, expected: str | None
+    ) -> ArtifactHandle | None:
         """The partition's current handle when fresh; None (and marked stale) otherwise.
-        `inputs` None means an input itself needs a run."""
+        `expected` None means its fingerprint cannot be known before a run."""
         name = asset.to_user_string()
         handle = None
-        if inputs is not None:
-            expected = fingerprint_of(self.code_versions[asset] or "", config, partition, input_versions(inputs))
+        if expected is not None:
             try:
                 current = ArtifactHandle.current(self.store, prefix)
-                committed = self.store.exists(f"{prefix}/{current.fingerprint}/{MANIFEST_FILE}")
+                committed = self.store.exists(manifest_key(prefix, current.fingerprint))
             except ArtifactStoreError:  # missing, malformed or blocked: a run will say what is wrong
                 current, committed = None, False
             if current is not None and committed and current.fingerprint == expected:
@@ -85,124 +285,46 @@ class _Planner:
         (self.plan.fresh if handle else self.plan.stale).add((name, partition))
         return handle
 
-
-def _all_present(inputs: Mapping) -> Mapping | None:
-    for value in inputs.values():
-        if value is None or (isinstance(value, Mapping) and any(v is None for v in value.values())):
-            return None
-    return inputs
+    def visit_always_computed(
+        self, asset: dg.AssetKey, partition: str | None, prefix: str, code_version: str, inputs: Mapping | None
+    ) -> ArtifactHandle | None:
+        """An asset that computes on every run: current while its inputs are, and its stored
+        artifact was made by its code version (a new one may store another shape)."""
+        name = asset.to_user_string()
+        handle = None
+        if inputs is not None:
+            try:
+                current = ArtifactHandle.current(self.store, prefix)
+                if (
+                    read_manifest(self.store, prefix, current.fingerprint).provenance.get("code_version")
+                    == code_version
+                ):
+                    _, state = find_intact_manifest(self.store, prefix, current.fingerprint)
+                    if state == "intact":
+                        handle = current
+                    else:
+                        self.plan.damaged[(name, partition)] = state
+            except ArtifactStoreError:  # never run, or unreadable: its run will say so
+                pass
+        (self.plan.fresh if handle else self.plan.stale).add((name, partition))
+        return handle
 
 
 def plan_runs(
-    universe: Universe, store: ArtifactStore, code_versions: Mapping[dg.AssetKey, str], symbols: list[str], bars_source: BarsSource | None = None
+    universe: Universe,
+    store: ArtifactStore,
+    assets: dg.Definitions | Sequence[dg.AssetsDefinition],
+    symbols: list[str],
+    bars_source: BarsSource | None = None,
 ) -> Plan:
-    """`symbols`: the registered `symbol` partitions (what the leaderboard reads over);
-    `bars_source`: where raw bars are read (default: the universe's bars directory)."""
-    bars_source = bars_source or LocalBarsSource(universe.bars_directory)
-    planner = _Planner(universe, store, code_versions)
-    visit = planner.visit
-    families = list(universe.model_families)
-    models: dict[str, dict[str, ArtifactHandle | None]] = {model_input_name(f): {} for f in families}
-    features_by_symbol: dict[str, ArtifactHandle | None] = {}
-
-    for symbol in symbols:
-        try:
-            table = read_symbol_bars(bars_source, symbol)
-        except (OSError, ValueError) as error:
-            planner.plan.unreadable_bars[symbol] = str(error)
-            table = None
-        planner.plan.bars_rows[symbol] = 0 if table is None else table.height
-        content = None if table is None else table_fingerprint(table)
-        bars = visit(BARS, symbol, f"bars/{symbol}", bars_config(universe, content), None if table is None else {})
-        features = visit(FEATURES, symbol, f"features/{symbol}", features_config(universe), _all_present({"bars": bars}))
-        features_by_symbol[symbol] = features
-        for target in universe.target_names:
-            cell = cell_key(symbol, target)
-            labels = visit(LABELS, cell, f"labels/{symbol}/{target}", labels_config(universe, target), _all_present({"bars": bars}))
-            rankings = visit(
-                TARGET_RANKINGS, cell, f"target_rankings/{symbol}/{target}", ranking_config(universe, target),
-                _all_present({"features": features, "labels": labels}),
-            )
-            selection = visit(
-                FEATURE_SETS, cell, f"feature_sets/{symbol}/{target}", selection_config(universe, target),
-                _all_present({"features": features, "labels": labels, "target_rankings": rankings}),
-            )
-            for family in families:
-                key = model_key(family)
-                models[model_input_name(family)][cell] = visit(
-                    key, cell, f"{'/'.join(key.path)}/{symbol}/{target}", model_config(universe, family, symbol, target),
-                    _all_present({"features": features, "labels": labels, "feature_sets": selection}),
-                )
-
-    leaderboard = visit(MODEL_LEADERBOARD, None, "model_leaderboard", leaderboard_config(universe), _all_present(models))
-    # The registry's state lives in MLflow, and only model_registry materializations (promotion,
-    # rollback) move its aliases: it needs a run when the leaderboard does, or when it never ran.
-    # Predictions are judged against the registry table it last stored; after a registry run,
-    # plan again to see which predictions its result leaves stale.
-    table = None
-    if leaderboard is not None:
-        try:
-            registry = ArtifactHandle.current(store, "model_registry")
-            # A new code version of the registry step (its table changed shape) needs a run too.
-            if read_manifest(store, "model_registry", registry.fingerprint).provenance.get("code_version") == code_versions[MODEL_REGISTRY]:
-                table = registry.load()
-        except ArtifactStoreError:  # never run, or unreadable: its run will say so
-            pass
-    (planner.plan.fresh if table is not None else planner.plan.stale).add((MODEL_REGISTRY.to_user_string(), None))
-    for symbol in symbols:
-        if table is None or features_by_symbol[symbol] is None:
-            visit(PREDICTIONS, symbol, f"predictions/{symbol}", None, None)
-            continue
-        champions = symbol_champions(table, symbol)
-        visit(PREDICTIONS, symbol, f"predictions/{symbol}", predictions_config(champions), {"features": features_by_symbol[symbol]})
+    """Judge every partition of every planned asset of `assets` (Definitions, or the list
+    `build_assets` returns). `symbols`: the `symbol` partitions to judge (the registered ones,
+    what the leaderboard reads over); `bars_source`: where raw bars are read (default: the
+    universe's bars directory)."""
+    graph = asset_graph_of(assets)
+    planner = _Planner(universe, store, bars_source or LocalBarsSource(universe.bars_directory))
+    with dg.partition_loading_context(dynamic_partitions_store=_PlannedPartitions(symbols)):  # type: ignore[arg-type]
+        for asset in graph.toposorted_asset_keys:
+            if planning_of(asset) is not None:
+                planner.judge(graph, asset)
     return planner.plan
-
-
-def cells_in_range(symbols: list[str], target_names: list[str], start: str, end: str) -> list[str]:
-    """The symbol x target keys of a range: the rectangle between its corners, each dimension in
-    its own order (`symbols` in the partitions' order), as Dagster reads a multi-partition range."""
-    (first_symbol, first_target), (last_symbol, last_target) = cell_of(start), cell_of(end)
-    in_symbols = symbols[symbols.index(first_symbol) : symbols.index(last_symbol) + 1]
-    in_targets = target_names[target_names.index(first_target) : target_names.index(last_target) + 1]
-    return [cell_key(symbol, target) for symbol in in_symbols for target in in_targets]
-
-
-def partition_ranges(ordered_keys: list[str], stale: Collection[str], max_per_run: int) -> list[tuple[str, str]]:
-    """What Dagster's multi-run BackfillPolicy launches: contiguous runs of stale keys (in the
-    partitions' own order), cut into chunks of at most `max_per_run`."""
-    stale_set = stale if isinstance(stale, (set, frozenset)) else set(stale)
-    ranges: list[tuple[str, str]] = []
-    chunk: list[str] = []
-    for key in ordered_keys:
-        if key in stale_set and len(chunk) < max_per_run:
-            chunk.append(key)
-            continue
-        if chunk:
-            ranges.append((chunk[0], chunk[-1]))
-        chunk = [key] if key in stale_set else []
-    if chunk:
-        ranges.append((chunk[0], chunk[-1]))
-    return ranges
-
-
-def training_ranges(symbols: list[str], target_names: list[str], stale_cells: list[str], max_per_run: int, bars_rows: dict[str, int]) -> list[tuple[str, str]]:
-    """The training stage (symbol x target) as ranged runs, cut as Dagster's multi-run
-    BackfillPolicy cuts a backfill of a two-dimensional subset: grouped by whichever dimension
-    has fewer stale keys (symbol on a tie), each group's contiguous stale keys in chunks of at
-    most `max_per_run`. `symbols` in the partitions' own order. Grouped by symbol, the biggest
-    symbols (most bars) go first: a pool hands runs out in order, so the long ones start early."""
-    stale = set(stale_cells)
-    stale_symbols = {cell_of(cell)[0] for cell in stale}
-    stale_targets = {cell_of(cell)[1] for cell in stale}
-    ranges: list[tuple[str, str]] = []
-    if len(stale_symbols) <= len(stale_targets):
-        for symbol in sorted(symbols, key=lambda s: -bars_rows.get(s, 0)):
-            ranges += partition_ranges([cell_key(symbol, target) for target in target_names], stale, max_per_run)
-    else:
-        for target in target_names:
-            ranges += partition_ranges([cell_key(symbol, target) for symbol in symbols], stale, max_per_run)
-    return ranges
-
-
-def code_versions_of(assets: list[dg.AssetsDefinition]) -> dict[dg.AssetKey, str]:
-    return {key: version or "" for asset in assets for key, version in asset.code_versions_by_key.items()}

@@ -1,6 +1,6 @@
 """Artifacts in the store: content-addressed by fingerprint, committed by a manifest.
 
-Layout under an asset partition's prefix (`<asset>/<symbol>/<target>`):
+Layout under an asset partition's prefix (`<asset>/<symbol>/<target>`; every key is built in `keys.py`):
 
     <fingerprint>/data.parquet | result.json | summary.json + model/...   the value's files
     <fingerprint>/manifest.json     sha256 and size of every file, metadata, check outcomes
@@ -33,6 +33,19 @@ import polars as pl
 
 from intelligence_assets.ml.trained_model import SUMMARY_FILE, TrainedModel
 from intelligence_assets.store.artifact_store import ArtifactNotFoundError, ArtifactStore, ArtifactStoreError, CorruptArtifactError
+# The layout's file names stay importable from here for modules that read them beside artifacts.
+from intelligence_assets.store.keys import (  # noqa: F401
+    CLAIM_FILE,
+    FAILURE_FILE,
+    MANIFEST_FILE,
+    POINTER_FILE,
+    claim_key,
+    failure_key,
+    file_key,
+    fingerprint_directory,
+    manifest_key,
+    pointer_key,
+)
 
 
 class BlockedArtifactError(ArtifactStoreError):
@@ -40,10 +53,6 @@ class BlockedArtifactError(ArtifactStoreError):
 
 TABLE_FILE = "data.parquet"
 RESULT_FILE = "result.json"
-MANIFEST_FILE = "manifest.json"
-POINTER_FILE = "current.json"
-# Beside the pointer: why the partition's latest attempt failed (see `latest_failure`).
-FAILURE_FILE = "failure.json"
 
 
 def encode_value(value: Any) -> dict[str, bytes]:
@@ -108,8 +117,8 @@ def commit_artifact(store: ArtifactStore, prefix: str, value: Any, manifest: Man
     files = encode_value(value)
     manifest.files = {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in files.items()}
     for name, data in files.items():
-        store.put_bytes(f"{prefix}/{manifest.fingerprint}/{name}", data)
-    store.put_bytes(f"{prefix}/{manifest.fingerprint}/{MANIFEST_FILE}", manifest.to_json())
+        store.put_bytes(file_key(prefix, manifest.fingerprint, name), data)
+    store.put_bytes(manifest_key(prefix, manifest.fingerprint), manifest.to_json())
     return manifest
 
 
@@ -131,11 +140,11 @@ def point_to(store: ArtifactStore, prefix: str, manifest: Manifest) -> None:
         "blocked_by": blocking_failures(manifest),
         "updated": datetime.now(timezone.utc).isoformat(),
     }
-    store.put_json(f"{prefix}/{POINTER_FILE}", pointer)
+    store.put_json(pointer_key(prefix), pointer)
 
 
 def read_manifest(store: ArtifactStore, prefix: str, fingerprint: str) -> Manifest:
-    key = f"{prefix}/{fingerprint}/{MANIFEST_FILE}"
+    key = manifest_key(prefix, fingerprint)
     raw = store.get_json(key)
     try:
         return Manifest(**raw)
@@ -146,7 +155,7 @@ def read_manifest(store: ArtifactStore, prefix: str, fingerprint: str) -> Manife
 def read_verified_files(store: ArtifactStore, prefix: str, manifest: Manifest) -> dict[str, bytes]:
     files = {}
     for name, expected in manifest.files.items():
-        key = f"{prefix}/{manifest.fingerprint}/{name}"
+        key = file_key(prefix, manifest.fingerprint, name)
         data = store.get_bytes(key)
         if len(data) != expected["bytes"] or _sha256(data) != expected["sha256"]:
             raise CorruptArtifactError(
@@ -183,11 +192,11 @@ class ArtifactHandle:
     def current(cls, store: ArtifactStore, prefix: str) -> ArtifactHandle:
         """The artifact downstream assets should read; refuses one that failed a blocking check."""
         try:
-            pointer = store.get_json(f"{prefix}/{POINTER_FILE}")
+            pointer = store.get_json(pointer_key(prefix))
         except ArtifactNotFoundError:
             raise ArtifactNotFoundError(f"nothing stored at {store.uri(prefix)}; materialize it first") from None
         if not isinstance(pointer, dict) or not {"fingerprint", "data_version"} <= pointer.keys():
-            raise CorruptArtifactError(f"pointer {store.uri(f'{prefix}/{POINTER_FILE}')} is malformed; rematerialize {prefix}")
+            raise CorruptArtifactError(f"pointer {store.uri(pointer_key(prefix))} is malformed; rematerialize {prefix}")
         if pointer.get("blocked_by"):
             raise BlockedArtifactError(
                 f"{prefix} failed blocking checks {pointer['blocked_by']} (fingerprint {pointer['fingerprint']}); "
@@ -198,14 +207,14 @@ class ArtifactHandle:
     def load(self) -> Any:
         manifest = read_manifest(self.store, self.prefix, self.fingerprint)
         files = read_verified_files(self.store, self.prefix, manifest)
-        return decode_value(files, self.store.uri(f"{self.prefix}/{self.fingerprint}"))
+        return decode_value(files, self.store.uri(fingerprint_directory(self.prefix, self.fingerprint)))
 
     def load_json(self, name: str) -> Any:
         """One JSON file of the artifact (a model's summary.json), verified against the manifest,
         without reading or decoding the rest: a reader of scores never loads the model itself."""
         manifest = read_manifest(self.store, self.prefix, self.fingerprint)
         if name not in manifest.files:
-            raise CorruptArtifactError(f"artifact {self.store.uri(f'{self.prefix}/{self.fingerprint}')} has no {name}")
+            raise CorruptArtifactError(f"artifact {self.store.uri(fingerprint_directory(self.prefix, self.fingerprint))} has no {name}")
         files = read_verified_files(self.store, self.prefix, Manifest(**{**manifest.__dict__, "files": {name: manifest.files[name]}}))
         return json.loads(files[name])
 
@@ -214,11 +223,11 @@ def latest_failure(store: ArtifactStore, prefix: str) -> dict[str, Any] | None:
     """Why the partition at `prefix` failed, when its latest attempt failed after its pointer
     last moved (`error`, `run_id`, `at`); None when it never failed or has succeeded since."""
     try:
-        failure = store.get_json(f"{prefix}/{FAILURE_FILE}")
+        failure = store.get_json(failure_key(prefix))
     except ArtifactStoreError:
         return None
     try:
-        updated = store.get_json(f"{prefix}/{POINTER_FILE}").get("updated", "")
+        updated = store.get_json(pointer_key(prefix)).get("updated", "")
     except ArtifactStoreError:
         updated = ""
     return failure if isinstance(failure, dict) and str(failure.get("at", "")) > str(updated) else None
@@ -254,7 +263,6 @@ HandleOrRange = ArtifactHandle | dict[str, ArtifactHandle]
 # One writer per fingerprint. Two runs of one partition at once (two `make demo`, a UI launch
 # beside the automation, a retry beside a live first attempt) would otherwise interleave one
 # writer's files with the other's manifest and track the same model twice in MLflow.
-CLAIM_FILE = "claim.json"
 CLAIM_LEASE_SECONDS = 120.0
 CLAIM_POLL_SECONDS = 1.0
 
@@ -322,7 +330,7 @@ def claimed(store: ArtifactStore, prefix: str, fingerprint: str, owner: str, on_
     """Hold the right to write `prefix/fingerprint` (files, manifest, tracking) alone. Waits while
     another live writer holds it; takes over a claim whose holder stopped renewing it. The
     caller looks at the store again once inside: the other writer's result may be there."""
-    key = f"{prefix}/{fingerprint}/{CLAIM_FILE}"
+    key = claim_key(prefix, fingerprint)
     owner = f"{owner}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     lease = _Lease(store, key, owner, lease_seconds)
     waited = False
@@ -336,7 +344,7 @@ def claimed(store: ArtifactStore, prefix: str, fingerprint: str, owner: str, on_
             store.delete(key)
             continue
         if not waited:
-            on_wait(f"{store.uri(f'{prefix}/{fingerprint}')} is being written by {holder.get('owner', 'another run')}; waiting for its result")
+            on_wait(f"{store.uri(fingerprint_directory(prefix, fingerprint))} is being written by {holder.get('owner', 'another run')}; waiting for its result")
             waited = True
         time.sleep(CLAIM_POLL_SECONDS)
     lease.start()

@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 import polars as pl
 
 from intelligence_assets.store.artifact_store import StoredObject
+from intelligence_assets.store.keys import asset_path
 
 ARTIFACTS_AREA = "artifacts"
 MLFLOW_AREA = "mlflow"
@@ -30,7 +31,7 @@ def classify_key(key: str) -> tuple[str, str, str | None]:
     if parts[0] in {MLFLOW_AREA, ARCHIVE_AREA} and len(parts) > 1:
         return parts[0], parts[1], None
     if parts[0] == MODELS_FOLDER and len(parts) > 2:
-        return ARTIFACTS_AREA, f"{MODELS_FOLDER}/{parts[1]}", parts[1]
+        return ARTIFACTS_AREA, asset_path([MODELS_FOLDER, parts[1]]), parts[1]
     return ARTIFACTS_AREA, parts[0], None
 
 

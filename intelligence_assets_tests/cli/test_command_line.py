@@ -12,6 +12,10 @@ import dagster as dg
 import yaml
 from dagster._config import process_config
 
+from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
+from intelligence_assets.defs.assets.market_data import FEATURES
+from intelligence_assets.defs.assets.target_analysis import TARGET_RANKINGS
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
 from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT
@@ -78,13 +82,13 @@ def test_asset_materialize_command_for_symbol_and_symbol_target_partitions(tmp_p
     second = materialize("labels,target_rankings", "SIGNAL|y_up_1b")
     assert second.returncode == 0, second.stdout + second.stderr
     store = LocalArtifactStore(home / "artifacts")
-    assert read_value(store, "features/SIGNAL").height > 0
-    assert "passed" in read_value(store, "target_rankings/SIGNAL/y_up_1b")
+    assert read_value(store, artifact_prefix(FEATURES, "SIGNAL")).height > 0
+    assert "passed" in read_value(store, artifact_prefix(TARGET_RANKINGS, "SIGNAL", "y_up_1b"))
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         runs = instance.get_runs()
         assert len(runs) == 2 and all(run.is_success for run in runs)
-        assert instance.get_latest_materialization_event(dg.AssetKey("target_rankings")) is not None
+        assert instance.get_latest_materialization_event(TARGET_RANKINGS) is not None
 
     unknown = materialize("bars", "NOT_A_SYMBOL")
     assert unknown.returncode != 0
@@ -162,7 +166,7 @@ def test_demo_runs_every_stage_on_its_workers_and_a_rerun_finds_nothing_to_do(tm
         training = [instance.get_run_record_by_id(run.run_id) for run in runs if run.job_name == "training_job"]
         first_end = min(record.end_time for record in training)
         assert max(record.start_time for record in training) < first_end
-    assert read_value(LocalArtifactStore(home / "artifacts"), "model_leaderboard").height == 2 * 2 * 4
+    assert read_value(LocalArtifactStore(home / "artifacts"), artifact_prefix(MODEL_LEADERBOARD)).height == 2 * 2 * 4
 
     rerun = demo()
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]

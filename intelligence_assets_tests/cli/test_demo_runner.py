@@ -1,9 +1,14 @@
-"""Ranged runs (make demo, the retrain schedule): the chunks a multi-run BackfillPolicy launches."""
+"""Ranged runs of `make demo`: the chunks a multi-run BackfillPolicy launches."""
 from __future__ import annotations
 
 import os
 
-from intelligence_assets.defs.planner import cells_in_range, partition_ranges, training_ranges
+import dagster as dg
+from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests_with_backfill_policies
+from dagster._core.definitions.events import AssetKeyPartitionKey
+
+from intelligence_assets.cli.demo import partition_ranges, training_ranges
+from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 
 KEYS = [f"S{index}" for index in range(10)]
 
@@ -37,12 +42,35 @@ def test_with_more_symbols_than_targets_a_run_covers_many_symbols_of_one_target(
     assert training_ranges(symbols, ["t1", "t2"], cells, 3, {}) == [("S0|t1", "S2|t1"), ("S3|t1", "S4|t1"), ("S0|t2", "S1|t2"), ("S3|t2", "S3|t2")]
 
 
-def test_a_range_covers_the_rectangle_between_its_corners() -> None:
-    symbols, targets = ["A", "B", "C"], ["t1", "t2", "t3"]
-    assert cells_in_range(symbols, targets, "A|t1", "A|t3") == ["A|t1", "A|t2", "A|t3"]
-    assert cells_in_range(symbols, targets, "B|t2", "C|t2") == ["B|t2", "C|t2"]
-    for start, end in training_ranges(symbols, targets, ["A|t1", "A|t2", "C|t3"], 100, {}):
-        assert set(cells_in_range(symbols, targets, start, end)) <= {"A|t1", "A|t2", "C|t3"}
+def _cut_by_dagster(symbols: list[str], targets: list[str], cells: list[str], max_per_run: int) -> tuple[set[tuple[str, str]], dict[tuple[str, str], set[str]]]:
+    """The ranges Dagster cuts for a backfill of `cells` of an asset with a multi-run
+    BackfillPolicy, and the cells Dagster reads each range as."""
+    partitions = dg.MultiPartitionsDefinition({"symbol": dg.DynamicPartitionsDefinition(name="symbol"), "target": dg.StaticPartitionsDefinition(targets)})
+
+    @dg.asset(partitions_def=partitions, backfill_policy=dg.BackfillPolicy.multi_run(max_per_run))
+    def stage() -> None: ...
+
+    graph = dg.Definitions(assets=[stage]).resolve_asset_graph()
+    with dg.instance_for_test() as instance, dg.partition_loading_context(dynamic_partitions_store=instance):
+        instance.add_dynamic_partitions("symbol", symbols)
+        requests = build_run_requests_with_backfill_policies([AssetKeyPartitionKey(stage.key, cell) for cell in cells], graph, instance)
+        ranges = {(request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) for request in requests}
+        read = {(start, end): {str(key) for key in partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, end))} for start, end in ranges}
+    return ranges, read
+
+
+def test_the_demo_cuts_the_ranges_dagster_cuts_and_each_covers_only_its_cells() -> None:
+    symbols, targets = ["A", "B", "C", "D", "E"], ["t1", "t2", "t3"]
+    for cells, max_per_run in [
+        (["A|t1", "A|t2", "C|t3"], 100),
+        ([f"{s}|{t}" for s in symbols for t in targets], 2),
+        ([f"{s}|t1" for s in symbols] + ["A|t2", "B|t2", "D|t2"], 3),
+    ]:
+        ours = training_ranges(symbols, targets, cells, max_per_run, {})
+        dagsters, read = _cut_by_dagster(symbols, targets, cells, max_per_run)
+        assert set(ours) == dagsters
+        assert set().union(*read.values()) == set(cells)
+        assert all(cells_read <= set(cells) for cells_read in read.values())
 
 
 def _native_thread_pools() -> list[tuple[str, str, int]]:

@@ -138,15 +138,18 @@ def test_a_registry_run_waits_while_another_run_moves_aliases(universe_path: Pat
     import threading
 
     from intelligence_assets.defs.assets.caching import ONE_WRITER_CLAIM
+    from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
     from intelligence_assets.store.artifact_store import LocalArtifactStore
     from intelligence_assets.store.artifacts import claimed
+    from intelligence_assets.store.keys import artifact_prefix, pointer_key
 
     home, _ = reference
     store = LocalArtifactStore(home / "artifacts")
-    before = store.get_json("model_registry/current.json")
-    command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "intelligence_assets.definitions", "--select", "model_registry"]
+    registry_prefix = artifact_prefix(MODEL_REGISTRY)
+    before = store.get_json(pointer_key(registry_prefix))
+    command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "intelligence_assets.definitions", "--select", MODEL_REGISTRY.to_user_string()]
     lines: list[str] = []
-    with claimed(store, "model_registry", ONE_WRITER_CLAIM, "rollback-in-test"):
+    with claimed(store, registry_prefix, ONE_WRITER_CLAIM, "rollback-in-test"):
         registry = subprocess.Popen(command, cwd=home, env=home_environment(home, universe_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         reader = threading.Thread(target=lambda: lines.extend(registry.stdout), daemon=True)
         reader.start()
@@ -155,10 +158,10 @@ def test_a_registry_run_waits_while_another_run_moves_aliases(universe_path: Pat
             assert time.monotonic() < deadline and registry.poll() is None, "".join(lines)[-3000:]
             time.sleep(0.5)
         time.sleep(2)
-        assert registry.poll() is None and store.get_json("model_registry/current.json") == before  # nothing decided meanwhile
+        assert registry.poll() is None and store.get_json(pointer_key(registry_prefix)) == before  # nothing decided meanwhile
     assert registry.wait(timeout=300) == 0, "".join(lines)[-3000:]
     reader.join(timeout=10)
-    assert store.get_json("model_registry/current.json") != before and "RUN_SUCCESS" in "".join(lines)  # decided once the claim was free
+    assert store.get_json(pointer_key(registry_prefix)) != before and "RUN_SUCCESS" in "".join(lines)  # decided once the claim was free
     assert_same_as(reference, home)  # and the same champions: "kept" instead of "promoted"
 
 

@@ -9,8 +9,10 @@ import dagster as dg
 import pytest
 
 from intelligence_assets.cli.report import build_report, score_cell
+from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import local_resources, materialize_everything
@@ -29,7 +31,7 @@ def test_report_rescores_stored_models_and_writes_its_sections(tmp_path: Path) -
     for symbol in universe.symbols:
         for target in universe.target_names:
             cell = score_cell(store, universe, symbol, target, cost=0.0005)
-            stored = read_value(store, f"models/linear/{symbol}/{target}")
+            stored = read_value(store, artifact_prefix(model_key("linear"), symbol, target))
             if not stored.trained:
                 assert cell.models == []
                 continue

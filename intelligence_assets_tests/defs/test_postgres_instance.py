@@ -19,13 +19,12 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, Postgr
 
 from intelligence_assets.definitions import build_assets
 from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.defs.assets.market_data import BARS, FEATURES
 from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, register_symbols
 from intelligence_assets.config.universe import REPOSITORY_ROOT, Universe, load_universe
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.postgres import POSTGRES_INSTANCE_CONFIG, PostgresDatabase, postgres_database  # noqa: F401
 
-FEATURES = dg.AssetKey("features")
-BARS = dg.AssetKey("bars")
 PARTITION = "SIGNAL"
 DATA_VERSION_TAG = "dagster/data_version"
 

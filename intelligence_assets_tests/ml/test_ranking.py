@@ -156,8 +156,7 @@ def test_selection_code_version_changes_with_the_lightgbm_family_version_and_bas
 def test_target_analysis_assets_carry_the_derived_code_versions(small_universe):
     from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, TARGET_RANKINGS
     from intelligence_assets.definitions import build_assets
-    from intelligence_assets.defs.planner import code_versions_of
 
-    code_versions = code_versions_of(build_assets(small_universe))
+    code_versions = {key: version for asset in build_assets(small_universe) for key, version in asset.code_versions_by_key.items()}
     assert code_versions[TARGET_RANKINGS] == ranking_code_version()
     assert code_versions[FEATURE_SETS] == selection_code_version()

@@ -12,8 +12,12 @@ import dagster as dg
 
 from intelligence_assets.definitions import build_assets
 from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.defs.assets.market_data import BARS, FEATURES
+from intelligence_assets.defs.assets.models import model_key
+from intelligence_assets.defs.assets.target_analysis import TARGET_ANALYSIS_ASSETS
 from intelligence_assets.defs.partitions import register_symbols
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
+from intelligence_assets.store.keys import CLAIM_FILE, MANIFEST_FILE, POINTER_FILE, artifact_prefix, claim_key, manifest_key, pointer_key
 from intelligence_assets.store.s3 import DEFAULT_RETRY_SECONDS, S3ArtifactStore, request_timeouts
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets_tests.conftest import fresh_home, home_environment, write_small_universe
@@ -57,10 +61,10 @@ def _features_run(tmp_path: Path, store_resource: ArtifactStoreResource | None =
     with dg.instance_for_test() as instance:
         register_symbols(instance, ["SIGNAL"])
         assets = build_assets(universe)
-        assert dg.materialize(assets, selection=["bars"], partition_key="SIGNAL", instance=instance, resources=resources).success
+        assert dg.materialize(assets, selection=[BARS], partition_key="SIGNAL", instance=instance, resources=resources).success
         if store_resource is not None:
             resources = {**resources, "artifact_store": store_resource}
-        return dg.materialize(assets, selection=["features"], partition_key="SIGNAL", instance=instance, resources=resources, raise_on_error=False)
+        return dg.materialize(assets, selection=[FEATURES], partition_key="SIGNAL", instance=instance, resources=resources, raise_on_error=False)
 
 
 def _retries(result: dg.ExecuteInProcessResult) -> int:
@@ -86,9 +90,10 @@ def test_a_claim_has_one_winner_on_both_stores(tmp_path: Path, s3_endpoint) -> N
     from intelligence_assets.store.artifact_store import LocalArtifactStore
 
     for store in (LocalArtifactStore(tmp_path), s3_endpoint.store()):
-        assert store.create_if_absent("cell/abc/claim.json", b"first") is True
-        assert store.create_if_absent("cell/abc/claim.json", b"second") is False
-        assert store.get_bytes("cell/abc/claim.json") == b"first"
+        claim = claim_key(artifact_prefix("cell"), "abc")
+        assert store.create_if_absent(claim, b"first") is True
+        assert store.create_if_absent(claim, b"second") is False
+        assert store.get_bytes(claim) == b"first"
 
 
 def test_two_runs_of_one_model_partition_at_once_leave_one_artifact_one_mlflow_run_and_one_version(tmp_path: Path, monkeypatch) -> None:
@@ -98,7 +103,7 @@ def test_two_runs_of_one_model_partition_at_once_leave_one_artifact_one_mlflow_r
     from mlflow import MlflowClient
 
     from intelligence_assets.store.artifact_store import LocalArtifactStore
-    from intelligence_assets.store.artifacts import CLAIM_FILE, ArtifactHandle, find_intact_manifest
+    from intelligence_assets.store.artifacts import ArtifactHandle, find_intact_manifest
     from intelligence_assets.tracking import names
 
     path = write_small_universe(tmp_path / "universe", families={"lightgbm": {"params": {"num_boost_round": 200}}}, symbols=["SIGNAL"])
@@ -109,21 +114,22 @@ def test_two_runs_of_one_model_partition_at_once_leave_one_artifact_one_mlflow_r
     with dg.DagsterInstance.from_config(str(home)) as instance:
         register_symbols(instance, ["SIGNAL"])
         assets = build_assets(universe)
-        assert dg.materialize(assets, selection=["bars", "features"], partition_key="SIGNAL", instance=instance, resources=resources).success
-        upstream = dg.materialize(assets, selection=["labels", "target_rankings", "feature_sets"], partition_key=dg.MultiPartitionKey({"symbol": "SIGNAL", "target": "y_up_1b"}),
+        assert dg.materialize(assets, selection=[BARS, FEATURES], partition_key="SIGNAL", instance=instance, resources=resources).success
+        upstream = dg.materialize(assets, selection=TARGET_ANALYSIS_ASSETS, partition_key=dg.MultiPartitionKey({"symbol": "SIGNAL", "target": "y_up_1b"}),
                                   instance=instance, resources=resources)
         assert upstream.success
     environment = home_environment(home, path)
-    command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "intelligence_assets.definitions", "--select", "models/lightgbm", "--partition", "SIGNAL|y_up_1b"]
+    command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "intelligence_assets.definitions", "--select", model_key("lightgbm").to_user_string(), "--partition", "SIGNAL|y_up_1b"]
     runs = [subprocess.Popen(command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [run.communicate(timeout=600)[0] for run in runs]
     assert all(run.returncode == 0 for run in runs), "\n".join(output[-3000:] for output in outputs)
     store = LocalArtifactStore(home / "artifacts")
-    handle = ArtifactHandle.current(store, "models/lightgbm/SIGNAL/y_up_1b")
+    model = artifact_prefix(model_key("lightgbm"), "SIGNAL", "y_up_1b")
+    handle = ArtifactHandle.current(store, model)
     assert find_intact_manifest(store, handle.prefix, handle.fingerprint)[1] == "intact"
-    assert not store.exists(f"{handle.prefix}/{handle.fingerprint}/{CLAIM_FILE}")
-    fingerprints = [key.split("/")[4] for key in store.list_keys("models/lightgbm/SIGNAL/y_up_1b") if key.endswith("/manifest.json")]
-    assert fingerprints == [handle.fingerprint]
+    assert not store.exists(claim_key(handle.prefix, handle.fingerprint))
+    # One computed artifact: the second run reused the first's.
+    assert [key for key in store.list_keys(model) if key.endswith(MANIFEST_FILE)] == [manifest_key(model, handle.fingerprint)]
     client = MlflowClient(resources["mlflow_tracking"].tracker().tracking_uri)
     experiment = client.get_experiment_by_name(names.experiment_name("y_up_1b"))
     tracked = client.search_runs([experiment.experiment_id], f"tags.{names.FINGERPRINT_TAG} = '{handle.fingerprint}'", run_view_type=3)
@@ -133,8 +139,6 @@ def test_two_runs_of_one_model_partition_at_once_leave_one_artifact_one_mlflow_r
 
 
 def _pointers(store) -> dict[str, str]:
-    from intelligence_assets.store.artifacts import POINTER_FILE
-
     return {key: store.get_json(key)["fingerprint"] for key in store.list_keys("") if key.endswith(f"/{POINTER_FILE}")}
 
 
@@ -142,7 +146,7 @@ def test_a_run_across_an_s3_hang_stores_exactly_what_a_clean_run_stores(tmp_path
     """The minio deployment's endpoint stops answering for longer than one request's read timeout
     while a run writes: the run retries through it and leaves the same pointers and intact
     manifests as a clean run of the same partitions, and no claim behind."""
-    from intelligence_assets.store.artifacts import CLAIM_FILE, find_intact_manifest
+    from intelligence_assets.store.artifacts import find_intact_manifest
 
     process, port = start_moto_server(tmp_path / "moto.log")
     universe = load_universe(write_small_universe(tmp_path / "universe", families={"linear": {"params": {}}}, symbols=["SIGNAL"]))
@@ -162,7 +166,7 @@ def test_a_run_across_an_s3_hang_stores_exactly_what_a_clean_run_stores(tmp_path
 
         def hang_once_features_are_stored() -> None:
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not store.exists("features/SIGNAL/current.json"):
+            while time.monotonic() < deadline and not store.exists(pointer_key(artifact_prefix(FEATURES, "SIGNAL"))):
                 time.sleep(0.2)
             process.send_signal(signal.SIGSTOP)
             time.sleep(request_timeouts(DEFAULT_RETRY_SECONDS).read_timeout + 3)
@@ -173,8 +177,8 @@ def test_a_run_across_an_s3_hang_stores_exactly_what_a_clean_run_stores(tmp_path
             register_symbols(instance, ["SIGNAL"])
             if hang:
                 threading.Thread(target=hang_once_features_are_stored, daemon=True).start()
-            assert dg.materialize(assets, selection=["bars", "features"], partition_key="SIGNAL", instance=instance, resources=resources).success
-            result = dg.materialize(assets, selection=["labels", "target_rankings", "feature_sets"], partition_key=cell, instance=instance, resources=resources)
+            assert dg.materialize(assets, selection=[BARS, FEATURES], partition_key="SIGNAL", instance=instance, resources=resources).success
+            result = dg.materialize(assets, selection=TARGET_ANALYSIS_ASSETS, partition_key=cell, instance=instance, resources=resources)
             assert result.success
         if hang:  # the run was still writing when the endpoint came back: it went through the hang
             assert resumed.is_set(), "the run finished before the endpoint was paused"

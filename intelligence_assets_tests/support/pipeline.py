@@ -6,12 +6,17 @@ from pathlib import Path
 
 import dagster as dg
 
-from intelligence_assets.definitions import build_assets
+from intelligence_assets.definitions import TRAINING_SELECTION, build_assets
 from intelligence_assets.config.deployment import DeploymentSettings
-from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, register_symbols
+from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
+from intelligence_assets.defs.assets.market_data import BARS, FEATURES
+from intelligence_assets.defs.assets.predictions import PREDICTIONS
+from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
+from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, cell_key, register_symbols
 from intelligence_assets.config.universe import Universe
 
-MODEL_SELECTION = dg.AssetSelection.assets("labels", "target_rankings", "feature_sets") | dg.AssetSelection.key_prefixes("models")
+# The training stage: labels, target ranking, feature selection and every model family.
+MODEL_SELECTION = TRAINING_SELECTION
 
 
 def cache_outcomes(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str | None], str]:
@@ -26,7 +31,7 @@ def symbol_training_range(universe: Universe, symbol: str) -> dict[str, str]:
     """Run tags for the training stage of one symbol's targets as one ranged run (as `make demo`
     and Dagster's multi-run BackfillPolicy launch it)."""
     targets = universe.target_names
-    return {RANGE_START_TAG: f"{symbol}|{targets[0]}", RANGE_END_TAG: f"{symbol}|{targets[-1]}"}
+    return {RANGE_START_TAG: cell_key(symbol, targets[0]), RANGE_END_TAG: cell_key(symbol, targets[-1])}
 
 
 def materialize_everything(
@@ -45,16 +50,16 @@ def materialize_everything(
         outcomes.update(cache_outcomes(result))
 
     for symbol in universe.symbols:
-        run(dg.AssetSelection.assets("bars", "features"), symbol)
+        run(dg.AssetSelection.assets(BARS, FEATURES), symbol)
         if ranged_training:
             run(MODEL_SELECTION, tags=symbol_training_range(universe, symbol))
             continue
         for target in universe.target_names:
             run(MODEL_SELECTION, dg.MultiPartitionKey({"symbol": symbol, "target": target}))
-    run(dg.AssetSelection.assets("model_leaderboard"))
-    run(dg.AssetSelection.assets("model_registry"))
+    run(dg.AssetSelection.assets(MODEL_LEADERBOARD))
+    run(dg.AssetSelection.assets(MODEL_REGISTRY))
     for symbol in universe.symbols:
-        run(dg.AssetSelection.assets("predictions"), symbol)
+        run(dg.AssetSelection.assets(PREDICTIONS), symbol)
     return outcomes
 
 

@@ -25,11 +25,12 @@ from pydantic import BaseModel
 from intelligence_assets.store.artifact_store import ArtifactStore
 from intelligence_assets.store.s3 import ArtifactStoreUnavailableError
 from intelligence_assets.tracking.tracker import TrackingError
-from intelligence_assets.store.artifacts import FAILURE_FILE, ArtifactHandle, Manifest, StoredArtifact, StoredArtifacts, claimed, commit_artifact, encode_value, find_intact_manifest, point_to
-from intelligence_assets.defs.resources.io_manager import artifact_prefix, parse_partition_key
+from intelligence_assets.store.artifacts import ArtifactHandle, Manifest, StoredArtifact, StoredArtifacts, claimed, commit_artifact, encode_value, find_intact_manifest, point_to
+from intelligence_assets.defs.resources.io_manager import parse_partition_key, partition_prefix
+from intelligence_assets.store.keys import failure_key, fingerprint_directory
 
 Inputs = Mapping[str, ArtifactHandle | Mapping[str, ArtifactHandle]]
-# Where an always-computed asset's claim lives, beside its fingerprints: `<prefix>/<this>/claim.json`.
+# Where an always-computed asset's claim lives, beside its fingerprints: `claim_key(prefix, ONE_WRITER_CLAIM)`.
 ONE_WRITER_CLAIM = "one-writer"
 # Runs after the artifact is committed, on hits and misses alike: (the committed artifact, its
 # manifest, the computed value or None on a hit) -> extra materialization metadata.
@@ -258,9 +259,9 @@ def retry_if_transient(context: dg.AssetExecutionContext, errors: list[Exception
 def record_failure(context: dg.AssetExecutionContext, store: ArtifactStore, partition_key: str, error: str) -> None:
     """Beside the partition's pointer, why its latest attempt failed: readers that compute from
     what exists (the leaderboard, `make demo`'s summary) say why a partition is missing."""
-    prefix = artifact_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
+    prefix = partition_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
     try:
-        store.put_json(f"{prefix}/{FAILURE_FILE}", {"error": error[:2000], "run_id": context.run.run_id, "at": datetime.now(timezone.utc).isoformat()})
+        store.put_json(failure_key(prefix), {"error": error[:2000], "run_id": context.run.run_id, "at": datetime.now(timezone.utc).isoformat()})
     except Exception as storage_error:  # noqa: BLE001 - the original failure matters more than its record
         context.log.warning(f"could not record the failure of {prefix}: {storage_error}")
 
@@ -272,11 +273,11 @@ def _publish_partial(
     step is about to fail: their pointers move and Dagster records their materializations, so
     the UI, lineage and automation see exactly which partitions exist."""
     for key, artifact in artifacts.items():
-        prefix = artifact_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, key))
+        prefix = partition_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, key))
         point_to(store, prefix, artifact.manifest)
         metadata = {name: value for name, value in metadata_by_partition[key].items() if value is not None}
         context.log_event(
-            dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata={**metadata, "artifact": store.uri(f"{prefix}/{artifact.manifest.fingerprint}")})
+            dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata={**metadata, "artifact": store.uri(fingerprint_directory(prefix, artifact.manifest.fingerprint))})
         )
 
 
@@ -313,7 +314,7 @@ def _cached_or_computed(
     code_version = context.assets_def.code_versions_by_key[asset_key] or ""
     versions = input_versions(work.inputs)
     fingerprint = fingerprint_of(code_version, work.config, partition_key, versions)
-    prefix = artifact_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
+    prefix = partition_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
 
     manifest, state = find_intact_manifest(store, prefix, fingerprint)
     if manifest is not None and after_commit is None:
@@ -333,7 +334,7 @@ def _cached_or_computed(
 def _hit(
     context: dg.AssetExecutionContext, store: ArtifactStore, prefix: str, fingerprint: str, manifest: Manifest, after_commit: AfterCommit | None
 ) -> tuple[StoredArtifact, dict[str, Any], list[dg.AssetCheckResult]]:
-    context.log.info(f"cache hit: {store.uri(prefix)}/{fingerprint} (computed in run {manifest.provenance.get('run_id')})")
+    context.log.info(f"cache hit: {store.uri(fingerprint_directory(prefix, fingerprint))} (computed in run {manifest.provenance.get('run_id')})")
     extra = after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, None) if after_commit else {}
     metadata = {**_metadata_values(manifest.metadata), **extra, "cache": "hit", "fingerprint": fingerprint, "computed_in_run": manifest.provenance.get("run_id", "")}
     return StoredArtifact(manifest, is_cache_hit=True), metadata, [_replayed_check(context.asset_key, check) for check in manifest.checks]
@@ -351,7 +352,7 @@ def materialize_uncached(
     asset_key = context.asset_key
     partition_key = context.partition_key if context.has_partition_key else None
     code_version = context.assets_def.code_versions_by_key[asset_key] or ""
-    prefix = artifact_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
+    prefix = partition_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
     with claimed(store, prefix, ONE_WRITER_CLAIM, context.run.run_id, on_wait=context.log.info):
         try:
             computed = compute()

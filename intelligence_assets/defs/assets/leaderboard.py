@@ -10,7 +10,10 @@ import polars as pl
 
 from intelligence_assets.defs.assets.caching import Computed, materialize_cached
 from intelligence_assets.defs.assets.metadata import markdown_table
+from intelligence_assets.defs.assets.market_data import BARS, FEATURES
 from intelligence_assets.defs.assets.models import model_key
+from intelligence_assets.defs.assets.planning import PlanningContext, plans
+from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS, TARGET_RANKINGS
 from intelligence_assets.defs.automation.conditions import FROM_WHAT_EXISTS
 from intelligence_assets.ml.metrics import model_is_eligible
 from intelligence_assets.ml.trained_model import SUMMARY_FILE
@@ -18,6 +21,7 @@ from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, cell_key
 from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.store.artifacts import ArtifactHandle, BlockedArtifactError, latest_failure
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.config.universe import Universe
 
 MODEL_LEADERBOARD = dg.AssetKey("model_leaderboard")
@@ -43,12 +47,13 @@ def missing_models(store: ArtifactStore, expected: list[tuple[str, str]], presen
             if cell_key(symbol, target) in partitions:
                 continue
             reason, failed_asset, run_id = "not materialized yet", None, None
-            chain = [("bars", f"bars/{symbol}"), ("features", f"features/{symbol}")] + [
-                (asset, f"{asset}/{symbol}/{target}") for asset in ("labels", "target_rankings", "feature_sets", f"models/{family}")
+            chain = [(key, artifact_prefix(key, symbol)) for key in (BARS, FEATURES)] + [
+                (key, artifact_prefix(key, symbol, target)) for key in (LABELS, TARGET_RANKINGS, FEATURE_SETS, model_key(family))
             ]
-            for asset, prefix in chain:
+            for key, prefix in chain:
+                asset = key.to_user_string()
                 failure = latest_failure(store, prefix)
-                if failure is None and asset == "bars":
+                if failure is None and key == BARS:
                     try:
                         ArtifactHandle.current(store, prefix)
                     except BlockedArtifactError as error:
@@ -126,6 +131,13 @@ def leaderboard_config(universe: Universe, missing: pl.DataFrame | None = None) 
     failed for another reason, recomputes the leaderboard, which reports it."""
     digest = [] if missing is None else missing.select("symbol", "target", "family", "reason").sort("symbol", "target", "family").rows()
     return {"leaderboard": universe.leaderboard, "families": list(universe.model_families), "missing": digest}
+
+
+@plans(MODEL_LEADERBOARD)
+def planned_leaderboard_config(context: PlanningContext) -> dict[str, Any]:
+    # Asked only when every model is current (otherwise the leaderboard needs a run anyway), so
+    # no model is missing.
+    return leaderboard_config(context.universe)
 
 
 def build_leaderboard_asset(universe: Universe) -> dg.AssetsDefinition:

@@ -15,6 +15,7 @@ from intelligence_assets.ml.features import build_features, drop_unusable_featur
 from intelligence_assets.ml.splits import minimum_rows
 from intelligence_assets.ml.targets import label_horizon
 from intelligence_assets.defs.partitions import symbol_partitions
+from intelligence_assets.defs.assets.planning import NeedsRun, PlanningContext, plans
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.store.artifacts import HandleOrRange
 from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
@@ -22,6 +23,7 @@ from intelligence_assets.store.bars_source import BarsSource, BarsSourceResource
 from intelligence_assets.config.universe import Universe
 
 BARS = dg.AssetKey("bars")
+FEATURES = dg.AssetKey("features")
 
 
 def read_symbol_bars(source: BarsSource, symbol: str) -> pl.DataFrame:
@@ -67,6 +69,23 @@ def features_config(universe: Universe) -> Any:
     # The row minimum is a gate, not part of the result: a target's new horizon must not
     # recompute every symbol's features.
     return {"features": universe.features}
+
+
+@plans(BARS)
+def planned_bars_config(context: PlanningContext) -> dict[str, Any]:
+    # The bars' content hash is in their config, so the planner reads each symbol's bars once.
+    try:
+        table = read_symbol_bars(context.bars_source, context.symbol)
+    except (OSError, ValueError) as error:
+        context.record_rows(0)
+        raise NeedsRun(str(error)) from error
+    context.record_rows(table.height)
+    return bars_config(context.universe, table_fingerprint(table))
+
+
+@plans(FEATURES)
+def planned_features_config(context: PlanningContext) -> Any:
+    return features_config(context.universe)
 
 
 def minimum_usable_rows(universe: Universe) -> int:

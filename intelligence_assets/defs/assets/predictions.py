@@ -12,7 +12,8 @@ from intelligence_assets.defs.assets.caching import Computed, PartitionWork, inp
 from intelligence_assets.defs.assets.metadata import markdown_table, utc_timestamps
 from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
-from intelligence_assets.defs.assets.target_analysis import FEATURES
+from intelligence_assets.defs.assets.market_data import FEATURES
+from intelligence_assets.defs.assets.planning import PlanningContext, plans
 from intelligence_assets.defs.automation.conditions import follows_only
 from intelligence_assets.ml.dataset import build_inference_matrix
 from intelligence_assets.defs.partitions import by_symbol, cell_key, symbol_partitions
@@ -20,6 +21,7 @@ from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStor
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.store.artifacts import ArtifactHandle, HandleOrRange
 from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.flavours import pyfunc_predict
@@ -52,7 +54,7 @@ def cells_the_registry_has_not_seen(store: ArtifactStore, registry: pl.DataFrame
         current = set()
         for family in families:
             try:
-                current.add(ArtifactHandle.current(store, f"{'/'.join(model_key(family).path)}/{symbol}/{target}").fingerprint)
+                current.add(ArtifactHandle.current(store, artifact_prefix(model_key(family), symbol, target)).fingerprint)
             except ArtifactStoreError:  # never trained, failed or blocked: the registry cannot have seen it either
                 continue
         if current and current != seen.get(target, set()):
@@ -62,6 +64,13 @@ def cells_the_registry_has_not_seen(store: ArtifactStore, registry: pl.DataFrame
 
 def predictions_config(champions: pl.DataFrame) -> dict[str, Any]:
     return {"champions": champions.select("target", "registered_model", "champion_version", "champion_fingerprint", "champion_test_start").to_dicts()}
+
+
+# The registry's table is read through the config (this symbol's champions only), not hashed as
+# an input: another symbol's new champion leaves this symbol's predictions as they are.
+@plans(PREDICTIONS, hashed_inputs=["features"])
+def planned_predictions_config(context: PlanningContext) -> dict[str, Any]:
+    return predictions_config(symbol_champions(context.load("model_registry"), context.symbol))
 
 
 def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:

@@ -18,19 +18,19 @@ from intelligence_assets.ml.ranking import rank_target, ranking_code_version
 from intelligence_assets.ml.selection import select_features, selection_code_version
 from intelligence_assets.ml.targets import build_labels, label_horizon
 from intelligence_assets.defs.partitions import by_symbol, cell_of, symbol_target_partitions
+from intelligence_assets.defs.assets.market_data import BARS, FEATURES
+from intelligence_assets.defs.assets.planning import PlanningContext, plans
 from intelligence_assets.defs.pods import step_pod_tags
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.store.artifacts import HandleOrRange
 from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
 from intelligence_assets.config.universe import Universe
 
-BARS = dg.AssetKey("bars")
-FEATURES = dg.AssetKey("features")
 LABELS = dg.AssetKey("labels")
 TARGET_RANKINGS = dg.AssetKey("target_rankings")
 FEATURE_SETS = dg.AssetKey("feature_sets")
 # With the models/<family> assets, the training stage of a symbol x target (training_job).
-TARGET_ANALYSIS_ASSETS = ["labels", "target_rankings", "feature_sets"]
+TARGET_ANALYSIS_ASSETS = [LABELS, TARGET_RANKINGS, FEATURE_SETS]
 
 
 def training_backfill_policy(universe: Universe) -> dg.BackfillPolicy:
@@ -53,6 +53,21 @@ def ranking_config(universe: Universe, target: str) -> dict[str, Any]:
 def selection_config(universe: Universe, target: str) -> dict[str, Any]:
     spec = universe.target(target)
     return {"split": universe.split, "selection": universe.selection, "seed": universe.seed, "task": spec.task, "horizon": label_horizon(spec)}
+
+
+@plans(LABELS)
+def planned_labels_config(context: PlanningContext) -> Any:
+    return labels_config(context.universe, context.target)
+
+
+@plans(TARGET_RANKINGS)
+def planned_ranking_config(context: PlanningContext) -> dict[str, Any]:
+    return ranking_config(context.universe, context.target)
+
+
+@plans(FEATURE_SETS)
+def planned_selection_config(context: PlanningContext) -> dict[str, Any]:
+    return selection_config(context.universe, context.target)
 
 
 def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition]:

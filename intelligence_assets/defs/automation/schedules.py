@@ -1,23 +1,31 @@
 """The retrain schedule: on the configured cron, runs for the model partitions that are stale (the
-planner: inputs, code or config changed) or whose model is older than the configured age, cut
-into ranged runs (one per symbol, or per target and up to 100 symbols) as a backfill is."""
-from collections.abc import Iterator
-from datetime import datetime, timezone
+planner: inputs, code or config changed) or whose model is older than the configured age. Dagster
+cuts them into ranged runs by the training assets' BackfillPolicy (one per symbol, or per target
+and up to 100 symbols), as it cuts a backfill of the same cells: a schedule cannot launch a
+backfill itself, so it asks the same code declarative automation uses."""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
+# Dagster's own cutting of asset partitions into runs by each asset's BackfillPolicy.
+from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests_with_backfill_policies
+from dagster._core.definitions.events import AssetKeyPartitionKey
+
+from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.models import model_key
-from intelligence_assets.defs.assets.target_analysis import TARGET_ANALYSIS_ASSETS
 from intelligence_assets.defs.automation.sensors import production_tags
 from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION, cell_key
-from intelligence_assets.defs.planner import cells_in_range, code_versions_of, plan_runs, training_ranges
-from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
+from intelligence_assets.defs.planner import asset_graph_of, plan_runs
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
+from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.store.artifacts import ArtifactHandle, read_manifest
 from intelligence_assets.store.bars_source import BarsSourceResource
-from intelligence_assets.config.universe import Universe
+from intelligence_assets.store.keys import artifact_prefix
 
+REASON_TAG = "intelligence/reason"
 
 
 def model_age_days(store: ArtifactStore, prefix: str, now: datetime) -> float | None:
@@ -30,24 +38,42 @@ def model_age_days(store: ArtifactStore, prefix: str, now: datetime) -> float | 
     return (now - computed_at).total_seconds() / 86400.0
 
 
-def cells_to_retrain(universe: Universe, store: ArtifactStore, assets: list[dg.AssetsDefinition], symbols: list[str], bars_source: Any, now: datetime) -> dict[str, str]:
-    """symbol|target -> why: stale by the planner, or a model older than retrain_max_age_days."""
-    plan = plan_runs(universe, store, code_versions_of(assets), symbols, bars_source)
-    model_assets = [f"models/{family}" for family in universe.model_families]
-    reasons = {cell: "stale" for cell in plan.partitions([*TARGET_ANALYSIS_ASSETS, *model_assets]) if cell}
+def cells_to_retrain(
+    universe: Universe,
+    store: ArtifactStore,
+    assets: Sequence[dg.AssetsDefinition],
+    training_assets: Sequence[dg.AssetKey],
+    symbols: list[str],
+    bars_source: Any,
+    now: datetime,
+) -> dict[str, str]:
+    """symbol|target -> why: stale by the planner in any of `training_assets`, or a model older
+    than retrain_max_age_days."""
+    plan = plan_runs(universe, store, assets, symbols, bars_source)
+    reasons = {cell: "stale" for cell in plan.partitions([key.to_user_string() for key in training_assets]) if cell}
     for symbol in symbols:
         for target in universe.target_names:
             cell = cell_key(symbol, target)
             if cell in reasons:
                 continue
-            ages = [model_age_days(store, f"{'/'.join(model_key(f).path)}/{symbol}/{target}", now) for f in universe.model_families]
+            ages = [
+                model_age_days(store, artifact_prefix(model_key(family), symbol, target), now)
+                for family in universe.model_families
+            ]
             oldest = max((age for age in ages if age is not None), default=None)
             if oldest is not None and oldest > universe.automation.retrain_max_age_days:
                 reasons[cell] = f"model {oldest:.1f} days old"
     return dict(sorted(reasons.items()))
 
 
-def build_retrain_schedule(universe: Universe, training_job: Any, assets: list[dg.AssetsDefinition]) -> dg.ScheduleDefinition:
+def build_retrain_schedule(
+    universe: Universe, training_job: Any, assets: Sequence[dg.AssetsDefinition]
+) -> dg.ScheduleDefinition:
+    graph = asset_graph_of(assets)
+    training_assets = sorted(training_job.selection.resolve(graph))
+    # The training stage's assets share one partitioning (symbol x target).
+    partitions_def = graph.get(training_assets[0]).partitions_def
+
     @dg.schedule(
         name="periodic_retrain",
         job=training_job,
@@ -56,28 +82,43 @@ def build_retrain_schedule(universe: Universe, training_job: Any, assets: list[d
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"On '{universe.automation.retrain_cron}' (UTC): training runs for model partitions that are stale or older than {universe.automation.retrain_max_age_days:g} days.",
     )
-    def periodic_retrain(context: dg.ScheduleEvaluationContext, artifact_store: ArtifactStoreResource, bars_source: BarsSourceResource) -> Iterator[dg.RunRequest] | dg.SkipReason:
-        now = context.scheduled_execution_time or datetime.now(timezone.utc)
+    def periodic_retrain(
+        context: dg.ScheduleEvaluationContext, artifact_store: ArtifactStoreResource, bars_source: BarsSourceResource
+    ) -> list[dg.RunRequest] | dg.SkipReason:
+        now = context.scheduled_execution_time or datetime.now(UTC)
         symbols = [s for s in context.instance.get_dynamic_partitions(SYMBOL_DIMENSION) if s in universe.symbols]
-        reasons = cells_to_retrain(universe, artifact_store.store(), assets, symbols, bars_source.source(), now)
+        reasons = cells_to_retrain(
+            universe, artifact_store.store(), assets, training_assets, symbols, bars_source.source(), now
+        )
         if not reasons:
-            return dg.SkipReason(f"all {len(symbols) * len(universe.target_names)} model partitions are current and younger than {universe.automation.retrain_max_age_days:g} days")
-        tick = now.strftime("%Y-%m-%dT%H:%M")
-        ordered = context.instance.get_dynamic_partitions(SYMBOL_DIMENSION)
-        ranges = training_ranges(ordered, universe.target_names, list(reasons), universe.automation.backfill_partitions_per_run, {})
-        return [
-            dg.RunRequest(
-                run_key=f"retrain:{start}..{end}:{tick}",
-                tags={
-                    **production_tags(universe, "periodic_retrain"),
-                    RANGE_START_TAG: start,
-                    RANGE_END_TAG: end,
-                    # The distinct reasons of the cells in the range.
-                    "intelligence/reason": "; ".join(sorted({reasons[cell] for cell in cells_in_range(ordered, universe.target_names, start, end) if cell in reasons}))[:250],
-                },
+            return dg.SkipReason(
+                f"all {len(symbols) * len(universe.target_names)} model partitions are current and younger than {universe.automation.retrain_max_age_days:g} days"
             )
-            for start, end in ranges
-        ]
+        tick = now.strftime("%Y-%m-%dT%H:%M")
+        with dg.partition_loading_context(dynamic_partitions_store=context.instance):
+            cut = build_run_requests_with_backfill_policies(
+                [AssetKeyPartitionKey(key, cell) for key in training_assets for cell in reasons],
+                graph,
+                context.instance,
+            )
+            requests = []
+            for request in cut:
+                start, end = request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]
+                cells = partitions_def.get_partition_keys_in_range(dg.PartitionKeyRange(start, end))
+                tags = {
+                    **request.tags,
+                    **production_tags(universe, "periodic_retrain"),
+                    # The distinct reasons of the cells in the range.
+                    REASON_TAG: "; ".join(sorted({reasons[cell] for cell in cells if cell in reasons}))[:250],
+                }
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"retrain:{start}..{end}:{tick}",
+                        tags=tags,
+                        asset_selection=request.asset_selection,
+                        asset_check_keys=request.asset_check_keys,
+                    )
+                )
+        return requests
 
     return periodic_retrain
-

@@ -15,7 +15,9 @@ import polars as pl
 
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.defs.assets.market_data import BARS, read_symbol_bars
+from intelligence_assets.defs.assets.predictions import PREDICTIONS
 from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
+from intelligence_assets.defs.assets.target_analysis import LABELS
 from intelligence_assets.store.fingerprints import table_fingerprint
 from intelligence_assets.ml.decay import assess_decay
 from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, cell_key, symbol_partitions
@@ -23,6 +25,7 @@ from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStor
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.store.artifacts import ArtifactHandle
 from intelligence_assets.store.bars_source import BarsSourceResource
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.config.universe import Universe, UniverseError, load_universe
 
 TRIGGER_TAG = "intelligence/trigger"
@@ -35,7 +38,7 @@ def production_tags(universe: Universe, trigger: str) -> dict[str, str]:
 
 def _stored_bars_version(store: ArtifactStore, symbol: str) -> str | None:
     try:
-        return ArtifactHandle.current(store, f"bars/{symbol}").data_version
+        return ArtifactHandle.current(store, artifact_prefix(BARS, symbol)).data_version
     except ArtifactStoreError:  # never materialized, blocked or unreadable: a run will sort it out
         return None
 
@@ -163,7 +166,7 @@ def build_champion_decay_sensor(universe: Universe, training_job: Any, registry_
     )
     def champion_decay(context: dg.SensorEvaluationContext, artifact_store: ArtifactStoreResource) -> dg.SensorResult | dg.SkipReason:
         store = artifact_store.store()
-        registry = _load(store, "model_registry")
+        registry = _load(store, artifact_prefix(MODEL_REGISTRY))
         if registry is None:
             return dg.SkipReason("model_registry has not been materialized yet")
         table, _ = registry
@@ -172,7 +175,7 @@ def build_champion_decay_sensor(universe: Universe, training_job: Any, registry_
         for champion in table.filter(pl.col("champion_version").is_not_null()).iter_rows(named=True):
             symbol, target = champion["symbol"], champion["target"]
             cell = cell_key(symbol, target)
-            predictions, labels = _load(store, f"predictions/{symbol}"), _load(store, f"labels/{symbol}/{target}")
+            predictions, labels = _load(store, artifact_prefix(PREDICTIONS, symbol)), _load(store, artifact_prefix(LABELS, symbol, target))
             if predictions is None or labels is None or not champion["champion_test_end"]:
                 continue
             evidence = f"v{champion['champion_version']}:{predictions[1]}:{labels[1]}"

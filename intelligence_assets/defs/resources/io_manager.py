@@ -1,11 +1,12 @@
-"""The IO manager: publishes committed artifacts and loads inputs (layout in `artifacts.py`).
+"""The IO manager: publishes committed artifacts and loads inputs (layout in `store/keys.py`).
 
 Assets commit their artifact's files and manifest themselves (`defs/assets/caching.py`), so that
 whatever follows storage inside the step (MLflow tracking) can rely on the model being safe in
 the store; the IO manager then moves the partition's pointer, which is what downstream reads.
 
 Prefix per asset partition: `<asset key path>/<symbol>/<target>` for symbol x target partitions,
-`<asset key path>/<symbol>` for symbol partitions, `<asset key path>` when unpartitioned.
+`<asset key path>/<symbol>` for symbol partitions, `<asset key path>` when unpartitioned; this
+module turns Dagster's asset key and partition key into the store's (`partition_prefix`).
 Inputs load as `ArtifactHandle`s: the asset decides whether it needs the data at all.
 """
 
@@ -14,6 +15,8 @@ import dagster as dg
 from intelligence_assets.store.artifact_store import ArtifactNotFoundError
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.store.artifacts import ArtifactHandle, StoredArtifact, StoredArtifacts, point_to
+from intelligence_assets.store import keys
+from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, TARGET_DIMENSION
 
 # The Dagster type of an input to an asset with a BackfillPolicy (see `HandleOrRange`).
 HANDLE_OR_RANGE = dg.DagsterType(
@@ -23,18 +26,20 @@ HANDLE_OR_RANGE = dg.DagsterType(
 )
 
 
-def partition_path(partition_key: str | dg.MultiPartitionKey | None) -> list[str]:
+def partition_parts(partition_key: str | dg.MultiPartitionKey | None) -> tuple[str, ...]:
+    """A partition key as the store's layout names it: (symbol, target), (symbol), or nothing.
+    A `symbol` x `target` key must be parsed first (see `parse_partition_key`)."""
     if partition_key is None:
-        return []
+        return ()
     if isinstance(partition_key, dg.MultiPartitionKey):
-        # Symbol first: the layout reads like the question "which symbol, which target".
         dimensions = partition_key.keys_by_dimension
-        return [dimensions["symbol"], dimensions["target"]]
-    return [str(partition_key)]
+        return dimensions[SYMBOL_DIMENSION], dimensions[TARGET_DIMENSION]
+    return (str(partition_key),)
 
 
-def artifact_prefix(asset_key: dg.AssetKey, partition_key: str | dg.MultiPartitionKey | None) -> str:
-    return "/".join([*asset_key.path, *partition_path(partition_key)])
+def partition_prefix(asset_key: dg.AssetKey, partition_key: str | dg.MultiPartitionKey | None) -> str:
+    """The store prefix (`store.keys.artifact_prefix`) of an asset partition as Dagster names it."""
+    return keys.artifact_prefix(asset_key, *partition_parts(partition_key))
 
 
 def parse_partition_key(partitions_def: dg.PartitionsDefinition | None, key: str | None) -> str | dg.MultiPartitionKey | None:
@@ -59,13 +64,13 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
             if set(obj.by_partition) != expected:
                 raise ValueError(f"{context.asset_key.to_user_string()}: a ranged run returned partitions {sorted(obj.by_partition)[:5]}..., expected {sorted(expected)[:5]}...")
             for key, artifact in obj.by_partition.items():
-                point_to(store, artifact_prefix(context.asset_key, parse_partition_key(context.asset_partitions_def, key)), artifact.manifest)
-            location = store.uri("/".join(context.asset_key.path))
+                point_to(store, partition_prefix(context.asset_key, parse_partition_key(context.asset_partitions_def, key)), artifact.manifest)
+            location = store.uri(keys.artifact_prefix(context.asset_key))
         elif isinstance(obj, StoredArtifact):
             partition = parse_partition_key(context.asset_partitions_def, context.partition_key) if context.has_partition_key else None
-            prefix = artifact_prefix(context.asset_key, partition)
+            prefix = partition_prefix(context.asset_key, partition)
             point_to(store, prefix, obj.manifest)
-            location = store.uri(f"{prefix}/{obj.manifest.fingerprint}")
+            location = store.uri(keys.fingerprint_directory(prefix, obj.manifest.fingerprint))
         else:
             raise TypeError(f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; assets return StoredArtifact (see defs/assets/caching.py)")
         context.add_output_metadata({"artifact": dg.MetadataValue.url(location) if location.startswith("http") else dg.MetadataValue.path(location)})
@@ -74,19 +79,19 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         store = self.artifact_store.store()
         asset_key = context.asset_key
         if not context.has_asset_partitions:
-            return ArtifactHandle.current(store, artifact_prefix(asset_key, None))
+            return ArtifactHandle.current(store, partition_prefix(asset_key, None))
         keys = context.asset_partition_keys
         parsed = [parse_partition_key(context.asset_partitions_def, key) for key in keys]
         wants_mapping = (context.definition_metadata or {}).get("as_mapping") or not context.has_partition_key
         if not wants_mapping:
             if len(parsed) != 1:
                 raise ValueError(f"{asset_key.to_user_string()}: expected one upstream partition, got {len(parsed)}; mark the input as_mapping")
-            return ArtifactHandle.current(store, artifact_prefix(asset_key, parsed[0]))
+            return ArtifactHandle.current(store, partition_prefix(asset_key, parsed[0]))
         # Partitions never materialized (a symbol registered but not run yet) are left out.
         handles = {}
         for key, partition in zip(keys, parsed):
             try:
-                handles[str(key)] = ArtifactHandle.current(store, artifact_prefix(asset_key, partition))
+                handles[str(key)] = ArtifactHandle.current(store, partition_prefix(asset_key, partition))
             except ArtifactNotFoundError:
                 context.log.warning(f"{asset_key.to_user_string()} partition {key} is not materialized; leaving it out")
         return handles

@@ -10,11 +10,15 @@ import pytest
 import yaml
 
 from intelligence_assets.definitions import build_assets
+from intelligence_assets.defs.assets.market_data import FEATURES
+from intelligence_assets.defs.assets.models import model_key
+from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.synthetic import synthetic_bars
-from intelligence_assets.defs.planner import code_versions_of, plan_runs
+from intelligence_assets.defs.planner import plan_runs
 from intelligence_assets.store.artifact_store import LocalArtifactStore
-from intelligence_assets.store.artifacts import ArtifactHandle, read_value
+from intelligence_assets.store.artifacts import TABLE_FILE, ArtifactHandle, read_value
+from intelligence_assets.store.keys import artifact_prefix, file_key
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import cache_outcomes, local_resources, materialize_everything
@@ -31,7 +35,7 @@ def misses(outcomes: dict) -> set[tuple[str, str | None]]:
 
 def champions_of(store: LocalArtifactStore) -> pl.DataFrame:
     """The registry's champion per cell (after the promotion rule), as model_registry stored it."""
-    return read_value(store, "model_registry").select("symbol", "target", "champion_version", "champion_family")
+    return read_value(store, artifact_prefix(MODEL_REGISTRY)).select("symbol", "target", "champion_version", "champion_family")
 
 
 def symbols_whose_champions_changed(before: pl.DataFrame, after: pl.DataFrame) -> set[str]:
@@ -54,7 +58,7 @@ def warm(tmp_path: Path):
 
 def plan_for(universe_path: Path, store, assets: list | None = None):
     universe = load_universe(universe_path)
-    return plan_runs(universe, store, code_versions_of(assets or build_assets(universe)), universe.symbols)
+    return plan_runs(universe, store, assets or build_assets(universe), universe.symbols)
 
 
 def assert_plan_covers_exactly(plan, recomputed: set, universe_path: Path) -> None:
@@ -76,14 +80,15 @@ def test_plan_after_a_full_run_launches_nothing(warm) -> None:
 
 def test_rerun_with_nothing_changed_recomputes_nothing(warm) -> None:
     universe_path, instance, resources, store = warm
-    before = ArtifactHandle.current(store, "models/lightgbm/SIGNAL/y_up_1b").fingerprint
+    model = artifact_prefix(model_key("lightgbm"), "SIGNAL", "y_up_1b")
+    before = ArtifactHandle.current(store, model).fingerprint
     rerun = materialize_everything(load_universe(universe_path), instance, resources)
     assert misses(rerun) == set()
     assert len(rerun) == 2 + 2 + 2 * 2 * len(PER_SYMBOL_TARGET) + 1 + 1 + 2
     assert rerun[("model_registry", None)] == "recomputed"
-    assert ArtifactHandle.current(store, "models/lightgbm/SIGNAL/y_up_1b").fingerprint == before
+    assert ArtifactHandle.current(store, model).fingerprint == before
     # The UI still shows the stored numbers, marked as a hit.
-    record = instance.fetch_materializations(dg.AssetKey(["models", "lightgbm"]), limit=1).records[0]
+    record = instance.fetch_materializations(model_key("lightgbm"), limit=1).records[0]
     assert record.asset_materialization.metadata["cache"].value == "hit"
 
 
@@ -136,13 +141,14 @@ def test_bumped_family_code_version_recomputes_that_family_and_dependents(warm, 
 
 def test_corrupt_stored_artifact_is_detected_and_recomputed(warm) -> None:
     universe_path, instance, resources, store = warm
-    handle = ArtifactHandle.current(store, "features/SIGNAL")
-    store.put_bytes(f"features/SIGNAL/{handle.fingerprint}/data.parquet", b"PAR1 not really parquet")
+    prefix = artifact_prefix(FEATURES, "SIGNAL")
+    handle = ArtifactHandle.current(store, prefix)
+    store.put_bytes(file_key(prefix, handle.fingerprint, TABLE_FILE), b"PAR1 not really parquet")
     universe = load_universe(universe_path)
     result = dg.materialize(build_assets(universe), selection=dg.AssetSelection.assets("features"), partition_key="SIGNAL", instance=instance, resources=resources)
     materialization = result.get_asset_materialization_events()[0].materialization
     assert materialization.metadata["cache"].value == "miss"  # never silently reused
-    assert read_value(store, "features/SIGNAL").height > 0
+    assert read_value(store, prefix).height > 0
 
 
 def ranged_run(universe_path: Path, instance: dg.DagsterInstance, resources: dict, assets: list[str]) -> dg.ExecuteInProcessResult:
@@ -175,9 +181,9 @@ def test_backfill_policy_run_over_many_partitions_matches_single_partition_runs(
     assert cache_outcomes(result) == {("features", symbol): "miss" for symbol in symbols}
     for event in result.get_asset_materialization_events():
         symbol = event.materialization.partition
-        stored = read_value(store, f"features/{symbol}")
+        stored = read_value(store, artifact_prefix(FEATURES, symbol))
         assert event.materialization.metadata["rows"].value == stored.height
-        assert event.materialization.metadata["fingerprint"].value == ArtifactHandle.current(store, f"features/{symbol}").fingerprint
+        assert event.materialization.metadata["fingerprint"].value == ArtifactHandle.current(store, artifact_prefix(FEATURES, symbol)).fingerprint
         assert "ret_21" not in stored.columns and "ret_10" in stored.columns
     plan = plan_for(universe_path, store)
     assert {("features", symbol) for symbol in symbols} <= plan.fresh

@@ -10,9 +10,16 @@ import pytest
 
 from intelligence_assets.definitions import build_assets, build_definitions
 from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
+from intelligence_assets.defs.assets.market_data import BARS, FEATURES
+from intelligence_assets.defs.assets.models import model_key
+from intelligence_assets.defs.assets.predictions import PREDICTIONS
+from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
+from intelligence_assets.defs.assets.target_analysis import LABELS, TARGET_ANALYSIS_ASSETS, TARGET_RANKINGS
 from intelligence_assets.defs.partitions import register_symbols
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import ArtifactHandle, BlockedArtifactError, read_value
+from intelligence_assets.store.keys import artifact_prefix, file_key, manifest_key
 from intelligence_assets.config.universe import Universe, load_universe
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import MODEL_SELECTION, local_resources, materialize_everything
@@ -38,6 +45,7 @@ def test_definitions_load_with_every_stage(small_universe: Universe, tmp_path: P
 
 def test_layout_follows_asset_symbol_target_fingerprint(materialized) -> None:
     _, store = materialized
+    # Spelled out: the layout a store written by an earlier version has.
     expected = {
         "bars/SIGNAL": "data.parquet",
         "features/NOISE": "data.parquet",
@@ -50,32 +58,32 @@ def test_layout_follows_asset_symbol_target_fingerprint(materialized) -> None:
     }
     for prefix, file in expected.items():
         handle = ArtifactHandle.current(store, prefix)
-        assert store.exists(f"{prefix}/{handle.fingerprint}/{file}"), prefix
-        assert store.exists(f"{prefix}/{handle.fingerprint}/manifest.json"), prefix
+        assert store.exists(file_key(prefix, handle.fingerprint, file)), prefix
+        assert store.exists(manifest_key(prefix, handle.fingerprint)), prefix
 
 
 def test_ranking_gates_training_and_says_why(materialized) -> None:
     instance, store = materialized
-    planted = read_value(store, "target_rankings/SIGNAL/y_up_1b")
-    noise = read_value(store, "target_rankings/NOISE/y_up_1b")
+    planted = read_value(store, artifact_prefix(TARGET_RANKINGS, "SIGNAL", "y_up_1b"))
+    noise = read_value(store, artifact_prefix(TARGET_RANKINGS, "NOISE", "y_up_1b"))
     assert planted["passed"], planted["reason"]
     assert not noise["passed"], noise["reason"]
-    gated_model = read_value(store, "models/xgboost/NOISE/y_up_1b")
+    gated_model = read_value(store, artifact_prefix(model_key("xgboost"), "NOISE", "y_up_1b"))
     assert not gated_model.trained and "not trained" in gated_model.summary["reason"]
     # The decision and its score are visible in the UI as metadata.
     key = dg.MultiPartitionKey({"symbol": "NOISE", "target": "y_up_1b"})
-    event = instance.get_latest_materialization_event(dg.AssetKey(["models", "xgboost"]))
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(["models", "xgboost"]), asset_partitions=[key]), limit=1).records
+    event = instance.get_latest_materialization_event(model_key("xgboost"))
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=model_key("xgboost"), asset_partitions=[key]), limit=1).records
     metadata = records[0].asset_materialization.metadata
     assert metadata["trained"].value is False and "below" in metadata["decision"].value
     assert event is not None
-    ranking_metadata = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("target_rankings"), asset_partitions=[key]), limit=1).records[0].asset_materialization.metadata
+    ranking_metadata = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=TARGET_RANKINGS, asset_partitions=[key]), limit=1).records[0].asset_materialization.metadata
     assert ranking_metadata["passed"].value is False and "score" in ranking_metadata
 
 
 def test_leaderboard_proposes_one_candidate_per_trained_cell(materialized, small_universe: Universe) -> None:
     _, store = materialized
-    leaderboard = read_value(store, "model_leaderboard")
+    leaderboard = read_value(store, artifact_prefix(MODEL_LEADERBOARD))
     assert leaderboard.height == len(small_universe.symbols) * len(small_universe.targets) * len(small_universe.model_families)
     trained_cells = leaderboard.filter(pl.col("trained")).select("symbol", "target").unique()
     candidates = leaderboard.filter(pl.col("candidate"))
@@ -99,7 +107,7 @@ def _check_evaluation(instance: dg.DagsterInstance, asset: dg.AssetKey, partitio
 def test_model_metadata_and_leakage_sentinel(materialized) -> None:
     instance, _ = materialized
     key = dg.MultiPartitionKey({"symbol": "SIGNAL", "target": "y_up_1b"})
-    asset = dg.AssetKey(["models", "lightgbm"])
+    asset = model_key("lightgbm")
     record = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[key]), limit=1).records[0]
     metadata = record.asset_materialization.metadata
     for name in ("auc", "accuracy", "log_loss", "sharpe", "feature_count", "train_rows", "test_rows", "test_period", "seed"):
@@ -114,17 +122,17 @@ def test_a_ranged_training_run_stores_what_per_cell_runs_store(materialized, sma
     with dg.instance_for_test() as instance:
         materialize_everything(small_universe, instance, local_resources(tmp_path, small_universe), ranged_training=False)
     per_cell_store = LocalArtifactStore(tmp_path)
-    assets = ["labels", "target_rankings", "feature_sets", *[f"models/{family}" for family in small_universe.model_families]]
+    assets = [*TARGET_ANALYSIS_ASSETS, *[model_key(family) for family in small_universe.model_families]]
     for asset in assets:
         for symbol in small_universe.symbols:
             for target in small_universe.target_names:
-                prefix = f"{asset}/{symbol}/{target}"
+                prefix = artifact_prefix(asset, symbol, target)
                 assert ArtifactHandle.current(per_cell_store, prefix).fingerprint == ArtifactHandle.current(ranged_store, prefix).fingerprint, prefix
     # The ranged runs report every cell's leakage sentinel as that cell's own evaluation.
     for family in small_universe.model_families:
         for symbol in small_universe.symbols:
             for target in small_universe.target_names:
-                _check_evaluation(ranged_instance, dg.AssetKey(["models", family]), f"{symbol}|{target}")
+                _check_evaluation(ranged_instance, model_key(family), f"{symbol}|{target}")
     runs = ranged_instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/asset_partition_range_start": f"SIGNAL|{small_universe.target_names[0]}"}))
     assert len(runs) == 1, "one training run per symbol"
 
@@ -138,20 +146,20 @@ def test_leakage_sentinel_fails_too_good_direction_models(tmp_path: Path) -> Non
     key = dg.MultiPartitionKey({"symbol": "SIGNAL", "target": "y_up_1b"})
     with dg.instance_for_test() as instance:
         register_symbols(instance, ["SIGNAL"])
-        assert dg.materialize(assets, selection=dg.AssetSelection.assets("bars", "features"), partition_key="SIGNAL", instance=instance, resources=resources).success
+        assert dg.materialize(assets, selection=dg.AssetSelection.assets(BARS, FEATURES), partition_key="SIGNAL", instance=instance, resources=resources).success
         result = dg.materialize(assets, selection=MODEL_SELECTION, partition_key=key, instance=instance, resources=resources, raise_on_error=False)
-        evaluation = _check_evaluation(instance, dg.AssetKey(["models", "linear"]), str(key))
+        evaluation = _check_evaluation(instance, model_key("linear"), str(key))
         assert not evaluation.passed
         assert "too good to be true" in (evaluation.description or "")
         assert result.success  # a failed non-blocking check flags the model; it does not fail the run
-        model = read_value(LocalArtifactStore(tmp_path / "artifacts"), "models/linear/SIGNAL/y_up_1b")
+        model = read_value(LocalArtifactStore(tmp_path / "artifacts"), artifact_prefix(model_key("linear"), "SIGNAL", "y_up_1b"))
         assert model.summary["leakage_suspect"] is True
 
 
 def test_predictions_cover_champions_up_to_the_newest_bar(materialized) -> None:
     _, store = materialized
-    predictions = read_value(store, "predictions/SIGNAL")
-    bars = read_value(store, "bars/SIGNAL")
+    predictions = read_value(store, artifact_prefix(PREDICTIONS, "SIGNAL"))
+    bars = read_value(store, artifact_prefix(BARS, "SIGNAL"))
     assert predictions.height > 0
     assert predictions["timestamp"].max() == bars["timestamp"].max()
 
@@ -164,20 +172,20 @@ def test_bad_bars_block_downstream_with_a_named_check(tmp_path: Path) -> None:
     resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources(universe)
     with dg.instance_for_test() as instance:
         register_symbols(instance, universe.symbols)
-        result = dg.materialize(build_assets(universe), selection=dg.AssetSelection.assets("bars", "features"), partition_key="NOISE", instance=instance, resources=resources, raise_on_error=False)
+        result = dg.materialize(build_assets(universe), selection=dg.AssetSelection.assets(BARS, FEATURES), partition_key="NOISE", instance=instance, resources=resources, raise_on_error=False)
         assert not result.success
         failed_checks = [e for e in result.get_asset_check_evaluations() if not e.passed]
         assert {c.check_name for c in failed_checks} >= {"prices_positive"}
         store = LocalArtifactStore(tmp_path / "artifacts")
-        assert not store.list_keys("features/NOISE")
+        assert not store.list_keys(artifact_prefix(FEATURES, "NOISE"))
         # Dagster stored the bars before the blocking check failed; no later run may use them.
         key = dg.MultiPartitionKey({"symbol": "NOISE", "target": "y_up_1b"})
-        later = dg.materialize(build_assets(universe), selection=dg.AssetSelection.assets("labels"), partition_key=key, instance=instance, resources=resources, raise_on_error=False)
+        later = dg.materialize(build_assets(universe), selection=dg.AssetSelection.assets(LABELS), partition_key=key, instance=instance, resources=resources, raise_on_error=False)
         assert not later.success
         failure = later.get_step_failure_events()[0].step_failure_data.error
         assert "failed blocking checks" in str(failure.cause or failure.message) + failure.message
         with pytest.raises(BlockedArtifactError, match="prices_positive"):
-            ArtifactHandle.current(store, "bars/NOISE")
+            ArtifactHandle.current(store, artifact_prefix(BARS, "NOISE"))
 
 
 def test_a_symbol_without_a_bars_file_fails_naming_where_the_file_was_expected(small_universe: Universe, tmp_path: Path) -> None:
@@ -185,7 +193,7 @@ def test_a_symbol_without_a_bars_file_fails_naming_where_the_file_was_expected(s
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("symbol", ["TSLA"])
         with pytest.raises(FileNotFoundError, match=r"no bars for symbol 'TSLA': expected .*TSLA\.parquet"):
-            dg.materialize(build_assets(small_universe), selection=dg.AssetSelection.assets("bars"), partition_key="TSLA", instance=instance, resources=resources)
+            dg.materialize(build_assets(small_universe), selection=dg.AssetSelection.assets(BARS), partition_key="TSLA", instance=instance, resources=resources)
 
 
 def test_candidate_must_beat_no_skill_and_the_sentinel(small_universe: Universe) -> None:
@@ -203,9 +211,9 @@ def test_candidate_must_beat_no_skill_and_the_sentinel(small_universe: Universe)
 
 def test_leaderboard_ranks_the_current_model_versions(materialized) -> None:
     _, store = materialized
-    leaderboard = read_value(store, "model_leaderboard")
+    leaderboard = read_value(store, artifact_prefix(MODEL_LEADERBOARD))
     for row in leaderboard.filter(pl.col("trained")).iter_rows(named=True):
-        handle = ArtifactHandle.current(store, f"models/{row['family']}/{row['symbol']}/{row['target']}")
+        handle = ArtifactHandle.current(store, artifact_prefix(model_key(row["family"]), row["symbol"], row["target"]))
         assert row["model_fingerprint"] == handle.fingerprint
 
 
@@ -230,7 +238,7 @@ def test_embedded_mlflow_store_tracks_every_model_and_make_mlflow_ui_serves_it(m
     client = MlflowClient(f"sqlite:///{database}")
     model_runs = sum(len(client.search_runs([e.experiment_id])) for e in client.search_experiments())
     assert model_runs == len(small_universe.symbols) * len(small_universe.targets) * len(small_universe.model_families)
-    registry = read_value(store, "model_registry")
+    registry = read_value(store, artifact_prefix(MODEL_REGISTRY))
     champion = registry.filter(pl.col("champion_version").is_not_null()).row(0, named=True)
 
     port = free_port()

@@ -9,6 +9,8 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
+from intelligence_assets.defs.assets.housekeeping import CHECKPOINT_RETENTION, STORAGE_USAGE
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.definitions import HOUSEKEEPING_JOB, build_assets, build_definitions
 from intelligence_assets.config.deployment import DeploymentSettings
 from intelligence_assets.store.artifact_store import LocalArtifactStore
@@ -59,7 +61,7 @@ def test_dry_run_lists_actions_and_changes_nothing_then_apply_is_idempotent(trai
     rehearsal = housekeeping(universe, instance, resources, dry_run=True, days_ahead=10)
     metadata = rehearsal.asset_materializations_for_node("checkpoint_retention")[0].metadata
     assert metadata["dry_run"].value is True and metadata["actions"].value == len(gated_runs)
-    report = read_value(store, "checkpoint_retention")
+    report = read_value(store, artifact_prefix(CHECKPOINT_RETENTION))
     assert set(report["kind"]) == {"collect_run"} and set(report["status"]) == {"planned"}
     assert {run.info.run_id for run in all_runs(client)} == runs_before
     assert {(v.name, v.version) for v in client.search_model_versions()} == versions_before
@@ -73,7 +75,7 @@ def test_dry_run_lists_actions_and_changes_nothing_then_apply_is_idempotent(trai
     assert again.success
     # Nothing left to do in MLflow; the only targets are earlier housekeeping results, superseded
     # by the runs above and "older than 7 days" ten days ahead.
-    second = read_value(store, "checkpoint_retention")
+    second = read_value(store, artifact_prefix(CHECKPOINT_RETENTION))
     assert set(second["kind"]) <= {"collect_artifact"}
     assert all(target.startswith(("checkpoint_retention/", "storage_usage/")) for target in second["target"])
 
@@ -81,7 +83,7 @@ def test_dry_run_lists_actions_and_changes_nothing_then_apply_is_idempotent(trai
 def test_storage_usage_counts_every_area_and_checks_the_quota(trained) -> None:
     universe, instance, resources, store, _ = trained
     result = housekeeping(universe, instance, resources, dry_run=True, days_ahead=0)
-    usage = read_value(store, "storage_usage")
+    usage = read_value(store, artifact_prefix(STORAGE_USAGE))
     on_disk = sum(path.stat().st_size for path in Path(store.location.removeprefix("file://")).rglob("*") if path.is_file())
     stored = int(usage["bytes"].sum())
     # Everything but the usage table being written at that moment (and its pointer).

@@ -8,7 +8,10 @@ import dagster as dg
 import pytest
 
 from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
+from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.store.artifacts import ArtifactHandle, read_value
+from intelligence_assets.store.keys import artifact_prefix, file_key, pointer_key
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.mlflow_server import MlflowServer
@@ -34,7 +37,7 @@ def test_graph_on_s3_with_cache_hits_and_no_secret_in_dagster(tmp_path: Path, s3
         rerun = materialize_everything(universe, instance, deployment.resources(universe))
         assert set(rerun.values()) == {"hit", "recomputed"}
         # Models were logged once, on the miss; the hits linked the same runs.
-        model_metadata = instance.fetch_materializations(dg.AssetKey(["models", "linear"]), limit=1).records[0].asset_materialization.metadata
+        model_metadata = instance.fetch_materializations(model_key("linear"), limit=1).records[0].asset_materialization.metadata
         assert model_metadata["mlflow_run"].value.startswith(mlflow_server.url)
 
         # The credentials were EnvVars: nothing Dagster stored mentions the secret.
@@ -44,8 +47,9 @@ def test_graph_on_s3_with_cache_hits_and_no_secret_in_dagster(tmp_path: Path, s3
             assert s3_endpoint.secret_key not in str(run.run_config)
 
     store = deployment.artifact_store()
-    handle = ArtifactHandle.current(store, "models/linear/SIGNAL/y_up_1b")
-    objects = {obj.object_name for obj in s3_endpoint.client().list_objects(bucket, prefix="models/linear/SIGNAL/y_up_1b/", recursive=True)}
-    assert f"models/linear/SIGNAL/y_up_1b/{handle.fingerprint}/model/model.json" in objects
-    assert "models/linear/SIGNAL/y_up_1b/current.json" in objects
-    assert read_value(store, "model_leaderboard").height == len(universe.symbols) * len(universe.targets)
+    model = artifact_prefix(model_key("linear"), "SIGNAL", "y_up_1b")
+    handle = ArtifactHandle.current(store, model)
+    objects = {obj.object_name for obj in s3_endpoint.client().list_objects(bucket, prefix=model, recursive=True)}
+    assert file_key(model, handle.fingerprint, "model/model.json") in objects
+    assert pointer_key(model) in objects
+    assert read_value(store, artifact_prefix(MODEL_LEADERBOARD)).height == len(universe.symbols) * len(universe.targets)

@@ -12,6 +12,9 @@ import polars as pl
 import pytest
 import yaml
 
+from intelligence_assets.defs.assets.market_data import BARS
+from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.defs.automation.alerts import alerts_table
 from intelligence_assets.cli.pools import configure_pools
 from intelligence_assets.definitions import build_assets, build_definitions
@@ -72,7 +75,7 @@ def test_new_bars_sensor_registers_new_symbols_once_and_requests_exactly_their_p
     with dg.instance_for_test() as instance:
         first = evaluate_sensor(defs, "new_bars", instance, None)
         assert {r.partition_key for r in first.run_requests} == {"SIGNAL", "NOISE"}
-        assert all(r.asset_selection == [dg.AssetKey("bars")] for r in first.run_requests)
+        assert all(r.asset_selection == [BARS] for r in first.run_requests)
         assert all(r.tags["dagster/priority"] == "10" for r in first.run_requests)
         assert [sorted(r.partition_keys) for r in first.dynamic_partitions_requests] == [["NOISE", "SIGNAL"]]
         instance.add_dynamic_partitions("symbol", ["NOISE", "SIGNAL"])  # what the daemon does with the request
@@ -236,7 +239,7 @@ def test_new_bars_flow_downstream_by_automation_without_recomputing_fresh_partit
 
 def test_champion_decay_triggers_only_past_the_threshold(graph) -> None:
     path, defs, resources, instance, store = graph
-    registry = read_value(store, "model_registry")
+    registry = read_value(store, artifact_prefix(MODEL_REGISTRY))
     signal = registry.filter((pl.col("symbol") == "SIGNAL") & (pl.col("target") == "y_up_1b")).row(0, named=True)
     assert signal["champion_version"] and signal["champion_score"] > 0.6, "precondition: the planted signal has a champion"
 

@@ -9,6 +9,8 @@ import dagster as dg
 import pytest
 import yaml
 
+from intelligence_assets.defs.assets.market_data import BARS
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
 from intelligence_assets_tests.conftest import fresh_home, home_environment, write_small_universe
@@ -40,4 +42,4 @@ def test_daemon_runs_the_new_bars_sensor_and_its_run_succeeds(tmp_path: Path, mo
             assert succeeded is not None, f"no sensor-triggered run succeeded within {DEADLINE_SECONDS}s; daemon log:\n{log_path.read_text(errors='replace')[-3000:]}"
             assert succeeded.tags["dagster/priority"] == "10" and succeeded.tags.get("dagster/partition") == "SIGNAL"
             assert "SIGNAL" in instance.get_dynamic_partitions("symbol")  # registered by the sensor
-    assert read_value(store, "bars/SIGNAL").height == 1600
+    assert read_value(store, artifact_prefix(BARS, "SIGNAL")).height == 1600

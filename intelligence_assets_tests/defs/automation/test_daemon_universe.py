@@ -15,6 +15,11 @@ import polars as pl
 import pytest
 import yaml
 
+from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
+from intelligence_assets.defs.assets.market_data import BARS, FEATURES
+from intelligence_assets.defs.assets.predictions import PREDICTIONS
+from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.store.artifact_store import ArtifactStoreError, LocalArtifactStore
 from intelligence_assets.store.artifacts import ArtifactHandle, latest_failure, read_value
 from intelligence_assets_tests.conftest import fresh_home, home_environment, write_small_universe
@@ -54,7 +59,8 @@ def _runs_report(instance: dg.DagsterInstance) -> list[str]:
 def _diagnostics(instance: dg.DagsterInstance, log_path: Path, store: LocalArtifactStore) -> str:
     lines = _runs_report(instance)
     lines.append(f"dynamic partitions 'symbol': {instance.get_dynamic_partitions('symbol')}")
-    for prefix in ("bars/SIGNAL", "bars/FLAT", "features/SIGNAL", "features/FLAT", "model_leaderboard", "model_registry", "predictions/SIGNAL"):
+    prefixes = [artifact_prefix(key, symbol) for key in (BARS, FEATURES) for symbol in ("SIGNAL", "FLAT")]
+    for prefix in [*prefixes, artifact_prefix(MODEL_LEADERBOARD), artifact_prefix(MODEL_REGISTRY), artifact_prefix(PREDICTIONS, "SIGNAL")]:
         try:
             state = f"current {ArtifactHandle.current(store, prefix).fingerprint[:12]}"
         except ArtifactStoreError as error:
@@ -66,7 +72,7 @@ def _diagnostics(instance: dg.DagsterInstance, log_path: Path, store: LocalArtif
 
 
 def _leaderboard_metadata(instance: dg.DagsterInstance) -> dict | None:
-    event = instance.get_latest_materialization_event(dg.AssetKey("model_leaderboard"))
+    event = instance.get_latest_materialization_event(MODEL_LEADERBOARD)
     return None if event is None else event.asset_materialization.metadata
 
 
@@ -103,7 +109,7 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
             deadline = started + DEADLINE_SECONDS
             while time.monotonic() < deadline and daemon.poll() is None:
                 assert "Error loading repository location" not in log_path.read_text(errors="replace"), explain("the daemon cannot load the code location")
-                predictions = _stored(store, "predictions/SIGNAL")
+                predictions = _stored(store, artifact_prefix(PREDICTIONS, "SIGNAL"))
                 in_flight = instance.get_runs(filters=dg.RunsFilter(statuses=list(IN_FLIGHT)))
                 if predictions is None or in_flight:
                     settled_since = None
@@ -120,14 +126,14 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
             assert settled_since is not None, explain(f"predictions/SIGNAL did not appear, or runs kept going, within {DEADLINE_SECONDS}s")
 
             # The healthy symbol went all the way, with no hand-made run.
-            predictions = read_value(store, "predictions/SIGNAL")
+            predictions = read_value(store, artifact_prefix(PREDICTIONS, "SIGNAL"))
             assert predictions.height > 0, explain(f"predictions/SIGNAL is empty: {predictions}")
-            registry = read_value(store, "model_registry")
+            registry = read_value(store, artifact_prefix(MODEL_REGISTRY))
             champions = registry.filter((pl.col("symbol") == "SIGNAL") & pl.col("champion_version").is_not_null())
             assert champions.height >= 1, explain(f"no SIGNAL champion in the registry:\n{registry}")
             assert set(predictions["target"]) == set(champions["target"]), explain(f"predictions serve {set(predictions['target'])}, champions {champions}")
             assert registry.filter(pl.col("symbol") == "FLAT").filter(pl.col("champion_version").is_not_null()).height == 0, explain(f"FLAT has a champion:\n{registry}")
-            leaderboard = read_value(store, "model_leaderboard")
+            leaderboard = read_value(store, artifact_prefix(MODEL_LEADERBOARD))
             assert leaderboard.filter(pl.col("symbol") == "SIGNAL").height == 2, explain(f"leaderboard lacks SIGNAL's two cells:\n{leaderboard}")
             assert leaderboard.filter(pl.col("symbol") == "FLAT").height == 0, explain(f"leaderboard lists FLAT models:\n{leaderboard}")
             assert set(instance.get_dynamic_partitions("symbol")) == {"SIGNAL", "FLAT"}, explain("symbols not registered by the sensor")
@@ -135,14 +141,14 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
             assert all(run.tags.get("intelligence/trigger") in ("new_bars", "automation") for run in runs), explain("a run came from elsewhere than the sensors")
 
             # The broken symbol failed in features, stays failed, and says why.
-            assert read_value(store, "bars/FLAT").height == 1600, explain("FLAT's bars were not stored")
-            failure = latest_failure(store, "features/FLAT")
+            assert read_value(store, artifact_prefix(BARS, "FLAT")).height == 1600, explain("FLAT's bars were not stored")
+            failure = latest_failure(store, artifact_prefix(FEATURES, "FLAT"))
             assert failure is not None and "no usable feature" in failure["error"], explain(f"features/FLAT failure record: {failure}")
             failed_run = instance.get_run_by_id(failure["run_id"])
             assert failed_run is not None and failed_run.status == dg.DagsterRunStatus.FAILURE, explain(f"the run {failure['run_id']} that recorded FLAT's failure did not fail")
             with pytest.raises(ArtifactStoreError):
-                ArtifactHandle.current(store, "features/FLAT")
-            flat_feature_runs = [run for run in runs if run.tags.get("dagster/partition") == "FLAT" and dg.AssetKey("features") in (run.asset_selection or set())]
+                ArtifactHandle.current(store, artifact_prefix(FEATURES, "FLAT"))
+            flat_feature_runs = [run for run in runs if run.tags.get("dagster/partition") == "FLAT" and FEATURES in (run.asset_selection or set())]
             assert not any(run.status == dg.DagsterRunStatus.SUCCESS for run in flat_feature_runs), explain("a FLAT features run succeeded")
 
             metadata = _leaderboard_metadata(instance)
@@ -167,10 +173,10 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
             # Predictions follow the registry only: no run selects them before model_registry first
             # materialized (such a run fails loading its `model_registry` input on a universe whose
             # symbols are all healthy; here FLAT's failed features step would hide that).
-            registry_records = instance.fetch_materializations(dg.AssetKey("model_registry"), limit=1, ascending=True).records
+            registry_records = instance.fetch_materializations(MODEL_REGISTRY, limit=1, ascending=True).records
             first_registry = registry_records[0].timestamp
             early = [
                 record.dagster_run.run_id[:8] for record in instance.get_run_records()
-                if dg.AssetKey("predictions") in (record.dagster_run.asset_selection or set()) and record.create_timestamp.timestamp() < first_registry
+                if PREDICTIONS in (record.dagster_run.asset_selection or set()) and record.create_timestamp.timestamp() < first_registry
             ]
             assert not early, explain(f"runs {early} selected predictions before model_registry first materialized")

@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # The CPU build of torch; the CUDA build belongs in the GPU image only.
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --constraint constraints/cpu.txt
 
-.PHONY: install postgres chromium demo minio-demo test ui mlflow-ui rollback housekeeping report bench bench-scale bench-storage bench-backfill bench-gpu-data clean-home
+.PHONY: install postgres chromium demo minio-demo test lint format ui mlflow-ui rollback housekeeping report bench bench-scale bench-storage bench-backfill bench-gpu-data clean-home
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -40,6 +40,15 @@ postgres:
 
 test: install postgres chromium
 	$(BIN)/python -m pytest
+
+# Formatting and lint (ruff, configured in pyproject.toml); `make format` rewrites in place.
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 # The webserver and the daemon (schedules, sensors, automation, run queue); pool limits from universe.yaml.
 ui: install $(DAGSTER_HOME)/dagster.yaml

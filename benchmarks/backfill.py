@@ -9,6 +9,7 @@ per stage partition in a pool of workers), which is how a whole-universe backfil
 
 Appends a row to benchmarks/results/backfill.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,9 @@ def write_universe(directory: Path, partitions: int) -> Path:
     bars.mkdir(parents=True)
     symbols = [f"SYN{index:05d}" for index in range(partitions)]
     for index, symbol in enumerate(symbols):
-        synthetic_bars(n_bars=BARS_PER_SYMBOL, seed=index, signal_strength=1.0 if index % 2 == 0 else 0.0).write_parquet(bars / f"{symbol}.parquet")
+        synthetic_bars(
+            n_bars=BARS_PER_SYMBOL, seed=index, signal_strength=1.0 if index % 2 == 0 else 0.0
+        ).write_parquet(bars / f"{symbol}.parquet")
     config = {
         "symbols": symbols,
         "bars": {"directory": "bars", "min_history": 500},
@@ -55,15 +58,22 @@ def measure_policy_overhead(universe, workers: int) -> str:
     so almost no compute), once as one run per partition and once in the policy's ranged runs."""
     import dagster as dg
 
-    from intelligence_assets.definitions import PREDICTIONS_JOB
     from intelligence_assets.cli.demo import partition_ranges, run_stage, worker_pool
+    from intelligence_assets.definitions import PREDICTIONS_JOB
 
     symbols = list(universe.symbols)
-    ranges = partition_ranges(dg.DagsterInstance.get().get_dynamic_partitions("symbol"), symbols, universe.automation.backfill_partitions_per_run)
+    ranges = partition_ranges(
+        dg.DagsterInstance.get().get_dynamic_partitions("symbol"),
+        symbols,
+        universe.automation.backfill_partitions_per_run,
+    )
     with worker_pool(workers) as pool:
         single = run_stage(pool, PREDICTIONS_JOB, symbols, "WARNING")
         ranged = run_stage(pool, PREDICTIONS_JOB, ranges, "WARNING")
-    return f"predictions, all hits: {single.runs} single-partition runs {single.seconds:.0f}s vs {ranged.runs} ranged runs {ranged.seconds:.1f}s"
+    return (
+        f"predictions, all hits: {single.runs} single-partition runs {single.seconds:.0f}s "
+        f"vs {ranged.runs} ranged runs {ranged.seconds:.1f}s"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,7 +87,13 @@ def main(argv: list[str] | None = None) -> None:
         home.mkdir()
         shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
         universe_path = write_universe(scratch / "universe", args.partitions)
-        os.environ.update({"DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")})
+        os.environ.update(
+            {
+                "DAGSTER_HOME": str(home),
+                "INTELLIGENCE_UNIVERSE": str(universe_path),
+                "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts"),
+            }
+        )
 
         from intelligence_assets.cli.demo import materialize_universe
 
@@ -94,14 +110,22 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
     per_stage = "; ".join(f"{stage.job_name} {stage.runs} runs {stage.seconds:.0f}s" for stage in stages if stage.runs)
-    row = f"| {args.partitions} | {args.workers} | {runs} | {total:.0f} | {total / args.partitions:.2f} | {rerun:.1f} | {per_stage} | {overhead} |"
+    row = (
+        f"| {args.partitions} | {args.workers} | {runs} | {total:.0f} | {total / args.partitions:.2f} | {rerun:.1f} "
+        f"| {per_stage} | {overhead} |"
+    )
     header = (
         "# Backfill benchmark\n\n"
-        "`make bench-backfill` (`.venv/bin/python -m benchmarks.backfill --partitions N`): N synthetic symbols x 1 target, "
-        "`linear` family, 700 bars each, embedded default. Runs: in-process Dagster runs in a pool of workers, cut as `make demo` "
-        "cuts them: one `bars`/`features` run per symbol; training (labels to models) and `predictions` in ranged runs of up to "
-        "`backfill_partitions_per_run`, as their BackfillPolicy launches them; one leaderboard and one registry run.\n\n"
-        "| partitions per asset | workers | runs launched | wall s (plan + all runs) | s per partition | no-change rerun s | stages | BackfillPolicy: per-run overhead | machine |\n"
+        "`make bench-backfill` (`.venv/bin/python -m benchmarks.backfill --partitions N`): N synthetic symbols x 1 "
+        "target, "
+        "`linear` family, 700 bars each, embedded default. Runs: in-process Dagster runs in a pool of workers, cut as "
+        "`make demo` "
+        "cuts them: one `bars`/`features` run per symbol; training (labels to models) and `predictions` in ranged runs "
+        "of up to "
+        "`backfill_partitions_per_run`, as their BackfillPolicy launches them; one leaderboard and one registry "
+        "run.\n\n"
+        "| partitions per asset | workers | runs launched | wall s (plan + all runs) | s per partition | no-change "
+        "rerun s | stages | BackfillPolicy: per-run overhead | machine |\n"
         "|---:|---:|---:|---:|---:|---:|---|---|---|\n"
     )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 """Embedded-default Dagster homes for benchmark child processes."""
+
 from __future__ import annotations
 
 import os
@@ -11,7 +12,12 @@ from intelligence_assets.config.universe import REPOSITORY_ROOT, UNIVERSE_PATH_V
 
 def home_environment(home: Path, universe_path: Path) -> dict[str, str]:
     """This process's environment, pointed at `home` (instance and artifacts) and the universe."""
-    return {**os.environ, "DAGSTER_HOME": str(home), UNIVERSE_PATH_VARIABLE: str(universe_path), ARTIFACT_ROOT_VARIABLE: str(home / "artifacts")}
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        UNIVERSE_PATH_VARIABLE: str(universe_path),
+        ARTIFACT_ROOT_VARIABLE: str(home / "artifacts"),
+    }
 
 
 def fresh_home(home: Path, universe_path: Path) -> dict[str, str]:

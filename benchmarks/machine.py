@@ -1,9 +1,10 @@
 """Describe the machine a benchmark ran on, for the results tables."""
+
 from __future__ import annotations
 
 import os
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -20,8 +21,8 @@ def describe_machine() -> str:
     if meminfo.exists():
         total_kb = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
         memory = f", {total_kb / 1024 / 1024:.0f} GiB RAM"
-    load = ", load average %.2f %.2f %.2f" % os.getloadavg() if hasattr(os, "getloadavg") else ""
+    load = ", load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
     return (
         f"{os.cpu_count()} cores ({cpu}){memory}; {platform.system()} {platform.release()}; "
-        f"Python {platform.python_version()}; {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC{load}"
+        f"Python {platform.python_version()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC{load}"
     )

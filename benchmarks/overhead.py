@@ -18,6 +18,7 @@
 
 Writes benchmarks/results/overhead.md and PNG plots beside it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,15 @@ import yaml
 
 from benchmarks.homes import fresh_home
 from benchmarks.machine import describe_machine
-from intelligence_assets.defs.assets.market_data import bars_per_year_of
-from intelligence_assets.defs.processes import available_cores, forked_pool, prepare_worker, worker_libraries, worker_threads
 from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
+from intelligence_assets.defs.assets.market_data import bars_per_year_of
+from intelligence_assets.defs.processes import (
+    available_cores,
+    forked_pool,
+    prepare_worker,
+    worker_libraries,
+    worker_threads,
+)
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results"
 NOTES = REPOSITORY_ROOT / "benchmarks" / "overhead_notes.md"
@@ -85,7 +92,9 @@ class PlatformWork:
         from intelligence_assets.store.artifacts import Manifest, commit_artifact, point_to
 
         fingerprint = hashlib.sha256(prefix.encode()).hexdigest()[:32]
-        manifest = commit_artifact(self.store, prefix, value, Manifest(fingerprint=fingerprint, data_version=fingerprint, files={}))
+        manifest = commit_artifact(
+            self.store, prefix, value, Manifest(fingerprint=fingerprint, data_version=fingerprint, files={})
+        )
         point_to(self.store, prefix, manifest)
         return fingerprint
 
@@ -93,27 +102,37 @@ class PlatformWork:
         from intelligence_assets.tracking import names
         from intelligence_assets.tracking.tracker import TrainingRecord
 
-        metric = universe.leaderboard.classification_metric if trained_model.summary.get("task") == "classification" else universe.leaderboard.regression_metric
+        metric = (
+            universe.leaderboard.classification_metric
+            if trained_model.summary.get("task") == "classification"
+            else universe.leaderboard.regression_metric
+        )
         record = TrainingRecord(
-            symbol=symbol, target=target, trained_model=trained_model, score_metric=metric, eligible=trained_model.trained,
+            symbol=symbol,
+            target=target,
+            trained_model=trained_model,
+            score_metric=metric,
+            eligible=trained_model.trained,
             provenance_tags={names.FINGERPRINT_TAG: fingerprint, names.ARTIFACT_URI_TAG: self.store.uri(fingerprint)},
             config={"params": universe.model_families[trained_model.family].params, "seed": universe.seed},
         )
         self.tracker.track_training(record)
 
 
-def cell_work(universe_path: str, symbol: str, target: str, bars: object, features: object, platform_root: str | None = None) -> TaskTime:
+def cell_work(
+    universe_path: str, symbol: str, target: str, bars: object, features: object, platform_root: str | None = None
+) -> TaskTime:
     """One symbol x target: labels, ranking, selection and every family. With `platform_root`,
     also what the platform does around it (see PlatformWork)."""
     from intelligence_assets.defs.assets.models import model_key
     from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS, TARGET_RANKINGS
     from intelligence_assets.ml.dataset import build_dataset
     from intelligence_assets.ml.ranking import rank_target
-    from intelligence_assets.store.keys import artifact_prefix
     from intelligence_assets.ml.selection import select_features
     from intelligence_assets.ml.targets import build_labels, label_horizon
     from intelligence_assets.ml.trained_model import TrainedModel
     from intelligence_assets.ml.training import train_and_evaluate
+    from intelligence_assets.store.keys import artifact_prefix
 
     universe = load_universe(Path(universe_path))
     platform = PlatformWork(platform_root) if platform_root else None
@@ -122,14 +141,28 @@ def cell_work(universe_path: str, symbol: str, target: str, bars: object, featur
     started = time.perf_counter()
     labels = build_labels(bars, spec)
     dataset = build_dataset(features, labels)
-    ranking = rank_target(dataset.x, dataset.y, spec.task, horizon, universe.split, universe.ranking, seed=universe.seed)
+    ranking = rank_target(
+        dataset.x, dataset.y, spec.task, horizon, universe.split, universe.ranking, seed=universe.seed
+    )
     selection = None
     if ranking.passed:
-        selection = select_features(dataset.x, dataset.y, dataset.feature_names, spec.task, horizon, universe.split, universe.selection, seed=universe.seed)
+        selection = select_features(
+            dataset.x,
+            dataset.y,
+            dataset.feature_names,
+            spec.task,
+            horizon,
+            universe.split,
+            universe.selection,
+            seed=universe.seed,
+        )
     if platform:
         platform.commit(artifact_prefix(LABELS, symbol, target), labels)
         platform.commit(artifact_prefix(TARGET_RANKINGS, symbol, target), ranking.to_dict())
-        platform.commit(artifact_prefix(FEATURE_SETS, symbol, target), selection.to_dict() if selection else {"gated": True, "selected": []})
+        platform.commit(
+            artifact_prefix(FEATURE_SETS, symbol, target),
+            selection.to_dict() if selection else {"gated": True, "selected": []},
+        )
     for family, settings in universe.model_families.items():
         base = {"symbol": symbol, "target": target, "task": spec.task, "target_kind": spec.kind}
         if selection is None:
@@ -137,18 +170,43 @@ def cell_work(universe_path: str, symbol: str, target: str, bars: object, featur
         else:
             selected = build_dataset(features, labels, selection.selected)
             result = train_and_evaluate(
-                family, settings.params, selected.x, selected.y, selected.forward_return_1, task=spec.task, spec_kind=spec.kind,
-                label_horizon=horizon, split=universe.split, seed=universe.seed, bars_per_year=bars_per_year_of(universe, symbol, features["timestamp"]),
-                side=getattr(spec, "side", None), cross_validate=universe.split.score_models_on_folds,
+                family,
+                settings.params,
+                selected.x,
+                selected.y,
+                selected.forward_return_1,
+                task=spec.task,
+                spec_kind=spec.kind,
+                label_horizon=horizon,
+                split=universe.split,
+                seed=universe.seed,
+                bars_per_year=bars_per_year_of(universe, symbol, features["timestamp"]),
+                side=getattr(spec, "side", None),
+                cross_validate=universe.split.score_models_on_folds,
             )
             details = result.to_dict()
-            trained = TrainedModel(family=family, model=result.model, summary={
-                **base, "features": selection.selected, "metrics": result.metrics, "baseline": details.get("baseline", {}),
-                "training_curve": details["training_curve"], "fold_metrics": details["fold_metrics"],
-                "train_rows": details.get("train_rows"), "test_rows": details.get("test_rows"),
-            })
+            trained = TrainedModel(
+                family=family,
+                model=result.model,
+                summary={
+                    **base,
+                    "features": selection.selected,
+                    "metrics": result.metrics,
+                    "baseline": details.get("baseline", {}),
+                    "training_curve": details["training_curve"],
+                    "fold_metrics": details["fold_metrics"],
+                    "train_rows": details.get("train_rows"),
+                    "test_rows": details.get("test_rows"),
+                },
+            )
         if platform:
-            platform.track(universe, symbol, target, trained, platform.commit(artifact_prefix(model_key(family), symbol, target), trained))
+            platform.track(
+                universe,
+                symbol,
+                target,
+                trained,
+                platform.commit(artifact_prefix(model_key(family), symbol, target), trained),
+            )
     return TaskTime("cell", f"{symbol}|{target}", time.perf_counter() - started)
 
 
@@ -177,10 +235,21 @@ def ideal_pool(universe_path: Path, workers: int, platform_root: Path | None = N
     with forked_pool(workers, libraries, prepare_worker, (libraries, worker_threads(workers))) as pool:
         if platform_root:  # the MLflow store created once while the server imports, as make demo does
             PlatformWork(str(platform_root)).tracker.client.search_experiments(max_results=1)
-        symbol_results = dict(zip(universe.symbols, pool.map(symbol_work, [str(universe_path)] * len(universe.symbols), universe.symbols)))
+        symbol_results = dict(
+            zip(
+                universe.symbols,
+                pool.map(symbol_work, [str(universe_path)] * len(universe.symbols), universe.symbols),
+                strict=True,
+            )
+        )
         cells = [(symbol, target) for symbol in universe.symbols for target in universe.target_names]
         root = str(platform_root) if platform_root else None
-        list(pool.map(cell_work, *zip(*[(str(universe_path), s, t, *symbol_results[s][1], root) for s, t in cells])))
+        list(
+            pool.map(
+                cell_work,
+                *zip(*[(str(universe_path), s, t, *symbol_results[s][1], root) for s, t in cells], strict=False),
+            )
+        )
     return time.perf_counter() - started
 
 
@@ -188,9 +257,17 @@ def ideal_pool_in_child(universe_path: Path, workers: int, platform_root: Path |
     """`ideal_pool` in a fresh process of its own, as each `make demo` is: a process has one
     forkserver, started by its first pool with that pool's imports."""
     completed = subprocess.run(
-        [PYTHON, "-c", f"from benchmarks.overhead import ideal_pool; from pathlib import Path; "
-                       f"print('SECONDS', ideal_pool(Path({str(universe_path)!r}), {workers}, {f'Path({str(platform_root)!r})' if platform_root else None}))"],
-        capture_output=True, text=True, check=False, cwd=REPOSITORY_ROOT,
+        [
+            PYTHON,
+            "-c",
+            f"from benchmarks.overhead import ideal_pool; from pathlib import Path; "
+            f"print('SECONDS', ideal_pool(Path({str(universe_path)!r}), {workers}, "
+            f"{f'Path({str(platform_root)!r})' if platform_root else None}))",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPOSITORY_ROOT,
     )
     if completed.returncode != 0:
         raise SystemExit(f"the pool failed:\n{completed.stderr[-3000:]}")
@@ -210,10 +287,18 @@ def dagster_run(universe_path: Path, workers: int, scratch: Path) -> tuple[float
     env = fresh_home(scratch / "dagster_home", universe_path)
     started = time.perf_counter()
     process = subprocess.Popen(
-        [PYTHON, "-c", f"from intelligence_assets.cli.demo import materialize_universe; from intelligence_assets.config.universe import load_universe; "
-                       f"import json; t = materialize_universe(load_universe(), {workers}, log_level='WARNING'); "
-                       f"print('STAGES', json.dumps([(s.job_name, s.runs, s.seconds) for s in t.stages]))"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            PYTHON,
+            "-c",
+            "from intelligence_assets.cli.demo import materialize_universe; "
+            "from intelligence_assets.config.universe import load_universe; "
+            f"import json; t = materialize_universe(load_universe(), {workers}, log_level='WARNING'); "
+            f"print('STAGES', json.dumps([(s.job_name, s.runs, s.seconds) for s in t.stages]))",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     with ThreadPoolExecutor(max_workers=1) as reader:
         output = reader.submit(process.communicate)  # drains both pipes until every holder has exited
@@ -223,15 +308,15 @@ def dagster_run(universe_path: Path, workers: int, scratch: Path) -> tuple[float
     all_exited = time.perf_counter() - started
     if returncode != 0:
         raise SystemExit(f"the Dagster run failed:\n{stderr[-3000:]}")
-    stages = json.loads(next(line for line in stdout.splitlines() if line.startswith("STAGES"))[len("STAGES "):])
+    stages = json.loads(next(line for line in stdout.splitlines() if line.startswith("STAGES"))[len("STAGES ") :])
     return seconds, all_exited, stages
 
 
 @dataclass
 class PoolsAndDagster:
-    pool: float       # the ideal pool, compute only
-    platform: float   # the pool that also stores and tracks
-    dagster: float    # make demo's runner, until its process exits
+    pool: float  # the ideal pool, compute only
+    platform: float  # the pool that also stores and tracks
+    dagster: float  # make demo's runner, until its process exits
     all_exited: float  # ... and its workers' forkserver too
     stages: list
 
@@ -260,7 +345,9 @@ def definitions_load_seconds(universe_path: Path, repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        subprocess.run([PYTHON, "-c", "import intelligence_assets.definitions"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [PYTHON, "-c", "import intelligence_assets.definitions"], env=env, check=True, capture_output=True
+        )
         times.append(time.perf_counter() - started)
     return sorted(times)[len(times) // 2]
 
@@ -278,7 +365,12 @@ def synthetic_universe(directory: Path, symbols: int, targets: int) -> Path:
     for index in range(targets):
         kind, extra = kinds[index % len(kinds)]
         specs.append({"name": f"t{index:02d}_{kind}", "kind": kind, "horizon": 1 + index // len(kinds), **extra})
-    config = {"symbols": names, "bars": {"directory": "bars", "min_history": 500}, "targets": specs, "model_families": {"linear": {"params": {}}}}
+    config = {
+        "symbols": names,
+        "bars": {"directory": "bars", "min_history": 500},
+        "targets": specs,
+        "model_families": {"linear": {"params": {}}},
+    }
     path = directory / "universe.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -303,7 +395,8 @@ def plan_seconds(universe_path: Path, store_root: Path) -> tuple[float, int]:
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec from the forking parent, so every
 # child would report at least this benchmark's own peak.
 PEAK_RSS = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])"
-STEP_SCRIPT = """
+STEP_SCRIPT = (
+    """
 import sys
 import dagster as dg
 from intelligence_assets.definitions import defs
@@ -312,9 +405,17 @@ if partition and "|" in partition:
     symbol, target = partition.split("|")
     partition = dg.MultiPartitionKey({"symbol": symbol, "target": target})
 job = defs.get_implicit_global_asset_job_def()
-result = job.execute_in_process(instance=dg.DagsterInstance.get(), asset_selection=[dg.AssetKey.from_user_string(key)], partition_key=partition, raise_on_error=False)
-print("RSS_KB", """ + PEAK_RSS + """, "OK" if result.success else "FAILED")
+result = job.execute_in_process(
+    instance=dg.DagsterInstance.get(),
+    asset_selection=[dg.AssetKey.from_user_string(key)],
+    partition_key=partition,
+    raise_on_error=False,
+)
+print("RSS_KB", """
+    + PEAK_RSS
+    + """, "OK" if result.success else "FAILED")
 """
+)
 
 
 def step_peak_rss(universe_path: Path, scratch: Path) -> list[tuple[str, float, bool]]:
@@ -325,8 +426,16 @@ def step_peak_rss(universe_path: Path, scratch: Path) -> list[tuple[str, float, 
     # A target that passes the ranking bar on the bundled data, so the model steps train.
     target = "y_volatility_10b" if "y_volatility_10b" in universe.target_names else universe.target_names[0]
     cell = f"{symbol}|{target}"
-    subprocess.run([PYTHON, "-c", f"import dagster as dg; from intelligence_assets.defs.partitions import register_symbols; "
-                                  f"register_symbols(dg.DagsterInstance.get(), {[symbol]!r})"], env=env, check=True)
+    subprocess.run(
+        [
+            PYTHON,
+            "-c",
+            f"import dagster as dg; from intelligence_assets.defs.partitions import register_symbols; "
+            f"register_symbols(dg.DagsterInstance.get(), {[symbol]!r})",
+        ],
+        env=env,
+        check=True,
+    )
     from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
     from intelligence_assets.defs.assets.market_data import BARS, FEATURES
     from intelligence_assets.defs.assets.models import model_key
@@ -345,7 +454,7 @@ def step_peak_rss(universe_path: Path, scratch: Path) -> list[tuple[str, float, 
         else:
             command = [PYTHON, "-c", STEP_SCRIPT, key, partition or ""]
         completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-        line = next((l for l in completed.stdout.splitlines() if l.startswith("RSS_KB")), None)
+        line = next((text for text in completed.stdout.splitlines() if text.startswith("RSS_KB")), None)
         if line is None:
             raise SystemExit(f"step {key} {partition} failed:\n{completed.stderr[-2000:]}")
         _, kilobytes, status = line.split()
@@ -401,9 +510,17 @@ def plot_planning(path: Path, partitions: list[int], seconds: list[float]) -> No
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=available_cores())
-    parser.add_argument("--plan-sizes", type=int, nargs="+", default=[100, 1000, 12500], help="partitions per symbol x target asset (25 targets each)")
+    parser.add_argument(
+        "--plan-sizes",
+        type=int,
+        nargs="+",
+        default=[100, 1000, 12500],
+        help="partitions per symbol x target asset (25 targets each)",
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["core", "planning", "rss"])
-    parser.add_argument("--repeats", type=int, default=2, help="rounds of the four ways in (a); the tables take medians")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="rounds of the four ways in (a); the tables take medians"
+    )
     args = parser.parse_args(argv)
     universe_path = Path(os.environ.get("INTELLIGENCE_UNIVERSE") or DEFAULT_UNIVERSE_PATH)
     universe = load_universe(universe_path)
@@ -413,7 +530,8 @@ def main(argv: list[str] | None = None) -> None:
         "# Orchestration overhead",
         "",
         f"`make bench` (`benchmarks/overhead.py`) on {machine}. Bundled universe: {len(universe.symbols)} symbols x "
-        f"{len(universe.targets)} targets x {len(universe.model_families)} families ({', '.join(universe.model_families)}).",
+        f"{len(universe.targets)} targets x {len(universe.model_families)} families "
+        f"({', '.join(universe.model_families)}).",
         "",
     ]
     try:
@@ -428,12 +546,16 @@ def main(argv: list[str] | None = None) -> None:
                 measured["sequential"].append(seconds)
                 computes.append(sum(t.seconds for t in times))
                 print(f"    {seconds:.1f}s", flush=True)
-                measurement = pools_and_dagster(universe_path, args.workers, scratch / f"round_{repeat}", f"(a) round {repeat + 1}/{args.repeats}")
+                measurement = pools_and_dagster(
+                    universe_path, args.workers, scratch / f"round_{repeat}", f"(a) round {repeat + 1}/{args.repeats}"
+                )
                 for way in ("pool", "platform", "dagster"):
                     measured[way].append(getattr(measurement, way))
                 exits.append(measurement.all_exited)
                 all_stages.append((measurement.dagster, measurement.stages))
-            sequential_seconds, pool_seconds, platform_seconds, dagster_seconds = (median(measured[way]) for way in ("sequential", "pool", "platform", "dagster"))
+            sequential_seconds, pool_seconds, platform_seconds, dagster_seconds = (
+                median(measured[way]) for way in ("sequential", "pool", "platform", "dagster")
+            )
             compute = median(computes)
             stages = min(all_stages, key=lambda entry: abs(entry[0] - dagster_seconds))[1]
             runs_of = {way: ", ".join(f"{value:.1f}" for value in values) for way, values in measured.items()}
@@ -445,25 +567,38 @@ def main(argv: list[str] | None = None) -> None:
                 "",
                 "| way | wall s | note |",
                 "|---|---:|---|",
-                f"| sequential Python loop (the seed's script) | {sequential_seconds:.1f} | compute only; {len(times)} tasks [{runs_of['sequential']}] |",
+                f"| sequential Python loop (the seed's script) | {sequential_seconds:.1f} | compute only; {len(times)} "
+                f"tasks [{runs_of['sequential']}] |",
                 f"| ideal floor: summed compute / {args.workers} workers | {floor:.1f} | no pool could beat it |",
-                f"| ideal parallel pool ({args.workers} processes) | {pool_seconds:.1f} | measured: the same tasks in a process pool, from creating it to its shutdown [{runs_of['pool']}] |",
-                f"| the pool, also storing and tracking | {platform_seconds:.1f} | each task also commits its results to an artifact store and tracks every model in MLflow (flavour, importance plot, registry version), through the functions the assets call; no Dagster [{runs_of['platform']}] |",
-                f"| Dagster (`make demo`'s runner, cold) | {dagster_seconds:.1f} | from launching its interpreter to its exit; {'; '.join(f'{job} {runs} runs {seconds:.0f}s' for job, runs, seconds in stages if runs)}; "
-                f"its workers' forkserver had finished exiting in the background {median(exits) - dagster_seconds:.1f} s later [{runs_of['dagster']}] |",
+                f"| ideal parallel pool ({args.workers} processes) | {pool_seconds:.1f} | measured: the same tasks in "
+                f"a process pool, from creating it to its shutdown [{runs_of['pool']}] |",
+                f"| the pool, also storing and tracking | {platform_seconds:.1f} | each task also commits its results "
+                "to an artifact store and tracks every model in MLflow (flavour, importance plot, registry version), "
+                f"through the functions the assets call; no Dagster [{runs_of['platform']}] |",
+                f"| Dagster (`make demo`'s runner, cold) | {dagster_seconds:.1f} | from launching its interpreter to "
+                f"its exit; {'; '.join(f'{job} {runs} runs {seconds:.0f}s' for job, runs, seconds in stages if runs)}; "
+                f"its workers' forkserver had finished exiting in the background {median(exits) - dagster_seconds:.1f} "
+                f"s later [{runs_of['dagster']}] |",
                 "",
-                f"**Dagster / ideal pool = {dagster_seconds / pool_seconds:.2f}** (goal <= 1.15); Dagster / ideal floor = {dagster_seconds / floor:.2f}; "
+                f"**Dagster / ideal pool = {dagster_seconds / pool_seconds:.2f}** (goal <= 1.15); Dagster / ideal "
+                f"floor = {dagster_seconds / floor:.2f}; "
                 f"sequential / Dagster = {sequential_seconds / dagster_seconds:.2f}.",
                 "",
-                f"**Dagster / the pool doing the same storing and tracking = {dagster_seconds / platform_seconds:.2f}**: what orchestration itself costs "
-                f"(runs, steps, event log, definitions in every worker); storing and tracking cost {platform_seconds - pool_seconds:.1f} s of wall time without Dagster.",
+                "**Dagster / the pool doing the same storing and tracking = "
+                f"{dagster_seconds / platform_seconds:.2f}**: what orchestration itself costs "
+                "(runs, steps, event log, definitions in every worker); storing and tracking cost "
+                f"{platform_seconds - pool_seconds:.1f} s of wall time without Dagster.",
                 "",
                 "![core work](overhead_core.png)",
                 "",
             ]
-            plot_bars(RESULTS / "overhead_core.png", ["sequential", "ideal floor", "ideal pool", "pool + storing + tracking", "Dagster"],
-                      [sequential_seconds, floor, pool_seconds, platform_seconds, dagster_seconds],
-                      "wall seconds", f"Bundled universe, {args.workers} workers")
+            plot_bars(
+                RESULTS / "overhead_core.png",
+                ["sequential", "ideal floor", "ideal pool", "pool + storing + tracking", "Dagster"],
+                [sequential_seconds, floor, pool_seconds, platform_seconds, dagster_seconds],
+                "wall seconds",
+                f"Bundled universe, {args.workers} workers",
+            )
         if "planning" not in args.skip:
             print("(b) definitions load and planning ...", flush=True)
             load = definitions_load_seconds(universe_path)
@@ -475,17 +610,26 @@ def main(argv: list[str] | None = None) -> None:
                 load_size = definitions_load_seconds(path, repeats=1)
                 seconds, stale = plan_seconds(path, directory / "store")
                 rows.append((symbols * 25, symbols, seconds, stale, load_size))
-                print(f"    {symbols * 25} partitions per asset: plan {seconds:.1f}s ({stale} asset partitions), definitions load {load_size:.1f}s", flush=True)
+                print(
+                    f"    {symbols * 25} partitions per asset: plan {seconds:.1f}s ({stale} asset partitions), "
+                    f"definitions load {load_size:.1f}s",
+                    flush=True,
+                )
             lines += [
                 "## (b) Definitions load and backfill planning",
                 "",
                 f"Definitions load (fresh interpreter, median of 3, bundled universe): **{load:.2f} s**.",
                 "",
-                "| partitions per symbol x target asset | symbols x targets | asset partitions planned | plan s | definitions load s |",
+                "| partitions per symbol x target asset | symbols x targets | asset partitions planned | plan s | "
+                "definitions load s |",
                 "|---:|---|---:|---:|---:|",
-                *[f"| {partitions:,} | {symbols} x 25 | {stale:,} | {seconds:.2f} | {load_size:.2f} |" for partitions, symbols, seconds, stale, load_size in rows],
+                *[
+                    f"| {partitions:,} | {symbols} x 25 | {stale:,} | {seconds:.2f} | {load_size:.2f} |"
+                    for partitions, symbols, seconds, stale, load_size in rows
+                ],
                 "",
-                "Planning reads each symbol's bars once (its content hash is the bars' data version) and each asset partition's pointer in the store.",
+                "Planning reads each symbol's bars once (its content hash is the bars' data version) and each asset "
+                "partition's pointer in the store.",
                 "",
                 "![planning](overhead_planning.png)",
                 "",
@@ -497,7 +641,8 @@ def main(argv: list[str] | None = None) -> None:
             lines += [
                 "## (c) Peak RSS per step",
                 "",
-                "Each step of one partition in its own process (`execute_in_process` of that asset alone), upstream first; the first row is a process that only loads the definitions.",
+                "Each step of one partition in its own process (`execute_in_process` of that asset alone), upstream "
+                "first; the first row is a process that only loads the definitions.",
                 "",
                 "| step | peak RSS MiB | succeeded |",
                 "|---|---:|---|",
@@ -506,7 +651,13 @@ def main(argv: list[str] | None = None) -> None:
                 "![rss](overhead_rss.png)",
                 "",
             ]
-            plot_bars(RESULTS / "overhead_rss.png", [key for key, _, _ in rss], [mib for _, mib, _ in rss], "peak RSS MiB", "One step per process")
+            plot_bars(
+                RESULTS / "overhead_rss.png",
+                [key for key, _, _ in rss],
+                [mib for _, mib, _ in rss],
+                "peak RSS MiB",
+                "One step per process",
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ two the overhead stops mattering.
 
 Writes benchmarks/results/overhead_scale.md and overhead_scale.png.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,8 @@ import yaml
 
 from benchmarks.machine import describe_machine
 from benchmarks.overhead import new_figure, pools_and_dagster, save_figure
-from intelligence_assets.defs.processes import available_cores
 from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
+from intelligence_assets.defs.processes import available_cores
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results"
 
@@ -75,10 +76,21 @@ def plot(path: Path, rows: list[dict]) -> None:
     figure, axis = new_figure((6.5, 4))
     per_model = [row["core_seconds_per_model"] for row in rows]
     axis.plot(per_model, [row["dagster"] / row["pool"] for row in rows], marker="o", label="Dagster / ideal pool")
-    axis.plot(per_model, [row["dagster"] / row["platform"] for row in rows], marker="s", label="Dagster / pool that stores and tracks")
+    axis.plot(
+        per_model,
+        [row["dagster"] / row["platform"] for row in rows],
+        marker="s",
+        label="Dagster / pool that stores and tracks",
+    )
     axis.axhline(1.15, color="grey", linestyle="--", linewidth=1, label="goal 1.15")
-    for row, x in zip(rows, per_model):
-        axis.annotate(f"effort {row['effort']:g}", (x, row["dagster"] / row["pool"]), textcoords="offset points", xytext=(4, 6), fontsize=8)
+    for row, x in zip(rows, per_model, strict=True):
+        axis.annotate(
+            f"effort {row['effort']:g}",
+            (x, row["dagster"] / row["pool"]),
+            textcoords="offset points",
+            xytext=(4, 6),
+            fontsize=8,
+        )
     axis.set_xlabel("ideal pool core-seconds per model")
     axis.set_ylabel("wall-time ratio")
     axis.set_title("Orchestration overhead as the work per model grows")
@@ -90,9 +102,22 @@ def plot(path: Path, rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=available_cores())
-    parser.add_argument("--effort", type=float, nargs="+", default=[1, 3, 6], help="how many times longer every family trains, one setting each (1 = the bundled universe)")
-    parser.add_argument("--symbols", nargs="+", default=["NASDAQ", "SP500"], help="bundled symbols to use (default: two of equal length, one per worker)")
-    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds per setting; the table takes medians")
+    parser.add_argument(
+        "--effort",
+        type=float,
+        nargs="+",
+        default=[1, 3, 6],
+        help="how many times longer every family trains, one setting each (1 = the bundled universe)",
+    )
+    parser.add_argument(
+        "--symbols",
+        nargs="+",
+        default=["NASDAQ", "SP500"],
+        help="bundled symbols to use (default: two of equal length, one per worker)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="interleaved rounds per setting; the table takes medians"
+    )
     args = parser.parse_args(argv)
     machine = describe_machine()
     bundled = load_universe(DEFAULT_UNIVERSE_PATH)
@@ -105,7 +130,9 @@ def main(argv: list[str] | None = None) -> None:
             measured: dict[str, list[float]] = {"pool": [], "platform": [], "dagster": []}
             for repeat in range(args.repeats):
                 label = f"effort {effort:g}, round {repeat + 1}/{args.repeats}"
-                measurement = pools_and_dagster(universe_path, args.workers, scratch / f"effort_{effort:g}_round_{repeat}", label)
+                measurement = pools_and_dagster(
+                    universe_path, args.workers, scratch / f"effort_{effort:g}_round_{repeat}", label
+                )
                 for way in measured:
                     measured[way].append(getattr(measurement, way))
             row = {"effort": effort, **{way: median(values) for way, values in measured.items()}, "rounds": measured}
@@ -120,17 +147,24 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         "# Orchestration overhead as the work per model grows",
         "",
-        f"`make bench-scale` (`benchmarks/overhead_scale.py`) on {machine}. The bundled data for {', '.join(args.symbols)}: "
-        f"{len(bundled.targets)} targets x {len(bundled.model_families)} families = {models} models per setting, {args.workers} workers, "
-        f"median of {args.repeats} round(s). Effort k: every family trained k times longer (boosting at learning rate / k over k x the rounds, "
-        "networks over k x the epochs, early-stopping patience x k; linear unchanged). Ranking and selection are unchanged, so the same cells "
+        f"`make bench-scale` (`benchmarks/overhead_scale.py`) on {machine}. The bundled data for "
+        f"{', '.join(args.symbols)}: "
+        f"{len(bundled.targets)} targets x {len(bundled.model_families)} families = {models} models per setting, "
+        f"{args.workers} workers, "
+        f"median of {args.repeats} round(s). Effort k: every family trained k times longer (boosting at learning rate "
+        "/ k over k x the rounds, "
+        "networks over k x the epochs, early-stopping patience x k; linear unchanged). Ranking and selection are "
+        "unchanged, so the same cells "
         "train and the models, runs, events and MLflow runs stay the same; only the compute per model grows.",
         "",
-        "| effort | ideal pool core-s per model | ideal pool s | pool that stores and tracks s | Dagster s | Dagster / ideal pool | Dagster / pool that stores and tracks |",
+        "| effort | ideal pool core-s per model | ideal pool s | pool that stores and tracks s | Dagster s | Dagster / "
+        "ideal pool | Dagster / pool that stores and tracks |",
         "|---:|---:|---:|---:|---:|---:|---:|",
         *[
-            f"| {row['effort']:g} | {row['core_seconds_per_model']:.2f} | {row['pool']:.1f}{bracket(row['rounds']['pool'])} | "
-            f"{row['platform']:.1f}{bracket(row['rounds']['platform'])} | {row['dagster']:.1f}{bracket(row['rounds']['dagster'])} | "
+            f"| {row['effort']:g} | {row['core_seconds_per_model']:.2f} | "
+            f"{row['pool']:.1f}{bracket(row['rounds']['pool'])} | "
+            f"{row['platform']:.1f}{bracket(row['rounds']['platform'])} | "
+            f"{row['dagster']:.1f}{bracket(row['rounds']['dagster'])} | "
             f"**{row['dagster'] / row['pool']:.2f}** | {row['dagster'] / row['platform']:.2f} |"
             for row in rows
         ],

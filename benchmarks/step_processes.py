@@ -15,6 +15,7 @@ MLflow store created), so every run computes the same cells from scratch.
 
 Writes benchmarks/results/step_processes.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,9 @@ from statistics import median
 
 from benchmarks.homes import fresh_home, home_environment
 from benchmarks.machine import describe_machine
+from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 from intelligence_assets.defs.partitions import cell_key
 from intelligence_assets.defs.processes import available_cores
-from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results" / "step_processes.md"
 JOB_NAME = "training_stage_by_start_method"
@@ -55,7 +56,9 @@ def start_methods(universe_path: Path) -> dict[str, dict]:
     return {
         "spawn (Dagster's default)": {"spawn": {}},
         "forkserver, definitions preloaded": {"forkserver": {"preload_modules": [DEFINITIONS_MODULE]}},
-        "forkserver, definitions and training libraries preloaded (training_job)": {"forkserver": {"preload_modules": [DEFINITIONS_MODULE, *libraries]}},
+        "forkserver, definitions and training libraries preloaded (training_job)": {
+            "forkserver": {"preload_modules": [DEFINITIONS_MODULE, *libraries]}
+        },
     }
 
 
@@ -80,8 +83,12 @@ from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 start_method, first, last = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 started = time.perf_counter()
 with dg.DagsterInstance.get() as instance:
-    result = dg.execute_job(reconstructable(training_stage_job), instance=instance, tags={{RANGE_START_TAG: first, RANGE_END_TAG: last}},
-                            run_config={{"execution": {{"config": {{"max_concurrent": {workers}, "start_method": start_method}}}}}})
+    result = dg.execute_job(
+        reconstructable(training_stage_job),
+        instance=instance,
+        tags={{RANGE_START_TAG: first, RANGE_END_TAG: last}},
+        run_config={{"execution": {{"config": {{"max_concurrent": {workers}, "start_method": start_method}}}}}},
+    )
     print("SECONDS", time.perf_counter() - started, "OK" if result.success else "FAILED")
 """
 
@@ -98,7 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="intelligence-step-processes-"))
     try:
         prepared = scratch / "prepared"
-        subprocess.run([sys.executable, "-c", PREPARE.format(symbol=args.symbol)], env=fresh_home(prepared, universe_path), cwd=REPOSITORY_ROOT, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", PREPARE.format(symbol=args.symbol)],
+            env=fresh_home(prepared, universe_path),
+            cwd=REPOSITORY_ROOT,
+            check=True,
+            capture_output=True,
+        )
         methods = start_methods(universe_path)
         seconds: dict[str, list[float]] = {way: [] for way in methods}
         for repeat in range(args.repeats):  # interleaved, so a slow spell hits every way alike
@@ -107,7 +120,11 @@ def main(argv: list[str] | None = None) -> None:
                 shutil.copytree(prepared, home)
                 completed = subprocess.run(
                     [sys.executable, "-c", RUN.format(workers=args.workers), json.dumps(start_method), first, last],
-                    env=home_environment(home, universe_path), cwd=REPOSITORY_ROOT, capture_output=True, text=True, check=False,
+                    env=home_environment(home, universe_path),
+                    cwd=REPOSITORY_ROOT,
+                    capture_output=True,
+                    text=True,
+                    check=False,
                 )
                 line = next((line for line in completed.stdout.splitlines() if line.startswith("SECONDS")), "")
                 if not line.endswith("OK"):
@@ -123,15 +140,23 @@ def main(argv: list[str] | None = None) -> None:
         "# Step processes: how the multiprocess executor starts a step",
         "",
         f"`make bench` (`benchmarks/step_processes.py`) on {describe_machine()}.",
-        f"One ranged training run of {args.symbol} ({len(universe.target_names)} targets, {steps} steps: labels, target_rankings, feature_sets and "
-        f"{len(universe.model_families)} families) through Dagster's multiprocess executor, max_concurrent {args.workers}, as a run launched from the UI, "
-        f"a schedule or a sensor executes on the embedded default. Median of {args.repeats} interleaved rounds; every round in brackets.",
+        f"One ranged training run of {args.symbol} ({len(universe.target_names)} targets, {steps} steps: labels, "
+        "target_rankings, feature_sets and "
+        f"{len(universe.model_families)} families) through Dagster's multiprocess executor, max_concurrent "
+        f"{args.workers}, as a run launched from the UI, "
+        f"a schedule or a sensor executes on the embedded default. Median of {args.repeats} interleaved rounds; every "
+        "round in brackets.",
         "",
         "| step processes | run wall s | vs spawn |",
         "|---|---:|---:|",
-        *[f"| {way} | {median(values):.1f} [{', '.join(f'{value:.1f}' for value in values)}] | {median(values) / baseline:.2f} |" for way, values in seconds.items()],
+        *[
+            f"| {way} | {median(values):.1f} [{', '.join(f'{value:.1f}' for value in values)}] | "
+            f"{median(values) / baseline:.2f} |"
+            for way, values in seconds.items()
+        ],
         "",
-        "`make demo` does not use this executor: its workers run whole runs in-process (`benchmarks/results/overhead.md`).",
+        "`make demo` does not use this executor: its workers run whole runs in-process "
+        "(`benchmarks/results/overhead.md`).",
     ]
     RESULTS.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -10,6 +10,7 @@
 
 Writes benchmarks/results/storage.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,8 @@ from pathlib import Path
 import polars as pl
 
 from benchmarks.machine import describe_machine
-from intelligence_assets.defs.assets.market_data import bars_per_year_of
 from intelligence_assets.config.universe import REPOSITORY_ROOT, load_universe
+from intelligence_assets.defs.assets.market_data import bars_per_year_of
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results" / "storage.md"
 
@@ -38,14 +39,14 @@ def timed(universe, workers: int, every_partition: bool) -> tuple[list, float]:
 
 def model_step_io(source_root: Path, store, families: list[str], limit: int) -> pl.DataFrame:
     """Per trained model partition: seconds to load inputs, train, and store the result."""
+    from intelligence_assets.defs.assets.market_data import FEATURES
+    from intelligence_assets.defs.assets.models import model_key
+    from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS
     from intelligence_assets.ml.dataset import build_dataset
     from intelligence_assets.ml.targets import label_horizon
     from intelligence_assets.ml.trained_model import TrainedModel
     from intelligence_assets.ml.training import train_and_evaluate
     from intelligence_assets.store.artifact_store import LocalArtifactStore
-    from intelligence_assets.defs.assets.market_data import FEATURES
-    from intelligence_assets.defs.assets.models import model_key
-    from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS
     from intelligence_assets.store.artifacts import ArtifactHandle, Manifest, write_artifact
     from intelligence_assets.store.keys import artifact_prefix
 
@@ -59,7 +60,9 @@ def model_step_io(source_root: Path, store, families: list[str], limit: int) -> 
             if not selection["gated"]:
                 cells.append((symbol, target))
     cells = cells[:limit]
-    inputs = {artifact_prefix(FEATURES, s) for s, _ in cells} | {artifact_prefix(key, s, t) for s, t in cells for key in (LABELS, FEATURE_SETS)}
+    inputs = {artifact_prefix(FEATURES, s) for s, _ in cells} | {
+        artifact_prefix(key, s, t) for s, t in cells for key in (LABELS, FEATURE_SETS)
+    }
     for prefix in inputs:
         handle = ArtifactHandle.current(source, prefix)
         manifest = Manifest(fingerprint=handle.fingerprint, data_version=handle.data_version, files={})
@@ -76,21 +79,52 @@ def model_step_io(source_root: Path, store, families: list[str], limit: int) -> 
             loaded = time.perf_counter()
             dataset = build_dataset(features, labels, selection["selected"])
             result = train_and_evaluate(
-                family, universe.model_families[family].params, dataset.x, dataset.y, dataset.forward_return_1,
-                task=spec.task, spec_kind=spec.kind, label_horizon=label_horizon(spec), split=universe.split,
-                seed=universe.seed, bars_per_year=bars_per_year_of(universe, symbol, features["timestamp"]), side=getattr(spec, "side", None),
+                family,
+                universe.model_families[family].params,
+                dataset.x,
+                dataset.y,
+                dataset.forward_return_1,
+                task=spec.task,
+                spec_kind=spec.kind,
+                label_horizon=label_horizon(spec),
+                split=universe.split,
+                seed=universe.seed,
+                bars_per_year=bars_per_year_of(universe, symbol, features["timestamp"]),
+                side=getattr(spec, "side", None),
             )
             trained = time.perf_counter()
-            value = TrainedModel(family, {"symbol": symbol, "target": target, "task": spec.task, "features": selection["selected"]}, result.model)
-            write_artifact(store, artifact_prefix(["benchmark", *model_key(family).path], symbol, target), value, Manifest(fingerprint="bench", data_version="bench", files={}))
+            value = TrainedModel(
+                family,
+                {"symbol": symbol, "target": target, "task": spec.task, "features": selection["selected"]},
+                result.model,
+            )
+            write_artifact(
+                store,
+                artifact_prefix(["benchmark", *model_key(family).path], symbol, target),
+                value,
+                Manifest(fingerprint="bench", data_version="bench", files={}),
+            )
             stored = time.perf_counter()
-            rows.append({"family": family, "symbol": symbol, "target": target, "load": loaded - started, "compute": trained - loaded, "store": stored - trained})
+            rows.append(
+                {
+                    "family": family,
+                    "symbol": symbol,
+                    "target": target,
+                    "load": loaded - started,
+                    "compute": trained - loaded,
+                    "store": stored - trained,
+                }
+            )
     return pl.DataFrame(rows)
 
 
 def io_table(frame: pl.DataFrame) -> pl.DataFrame:
     return (
-        frame.with_columns(((pl.col("load") + pl.col("store")) / (pl.col("load") + pl.col("compute") + pl.col("store"))).alias("io_share"))
+        frame.with_columns(
+            ((pl.col("load") + pl.col("store")) / (pl.col("load") + pl.col("compute") + pl.col("store"))).alias(
+                "io_share"
+            )
+        )
         .group_by("family")
         .agg(
             pl.len().alias("steps"),
@@ -98,7 +132,10 @@ def io_table(frame: pl.DataFrame) -> pl.DataFrame:
             pl.col("compute").median().alias("train_s"),
             pl.col("store").median().alias("store_s"),
             pl.col("io_share").median().alias("median_io_share"),
-            ((pl.col("load").sum() + pl.col("store").sum()) / (pl.col("load").sum() + pl.col("compute").sum() + pl.col("store").sum())).alias("total_io_share"),
+            (
+                (pl.col("load").sum() + pl.col("store").sum())
+                / (pl.col("load").sum() + pl.col("compute").sum() + pl.col("store").sum())
+            ).alias("total_io_share"),
         )
         .sort("family")
     )
@@ -115,7 +152,9 @@ def markdown(frame: pl.DataFrame) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--io-partitions", type=int, default=8, help="symbol x target cells for the IO-share measurement")
+    parser.add_argument(
+        "--io-partitions", type=int, default=8, help="symbol x target cells for the IO-share measurement"
+    )
     args = parser.parse_args()
     machine = describe_machine()
 
@@ -133,10 +172,17 @@ def main() -> None:
 
         from intelligence_assets.store.artifact_store import LocalArtifactStore
         from intelligence_assets.store.s3 import S3ArtifactStore
-        from intelligence_assets_tests.support.services import OPEN_ACCESS_KEY, OPEN_SECRET_KEY, start_moto_server, stop_process
+        from intelligence_assets_tests.support.services import (
+            OPEN_ACCESS_KEY,
+            OPEN_SECRET_KEY,
+            start_moto_server,
+            stop_process,
+        )
 
         families = list(load_universe().model_families)
-        local = model_step_io(home / "artifacts", LocalArtifactStore(Path(scratch) / "io-local"), families, args.io_partitions)
+        local = model_step_io(
+            home / "artifacts", LocalArtifactStore(Path(scratch) / "io-local"), families, args.io_partitions
+        )
         process, port = start_moto_server(Path(scratch) / "moto.log")
         try:
             s3 = S3ArtifactStore(f"127.0.0.1:{port}", "bench-storage", OPEN_ACCESS_KEY, OPEN_SECRET_KEY)
@@ -147,18 +193,31 @@ def main() -> None:
     stages = pl.DataFrame(
         [
             {
-                "stage": c.job_name, "cold_runs": c.runs, "cold_s": c.seconds, "cold_misses": c.cache.get("miss", 0),
-                "rerun_runs": r.runs, "rerun_s": r.seconds,
-                "every_partition_runs": f.runs, "every_partition_s": f.seconds, "every_partition_hits": f.cache.get("hit", 0), "every_partition_misses": f.cache.get("miss", 0),
+                "stage": c.job_name,
+                "cold_runs": c.runs,
+                "cold_s": c.seconds,
+                "cold_misses": c.cache.get("miss", 0),
+                "rerun_runs": r.runs,
+                "rerun_s": r.seconds,
+                "every_partition_runs": f.runs,
+                "every_partition_s": f.seconds,
+                "every_partition_hits": f.cache.get("hit", 0),
+                "every_partition_misses": f.cache.get("miss", 0),
             }
-            for c, r, f in zip(cold, rerun, forced)
+            for c, r, f in zip(cold, rerun, forced, strict=False)
         ]
     )
     ratio = rerun_seconds / cold_seconds
     local_share = io_table(local)
     s3_share = io_table(remote)
-    overall_local = float((local["load"].sum() + local["store"].sum()) / (local["load"].sum() + local["compute"].sum() + local["store"].sum()))
-    overall_s3 = float((remote["load"].sum() + remote["store"].sum()) / (remote["load"].sum() + remote["compute"].sum() + remote["store"].sum()))
+    overall_local = float(
+        (local["load"].sum() + local["store"].sum())
+        / (local["load"].sum() + local["compute"].sum() + local["store"].sum())
+    )
+    overall_s3 = float(
+        (remote["load"].sum() + remote["store"].sum())
+        / (remote["load"].sum() + remote["compute"].sum() + remote["store"].sum())
+    )
     text = f"""# Storage benchmark
 
 Machine: {machine}.
@@ -187,7 +246,7 @@ Local directory (overall share {overall_local:.2%}, goal <= 5%):
 {markdown(local_share)}
 S3 endpoint (moto server on 127.0.0.1, minio SDK; overall share {overall_s3:.2%}, goal <= 5%):
 
-{markdown(s3_share)}"""
+{markdown(s3_share)}"""  # noqa: E501 -- markdown table rows of the written report
     RESULTS.write_text(text)
     print(text)
 

@@ -156,9 +156,10 @@ def read_raw_frame(source: SourceSeries, path: pathlib.Path) -> pl.DataFrame:
 
 def drop_unusable_rows(frame: pl.DataFrame, report: CleaningReport) -> pl.DataFrame:
     value_columns = [name for name in frame.columns if name != "date"]
-    all_finite = pl.all_horizontal(
-        [pl.col(name).is_not_null() & pl.col(name).is_finite() for name in value_columns]
-    ) & pl.col("date").is_not_null()
+    all_finite = (
+        pl.all_horizontal([pl.col(name).is_not_null() & pl.col(name).is_finite() for name in value_columns])
+        & pl.col("date").is_not_null()
+    )
     finite = frame.filter(all_finite)
     report.dropped_missing_or_nonfinite = frame.height - finite.height
 
@@ -217,7 +218,7 @@ def check_extreme_moves(frame: pl.DataFrame, report: CleaningReport) -> None:
     report.unchanged_close_share = returns.select((pl.col("log_return") == 0).mean()).item()
 
     dates_in_data = set(frame["date"].to_list())
-    for (symbol, date), explanation in INVESTIGATED_EXTREME_MOVES.items():
+    for symbol, date in INVESTIGATED_EXTREME_MOVES:
         if symbol == report.symbol and date not in dates_in_data:
             raise SystemExit(f"{symbol}: investigated move on {date} is not in the data; stale entry")
 
@@ -262,9 +263,7 @@ def validate(bars: pl.DataFrame, symbol: str) -> None:
         problems.append("missing or duplicate timestamps")
     if not bars["timestamp"].is_sorted():
         problems.append("timestamps not ascending")
-    midnight = bars.select(
-        (pl.col("timestamp") == pl.col("timestamp").dt.truncate("1d")).all()
-    ).item()
+    midnight = bars.select((pl.col("timestamp") == pl.col("timestamp").dt.truncate("1d")).all()).item()
     if not midnight:
         problems.append("timestamps not at 00:00 UTC")
     if problems:
@@ -314,29 +313,38 @@ def main() -> None:
         bars, report = convert(source)
         destination = write_bars(bars, source.symbol)
         path = source_file(source)
-        print(f"\n{source.symbol}: {source.package}/{source.path_in_package}"
-              + (f" [{source.member}]" if source.member else "")
-              + (f" [ticker {source.ticker_in_file}]" if source.ticker_in_file else ""))
+        print(
+            f"\n{source.symbol}: {source.package}/{source.path_in_package}"
+            + (f" [{source.member}]" if source.member else "")
+            + (f" [ticker {source.ticker_in_file}]" if source.ticker_in_file else "")
+        )
         print(f"  source sha256 {sha256_of(path)}")
         print(f"  source rows {report.source_rows}, written bars {bars.height}")
-        print(f"  dropped: missing/non-finite {report.dropped_missing_or_nonfinite}, "
-              f"non-positive price {report.dropped_nonpositive_price}, "
-              f"exact duplicate rows {report.dropped_duplicate_rows}")
-        print(f"  repaired: high raised {report.high_raised_to_open_or_close}, "
-              f"low lowered {report.low_lowered_to_open_or_close}")
+        print(
+            f"  dropped: missing/non-finite {report.dropped_missing_or_nonfinite}, "
+            f"non-positive price {report.dropped_nonpositive_price}, "
+            f"exact duplicate rows {report.dropped_duplicate_rows}"
+        )
+        print(
+            f"  repaired: high raised {report.high_raised_to_open_or_close}, "
+            f"low lowered {report.low_lowered_to_open_or_close}"
+        )
         print(f"  zero-volume bars kept: {report.zero_volume_bars}")
         if report.adjusted_by_adj_close:
-            print(f"  rescaled by adj_close/close: {report.distinct_adjustment_factors} distinct factors "
-                  f"from {report.smallest_adjustment_factor:.6f} to {report.largest_adjustment_factor:.6f}")
+            print(
+                f"  rescaled by adj_close/close: {report.distinct_adjustment_factors} distinct factors "
+                f"from {report.smallest_adjustment_factor:.6f} to {report.largest_adjustment_factor:.6f}"
+            )
         else:
             print("  no adjusted-close column: prices used as shipped")
-        print(f"  largest |log return| {report.largest_abs_log_return:+.4f} "
-              f"on {report.largest_abs_log_return_date}")
+        print(f"  largest |log return| {report.largest_abs_log_return:+.4f} on {report.largest_abs_log_return_date}")
         print(f"  share of bars with an unchanged close: {report.unchanged_close_share:.3f}")
         for note in report.investigated_moves:
             print(f"  accepted extreme move {note}")
-        print(f"  wrote {destination.relative_to(OUTPUT_DIRECTORY.parent.parent)} "
-              f"({destination.stat().st_size} bytes, sha256 {sha256_of(destination)})")
+        print(
+            f"  wrote {destination.relative_to(OUTPUT_DIRECTORY.parent.parent)} "
+            f"({destination.stat().st_size} bytes, sha256 {sha256_of(destination)})"
+        )
         summary_rows.append(
             (
                 source.symbol,

@@ -13,20 +13,29 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 # Backfills launched from the asset graph use each asset's own policy.
 warnings.filterwarnings("ignore", message="Asset job market_data_job materializes assets with varying BackfillPolicies")
 
-from intelligence_assets.defs.assets import model_planning  # noqa: F401 - how models and the registry are planned
-from intelligence_assets.defs.assets.housekeeping import CHECKPOINT_RETENTION, HOUSEKEEPING_JOB, STORAGE_USAGE, build_housekeeping_assets, build_housekeeping_schedule
-from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD, build_leaderboard_asset
-from intelligence_assets.defs.assets.market_data import BARS, FEATURES, build_market_data_assets
-from intelligence_assets.defs.assets.models import MODEL_KEY_PREFIX, build_model_assets
-from intelligence_assets.defs.assets.predictions import PREDICTIONS, build_predictions_asset
-from intelligence_assets.defs.assets.registry import MODEL_REGISTRY, build_registry_asset
-from intelligence_assets.defs.assets.target_analysis import TARGET_ANALYSIS_ASSETS, build_target_analysis_assets
-from intelligence_assets.defs.automation.alerts import run_failure_alerts
-from intelligence_assets.defs.automation.schedules import build_retrain_schedule
-from intelligence_assets.defs.automation.sensors import build_champion_decay_sensor, build_new_bars_sensor, production_tags
-from intelligence_assets.config.deployment import DeploymentSettings
-from intelligence_assets.defs.processes import worker_libraries
-from intelligence_assets.config.universe import Universe, load_universe
+from intelligence_assets.config.deployment import DeploymentSettings  # noqa: E402 - imported after the warning filters on purpose
+from intelligence_assets.config.universe import Universe, load_universe  # noqa: E402
+from intelligence_assets.defs.assets.housekeeping import (  # noqa: E402
+    CHECKPOINT_RETENTION,
+    HOUSEKEEPING_JOB,
+    STORAGE_USAGE,
+    build_housekeeping_assets,
+    build_housekeeping_schedule,
+)
+from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD, build_leaderboard_asset  # noqa: E402
+from intelligence_assets.defs.assets.market_data import BARS, FEATURES, build_market_data_assets  # noqa: E402
+from intelligence_assets.defs.assets.models import MODEL_KEY_PREFIX, build_model_assets  # noqa: E402
+from intelligence_assets.defs.assets.predictions import PREDICTIONS, build_predictions_asset  # noqa: E402
+from intelligence_assets.defs.assets.registry import MODEL_REGISTRY, build_registry_asset  # noqa: E402
+from intelligence_assets.defs.assets.target_analysis import TARGET_ANALYSIS_ASSETS, build_target_analysis_assets  # noqa: E402
+from intelligence_assets.defs.automation.alerts import run_failure_alerts  # noqa: E402
+from intelligence_assets.defs.automation.schedules import build_retrain_schedule  # noqa: E402
+from intelligence_assets.defs.automation.sensors import (  # noqa: E402
+    build_champion_decay_sensor,
+    build_new_bars_sensor,
+    production_tags,
+)
+from intelligence_assets.defs.processes import worker_libraries  # noqa: E402
 
 
 def build_assets(universe: Universe) -> list[dg.AssetsDefinition]:
@@ -47,12 +56,18 @@ TRAINING_JOB = "training_job"
 LEADERBOARD_JOB = "leaderboard_job"
 REGISTRY_JOB = "registry_job"
 PREDICTIONS_JOB = "predictions_job"
-TRAINING_SELECTION = dg.AssetSelection.assets(*TARGET_ANALYSIS_ASSETS) | dg.AssetSelection.key_prefixes(MODEL_KEY_PREFIX)
+TRAINING_SELECTION = dg.AssetSelection.assets(*TARGET_ANALYSIS_ASSETS) | dg.AssetSelection.key_prefixes(
+    MODEL_KEY_PREFIX
+)
 
 
 def build_jobs(universe: Universe, deployment: DeploymentSettings) -> list:
     return [
-        dg.define_asset_job(MARKET_DATA_JOB, selection=dg.AssetSelection.assets(BARS, FEATURES), description="Bars and features of one symbol."),
+        dg.define_asset_job(
+            MARKET_DATA_JOB,
+            selection=dg.AssetSelection.assets(BARS, FEATURES),
+            description="Bars and features of one symbol.",
+        ),
         dg.define_asset_job(
             TRAINING_JOB,
             selection=TRAINING_SELECTION,
@@ -61,25 +76,41 @@ def build_jobs(universe: Universe, deployment: DeploymentSettings) -> list:
             # already imported. Lighter jobs would pay more for that import than they save.
             executor_def=deployment.executor("step_processes_for_training", worker_libraries(universe)),
         ),
-        dg.define_asset_job(LEADERBOARD_JOB, selection=dg.AssetSelection.assets(MODEL_LEADERBOARD), description="All models' metrics and the champions."),
+        dg.define_asset_job(
+            LEADERBOARD_JOB,
+            selection=dg.AssetSelection.assets(MODEL_LEADERBOARD),
+            description="All models' metrics and the champions.",
+        ),
         dg.define_asset_job(
             REGISTRY_JOB,
             selection=dg.AssetSelection.assets(MODEL_REGISTRY),
-            description="Apply the promotion rule to the MLflow registry; with `rollback` config, move champions back to previous-champion.",
+            description=(
+                "Apply the promotion rule to the MLflow registry; with `rollback` config, move champions back to "
+                "previous-champion."
+            ),
         ),
         dg.define_asset_job(
             HOUSEKEEPING_JOB,
             selection=dg.AssetSelection.assets(CHECKPOINT_RETENTION, STORAGE_USAGE),
-            description="Checkpoint retention (dry_run config lists the actions only), then storage usage against the quota.",
+            description=(
+                "Checkpoint retention (dry_run config lists the actions only), then storage usage against the quota."
+            ),
         ),
-        dg.define_asset_job(PREDICTIONS_JOB, selection=dg.AssetSelection.assets(PREDICTIONS), description="Champion predictions for one symbol."),
+        dg.define_asset_job(
+            PREDICTIONS_JOB,
+            selection=dg.AssetSelection.assets(PREDICTIONS),
+            description="Champion predictions for one symbol.",
+        ),
     ]
 
 
 def build_automation(universe: Universe, assets: list[dg.AssetsDefinition], jobs: list) -> tuple[list, list]:
     """(schedules, sensors): how the platform runs itself (README, "Automation")."""
     by_name = {job.name: job for job in jobs}
-    schedules = [build_housekeeping_schedule(by_name[HOUSEKEEPING_JOB]), build_retrain_schedule(universe, by_name[TRAINING_JOB], assets)]
+    schedules = [
+        build_housekeeping_schedule(by_name[HOUSEKEEPING_JOB]),
+        build_retrain_schedule(universe, by_name[TRAINING_JOB], assets),
+    ]
     sensors = [
         build_new_bars_sensor(universe),
         build_champion_decay_sensor(universe, by_name[TRAINING_JOB], by_name[REGISTRY_JOB]),
@@ -89,7 +120,10 @@ def build_automation(universe: Universe, assets: list[dg.AssetsDefinition], jobs
             target=dg.AssetSelection.all() - dg.AssetSelection.groups("housekeeping"),
             run_tags=production_tags(universe, "automation"),
             default_status=dg.DefaultSensorStatus.RUNNING,
-            description="Evaluates every asset's automation condition: a new bars partition flows downstream with no hand-made runs. Stop it to switch declarative automation off.",
+            description=(
+                "Evaluates every asset's automation condition: a new bars partition flows downstream with no "
+                "hand-made runs. Stop it to switch declarative automation off."
+            ),
         ),
     ]
     return schedules, sensors
@@ -100,7 +134,12 @@ def build_definitions(universe: Universe, deployment: DeploymentSettings) -> dg.
     jobs = build_jobs(universe, deployment)
     schedules, sensors = build_automation(universe, assets, jobs)
     return dg.Definitions(
-        assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, resources=deployment.resources(universe), executor=deployment.executor()
+        assets=assets,
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
+        resources=deployment.resources(universe),
+        executor=deployment.executor(),
     )
 
 

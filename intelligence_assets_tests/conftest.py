@@ -1,4 +1,5 @@
 """Shared fixtures: a small synthetic universe on disk, written the way users write theirs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,14 +7,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from intelligence_assets.ml.synthetic import synthetic_bars
 from intelligence_assets.config.universe import Universe, load_universe
+from intelligence_assets.ml.synthetic import synthetic_bars
+
+# Headless Chromium, once per test module that looks at a web UI.
+from intelligence_assets_tests.support.browser import browser  # noqa: F401
 
 # Real services, started once per session when a test asks for them.
-from intelligence_assets_tests.support.services import s3_artifact_store, s3_endpoint, s3_endpoint_with_auth, s3_fault_proxy  # noqa: F401, E402
-from intelligence_assets_tests.support.mlflow_server import mlflow_server  # noqa: F401, E402
-# Headless Chromium, once per test module that looks at a web UI.
-from intelligence_assets_tests.support.browser import browser  # noqa: F401, E402
+from intelligence_assets_tests.support.mlflow_server import mlflow_server  # noqa: F401
+from intelligence_assets_tests.support.postgres import postgres_database  # noqa: F401
+from intelligence_assets_tests.support.services import (
+    s3_artifact_store,  # noqa: F401
+    s3_endpoint,  # noqa: F401
+    s3_endpoint_with_auth,  # noqa: F401
+    s3_fault_proxy,  # noqa: F401
+)
 
 # SIGNAL carries a planted next-bar direction signal; NOISE is a pure random walk.
 SMALL_SYMBOLS = {"SIGNAL": 1.0, "NOISE": 0.0}
@@ -27,7 +35,9 @@ def write_small_universe(directory: Path, families: dict | None = None, n_bars: 
     bars = directory / "bars"
     bars.mkdir(parents=True, exist_ok=True)
     for seed, (symbol, strength) in enumerate(SMALL_SYMBOLS.items()):
-        synthetic_bars(n_bars=n_bars, seed=100 + seed, signal_strength=strength).write_parquet(bars / f"{symbol}.parquet")
+        synthetic_bars(n_bars=n_bars, seed=100 + seed, signal_strength=strength).write_parquet(
+            bars / f"{symbol}.parquet"
+        )
     config = {
         "symbols": list(SMALL_SYMBOLS),
         "bars": {"directory": "bars", "min_history": 500},
@@ -71,7 +81,12 @@ def home_environment(home: Path, universe_path: Path) -> dict[str, str]:
     import os
 
     environment = {key: value for key, value in os.environ.items() if not key.startswith("INTELLIGENCE_")}
-    return {**environment, "DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")}
+    return {
+        **environment,
+        "DAGSTER_HOME": str(home),
+        "INTELLIGENCE_UNIVERSE": str(universe_path),
+        "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts"),
+    }
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ Sees our assets and partitions in the catalog, launches one partition's material
 UI and sees the run succeed, and opens a model's metadata: its held-out metrics and MLflow link.
 Screenshots go to test-artifacts/browser/.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,8 @@ import pytest
 from intelligence_assets.config.universe import REPOSITORY_ROOT, load_universe
 from intelligence_assets.defs.assets.market_data import BARS
 from intelligence_assets.defs.assets.models import model_key
-from intelligence_assets_tests.support.browser import SCREENSHOTS
 from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.support.browser import SCREENSHOTS
 from intelligence_assets_tests.support.pipeline import local_resources, materialize_everything
 from intelligence_assets_tests.support.services import free_port, stop_process
 
@@ -36,6 +37,7 @@ INSTANCE_YAML = (
     "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
     "telemetry:\n  enabled: false\n"
 )
+
 
 class UI:
     def __init__(self, url: str, home: Path) -> None:
@@ -50,16 +52,23 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     home.mkdir()
     (home / "dagster.yaml").write_text(INSTANCE_YAML.format(home=home))
     universe_path = write_small_universe(root / "universe", families={"linear": {"params": {}}})
-    environment = {"DAGSTER_HOME": str(home), "INTELLIGENCE_UNIVERSE": str(universe_path), "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts")}
+    environment = {
+        "DAGSTER_HOME": str(home),
+        "INTELLIGENCE_UNIVERSE": str(universe_path),
+        "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts"),
+    }
     universe = load_universe(universe_path)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         materialize_everything(universe, instance, local_resources(home / "artifacts", universe))
 
     port = free_port()
-    log = open(root / "webserver.log", "wb")
+    log = open(root / "webserver.log", "wb")  # noqa: SIM115 -- the server writes to it until the fixture ends
     server = subprocess.Popen(
         [WEBSERVER, "-h", "127.0.0.1", "-p", str(port), "-m", "intelligence_assets.definitions"],
-        cwd=REPOSITORY_ROOT, env={**os.environ, **environment}, stdout=log, stderr=subprocess.STDOUT,
+        cwd=REPOSITORY_ROOT,
+        env={**os.environ, **environment},
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -88,7 +97,7 @@ def open_page(browser: object, url: str) -> object:
     try:
         skip.wait_for(timeout=5_000)
         skip.click()
-    except Exception:  # noqa: BLE001  (no sign-up prompt this time)
+    except Exception:
         pass
     return page
 
@@ -100,7 +109,16 @@ def test_catalog_shows_our_assets_and_their_partitions(ui: UI, browser: object) 
     page.get_by_text("4 partitions").first.wait_for()
     page.get_by_text("2 partitions").first.wait_for()
     text = page.inner_text("body")
-    for asset in ("bars", "features", "labels", "target_rankings", "feature_sets", "model_leaderboard", "model_registry", "predictions"):
+    for asset in (
+        "bars",
+        "features",
+        "labels",
+        "target_rankings",
+        "feature_sets",
+        "model_leaderboard",
+        "model_registry",
+        "predictions",
+    ):
         assert re.search(rf"\b{asset}\b", text), f"{asset} missing from the catalog"
     assert "models / linear" in text
     page.screenshot(path=str(SCREENSHOTS / "1_catalog.png"), full_page=True)
@@ -158,7 +176,9 @@ def test_model_metadata_shows_metrics_and_the_mlflow_link(ui: UI, browser: objec
     assert metrics
     mlflow_url = metadata["mlflow_run"].value
 
-    page = open_page(browser, f"{ui.url}/assets/models/linear?view=partitions&partition={urllib.parse.quote(partition)}")
+    page = open_page(
+        browser, f"{ui.url}/assets/models/linear?view=partitions&partition={urllib.parse.quote(partition)}"
+    )
     page.get_by_text("mlflow_run", exact=True).first.wait_for()
     rows = page.locator("tr")
     baselines = [key for key in metadata if key.startswith("baseline_")]

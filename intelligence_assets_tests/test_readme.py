@@ -1,5 +1,6 @@
 """The README's numbers come from the code: each one it states is read here from the README and
 compared with what the shipped configuration and Definitions actually do."""
+
 from __future__ import annotations
 
 import re
@@ -40,7 +41,11 @@ def test_schedules_and_sensors_run_when_the_readme_says(definitions) -> None:
     (interval,) = stated(r"`new_bars` \| sensor, every (\d+) s")
     assert int(interval) == definitions.get_sensor_def("new_bars").minimum_interval_seconds
     (cron_hour,) = stated(r"\(weekly, Monday (\d\d):00 UTC\)")
-    assert definitions.get_schedule_def("periodic_retrain").cron_schedule == universe.automation.retrain_cron == f"0 {int(cron_hour)} * * 1"
+    assert (
+        definitions.get_schedule_def("periodic_retrain").cron_schedule
+        == universe.automation.retrain_cron
+        == f"0 {int(cron_hour)} * * 1"
+    )
     (max_age,) = stated(r"`retrain_max_age_days` \((\d+)\)")
     assert float(max_age) == universe.automation.retrain_max_age_days
     (housekeeping_hour,) = stated(r"`daily_housekeeping` \| schedule, (\d\d):00 UTC")
@@ -52,7 +57,10 @@ def test_queue_priorities_and_retries_are_the_shipped_ones() -> None:
     (runs,) = stated(r"The run queue allows (\d+) runs at once")
     assert int(runs) == SHIPPED_INSTANCE["run_coordinator"]["config"]["max_concurrent_runs"]
     production, exploratory = stated(r"production \((-?\d+)\) before exploratory \(([−-]\d+)\)")
-    assert (int(production), int(exploratory.replace("−", "-"))) == (universe.automation.production_priority, universe.automation.exploratory_priority)
+    assert (int(production), int(exploratory.replace("−", "-"))) == (
+        universe.automation.production_priority,
+        universe.automation.exploratory_priority,
+    )
     for seconds in re.findall(r"retried for (?:up\s+to\s+)?(\d+) s", README):
         assert int(seconds) == DEFAULT_RETRY_SECONDS
     (poll,) = stated(r"fails\s+within (\d+)–\d+ s \(run monitoring")
@@ -64,5 +72,7 @@ def test_queue_priorities_and_retries_are_the_shipped_ones() -> None:
 def test_step_retries_are_what_the_readme_says(definitions) -> None:
     (retries,) = stated(r"after (\d+) step retries")
     assets = [assets_def for assets_def in definitions.resolve_asset_graph().assets_defs if assets_def.is_executable]
-    policies = {assets_def.op.retry_policy.max_retries for assets_def in assets if assets_def.op.retry_policy is not None}
+    policies = {
+        assets_def.op.retry_policy.max_retries for assets_def in assets if assets_def.op.retry_policy is not None
+    }
     assert policies == {int(retries)}

@@ -4,6 +4,7 @@ Built on series with the shapes real users bring (intelligence_assets_tests/supp
 hourly FX with weekends closed, 5-minute index bars with zero volume, a decade-long hole, a
 constant price, empty and header-only files, and a universe symbol with no file at all.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -15,21 +16,32 @@ import polars as pl
 import pytest
 import yaml
 
+from intelligence_assets.config.universe import REPOSITORY_ROOT, load_universe
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
-from intelligence_assets.defs.assets.market_data import FEATURES
-from intelligence_assets.defs.assets.models import model_key
+from intelligence_assets.defs.assets.market_data import FEATURES, read_symbol_bars
+from intelligence_assets.defs.assets.models import model_config, model_key
 from intelligence_assets.defs.assets.predictions import PREDICTIONS
 from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
-from intelligence_assets.store.keys import artifact_prefix
-from intelligence_assets.defs.assets.market_data import read_symbol_bars
-from intelligence_assets.defs.assets.models import model_config
-from intelligence_assets.ml.bars import BarsFileError, GapSettings, infer_bars_per_year, long_gaps, read_bars_parquet, validate_bars
-from intelligence_assets.ml.features import FeatureSettings, TooFewUsableRowsError, build_features, drop_unusable_features, require_enough_rows
-from intelligence_assets.store.artifact_store import LocalArtifactStore
+from intelligence_assets.ml.bars import (
+    BarsFileError,
+    GapSettings,
+    infer_bars_per_year,
+    long_gaps,
+    read_bars_parquet,
+    validate_bars,
+)
+from intelligence_assets.ml.features import (
+    FeatureSettings,
+    TooFewUsableRowsError,
+    build_features,
+    drop_unusable_features,
+    require_enough_rows,
+)
+from intelligence_assets.store.artifact_store import ArtifactNotFoundError, LocalArtifactStore
 from intelligence_assets.store.artifacts import ArtifactHandle, read_manifest, read_value
 from intelligence_assets.store.bars_source import LocalBarsSource
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.tracking.promotion import Candidate, PromotionSettings, retire
-from intelligence_assets.config.universe import REPOSITORY_ROOT, load_universe
 from intelligence_assets_tests.conftest import fresh_home, home_environment, write_small_universe
 from intelligence_assets_tests.support.real_series import (
     constant_price_bars,
@@ -40,14 +52,15 @@ from intelligence_assets_tests.support.real_series import (
     write_header_only_file,
 )
 
-
 # ------------------------------------------------------------------ bars: frequency, gaps, empty files
 
 
 def test_bars_per_year_is_inferred_from_each_series_own_timestamps() -> None:
     settings = GapSettings()
     assert infer_bars_per_year(hourly_fx_bars()["timestamp"], settings) == pytest.approx(24 * 5 * 52.18, rel=0.03)
-    assert infer_bars_per_year(five_minute_zero_volume_bars()["timestamp"], settings) == pytest.approx(78 * 5 * 52.18, rel=0.03)
+    assert infer_bars_per_year(five_minute_zero_volume_bars()["timestamp"], settings) == pytest.approx(
+        78 * 5 * 52.18, rel=0.03
+    )
     bundled = read_bars_parquet(REPOSITORY_ROOT / "data" / "bars" / "SP500.parquet")
     assert infer_bars_per_year(bundled["timestamp"], settings) == pytest.approx(252, rel=0.01)
     # A hole is missing data, not the market's rhythm: it does not dilute the count.
@@ -59,9 +72,15 @@ def test_a_long_gap_fails_the_gap_check_naming_start_end_and_size_while_weekends
     gap = checks["no_long_gaps"]
     assert not gap.passed and gap.failing_rows == 1
     assert "1995-09-29" in gap.detail and "2005-09-30" in gap.detail and "3654.0 days" in gap.detail
-    for series in (hourly_fx_bars(), five_minute_zero_volume_bars(), read_bars_parquet(REPOSITORY_ROOT / "data" / "bars" / "MSFT.parquet")):
+    for series in (
+        hourly_fx_bars(),
+        five_minute_zero_volume_bars(),
+        read_bars_parquet(REPOSITORY_ROOT / "data" / "bars" / "MSFT.parquet"),
+    ):
         assert long_gaps(series["timestamp"], GapSettings()) == []
-        assert all(check.passed for check in validate_bars(series, min_history=500)), [c for c in validate_bars(series, 500) if not c.passed]
+        assert all(check.passed for check in validate_bars(series, min_history=500)), [
+            c for c in validate_bars(series, 500) if not c.passed
+        ]
 
 
 @pytest.mark.parametrize("write", [write_empty_file, write_header_only_file])
@@ -86,13 +105,18 @@ def test_zero_volume_features_are_dropped_and_the_rest_stays_usable() -> None:
 
 def test_a_constant_price_fails_in_features_naming_the_columns() -> None:
     usable = drop_unusable_features(build_features(constant_price_bars(), FeatureSettings()))
-    with pytest.raises(TooFewUsableRowsError, match=r"FLAT: no usable feature left of 34: each is null or constant.*ret_1: constant \(0\)"):
+    with pytest.raises(
+        TooFewUsableRowsError,
+        match=r"FLAT: no usable feature left of 34: each is null or constant.*ret_1: constant \(0\)",
+    ):
         require_enough_rows(usable, minimum_rows=500, symbol="FLAT")
 
 
 def test_too_few_complete_rows_name_the_row_counts_and_the_sparsest_columns() -> None:
     usable = drop_unusable_features(build_features(hourly_fx_bars(bars=700), FeatureSettings()))
-    with pytest.raises(TooFewUsableRowsError, match=r"FX: \d+ complete rows of 700 bars, at least 900 needed.*ma_gap_200 \(199 null\)"):
+    with pytest.raises(
+        TooFewUsableRowsError, match=r"FX: \d+ complete rows of 700 bars, at least 900 needed.*ma_gap_200 \(199 null\)"
+    ):
         require_enough_rows(usable, minimum_rows=900, symbol="FX")
 
 
@@ -128,13 +152,27 @@ def test_a_champion_is_retired_without_a_previous_champion_and_never_becomes_one
 
 def _demo(home: Path, universe_path: Path) -> subprocess.CompletedProcess:
     environment = home_environment(home, universe_path)
-    return subprocess.run([sys.executable, "-m", "intelligence_assets.cli.demo", "--workers", "2"], cwd=home, env=environment, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "intelligence_assets.cli.demo", "--workers", "2"],
+        cwd=home,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="module")
 def broken_universe(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess]:
     directory = tmp_path_factory.mktemp("real_universe")
-    path = write_small_universe(directory, families={"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 40}}, "torch_mlp": {"params": {"max_epochs": 3, "hidden_sizes": [8]}}})
+    path = write_small_universe(
+        directory,
+        families={
+            "linear": {"params": {}},
+            "lightgbm": {"params": {"num_boost_round": 40}},
+            "torch_mlp": {"params": {"max_epochs": 3, "hidden_sizes": [8]}},
+        },
+    )
     bars = directory / "bars"
     five_minute_zero_volume_bars().write_parquet(bars / "INDEX.parquet")
     constant_price_bars().write_parquet(bars / "FLAT.parquet")
@@ -148,15 +186,22 @@ def broken_universe(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pat
     return home, path, _demo(home, path)
 
 
-def test_demo_finishes_every_healthy_symbol_prints_the_leaderboard_and_a_failure_summary_then_fails(broken_universe, monkeypatch) -> None:
+def test_demo_finishes_every_healthy_symbol_prints_the_leaderboard_and_a_failure_summary_then_fails(
+    broken_universe, monkeypatch
+) -> None:
     home, _, completed = broken_universe
     output = completed.stdout + completed.stderr
     assert completed.returncode == 1, output
     assert "Traceback" not in output, output
     assert "All trained models" in completed.stdout and "Failed:" in completed.stdout, output
-    summary = completed.stdout[completed.stdout.index("Failed:"):]
-    for symbol, asset, words in [("FLAT", "features", "no usable feature"), ("HOLE", "bars", "no_long_gaps"), ("HOLLOW", "bars", "0 rows"),
-                                 ("GARBLED", "bars", "cannot read bars parquet"), ("NOFILE", "bars", "no bars file")]:
+    summary = completed.stdout[completed.stdout.index("Failed:") :]
+    for symbol, asset, words in [
+        ("FLAT", "features", "no usable feature"),
+        ("HOLE", "bars", "no_long_gaps"),
+        ("HOLLOW", "bars", "0 rows"),
+        ("GARBLED", "bars", "cannot read bars parquet"),
+        ("NOFILE", "bars", "no bars file"),
+    ]:
         lines = [line for line in summary.splitlines() if f" {symbol} " in line or line.startswith(f"│ {symbol}")]
         assert any(asset in line and words in line for line in lines), (symbol, summary)
     store = LocalArtifactStore(home / "artifacts")
@@ -174,7 +219,10 @@ def test_demo_finishes_every_healthy_symbol_prints_the_leaderboard_and_a_failure
     for asset in ("model_leaderboard", "model_registry"):
         notes = read_manifest(store, asset, ArtifactHandle.current(store, asset).fingerprint).metadata
         assert notes["missing_models"] == 4 * 2 * 3, notes  # FLAT, HOLE, HOLLOW, GARBLED x 2 targets x 3 families
-        assert "no usable feature" in notes["missing"]["__markdown__"] and "no_long_gaps" in notes["missing"]["__markdown__"]
+        assert (
+            "no usable feature" in notes["missing"]["__markdown__"]
+            and "no_long_gaps" in notes["missing"]["__markdown__"]
+        )
     # The symbol without a file was never registered as a partition.
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml places storage under it
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -190,7 +238,11 @@ def test_a_rerun_heals_a_corrupt_artifact_it_would_reuse(broken_universe) -> Non
     completed = _demo(home, path)
     assert "features SIGNAL: stored artifact unusable" in completed.stdout, completed.stdout + completed.stderr
     assert features.load().height > 0  # recomputed under the same fingerprint, intact again
-    failed_symbols = {line.split()[1] for line in completed.stdout[completed.stdout.index("Failed:"):].splitlines() if line.startswith("│")}
+    failed_symbols = {
+        line.split()[1]
+        for line in completed.stdout[completed.stdout.index("Failed:") :].splitlines()
+        if line.startswith("│")
+    }
     assert "SIGNAL" not in failed_symbols and "INDEX" not in failed_symbols
 
 
@@ -241,7 +293,10 @@ def test_when_bars_change_a_champion_trained_on_the_old_bars_loses_its_alias(tra
         assert row["champion_version"] != version
         name = names.registered_model_name(symbol, target)
         retired = tracker.client.get_model_version(name, version)
-        assert "trained on bars" in retired.tags[names.RETIRED_TAG] and "SIGNAL's bars are now" in retired.tags[names.RETIRED_TAG]
+        assert (
+            "trained on bars" in retired.tags[names.RETIRED_TAG]
+            and "SIGNAL's bars are now" in retired.tags[names.RETIRED_TAG]
+        )
         # Whatever serves now is a model current for the new bars.
         current_models = set(filter(None, row["model_fingerprints"].split(",")))
         if row["champion_version"] is not None:
@@ -258,7 +313,12 @@ def test_a_removed_symbol_stops_counting_and_its_champions_are_retired_with_a_re
     before = _champions(store)
     assert before
     assert remove_symbols_not_in(instance, []) == ["SIGNAL"]
-    result = dg.materialize(build_assets_for(universe), selection=["model_leaderboard", "model_registry"], instance=instance, resources=resources)
+    result = dg.materialize(
+        build_assets_for(universe),
+        selection=["model_leaderboard", "model_registry"],
+        instance=instance,
+        resources=resources,
+    )
     assert result.success
     assert read_value(store, artifact_prefix(MODEL_LEADERBOARD)).height == 0
     registry = read_value(store, artifact_prefix(MODEL_REGISTRY))
@@ -275,7 +335,9 @@ def test_a_removed_symbol_stops_counting_and_its_champions_are_retired_with_a_re
     assert tracker.versions(names.registered_model_name(*next(iter(before)).split("|")))
 
 
-def test_the_leaderboard_reads_scores_not_models_so_a_format_version_bump_cannot_fail_it(trained_signal, monkeypatch) -> None:
+def test_the_leaderboard_reads_scores_not_models_so_a_format_version_bump_cannot_fail_it(
+    trained_signal, monkeypatch
+) -> None:
     from intelligence_assets.ml.families import load_family
 
     _, universe, instance, resources, store = trained_signal
@@ -284,7 +346,9 @@ def test_the_leaderboard_reads_scores_not_models_so_a_format_version_bump_cannot
     monkeypatch.setattr(load_family("linear"), "version", "99")
     with pytest.raises(Exception, match="format version"):
         handle.load()
-    result = dg.materialize(build_assets_for(universe), selection=["model_leaderboard"], instance=instance, resources=resources)
+    result = dg.materialize(
+        build_assets_for(universe), selection=["model_leaderboard"], instance=instance, resources=resources
+    )
     assert result.success
     assert read_value(store, artifact_prefix(MODEL_LEADERBOARD)).filter(pl.col("trained")).height > 0
 
@@ -296,8 +360,8 @@ def build_assets_for(universe):
 
 
 def test_a_ranged_run_materializes_every_healthy_partition_and_fails_naming_the_broken_one(tmp_path: Path) -> None:
-    from intelligence_assets.defs.assets.caching import FAILED_PARTITIONS
     from intelligence_assets.config.deployment import DeploymentSettings
+    from intelligence_assets.defs.assets.caching import FAILED_PARTITIONS
     from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, register_symbols
     from intelligence_assets.store.artifacts import latest_failure
 
@@ -314,9 +378,15 @@ def test_a_ranged_run_materializes_every_healthy_partition_and_fails_naming_the_
     with dg.instance_for_test() as instance:
         register_symbols(instance, universe.symbols)
         for symbol in universe.symbols:
-            assert dg.materialize(assets, selection=["bars"], partition_key=symbol, instance=instance, resources=resources).success
+            assert dg.materialize(
+                assets, selection=["bars"], partition_key=symbol, instance=instance, resources=resources
+            ).success
         ranged = dg.materialize(
-            assets, selection=["features"], instance=instance, resources=resources, raise_on_error=False,
+            assets,
+            selection=["features"],
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
             tags={RANGE_START_TAG: "SIGNAL", RANGE_END_TAG: "INDEX"},
         )
         assert not ranged.success
@@ -324,7 +394,10 @@ def test_a_ranged_run_materializes_every_healthy_partition_and_fails_naming_the_
         failed = failure.step_failure_data.user_failure_data.metadata[FAILED_PARTITIONS].value
         assert list(failed) == ["FLAT"] and "no usable feature" in failed["FLAT"]
         assert instance.get_materialized_partitions(FEATURES) == {"SIGNAL", "INDEX"}
-    assert read_value(store, artifact_prefix(FEATURES, "SIGNAL")).height > 0 and read_value(store, artifact_prefix(FEATURES, "INDEX")).height > 0
+    assert (
+        read_value(store, artifact_prefix(FEATURES, "SIGNAL")).height > 0
+        and read_value(store, artifact_prefix(FEATURES, "INDEX")).height > 0
+    )
     assert "no usable feature" in latest_failure(store, artifact_prefix(FEATURES, "FLAT"))["error"]
     assert latest_failure(store, artifact_prefix(FEATURES, "SIGNAL")) is None
 
@@ -340,14 +413,36 @@ def test_predictions_refuse_a_registry_that_has_not_seen_the_symbols_current_mod
     universe = load_universe(path)
     assets = build_assets_for(universe)
     register_symbols(instance, ["NOISE"])
-    assert dg.materialize(assets, selection=["bars", "features"], partition_key="NOISE", instance=instance, resources=resources).success
-    assert dg.materialize(assets, selection=MODEL_SELECTION, instance=instance, resources=resources, tags=symbol_training_range(universe, "NOISE")).success
+    assert dg.materialize(
+        assets, selection=["bars", "features"], partition_key="NOISE", instance=instance, resources=resources
+    ).success
+    assert dg.materialize(
+        assets,
+        selection=MODEL_SELECTION,
+        instance=instance,
+        resources=resources,
+        tags=symbol_training_range(universe, "NOISE"),
+    ).success
     # NOISE's models exist, but neither the leaderboard nor the registry has run since.
-    early = dg.materialize(assets, selection=["predictions"], partition_key="NOISE", instance=instance, resources=resources, raise_on_error=False)
+    early = dg.materialize(
+        assets,
+        selection=["predictions"],
+        partition_key="NOISE",
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+    )
     assert not early.success
     message = early.get_step_failure_events()[0].step_failure_data.error.cause.message
-    assert "model_registry has not yet decided from the current models of ['NOISE|y_up_1b', 'NOISE|y_volatility_5b']" in message
-    with pytest.raises(Exception):
-        ArtifactHandle.current(store, artifact_prefix(PREDICTIONS, "NOISE"))  # nothing published, not even an empty table
-    assert dg.materialize(assets, selection=["model_leaderboard", "model_registry"], instance=instance, resources=resources).success
-    assert dg.materialize(assets, selection=["predictions"], partition_key="NOISE", instance=instance, resources=resources).success
+    assert (
+        "model_registry has not yet decided from the current models of ['NOISE|y_up_1b', 'NOISE|y_volatility_5b']"
+        in message
+    )
+    with pytest.raises(ArtifactNotFoundError):  # nothing published, not even an empty table
+        ArtifactHandle.current(store, artifact_prefix(PREDICTIONS, "NOISE"))
+    assert dg.materialize(
+        assets, selection=["model_leaderboard", "model_registry"], instance=instance, resources=resources
+    ).success
+    assert dg.materialize(
+        assets, selection=["predictions"], partition_key="NOISE", instance=instance, resources=resources
+    ).success

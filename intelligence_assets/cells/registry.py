@@ -14,7 +14,8 @@ from typing import Any
 import polars as pl
 
 from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
-from intelligence_assets.store.artifacts import POINTER_FILE, read_manifest
+from intelligence_assets.store.artifacts import read_manifest
+from intelligence_assets.store.keys import MODELS, artifact_prefix, pointer_key
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.promotion import (
     AliasDecision,
@@ -257,11 +258,11 @@ def trained_on_replaced_bars(store: ArtifactStore, tags: dict[str, str], symbol:
     model's and its features' provenance. Bars that failed a blocking check replace nothing yet
     (no model can be trained on them), so the last good champion keeps serving meanwhile."""
     try:
-        pointer = store.get_json(f"bars/{symbol}/{POINTER_FILE}")
+        pointer = store.get_json(pointer_key(artifact_prefix("bars", symbol)))
         manifest = read_manifest(
-            store, f"models/{tags[names.FAMILY_TAG]}/{symbol}/{target}", tags[names.FINGERPRINT_TAG]
+            store, artifact_prefix([MODELS, tags[names.FAMILY_TAG]], symbol, target), tags[names.FINGERPRINT_TAG]
         )
-        features = read_manifest(store, f"features/{symbol}", manifest.provenance["inputs"]["features"])
+        features = read_manifest(store, artifact_prefix("features", symbol), manifest.provenance["inputs"]["features"])
         trained_on = features.provenance["inputs"]["bars"]
     except (ArtifactStoreError, KeyError):  # no provenance to judge by: the promotion rule decides
         return None

@@ -21,6 +21,7 @@ from intelligence_assets.ml.targets import label_horizon
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.ml.training import train_and_evaluate
 from intelligence_assets.store.artifacts import ArtifactHandle, Manifest
+from intelligence_assets.store.keys import file_key, fingerprint_directory
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.tracker import ModelTracker, TrackedRun, TrackingError, TrainingRecord
 
@@ -175,7 +176,7 @@ def provenance_tags(stored: ArtifactHandle, manifest: Manifest, provenance: Prov
     """The MLflow run tags that lead from a tracked model back to its artifact and its materialization."""
     return {
         names.FINGERPRINT_TAG: stored.fingerprint,
-        names.ARTIFACT_URI_TAG: stored.store.uri(f"{stored.prefix}/{stored.fingerprint}"),
+        names.ARTIFACT_URI_TAG: stored.store.uri(fingerprint_directory(stored.prefix, stored.fingerprint)),
         names.DAGSTER_RUN_TAG: provenance.run_id,
         names.DAGSTER_ASSET_TAG: provenance.asset,
         names.DAGSTER_PARTITION_TAG: provenance.partition,
@@ -230,7 +231,7 @@ def track_cell(
     Raises TrackingError when MLflow fails, saying that the model is safe in the artifact store
     and that materializing the partition again logs it without retraining.
     """
-    record_key = f"{stored.prefix}/{stored.fingerprint}/{TRACKING_RECORD_FILE}"
+    record_key = file_key(stored.prefix, stored.fingerprint, TRACKING_RECORD_FILE)
     if stored.store.exists(record_key):
         return TrackedRun(**stored.store.get_json(record_key))
     model = trained_model if trained_model is not None else stored.load()

@@ -5,6 +5,7 @@ every run, materialization, check and lineage afterwards. Partitions run in-proc
 a small pool of worker processes (one per core): a per-step subprocess would cost more than
 most steps compute.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,10 +20,24 @@ from dataclasses import dataclass, field
 import dagster as dg
 import polars as pl
 
-from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION, TARGET_DIMENSION, cell_key, cell_of
 from intelligence_assets.cli.home import holding_home, open_instance_or_explain
-from intelligence_assets.defs.processes import available_cores, forked_pool, prepare_worker, worker_libraries, worker_threads
 from intelligence_assets.config.universe import Universe, exit_on_configuration_error, load_universe
+from intelligence_assets.defs.partitions import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    SYMBOL_DIMENSION,
+    TARGET_DIMENSION,
+    cell_key,
+    cell_of,
+)
+from intelligence_assets.defs.processes import (
+    available_cores,
+    forked_pool,
+    prepare_worker,
+    worker_libraries,
+    worker_threads,
+)
+
 
 @dataclass
 class _Worker:
@@ -66,7 +81,9 @@ def partition_ranges(ordered_keys: list[str], stale: Collection[str], max_per_ru
     return ranges
 
 
-def training_ranges(symbols: list[str], target_names: list[str], stale_cells: list[str], max_per_run: int, bars_rows: dict[str, int]) -> list[tuple[str, str]]:
+def training_ranges(
+    symbols: list[str], target_names: list[str], stale_cells: list[str], max_per_run: int, bars_rows: dict[str, int]
+) -> list[tuple[str, str]]:
     """The training stage (symbol x target) as ranged runs, cut as Dagster's multi-run
     BackfillPolicy cuts a backfill of a two-dimensional subset: grouped by whichever dimension
     has fewer stale keys (symbol on a tie), each group's contiguous stale keys in chunks of at
@@ -140,7 +157,9 @@ class UniverseRun:
     def failed_symbols(self) -> set[str]:
         """Symbols that failed before the training stage (nothing below their bars can run), and
         those whose run a dead worker held (resumed by the next `make demo`)."""
-        killed = {symbol for failure in self.failures if failure.asset == KILLED for symbol in failure.symbols_of_range()}
+        killed = {
+            symbol for failure in self.failures if failure.asset == KILLED for symbol in failure.symbols_of_range()
+        }
         return killed | {failure.symbol for failure in self.failures if failure.asset in self.market_data_assets}
 
     @property
@@ -151,7 +170,9 @@ class UniverseRun:
 def _reason(result: dg.ExecuteInProcessResult, error: object) -> str:
     """The innermost error's message (ours, not Dagster's wrapper), or for a failed blocking
     check the checks' own details."""
-    failed_checks = [f"{check.check_name}: {check.description}" for check in result.get_asset_check_evaluations() if not check.passed]
+    failed_checks = [
+        f"{check.check_name}: {check.description}" for check in result.get_asset_check_evaluations() if not check.passed
+    ]
     while getattr(error, "cause", None) is not None:
         error = error.cause
     message = (getattr(error, "message", "") or "failed").strip().splitlines()[-1]
@@ -173,9 +194,19 @@ def _failures_of(result: dg.ExecuteInProcessResult, label: str | None) -> list[P
         else:
             by_partition = {label or "-": _reason(result, data.error)}
         for partition, reason in by_partition.items():
-            failures.append(PartitionFailure(partition.split("|")[0].split("..")[0], asset, partition, reason, result.run_id))
+            failures.append(
+                PartitionFailure(partition.split("|")[0].split("..")[0], asset, partition, reason, result.run_id)
+            )
     if not result.success and not failures:
-        failures.append(PartitionFailure((label or "-").split("|")[0], "(run)", label or "-", "the run failed; open it in `make ui`", result.run_id))
+        failures.append(
+            PartitionFailure(
+                (label or "-").split("|")[0],
+                "(run)",
+                label or "-",
+                "the run failed; open it in `make ui`",
+                result.run_id,
+            )
+        )
     return failures
 
 
@@ -209,12 +240,25 @@ def _run_partition(job_name: str, partitions: RunPartitions, log_level: str, ses
         # Our own progress lines (INFO) on the console; Dagster's event stream stays in the UI.
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
-    cache = Counter(str(event.materialization.metadata["cache"].value) for event in result.get_asset_materialization_events())
+    cache = Counter(
+        str(event.materialization.metadata["cache"].value) for event in result.get_asset_materialization_events()
+    )
     label = "..".join(partitions) if isinstance(partitions, tuple) else partitions
-    return PartitionRun(job_name, label, result.success, time.perf_counter() - started, result.run_id, dict(cache), started_at, _failures_of(result, label))
+    return PartitionRun(
+        job_name,
+        label,
+        result.success,
+        time.perf_counter() - started,
+        result.run_id,
+        dict(cache),
+        started_at,
+        _failures_of(result, label),
+    )
 
 
-def run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[RunPartitions], log_level: str, outcome: UniverseRun) -> StageTiming:
+def run_stage(
+    pool: ProcessPoolExecutor, job_name: str, partition_keys: list[RunPartitions], log_level: str, outcome: UniverseRun
+) -> StageTiming:
     """Queue a stage's runs on the pool and wait for them; failures go into `outcome`, and the
     stage's healthy partitions stand whatever failed beside them."""
     if not partition_keys:
@@ -236,7 +280,11 @@ def run_stage(pool: ProcessPoolExecutor, job_name: str, partition_keys: list[Run
     failures = [failure for run in results for failure in run.failures]
     outcome.failures += failures
     summary = f", {len(failures)} partition(s) FAILED (summary at the end)" if failures else ""
-    print(f"  {job_name}: {timing.runs} runs in {timing.seconds:.1f}s (cache hits {cache['hit']}, misses {cache['miss']}){summary}", flush=True)
+    print(
+        f"  {job_name}: {timing.runs} runs in {timing.seconds:.1f}s (cache hits {cache['hit']}, misses "
+        f"{cache['miss']}){summary}",
+        flush=True,
+    )
     return timing
 
 
@@ -244,14 +292,25 @@ def end_runs_of_dead_workers(session: str) -> list[PartitionFailure]:
     """Runs of this demo that a dead worker left STARTED (or never started): marked failed, so
     none stays STARTED for good, and reported with their partitions."""
     instance = dg.DagsterInstance.get()
-    unfinished = instance.get_runs(filters=dg.RunsFilter(tags={DEMO_SESSION_TAG: session}, statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]))
+    unfinished = instance.get_runs(
+        filters=dg.RunsFilter(
+            tags={DEMO_SESSION_TAG: session},
+            statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING],
+        )
+    )
     failures = []
     for run in unfinished:
         reason = "its make demo worker process died (killed or out of memory) while running it"
         instance.report_run_failed(run, message=reason)
         tags = run.tags
-        partition = tags.get("dagster/partition") or "..".join(filter(None, (tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG)))) or "-"
-        failures.append(PartitionFailure(partition.split("|")[0], KILLED, partition, f"{run.job_name}: {reason}", run.run_id))
+        partition = (
+            tags.get("dagster/partition")
+            or "..".join(filter(None, (tags.get(RANGE_START_TAG), tags.get(RANGE_END_TAG))))
+            or "-"
+        )
+        failures.append(
+            PartitionFailure(partition.split("|")[0], KILLED, partition, f"{run.job_name}: {reason}", run.run_id)
+        )
     return failures
 
 
@@ -262,7 +321,9 @@ def worker_pool(workers: int, libraries: tuple[str, ...] = ()) -> ProcessPoolExe
     return forked_pool(workers, libraries, _load_worker, (libraries, worker_threads(workers)))
 
 
-def materialize_universe(universe: Universe, workers: int, log_level: str = "INFO", every_partition: bool = False) -> UniverseRun:
+def materialize_universe(
+    universe: Universe, workers: int, log_level: str = "INFO", every_partition: bool = False
+) -> UniverseRun:
     """Every stale partition of every asset, stage by stage, on the instance in DAGSTER_HOME.
 
     The planner asks the artifact store which partitions' fingerprints are already current;
@@ -270,9 +331,17 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     and the cache answers inside each). A partition that fails is left out of the later stages'
     runs and reported in the result; every healthy partition is still materialized.
     """
-    from intelligence_assets.defs.assets.market_data import BARS
-    from intelligence_assets.definitions import LEADERBOARD_JOB, MARKET_DATA_JOB, PREDICTIONS_JOB, REGISTRY_JOB, TRAINING_JOB, build_assets, build_jobs
     from intelligence_assets.config.deployment import DeploymentSettings
+    from intelligence_assets.definitions import (
+        LEADERBOARD_JOB,
+        MARKET_DATA_JOB,
+        PREDICTIONS_JOB,
+        REGISTRY_JOB,
+        TRAINING_JOB,
+        build_assets,
+        build_jobs,
+    )
+    from intelligence_assets.defs.assets.market_data import BARS
     from intelligence_assets.defs.partitions import register_symbols, remove_symbols_not_in
     from intelligence_assets.defs.planner import asset_graph_of, plan_runs
 
@@ -280,44 +349,76 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
     assets = build_assets(universe)
     graph = asset_graph_of(assets)
     # Each stage runs its job's assets, read from the job's selection.
-    stage_assets = {job.name: [key.to_user_string() for key in job.selection.resolve(graph)] for job in build_jobs(universe, deployment)}
+    stage_assets = {
+        job.name: [key.to_user_string() for key in job.selection.resolve(graph)]
+        for job in build_jobs(universe, deployment)
+    }
     outcome = UniverseRun(market_data_assets=frozenset(stage_assets[MARKET_DATA_JOB]))
     bars_source = deployment.bars_source(universe)
     # Reported before anything is registered: a symbol without bars gets no partitions at all.
     with_files = {bars_file.symbol for bars_file in bars_source.files()}
     for symbol in universe.symbols:
         if symbol not in with_files:
-            outcome.failures.append(PartitionFailure(symbol, BARS.to_user_string(), symbol, f"no bars file: expected {bars_source.location(symbol)}", "-"))
+            outcome.failures.append(
+                PartitionFailure(
+                    symbol, BARS.to_user_string(), symbol, f"no bars file: expected {bars_source.location(symbol)}", "-"
+                )
+            )
     symbols = [symbol for symbol in universe.symbols if symbol in with_files]
     instance = open_instance_or_explain()
     added = register_symbols(instance, symbols)
     # Symbols dropped from universe.yaml stop counting: the registry then retires their champions.
     removed = remove_symbols_not_in(instance, universe.symbols)
-    print(f"Universe: {len(universe.symbols)} symbols x {len(universe.targets)} targets x {len(universe.model_families)} model families; "
-          f"registered {len(added)} new symbol partitions" + (f", removed {removed}" if removed else "") + f". Workers: {workers}", flush=True)
+    print(
+        f"Universe: {len(universe.symbols)} symbols x {len(universe.targets)} targets x "
+        f"{len(universe.model_families)} model families; "
+        f"registered {len(added)} new symbol partitions"
+        + (f", removed {removed}" if removed else "")
+        + f". Workers: {workers}",
+        flush=True,
+    )
     for failure in outcome.failures:
         print(f"  {failure.symbol}: {failure.reason}; left out", flush=True)
     store = deployment.artifact_store()
     started = time.perf_counter()
     plan = plan_runs(universe, store, assets, symbols, bars_source)
-    print(f"Plan ({time.perf_counter() - started:.1f}s): {len(plan.stale)} asset partitions need a run, "
-          f"{len(plan.fresh)} are current in the artifact store", flush=True)
+    print(
+        f"Plan ({time.perf_counter() - started:.1f}s): {len(plan.stale)} asset partitions need a run, "
+        f"{len(plan.fresh)} are current in the artifact store",
+        flush=True,
+    )
     for (asset, partition), state in sorted(plan.damaged.items(), key=str):
         print(f"  {asset} {partition}: stored artifact unusable ({state[:160]}); recomputing it", flush=True)
     training_assets = stage_assets[TRAINING_JOB]
     per_run = universe.automation.backfill_partitions_per_run
-    ordered = [symbol for symbol in instance.get_dynamic_partitions(SYMBOL_DIMENSION) if symbol in symbols]  # the partitions' own order
+    ordered = [
+        symbol for symbol in instance.get_dynamic_partitions(SYMBOL_DIMENSION) if symbol in symbols
+    ]  # the partitions' own order
 
     def stale_cells(current_plan) -> list[str]:
-        cells = [cell_key(symbol, target) for symbol in symbols for target in universe.target_names] if every_partition else current_plan.partitions(training_assets)
-        return [cell for cell in cells if cell_of(cell)[0] not in outcome.failed_symbols and cell not in outcome.failed_cells]
+        cells = (
+            [cell_key(symbol, target) for symbol in symbols for target in universe.target_names]
+            if every_partition
+            else current_plan.partitions(training_assets)
+        )
+        return [
+            cell
+            for cell in cells
+            if cell_of(cell)[0] not in outcome.failed_symbols and cell not in outcome.failed_cells
+        ]
 
     def needs_run(current_plan, job_name: str) -> bool:  # an unpartitioned stage
         return bool(current_plan.partitions(stage_assets[job_name]))
 
     market_data = list(symbols) if every_partition else plan.partitions(stage_assets[MARKET_DATA_JOB])
-    if (not removed and not market_data and not stale_cells(plan) and not needs_run(plan, LEADERBOARD_JOB) and not needs_run(plan, REGISTRY_JOB)
-            and not plan.partitions(stage_assets[PREDICTIONS_JOB])):
+    if (
+        not removed
+        and not market_data
+        and not stale_cells(plan)
+        and not needs_run(plan, LEADERBOARD_JOB)
+        and not needs_run(plan, REGISTRY_JOB)
+        and not plan.partitions(stage_assets[PREDICTIONS_JOB])
+    ):
         print("Nothing to run: every partition is current.", flush=True)
         return outcome
     # A worker that dies breaks the pool: its runs are ended and reported, and the rest goes on
@@ -336,14 +437,30 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
                 cells = stale_cells(plan)
                 while cells:
                     failures_before = len(outcome.failures)
-                    outcome.stages.append(run_stage(pool, TRAINING_JOB, training_ranges(ordered, universe.target_names, cells, per_run, plan.sizes.get(BARS.to_user_string(), {})), log_level, outcome))
+                    outcome.stages.append(
+                        run_stage(
+                            pool,
+                            TRAINING_JOB,
+                            training_ranges(
+                                ordered,
+                                universe.target_names,
+                                cells,
+                                per_run,
+                                plan.sizes.get(BARS.to_user_string(), {}),
+                            ),
+                            log_level,
+                            outcome,
+                        )
+                    )
                     if len(outcome.failures) == failures_before:
                         break
                     plan = plan_runs(universe, store, assets, symbols, bars_source)
                     cells = stale_cells(plan)
                 after_training = plan_runs(universe, store, assets, symbols, bars_source)
                 leaderboard = every_partition or bool(removed) or needs_run(after_training, LEADERBOARD_JOB)
-                outcome.stages.append(run_stage(pool, LEADERBOARD_JOB, [None] if leaderboard else [], log_level, outcome))
+                outcome.stages.append(
+                    run_stage(pool, LEADERBOARD_JOB, [None] if leaderboard else [], log_level, outcome)
+                )
                 registry = leaderboard or needs_run(after_training, REGISTRY_JOB)
                 outcome.stages.append(run_stage(pool, REGISTRY_JOB, [None] if registry else [], log_level, outcome))
                 # Which predictions are stale depends on what the registry step just decided.
@@ -353,14 +470,29 @@ def materialize_universe(universe: Universe, workers: int, log_level: str = "INF
                 # predictions carry a BackfillPolicy: chunks of symbols per run, as a Dagster
                 # backfill runs them, no bigger than an equal share per worker so every worker gets one.
                 per_worker = max(1, -(-len(keys) // workers))
-                outcome.stages.append(run_stage(pool, PREDICTIONS_JOB, partition_ranges(ordered, keys, min(per_run, per_worker)), log_level, outcome))
+                outcome.stages.append(
+                    run_stage(
+                        pool,
+                        PREDICTIONS_JOB,
+                        partition_ranges(ordered, keys, min(per_run, per_worker)),
+                        log_level,
+                        outcome,
+                    )
+                )
             return outcome
         except WorkerDied as error:
             outcome.interrupted = str(error)
             if pool_life == 0:
-                print(f"  {error}; the runs it held are marked failed. Going on with a fresh pool without them.", flush=True)
+                print(
+                    f"  {error}; the runs it held are marked failed. Going on with a fresh pool without them.",
+                    flush=True,
+                )
                 plan = plan_runs(universe, store, assets, symbols, bars_source)
-                market_data = [symbol for symbol in plan.partitions(stage_assets[MARKET_DATA_JOB]) if symbol not in outcome.failed_symbols]
+                market_data = [
+                    symbol
+                    for symbol in plan.partitions(stage_assets[MARKET_DATA_JOB])
+                    if symbol not in outcome.failed_symbols
+                ]
     return outcome
 
 
@@ -368,27 +500,67 @@ def print_failures(failures: list[PartitionFailure]) -> None:
     if not failures:
         return
     with pl.Config(tbl_rows=200, tbl_width_chars=260, fmt_str_lengths=200, tbl_hide_dataframe_shape=True):
-        print(f"\nFailed: {len(failures)} asset partition(s); every other partition was materialized (open a run with `make ui`):")
-        table = pl.DataFrame([failure.__dict__ for failure in failures]).select("symbol", "asset", "partition", "reason", "run_id")
+        print(
+            f"\nFailed: {len(failures)} asset partition(s); every other partition was materialized (open a run with "
+            "`make ui`):"
+        )
+        table = pl.DataFrame([failure.__dict__ for failure in failures]).select(
+            "symbol", "asset", "partition", "reason", "run_id"
+        )
         print(table.with_columns(pl.col("reason").str.slice(0, 200)))
 
 
 def print_results(leaderboard: pl.DataFrame, registry: pl.DataFrame) -> None:
     from intelligence_assets.defs.assets.leaderboard import cells_without_candidate
 
-    columns = ["symbol", "target", "family", "metric", "score", "sharpe", "buy_and_hold_sharpe", "bars_per_year", "test_rows"]
-    with pl.Config(tbl_rows=200, tbl_cols=20, tbl_width_chars=200, fmt_str_lengths=80, float_precision=4, tbl_hide_dataframe_shape=True):
+    columns = [
+        "symbol",
+        "target",
+        "family",
+        "metric",
+        "score",
+        "sharpe",
+        "buy_and_hold_sharpe",
+        "bars_per_year",
+        "test_rows",
+    ]
+    with pl.Config(
+        tbl_rows=200,
+        tbl_cols=20,
+        tbl_width_chars=200,
+        fmt_str_lengths=80,
+        float_precision=4,
+        tbl_hide_dataframe_shape=True,
+    ):
         trained = leaderboard.filter(pl.col("trained"))
         print(f"\nAll trained models ({trained.height}), best first within each symbol x target:")
         print(trained.select(columns + ["leakage_suspect"]))
         champions = registry.filter(pl.col("champion_version").is_not_null())
         print(f"\nChampions in the MLflow registry ({champions.height}; load with mlflow.pyfunc.load_model(<uri>)):")
-        print(champions.select("symbol", "target", "champion_family", "champion_version", "metric", "champion_score", "champion_uri", "action"))
+        print(
+            champions.select(
+                "symbol",
+                "target",
+                "champion_family",
+                "champion_version",
+                "metric",
+                "champion_score",
+                "champion_uri",
+                "action",
+            )
+        )
         without_skill = cells_without_candidate(leaderboard)
         if without_skill.height:
-            print(f"\nNo champion: {without_skill.height} trained cells where no model beats no skill on held-out data:")
+            print(
+                f"\nNo champion: {without_skill.height} trained cells where no model beats no skill on held-out data:"
+            )
             print(without_skill.select("symbol", "target", "best_score"))
-        gated = leaderboard.filter(~pl.col("trained")).select("symbol", "target", "reason").unique().sort("symbol", "target")
+        gated = (
+            leaderboard.filter(~pl.col("trained"))
+            .select("symbol", "target", "reason")
+            .unique()
+            .sort("symbol", "target")
+        )
         if gated.height:
             print(f"\nNot trained: {gated.height} symbol x target cells below the ranking bar, e.g.")
             print(gated.head(8))
@@ -397,8 +569,16 @@ def print_results(leaderboard: pl.DataFrame, registry: pl.DataFrame) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=available_cores())
-    parser.add_argument("--every-partition", action="store_true", help="launch a run for every partition, not only the stale ones")
-    parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait this long for another command using DAGSTER_HOME to finish")
+    parser.add_argument(
+        "--every-partition", action="store_true", help="launch a run for every partition, not only the stale ones"
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another command using DAGSTER_HOME to finish",
+    )
     args = parser.parse_args(argv)
     with holding_home("make demo", args.wait):
         demo(args)
@@ -417,17 +597,24 @@ def demo(args: argparse.Namespace) -> None:
 
     store = DeploymentSettings.from_environment().artifact_store()
     try:
-        print_results(read_value(store, artifact_prefix(MODEL_LEADERBOARD)), read_value(store, artifact_prefix(MODEL_REGISTRY)))
+        print_results(
+            read_value(store, artifact_prefix(MODEL_LEADERBOARD)), read_value(store, artifact_prefix(MODEL_REGISTRY))
+        )
     except ArtifactStoreError as error:
         print(f"\nNo leaderboard to show: {error}")
     print_failures(outcome.failures)
     if outcome.interrupted:
-        print(f"\nInterrupted: {outcome.interrupted}. The runs it held are marked failed above; everything else that could run "
-              "did. Run `make demo` again to resume them: finished partitions are cache hits.")
+        print(
+            f"\nInterrupted: {outcome.interrupted}. The runs it held are marked failed above; everything else that "
+            "could run "
+            "did. Run `make demo` again to resume them: finished partitions are cache hits."
+        )
     print(f"\nDemo finished in {time.perf_counter() - started:.0f}s.")
     print("Where to look next:")
     print("  make ui              Dagster UI on http://127.0.0.1:3000 : asset graph, runs, metadata, checks, lineage")
-    print("  make mlflow-ui       MLflow UI on http://127.0.0.1:5000 : experiments per target, runs, registry and aliases")
+    print(
+        "  make mlflow-ui       MLflow UI on http://127.0.0.1:5000 : experiments per target, runs, registry and aliases"
+    )
     print(f"  artifacts            {store.location}")
     leaderboard_file = file_key(artifact_prefix(MODEL_LEADERBOARD), "<fingerprint>", TABLE_FILE)
     print(f"  leaderboard          {leaderboard_file} in the artifact store ({POINTER_FILE} names the fingerprint)")

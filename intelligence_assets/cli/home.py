@@ -6,6 +6,7 @@ store under DAGSTER_HOME. Two of them at once raced to create the instance's SQL
 first. The lock is an advisory `flock`: the kernel releases it when its holder exits or dies, so
 a killed command never leaves a stale lock behind.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -17,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 LOCK_FILE = ".intelligence-assets.lock"
@@ -38,7 +39,9 @@ def _holder(path: Path) -> str:
 
 
 @contextmanager
-def exclusive_home(home: Path | str, command: str, wait_seconds: float = 0.0, on_wait: Callable[[str], None] = lambda _: None) -> Iterator[None]:
+def exclusive_home(
+    home: Path | str, command: str, wait_seconds: float = 0.0, on_wait: Callable[[str], None] = lambda _: None
+) -> Iterator[None]:
     """Hold DAGSTER_HOME for `command`; wait up to `wait_seconds` for a holder to finish (telling
     `on_wait` once whom it waits for), then raise HomeInUseError naming it."""
     directory = Path(home)
@@ -59,11 +62,22 @@ def exclusive_home(home: Path | str, command: str, wait_seconds: float = 0.0, on
                         f"or set DAGSTER_HOME to another folder"
                     ) from None
                 if not waiting:
-                    on_wait(f"{directory} is in use by {_holder(path)}; waiting up to {wait_seconds:.0f}s for it to finish")
+                    on_wait(
+                        f"{directory} is in use by {_holder(path)}; waiting up to {wait_seconds:.0f}s for it to finish"
+                    )
                     waiting = True
                 time.sleep(0.5)
         os.ftruncate(descriptor, 0)
-        os.write(descriptor, json.dumps({"command": command, "pid": os.getpid(), "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode())
+        os.write(
+            descriptor,
+            json.dumps(
+                {
+                    "command": command,
+                    "pid": os.getpid(),
+                    "since": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+            ).encode(),
+        )
         yield
     finally:
         os.close(descriptor)  # releases the lock
@@ -77,7 +91,9 @@ def holding_home(command: str, wait_seconds: float = 0.0) -> Iterator[None]:
     if not home:
         raise SystemExit("DAGSTER_HOME is not set; run the command through make, which sets it to .dagster_home/")
     try:
-        with exclusive_home(home, command, wait_seconds, on_wait=lambda message: print(message, file=sys.stderr, flush=True)):
+        with exclusive_home(
+            home, command, wait_seconds, on_wait=lambda message: print(message, file=sys.stderr, flush=True)
+        ):
             yield
     except HomeInUseError as error:  # only raised while acquiring: the body runs holding the lock
         print(error, file=sys.stderr)
@@ -121,7 +137,10 @@ def repair_migration_heads(home: Path | str) -> list[str]:
             if len(versions) <= 1:
                 continue
             if head not in versions:
-                raise ValueError(f"{database} records schema versions {versions}, not Dagster's head {head}; run `dagster instance migrate`")
+                raise ValueError(
+                    f"{database} records schema versions {versions}, not Dagster's head {head}; run `dagster instance "
+                    "migrate`"
+                )
             connection.execute("DELETE FROM alembic_version WHERE version_num != ?", (head,))
             repaired.append(f"{database}: kept schema version {head}, removed {sorted(set(versions) - {head})}")
     return repaired
@@ -138,7 +157,8 @@ def open_instance_or_explain():
         if MIGRATION_HEADS_ERROR not in str(error):
             raise
         raise SystemExit(
-            f"the instance storage in {os.environ.get('DAGSTER_HOME')} records its schema version twice (two processes created it at once). "
+            f"the instance storage in {os.environ.get('DAGSTER_HOME')} records its schema version twice (two "
+            "processes created it at once). "
             "Repair it, keeping every run: python -m intelligence_assets.cli.home --repair"
         ) from None
 
@@ -149,8 +169,14 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description="Hold or repair a DAGSTER_HOME.")
     action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--repair", action="store_true", help="repair SQLite storage that records its schema version twice")
-    action.add_argument("--hold", metavar="NAME", help="run the command after `--` holding DAGSTER_HOME, named NAME to whoever finds it in use")
+    action.add_argument(
+        "--repair", action="store_true", help="repair SQLite storage that records its schema version twice"
+    )
+    action.add_argument(
+        "--hold",
+        metavar="NAME",
+        help="run the command after `--` holding DAGSTER_HOME, named NAME to whoever finds it in use",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="with --hold: -- COMMAND [ARGUMENTS...]")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command

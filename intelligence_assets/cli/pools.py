@@ -1,23 +1,10 @@
-"""Concurrency pools: GPU training steps share the `gpu` pool (limit: GPUs available), heavy CPU
-steps the `cpu` pool. Dagster keeps the limits in the instance; `make ui` sets them from
-`automation:` in universe.yaml (`python -m intelligence_assets.cli.pools`)."""
+"""`make ui` sets the concurrency pools' limits from `automation:` in universe.yaml:
+`python -m intelligence_assets.cli.pools` (the pools: `defs/pools.py`)."""
+
 import dagster as dg
 
-from intelligence_assets.config.universe import AutomationSettings, exit_on_configuration_error, load_universe
-
-GPU_POOL = "gpu"
-CPU_POOL = "cpu"
-
-
-def pool_limits(settings: AutomationSettings) -> dict[str, int]:
-    return {GPU_POOL: settings.gpu_slots, CPU_POOL: settings.cpu_slots}
-
-
-def configure_pools(instance: dg.DagsterInstance, settings: AutomationSettings) -> dict[str, int]:
-    limits = pool_limits(settings)
-    for pool, limit in limits.items():
-        instance.event_log_storage.set_concurrency_slots(pool, limit)
-    return limits
+from intelligence_assets.config.universe import exit_on_configuration_error, load_universe
+from intelligence_assets.defs.pools import configure_pools
 
 
 def main() -> None:

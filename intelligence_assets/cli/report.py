@@ -8,6 +8,7 @@ their own test rows); writes reports/report.md and PNGs beside it.
 
     python -m intelligence_assets.cli.report [--cost-bps 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,12 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
+from intelligence_assets.cli.home import holding_home
+from intelligence_assets.config.universe import REPOSITORY_ROOT, Universe, exit_on_configuration_error, load_universe
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.defs.assets.market_data import FEATURES, bars_per_year_of
 from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS, TARGET_RANKINGS
-from intelligence_assets.cli.home import holding_home
-from intelligence_assets.ml.baselines import calibration_bins, last_return_sign_scores, linear_on_all_features, majority_class_scores
+from intelligence_assets.ml.baselines import (
+    calibration_bins,
+    last_return_sign_scores,
+    linear_on_all_features,
+    majority_class_scores,
+)
 from intelligence_assets.ml.dataset import build_dataset
 from intelligence_assets.ml.metrics import backtest_sharpe, evaluate, positions_from_predictions
 from intelligence_assets.ml.splits import held_out_split
@@ -30,7 +37,6 @@ from intelligence_assets.ml.targets import label_horizon
 from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.store.artifacts import read_value
 from intelligence_assets.store.keys import artifact_prefix
-from intelligence_assets.config.universe import REPOSITORY_ROOT, Universe, exit_on_configuration_error, load_universe
 
 REPORT_DIRECTORY = REPOSITORY_ROOT / "reports"
 METRIC = {"classification": "auc", "regression": "ic"}
@@ -65,7 +71,10 @@ def score_cell(store: ArtifactStore, universe: Universe, symbol: str, target: st
     report = CellReport(symbol, target, spec.task, ranking, list(selection.get("selected", [])))
     if selection.get("gated"):
         return report
-    features, labels = read_value(store, artifact_prefix(FEATURES, symbol)), read_value(store, artifact_prefix(LABELS, symbol, target))
+    features, labels = (
+        read_value(store, artifact_prefix(FEATURES, symbol)),
+        read_value(store, artifact_prefix(LABELS, symbol, target)),
+    )
     bars_per_year = bars_per_year_of(universe, symbol, features["timestamp"])
     chosen = build_dataset(features, labels, report.selected)
     fold = held_out_split(len(chosen.y), label_horizon(spec), universe.split)
@@ -105,10 +114,21 @@ def score_cell(store: ArtifactStore, universe: Universe, symbol: str, target: st
     last_return = features.select("ret_1").to_numpy().ravel()[np.isin(features["timestamp"].to_numpy(), test_times)]
     add("baseline: sign of last return", last_return_sign_scores(last_return, spec.task))
     if test_rows.sum() == fold.test.size:
-        add("baseline: linear, all features", linear_on_all_features(spec.task, everything.x[train_rows], everything.y[train_rows], everything.x[test_rows], universe.seed))
+        add(
+            "baseline: linear, all features",
+            linear_on_all_features(
+                spec.task, everything.x[train_rows], everything.y[train_rows], everything.x[test_rows], universe.seed
+            ),
+        )
     if spec.kind != "forward_volatility":
-        report.rows.append(Scored("buy and hold", math.nan, backtest_sharpe(np.ones(returns.size), returns, bars_per_year),
-                                  backtest_sharpe(np.ones(returns.size), returns, bars_per_year, cost)))
+        report.rows.append(
+            Scored(
+                "buy and hold",
+                math.nan,
+                backtest_sharpe(np.ones(returns.size), returns, bars_per_year),
+                backtest_sharpe(np.ones(returns.size), returns, bars_per_year, cost),
+            )
+        )
     return report
 
 
@@ -126,8 +146,14 @@ def verdict(cell: CellReport) -> str:
     best_baseline = max((row.score for row in baselines), default=no_skill)
     # A margin, so that a third-decimal win over a baseline is not called predictability.
     if best.score < max(no_skill, best_baseline) + EDGE:
-        return f"no real edge: best model {best.name} {METRIC[cell.task]} {best.score:.3f} against the best baseline's {best_baseline:.3f}"
-    return f"{best.name} {METRIC[cell.task]} {best.score:.3f} beats the best baseline ({best_baseline:.3f}) by {best.score - best_baseline:.3f}"
+        return (
+            f"no real edge: best model {best.name} {METRIC[cell.task]} {best.score:.3f} against the best baseline's "
+            f"{best_baseline:.3f}"
+        )
+    return (
+        f"{best.name} {METRIC[cell.task]} {best.score:.3f} beats the best baseline ({best_baseline:.3f}) by "
+        f"{best.score - best_baseline:.3f}"
+    )
 
 
 def mean_net_sharpe(cells: list[CellReport]) -> dict[str, float]:
@@ -147,8 +173,11 @@ def sharpe_headline(cells: list[CellReport], cost_bps: float) -> str:
     families = {name: value for name, value in means.items() if not name.startswith(("baseline", "buy"))}
     better = [name for name, value in families.items() if value > means["buy and hold"]]
     listed = ", ".join(f"{name} {value:.2f}" for name, value in sorted(families.items()))
-    return (f"After {cost_bps:g} bp per unit traded the families' mean Sharpe ({listed}) "
-            + (f"is above buy and hold's {means['buy and hold']:.2f} for {', '.join(better)}." if better else f"is below buy and hold's {means['buy and hold']:.2f} for every family: no model pays for its trading."))
+    return f"After {cost_bps:g} bp per unit traded the families' mean Sharpe ({listed}) " + (
+        f"is above buy and hold's {means['buy and hold']:.2f} for {', '.join(better)}."
+        if better
+        else f"is below buy and hold's {means['buy and hold']:.2f} for every family: no model pays for its trading."
+    )
 
 
 def plots(cells: list[CellReport], universe: Universe, directory: Path, cost_bps: float) -> list[str]:
@@ -167,7 +196,9 @@ def plots(cells: list[CellReport], universe: Universe, directory: Path, cost_bps
     axis.set_xticks(range(len(targets)), targets, rotation=30, ha="right")
     axis.set_yticks(range(len(symbols)), symbols)
     for (i, j), value in np.ndenumerate(grid):
-        passed = next((c.ranking.get("passed") for c in cells if c.symbol == symbols[i] and c.target == targets[j]), False)
+        passed = next(
+            (c.ranking.get("passed") for c in cells if c.symbol == symbols[i] and c.target == targets[j]), False
+        )
         axis.text(j, i, f"{value:.3f}{' *' if passed else ''}", ha="center", va="center", fontsize=8)
     axis.set_title("Target ranking score (AUC - 0.5 or IC; * passed the bar)")
     figure.colorbar(image)
@@ -199,8 +230,13 @@ def plots(cells: list[CellReport], universe: Universe, directory: Path, cost_bps
 
     names = sorted({row.name for cell in cells for row in cell.rows if row.sharpe is not None})
     if names:
-        gross = [np.mean([r.sharpe for c in cells for r in c.rows if r.name == n and r.sharpe is not None]) for n in names]
-        net = [np.mean([r.sharpe_net for c in cells for r in c.rows if r.name == n and r.sharpe_net is not None]) for n in names]
+        gross = [
+            np.mean([r.sharpe for c in cells for r in c.rows if r.name == n and r.sharpe is not None]) for n in names
+        ]
+        net = [
+            np.mean([r.sharpe_net for c in cells for r in c.rows if r.name == n and r.sharpe_net is not None])
+            for n in names
+        ]
         figure, axis = plt.subplots(figsize=(max(7, 0.9 * len(names)), 4.5))
         positions = np.arange(len(names))
         axis.bar(positions - 0.2, gross, 0.4, label="no cost")
@@ -221,7 +257,9 @@ def build_report(store: ArtifactStore, universe: Universe, directory: Path, cost
         read_value(store, artifact_prefix(MODEL_LEADERBOARD))
     except ArtifactStoreError as error:
         raise SystemExit(f"no trained models to report on ({error}); run `make demo` first") from None
-    cells = [score_cell(store, universe, s, t, cost_bps / 10_000) for s in universe.symbols for t in universe.target_names]
+    cells = [
+        score_cell(store, universe, s, t, cost_bps / 10_000) for s in universe.symbols for t in universe.target_names
+    ]
     directory.mkdir(parents=True, exist_ok=True)
     images = plots(cells, universe, directory, cost_bps)
     trained = [c for c in cells if c.models]
@@ -229,13 +267,18 @@ def build_report(store: ArtifactStore, universe: Universe, directory: Path, cost
     lines = [
         "# Report: the bundled real data",
         "",
-        f"{len(universe.symbols)} symbols x {len(universe.targets)} targets x {len(universe.model_families)} families, daily bars. "
-        f"Held-out test rows: the last {universe.split.test_fraction:.0%} of each symbol's history, never seen in training or selection. "
-        f"Cost: {cost_bps:g} bp per unit of position change. Sharpe is annualised with each symbol's own bars per year (set in universe.yaml or inferred from its timestamps); "
-        "positions follow each target's rule (direction: long/short; barrier peak: long/flat; barrier valley: short/flat; forward return: sign).",
+        f"{len(universe.symbols)} symbols x {len(universe.targets)} targets x {len(universe.model_families)} "
+        "families, daily bars. "
+        f"Held-out test rows: the last {universe.split.test_fraction:.0%} of each symbol's history, never seen in "
+        "training or selection. "
+        f"Cost: {cost_bps:g} bp per unit of position change. Sharpe is annualised with each symbol's own bars per "
+        "year (set in universe.yaml or inferred from its timestamps); "
+        "positions follow each target's rule (direction: long/short; barrier peak: long/flat; barrier valley: "
+        "short/flat; forward return: sign).",
         "",
         f"**Headline.** {len(trained)} of {len(cells)} symbol x target cells passed the ranking bar and were trained; "
-        f"in {len(beating)} of them the best model beats every naive baseline by at least {EDGE} {'/'.join(sorted(set(METRIC.values())))} on its held-out rows. "
+        f"in {len(beating)} of them the best model beats every naive baseline by at least {EDGE} "
+        f"{'/'.join(sorted(set(METRIC.values())))} on its held-out rows. "
         "Every other cell is marked: nothing there is predictable from these features beyond what a naive rule gets. "
         + sharpe_headline(cells, cost_bps),
         "",
@@ -243,16 +286,30 @@ def build_report(store: ArtifactStore, universe: Universe, directory: Path, cost
         "",
     ]
     for symbol in universe.symbols:
-        lines += [f"## {symbol}", "", "| target | ranking score | stability | passed | selected features | verdict |", "|---|---:|---:|---|---|---|"]
+        lines += [
+            f"## {symbol}",
+            "",
+            "| target | ranking score | stability | passed | selected features | verdict |",
+            "|---|---:|---:|---|---|---|",
+        ]
         for cell in (c for c in cells if c.symbol == symbol):
             lines.append(
-                f"| {cell.target} | {number(cell.ranking.get('score'))} | {number(cell.ranking.get('stability'), 2)} | {'yes' if cell.ranking.get('passed') else 'no'} "
+                f"| {cell.target} | {number(cell.ranking.get('score'))} | {number(cell.ranking.get('stability'), 2)} "
+                f"| {'yes' if cell.ranking.get('passed') else 'no'} "
                 f"| {', '.join(cell.selected) or '—'} | {verdict(cell)} |"
             )
         for cell in (c for c in cells if c.symbol == symbol and c.rows):
-            lines += ["", f"**{cell.target}** ({cell.test_rows} test rows, metric {METRIC[cell.task]})", "",
-                      f"| model or baseline | {METRIC[cell.task]} | Sharpe | Sharpe after cost |", "|---|---:|---:|---:|"]
-            lines += [f"| {row.name} | {number(row.score)} | {number(row.sharpe, 2)} | {number(row.sharpe_net, 2)} |" for row in cell.rows]
+            lines += [
+                "",
+                f"**{cell.target}** ({cell.test_rows} test rows, metric {METRIC[cell.task]})",
+                "",
+                f"| model or baseline | {METRIC[cell.task]} | Sharpe | Sharpe after cost |",
+                "|---|---:|---:|---:|",
+            ]
+            lines += [
+                f"| {row.name} | {number(row.score)} | {number(row.sharpe, 2)} | {number(row.sharpe_net, 2)} |"
+                for row in cell.rows
+            ]
         lines.append("")
     path = directory / "report.md"
     path.write_text("\n".join(lines) + "\n")
@@ -268,7 +325,9 @@ def main(argv: list[str] | None = None) -> None:
 
     # Not while `make demo` writes the store it reads.
     with holding_home("make report"):
-        path = build_report(DeploymentSettings.from_environment().artifact_store(), load_universe(), args.out, args.cost_bps)
+        path = build_report(
+            DeploymentSettings.from_environment().artifact_store(), load_universe(), args.out, args.cost_bps
+        )
     print(f"wrote {path}")
 
 

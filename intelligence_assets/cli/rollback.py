@@ -7,6 +7,7 @@ the affected symbols so that they serve the restored champions. The same as laun
 
     ops: {model_registry: {config: {rollback: ["SP500|y_up_5b"], reason: "..."}}}
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,7 +18,9 @@ from intelligence_assets.cli.home import holding_home
 from intelligence_assets.config.universe import exit_on_configuration_error
 
 
-def roll_back(partitions: list[str], reason: str, instance: dg.DagsterInstance, defs: dg.Definitions | None = None) -> list[dg.ExecuteInProcessResult]:
+def roll_back(
+    partitions: list[str], reason: str, instance: dg.DagsterInstance, defs: dg.Definitions | None = None
+) -> list[dg.ExecuteInProcessResult]:
     """`defs`: the code location's Definitions (by default this deployment's)."""
     from intelligence_assets.definitions import PREDICTIONS_JOB, REGISTRY_JOB
 
@@ -34,14 +37,22 @@ def roll_back(partitions: list[str], reason: str, instance: dg.DagsterInstance, 
         return [registry]
     results = [registry]
     for symbol in sorted({partition.split("|")[0] for partition in partitions}):
-        results.append(defs.resolve_job_def(PREDICTIONS_JOB).execute_in_process(instance=instance, partition_key=symbol, raise_on_error=False))
+        results.append(
+            defs.resolve_job_def(PREDICTIONS_JOB).execute_in_process(
+                instance=instance, partition_key=symbol, raise_on_error=False
+            )
+        )
     return results
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Move `champion` back to `previous-champion` for symbol x target partitions.")
+    parser = argparse.ArgumentParser(
+        description="Move `champion` back to `previous-champion` for symbol x target partitions."
+    )
     parser.add_argument("--partition", action="append", required=True, help="SYMBOL|target; repeat for several")
-    parser.add_argument("--reason", required=True, help="recorded on the rolled-back version and in the materialization")
+    parser.add_argument(
+        "--reason", required=True, help="recorded on the rolled-back version and in the materialization"
+    )
     args = parser.parse_args(argv)
     with holding_home("make rollback"):
         results = roll_back(args.partition, args.reason, dg.DagsterInstance.get())
@@ -51,7 +62,10 @@ def main(argv: list[str] | None = None) -> None:
         if not result.success:
             for event in result.get_step_failure_events():
                 error = event.step_failure_data.error
-                print(f"  {event.step_key}: {(error.cause.message if error and error.cause else error.message if error else '').strip()}")
+                print(
+                    f"  {event.step_key}: "
+                    f"{(error.cause.message if error and error.cause else error.message if error else '').strip()}"
+                )
             raise SystemExit(1)
     registry = results[0].asset_materializations_for_node("model_registry")[0]
     print(registry.metadata["changes"].value)

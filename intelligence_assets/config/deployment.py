@@ -15,6 +15,7 @@ embedded store is used, `sqlite:///<DAGSTER_HOME>/mlflow/mlflow.db` with no serv
 artifacts live in the local artifact store under `mlflow/` (`make mlflow-ui` browses it).
 INTELLIGENCE_MLFLOW_UI_URL overrides the base of the links shown in Dagster.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,14 +25,14 @@ from typing import Literal
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from intelligence_assets.config.universe import REPOSITORY_ROOT, ConfigurationError, Universe
 from intelligence_assets.defs.automation.alerts import AlertNotifier
-from intelligence_assets.store.artifact_store import ArtifactStore
+from intelligence_assets.defs.processes import step_process_executor
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.defs.resources.io_manager import ArtifactIOManager
-from intelligence_assets.defs.processes import step_process_executor
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
+from intelligence_assets.store.artifact_store import ArtifactStore
 from intelligence_assets.store.bars_source import BarsSource, BarsSourceResource
-from intelligence_assets.config.universe import REPOSITORY_ROOT, ConfigurationError, Universe
 
 DEPLOYMENT_VARIABLE = "INTELLIGENCE_DEPLOYMENT"
 ARTIFACT_ROOT_VARIABLE = "INTELLIGENCE_ARTIFACT_ROOT"
@@ -77,14 +78,20 @@ class DeploymentSettings(BaseModel):
                 bars_prefix=os.environ.get(BARS_PREFIX_VARIABLE) or None,
             )
         except ValidationError:
-            raise ConfigurationError(f"{DEPLOYMENT_VARIABLE}={name!r} is not a known deployment; expected one of: {', '.join(DEPLOYMENTS)}") from None
+            raise ConfigurationError(
+                f"{DEPLOYMENT_VARIABLE}={name!r} is not a known deployment; expected one of: {', '.join(DEPLOYMENTS)}"
+            ) from None
 
     def artifact_store_resource(self, resolve_secrets: bool = False) -> ArtifactStoreResource:
         """`resolve_secrets`: read credentials now (tools outside Dagster); inside Dagster they stay
         `EnvVar`s, resolved at run time and shown in the UI by name only."""
         if self.name == "local":
             return ArtifactStoreResource(backend="local", root=str(self.artifact_root))
-        missing = [v for k, v in S3_VARIABLES.items() if k in ("endpoint", "access_key", "secret_key") and not os.environ.get(v)]
+        missing = [
+            v
+            for k, v in S3_VARIABLES.items()
+            if k in ("endpoint", "access_key", "secret_key") and not os.environ.get(v)
+        ]
         if missing:
             raise ConfigurationError(f"deployment {self.name!r} needs environment variables {missing}")
 
@@ -114,20 +121,28 @@ class DeploymentSettings(BaseModel):
         if self.name == "k8s" and not self.mlflow_tracking_uri:
             # Step pods share nothing but the bucket and the tracking server: an embedded store would
             # scatter runs across pods' disks.
-            raise ConfigurationError(f"deployment 'k8s' needs {MLFLOW_TRACKING_VARIABLE} (the MLflow server, e.g. http://intelligence-mlflow:5000)")
+            raise ConfigurationError(
+                f"deployment 'k8s' needs {MLFLOW_TRACKING_VARIABLE} (the MLflow server, e.g. http://intelligence-mlflow:5000)"
+            )
         if self.mlflow_tracking_uri:
             return MlflowTrackingResource(tracking_uri=self.mlflow_tracking_uri, ui_url=self.mlflow_ui_url)
         home = self.embedded_mlflow_home.resolve()
         return MlflowTrackingResource(
-            tracking_uri=f"sqlite:///{home / 'mlflow.db'}", ui_url=self.mlflow_ui_url or EMBEDDED_MLFLOW_UI_URL, experiment_root=str(home)
+            tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+            ui_url=self.mlflow_ui_url or EMBEDDED_MLFLOW_UI_URL,
+            experiment_root=str(home),
         )
 
-    def bars_source_resource(self, universe: Universe, artifact_store: ArtifactStoreResource | None = None) -> BarsSourceResource:
+    def bars_source_resource(
+        self, universe: Universe, artifact_store: ArtifactStoreResource | None = None
+    ) -> BarsSourceResource:
         """Bars under INTELLIGENCE_BARS_PREFIX in the artifact store when set, else the universe's directory."""
         artifact_store = artifact_store or self.artifact_store_resource()
         if self.bars_prefix:
             return BarsSourceResource(kind="store", prefix=self.bars_prefix, artifact_store=artifact_store)
-        return BarsSourceResource(kind="directory", directory=str(universe.bars_directory), artifact_store=artifact_store)
+        return BarsSourceResource(
+            kind="directory", directory=str(universe.bars_directory), artifact_store=artifact_store
+        )
 
     def bars_source(self, universe: Universe) -> BarsSource:
         return self.bars_source_resource(universe, self.artifact_store_resource(resolve_secrets=True)).source()

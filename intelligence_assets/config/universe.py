@@ -4,6 +4,7 @@ Loaded from `data/universe.yaml` (or the file named by INTELLIGENCE_UNIVERSE) in
 validated config. A bad file fails here, at load, with the field path and the offending value,
 rather than deep inside a run.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,16 +57,31 @@ class _Strict(BaseModel):
 
 
 class BarsSettings(_Strict):
-    directory: str = Field(default="bars", description="Where `<SYMBOL>.parquet` files live, relative to the universe file.")
+    directory: str = Field(
+        default="bars", description="Where `<SYMBOL>.parquet` files live, relative to the universe file."
+    )
     bars_per_year: dict[str, float] = Field(
         default_factory=dict,
         description="Bars per year by symbol, for annualising Sharpe. A symbol not listed has it inferred from its own "
-        "timestamps (about 252 for daily stock bars, 6,240 for hourly FX trading 24x5, 19,656 for 5-minute bars of a 6.5-hour session).",
+        "timestamps (about 252 for daily stock bars, 6,240 for hourly FX trading 24x5, 19,656 for 5-minute bars of a "
+        "6.5-hour session).",
     )
     min_history: int = Field(default=1000, ge=50, description="Fewer bars than this fails the `minimum_history` check.")
-    max_gap_days: float = Field(default=10.0, gt=0, description="The `no_long_gaps` check flags a gap between two bars longer than this many days and ...")
-    max_gap_spacings: float = Field(default=20.0, gt=1, description="... longer than this many times the symbol's median spacing (weekends and holidays stay below both).")
-    gaps_block: bool = Field(default=True, description="Whether a gap flagged by `no_long_gaps` blocks the symbol's downstream assets.")
+    max_gap_days: float = Field(
+        default=10.0,
+        gt=0,
+        description="The `no_long_gaps` check flags a gap between two bars longer than this many days and ...",
+    )
+    max_gap_spacings: float = Field(
+        default=20.0,
+        gt=1,
+        description=(
+            "... longer than this many times the symbol's median spacing (weekends and holidays stay below both)."
+        ),
+    )
+    gaps_block: bool = Field(
+        default=True, description="Whether a gap flagged by `no_long_gaps` blocks the symbol's downstream assets."
+    )
 
     @property
     def gap_settings(self) -> GapSettings:
@@ -76,7 +92,8 @@ class BarsSettings(_Strict):
     def _per_symbol(cls, value: Any) -> Any:
         if isinstance(value, (int, float)):
             raise ValueError(
-                "bars per year is inferred per symbol from its timestamps; to set it, give a mapping by symbol, e.g. {EURUSD: 6240}"
+                "bars per year is inferred per symbol from its timestamps; to set it, give a mapping by symbol, e.g. "
+                "{EURUSD: 6240}"
             )
         return value
 
@@ -91,7 +108,11 @@ class BarsSettings(_Strict):
 
 class ModelFamilySettings(_Strict):
     params: dict[str, Any] = Field(
-        default_factory=dict, description="Hyper-parameters passed to the family; a name the family does not accept (`accepted_params`) fails at load."
+        default_factory=dict,
+        description=(
+            "Hyper-parameters passed to the family; a name the family does not accept (`accepted_params`) fails at "
+            "load."
+        ),
     )
     gpu: bool | None = Field(
         default=None,
@@ -115,12 +136,22 @@ class Toleration(_Strict):
 class KubernetesSettings(_Strict):
     """Step pods in the `k8s` deployment (k8s_job_executor: one pod per step)."""
 
-    cpu_step: PodResources = Field(default=PodResources(cpu="1", memory="2Gi"), description="Requests of heavy CPU steps (rankings, selection, CPU families).")
-    gpu_step: PodResources = Field(default=PodResources(cpu="4", memory="16Gi"), description="Requests of GPU training steps, besides the GPUs.")
+    cpu_step: PodResources = Field(
+        default=PodResources(cpu="1", memory="2Gi"),
+        description="Requests of heavy CPU steps (rankings, selection, CPU families).",
+    )
+    gpu_step: PodResources = Field(
+        default=PodResources(cpu="4", memory="16Gi"), description="Requests of GPU training steps, besides the GPUs."
+    )
     gpus_per_step: int = Field(default=1, ge=1, description="nvidia.com/gpu limit of a GPU step.")
-    gpu_image: str | None = Field(default=None, description="Image of GPU steps (built from Dockerfile.cuda); None keeps the code location's image.")
+    gpu_image: str | None = Field(
+        default=None,
+        description="Image of GPU steps (built from Dockerfile.cuda); None keeps the code location's image.",
+    )
     gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
-    gpu_tolerations: list[Toleration] = Field(default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")])
+    gpu_tolerations: list[Toleration] = Field(
+        default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
+    )
 
 
 class LeaderboardSettings(_Strict):
@@ -129,19 +160,49 @@ class LeaderboardSettings(_Strict):
 
 
 class AutomationSettings(_Strict):
-    retrain_cron: str = Field(default="0 4 * * 1", description="When the retrain schedule looks for stale or old model partitions (UTC); weekly by default.")
-    retrain_max_age_days: float = Field(default=7.0, gt=0, description="A model computed longer ago than this is requested again by the retrain schedule.")
+    retrain_cron: str = Field(
+        default="0 4 * * 1",
+        description="When the retrain schedule looks for stale or old model partitions (UTC); weekly by default.",
+    )
+    retrain_max_age_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="A model computed longer ago than this is requested again by the retrain schedule.",
+    )
     bars_sensor_interval_seconds: int = Field(default=60, ge=5)
     decay_sensor_interval_seconds: int = Field(default=3600, ge=30)
-    decay_window_rows: int = Field(default=60, ge=10, description="The champion's most recent labelled predictions after its held-out period, scored by the decay sensor.")
-    decay_min_rows: int = Field(default=30, ge=5, description="Fewer new labelled rows than this: too early to judge decay.")
-    decay_max_skill_loss: float = Field(default=0.5, gt=0, le=1, description="Retrain when recent skill (score - no skill) falls below (1 - this) x held-out skill.")
-    gpu_slots: int = Field(default=1, ge=0, description="Limit of the `gpu` pool: GPU training steps at once (GPUs available).")
-    cpu_slots: int = Field(default=2, ge=1, description="Limit of the `cpu` pool: heavy CPU steps at once (cores, or nodes x cores).")
-    production_priority: int = Field(default=10, description="dagster/priority of schedule and sensor runs (production retraining).")
-    exploratory_priority: int = Field(default=-10, description="dagster/priority of exploratory jobs (hyper-parameter search); lower runs later.")
+    decay_window_rows: int = Field(
+        default=60,
+        ge=10,
+        description=(
+            "The champion's most recent labelled predictions after its held-out period, scored by the decay sensor."
+        ),
+    )
+    decay_min_rows: int = Field(
+        default=30, ge=5, description="Fewer new labelled rows than this: too early to judge decay."
+    )
+    decay_max_skill_loss: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Retrain when recent skill (score - no skill) falls below (1 - this) x held-out skill.",
+    )
+    gpu_slots: int = Field(
+        default=1, ge=0, description="Limit of the `gpu` pool: GPU training steps at once (GPUs available)."
+    )
+    cpu_slots: int = Field(
+        default=2, ge=1, description="Limit of the `cpu` pool: heavy CPU steps at once (cores, or nodes x cores)."
+    )
+    production_priority: int = Field(
+        default=10, description="dagster/priority of schedule and sensor runs (production retraining)."
+    )
+    exploratory_priority: int = Field(
+        default=-10, description="dagster/priority of exploratory jobs (hyper-parameter search); lower runs later."
+    )
     backfill_partitions_per_run: int = Field(
-        default=100, ge=1, description="BackfillPolicy of the assets without checks (features, predictions): partitions per backfill run."
+        default=100,
+        ge=1,
+        description="BackfillPolicy of the assets without checks (features, predictions): partitions per backfill run.",
     )
 
     @field_validator("retrain_cron")
@@ -186,7 +247,9 @@ class Universe(_Strict):
         for symbol in symbols:
             bad = FORBIDDEN_KEY_CHARACTERS.intersection(symbol)
             if not symbol or bad:
-                raise ValueError(f"symbol {symbol!r} must be non-empty and contain none of {sorted(FORBIDDEN_KEY_CHARACTERS)!r}")
+                raise ValueError(
+                    f"symbol {symbol!r} must be non-empty and contain none of {sorted(FORBIDDEN_KEY_CHARACTERS)!r}"
+                )
         duplicates = sorted({s for s in symbols if symbols.count(s) > 1})
         if duplicates:
             raise ValueError(f"duplicate symbols {duplicates}")
@@ -199,7 +262,9 @@ class Universe(_Strict):
 
         unknown = sorted(name for name in families if not family_exists(name))
         if unknown:
-            raise ValueError(f"unknown model families {unknown}: each needs a module intelligence_assets/ml/families/<name>.py")
+            raise ValueError(
+                f"unknown model families {unknown}: each needs a module intelligence_assets/ml/families/<name>.py"
+            )
         from intelligence_assets.ml.families import load_family
 
         # Raised as a ValidationError of their own, so that each problem has its own path
@@ -209,9 +274,17 @@ class Universe(_Strict):
             family = load_family(name)
             if settings.gpu and not (family.uses_gpu or family.can_use_gpu):
                 message = f"model family {name!r} cannot use a GPU; remove `gpu: true`"
-                problems.append(InitErrorDetails(type=PydanticCustomError("gpu_not_supported", message), loc=(name, "gpu"), input=settings.gpu))
+                problems.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError("gpu_not_supported", message), loc=(name, "gpu"), input=settings.gpu
+                    )
+                )
             for parameter, message in family.unknown_params(settings.params).items():
-                problems.append(InitErrorDetails(type=PydanticCustomError("unknown_parameter", message), loc=(name, "params"), input=parameter))
+                problems.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError("unknown_parameter", message), loc=(name, "params"), input=parameter
+                    )
+                )
         if problems:
             raise ValidationError.from_exception_data("model_families", problems)
         return families
@@ -279,11 +352,15 @@ def load_universe(path: Path | str | None = None) -> Universe:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as error:
-        raise UniverseError(f"universe file not found: {path} (set {UNIVERSE_PATH_VARIABLE} or create data/universe.yaml)") from error
+        raise UniverseError(
+            f"universe file not found: {path} (set {UNIVERSE_PATH_VARIABLE} or create data/universe.yaml)"
+        ) from error
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
-        raise UniverseError(f"universe file {path} is not valid YAML{line}: {getattr(error, 'problem', None) or error}") from None
+        raise UniverseError(
+            f"universe file {path} is not valid YAML{line}: {getattr(error, 'problem', None) or error}"
+        ) from None
     if not isinstance(raw, dict):
         raise UniverseError(f"universe file {path} must hold a mapping at the top level, got {type(raw).__name__}")
     try:

@@ -3,6 +3,7 @@
 The checks run inside the asset's own step (as `check_specs`), so a bad file is caught where
 it is read, without a second step loading the data again.
 """
+
 from __future__ import annotations
 
 import dagster as dg
@@ -22,7 +23,9 @@ GAP_CHECK = "no_long_gaps"
 LEAKAGE_SENTINEL = "leakage_sentinel"
 
 
-def bars_check_specs(asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition, gaps_block: bool = True) -> list[dg.AssetCheckSpec]:
+def bars_check_specs(
+    asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition, gaps_block: bool = True
+) -> list[dg.AssetCheckSpec]:
     # Blocking: features, labels and everything below must not be built from broken bars.
     return [
         dg.AssetCheckSpec(
@@ -50,16 +53,23 @@ def bars_check_results(asset_key: dg.AssetKey, checks: list[BarsCheck]) -> list[
     ]
 
 
-def leakage_sentinel_spec(asset_key: dg.AssetKey, settings: LeakageSettings, partitions_def: dg.PartitionsDefinition) -> dg.AssetCheckSpec:
+def leakage_sentinel_spec(
+    asset_key: dg.AssetKey, settings: LeakageSettings, partitions_def: dg.PartitionsDefinition
+) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
         LEAKAGE_SENTINEL,
         asset=asset_key,
         partitions_def=partitions_def,
-        description=f"{', '.join(GUARDED_KINDS)} targets: held-out AUC <= {settings.max_auc} and IC <= {settings.max_ic}; more is too good to be true",
+        description=(
+            f"{', '.join(GUARDED_KINDS)} targets: held-out AUC <= {settings.max_auc} and IC <= {settings.max_ic}; "
+            "more is too good to be true"
+        ),
     )
 
 
-def leakage_sentinel_result(asset_key: dg.AssetKey, target_kind: str, metrics: dict, settings: LeakageSettings) -> dg.AssetCheckResult:
+def leakage_sentinel_result(
+    asset_key: dg.AssetKey, target_kind: str, metrics: dict, settings: LeakageSettings
+) -> dg.AssetCheckResult:
     suspicion = leakage_suspicion(target_kind, metrics, settings)
     exempt = target_kind not in GUARDED_KINDS
     return dg.AssetCheckResult(

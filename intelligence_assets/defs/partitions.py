@@ -1,4 +1,5 @@
 """Partitions: `symbol` (dynamic: grows as symbols are added) x `target` (static, from the universe)."""
+
 from __future__ import annotations
 
 import warnings

@@ -5,6 +5,7 @@ step's Job (one pod per step); every other executor ignores it, so the same defi
 deployments. GPU training steps get a `nvidia.com/gpu` limit, the GPU node selector, tolerations
 and image; heavy CPU steps request CPU and memory. Values come from `kubernetes:` in universe.yaml.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,7 +32,10 @@ def step_pod_tags(settings: KubernetesSettings, gpu: bool, labels: dict[str, str
         "resources": {"requests": {"cpu": resources.cpu, "memory": resources.memory}},
         "env": [{"name": name, "value": str(threads_for(resources.cpu))} for name in THREAD_VARIABLES],
     }
-    pod_labels = {f"{LABEL_PREFIX}/device": "gpu" if gpu else "cpu", **{f"{LABEL_PREFIX}/{k}": v for k, v in labels.items()}}
+    pod_labels = {
+        f"{LABEL_PREFIX}/device": "gpu" if gpu else "cpu",
+        **{f"{LABEL_PREFIX}/{k}": v for k, v in labels.items()},
+    }
     config: dict[str, Any] = {"container_config": container, "pod_template_spec_metadata": {"labels": pod_labels}}
     if gpu:
         # The GPU count is a limit: Kubernetes schedules extended resources by limits.

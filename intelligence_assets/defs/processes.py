@@ -4,6 +4,7 @@ Two kinds: `make demo`'s workers (each runs whole runs in-process) and the forks
 multiprocess executor (it forks one process per step). Either way the definitions, and for
 training the heavy libraries, are imported once per process instead of once per run or step.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -63,7 +64,12 @@ def prepare_worker(libraries: tuple[str, ...], threads: int) -> None:
 SHARED_LIBRARIES = ("dagster", "polars", "pyarrow")
 
 
-def forked_pool(workers: int, libraries: tuple[str, ...], initializer: Callable[..., None] | None = None, initargs: tuple[Any, ...] = ()) -> ProcessPoolExecutor:
+def forked_pool(
+    workers: int,
+    libraries: tuple[str, ...],
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> ProcessPoolExecutor:
     """`workers` processes forked from one server that has imported `SHARED_LIBRARIES` and
     `libraries` once; each then
     runs `initializer(*initargs)` (a module-level function: it travels pickled).
@@ -82,10 +88,17 @@ def forked_pool(workers: int, libraries: tuple[str, ...], initializer: Callable[
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([*SHARED_LIBRARIES, *libraries])
     multiprocessing.forkserver.ensure_running()
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker, initargs=(dict(os.environ), initializer, initargs))
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(dict(os.environ), initializer, initargs),
+    )
 
 
-def _start_worker(environment: dict[str, str], initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+def _start_worker(
+    environment: dict[str, str], initializer: Callable[..., None] | None, initargs: tuple[Any, ...]
+) -> None:
     os.environ.clear()
     os.environ.update(environment)
     if initializer is not None:

@@ -4,6 +4,7 @@ We wrote it because Dagster's `DefaultRunLauncher` does not check its workers: r
 skipped its runs, and a run whose worker died with its code server (a live code server notices
 its dead worker itself) stayed STARTED for ever.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,13 +74,21 @@ class ProcessCheckingRunLauncher(dg.DefaultRunLauncher):
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
         host = _code_server_host(run)
         if host is not None:
-            return CheckRunHealthResult(WorkerStatus.RUNNING, f"Not checked: the run worker runs on host {host!r}, not here.")
+            return CheckRunHealthResult(
+                WorkerStatus.RUNNING, f"Not checked: the run worker runs on host {host!r}, not here."
+            )
         worker = run_worker_process(self._instance, run.run_id)
         if worker is None:
-            return CheckRunHealthResult(WorkerStatus.RUNNING, "Not checked: no run worker process recorded (executed in process).")
+            return CheckRunHealthResult(
+                WorkerStatus.RUNNING, "Not checked: no run worker process recorded (executed in process)."
+            )
         problem = _process_problem(worker)
         if problem is None:
-            return CheckRunHealthResult(WorkerStatus.RUNNING, f"Run worker process (pid {worker.pid}) is running.", run_worker_id=str(worker.pid))
+            return CheckRunHealthResult(
+                WorkerStatus.RUNNING,
+                f"Run worker process (pid {worker.pid}) is running.",
+                run_worker_id=str(worker.pid),
+            )
         return CheckRunHealthResult(
             WorkerStatus.FAILED,
             f"Run worker process (pid {worker.pid}) on {socket.gethostname()} {problem}; it ended without "
@@ -136,7 +145,10 @@ def _process_problem(worker: WorkerProcess) -> str | None:
         return "is gone (a zombie, not yet reaped)"
     started = _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     if started > worker.started + PID_REUSE_SLACK_SECONDS:
-        return f"is gone: pid {worker.pid} now belongs to a process started {started - worker.started:.0f} s after the worker"
+        return (
+            f"is gone: pid {worker.pid} now belongs to a process started {started - worker.started:.0f} s after the "
+            "worker"
+        )
     return None
 
 

@@ -3,6 +3,7 @@
 Bars schema: `timestamp` Datetime("us", "UTC"), `open`, `high`, `low`, `close`, `volume` Float64,
 sorted ascending by timestamp. Bars may be daily or intraday; nothing here assumes a calendar.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -17,7 +18,10 @@ import polars as pl
 TIMESTAMP_DTYPE = pl.Datetime("us", "UTC")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 VALUE_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
-BARS_SCHEMA: dict[str, pl.DataType] = {"timestamp": TIMESTAMP_DTYPE, **{column: pl.Float64() for column in VALUE_COLUMNS}}
+BARS_SCHEMA: dict[str, pl.DataType] = {
+    "timestamp": TIMESTAMP_DTYPE,
+    **{column: pl.Float64() for column in VALUE_COLUMNS},
+}
 
 # How many offending rows a failure detail names; enough to locate the problem, short enough to read.
 _EXAMPLES_IN_DETAIL = 3
@@ -192,7 +196,9 @@ def infer_bars_per_year(timestamps: pl.Series, settings: GapSettings) -> float:
     gaps = long_gaps(ordered, settings)
     covered = float(spacings.sum()) - sum(gap.days * 86_400 for gap in gaps)
     if spacings.size == 0 or covered <= 0:
-        raise ValueError(f"cannot infer bars per year from {ordered.len()} timestamp(s): at least two distinct timestamps are needed")
+        raise ValueError(
+            f"cannot infer bars per year from {ordered.len()} timestamp(s): at least two distinct timestamps are needed"
+        )
     return round((spacings.size - len(gaps)) / (covered / SECONDS_PER_YEAR), 1)
 
 
@@ -277,14 +283,20 @@ def _check_timestamps(bars: pl.DataFrame) -> BarsCheck:
         return _failed(name, description, "not checked: column 'timestamp' is missing or not a datetime", 0)
     # Against the latest earlier timestamp, not just the previous row, so every row that is out
     # of place (or repeats an earlier time) is counted, not only where the order first breaks.
-    frame = _row_index_frame(bars).with_columns(pl.col("timestamp").cum_max().shift(1).alias("latest_earlier_timestamp"))
+    frame = _row_index_frame(bars).with_columns(
+        pl.col("timestamp").cum_max().shift(1).alias("latest_earlier_timestamp")
+    )
     null_mask = frame["timestamp"].is_null()
     not_after = (frame["timestamp"] <= frame["latest_earlier_timestamp"]).fill_null(False)
     details = []
     if null_mask.any():
         details.append(_describe_rows(frame, null_mask, "a null timestamp", ("row",)))
     if not_after.any():
-        details.append(_describe_rows(frame, not_after, "a timestamp not after every earlier one", ("row", "latest_earlier_timestamp")))
+        details.append(
+            _describe_rows(
+                frame, not_after, "a timestamp not after every earlier one", ("row", "latest_earlier_timestamp")
+            )
+        )
     failing = int((null_mask | not_after).sum())
     if failing:
         return _failed(name, description, "; ".join(details), failing)
@@ -333,7 +345,9 @@ def _check_ohlc_consistent(bars: pl.DataFrame) -> BarsCheck:
     if unusable:
         return _failed(name, description, f"not checked: column(s) {unusable!r} missing or not numeric", 0)
     frame = _row_index_frame(bars).with_columns(pl.col(column).cast(pl.Float64) for column in PRICE_COLUMNS)
-    finite = frame.select(pl.all_horizontal(pl.col(column).is_finite() for column in PRICE_COLUMNS).fill_null(False)).to_series()
+    finite = frame.select(
+        pl.all_horizontal(pl.col(column).is_finite() for column in PRICE_COLUMNS).fill_null(False)
+    ).to_series()
     high, low, open_, close = frame["high"], frame["low"], frame["open"], frame["close"]
     violations = [
         ("high < open", finite & (high < open_), ("high", "open")),
@@ -375,7 +389,9 @@ def _check_long_gaps(bars: pl.DataFrame, settings: GapSettings) -> BarsCheck:
     description = BARS_CHECK_DESCRIPTIONS[name].format(max_days=days, max_spacings=spacings)
     if not _has_timestamp(bars):
         return _failed(name, description, "not checked: column 'timestamp' is missing or not a datetime", 0)
-    gaps = long_gaps(bars["timestamp"].cast(TIMESTAMP_DTYPE) if bars.schema["timestamp"] == pl.Date else bars["timestamp"], settings)
+    gaps = long_gaps(
+        bars["timestamp"].cast(TIMESTAMP_DTYPE) if bars.schema["timestamp"] == pl.Date else bars["timestamp"], settings
+    )
     if not gaps:
         return _passed(name, description)
     shown = "; ".join(gap.describe() for gap in gaps[:_EXAMPLES_IN_DETAIL])

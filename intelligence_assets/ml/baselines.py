@@ -4,6 +4,7 @@ Each baseline sees exactly what a model sees (the development rows to fit, the t
 predict) and returns scores in the model's units: probabilities for classification, values for
 regression, so the same metrics and the same backtest apply.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,9 @@ def last_return_sign_scores(last_return: np.ndarray, task: str) -> np.ndarray:
     return (last_return > 0).astype(np.float64) if task == "classification" else np.sign(last_return)
 
 
-def linear_on_all_features(task: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int) -> np.ndarray:
+def linear_on_all_features(
+    task: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int
+) -> np.ndarray:
     """Logistic regression (classification) or ridge regression (regression) on every feature,
     not only the selected ones: the `linear` family, fitted on the development rows (its last
     15% as the validation slice, as the families do)."""

@@ -7,6 +7,7 @@ dropping rows can only shrink the distance in rows between two bars, never grow 
 and a test row still means more than `label_horizon` bars, and the training row's label window
 (bars t+1 .. t+horizon) ends before the test row: purging by rows is conservative.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,9 +25,9 @@ class Dataset:
     label window of >= 1 bar is complete).
     """
 
-    timestamps: np.ndarray       # datetime64[us], UTC wall time, strictly increasing
-    x: np.ndarray                # float64, shape (rows, features)
-    y: np.ndarray                # shape (rows,)
+    timestamps: np.ndarray  # datetime64[us], UTC wall time, strictly increasing
+    x: np.ndarray  # float64, shape (rows, features)
+    y: np.ndarray  # shape (rows,)
     feature_names: list[str]
     forward_return_1: np.ndarray  # float64, shape (rows,)
 
@@ -35,7 +36,9 @@ class Dataset:
         if self.x.ndim != 2 or self.x.shape != (rows, len(self.feature_names)):
             raise ValueError(f"x has shape {self.x.shape}, expected ({rows}, {len(self.feature_names)})")
         if self.y.shape != (rows,) or self.forward_return_1.shape != (rows,):
-            raise ValueError(f"y {self.y.shape} and forward_return_1 {self.forward_return_1.shape} must have shape ({rows},)")
+            raise ValueError(
+                f"y {self.y.shape} and forward_return_1 {self.forward_return_1.shape} must have shape ({rows},)"
+            )
 
     @property
     def n_rows(self) -> int:
@@ -105,4 +108,9 @@ def _complete_rows(features: pl.DataFrame, names: list[str]) -> pl.DataFrame:
 def _matrix(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
     if not names:
         return np.empty((frame.height, 0), dtype=np.float64)
-    return frame.select(pl.col(name).cast(pl.Float64) for name in names).to_numpy().astype(np.float64, copy=False).reshape(frame.height, len(names))
+    return (
+        frame.select(pl.col(name).cast(pl.Float64) for name in names)
+        .to_numpy()
+        .astype(np.float64, copy=False)
+        .reshape(frame.height, len(names))
+    )

@@ -4,6 +4,7 @@ Skill is a score above no skill (AUC - 0.5, IC - 0). A champion has decayed when
 labelled rows after its held-out period, its skill has fallen below a fraction of its held-out
 skill, or below none at all.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from intelligence_assets.ml.metrics import accuracy, information_coefficient, no_skill_score, rank_information_coefficient, roc_auc
+from intelligence_assets.ml.metrics import (
+    accuracy,
+    information_coefficient,
+    no_skill_score,
+    rank_information_coefficient,
+    roc_auc,
+)
 
 
 def realised_score(metric: str, y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -34,22 +41,38 @@ class DecayVerdict:
     rows: int
     recent_score: float | None
     heldout_score: float
-    threshold: float | None   # the recent score below which the champion counts as decayed
+    threshold: float | None  # the recent score below which the champion counts as decayed
     reason: str
 
 
-def assess_decay(metric: str, heldout_score: float, y_true: np.ndarray, y_pred: np.ndarray, min_rows: int, max_skill_loss: float) -> DecayVerdict:
+def assess_decay(
+    metric: str, heldout_score: float, y_true: np.ndarray, y_pred: np.ndarray, min_rows: int, max_skill_loss: float
+) -> DecayVerdict:
     rows = int(np.asarray(y_true).size)
     if rows < min_rows:
-        return DecayVerdict(False, rows, None, heldout_score, None, f"only {rows} labelled rows after the held-out period (need {min_rows})")
+        return DecayVerdict(
+            False,
+            rows,
+            None,
+            heldout_score,
+            None,
+            f"only {rows} labelled rows after the held-out period (need {min_rows})",
+        )
     no_skill = no_skill_score(metric)
     recent = realised_score(metric, y_true, y_pred)
     threshold = no_skill + (1.0 - max_skill_loss) * max(heldout_score - no_skill, 0.0)
     if math.isnan(recent):
-        return DecayVerdict(False, rows, None, heldout_score, threshold, f"{metric} undefined on the last {rows} rows (one class only)")
+        return DecayVerdict(
+            False, rows, None, heldout_score, threshold, f"{metric} undefined on the last {rows} rows (one class only)"
+        )
     decayed = recent < threshold
     verb = "decayed" if decayed else "holds"
     return DecayVerdict(
-        decayed, rows, recent, heldout_score, threshold,
-        f"{verb}: {metric} {recent:.4f} on the last {rows} labelled rows vs {heldout_score:.4f} held out (threshold {threshold:.4f})",
+        decayed,
+        rows,
+        recent,
+        heldout_score,
+        threshold,
+        f"{verb}: {metric} {recent:.4f} on the last {rows} labelled rows vs {heldout_score:.4f} held out (threshold "
+        f"{threshold:.4f})",
     )

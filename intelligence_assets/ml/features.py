@@ -13,6 +13,7 @@ Shared definitions (used by `targets` and `synthetic` too, so every module agree
     smoothing: a finite window keeps hand-checks easy and forgets the series start);
   * close location: (close - low) / (high - low), 0.5 when high == low.
 """
+
 from __future__ import annotations
 
 import math
@@ -134,11 +135,14 @@ def _volatility(settings: FeatureSettings) -> dict[str, pl.Expr]:
     features[f"atr_{ATR_WINDOW}"] = average_true_range(ATR_WINDOW) / pl.col("close")
     squared_log_range = (pl.col("high") / pl.col("low")).log().pow(2)
     features[f"parkinson_{PARKINSON_WINDOW}"] = (
-        squared_log_range.rolling_mean(PARKINSON_WINDOW, min_samples=PARKINSON_WINDOW).clip(lower_bound=0.0) / (4.0 * math.log(2.0))
+        squared_log_range.rolling_mean(PARKINSON_WINDOW, min_samples=PARKINSON_WINDOW).clip(lower_bound=0.0)
+        / (4.0 * math.log(2.0))
     ).sqrt()
     if len(windows) >= 2:
         short, long = sorted(windows)[:2]
-        features[f"vol_ratio_{short}_{long}"] = returns.rolling_std(short, min_samples=short) / returns.rolling_std(long, min_samples=long)
+        features[f"vol_ratio_{short}_{long}"] = returns.rolling_std(short, min_samples=short) / returns.rolling_std(
+            long, min_samples=long
+        )
     return features
 
 
@@ -321,12 +325,15 @@ def require_enough_rows(usable: UsableFeatures, minimum_rows: int, symbol: str) 
         reasons = sorted(set(usable.dropped.values()))
         raise TooFewUsableRowsError(
             f"{symbol}: no usable feature left of {len(usable.dropped)}: each is null or constant on every bar "
-            f"(e.g. {'; '.join(f'{name}: {why}' for name, why in list(usable.dropped.items())[:3])}; {len(reasons)} distinct reasons)"
+            f"(e.g. {'; '.join(f'{name}: {why}' for name, why in list(usable.dropped.items())[:3])}; {len(reasons)} "
+            "distinct reasons)"
         )
     null_counts = usable.table.drop("timestamp").null_count().row(0, named=True)
     sparsest = sorted(null_counts.items(), key=lambda item: -item[1])[:5]
     raise TooFewUsableRowsError(
-        f"{symbol}: {usable.complete_rows} complete rows of {usable.table.height} bars, at least {minimum_rows} needed for the "
-        f"walk-forward splits; features with the most nulls: {', '.join(f'{name} ({count} null)' for name, count in sparsest)}; "
+        f"{symbol}: {usable.complete_rows} complete rows of {usable.table.height} bars, at least {minimum_rows} "
+        "needed for the "
+        "walk-forward splits; features with the most nulls: "
+        f"{', '.join(f'{name} ({count} null)' for name, count in sparsest)}; "
         f"dropped as unusable: {dropped}"
     )

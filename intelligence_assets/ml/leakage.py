@@ -5,6 +5,7 @@ around 0.50-0.54; a model far above that has almost surely seen the future (a fe
 split leaking the label). Volatility and barrier targets are genuinely predictable from
 volatility clustering and are exempt.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,5 +29,8 @@ def leakage_suspicion(target_kind: str, metrics: dict[str, float | None], settin
     for name, limit in (("auc", settings.max_auc), ("ic", settings.max_ic)):
         value = metrics.get(name)
         if value is not None and not math.isnan(value) and value > limit:
-            return f"held-out {name.upper()} {value:.3f} > {limit} is too good to be true for a {target_kind} target: look for look-ahead in features, labels or splits"
+            return (
+                f"held-out {name.upper()} {value:.3f} > {limit} is too good to be true for a {target_kind} target: "
+                "look for look-ahead in features, labels or splits"
+            )
     return None

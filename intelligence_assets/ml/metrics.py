@@ -8,6 +8,7 @@ two rows, and `roc_auc`, `log_loss` and both coefficients when an input holds Na
 infinity. Constant *predictions* with both classes present give AUC 0.5 (every pair is a tie),
 as scikit-learn does. Callers that average scores over folds should use nan-aware means.
 """
+
 from __future__ import annotations
 
 import math
@@ -121,13 +122,17 @@ def strategy_returns(positions: np.ndarray, next_bar_returns: np.ndarray, cost_p
     positions = np.asarray(positions, dtype=np.float64).ravel()
     next_bar_returns = np.asarray(next_bar_returns, dtype=np.float64).ravel()
     if positions.shape != next_bar_returns.shape:
-        raise ValueError(f"positions ({positions.size}) and next_bar_returns ({next_bar_returns.size}) differ in length")
+        raise ValueError(
+            f"positions ({positions.size}) and next_bar_returns ({next_bar_returns.size}) differ in length"
+        )
     gross = positions * np.where(np.isfinite(next_bar_returns), next_bar_returns, 0.0)
     turnover = np.abs(np.diff(positions, prepend=0.0))
     return gross - cost_per_trade * turnover
 
 
-def backtest_sharpe(positions: np.ndarray, next_bar_returns: np.ndarray, bars_per_year: float, cost_per_trade: float = 0.0) -> float:
+def backtest_sharpe(
+    positions: np.ndarray, next_bar_returns: np.ndarray, bars_per_year: float, cost_per_trade: float = 0.0
+) -> float:
     """Annualised Sharpe ratio of `strategy_returns`: mean / std (ddof=1) * sqrt(bars_per_year).
     0.0 when there are fewer than two bars or the PnL has zero variance (e.g. always flat)."""
     pnl = strategy_returns(positions, next_bar_returns, cost_per_trade)
@@ -166,13 +171,19 @@ def positions_from_predictions(
         raise ValueError(f"barrier targets need side in {BARRIER_SIDES}, got {side!r}")
     if spec_kind == "forward_return":
         return np.sign(predictions - reference)
-    raise ValueError(f"unknown target kind {spec_kind!r} (task {task!r}); expected one of {TRADABLE_KINDS + ('forward_volatility',)}")
+    raise ValueError(
+        f"unknown target kind {spec_kind!r} (task {task!r}); expected one of {TRADABLE_KINDS + ('forward_volatility',)}"
+    )
 
 
 def evaluate(task: str, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """{auc, accuracy, log_loss} for classification, {ic, rank_ic} for regression (NaN where undefined)."""
     if task == "classification":
-        return {"auc": roc_auc(y_true, y_pred), "accuracy": accuracy(y_true, y_pred), "log_loss": log_loss(y_true, y_pred)}
+        return {
+            "auc": roc_auc(y_true, y_pred),
+            "accuracy": accuracy(y_true, y_pred),
+            "log_loss": log_loss(y_true, y_pred),
+        }
     if task == "regression":
         return {"ic": information_coefficient(y_true, y_pred), "rank_ic": rank_information_coefficient(y_true, y_pred)}
     raise ValueError(f"unknown task {task!r}; expected 'classification' or 'regression'")
@@ -197,7 +208,9 @@ def no_skill_score(metric: str, majority_accuracy: float | None = None) -> float
     return 0.0
 
 
-def model_is_eligible(trained: bool, leakage_suspect: bool, metric: str, score: float | None, majority_accuracy: float | None) -> bool:
+def model_is_eligible(
+    trained: bool, leakage_suspect: bool, metric: str, score: float | None, majority_accuracy: float | None
+) -> bool:
     """May a model serve at all: trained, trusted by the leakage sentinel, and better than no
     skill on its held-out rows."""
     if not trained or leakage_suspect or score is None or math.isnan(score):

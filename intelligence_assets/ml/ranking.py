@@ -7,6 +7,7 @@ model's score is the mean over folds (folds whose score is undefined, e.g. a sin
 window, are left out of the mean); its stability is the share of *all* folds with a score
 above 0 (an undefined fold is no evidence of skill). The model with the higher score decides.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,10 +31,12 @@ RANKING_MODELS = ("lightgbm", "linear")
 RANKING_CODE_VERSION = "1"
 # The quick models' parameters fixed in code. Configured ones (`quick_lightgbm_rounds`) reach the
 # cache fingerprint as config; these reach it through the code version (`ranking_code_version`).
-QUICK_MODEL_PARAMS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
-    "lightgbm": MappingProxyType({"num_leaves": 7, "learning_rate": 0.1, "min_data_in_leaf": 50}),
-    "linear": MappingProxyType({}),
-})
+QUICK_MODEL_PARAMS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {
+        "lightgbm": MappingProxyType({"num_leaves": 7, "learning_rate": 0.1, "min_data_in_leaf": 50}),
+        "linear": MappingProxyType({}),
+    }
+)
 
 
 class RankingSettings(BaseModel):
@@ -48,13 +51,13 @@ class RankingSettings(BaseModel):
 @dataclass
 class TargetRanking:
     task: str
-    score: float                    # best model's mean fold score (AUC - 0.5, or IC)
-    stability: float                # that model's share of folds with score > 0
-    best_model: str                 # "lightgbm" or "linear"
+    score: float  # best model's mean fold score (AUC - 0.5, or IC)
+    stability: float  # that model's share of folds with score > 0
+    best_model: str  # "lightgbm" or "linear"
     fold_scores: dict[str, list[float]] = field(default_factory=dict)  # model -> per-fold score
     passed: bool = False
     bar: float = 0.0
-    reason: str = ""                # human-readable pass/fail explanation with the numbers
+    reason: str = ""  # human-readable pass/fail explanation with the numbers
     model_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> {score, stability}
 
     def to_dict(self) -> dict:
@@ -63,9 +66,12 @@ class TargetRanking:
         raw["stability"] = finite_or_none(self.stability)
         raw["bar"] = finite_or_none(self.bar)
         raw["passed"] = bool(self.passed)
-        raw["fold_scores"] = {model: [finite_or_none(score) for score in scores] for model, scores in self.fold_scores.items()}
+        raw["fold_scores"] = {
+            model: [finite_or_none(score) for score in scores] for model, scores in self.fold_scores.items()
+        }
         raw["model_scores"] = {
-            model: {key: finite_or_none(value) for key, value in summary.items()} for model, summary in self.model_scores.items()
+            model: {key: finite_or_none(value) for key, value in summary.items()}
+            for model, summary in self.model_scores.items()
         }
         return raw
 
@@ -90,7 +96,9 @@ def derived_code_version(base: str, family_versions: Mapping[str, str], fixed_pa
 
 
 def ranking_code_version(
-    base: str = RANKING_CODE_VERSION, family_versions: Mapping[str, str] | None = None, fixed_params: Mapping[str, Any] = QUICK_MODEL_PARAMS
+    base: str = RANKING_CODE_VERSION,
+    family_versions: Mapping[str, str] | None = None,
+    fixed_params: Mapping[str, Any] = QUICK_MODEL_PARAMS,
 ) -> str:
     """`target_rankings`' code version; the arguments default to what `rank_target` uses."""
     if family_versions is None:
@@ -107,7 +115,15 @@ def summarise_fold_scores(scores: list[float]) -> tuple[float, float]:
     return mean, stability
 
 
-def rank_target(x: np.ndarray, y: np.ndarray, task: str, label_horizon: int, split: SplitSettings, settings: RankingSettings, seed: int) -> TargetRanking:
+def rank_target(
+    x: np.ndarray,
+    y: np.ndarray,
+    task: str,
+    label_horizon: int,
+    split: SplitSettings,
+    settings: RankingSettings,
+    seed: int,
+) -> TargetRanking:
     """Score quick LightGBM and linear models under `walk_forward_folds`; the better model's score decides."""
     x = np.asarray(x)
     y = np.asarray(y)
@@ -123,7 +139,9 @@ def rank_target(x: np.ndarray, y: np.ndarray, task: str, label_horizon: int, spl
                 # A rare event absent from a fold's history: nothing to learn, so no score.
                 fold_scores[model].append(float("nan"))
                 continue
-            fitted = family(task, params, seed).fit(x[fold.train], y[fold.train], x[fold.validation], y[fold.validation])
+            fitted = family(task, params, seed).fit(
+                x[fold.train], y[fold.train], x[fold.validation], y[fold.validation]
+            )
             fold_scores[model].append(fold_score(task, y[fold.test], fitted.predict(x[fold.test])))
 
     model_scores = {}
@@ -153,18 +171,28 @@ def _sortable(score: float) -> float:
     return score if math.isfinite(score) else -math.inf
 
 
-def _verdict(score: float, stability: float, bar: float, best_model: str, scores: list[float], min_stability: float) -> tuple[bool, str]:
+def _verdict(
+    score: float, stability: float, bar: float, best_model: str, scores: list[float], min_stability: float
+) -> tuple[bool, str]:
     positive_folds = sum(1 for value in scores if math.isfinite(value) and value > 0)
     folds = len(scores)
     if not math.isfinite(score):
-        return False, f"no defined fold score for any model (single-class or constant test windows in all {folds} folds)"
+        return (
+            False,
+            f"no defined fold score for any model (single-class or constant test windows in all {folds} folds)",
+        )
     score_ok = score >= bar
     stable_ok = stability >= min_stability
     if score_ok and stable_ok:
-        return True, f"passed: score {score:.4f} ({best_model}) >= bar {bar:.4f}, stable in {positive_folds}/{folds} folds"
+        return (
+            True,
+            f"passed: score {score:.4f} ({best_model}) >= bar {bar:.4f}, stable in {positive_folds}/{folds} folds",
+        )
     problems = []
     if not score_ok:
         problems.append(f"score {score:.4f} ({best_model}) below bar {bar:.4f}")
     if not stable_ok:
-        problems.append(f"positive in only {positive_folds}/{folds} folds (stability {stability:.2f} < {min_stability:.2f})")
+        problems.append(
+            f"positive in only {positive_folds}/{folds} folds (stability {stability:.2f} < {min_stability:.2f})"
+        )
     return False, "; ".join(problems)

@@ -11,10 +11,11 @@ A feature is kept when its mean permutation importance is > 0, it is positive in
 `min_stability` of the folds, and its mean is at least `min_permutation_t` standard errors
 above zero (standard error = across-fold std (ddof 1) / sqrt(folds)). The last gate matters:
 a pure-noise column's mean permutation importance is positive half the time, and with few
-folds the stability rule alone lets about half of the noise through. Kept features are ranked by mean permutation importance and
-capped at `max_features`. When fewer than `min_features` qualify, the list is filled up by
+folds the stability rule alone lets about half of the noise through. Kept features are ranked by mean permutation
+importance and capped at `max_features`. When fewer than `min_features` qualify, the list is filled up by
 mean gain so downstream models always get a usable input set.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,10 +48,18 @@ class SelectionSettings(BaseModel):
 
     max_features: int = Field(default=15, ge=1)
     min_features: int = Field(default=5, ge=1)
-    min_stability: float = Field(default=0.5, ge=0.0, le=1.0, description="Share of folds where a kept feature's permutation importance is > 0.")
+    min_stability: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Share of folds where a kept feature's permutation importance is > 0."
+    )
     permutation_repeats: int = Field(default=3, ge=1, le=50)
     lightgbm_rounds: int = Field(default=100, ge=5, le=5000)
-    min_permutation_t: float = Field(default=2.0, ge=0.0, description="Kept features' mean permutation importance / its across-fold standard error must reach this (0 disables).")
+    min_permutation_t: float = Field(
+        default=2.0,
+        ge=0.0,
+        description=(
+            "Kept features' mean permutation importance / its across-fold standard error must reach this (0 disables)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _minimum_within_maximum(self) -> SelectionSettings:
@@ -63,8 +72,10 @@ class SelectionSettings(BaseModel):
 
 @dataclass
 class FeatureSelection:
-    selected: list[str]                       # in descending mean permutation importance
-    importances: list[dict]                   # one row per feature: feature, gain_mean, permutation_mean, permutation_std, stability, selected
+    selected: list[str]  # in descending mean permutation importance
+    importances: list[
+        dict
+    ]  # one row per feature: feature, gain_mean, permutation_mean, permutation_std, stability, selected
     # Rows also carry `permutation_t` and `selected_by` ("permutation", "gain_fallback" or None); they are ordered by
     # descending permutation_mean (undefined last). permutation_std is the spread across folds.
 
@@ -77,7 +88,9 @@ class FeatureSelection:
         return {"selected": list(self.selected), "importances": rows}
 
 
-def permutation_importance(model, x_test: np.ndarray, y_test: np.ndarray, task: str, repeats: int, rng: np.random.Generator) -> np.ndarray:
+def permutation_importance(
+    model, x_test: np.ndarray, y_test: np.ndarray, task: str, repeats: int, rng: np.random.Generator
+) -> np.ndarray:
     """Mean drop in fold score per column when that column is shuffled; NaN if the score is undefined."""
     baseline = fold_score(task, y_test, model.predict(x_test))
     importances = np.full(x_test.shape[1], np.nan)
@@ -105,12 +118,23 @@ def normalised_gain(model, n_features: int) -> np.ndarray:
     return gain / total if total > 0 else np.zeros(n_features)
 
 
-def select_features(x: np.ndarray, y: np.ndarray, feature_names: list[str], task: str, label_horizon: int, split: SplitSettings, settings: SelectionSettings, seed: int) -> FeatureSelection:
+def select_features(
+    x: np.ndarray,
+    y: np.ndarray,
+    feature_names: list[str],
+    task: str,
+    label_horizon: int,
+    split: SplitSettings,
+    settings: SelectionSettings,
+    seed: int,
+) -> FeatureSelection:
     """Rank the columns of `x` by out-of-sample permutation importance under `walk_forward_folds`."""
     x = np.asarray(x)
     y = np.asarray(y)
     if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != len(feature_names):
-        raise ValueError(f"x {x.shape} must have one row per label (y {y.shape}) and one column per name ({len(feature_names)})")
+        raise ValueError(
+            f"x {x.shape} must have one row per label (y {y.shape}) and one column per name ({len(feature_names)})"
+        )
     n_features = x.shape[1]
     family = load_family("lightgbm")
     params = {"num_boost_round": settings.lightgbm_rounds}
@@ -121,7 +145,9 @@ def select_features(x: np.ndarray, y: np.ndarray, feature_names: list[str], task
             continue  # nothing to learn in this fold's history
         model = family(task, params, seed).fit(x[fold.train], y[fold.train], x[fold.validation], y[fold.validation])
         gains.append(normalised_gain(model, n_features))
-        permutations.append(permutation_importance(model, x[fold.test], y[fold.test], task, settings.permutation_repeats, rng))
+        permutations.append(
+            permutation_importance(model, x[fold.test], y[fold.test], task, settings.permutation_repeats, rng)
+        )
 
     gain_by_fold = np.array(gains).reshape(-1, n_features)
     permutation_by_fold = np.array(permutations).reshape(-1, n_features)
@@ -138,9 +164,11 @@ def select_features(x: np.ndarray, y: np.ndarray, feature_names: list[str], task
         & (stability >= settings.min_stability)
         & (permutation_t >= settings.min_permutation_t)
     )
-    by_permutation = sorted((int(column) for column in np.flatnonzero(qualifies)), key=lambda column: (-permutation_mean[column], column))
+    by_permutation = sorted(
+        (int(column) for column in np.flatnonzero(qualifies)), key=lambda column: (-permutation_mean[column], column)
+    )
     chosen = by_permutation[: settings.max_features]
-    selected_by = {column: SELECTED_BY_PERMUTATION for column in chosen}
+    selected_by = dict.fromkeys(chosen, SELECTED_BY_PERMUTATION)
     wanted = min(settings.min_features, settings.max_features, n_features)
     if len(chosen) < wanted:
         remaining = [column for column in range(n_features) if column not in selected_by]

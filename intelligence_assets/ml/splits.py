@@ -20,6 +20,7 @@ and the validation slice satisfy, with h = label_horizon:
 
 i.e. a row i is kept in front of a window starting at s only if i + h + embargo < s.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,20 +34,32 @@ class SplitSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     folds: int = Field(default=4, ge=2, le=20, description="Walk-forward folds over the development period.")
-    embargo: int = Field(default=5, ge=0, description="Bars dropped after each label window before a test/validation window.")
-    test_fraction: float = Field(default=0.2, gt=0.0, lt=0.6, description="Final share of rows held out for the test period.")
-    validation_fraction: float = Field(default=0.15, gt=0.0, lt=0.5, description="Share of each training set kept for early stopping.")
+    embargo: int = Field(
+        default=5, ge=0, description="Bars dropped after each label window before a test/validation window."
+    )
+    test_fraction: float = Field(
+        default=0.2, gt=0.0, lt=0.6, description="Final share of rows held out for the test period."
+    )
+    validation_fraction: float = Field(
+        default=0.15, gt=0.0, lt=0.5, description="Share of each training set kept for early stopping."
+    )
     min_train_rows: int = Field(default=250, ge=10)
-    score_models_on_folds: bool = Field(default=True, description="Also fit each model family on every walk-forward fold and record its per-fold scores (costs about folds x 0.6 more fits).")
+    score_models_on_folds: bool = Field(
+        default=True,
+        description=(
+            "Also fit each model family on every walk-forward fold and record its per-fold scores (costs about folds "
+            "x 0.6 more fits)."
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class Fold:
     """Index arrays (positions into the dataset rows) for one split."""
 
-    train: np.ndarray       # rows to fit on
+    train: np.ndarray  # rows to fit on
     validation: np.ndarray  # early-stopping slice, after `train`, purged and embargoed from it
-    test: np.ndarray        # evaluation window, after `validation`, purged and embargoed from it
+    test: np.ndarray  # evaluation window, after `validation`, purged and embargoed from it
 
 
 def _last_row_before(window_start: int, label_horizon: int, embargo: int) -> int:
@@ -100,7 +113,14 @@ def walk_forward_folds(n_rows: int, label_horizon: int, settings: SplitSettings)
         test_start, test_end = int(boundaries[k]), int(boundaries[k + 1])
         fit_end = _last_row_before(test_start, label_horizon, settings.embargo)
         folds.append(
-            _split_before(fit_end, test_start, test_end, label_horizon, settings, f"walk-forward fold {k}/{settings.folds} of {n_rows} rows")
+            _split_before(
+                fit_end,
+                test_start,
+                test_end,
+                label_horizon,
+                settings,
+                f"walk-forward fold {k}/{settings.folds} of {n_rows} rows",
+            )
         )
     return folds
 
@@ -118,6 +138,7 @@ def minimum_rows(label_horizon: int, settings: SplitSettings) -> int:
     """The fewest complete rows on which every walk-forward fold and the held-out split can be
     cut for a label of `label_horizon` bars. Found by bisection over the split functions
     themselves, so it cannot drift from them."""
+
     def enough(n_rows: int) -> bool:
         try:
             walk_forward_folds(n_rows, label_horizon, settings)

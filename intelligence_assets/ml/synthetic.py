@@ -12,9 +12,10 @@ target stays independent of the features, while next-bar direction (and next-bar
 predictable from close_location. With signal_strength=0 the bars are a pure random walk (the
 same random draws are used, so only the planted signs differ between strengths).
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -38,7 +39,7 @@ SIGNAL_SCALE = 0.9
 START_PRICE = 100.0
 LOG_VOLUME_MEAN, LOG_VOLUME_STD = 13.8, 0.25
 
-DEFAULT_START = datetime(2000, 1, 3, tzinfo=timezone.utc)
+DEFAULT_START = datetime(2000, 1, 3, tzinfo=UTC)
 
 
 def synthetic_bars(
@@ -93,7 +94,14 @@ def synthetic_bars(
             "close": close,
             "volume": volume,
         },
-        schema={"timestamp": TIMESTAMP_DTYPE, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64, "volume": pl.Float64},
+        schema={
+            "timestamp": TIMESTAMP_DTYPE,
+            "open": pl.Float64,
+            "high": pl.Float64,
+            "low": pl.Float64,
+            "close": pl.Float64,
+            "volume": pl.Float64,
+        },
     )
 
 
@@ -112,8 +120,10 @@ def _close_location_of_unit_bars(body: np.ndarray, upper_wick: np.ndarray, lower
 
 def _timestamps(n_bars: int, start: datetime, bar_interval: timedelta) -> pl.Series:
     if start.tzinfo is None:
-        start = start.replace(tzinfo=timezone.utc)
-    start_utc = start.astimezone(timezone.utc).replace(tzinfo=None)
+        start = start.replace(tzinfo=UTC)
+    start_utc = start.astimezone(UTC).replace(tzinfo=None)
     interval_microseconds = bar_interval // timedelta(microseconds=1)
-    naive = np.datetime64(start_utc, "us") + np.arange(n_bars, dtype=np.int64) * np.timedelta64(interval_microseconds, "us")
+    naive = np.datetime64(start_utc, "us") + np.arange(n_bars, dtype=np.int64) * np.timedelta64(
+        interval_microseconds, "us"
+    )
     return pl.Series("timestamp", naive).dt.replace_time_zone("UTC")

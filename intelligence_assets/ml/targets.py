@@ -3,9 +3,10 @@
 A label at row t only looks at bars t+1 .. t+horizon (its *label window*); rows whose window
 runs past the end of the series get a null label. Horizons are in bars, never calendar days.
 """
+
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -28,7 +29,10 @@ class _TargetSpecBase(BaseModel):
     def _valid_partition_key(cls, value: str) -> str:
         bad = FORBIDDEN_KEY_CHARACTERS.intersection(value)
         if not value or bad:
-            raise ValueError(f"target name {value!r} must be non-empty and contain none of {sorted(bad or FORBIDDEN_KEY_CHARACTERS)!r}")
+            raise ValueError(
+                f"target name {value!r} must be non-empty and contain none of "
+                f"{sorted(bad or FORBIDDEN_KEY_CHARACTERS)!r}"
+            )
         return value
 
     @property
@@ -93,7 +97,7 @@ class ForwardVolatilityTarget(_TargetSpecBase):
 
 
 TargetSpec = Annotated[
-    Union[DirectionTarget, BarrierTarget, ForwardReturnTarget, ForwardVolatilityTarget],
+    DirectionTarget | BarrierTarget | ForwardReturnTarget | ForwardVolatilityTarget,
     Field(discriminator="kind"),
 ]
 

@@ -1,5 +1,6 @@
 """A model asset's value: the fitted model (absent when ranking gated the target) plus a
 JSON summary of how it was trained and how it scored."""
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ purged, embargoed validation slice for early stopping) and scored once on the he
 rows: the task's metrics, a long/short backtest Sharpe for tradable targets, and a naive
 baseline on the same rows so a model's numbers can be read against doing nothing clever.
 """
+
 from __future__ import annotations
 
 import time
@@ -27,27 +28,32 @@ from intelligence_assets.ml.splits import SplitSettings, held_out_split, walk_fo
 @dataclass
 class TrainingResult:
     model: ModelFamily
-    metrics: dict[str, float | None]          # evaluate(...) on the test rows, plus `sharpe` (None when not tradable)
-    baseline: dict[str, Any]                  # naive reference numbers on the same test rows
+    metrics: dict[str, float | None]  # evaluate(...) on the test rows, plus `sharpe` (None when not tradable)
+    baseline: dict[str, Any]  # naive reference numbers on the same test rows
     test_predictions: np.ndarray
-    test_index: np.ndarray                    # row positions of the test period
+    test_index: np.ndarray  # row positions of the test period
     training_curve: list[float]
     best_iteration: int | None
-    seconds: float                            # wall time of the fit alone
+    seconds: float  # wall time of the fit alone
     train_rows: int = 0
     validation_rows: int = 0
     test_rows: int = 0
     test_start_row: int = 0
-    test_end_row: int = 0                     # inclusive
-    train_base_rate: float | None = None      # classification: share of 1s in the fitted rows
+    test_end_row: int = 0  # inclusive
+    train_base_rate: float | None = None  # classification: share of 1s in the fitted rows
     test_base_rate: float | None = None
-    fold_metrics: list[dict[str, float | None]] = field(default_factory=list)  # per walk-forward fold, when cross-validated
+    fold_metrics: list[dict[str, float | None]] = field(
+        default_factory=list
+    )  # per walk-forward fold, when cross-validated
 
     def to_dict(self) -> dict:
         """JSON-ready summary (no model, no arrays); NaN becomes None."""
         return {
             "metrics": {key: finite_or_none(value) for key, value in self.metrics.items()},
-            "baseline": {key: (finite_or_none(value) if isinstance(value, float) else value) for key, value in self.baseline.items()},
+            "baseline": {
+                key: (finite_or_none(value) if isinstance(value, float) else value)
+                for key, value in self.baseline.items()
+            },
             "training_curve": [finite_or_none(value) for value in self.training_curve],
             "best_iteration": self.best_iteration,
             "seconds": finite_or_none(self.seconds),
@@ -90,7 +96,9 @@ def train_and_evaluate(
     y = np.asarray(y)
     forward_return_1 = np.asarray(forward_return_1, dtype=np.float64)
     if x.ndim != 2 or not (x.shape[0] == y.shape[0] == forward_return_1.shape[0]):
-        raise ValueError(f"x {x.shape}, y {y.shape} and forward_return_1 {forward_return_1.shape} must have one row per bar")
+        raise ValueError(
+            f"x {x.shape}, y {y.shape} and forward_return_1 {forward_return_1.shape} must have one row per bar"
+        )
     fold = held_out_split(x.shape[0], label_horizon, split)
 
     model = load_family(family_name)(task, params, seed)
@@ -108,14 +116,20 @@ def train_and_evaluate(
     reference = train_base_rate if classification else 0.0
     positions = positions_from_predictions(spec_kind, task, test_predictions, reference, side=side)
     test_returns = forward_return_1[fold.test]
-    metrics["sharpe"] = None if positions is None else backtest_sharpe(positions, test_returns, bars_per_year, cost_per_trade)
+    metrics["sharpe"] = (
+        None if positions is None else backtest_sharpe(positions, test_returns, bars_per_year, cost_per_trade)
+    )
 
     fold_metrics = []
     if cross_validate:
         for fold_number, walk_forward in enumerate(walk_forward_folds(x.shape[0], label_horizon, split), start=1):
             fold_model = load_family(family_name)(task, params, seed)
-            fold_model.fit(x[walk_forward.train], y[walk_forward.train], x[walk_forward.validation], y[walk_forward.validation])
-            scores: dict[str, float | None] = dict(evaluate(task, y[walk_forward.test], fold_model.predict(x[walk_forward.test])))
+            fold_model.fit(
+                x[walk_forward.train], y[walk_forward.train], x[walk_forward.validation], y[walk_forward.validation]
+            )
+            scores: dict[str, float | None] = dict(
+                evaluate(task, y[walk_forward.test], fold_model.predict(x[walk_forward.test]))
+            )
             fold_metrics.append({"fold": float(fold_number), "test_rows": float(walk_forward.test.size), **scores})
 
     baseline = naive_baseline(task, y[fold.train], y_test, spec_kind, test_returns, bars_per_year, cost_per_trade)

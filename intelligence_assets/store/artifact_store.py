@@ -5,6 +5,7 @@ backend writes atomically: a reader sees either the previous object or the compl
 never a partial write. How values become bytes is `artifacts.py`'s business, identical for
 every backend; the JSON helpers here serve small records such as pointers and manifests.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ import os
 import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -174,7 +175,7 @@ class LocalArtifactStore(ArtifactStore):
                 StoredObject(
                     key=path.relative_to(self.root).as_posix(),
                     bytes=status.st_size,
-                    modified=datetime.fromtimestamp(status.st_mtime, tz=timezone.utc),
+                    modified=datetime.fromtimestamp(status.st_mtime, tz=UTC),
                 )
             )
         return sorted(listed, key=lambda stored: stored.key)

@@ -11,6 +11,7 @@ follows a pointer to a half-written artifact; a retry with the same fingerprint 
 same keys (idempotent). Every load verifies the checksums: a corrupt object is an error,
 never silently used.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,14 +26,20 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from intelligence_assets.ml.trained_model import SUMMARY_FILE, TrainedModel
-from intelligence_assets.store.artifact_store import ArtifactNotFoundError, ArtifactStore, ArtifactStoreError, CorruptArtifactError
+from intelligence_assets.store.artifact_store import (
+    ArtifactNotFoundError,
+    ArtifactStore,
+    ArtifactStoreError,
+    CorruptArtifactError,
+)
+
 # The layout's file names stay importable from here for modules that read them beside artifacts.
 from intelligence_assets.store.keys import (  # noqa: F401
     CLAIM_FILE,
@@ -51,6 +58,7 @@ from intelligence_assets.store.keys import (  # noqa: F401
 class BlockedArtifactError(ArtifactStoreError):
     """The current artifact failed a blocking check: nothing may be built on it."""
 
+
 TABLE_FILE = "data.parquet"
 RESULT_FILE = "result.json"
 
@@ -64,7 +72,11 @@ def encode_value(value: Any) -> dict[str, bytes]:
     if isinstance(value, TrainedModel):
         with tempfile.TemporaryDirectory() as scratch:
             value.save(Path(scratch))
-            return {p.relative_to(scratch).as_posix(): p.read_bytes() for p in sorted(Path(scratch).rglob("*")) if p.is_file()}
+            return {
+                p.relative_to(scratch).as_posix(): p.read_bytes()
+                for p in sorted(Path(scratch).rglob("*"))
+                if p.is_file()
+            }
     if isinstance(value, dict):
         return {RESULT_FILE: json.dumps(value, indent=2, sort_keys=True, allow_nan=False).encode()}
     raise TypeError(f"cannot store {type(value).__name__}: expected polars.DataFrame, dict or TrainedModel")
@@ -96,10 +108,10 @@ def _sha256(data: bytes) -> str:
 class Manifest:
     fingerprint: str
     data_version: str
-    files: dict[str, dict[str, Any]]             # relative path -> {sha256, bytes}
-    metadata: dict[str, Any] = field(default_factory=dict)   # plain, replayable materialization metadata
+    files: dict[str, dict[str, Any]]  # relative path -> {sha256, bytes}
+    metadata: dict[str, Any] = field(default_factory=dict)  # plain, replayable materialization metadata
     checks: list[dict[str, Any]] = field(default_factory=list)  # check outcomes, replayed on cache hits
-    provenance: dict[str, Any] = field(default_factory=dict)    # code version, config, inputs, run id, time
+    provenance: dict[str, Any] = field(default_factory=dict)  # code version, config, inputs, run id, time
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__, indent=2, sort_keys=True, default=str).encode()
@@ -138,7 +150,7 @@ def point_to(store: ArtifactStore, prefix: str, manifest: Manifest) -> None:
         # Dagster stores an output before a failing blocking check stops the step; the flag keeps
         # any later run from building on it.
         "blocked_by": blocking_failures(manifest),
-        "updated": datetime.now(timezone.utc).isoformat(),
+        "updated": datetime.now(UTC).isoformat(),
     }
     store.put_json(pointer_key(prefix), pointer)
 
@@ -160,7 +172,8 @@ def read_verified_files(store: ArtifactStore, prefix: str, manifest: Manifest) -
         if len(data) != expected["bytes"] or _sha256(data) != expected["sha256"]:
             raise CorruptArtifactError(
                 f"artifact {store.uri(key)} is corrupt: {len(data)} bytes with sha256 {_sha256(data)[:12]}…, "
-                f"manifest says {expected['bytes']} bytes with sha256 {expected['sha256'][:12]}…; rematerialize it to recompute"
+                f"manifest says {expected['bytes']} bytes with sha256 {expected['sha256'][:12]}…; rematerialize it to "
+                "recompute"
             )
         files[name] = data
     return files
@@ -214,8 +227,12 @@ class ArtifactHandle:
         without reading or decoding the rest: a reader of scores never loads the model itself."""
         manifest = read_manifest(self.store, self.prefix, self.fingerprint)
         if name not in manifest.files:
-            raise CorruptArtifactError(f"artifact {self.store.uri(fingerprint_directory(self.prefix, self.fingerprint))} has no {name}")
-        files = read_verified_files(self.store, self.prefix, Manifest(**{**manifest.__dict__, "files": {name: manifest.files[name]}}))
+            raise CorruptArtifactError(
+                f"artifact {self.store.uri(fingerprint_directory(self.prefix, self.fingerprint))} has no {name}"
+            )
+        files = read_verified_files(
+            self.store, self.prefix, Manifest(**{**manifest.__dict__, "files": {name: manifest.files[name]}})
+        )
         return json.loads(files[name])
 
 
@@ -277,7 +294,7 @@ class _Lease:
         self._thread = threading.Thread(target=self._renew, name=f"claim {key}", daemon=True)
 
     def payload(self) -> bytes:
-        expires = datetime.now(timezone.utc).timestamp() + self.lease_seconds
+        expires = datetime.now(UTC).timestamp() + self.lease_seconds
         return json.dumps({"owner": self.owner, "expires": expires}).encode()
 
     def start(self) -> None:
@@ -325,8 +342,14 @@ def _holder_is_dead(owner: str) -> bool:
 
 
 @contextmanager
-def claimed(store: ArtifactStore, prefix: str, fingerprint: str, owner: str, on_wait: Callable[[str], None] = lambda _: None,
-            lease_seconds: float = CLAIM_LEASE_SECONDS) -> Iterator[None]:
+def claimed(
+    store: ArtifactStore,
+    prefix: str,
+    fingerprint: str,
+    owner: str,
+    on_wait: Callable[[str], None] = lambda _: None,
+    lease_seconds: float = CLAIM_LEASE_SECONDS,
+) -> Iterator[None]:
     """Hold the right to write `prefix/fingerprint` (files, manifest, tracking) alone. Waits while
     another live writer holds it; takes over a claim whose holder stopped renewing it. The
     caller looks at the store again once inside: the other writer's result may be there."""
@@ -339,12 +362,18 @@ def claimed(store: ArtifactStore, prefix: str, fingerprint: str, owner: str, on_
         if store.create_if_absent(key, lease.payload()) or _claim_of(store, key).get("owner") == owner:
             break
         holder = _claim_of(store, key)
-        if holder and (float(holder.get("expires", 0)) < datetime.now(timezone.utc).timestamp() or _holder_is_dead(str(holder.get("owner", "")))):
+        if holder and (
+            float(holder.get("expires", 0)) < datetime.now(UTC).timestamp()
+            or _holder_is_dead(str(holder.get("owner", "")))
+        ):
             on_wait(f"claim on {store.uri(key)} by {holder.get('owner')} expired or its process died; taking over")
             store.delete(key)
             continue
         if not waited:
-            on_wait(f"{store.uri(fingerprint_directory(prefix, fingerprint))} is being written by {holder.get('owner', 'another run')}; waiting for its result")
+            on_wait(
+                f"{store.uri(fingerprint_directory(prefix, fingerprint))} is being written by "
+                f"{holder.get('owner', 'another run')}; waiting for its result"
+            )
             waited = True
         time.sleep(CLAIM_POLL_SECONDS)
     lease.start()

@@ -12,9 +12,9 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.ml.bars import read_bars_parquet
 from intelligence_assets.store.artifact_store import ArtifactNotFoundError, ArtifactStore
-from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 
 SUFFIX = ".parquet"
 
@@ -22,7 +22,7 @@ SUFFIX = ".parquet"
 @dataclass(frozen=True)
 class BarsFile:
     symbol: str
-    version: str      # changes whenever the file is rewritten
+    version: str  # changes whenever the file is rewritten
     location: str
 
 
@@ -73,7 +73,13 @@ class StoreBarsSource(BarsSource):
             name = stored.key[len(self.prefix) + 1 :]
             if "/" in name or not name.endswith(SUFFIX):
                 continue
-            found.append(BarsFile(name.removesuffix(SUFFIX), f"{stored.bytes}-{stored.modified.isoformat()}", self.store.uri(stored.key)))
+            found.append(
+                BarsFile(
+                    name.removesuffix(SUFFIX),
+                    f"{stored.bytes}-{stored.modified.isoformat()}",
+                    self.store.uri(stored.key),
+                )
+            )
         return sorted(found, key=lambda file: file.symbol)
 
     def read(self, symbol: str) -> pl.DataFrame:

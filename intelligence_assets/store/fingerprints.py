@@ -1,4 +1,5 @@
 """Content hash of a table: the data version of `bars`, which changes exactly when the bars do."""
+
 from __future__ import annotations
 
 import hashlib

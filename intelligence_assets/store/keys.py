@@ -26,6 +26,8 @@ FAILURE_FILE = "failure.json"
 CLAIM_FILE = "claim.json"
 
 SEPARATOR = "/"
+# The first part of every model asset's key (`models/<family>`): the store groups models by it.
+MODELS = "models"
 
 
 class KeyWithPath(Protocol):

@@ -6,6 +6,7 @@ reset, timeouts, 5xx) are retried with exponential backoff and jitter until a ti
 is spent, so that a MinIO restart in the middle of a run costs a pause, not a failed run.
 Credential and permission errors are never retried: waiting cannot fix them.
 """
+
 from __future__ import annotations
 
 import io
@@ -15,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from datetime import timezone
+from datetime import UTC
 from typing import TypeVar
 
 import certifi
@@ -47,6 +48,7 @@ READ_TIMEOUT_SECONDS = 30.0
 TIMEOUT_SHARE_OF_BUDGET = 0.25
 FIRST_RETRY_DELAY_SECONDS = 0.5
 MAX_RETRY_DELAY_SECONDS = 5.0
+
 
 def request_timeouts(retry_seconds: float) -> urllib3.Timeout:
     """Connect and read timeouts of one request: a fraction of the retry budget (at least a
@@ -120,7 +122,9 @@ class S3OperationError(ArtifactStoreError):
 class ArtifactStoreUnavailableError(S3OperationError):
     """The object store could not be reached (or kept failing) for the whole retry budget."""
 
-    def __init__(self, message: str, *, elapsed_seconds: float | None = None, attempts: int | None = None, **where: str | None) -> None:
+    def __init__(
+        self, message: str, *, elapsed_seconds: float | None = None, attempts: int | None = None, **where: str | None
+    ) -> None:
         super().__init__(message, **where)
         self.elapsed_seconds = elapsed_seconds
         self.attempts = attempts
@@ -257,7 +261,9 @@ class S3ArtifactStore(ArtifactStore):
             try:
                 # S3's conditional write (If-None-Match: *), which MinIO and S3 honour. minio-py's
                 # public put_object turns unknown headers into user metadata, so the raw request.
-                self._client._put_object(self.bucket, key, data, headers={"If-None-Match": "*", "Content-Type": "application/octet-stream"})
+                self._client._put_object(
+                    self.bucket, key, data, headers={"If-None-Match": "*", "Content-Type": "application/octet-stream"}
+                )
             except S3Error as error:
                 if error.code in {"PreconditionFailed", "ConditionalRequestConflict"}:
                     return False
@@ -309,7 +315,7 @@ class S3ArtifactStore(ArtifactStore):
                 StoredObject(
                     key=item.object_name,
                     bytes=int(item.size or 0),
-                    modified=item.last_modified.astimezone(timezone.utc),
+                    modified=item.last_modified.astimezone(UTC),
                 )
                 for item in objects
                 if item.object_name and not item.object_name.endswith("/")
@@ -372,14 +378,23 @@ class S3ArtifactStore(ArtifactStore):
                 delay = min(random.uniform(backoff / 2, backoff), deadline - now)
                 logger.warning(
                     "S3 endpoint %s unreachable (%s): %s of %s, retrying in %.1fs (attempt %d)",
-                    self.endpoint, self._scrub(cause), operation, self.uri(key), delay, attempt + 1,
+                    self.endpoint,
+                    self._scrub(cause),
+                    operation,
+                    self.uri(key),
+                    delay,
+                    attempt + 1,
                 )
                 time.sleep(delay)
             else:
                 if attempt > 1:
                     logger.warning(
                         "S3 endpoint %s reachable again: %s of %s succeeded after %.1fs (attempt %d)",
-                        self.endpoint, operation, self.uri(key), time.monotonic() - started, attempt,
+                        self.endpoint,
+                        operation,
+                        self.uri(key),
+                        time.monotonic() - started,
+                        attempt,
                     )
                 return result
 
@@ -424,7 +439,9 @@ class S3ArtifactStore(ArtifactStore):
             message, endpoint=self.endpoint, bucket=self.bucket, key=key, operation=operation, code=error.code
         ) from None
 
-    def _unavailable(self, operation: str, key: str, started: float, attempts: int, cause: str) -> ArtifactStoreUnavailableError:
+    def _unavailable(
+        self, operation: str, key: str, started: float, attempts: int, cause: str
+    ) -> ArtifactStoreUnavailableError:
         elapsed = time.monotonic() - started
         message = (
             f"S3 endpoint {self.endpoint_url} unavailable: {operation} of {self.uri(key)} "

@@ -6,21 +6,21 @@ compressed model versions) or anything else, the assets' `artifacts`. Within an 
 asset is its first folder (`features`, `model_leaderboard`), `models/<family>` for models, the
 experiment folder for MLflow and the registered model for archives.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
 from intelligence_assets.store.artifact_store import StoredObject
-from intelligence_assets.store.keys import asset_path
+from intelligence_assets.store.keys import MODELS, asset_path
 
 ARTIFACTS_AREA = "artifacts"
 MLFLOW_AREA = "mlflow"
 ARCHIVE_AREA = "archive"
-MODELS_FOLDER = "models"
 
 USAGE_SCHEMA = {"area": pl.String, "asset": pl.String, "family": pl.String, "day": pl.Date, "bytes": pl.Int64}
 
@@ -30,8 +30,8 @@ def classify_key(key: str) -> tuple[str, str, str | None]:
     parts = key.split("/")
     if parts[0] in {MLFLOW_AREA, ARCHIVE_AREA} and len(parts) > 1:
         return parts[0], parts[1], None
-    if parts[0] == MODELS_FOLDER and len(parts) > 2:
-        return ARTIFACTS_AREA, asset_path([MODELS_FOLDER, parts[1]]), parts[1]
+    if parts[0] == MODELS and len(parts) > 2:
+        return ARTIFACTS_AREA, asset_path([MODELS, parts[1]]), parts[1]
     return ARTIFACTS_AREA, parts[0], None
 
 
@@ -41,7 +41,7 @@ def usage_by_key(objects: Iterable[StoredObject]) -> pl.DataFrame:
     rows = []
     for stored in objects:
         area, asset, family = classify_key(stored.key)
-        rows.append((area, asset, family, stored.modified.astimezone(timezone.utc).date(), stored.bytes))
+        rows.append((area, asset, family, stored.modified.astimezone(UTC).date(), stored.bytes))
     table = pl.DataFrame(rows, schema=USAGE_SCHEMA, orient="row")
     return (
         table.group_by(["area", "asset", "family", "day"])
@@ -65,10 +65,14 @@ def daily_growth(table: pl.DataFrame, days: int, today: date | None = None) -> D
     """
     if days < 1:
         raise ValueError(f"days must be at least 1, got {days}")
-    last = today or datetime.now(timezone.utc).date()
-    window = pl.DataFrame({"day": [last - timedelta(days=offset) for offset in range(days - 1, -1, -1)]}, schema={"day": pl.Date})
+    last = today or datetime.now(UTC).date()
+    window = pl.DataFrame(
+        {"day": [last - timedelta(days=offset) for offset in range(days - 1, -1, -1)]}, schema={"day": pl.Date}
+    )
     added = table.group_by("day").agg(pl.col("bytes").sum())
-    per_day = window.join(added, on="day", how="left").with_columns(pl.col("bytes").fill_null(0).cast(pl.Int64)).sort("day")
+    per_day = (
+        window.join(added, on="day", how="left").with_columns(pl.col("bytes").fill_null(0).cast(pl.Int64)).sort("day")
+    )
     return DailyGrowth(per_day=per_day, mean_bytes_per_day=float(per_day["bytes"].sum()) / days)
 
 
@@ -81,11 +85,17 @@ class QuotaStatus:
     days_until_full: float | None  # at the mean daily growth; None when usage does not grow
 
     def describe(self) -> str:
-        horizon = f", full in about {self.days_until_full:.0f} days at the recent growth" if self.days_until_full is not None else ""
+        horizon = (
+            f", full in about {self.days_until_full:.0f} days at the recent growth"
+            if self.days_until_full is not None
+            else ""
+        )
         return f"{self.used_bytes:,} of {self.quota_bytes:,} bytes used ({self.used_fraction:.0%}){horizon}"
 
 
-def quota_status(table: pl.DataFrame, quota_bytes: int, alert_fraction: float, mean_bytes_per_day: float) -> QuotaStatus:
+def quota_status(
+    table: pl.DataFrame, quota_bytes: int, alert_fraction: float, mean_bytes_per_day: float
+) -> QuotaStatus:
     """Usage of `table` (from `usage_by_key`) against a quota."""
     if quota_bytes <= 0:
         raise ValueError(f"quota_bytes must be positive, got {quota_bytes}")

@@ -2,6 +2,7 @@
 its own (`linear`): it predicts with the family object. Imported only when such a model is saved
 or loaded (it imports MLflow).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -8,6 +8,7 @@ flavour a family may declare (`MLFLOW_FLAVOURS`) and knows no family by name. Th
 standardization inside the torch module); `python_function` saves a pyfunc around the family
 object itself, for a family without a library of its own (`linear`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,7 +51,9 @@ def model_signature(feature_names: list[str]) -> Any:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    return ModelSignature(inputs=Schema([ColSpec("double", name) for name in feature_names]), outputs=Schema([ColSpec("double")]))
+    return ModelSignature(
+        inputs=Schema([ColSpec("double", name) for name in feature_names]), outputs=Schema([ColSpec("double")])
+    )
 
 
 def pip_requirements(model: ModelFamily) -> list[str]:
@@ -61,7 +64,10 @@ def pip_requirements(model: ModelFamily) -> list[str]:
 def _native_model(model: ModelFamily) -> Any:
     native = model.native_model()
     if native is None:
-        raise ValueError(f"model family {model.name!r} declares the {model.mlflow_flavour!r} MLflow flavour, but its native_model() returned None")
+        raise ValueError(
+            f"model family {model.name!r} declares the {model.mlflow_flavour!r} MLflow flavour, but its "
+            "native_model() returned None"
+        )
     return native
 
 
@@ -74,7 +80,9 @@ def _save_lightgbm(model: ModelFamily, path: str, signature: Any, requirements: 
 def _save_xgboost(model: ModelFamily, path: str, signature: Any, requirements: list[str]) -> None:
     import mlflow.xgboost
 
-    mlflow.xgboost.save_model(_native_model(model), path, signature=signature, pip_requirements=requirements, model_format="json")
+    mlflow.xgboost.save_model(
+        _native_model(model), path, signature=signature, pip_requirements=requirements, model_format="json"
+    )
 
 
 def _save_pytorch(model: ModelFamily, path: str, signature: Any, requirements: list[str]) -> None:
@@ -84,7 +92,13 @@ def _save_pytorch(model: ModelFamily, path: str, signature: Any, requirements: l
     # fixes shapes; the pickle keeps the standardization inside the module. MLflow warns
     # about pickles on every save; the choice is made here, once.
     with _quiet("mlflow.pytorch"):
-        mlflow.pytorch.save_model(_native_model(model), path, signature=signature, pip_requirements=requirements, serialization_format="pickle")
+        mlflow.pytorch.save_model(
+            _native_model(model),
+            path,
+            signature=signature,
+            pip_requirements=requirements,
+            serialization_format="pickle",
+        )
 
 
 def _save_python_function(model: ModelFamily, path: str, signature: Any, requirements: list[str]) -> None:
@@ -96,7 +110,9 @@ def _save_python_function(model: ModelFamily, path: str, signature: Any, require
     # the schema, and the pickled object is our own family class.
     with _quiet("mlflow.pyfunc"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        mlflow.pyfunc.save_model(path, python_model=FamilyModel(model), signature=signature, pip_requirements=requirements)
+        mlflow.pyfunc.save_model(
+            path, python_model=FamilyModel(model), signature=signature, pip_requirements=requirements
+        )
 
 
 # One per name in MLFLOW_FLAVOURS (a test holds them equal).

@@ -4,6 +4,7 @@ Written as text rather than drawn with matplotlib: rendering a PNG took about 0.
 model, half of everything tracking a model costs, for a chart of a few bars. MLflow's UI shows
 `.svg` artifacts as images, like PNGs, and a browser scales them sharply.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,9 +47,12 @@ def importance_svg(feature_names: list[str], importance: list[float], title: str
         middle = top + ROW_HEIGHT / 2 + 4
         length = plot_width * lengths[index] / largest if largest > 0 else 0.0
         parts += [
-            f"<text x='{label_width - 6:.0f}' y='{middle:.0f}' text-anchor='end' {FONT}>{escape(feature_names[index])}</text>",
-            f"<rect class='bar' x='{label_width:.0f}' y='{top + (ROW_HEIGHT - BAR_HEIGHT) / 2:.1f}' width='{length:.1f}' "
-            f"height='{BAR_HEIGHT}' fill='#3b6ea8'><title>{escape(feature_names[index])}: {values[index]:.6g}</title></rect>",
+            f"<text x='{label_width - 6:.0f}' y='{middle:.0f}' text-anchor='end' "
+            f"{FONT}>{escape(feature_names[index])}</text>",
+            f"<rect class='bar' x='{label_width:.0f}' y='{top + (ROW_HEIGHT - BAR_HEIGHT) / 2:.1f}' "
+            f"width='{length:.1f}' "
+            f"height='{BAR_HEIGHT}' fill='#3b6ea8'><title>{escape(feature_names[index])}: "
+            f"{values[index]:.6g}</title></rect>",
             f"<text x='{label_width + length + 4:.1f}' y='{middle:.0f}' {FONT} fill='#444'>{values[index]:.4g}</text>",
         ]
     parts += [

@@ -6,6 +6,7 @@ symbol x target (`intelligence.<symbol>.<target>`): the registry answers "which 
 this cell", so every family's versions compete under one name and the `champion` alias names
 the winner (see README, "Registry").
 """
+
 from __future__ import annotations
 
 EXPERIMENT_PREFIX = "intelligence"
@@ -66,4 +67,3 @@ def registered_model_name(symbol: str, target: str) -> str:
     """Symbols and targets may hold dots, so tools read the cell from the registered model's
     `symbol` and `target` tags, never by parsing this name."""
     return f"{REGISTERED_MODEL_PREFIX}.{symbol}.{target}"
-

@@ -16,8 +16,10 @@ a retried create_model_version a second version of our run. Tracking runs under 
 fingerprint's claim, so any other run or version with our fingerprint is such a ghost: it is
 swept before the run is tagged complete (see _sweep_ghosts).
 """
+
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -78,10 +80,10 @@ class TrainingRecord:
     symbol: str
     target: str
     trained_model: TrainedModel
-    score_metric: str                 # the leaderboard metric for this task
-    eligible: bool                    # may become champion: trained, beats no skill, not a leakage suspect
-    provenance_tags: dict[str, str]   # Dagster run id, asset key, partition key, code version, fingerprint, artifact URI
-    config: dict[str, Any]            # the resolved config that produced the model
+    score_metric: str  # the leaderboard metric for this task
+    eligible: bool  # may become champion: trained, beats no skill, not a leakage suspect
+    provenance_tags: dict[str, str]  # Dagster run id, asset key, partition key, code version, fingerprint, artifact URI
+    config: dict[str, Any]  # the resolved config that produced the model
 
     @property
     def family(self) -> str:
@@ -121,17 +123,27 @@ def checksum_differences(recorded: Mapping[str, str], found: Mapping[str, str]) 
     changed = sorted(path for path in recorded.keys() & found.keys() if recorded[path] != found[path])
     missing = sorted(recorded.keys() - found.keys())
     unexpected = sorted(found.keys() - recorded.keys())
-    return [f"{kind}: {', '.join(paths)}" for kind, paths in (("changed", changed), ("missing", missing), ("unexpected", unexpected)) if paths]
+    return [
+        f"{kind}: {', '.join(paths)}"
+        for kind, paths in (("changed", changed), ("missing", missing), ("unexpected", unexpected))
+        if paths
+    ]
 
 
 def sqlite_database(tracking_uri: str) -> Path | None:
     """The database file of an embedded `sqlite:///` store; None for any other store."""
     prefix = "sqlite:///"
-    return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
+    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
 
 
 class ModelTracker:
-    def __init__(self, tracking_uri: str, registry_uri: str | None = None, ui_url: str | None = None, experiment_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        registry_uri: str | None = None,
+        ui_url: str | None = None,
+        experiment_root: Path | None = None,
+    ) -> None:
         """`experiment_root`: where experiments created here keep their artifacts, one folder per
         target (the embedded default); None lets the MLflow server decide."""
         from mlflow import MlflowClient
@@ -165,7 +177,12 @@ class ModelTracker:
         started = time.monotonic()
         timer = threading.Timer(
             SLOW_CALL_SECONDS,
-            lambda: logger.warning("MLflow at %s has not answered %s for %.0fs; still waiting", self.tracking_uri, step, time.monotonic() - started),
+            lambda: logger.warning(
+                "MLflow at %s has not answered %s for %.0fs; still waiting",
+                self.tracking_uri,
+                step,
+                time.monotonic() - started,
+            ),
         )
         timer.daemon = True
         timer.start()
@@ -180,7 +197,9 @@ class ModelTracker:
 
     def _failure(self, step: str, error: Exception) -> TrackingError:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return TrackingError(f"MLflow tracking at {self.tracking_uri} failed while {step}: {type(error).__name__}: {message}")
+        return TrackingError(
+            f"MLflow tracking at {self.tracking_uri} failed while {step}: {type(error).__name__}: {message}"
+        )
 
     @staticmethod
     def _error_code(error: BaseException) -> str | None:
@@ -208,12 +227,19 @@ class ModelTracker:
             location = (self.experiment_root / target).as_uri() if self.experiment_root else None
             try:
                 experiment_id = self.call(
-                    f"creating experiment {name}", lambda: self.client.create_experiment(name, artifact_location=location, tags={names.TARGET_TAG: target})
+                    f"creating experiment {name}",
+                    lambda: self.client.create_experiment(
+                        name, artifact_location=location, tags={names.TARGET_TAG: target}
+                    ),
                 )
             except TrackingError as error:
-                if self._error_code(error) != "RESOURCE_ALREADY_EXISTS":  # created meanwhile by a parallel step (or by our retried request)
+                if (
+                    self._error_code(error) != "RESOURCE_ALREADY_EXISTS"
+                ):  # created meanwhile by a parallel step (or by our retried request)
                     raise
-                experiment_id = self.call(f"looking up experiment {name}", lambda: self.client.get_experiment_by_name(name)).experiment_id
+                experiment_id = self.call(
+                    f"looking up experiment {name}", lambda: self.client.get_experiment_by_name(name)
+                ).experiment_id
         else:
             experiment_id = experiment.experiment_id
         self._experiment_ids[name] = experiment_id
@@ -226,17 +252,24 @@ class ModelTracker:
             f"tags.{names.FINGERPRINT_TAG} = '{record.fingerprint}' and tags.{names.FAMILY_TAG} = '{record.family}' "
             f"and tags.{names.SYMBOL_TAG} = '{record.symbol}'"
         )
-        return self.call("searching runs by fingerprint", lambda: self.client.search_runs([experiment_id], filter_string=query, max_results=20))
+        return self.call(
+            "searching runs by fingerprint",
+            lambda: self.client.search_runs([experiment_id], filter_string=query, max_results=20),
+        )
 
     @staticmethod
     def _is_complete(run: Any) -> bool:
         tags = run.data.tags
-        return run.info.status == "FINISHED" and (tags.get(names.TRAINED_TAG) == "false" or bool(tags.get(names.REGISTERED_VERSION_TAG)))
+        return run.info.status == "FINISHED" and (
+            tags.get(names.TRAINED_TAG) == "false" or bool(tags.get(names.REGISTERED_VERSION_TAG))
+        )
 
     def _discard(self, run_id: str, status: str = "RUNNING") -> None:
         """Remove an incomplete run and any version registered from it. A run left RUNNING is
         marked KILLED first: one deleted but RUNNING reads as still being written to."""
-        versions = self.call("finding versions of an incomplete run", lambda: self.client.search_model_versions(f"run_id = '{run_id}'"))
+        versions = self.call(
+            "finding versions of an incomplete run", lambda: self.client.search_model_versions(f"run_id = '{run_id}'")
+        )
         for version in versions:
             self._delete_version(version)
         if status in ("RUNNING", "SCHEDULED"):
@@ -244,7 +277,13 @@ class ModelTracker:
         self.call(f"deleting incomplete run {run_id}", lambda: self.client.delete_run(run_id))
 
     def _sweep_ghosts(
-        self, experiment_id: str, record: TrainingRecord, run_id: str, version: str | None, log: Callable[[str], None], runs: list[Any] | None = None,
+        self,
+        experiment_id: str,
+        record: TrainingRecord,
+        run_id: str,
+        version: str | None,
+        log: Callable[[str], None],
+        runs: list[Any] | None = None,
     ) -> None:
         """Delete every other run and version with this fingerprint than `run_id` and its `version`.
         They can only be ghosts of retried requests (see the module docstring): we hold the
@@ -255,20 +294,35 @@ class ModelTracker:
         no alias ever points at a ghost."""
         for run in self._runs_with_fingerprint(experiment_id, record) if runs is None else runs:
             if run.info.run_id != run_id:
-                log(f"removing MLflow run {run.info.run_id} (status {run.info.status}): a duplicate of run {run_id} left by a retried request")
+                log(
+                    f"removing MLflow run {run.info.run_id} (status {run.info.status}): a duplicate of run {run_id} "
+                    "left by a retried request"
+                )
                 self._discard(run.info.run_id, run.info.status)
         if not record.trained_model.trained:
             return
         name = names.registered_model_name(record.symbol, record.target)
-        query = f"name = '{name}' and tags.`{names.FINGERPRINT_TAG}` = '{record.fingerprint}' and tags.`{names.FAMILY_TAG}` = '{record.family}'"
-        for found in self.call(f"finding versions of {name} with fingerprint {record.fingerprint}", lambda: self.client.search_model_versions(query)):
+        query = (
+            f"name = '{name}' and tags.`{names.FINGERPRINT_TAG}` = '{record.fingerprint}' and "
+            f"tags.`{names.FAMILY_TAG}` = '{record.family}'"
+        )
+        for found in self.call(
+            f"finding versions of {name} with fingerprint {record.fingerprint}",
+            lambda: self.client.search_model_versions(query),
+        ):
             if not (found.run_id == run_id and str(found.version) == version):
-                log(f"removing version {found.version} of {name} (run {found.run_id}): a duplicate of version {version} left by a retried request")
+                log(
+                    f"removing version {found.version} of {name} (run {found.run_id}): a duplicate of version "
+                    f"{version} left by a retried request"
+                )
                 self._delete_version(found)
 
     def _delete_version(self, version: Any) -> None:
         try:
-            self.call(f"deleting version {version.version} of {version.name}", lambda: self.client.delete_model_version(version.name, version.version))
+            self.call(
+                f"deleting version {version.version} of {version.name}",
+                lambda: self.client.delete_model_version(version.name, version.version),
+            )
         except TrackingError as error:
             # A retried delete whose first attempt went through: the version is gone, as asked.
             if self._error_code(error) != "RESOURCE_DOES_NOT_EXIST":
@@ -315,7 +369,9 @@ class ModelTracker:
         }
         run = self.call(
             "creating a run",
-            lambda: self.client.create_run(experiment_id, run_name=f"{record.symbol}.{record.target}.{record.family}", tags=tags),
+            lambda: self.client.create_run(
+                experiment_id, run_name=f"{record.symbol}.{record.target}.{record.family}", tags=tags
+            ),
         )
         run_id = run.info.run_id
         try:
@@ -330,12 +386,14 @@ class ModelTracker:
             # (ghosts landing later still are swept when it is found again).
             self._sweep_ghosts(experiment_id, record, run_id, tracked.version, log)
             if tracked.version:
-                self.call("tagging the run with its version", lambda: self.client.set_tag(run_id, names.REGISTERED_VERSION_TAG, tracked.version))
+                self.call(
+                    "tagging the run with its version",
+                    lambda: self.client.set_tag(run_id, names.REGISTERED_VERSION_TAG, tracked.version),
+                )
         except TrackingError:
-            try:  # leave nothing half-registered; if MLflow is down, the next attempt cleans up
+            # Leave nothing half-registered; if MLflow is down, the next attempt cleans up.
+            with contextlib.suppress(TrackingError):
                 self._discard(run_id)
-            except TrackingError:
-                pass
             raise
         return tracked
 
@@ -380,7 +438,9 @@ class ModelTracker:
             features = record.trained_model.feature_names
             native_importance = model.feature_importance() if model is not None else None
             importance = None if native_importance is None else [float(value) for value in native_importance]
-            (folder / "features.json").write_text(json.dumps({"features": features, "importance": importance}, indent=2))
+            (folder / "features.json").write_text(
+                json.dumps({"features": features, "importance": importance}, indent=2)
+            )
             if importance is not None and len(features):
                 title = f"{record.family} {record.symbol} {record.target}: feature importance"
                 (folder / names.IMPORTANCE_CHART).write_text(importance_svg(features, importance, title))
@@ -390,7 +450,9 @@ class ModelTracker:
                 save_in_flavour(model, features, folder / names.MODEL_ARTIFACT_PATH)
                 # Of the very files uploaded below: the artifact store keeps them byte for byte, so
                 # a reader's download must hash the same.
-                checksums = json.dumps(model_checksums(folder / names.MODEL_ARTIFACT_PATH), sort_keys=True, separators=(",", ":"))
+                checksums = json.dumps(
+                    model_checksums(folder / names.MODEL_ARTIFACT_PATH), sort_keys=True, separators=(",", ":")
+                )
                 tags.append(RunTag(names.MODEL_SHA256_TAG, checksums))
             # Params, metrics and the checksum tag together, within log_batch's limits (100 params,
             # 1000 entries in all): one call for a typical model rather than three.
@@ -402,11 +464,16 @@ class ModelTracker:
                 batch_tags = tags if index == 0 else []
                 self.call(
                     "logging params and metrics",
-                    lambda p=batch_params, m=batch_metrics, t=batch_tags: self.client.log_batch(run_id, metrics=m, params=p, tags=t),
+                    lambda p=batch_params, m=batch_metrics, t=batch_tags: self.client.log_batch(
+                        run_id, metrics=m, params=p, tags=t
+                    ),
                 )
             # Straight to the run's artifact location, known since create_run: the client's
             # log_artifacts would fetch the run again to find it (one more request per model).
-            self.call("uploading artifacts", lambda: get_artifact_repository(artifact_uri, tracking_uri=self.tracking_uri).log_artifacts(scratch))
+            self.call(
+                "uploading artifacts",
+                lambda: get_artifact_repository(artifact_uri, tracking_uri=self.tracking_uri).log_artifacts(scratch),
+            )
         return checksums
 
     def _register(self, run_id: str, experiment_id: str, record: TrainingRecord, checksums: str | None) -> TrackedRun:
@@ -424,13 +491,22 @@ class ModelTracker:
             names.TEST_END_TAG: str(summary.get("test_end") or ""),
             names.ELIGIBLE_TAG: "true" if record.eligible else "false",
             names.MODEL_SHA256_TAG: checksums or "",
-            **{f"{names.HELDOUT_PREFIX}{metric}": repr(value) for metric, value in metrics.items() if finite_or_none(value) is not None},
+            **{
+                f"{names.HELDOUT_PREFIX}{metric}": repr(value)
+                for metric, value in metrics.items()
+                if finite_or_none(value) is not None
+            },
         }
 
         def create_version() -> Any:
             return self.client.create_model_version(
-                name, source=f"runs:/{run_id}/{names.MODEL_ARTIFACT_PATH}", run_id=run_id, tags=tags,
-                description=f"{record.family} on {record.symbol} {record.target}, held-out {record.score_metric} {score}",
+                name,
+                source=f"runs:/{run_id}/{names.MODEL_ARTIFACT_PATH}",
+                run_id=run_id,
+                tags=tags,
+                description=(
+                    f"{record.family} on {record.symbol} {record.target}, held-out {record.score_metric} {score}"
+                ),
             )
 
         # The registered model exists for all but the first model of a symbol x target: try the
@@ -444,22 +520,37 @@ class ModelTracker:
                 raise
             self.ensure_registered_model(name, record.symbol, record.target)
             version = self.call(f"registering a version of {name}", create_version)
-        return TrackedRun(run_id, experiment_id, self.run_url(experiment_id, run_id), name, str(version.version), self.version_url(name, str(version.version)))
+        return TrackedRun(
+            run_id,
+            experiment_id,
+            self.run_url(experiment_id, run_id),
+            name,
+            str(version.version),
+            self.version_url(name, str(version.version)),
+        )
 
     # -- registry -------------------------------------------------------------------------
 
     def ensure_registered_model(self, name: str, symbol: str, target: str) -> None:
         try:
-            self.call(f"creating registered model {name}", lambda: self.client.create_registered_model(
-                name, tags={names.SYMBOL_TAG: symbol, names.TARGET_TAG: target},
-                description=f"Models predicting {target} for {symbol}; aliases champion / previous-champion / challenger.",
-            ))
+            self.call(
+                f"creating registered model {name}",
+                lambda: self.client.create_registered_model(
+                    name,
+                    tags={names.SYMBOL_TAG: symbol, names.TARGET_TAG: target},
+                    description=(
+                        f"Models predicting {target} for {symbol}; aliases champion / previous-champion / challenger."
+                    ),
+                ),
+            )
         except TrackingError as error:
             if self._error_code(error) != "RESOURCE_ALREADY_EXISTS":
                 raise
 
     def versions(self, name: str) -> list[Any]:
-        return self.call(f"listing versions of {name}", lambda: list(self.client.search_model_versions(f"name = '{name}'")))
+        return self.call(
+            f"listing versions of {name}", lambda: list(self.client.search_model_versions(f"name = '{name}'"))
+        )
 
     def aliases(self, name: str) -> dict[str, str]:
         """alias -> version of a registered model ({} when it does not exist)."""
@@ -472,17 +563,24 @@ class ModelTracker:
         return {alias: str(version) for alias, version in (model.aliases or {}).items()}
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
-        self.call(f"setting {name}@{alias} to version {version}", lambda: self.client.set_registered_model_alias(name, alias, version))
+        self.call(
+            f"setting {name}@{alias} to version {version}",
+            lambda: self.client.set_registered_model_alias(name, alias, version),
+        )
 
     def delete_alias(self, name: str, alias: str) -> None:
         self.call(f"removing {name}@{alias}", lambda: self.client.delete_registered_model_alias(name, alias))
 
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
-        self.call(f"tagging {name} version {version}", lambda: self.client.set_model_version_tag(name, version, key, value))
+        self.call(
+            f"tagging {name} version {version}", lambda: self.client.set_model_version_tag(name, version, key, value)
+        )
 
     def version_by_alias(self, name: str, alias: str) -> Any | None:
         try:
-            return self.call(f"resolving models:/{name}@{alias}", lambda: self.client.get_model_version_by_alias(name, alias))
+            return self.call(
+                f"resolving models:/{name}@{alias}", lambda: self.client.get_model_version_by_alias(name, alias)
+            )
         except TrackingError as error:
             if self._error_code(error) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 return None
@@ -495,7 +593,8 @@ class ModelTracker:
         recorded_text = version.tags.get(names.MODEL_SHA256_TAG) or ""
         if not recorded_text:
             raise ModelIntegrityError(
-                f"{version.name} version {version.version} has no {names.MODEL_SHA256_TAG} tag: it predates model checksums, so its "
+                f"{version.name} version {version.version} has no {names.MODEL_SHA256_TAG} tag: it predates model "
+                "checksums, so its "
                 f"files cannot be verified and it is not served. {self._integrity_remedy(version)}"
             )
         try:
@@ -504,19 +603,24 @@ class ModelTracker:
             recorded = None
         if not isinstance(recorded, dict):
             raise ModelIntegrityError(
-                f"{version.name} version {version.version}: its {names.MODEL_SHA256_TAG} tag is not the JSON object written at "
+                f"{version.name} version {version.version}: its {names.MODEL_SHA256_TAG} tag is not the JSON object "
+                "written at "
                 f"logging, so its files cannot be verified and it is not served. {self._integrity_remedy(version)}"
             )
         with tempfile.TemporaryDirectory() as scratch:
-            path = Path(self.call(
-                f"downloading {version.name} version {version.version}",
-                lambda: self.client.download_artifacts(version.run_id, names.MODEL_ARTIFACT_PATH, scratch),
-            ))
+            path = Path(
+                self.call(
+                    f"downloading {version.name} version {version.version}",
+                    lambda: self.client.download_artifacts(version.run_id, names.MODEL_ARTIFACT_PATH, scratch),
+                )
+            )
             differences = checksum_differences(recorded, model_checksums(path))
             if differences:
                 raise ModelIntegrityError(
-                    f"{version.name} version {version.version}: the model files in MLflow's artifact store (run {version.run_id}, "
-                    f"`{names.MODEL_ARTIFACT_PATH}/`) differ from those logged at training ({'; '.join(differences)}); it is not served. "
+                    f"{version.name} version {version.version}: the model files in MLflow's artifact store (run "
+                    f"{version.run_id}, "
+                    f"`{names.MODEL_ARTIFACT_PATH}/`) differ from those logged at training "
+                    f"({'; '.join(differences)}); it is not served. "
                     f"{self._integrity_remedy(version)}"
                 )
             return load_pyfunc(path)
@@ -527,11 +631,16 @@ class ModelTracker:
         asset, partition = f"models/{family}", "SYMBOL|target"
         try:  # only on the way to an error: one more request costs nothing that matters
             tags = self.client.get_run(version.run_id).data.tags
-            asset, partition = tags.get(names.DAGSTER_ASSET_TAG) or asset, tags.get(names.DAGSTER_PARTITION_TAG) or partition
+            asset, partition = (
+                tags.get(names.DAGSTER_ASSET_TAG) or asset,
+                tags.get(names.DAGSTER_PARTITION_TAG) or partition,
+            )
         except Exception:  # the error raised says what matters without them
             pass
         return (
-            f"Roll back to the previous champion (make rollback PARTITION='{partition}' REASON='version {version.version} failed its "
-            f"integrity check'), or retrain {asset} {partition} so that a new version with checksums is registered, then "
+            f"Roll back to the previous champion (make rollback PARTITION='{partition}' REASON='version "
+            f"{version.version} failed its "
+            f"integrity check'), or retrain {asset} {partition} so that a new version with checksums is registered, "
+            "then "
             "materialize model_registry and predictions."
         )

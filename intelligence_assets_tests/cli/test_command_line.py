@@ -1,4 +1,5 @@
 """The Dagster CLI against our code location, in subprocesses with a temporary DAGSTER_HOME."""
+
 from __future__ import annotations
 
 import json
@@ -12,13 +13,13 @@ import dagster as dg
 import yaml
 from dagster._config import process_config
 
+from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.defs.assets.market_data import FEATURES
 from intelligence_assets.defs.assets.target_analysis import TARGET_RANKINGS
-from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
-from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT
+from intelligence_assets.store.keys import artifact_prefix
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 
@@ -37,7 +38,11 @@ def test_definitions_validate_on_the_bundled_universe(tmp_path: Path) -> None:
     environment.pop("INTELLIGENCE_UNIVERSE", None)
     completed = subprocess.run(
         [DAGSTER, "definitions", "validate", "-m", "intelligence_assets.definitions"],
-        cwd=REPOSITORY_ROOT, env=environment, capture_output=True, text=True, timeout=300,
+        cwd=REPOSITORY_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
 
@@ -51,18 +56,26 @@ def test_a_command_given_a_bad_universe_prints_one_line_per_problem_and_exits_2(
     shutil.copy(REPOSITORY_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     completed = subprocess.run(
         [sys.executable, "-m", "intelligence_assets.cli.rollback", "--partition", "SP500|y_up_5b", "--reason", "test"],
-        cwd=tmp_path, env=_environment(tmp_path, universe_path), capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=_environment(tmp_path, universe_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 2, completed.stdout + completed.stderr
     assert "Traceback" not in completed.stderr, completed.stderr
     header, *problems = completed.stderr.splitlines()
     assert header == f"invalid universe file {universe_path.resolve()}:", completed.stderr
-    assert [line.split(": ")[0].strip() for line in problems] == ["model_families.lightgbm.params", "selection"], completed.stderr
+    assert [line.split(": ")[0].strip() for line in problems] == ["model_families.lightgbm.params", "selection"], (
+        completed.stderr
+    )
     assert "unknown parameter 'num_leafs'; closest: " in problems[0] and "num_leaves" in problems[0]
     assert "min_features (20) must not exceed max_features (15)" in problems[1]
 
 
-def test_asset_materialize_command_for_symbol_and_symbol_target_partitions(tmp_path: Path, small_universe_path: Path, monkeypatch) -> None:
+def test_asset_materialize_command_for_symbol_and_symbol_target_partitions(
+    tmp_path: Path, small_universe_path: Path, monkeypatch
+) -> None:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml places storage under it
@@ -73,8 +86,22 @@ def test_asset_materialize_command_for_symbol_and_symbol_target_partitions(tmp_p
 
     def materialize(selection: str, partition: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [DAGSTER, "asset", "materialize", "-m", "intelligence_assets.definitions", "--select", selection, "--partition", partition],
-            cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
+            [
+                DAGSTER,
+                "asset",
+                "materialize",
+                "-m",
+                "intelligence_assets.definitions",
+                "--select",
+                selection,
+                "--partition",
+                partition,
+            ],
+            cwd=tmp_path,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
     first = materialize("bars,features", "SIGNAL")
@@ -94,19 +121,23 @@ def test_asset_materialize_command_for_symbol_and_symbol_target_partitions(tmp_p
     assert unknown.returncode != 0
 
 
-def test_training_job_runs_a_symbols_range_with_steps_forked_from_a_preloaded_server(tmp_path: Path, small_universe_path: Path, monkeypatch) -> None:
+def test_training_job_runs_a_symbols_range_with_steps_forked_from_a_preloaded_server(
+    tmp_path: Path, small_universe_path: Path, monkeypatch
+) -> None:
     """`dagster job execute` runs training_job through its own executor: one process per step,
     forked from a server that imported the definitions and the training libraries."""
-    from intelligence_assets.definitions import TRAINING_JOB, build_definitions
     from intelligence_assets.config.deployment import DeploymentSettings
     from intelligence_assets.config.universe import load_universe
+    from intelligence_assets.definitions import TRAINING_JOB, build_definitions
 
     universe = load_universe(small_universe_path)
     training = build_definitions(universe, DeploymentSettings(name="local")).resolve_job_def(TRAINING_JOB)
     executor_def = training.executor_def
     mapped = executor_def.apply_config_mapping(process_config(executor_def.config_schema.config_type, {}).value)
     preloaded = mapped.value["config"]["start_method"]["forkserver"]["preload_modules"]
-    assert preloaded[0] == "intelligence_assets.definitions" and {"torch", "sklearn.linear_model", "mlflow"} <= set(preloaded)
+    assert preloaded[0] == "intelligence_assets.definitions" and {"torch", "sklearn.linear_model", "mlflow"} <= set(
+        preloaded
+    )
 
     home = tmp_path / "home"
     home.mkdir()
@@ -116,15 +147,38 @@ def test_training_job_runs_a_symbols_range_with_steps_forked_from_a_preloaded_se
         instance.add_dynamic_partitions("symbol", ["SIGNAL"])
     environment = _environment(home, small_universe_path)
     bars = subprocess.run(
-        [DAGSTER, "asset", "materialize", "-m", "intelligence_assets.definitions", "--select", "bars,features", "--partition", "SIGNAL"],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
+        [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "intelligence_assets.definitions",
+            "--select",
+            "bars,features",
+            "--partition",
+            "SIGNAL",
+        ],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert bars.returncode == 0, bars.stdout + bars.stderr
     first, last = universe.target_names[0], universe.target_names[-1]
-    tags = json.dumps({"dagster/asset_partition_range_start": f"SIGNAL|{first}", "dagster/asset_partition_range_end": f"SIGNAL|{last}"})
+    tags = json.dumps(
+        {
+            "dagster/asset_partition_range_start": f"SIGNAL|{first}",
+            "dagster/asset_partition_range_end": f"SIGNAL|{last}",
+        }
+    )
     training_run = subprocess.run(
         [DAGSTER, "job", "execute", "-m", "intelligence_assets.definitions", "-j", TRAINING_JOB, "--tags", tags],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert training_run.returncode == 0, training_run.stdout[-3000:] + training_run.stderr[-3000:]
 
@@ -139,10 +193,14 @@ def test_training_job_runs_a_symbols_range_with_steps_forked_from_a_preloaded_se
         families = [key for key in instance.get_asset_keys() if key.path[0] == "models"]
         for key in families:
             materialized = instance.fetch_materializations(key, limit=100).records
-            assert {record.partition_key for record in materialized} == {f"SIGNAL|{target}" for target in universe.target_names}, key
+            assert {record.partition_key for record in materialized} == {
+                f"SIGNAL|{target}" for target in universe.target_names
+            }, key
 
 
-def test_demo_runs_every_stage_on_its_workers_and_a_rerun_finds_nothing_to_do(tmp_path: Path, small_universe_path: Path, monkeypatch) -> None:
+def test_demo_runs_every_stage_on_its_workers_and_a_rerun_finds_nothing_to_do(
+    tmp_path: Path, small_universe_path: Path, monkeypatch
+) -> None:
     """`make demo`'s runner, as the README's first command runs it: workers forked from one
     server, every stage's runs on the instance, and nothing left stale afterwards."""
     home = tmp_path / "home"
@@ -152,12 +210,24 @@ def test_demo_runs_every_stage_on_its_workers_and_a_rerun_finds_nothing_to_do(tm
     environment = _environment(home, small_universe_path)
 
     def demo() -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "intelligence_assets.cli.demo", "--workers", "2"], cwd=REPOSITORY_ROOT, env=environment,
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "intelligence_assets.cli.demo", "--workers", "2"],
+            cwd=REPOSITORY_ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     first = demo()
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    for line in ("market_data_job: 2 runs", "training_job: 2 runs", "leaderboard_job: 1 runs", "registry_job: 1 runs", "predictions_job: 2 runs"):
+    for line in (
+        "market_data_job: 2 runs",
+        "training_job: 2 runs",
+        "leaderboard_job: 1 runs",
+        "registry_job: 1 runs",
+        "predictions_job: 2 runs",
+    ):
         assert line in first.stdout, first.stdout
     with dg.DagsterInstance.from_config(str(home)) as instance:
         runs = instance.get_runs()

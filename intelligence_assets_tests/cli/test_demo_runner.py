@@ -1,4 +1,5 @@
 """Ranged runs of `make demo`: the chunks a multi-run BackfillPolicy launches."""
+
 from __future__ import annotations
 
 import os
@@ -27,25 +28,43 @@ def test_training_runs_one_symbol_each_biggest_symbol_first() -> None:
     symbols, targets = ["SMALL", "BIG", "MID"], ["t1", "t2", "t3"]
     cells = [f"{s}|{t}" for s in symbols for t in targets]
     rows = {"SMALL": 500, "BIG": 8000, "MID": 3000}
-    assert training_ranges(symbols, targets, cells, 100, rows) == [("BIG|t1", "BIG|t3"), ("MID|t1", "MID|t3"), ("SMALL|t1", "SMALL|t3")]
+    assert training_ranges(symbols, targets, cells, 100, rows) == [
+        ("BIG|t1", "BIG|t3"),
+        ("MID|t1", "MID|t3"),
+        ("SMALL|t1", "SMALL|t3"),
+    ]
 
 
 def test_training_ranges_leave_current_cells_out_and_respect_max_per_run() -> None:
     targets = ["t1", "t2", "t3", "t4"]
     stale = ["A|t1", "A|t2", "A|t4", "B|t1", "B|t2", "B|t3", "B|t4"]
-    assert training_ranges(["A", "B"], targets, stale, 3, {"A": 1, "B": 1}) == [("A|t1", "A|t2"), ("A|t4", "A|t4"), ("B|t1", "B|t3"), ("B|t4", "B|t4")]
+    assert training_ranges(["A", "B"], targets, stale, 3, {"A": 1, "B": 1}) == [
+        ("A|t1", "A|t2"),
+        ("A|t4", "A|t4"),
+        ("B|t1", "B|t3"),
+        ("B|t4", "B|t4"),
+    ]
 
 
 def test_with_more_symbols_than_targets_a_run_covers_many_symbols_of_one_target() -> None:
     symbols = [f"S{index}" for index in range(5)]
     cells = [f"{s}|t1" for s in symbols] + ["S0|t2", "S1|t2", "S3|t2"]
-    assert training_ranges(symbols, ["t1", "t2"], cells, 3, {}) == [("S0|t1", "S2|t1"), ("S3|t1", "S4|t1"), ("S0|t2", "S1|t2"), ("S3|t2", "S3|t2")]
+    assert training_ranges(symbols, ["t1", "t2"], cells, 3, {}) == [
+        ("S0|t1", "S2|t1"),
+        ("S3|t1", "S4|t1"),
+        ("S0|t2", "S1|t2"),
+        ("S3|t2", "S3|t2"),
+    ]
 
 
-def _cut_by_dagster(symbols: list[str], targets: list[str], cells: list[str], max_per_run: int) -> tuple[set[tuple[str, str]], dict[tuple[str, str], set[str]]]:
+def _cut_by_dagster(
+    symbols: list[str], targets: list[str], cells: list[str], max_per_run: int
+) -> tuple[set[tuple[str, str]], dict[tuple[str, str], set[str]]]:
     """The ranges Dagster cuts for a backfill of `cells` of an asset with a multi-run
     BackfillPolicy, and the cells Dagster reads each range as."""
-    partitions = dg.MultiPartitionsDefinition({"symbol": dg.DynamicPartitionsDefinition(name="symbol"), "target": dg.StaticPartitionsDefinition(targets)})
+    partitions = dg.MultiPartitionsDefinition(
+        {"symbol": dg.DynamicPartitionsDefinition(name="symbol"), "target": dg.StaticPartitionsDefinition(targets)}
+    )
 
     @dg.asset(partitions_def=partitions, backfill_policy=dg.BackfillPolicy.multi_run(max_per_run))
     def stage() -> None: ...
@@ -53,9 +72,14 @@ def _cut_by_dagster(symbols: list[str], targets: list[str], cells: list[str], ma
     graph = dg.Definitions(assets=[stage]).resolve_asset_graph()
     with dg.instance_for_test() as instance, dg.partition_loading_context(dynamic_partitions_store=instance):
         instance.add_dynamic_partitions("symbol", symbols)
-        requests = build_run_requests_with_backfill_policies([AssetKeyPartitionKey(stage.key, cell) for cell in cells], graph, instance)
+        requests = build_run_requests_with_backfill_policies(
+            [AssetKeyPartitionKey(stage.key, cell) for cell in cells], graph, instance
+        )
         ranges = {(request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) for request in requests}
-        read = {(start, end): {str(key) for key in partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, end))} for start, end in ranges}
+        read = {
+            (start, end): {str(key) for key in partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, end))}
+            for start, end in ranges
+        }
     return ranges, read
 
 
@@ -80,8 +104,8 @@ def _native_thread_pools() -> list[tuple[str, str, int]]:
 
 
 def test_a_worker_has_its_libraries_loaded_and_its_thread_pools_capped_to_its_share_of_the_cores() -> None:
-    from intelligence_assets.ml.families import libraries_of
     from intelligence_assets.defs.processes import available_cores, forked_pool, prepare_worker, worker_threads
+    from intelligence_assets.ml.families import libraries_of
 
     workers = available_cores()
     assert worker_threads(workers) == 1

@@ -1,5 +1,6 @@
 """One command at a time on a DAGSTER_HOME: a second one exits at once naming the holder, and a
 killed holder leaves no stale lock."""
+
 from __future__ import annotations
 
 import os
@@ -16,14 +17,17 @@ from intelligence_assets.cli.home import HOME_IN_USE, LOCK_FILE, HomeInUseError,
 from intelligence_assets_tests.conftest import fresh_home, home_environment, write_small_universe
 from intelligence_assets_tests.support.stored_state import StoredState, stored_state
 
-
 FAMILIES = {"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 80}}}
 
 
 def _demo(home: Path, universe_path: Path, *arguments: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "intelligence_assets.cli.demo", "--workers", "1", *arguments],
-        cwd=home, env=home_environment(home, universe_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=home,
+        env=home_environment(home, universe_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -61,25 +65,35 @@ def _started_training_run(home: Path) -> str | None:
         return None
     try:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as connection:
-            row = connection.execute("SELECT run_id FROM runs WHERE pipeline_name = 'training_job' AND status = 'STARTED' LIMIT 1").fetchone()
+            row = connection.execute(
+                "SELECT run_id FROM runs WHERE pipeline_name = 'training_job' AND status = 'STARTED' LIMIT 1"
+            ).fetchone()
     except sqlite3.OperationalError:  # the table is not created yet, or is being written
         return None
     return row[0] if row else None
 
 
 def test_a_second_holder_is_refused_naming_the_first_and_a_dead_holder_leaves_no_lock(tmp_path: Path) -> None:
-    with exclusive_home(tmp_path, "first command"):
-        with pytest.raises(HomeInUseError, match=rf"{tmp_path} is in use by `first command` \(pid {os.getpid()}"):
-            with exclusive_home(tmp_path, "second command"):
-                pass
+    with (
+        exclusive_home(tmp_path, "first command"),
+        pytest.raises(HomeInUseError, match=rf"{tmp_path} is in use by `first command` \(pid {os.getpid()}"),
+        exclusive_home(tmp_path, "second command"),
+    ):
+        pass
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from intelligence_assets.cli.home import exclusive_home; import time\nwith exclusive_home({str(tmp_path)!r}, 'doomed'):\n    print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from intelligence_assets.cli.home import exclusive_home; import time\n"
+            f"with exclusive_home({str(tmp_path)!r}, 'doomed'):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "held"
-    with pytest.raises(HomeInUseError, match="doomed"):
-        with exclusive_home(tmp_path, "meanwhile"):
-            pass
+    with pytest.raises(HomeInUseError, match="doomed"), exclusive_home(tmp_path, "meanwhile"):
+        pass
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=10)
     with exclusive_home(tmp_path, "after the kill", wait_seconds=5):
@@ -88,19 +102,36 @@ def test_a_second_holder_is_refused_naming_the_first_and_a_dead_holder_leaves_no
 
 def test_make_housekeeping_holds_the_home_for_its_dagster_command(tmp_path: Path) -> None:
     """`make housekeeping` runs `dagster job execute` through `python -m intelligence_assets.cli.home --hold`."""
-    hold = [sys.executable, "-m", "intelligence_assets.cli.home", "--hold", "make housekeeping", "--", sys.executable, "-c"]
+    hold = [
+        sys.executable,
+        "-m",
+        "intelligence_assets.cli.home",
+        "--hold",
+        "make housekeeping",
+        "--",
+        sys.executable,
+        "-c",
+    ]
     environment = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     with exclusive_home(tmp_path, "make demo"):
         refused = subprocess.run([*hold, "print('ran')"], env=environment, capture_output=True, text=True, timeout=60)
     assert refused.returncode == HOME_IN_USE and "ran" not in refused.stdout
     assert f"{tmp_path} is in use by `make demo` (pid {os.getpid()}" in refused.stderr
     # The command's exit status comes back, and while it runs the home is held under its name.
-    script = f"from intelligence_assets.cli.home import exclusive_home\ntry:\n    with exclusive_home({str(tmp_path)!r}, 'probe'): pass\nexcept Exception as error:\n    print(error); raise SystemExit(7)"
+    script = (
+        "from intelligence_assets.cli.home import exclusive_home\n"
+        "try:\n"
+        f"    with exclusive_home({str(tmp_path)!r}, 'probe'): pass\n"
+        "except Exception as error:\n"
+        "    print(error); raise SystemExit(7)"
+    )
     held = subprocess.run([*hold, script], env=environment, capture_output=True, text=True, timeout=60)
     assert held.returncode == 7 and "in use by `make housekeeping`" in held.stdout, held.stdout + held.stderr
 
 
-def test_two_demos_on_one_fresh_home_one_runs_the_other_exits_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, universe_path: Path, reference) -> None:
+def test_two_demos_on_one_fresh_home_one_runs_the_other_exits_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, universe_path: Path, reference
+) -> None:
     home = fresh_home(tmp_path)
     first = _demo(home, universe_path)
     lock = home / LOCK_FILE
@@ -121,8 +152,15 @@ def test_two_demos_on_one_fresh_home_one_runs_the_other_exits_naming_it(tmp_path
     assert_same_as(reference, home)
     # On the initialised home, a demo told to wait for the holder runs after it and finds nothing to do.
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from intelligence_assets.cli.home import exclusive_home; import time\nwith exclusive_home({str(home)!r}, 'make report'):\n    print('held', flush=True); time.sleep(4)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from intelligence_assets.cli.home import exclusive_home; import time\n"
+            f"with exclusive_home({str(home)!r}, 'make report'):\n"
+            "    print('held', flush=True); time.sleep(4)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "held"
     waiting = _demo(home, universe_path, "--wait", "120")
@@ -147,10 +185,25 @@ def test_a_registry_run_waits_while_another_run_moves_aliases(universe_path: Pat
     store = LocalArtifactStore(home / "artifacts")
     registry_prefix = artifact_prefix(MODEL_REGISTRY)
     before = store.get_json(pointer_key(registry_prefix))
-    command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "intelligence_assets.definitions", "--select", MODEL_REGISTRY.to_user_string()]
+    command = [
+        str(Path(sys.executable).parent / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "intelligence_assets.definitions",
+        "--select",
+        MODEL_REGISTRY.to_user_string(),
+    ]
     lines: list[str] = []
     with claimed(store, registry_prefix, ONE_WRITER_CLAIM, "rollback-in-test"):
-        registry = subprocess.Popen(command, cwd=home, env=home_environment(home, universe_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        registry = subprocess.Popen(
+            command,
+            cwd=home,
+            env=home_environment(home, universe_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         reader = threading.Thread(target=lambda: lines.extend(registry.stdout), daemon=True)
         reader.start()
         deadline = time.monotonic() + 120
@@ -158,14 +211,20 @@ def test_a_registry_run_waits_while_another_run_moves_aliases(universe_path: Pat
             assert time.monotonic() < deadline and registry.poll() is None, "".join(lines)[-3000:]
             time.sleep(0.5)
         time.sleep(2)
-        assert registry.poll() is None and store.get_json(pointer_key(registry_prefix)) == before  # nothing decided meanwhile
+        assert (
+            registry.poll() is None and store.get_json(pointer_key(registry_prefix)) == before
+        )  # nothing decided meanwhile
     assert registry.wait(timeout=300) == 0, "".join(lines)[-3000:]
     reader.join(timeout=10)
-    assert store.get_json(pointer_key(registry_prefix)) != before and "RUN_SUCCESS" in "".join(lines)  # decided once the claim was free
+    assert store.get_json(pointer_key(registry_prefix)) != before and "RUN_SUCCESS" in "".join(
+        lines
+    )  # decided once the claim was free
     assert_same_as(reference, home)  # and the same champions: "kept" instead of "promoted"
 
 
-def test_a_killed_worker_is_reported_its_run_failed_the_rest_finishes_and_a_rerun_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, universe_path: Path, reference) -> None:
+def test_a_killed_worker_is_reported_its_run_failed_the_rest_finishes_and_a_rerun_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, universe_path: Path, reference
+) -> None:
     home = fresh_home(tmp_path)
     demo = _demo(home, universe_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -176,17 +235,25 @@ def test_a_killed_worker_is_reported_its_run_failed_the_rest_finishes_and_a_reru
         assert time.monotonic() < deadline and demo.poll() is None, demo.communicate()
         time.sleep(0.5)
         victim = _started_training_run(home)
-    worker = int(subprocess.run(["pgrep", "-f", "multiprocessing.forkserver", "-n"], capture_output=True, text=True).stdout.split()[0])
+    worker = int(
+        subprocess.run(
+            ["pgrep", "-f", "multiprocessing.forkserver", "-n"], capture_output=True, text=True
+        ).stdout.split()[0]
+    )
     os.kill(worker, signal.SIGKILL)
     out, err = demo.communicate(timeout=600)
     assert demo.returncode == 1, out[-3000:] + err[-3000:]
     assert "Traceback" not in err and "BrokenProcessPool" not in err, err[-3000:]
-    assert "Interrupted: a worker process died during training_job" in out and "Run `make demo` again to resume" in out, out[-3000:]
+    assert (
+        "Interrupted: a worker process died during training_job" in out and "Run `make demo` again to resume" in out
+    ), out[-3000:]
     # The rest went on in a fresh pool: the other symbol trained, and the leaderboard was printed.
     assert "Going on with a fresh pool" in out and "All trained models" in out, out[-3000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
-        failed = instance.get_runs(filters=dg.RunsFilter(job_name="training_job", statuses=[dg.DagsterRunStatus.FAILURE]))
+        failed = instance.get_runs(
+            filters=dg.RunsFilter(job_name="training_job", statuses=[dg.DagsterRunStatus.FAILURE])
+        )
     assert failed and all(run.run_id[:8] in out or run.run_id in out for run in failed), out[-3000:]
     rerun = _demo(home, universe_path)
     out, err = rerun.communicate(timeout=600)
@@ -194,7 +261,9 @@ def test_a_killed_worker_is_reported_its_run_failed_the_rest_finishes_and_a_reru
     assert_same_as(reference, home)  # nothing duplicated, orphaned or lost by the kill
 
 
-def test_a_home_with_its_schema_version_stamped_twice_is_explained_and_repaired_keeping_its_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, universe_path: Path, reference) -> None:
+def test_a_home_with_its_schema_version_stamped_twice_is_explained_and_repaired_keeping_its_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, universe_path: Path, reference
+) -> None:
     import sqlite3
 
     home = fresh_home(tmp_path)
@@ -208,8 +277,16 @@ def test_a_home_with_its_schema_version_stamped_twice_is_explained_and_repaired_
         connection.execute("INSERT INTO alembic_version VALUES ('f495c27d5019')")
     broken = _demo(home, universe_path)
     out, err = broken.communicate(timeout=300)
-    assert broken.returncode != 0 and "python -m intelligence_assets.cli.home --repair" in err and "Traceback" not in err, out + err
-    repair = subprocess.run([sys.executable, "-m", "intelligence_assets.cli.home", "--repair"], env=home_environment(home, universe_path), capture_output=True, text=True, timeout=120)
+    assert (
+        broken.returncode != 0 and "python -m intelligence_assets.cli.home --repair" in err and "Traceback" not in err
+    ), out + err
+    repair = subprocess.run(
+        [sys.executable, "-m", "intelligence_assets.cli.home", "--repair"],
+        env=home_environment(home, universe_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert repair.returncode == 0 and "removed ['f495c27d5019']" in repair.stdout, repair.stdout + repair.stderr
     again = _demo(home, universe_path)
     out, err = again.communicate(timeout=300)

@@ -1,5 +1,6 @@
 """`make report` on a small materialized universe: re-scoring each stored model on its own test
 rows reproduces the held-out metric it was stored with, and the report says what it found."""
+
 from __future__ import annotations
 
 import math
@@ -9,11 +10,11 @@ import dagster as dg
 import pytest
 
 from intelligence_assets.cli.report import build_report, score_cell
+from intelligence_assets.config.universe import load_universe
 from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
 from intelligence_assets.store.keys import artifact_prefix
-from intelligence_assets.config.universe import load_universe
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import local_resources, materialize_everything
 

@@ -35,7 +35,10 @@ def _write(tmp_path: Path, mutate) -> Path:
         (lambda c: c["ranking"].update(min_auc_lift="high"), ["ranking.min_auc_lift", "high"]),
         (lambda c: c.update(colour="blue"), ["colour", "blue"]),
         (lambda c: c["kubernetes"]["cpu_step"].update(cpu="two"), ["kubernetes.cpu_step.cpu", "two"]),
-        (lambda c: c["selection"].update(min_features=20, max_features=15), ["selection: min_features (20) must not exceed max_features (15)"]),
+        (
+            lambda c: c["selection"].update(min_features=20, max_features=15),
+            ["selection: min_features (20) must not exceed max_features (15)"],
+        ),
     ],
 )
 def test_bad_config_fails_at_load_naming_field_and_value(tmp_path: Path, mutate, expected: list[str]) -> None:
@@ -78,11 +81,17 @@ def test_which_families_train_on_a_gpu(tmp_path: Path) -> None:
         ("xgboost", "max_dept", ["closest: max_depth", "xgboost.readthedocs.io"]),
         # A family's own short list is given in full.
         ("torch_mlp", "hiden_sizes", ["closest: hidden_sizes", "accepted: batch_size, device, dropout, hidden_sizes"]),
-        ("torch_tcn", "kernal_size", ["closest: kernel_size", "accepted: batch_size, channels, device, dropout, kernel_size"]),
+        (
+            "torch_tcn",
+            "kernal_size",
+            ["closest: kernel_size", "accepted: batch_size, channels, device, dropout, kernel_size"],
+        ),
         ("linear", "alpah", ["closest: alpha", "accepted: C, alpha, max_iter"]),
     ],
 )
-def test_a_misspelt_family_parameter_fails_at_load_naming_path_name_and_accepted_names(tmp_path: Path, family: str, misspelt: str, expected: list[str]) -> None:
+def test_a_misspelt_family_parameter_fails_at_load_naming_path_name_and_accepted_names(
+    tmp_path: Path, family: str, misspelt: str, expected: list[str]
+) -> None:
     path = _write(tmp_path, lambda c: c["model_families"][family].setdefault("params", {}).update({misspelt: 1}))
     with pytest.raises(UniverseError) as error:
         load_universe(path)
@@ -94,8 +103,25 @@ def test_a_misspelt_family_parameter_fails_at_load_naming_path_name_and_accepted
 
 def test_family_parameters_under_any_name_or_alias_their_library_accepts_load(tmp_path: Path) -> None:
     accepted = {
-        "lightgbm": {"num_leaves": 7, "learning_rate": 0.1, "min_data_in_leaf": 20, "num_leaf": 7, "eta": 0.1, "min_child_samples": 20, "lambda_l1": 0.0, "max_bin": 63},
-        "xgboost": {"eta": 0.1, "lambda": 1.0, "alpha": 0.0, "gamma": 0.0, "max_leaves": 8, "booster": "dart", "rate_drop": 0.1},
+        "lightgbm": {
+            "num_leaves": 7,
+            "learning_rate": 0.1,
+            "min_data_in_leaf": 20,
+            "num_leaf": 7,
+            "eta": 0.1,
+            "min_child_samples": 20,
+            "lambda_l1": 0.0,
+            "max_bin": 63,
+        },
+        "xgboost": {
+            "eta": 0.1,
+            "lambda": 1.0,
+            "alpha": 0.0,
+            "gamma": 0.0,
+            "max_leaves": 8,
+            "booster": "dart",
+            "rate_drop": 0.1,
+        },
         "torch_mlp": {"dropout": 0.2, "weight_decay": 0.0, "num_threads": 1},
         "torch_tcn": {"kernel_size": 2, "mixed_precision": False},
         "linear": {"C": 0.5, "max_iter": 200},
@@ -119,5 +145,7 @@ def test_every_problem_of_a_file_is_one_line_of_the_error(tmp_path: Path) -> Non
         load_universe(_write(tmp_path, spoil))
     header, *problems = str(error.value).splitlines()
     assert header.startswith("invalid universe file ")
-    assert [line.split(": ")[0].strip() for line in problems] == ["model_families.lightgbm.params"] * 2 + ["selection"], problems
+    assert [line.split(": ")[0].strip() for line in problems] == ["model_families.lightgbm.params"] * 2 + [
+        "selection"
+    ], problems
     assert "'max_dept'" in problems[0] and "'num_leafs'" in problems[1]

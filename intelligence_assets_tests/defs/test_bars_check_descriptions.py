@@ -1,4 +1,5 @@
 """One description per bars check: the Dagster definitions and every result read it from the ML core."""
+
 import dagster as dg
 
 from intelligence_assets.defs.checks import bars_check_results, bars_check_specs

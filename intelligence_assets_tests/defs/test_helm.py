@@ -1,6 +1,7 @@
 """What we ship for Kubernetes, checked without a cluster: every manifest validates client-side
 against the Kubernetes schema (kubernetes-validate, strict: unknown fields fail), the chart values
 carry no credentials and configure a `k8s` deployment our definitions load with."""
+
 from __future__ import annotations
 
 import re
@@ -95,8 +96,8 @@ def test_chart_values_configure_the_k8s_deployment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv(S3_VARIABLES["secret_key"], "from-the-secret")
     deployment = DeploymentSettings.from_environment()
     assert deployment.name == "k8s"
-    from intelligence_assets.definitions import build_definitions
     from intelligence_assets.config.universe import load_universe
+    from intelligence_assets.definitions import build_definitions
 
     definitions = build_definitions(load_universe(), deployment)
     assert definitions.executor.name == "k8s_step_pods"

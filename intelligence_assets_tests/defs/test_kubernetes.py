@@ -4,12 +4,14 @@ dagster-k8s's own step handler (the code `k8s_job_executor` runs for every step)
 Kubernetes Job for one CPU step and one GPU step of our training job; a recording batch API
 stands in for the cluster's, so the Job body is exactly what would be submitted.
 """
+
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
 import dagster as dg
+import kubernetes_validate
 import pytest
 import yaml
 from dagster._config import process_config
@@ -23,13 +25,12 @@ from dagster._core.executor.step_delegating.step_handler.base import StepHandler
 from dagster._core.test_utils import create_run_for_test
 from dagster._grpc.types import ExecuteStepArgs
 from dagster_k8s.executor import K8sStepHandler
-import kubernetes_validate
 from kubernetes.client import ApiClient, V1Job
 
-from intelligence_assets.definitions import TRAINING_JOB
 from intelligence_assets.config.deployment import S3_SECRET_NAME, DeploymentSettings
-from intelligence_assets.defs.pods import THREAD_VARIABLES, threads_for
 from intelligence_assets.config.universe import load_universe
+from intelligence_assets.definitions import TRAINING_JOB
+from intelligence_assets.defs.pods import THREAD_VARIABLES, threads_for
 
 CODE_IMAGE = "ghcr.io/intelligence-assets/intelligence-assets:0.1.0"
 CPU_STEP = "models__lightgbm"
@@ -54,7 +55,7 @@ def restore_library_log_levels():
     loggers = [logging.getLogger(name) for name in ("urllib3", "kubernetes", "kubernetes.client.rest")]
     levels = [logger.level for logger in loggers]
     yield
-    for logger, level in zip(loggers, levels):
+    for logger, level in zip(loggers, levels, strict=True):
         logger.setLevel(level)
 
 
@@ -62,12 +63,18 @@ def restore_library_log_levels():
 def kubeconfig_file(tmp_path: Path) -> str:
     # The handler loads a kubeconfig at start; nothing ever connects to this address.
     path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:6443"}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
-        "users": [{"name": "test", "user": {"token": "unused"}}],
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+                "users": [{"name": "test", "user": {"token": "unused"}}],
+            }
+        )
+    )
     return str(path)
 
 
@@ -81,7 +88,9 @@ def k8s_instance(kubeconfig_file: str):
         "load_incluster_config": False,
         "kubeconfig_file": kubeconfig_file,
     }
-    with dg.instance_for_test(overrides={"run_launcher": {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": launcher}}) as instance:
+    with dg.instance_for_test(
+        overrides={"run_launcher": {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": launcher}}
+    ) as instance:
         yield instance
 
 
@@ -95,7 +104,9 @@ def submitted_job(step_key: str, instance: dg.DagsterInstance, kubeconfig_file: 
     assert mapped.success, mapped.errors
     executor_config = mapped.value["config"]  # the executor config after our `configured` mapping, defaults filled
 
-    repository = ReconstructableRepository.for_module("intelligence_assets.definitions", "defs", working_directory=str(Path.cwd()))
+    repository = ReconstructableRepository.for_module(
+        "intelligence_assets.definitions", "defs", working_directory=str(Path.cwd())
+    )
     job = repository.get_reconstructable_job(TRAINING_JOB)
     origin = job.get_python_origin()
     origin = origin._replace(repository_origin=origin.repository_origin._replace(container_image=CODE_IMAGE))
@@ -105,18 +116,28 @@ def submitted_job(step_key: str, instance: dg.DagsterInstance, kubeconfig_file: 
     )
     plan = create_execution_plan(job)
     plan_context = PlanOrchestrationContext(
-        plan_data=PlanData(job=job, dagster_run=run, instance=instance, execution_plan=plan, raise_on_error=True, retry_mode=RetryMode.DISABLED),
+        plan_data=PlanData(
+            job=job,
+            dagster_run=run,
+            instance=instance,
+            execution_plan=plan,
+            raise_on_error=True,
+            retry_mode=RetryMode.DISABLED,
+        ),
         log_manager=create_context_free_log_manager(instance, run),
         executor=executor,
         output_capture=None,
     )
     context = StepHandlerContext(
-        instance=instance, plan_context=plan_context, steps=plan.steps, execute_step_args=ExecuteStepArgs(origin, run.run_id, [step_key])
+        instance=instance,
+        plan_context=plan_context,
+        steps=plan.steps,
+        execute_step_args=ExecuteStepArgs(origin, run.run_id, [step_key]),
     )
     batch_api = RecordingBatchApi()
     handler = K8sStepHandler(
         image=None,
-        container_context=executor._step_handler._executor_container_context,  # noqa: SLF001  what our executor config built
+        container_context=executor._step_handler._executor_container_context,
         load_incluster_config=False,
         kubeconfig_file=kubeconfig_file,
         k8s_client_batch_api=batch_api,
@@ -172,11 +193,17 @@ def test_cpu_step_requests_cpu_and_memory_and_no_gpu(k8s_instance, kubeconfig_fi
     assert not pod.tolerations and not pod.node_selector
     assert [source.secret_ref.name for source in container.env_from if source.secret_ref] == [S3_SECRET_NAME]
     labels = job.spec.template.metadata.labels
-    assert labels["dagster/op"] == CPU_STEP and labels["intelligence-assets/device"] == "cpu" and labels["intelligence-assets/family"] == "lightgbm"
+    assert (
+        labels["dagster/op"] == CPU_STEP
+        and labels["intelligence-assets/device"] == "cpu"
+        and labels["intelligence-assets/family"] == "lightgbm"
+    )
     assert "execute_step" in " ".join(container.args)
 
 
-def test_gpu_step_gets_one_gpu_the_gpu_image_node_selector_and_tolerations(k8s_instance, kubeconfig_file, s3_environment) -> None:
+def test_gpu_step_gets_one_gpu_the_gpu_image_node_selector_and_tolerations(
+    k8s_instance, kubeconfig_file, s3_environment
+) -> None:
     settings = load_universe().kubernetes
     job = submitted_job(GPU_STEP, k8s_instance, kubeconfig_file)
     pod = job.spec.template.spec

@@ -3,6 +3,7 @@
 Materializes through Dagster, then reads the answers back from PostgreSQL twice: through a new
 instance object, and with plain SQL, so that nothing can come from process memory or SQLite.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,13 +18,13 @@ import pytest
 import yaml
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
-from intelligence_assets.definitions import build_assets
 from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.config.universe import REPOSITORY_ROOT, Universe, load_universe
+from intelligence_assets.definitions import build_assets
 from intelligence_assets.defs.assets.market_data import BARS, FEATURES
 from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, register_symbols
-from intelligence_assets.config.universe import REPOSITORY_ROOT, Universe, load_universe
 from intelligence_assets_tests.conftest import write_small_universe
-from intelligence_assets_tests.support.postgres import POSTGRES_INSTANCE_CONFIG, PostgresDatabase, postgres_database  # noqa: F401
+from intelligence_assets_tests.support.postgres import POSTGRES_INSTANCE_CONFIG, PostgresDatabase
 
 PARTITION = "SIGNAL"
 DATA_VERSION_TAG = "dagster/data_version"
@@ -43,8 +44,12 @@ def test_config_differs_from_the_embedded_default_only_in_storage():
     assert postgres_config == embedded_config
 
 
-def test_dagster_home_selects_postgres_storage(postgres_database: PostgresDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    use_postgres_instance(monkeypatch, postgres_database, postgres_database.write_dagster_home(tmp_path / "dagster_home"))
+def test_dagster_home_selects_postgres_storage(
+    postgres_database: PostgresDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    use_postgres_instance(
+        monkeypatch, postgres_database, postgres_database.write_dagster_home(tmp_path / "dagster_home")
+    )
     instance = dg.DagsterInstance.get()
     try:
         assert isinstance(instance.run_storage, PostgresRunStorage)
@@ -52,7 +57,9 @@ def test_dagster_home_selects_postgres_storage(postgres_database: PostgresDataba
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
         expected_url = f"postgresql+psycopg2://{postgres_database.user}:"
         assert instance.run_storage.postgres_url.startswith(expected_url)
-        assert instance.run_storage.postgres_url.endswith(f"@{postgres_database.host}:{postgres_database.port}/{postgres_database.db_name}")
+        assert instance.run_storage.postgres_url.endswith(
+            f"@{postgres_database.host}:{postgres_database.port}/{postgres_database.db_name}"
+        )
         # The rest of the file is read too, not just storage.
         assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
         assert instance.run_coordinator.get_run_queue_config().max_concurrent_runs == 2
@@ -102,7 +109,9 @@ def materialized(postgres_database: PostgresDatabase, tmp_path_factory: pytest.T
     assert result.success
     # The in-process result is held in memory; what the tests read back must come from PostgreSQL.
     [reported] = result.asset_materializations_for_node("features")
-    return Materialized(home=home, universe=universe, run_id=result.run_id, reported_features_version=reported.tags[DATA_VERSION_TAG])
+    return Materialized(
+        home=home, universe=universe, run_id=result.run_id, reported_features_version=reported.tags[DATA_VERSION_TAG]
+    )
 
 
 def test_a_new_instance_reads_the_materialization_back(
@@ -118,7 +127,9 @@ def test_a_new_instance_reads_the_materialization_back(
         assert run.tags["dagster/partition"] == PARTITION
 
         events = [entry.dagster_event for entry in instance.all_logs(materialized.run_id) if entry.is_dagster_event]
-        materialized_keys = {event.asset_key for event in events if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION}
+        materialized_keys = {
+            event.asset_key for event in events if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+        }
         assert materialized_keys == {BARS, FEATURES}
         assert events[-1].event_type == dg.DagsterEventType.RUN_SUCCESS
 
@@ -128,7 +139,9 @@ def test_a_new_instance_reads_the_materialization_back(
         assert [record.run_id for record in records] == [materialized.run_id]
         materialization = records[0].asset_materialization
         assert materialization.partition == PARTITION
-        assert dg.DataVersion(materialization.tags[DATA_VERSION_TAG]) == dg.DataVersion(materialized.reported_features_version)
+        assert dg.DataVersion(materialization.tags[DATA_VERSION_TAG]) == dg.DataVersion(
+            materialized.reported_features_version
+        )
         assert materialization.metadata["rows"].value > 0
 
         assert sorted(instance.get_dynamic_partitions(SYMBOL_DIMENSION)) == sorted(materialized.universe.symbols)
@@ -159,17 +172,24 @@ def test_the_rows_live_in_postgresql(materialized: Materialized, postgres_databa
             cursor.execute("SELECT count(*) FROM event_logs WHERE run_id = %s", (materialized.run_id,))
             assert cursor.fetchone()[0] > 2
 
-            cursor.execute("SELECT partition FROM dynamic_partitions WHERE partitions_def_name = %s", (SYMBOL_DIMENSION,))
+            cursor.execute(
+                "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = %s", (SYMBOL_DIMENSION,)
+            )
             assert sorted(row[0] for row in cursor.fetchall()) == sorted(materialized.universe.symbols)
     finally:
         connection.close()
 
 
 def test_a_wrong_password_fails_clearly_without_showing_it(
-    postgres_database: PostgresDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    postgres_database: PostgresDatabase,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ):
     wrong_password = f"wrong-{uuid.uuid4().hex}"
-    use_postgres_instance(monkeypatch, postgres_database, postgres_database.write_dagster_home(tmp_path / "dagster_home"))
+    use_postgres_instance(
+        monkeypatch, postgres_database, postgres_database.write_dagster_home(tmp_path / "dagster_home")
+    )
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", wrong_password)
     caplog.set_level(logging.WARNING)
     with pytest.raises(Exception) as raised:  # dagster-postgres retries (about 6 s), then gives up

@@ -8,8 +8,10 @@ OOM killer, `kill -9`, a crash of `make ui`), then Dagster's own monitoring runs
 only a dead code server leaves the outcome to the launcher's check. With Dagster's
 `DefaultRunLauncher` the killed run stays STARTED and these tests fail.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -65,20 +67,36 @@ def code_server(home: Path) -> Iterator[tuple[subprocess.Popen, int]]:
     """`dagster api grpc` over this module on a free port, in its own process group (with the run
     workers it starts), killed on exit."""
     port = find_free_port()
-    command = [DAGSTER, "api", "grpc", "-m", __name__, "-a", "defs", "--host", "localhost", "--port", str(port), "--location-name", LOCATION]
+    command = [
+        DAGSTER,
+        "api",
+        "grpc",
+        "-m",
+        __name__,
+        "-a",
+        "defs",
+        "--host",
+        "localhost",
+        "--port",
+        str(port),
+        "--location-name",
+        LOCATION,
+    ]
     with open(home / "code_server.log", "wb") as log:
         server = subprocess.Popen(
-            command, cwd=REPOSITORY_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)}, start_new_session=True,
-            stdout=log, stderr=subprocess.STDOUT,
+            command,
+            cwd=REPOSITORY_ROOT,
+            env={**os.environ, "DAGSTER_HOME": str(home)},
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_for_grpc_server(server, DagsterGrpcClient(port=port, host="localhost"), command, timeout=DEADLINE_SECONDS)
         yield server, port
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         server.wait(timeout=30)
 
 
@@ -89,8 +107,12 @@ def monitoring_daemon(home: Path) -> Iterator[Path]:
     log_path = home / "daemon.log"
     with open(log_path, "wb") as log:
         daemon = subprocess.Popen(
-            [DAEMON, "run", "-m", __name__, "-a", "defs"], cwd=REPOSITORY_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [DAEMON, "run", "-m", __name__, "-a", "defs"],
+            cwd=REPOSITORY_ROOT,
+            env={**os.environ, "DAGSTER_HOME": str(home)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         yield log_path
@@ -132,11 +154,17 @@ def children(pid: int) -> set[int]:
     return {int(child) for child in listed.split()}
 
 
-def launch_long_run(instance: dg.DagsterInstance, workspace, server: subprocess.Popen, deadline: float) -> tuple[dg.DagsterRun, int]:
+def launch_long_run(
+    instance: dg.DagsterInstance, workspace, server: subprocess.Popen, deadline: float
+) -> tuple[dg.DagsterRun, int]:
     """`long_job` launched through the instance's run launcher, as the daemon's queue launches
     runs; once STARTED, with the pid of its run worker."""
     remote_job = workspace.get_code_location(LOCATION).get_repository("__repository__").get_full_job("long_job")
-    run = instance.create_run_for_job(job_def=long_job, remote_job_origin=remote_job.get_remote_origin(), job_code_origin=remote_job.get_python_origin())
+    run = instance.create_run_for_job(
+        job_def=long_job,
+        remote_job_origin=remote_job.get_remote_origin(),
+        job_code_origin=remote_job.get_python_origin(),
+    )
     instance.launch_run(run.run_id, workspace)
     pid = wait_for("run worker event", lambda: worker_pid_from_events(instance, run.run_id), deadline)
     wait_for("STARTED run", lambda: instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED, deadline)
@@ -158,13 +186,17 @@ def monitor(home: Path, run_id: str, workspace) -> dg.DagsterRun:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_a_live_worker_is_left_running_and_a_killed_one_fails_its_run_naming_its_pid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_live_worker_is_left_running_and_a_killed_one_fails_its_run_naming_its_pid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = fresh_home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     deadline = time.monotonic() + DEADLINE_SECONDS
     with dg.DagsterInstance.from_config(str(home)) as instance, code_server(home) as (server, port):
         assert instance.run_monitoring_enabled and instance.run_monitoring_poll_interval_seconds == 30
-        with WorkspaceProcessContext(instance, GrpcServerTarget(host="localhost", port=port, socket=None, location_name=LOCATION)) as context:
+        with WorkspaceProcessContext(
+            instance, GrpcServerTarget(host="localhost", port=port, socket=None, location_name=LOCATION)
+        ) as context:
             workspace = context.create_request_context()
             run, pid = launch_long_run(instance, workspace, server, deadline)
 
@@ -184,7 +216,9 @@ def test_a_live_worker_is_left_running_and_a_killed_one_fails_its_run_naming_its
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_under_the_daemon_a_run_whose_worker_was_killed_is_failed_at_the_next_poll(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_under_the_daemon_a_run_whose_worker_was_killed_is_failed_at_the_next_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = fresh_home(tmp_path)
     config = yaml.safe_load((home / "dagster.yaml").read_text())
     config["run_monitoring"]["poll_interval_seconds"] = POLL_SECONDS  # the rest as shipped
@@ -193,14 +227,23 @@ def test_under_the_daemon_a_run_whose_worker_was_killed_is_failed_at_the_next_po
     # Storage first: two processes creating a fresh SQLite home at once stamp its schema twice.
     dg.DagsterInstance.from_config(str(home)).dispose()
     deadline = time.monotonic() + DEADLINE_SECONDS
-    with dg.DagsterInstance.from_config(str(home)) as instance, code_server(home) as (server, port), monitoring_daemon(home) as log:
+    with (
+        dg.DagsterInstance.from_config(str(home)) as instance,
+        code_server(home) as (server, port),
+        monitoring_daemon(home) as log,
+    ):
+
         def daemon_log() -> str:
             return log.read_text(errors="replace")
 
-        with WorkspaceProcessContext(instance, GrpcServerTarget(host="localhost", port=port, socket=None, location_name=LOCATION)) as context:
+        with WorkspaceProcessContext(
+            instance, GrpcServerTarget(host="localhost", port=port, socket=None, location_name=LOCATION)
+        ) as context:
             run, pid = launch_long_run(instance, context.create_request_context(), server, deadline)
             # The daemon checks the live run on two polls and leaves it running.
-            wait_for("two checks of the live run", lambda: daemon_log().count(f"Checking run {run.run_id}") >= 2, deadline)
+            wait_for(
+                "two checks of the live run", lambda: daemon_log().count(f"Checking run {run.run_id}") >= 2, deadline
+            )
             assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED, daemon_log()[-3000:]
 
             os.killpg(server.pid, signal.SIGKILL)
@@ -217,7 +260,9 @@ def test_under_the_daemon_a_run_whose_worker_was_killed_is_failed_at_the_next_po
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_a_run_executed_in_process_has_no_worker_to_check_and_is_left_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_executed_in_process_has_no_worker_to_check_and_is_left_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`make demo` and `dagster job execute` execute runs in their own process, with no run
     worker event: Dagster's monitor would fail such a run on any answer but RUNNING."""
     home = fresh_home(tmp_path)
@@ -226,13 +271,28 @@ def test_a_run_executed_in_process_has_no_worker_to_check_and_is_left_running(tm
     deadline = time.monotonic() + DEADLINE_SECONDS
     with dg.DagsterInstance.from_config(str(home)) as instance:
         execute = subprocess.Popen(
-            [DAGSTER, "job", "execute", "-m", __name__, "-a", "defs", "-j", "long_job"], cwd=REPOSITORY_ROOT,
-            env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [DAGSTER, "job", "execute", "-m", __name__, "-a", "defs", "-j", "long_job"],
+            cwd=REPOSITORY_ROOT,
+            env={**os.environ, "DAGSTER_HOME": str(home)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
-            run = wait_for("STARTED run", lambda: next(iter(instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))), None), deadline)
+            run = wait_for(
+                "STARTED run",
+                lambda: next(iter(instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))), None),
+                deadline,
+            )
             # Its executor's events carry pids too; none is a run worker's.
-            wait_for("step process", lambda: any(entry.dagster_event.engine_event_data.metadata.get("pid") for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)), deadline)
+            wait_for(
+                "step process",
+                lambda: any(
+                    entry.dagster_event.engine_event_data.metadata.get("pid")
+                    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)
+                ),
+                deadline,
+            )
             assert worker_pid_from_events(instance, run.run_id) is None
             health = instance.run_launcher.check_run_worker_health(run)
             assert health.status == WorkerStatus.RUNNING and health.msg.startswith("Not checked"), health
@@ -242,17 +302,23 @@ def test_a_run_executed_in_process_has_no_worker_to_check_and_is_left_running(tm
             execute.wait(timeout=30)
 
 
-def report_worker_started(instance: dg.DagsterInstance, run: dg.DagsterRun, pid: int, timestamp: float | None = None) -> None:
+def report_worker_started(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, pid: int, timestamp: float | None = None
+) -> None:
     """The run worker's event as `instance.report_engine_event` writes it, at `timestamp`."""
     event = dg.DagsterEvent(
-        event_type_value=dg.DagsterEventType.ENGINE_EVENT.value, job_name=run.job_name,
-        message=f"Started process for run (pid: {pid}).", event_specific_data=EngineEventData.in_process(pid),
+        event_type_value=dg.DagsterEventType.ENGINE_EVENT.value,
+        job_name=run.job_name,
+        message=f"Started process for run (pid: {pid}).",
+        event_specific_data=EngineEventData.in_process(pid),
     )
     instance.report_dagster_event(event, run_id=run.run_id, timestamp=timestamp)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_a_worker_pid_now_held_by_a_newer_process_is_a_dead_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_pid_now_held_by_a_newer_process_is_a_dead_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """After a reboot, say, the worker's pid may belong to another process: one started after
     the worker's event is not the worker."""
     home = fresh_home(tmp_path)
@@ -263,7 +329,10 @@ def test_a_worker_pid_now_held_by_a_newer_process_is_a_dead_worker(tmp_path: Pat
             report_worker_started(instance, run, newcomer.pid, timestamp=time.time() - 3600)
             assert worker_pid_from_events(instance, run.run_id) == newcomer.pid
             health = instance.run_launcher.check_run_worker_health(run)
-            assert health.status == WorkerStatus.FAILED and f"pid {newcomer.pid} now belongs to a process started" in health.msg, health
+            assert (
+                health.status == WorkerStatus.FAILED
+                and f"pid {newcomer.pid} now belongs to a process started" in health.msg
+            ), health
             assert monitor(home, run.run_id, workspace=None).status == dg.DagsterRunStatus.FAILURE
         finally:
             newcomer.kill()
@@ -282,5 +351,8 @@ def test_a_worker_on_another_host_is_not_judged_by_pids_here(tmp_path: Path, mon
             run = instance.create_run_for_job(job_def=long_job, status=dg.DagsterRunStatus.STARTED, tags=tags)
             report_worker_started(instance, run, dead.pid)
             health[host] = instance.run_launcher.check_run_worker_health(instance.get_run_by_id(run.run_id))
-    assert health["user-code.example"].status == WorkerStatus.RUNNING and "user-code.example" in health["user-code.example"].msg, health
+    assert (
+        health["user-code.example"].status == WorkerStatus.RUNNING
+        and "user-code.example" in health["user-code.example"].msg
+    ), health
     assert health["localhost"].status == WorkerStatus.FAILED and f"pid {dead.pid}" in health["localhost"].msg, health

@@ -14,7 +14,15 @@ from intelligence_assets.ml.bars import (
 )
 from intelligence_assets.ml.synthetic import synthetic_bars
 
-CHECK_NAMES = ["schema", "timestamps_unique_increasing", "prices_positive", "ohlc_consistent", "finite_values", "minimum_history", "no_long_gaps"]
+CHECK_NAMES = [
+    "schema",
+    "timestamps_unique_increasing",
+    "prices_positive",
+    "ohlc_consistent",
+    "finite_values",
+    "minimum_history",
+    "no_long_gaps",
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +32,12 @@ def bars() -> pl.DataFrame:
 
 def _set(bars: pl.DataFrame, column: str, rows: list[int], value) -> pl.DataFrame:
     index = pl.int_range(pl.len())
-    return bars.with_columns(pl.when(index.is_in(rows)).then(pl.lit(value, dtype=bars.schema[column])).otherwise(pl.col(column)).alias(column))
+    return bars.with_columns(
+        pl.when(index.is_in(rows))
+        .then(pl.lit(value, dtype=bars.schema[column]))
+        .otherwise(pl.col(column))
+        .alias(column)
+    )
 
 
 def _by_name(checks: list[BarsCheck]) -> dict[str, BarsCheck]:
@@ -44,7 +57,13 @@ def test_synthetic_bars_pass_every_check(bars):
 VIOLATIONS = {
     "schema": (lambda b: b.with_columns(pl.col("volume").round().cast(pl.Int64)), 0, "'volume'"),
     "timestamps_unique_increasing": (lambda b: pl.concat([b.head(10), b.slice(9, 1), b.slice(10)]), 1, "2000-01-12"),
-    "prices_positive": (lambda b: _set(_set(_set(_set(b, "low", [5, 40], -1.0), "open", [5, 40], 0.5), "close", [5, 40], 0.5), "high", [5, 40], 1.0), 2, "low <= 0"),
+    "prices_positive": (
+        lambda b: _set(
+            _set(_set(_set(b, "low", [5, 40], -1.0), "open", [5, 40], 0.5), "close", [5, 40], 0.5), "high", [5, 40], 1.0
+        ),
+        2,
+        "low <= 0",
+    ),
     "ohlc_consistent": (lambda b: _set(b, "high", [3, 7, 8], 1.0), 3, "high < close"),
     "finite_values": (lambda b: _set(_set(b, "volume", [2], float("nan")), "close", [50], None), 2, "close"),
 }

@@ -1,9 +1,15 @@
 """Naive baselines and calibration bins, on arrays with known answers."""
+
 from __future__ import annotations
 
 import numpy as np
 
-from intelligence_assets.ml.baselines import calibration_bins, last_return_sign_scores, linear_on_all_features, majority_class_scores
+from intelligence_assets.ml.baselines import (
+    calibration_bins,
+    last_return_sign_scores,
+    linear_on_all_features,
+    majority_class_scores,
+)
 from intelligence_assets.ml.metrics import roc_auc
 
 
@@ -25,7 +31,13 @@ def test_linear_on_all_features_learns_a_planted_signal_and_not_noise() -> None:
     scores = linear_on_all_features("classification", x[:2000], y[:2000], x[2000:], seed=1)
     assert roc_auc(y[2000:], scores) > 0.85
     noise = (rng.standard_normal(3000) > 0).astype(float)
-    assert abs(roc_auc(noise[2000:], linear_on_all_features("classification", x[:2000], noise[:2000], x[2000:], seed=1)) - 0.5) < 0.05
+    assert (
+        abs(
+            roc_auc(noise[2000:], linear_on_all_features("classification", x[:2000], noise[:2000], x[2000:], seed=1))
+            - 0.5
+        )
+        < 0.05
+    )
 
 
 def test_calibration_bins_report_mean_prediction_and_observed_frequency() -> None:

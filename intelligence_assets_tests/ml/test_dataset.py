@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -12,7 +12,7 @@ from intelligence_assets.ml.features import FeatureSettings, build_features, fea
 from intelligence_assets.ml.synthetic import synthetic_bars
 from intelligence_assets.ml.targets import BarrierTarget, DirectionTarget, ForwardReturnTarget, build_labels
 
-START = datetime(2020, 1, 1, tzinfo=timezone.utc)
+START = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def _times(indices: list[int]) -> list[datetime]:
@@ -74,7 +74,9 @@ def test_regression_labels_are_float_and_nan_labels_dropped(features, labels):
 
 
 def test_rows_come_out_in_time_order(features, labels):
-    dataset = build_dataset(features.reverse(), labels.sample(fraction=1.0, shuffle=True, seed=0), feature_names=["a", "c"])
+    dataset = build_dataset(
+        features.reverse(), labels.sample(fraction=1.0, shuffle=True, seed=0), feature_names=["a", "c"]
+    )
     assert np.all(np.diff(dataset.timestamps.astype("int64")) > 0)
     assert dataset.x[:, 0].tolist() == [1.0, 2.0, 3.0]
 
@@ -95,12 +97,18 @@ def test_bad_names_raise(features, labels):
     with pytest.raises(ValueError, match="'zzz'"):
         build_inference_matrix(features, ["zzz"])
     with pytest.raises(ValueError, match="shape"):
-        Dataset(timestamps=np.zeros(2), x=np.zeros((3, 1)), y=np.zeros(2), feature_names=["a"], forward_return_1=np.zeros(2))
+        Dataset(
+            timestamps=np.zeros(2), x=np.zeros((3, 1)), y=np.zeros(2), feature_names=["a"], forward_return_1=np.zeros(2)
+        )
 
 
 @pytest.mark.parametrize(
     "spec",
-    [DirectionTarget(name="up_3", horizon=3), ForwardReturnTarget(name="return_5", horizon=5), BarrierTarget(name="peak_4", horizon=4, side="peak", atr_multiple=1.0)],
+    [
+        DirectionTarget(name="up_3", horizon=3),
+        ForwardReturnTarget(name="return_5", horizon=5),
+        BarrierTarget(name="peak_4", horizon=4, side="peak", atr_multiple=1.0),
+    ],
     ids=["direction", "forward_return", "barrier"],
 )
 def test_end_to_end_rows_drop_warm_up_and_label_tail(spec):

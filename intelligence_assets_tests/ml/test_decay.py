@@ -1,4 +1,5 @@
 """Champion decay on realised scores."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,8 @@ from intelligence_assets.ml.decay import assess_decay
 def test_a_model_that_keeps_its_skill_holds_and_one_that_lost_it_has_decayed() -> None:
     rng = np.random.default_rng(4)
     y = rng.integers(0, 2, 400).astype(float)
-    skilled = y * 0.3 + rng.uniform(size=400)          # AUC about 0.75
-    random = rng.uniform(size=400)                     # AUC about 0.5
+    skilled = y * 0.3 + rng.uniform(size=400)  # AUC about 0.75
+    random = rng.uniform(size=400)  # AUC about 0.5
     holds = assess_decay("auc", 0.74, y, skilled, min_rows=30, max_skill_loss=0.5)
     assert not holds.decayed and holds.recent_score > 0.7
     decayed = assess_decay("auc", 0.74, y, random, min_rows=30, max_skill_loss=0.5)

@@ -1,4 +1,5 @@
 """Model families: the shared contract, on small synthetic data with a planted linear signal."""
+
 from __future__ import annotations
 
 import functools
@@ -18,7 +19,13 @@ FAMILIES = ["lightgbm", "xgboost", "torch_mlp", "torch_tcn", "linear"]
 TASKS = ["classification", "regression"]
 EARLY_STOPPING_FAMILIES = ["lightgbm", "xgboost", "torch_mlp", "torch_tcn"]
 SEEDED_FAMILIES = ["lightgbm", "xgboost", "torch_mlp", "torch_tcn"]  # the linear solvers are seed-free
-NATIVE_FILES = {"lightgbm": "model.txt", "xgboost": "model.ubj", "torch_mlp": "model.pt", "torch_tcn": "model.pt", "linear": "model.json"}
+NATIVE_FILES = {
+    "lightgbm": "model.txt",
+    "xgboost": "model.ubj",
+    "torch_mlp": "model.pt",
+    "torch_tcn": "model.pt",
+    "linear": "model.json",
+}
 # Patience defaults: the curve of a run that stopped early is exactly this much longer than best_iteration.
 PATIENCE = {"lightgbm": 30, "xgboost": 30, "torch_mlp": 10, "torch_tcn": 8}
 MAX_ITERATIONS = {"lightgbm": 300, "xgboost": 300, "torch_mlp": 100, "torch_tcn": 60}
@@ -26,7 +33,13 @@ MAX_ITERATIONS = {"lightgbm": 300, "xgboost": 300, "torch_mlp": 100, "torch_tcn"
 # One thread for the tree libraries in tests: on data this small a second OpenMP thread gains
 # nothing, and on a busy 2-core machine spinning threads made single fits up to 50x slower.
 # test_default_thread_settings_fit covers the families' own defaults.
-TEST_PARAMS = {"lightgbm": {"num_threads": 1}, "xgboost": {"nthread": 1}, "torch_mlp": {}, "torch_tcn": {"window": 8, "channels": 16}, "linear": {}}
+TEST_PARAMS = {
+    "lightgbm": {"num_threads": 1},
+    "xgboost": {"nthread": 1},
+    "torch_mlp": {},
+    "torch_tcn": {"window": 8, "channels": 16},
+    "linear": {},
+}
 
 N_FEATURES = 10
 PLANTED_WEIGHTS = np.array([1.0, -0.8, 0.6] + [0.0] * (N_FEATURES - 3))
@@ -143,9 +156,21 @@ def test_lightgbm_rejects_exactly_the_names_lightgbm_calls_unknown(capfd):
     # goes, this fails.
     import lightgbm
 
-    names = {"num_leafs": 7, "max_dept": 3, "num_leaf": 7, "eta": 0.1, "min_child_samples": 5, "lambda_l1": 0.0, "num_iterations": 2}
+    names = {
+        "num_leafs": 7,
+        "max_dept": 3,
+        "num_leaf": 7,
+        "eta": 0.1,
+        "min_child_samples": 5,
+        "lambda_l1": 0.0,
+        "num_iterations": 2,
+    }
     x, y = make_data("classification", "signal", 200, seed=0)
-    lightgbm.train({"objective": "binary", "verbosity": 1, "num_threads": 1} | names, lightgbm.Dataset(x, label=y), num_boost_round=1)
+    lightgbm.train(
+        {"objective": "binary", "verbosity": 1, "num_threads": 1} | names,
+        lightgbm.Dataset(x, label=y),
+        num_boost_round=1,
+    )
     unknown_to_lightgbm = set(re.findall(r"Unknown parameter: (\w+)", capfd.readouterr().out))
     assert unknown_to_lightgbm == {"num_leafs", "max_dept"}
     assert set(load_family("lightgbm").unknown_params(names)) == unknown_to_lightgbm
@@ -154,7 +179,16 @@ def test_lightgbm_rejects_exactly_the_names_lightgbm_calls_unknown(capfd):
 def test_xgboost_rejects_exactly_the_names_xgboost_reports_unused():
     import xgboost
 
-    names = {"max_dept": 3, "n_estimators": 10, "eta": 0.1, "lambda": 1.0, "alpha": 0.0, "gamma": 0.0, "max_leaves": 8, "eval_metric": "auc"}
+    names = {
+        "max_dept": 3,
+        "n_estimators": 10,
+        "eta": 0.1,
+        "lambda": 1.0,
+        "alpha": 0.0,
+        "gamma": 0.0,
+        "max_leaves": 8,
+        "eval_metric": "auc",
+    }
     data = xgboost.DMatrix(np.zeros((2, 1)), label=[0.0, 1.0])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -438,7 +472,9 @@ def test_torch_tcn_learns_from_past_rows_the_mlp_cannot_see():
     x_train, y_train = lagged_signal(N_TRAIN, lag=3, seed=0)
     x_valid, y_valid = lagged_signal(N_VALID, lag=3, seed=1)
     x_test, y_test = lagged_signal(N_TEST, lag=3, seed=2)
-    sequence = load_family("torch_tcn")("classification", TEST_PARAMS["torch_tcn"], 5).fit(x_train, y_train, x_valid, y_valid)
+    sequence = load_family("torch_tcn")("classification", TEST_PARAMS["torch_tcn"], 5).fit(
+        x_train, y_train, x_valid, y_valid
+    )
     single_row = load_family("torch_mlp")("classification", {}, 5).fit(x_train, y_train, x_valid, y_valid)
     assert skill("classification", y_test, sequence.predict(x_test)) > 0.75
     assert skill("classification", y_test, single_row.predict(x_test)) < 0.56

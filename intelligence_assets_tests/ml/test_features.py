@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +60,29 @@ def test_default_settings_give_at_least_25_float_features(synthetic):
     grouped = features_by_group(DEFAULT)
     assert set(grouped) == set(ALL_GROUPS)
     assert sorted(n for group in grouped.values() for n in group) == sorted(names)
-    for expected in ("ret_1", "vol_5", "atr_14", "parkinson_21", "vol_ratio_5_21", "rsi_14", "macd", "macd_signal_gap",
-                     "high_gap_21", "low_gap_63", "ma_gap_10", "ma_cross_10_50", "volume_z_21", "volume_ratio_5_21",
-                     "signed_volume", "range", "range_z_21", "gap", "close_location", "upper_shadow", "lower_shadow"):
+    for expected in (
+        "ret_1",
+        "vol_5",
+        "atr_14",
+        "parkinson_21",
+        "vol_ratio_5_21",
+        "rsi_14",
+        "macd",
+        "macd_signal_gap",
+        "high_gap_21",
+        "low_gap_63",
+        "ma_gap_10",
+        "ma_cross_10_50",
+        "volume_z_21",
+        "volume_ratio_5_21",
+        "signed_volume",
+        "range",
+        "range_z_21",
+        "gap",
+        "close_location",
+        "upper_shadow",
+        "lower_shadow",
+    ):
         assert expected in names
 
 
@@ -119,7 +139,8 @@ def test_warm_up_nulls_only_at_the_start(synthetic):
 def test_feature_values_match_independent_numpy_reference(synthetic):
     bars = synthetic.head(400)
     features = build_features(bars, DEFAULT)
-    o, h, l, c, v = (bars[column].to_numpy() for column in ("open", "high", "low", "close", "volume"))
+    # o, h, l, c: the usual OHLC names, kept short to match the formulas.
+    o, h, l, c, v = (bars[column].to_numpy() for column in ("open", "high", "low", "close", "volume"))  # noqa: E741
     t = 300
     log_returns = np.diff(np.log(c))  # log_returns[i - 1] = log(c[i] / c[i - 1])
 
@@ -127,22 +148,24 @@ def test_feature_values_match_independent_numpy_reference(synthetic):
         return features[name][t]
 
     assert value("ret_5") == pytest.approx(np.log(c[t] / c[t - 5]), rel=1e-12)
-    assert value("vol_21") == pytest.approx(np.std(log_returns[t - 21:t], ddof=1), rel=1e-9)
+    assert value("vol_21") == pytest.approx(np.std(log_returns[t - 21 : t], ddof=1), rel=1e-9)
     true_range = np.maximum.reduce([h[1:] - l[1:], np.abs(h[1:] - c[:-1]), np.abs(l[1:] - c[:-1])])  # for bars 1..
-    assert value("atr_14") == pytest.approx(true_range[t - 14:t].mean() / c[t], rel=1e-9)
-    assert value("parkinson_21") == pytest.approx(np.sqrt(np.mean(np.log(h[t - 20:t + 1] / l[t - 20:t + 1]) ** 2) / (4 * np.log(2))), rel=1e-9)
+    assert value("atr_14") == pytest.approx(true_range[t - 14 : t].mean() / c[t], rel=1e-9)
+    assert value("parkinson_21") == pytest.approx(
+        np.sqrt(np.mean(np.log(h[t - 20 : t + 1] / l[t - 20 : t + 1]) ** 2) / (4 * np.log(2))), rel=1e-9
+    )
     assert value("close_location") == pytest.approx((c[t] - l[t]) / (h[t] - l[t]), rel=1e-12)
     assert value("gap") == pytest.approx(o[t] / c[t - 1] - 1, rel=1e-9)
     assert value("upper_shadow") == pytest.approx((h[t] - max(o[t], c[t])) / c[t], rel=1e-9)
     assert value("lower_shadow") == pytest.approx((min(o[t], c[t]) - l[t]) / c[t], rel=1e-9)
-    assert value("ma_gap_50") == pytest.approx(c[t] / c[t - 49:t + 1].mean() - 1, rel=1e-9)
-    assert value("ma_cross_10_50") == pytest.approx(c[t - 9:t + 1].mean() / c[t - 49:t + 1].mean() - 1, rel=1e-9)
-    assert value("high_gap_21") == pytest.approx(c[t] / h[t - 20:t + 1].max() - 1, rel=1e-12)
-    assert value("low_gap_63") == pytest.approx(c[t] / l[t - 62:t + 1].min() - 1, rel=1e-12)
+    assert value("ma_gap_50") == pytest.approx(c[t] / c[t - 49 : t + 1].mean() - 1, rel=1e-9)
+    assert value("ma_cross_10_50") == pytest.approx(c[t - 9 : t + 1].mean() / c[t - 49 : t + 1].mean() - 1, rel=1e-9)
+    assert value("high_gap_21") == pytest.approx(c[t] / h[t - 20 : t + 1].max() - 1, rel=1e-12)
+    assert value("low_gap_63") == pytest.approx(c[t] / l[t - 62 : t + 1].min() - 1, rel=1e-12)
     log_volume = np.log1p(v)
-    window = log_volume[t - 20:t + 1]
+    window = log_volume[t - 20 : t + 1]
     assert value("volume_z_21") == pytest.approx((log_volume[t] - window.mean()) / window.std(ddof=1), rel=1e-9)
-    assert value("volume_ratio_5_21") == pytest.approx(v[t - 4:t + 1].mean() / v[t - 20:t + 1].mean(), rel=1e-9)
+    assert value("volume_ratio_5_21") == pytest.approx(v[t - 4 : t + 1].mean() / v[t - 20 : t + 1].mean(), rel=1e-9)
     assert value("signed_volume") == pytest.approx(log_returns[t - 1] * value("volume_z_21"), rel=1e-12)
 
     # Recursive (adjust=False) averages, written out as explicit loops.
@@ -162,7 +185,7 @@ def test_feature_values_match_independent_numpy_reference(synthetic):
     signal[25:] = recursive_mean(macd_line[25:], 2 / 10)  # the MACD line starts once the 26-span EMA has 26 values
     assert value("macd") == pytest.approx(macd_line[t] / c[t], rel=1e-9)
     assert value("macd_signal_gap") == pytest.approx((macd_line[t] - signal[t]) / c[t], rel=1e-9, abs=1e-15)
-    assert 0.0 <= features["rsi_14"].min() and features["rsi_14"].max() <= 1.0
+    assert features["rsi_14"].min() >= 0.0 and features["rsi_14"].max() <= 1.0
 
 
 def test_flat_bars_and_zero_volume_give_nulls_not_inf():
@@ -170,7 +193,10 @@ def test_flat_bars_and_zero_volume_give_nulls_not_inf():
     flat = pl.Series([False] * 150 + [True] * 60 + [False] * 90)
     flat_price = 100.0
     bars = bars.with_columns(
-        *(pl.when(flat).then(flat_price).otherwise(pl.col(column)).alias(column) for column in ("open", "high", "low", "close")),
+        *(
+            pl.when(flat).then(flat_price).otherwise(pl.col(column)).alias(column)
+            for column in ("open", "high", "low", "close")
+        ),
         pl.when(flat).then(0.0).otherwise(pl.col("volume")).alias("volume"),
     )
     features = build_features(bars, DEFAULT)
@@ -192,7 +218,16 @@ def test_group_selection_and_custom_windows():
     bars = synthetic_bars(n_bars=200, seed=2)
     settings = FeatureSettings(groups=["range", "returns"], return_windows=[1, 3])
     features = build_features(bars, settings)
-    assert feature_names(settings) == ["ret_1", "ret_3", "range", "range_z_21", "gap", "close_location", "upper_shadow", "lower_shadow"]
+    assert feature_names(settings) == [
+        "ret_1",
+        "ret_3",
+        "range",
+        "range_z_21",
+        "gap",
+        "close_location",
+        "upper_shadow",
+        "lower_shadow",
+    ]
     assert features.columns == ["timestamp", *feature_names(settings)]
     volatility = FeatureSettings(groups=["volatility"], volatility_windows=[10, 3])
     assert "vol_ratio_3_10" in feature_names(volatility)
@@ -202,7 +237,9 @@ def test_group_selection_and_custom_windows():
 
 def test_intraday_bars_give_identical_features():
     daily = synthetic_bars(n_bars=300, seed=4)
-    intraday = synthetic_bars(n_bars=300, seed=4, start=datetime(2024, 3, 1, 14, 30, tzinfo=timezone.utc), bar_interval=timedelta(minutes=5))
+    intraday = synthetic_bars(
+        n_bars=300, seed=4, start=datetime(2024, 3, 1, 14, 30, tzinfo=UTC), bar_interval=timedelta(minutes=5)
+    )
     daily_features, intraday_features = build_features(daily, DEFAULT), build_features(intraday, DEFAULT)
     assert intraday_features["timestamp"].equals(intraday["timestamp"])
     assert daily_features.drop("timestamp").equals(intraday_features.drop("timestamp"))
@@ -219,7 +256,15 @@ def test_intraday_bars_give_identical_features():
         (lambda bars: bars.reverse(), "timestamp"),
         (lambda bars: pl.concat([bars.head(5), bars.slice(4)]), "timestamp"),
     ],
-    ids=["missing_volume", "missing_timestamp", "int_close", "float32_high", "naive_timestamp", "unsorted", "duplicate_timestamp"],
+    ids=[
+        "missing_volume",
+        "missing_timestamp",
+        "int_close",
+        "float32_high",
+        "naive_timestamp",
+        "unsorted",
+        "duplicate_timestamp",
+    ],
 )
 def test_bad_input_names_the_column(mutate, column):
     bars = synthetic_bars(n_bars=50, seed=5)

@@ -1,12 +1,14 @@
 """The ML core end to end (features -> labels -> splits -> ranking / selection / training),
 checked against the two facts an honest pipeline must get right: shuffled labels score at
 chance, and a planted signal is found where it was planted."""
+
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
 import pytest
 
+from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, load_universe
 from intelligence_assets.ml.bars import read_bars_parquet
 from intelligence_assets.ml.dataset import build_dataset
 from intelligence_assets.ml.features import FeatureSettings, build_features
@@ -14,9 +16,14 @@ from intelligence_assets.ml.ranking import RankingSettings, rank_target
 from intelligence_assets.ml.selection import SelectionSettings, select_features
 from intelligence_assets.ml.splits import SplitSettings
 from intelligence_assets.ml.synthetic import PLANTED_FEATURE, synthetic_bars
-from intelligence_assets.ml.targets import BarrierTarget, DirectionTarget, ForwardVolatilityTarget, build_labels, label_horizon
+from intelligence_assets.ml.targets import (
+    BarrierTarget,
+    DirectionTarget,
+    ForwardVolatilityTarget,
+    build_labels,
+    label_horizon,
+)
 from intelligence_assets.ml.training import train_and_evaluate
-from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, load_universe
 
 SPLIT = SplitSettings(folds=4, embargo=5, test_fraction=0.2, min_train_rows=200)
 
@@ -35,8 +42,17 @@ def test_shuffled_labels_score_at_chance_over_the_real_bundled_partitions() -> N
         labels = labels.with_columns(pl.Series("label", shuffled).fill_nan(None).cast(pl.Int8))
         dataset = build_dataset(build_features(bars, FeatureSettings()), labels)
         result = train_and_evaluate(
-            "lightgbm", {"num_boost_round": 100}, dataset.x, dataset.y, dataset.forward_return_1,
-            task="classification", spec_kind="direction", label_horizon=1, split=SPLIT, seed=5, bars_per_year=252,
+            "lightgbm",
+            {"num_boost_round": 100},
+            dataset.x,
+            dataset.y,
+            dataset.forward_return_1,
+            task="classification",
+            spec_kind="direction",
+            label_horizon=1,
+            split=SPLIT,
+            seed=5,
+            bars_per_year=252,
         )
         aucs.append(result.metrics["auc"])
     assert abs(float(np.mean(aucs)) - 0.5) <= 0.03, aucs
@@ -54,7 +70,9 @@ def test_planted_target_ranks_first_and_planted_feature_is_selected() -> None:
     rankings = {}
     for spec in targets:
         dataset = build_dataset(features, build_labels(bars, spec))
-        rankings[spec.name] = rank_target(dataset.x, dataset.y, spec.task, label_horizon(spec), SPLIT, RankingSettings(), seed=1)
+        rankings[spec.name] = rank_target(
+            dataset.x, dataset.y, spec.task, label_horizon(spec), SPLIT, RankingSettings(), seed=1
+        )
     ordered = sorted(rankings, key=lambda name: rankings[name].score, reverse=True)
     assert ordered[0] == "planted_up_1b", {n: r.score for n, r in rankings.items()}
     assert rankings["planted_up_1b"].passed
@@ -62,7 +80,9 @@ def test_planted_target_ranks_first_and_planted_feature_is_selected() -> None:
 
     planted = targets[0]
     dataset = build_dataset(features, build_labels(bars, planted))
-    selection = select_features(dataset.x, dataset.y, dataset.feature_names, planted.task, 1, SPLIT, SelectionSettings(), seed=1)
+    selection = select_features(
+        dataset.x, dataset.y, dataset.feature_names, planted.task, 1, SPLIT, SelectionSettings(), seed=1
+    )
     assert PLANTED_FEATURE in selection.selected[:3], selection.selected
 
 
@@ -70,8 +90,21 @@ def test_planted_target_ranks_first_and_planted_feature_is_selected() -> None:
 def test_planted_signal_survives_to_the_held_out_period(family: str) -> None:
     bars = synthetic_bars(n_bars=3000, seed=22, signal_strength=1.0)
     spec = DirectionTarget(name="planted_up_1b", horizon=1)
-    dataset = build_dataset(build_features(bars, FeatureSettings()), build_labels(bars, spec), [PLANTED_FEATURE, "ret_1", "vol_21"])
-    result = train_and_evaluate(family, {}, dataset.x, dataset.y, dataset.forward_return_1, task="classification",
-                                spec_kind="direction", label_horizon=1, split=SPLIT, seed=5, bars_per_year=252)
+    dataset = build_dataset(
+        build_features(bars, FeatureSettings()), build_labels(bars, spec), [PLANTED_FEATURE, "ret_1", "vol_21"]
+    )
+    result = train_and_evaluate(
+        family,
+        {},
+        dataset.x,
+        dataset.y,
+        dataset.forward_return_1,
+        task="classification",
+        spec_kind="direction",
+        label_horizon=1,
+        split=SPLIT,
+        seed=5,
+        bars_per_year=252,
+    )
     assert result.metrics["auc"] > 0.58
     assert result.metrics["sharpe"] > 1.0  # the planted edge pays in the long/short backtest

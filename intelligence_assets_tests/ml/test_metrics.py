@@ -4,9 +4,8 @@ import warnings
 import numpy as np
 import pytest
 from scipy import stats
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.metrics import log_loss as sklearn_log_loss
-from sklearn.metrics import roc_auc_score
 
 from intelligence_assets.ml.metrics import (
     accuracy,
@@ -25,7 +24,7 @@ from intelligence_assets.ml.metrics import (
 
 def test_roc_auc_matches_sklearn_with_ties():
     rng = np.random.default_rng(0)
-    for trial in range(30):
+    for _trial in range(30):
         n = int(rng.integers(5, 400))
         y = rng.integers(0, 2, n)
         if y.min() == y.max():
@@ -59,7 +58,9 @@ def test_information_coefficients_match_scipy():
     truth = rng.normal(size=500)
     prediction = np.round(0.3 * truth + rng.normal(size=500), 1)
     assert information_coefficient(truth, prediction) == pytest.approx(stats.pearsonr(truth, prediction)[0], abs=1e-12)
-    assert rank_information_coefficient(truth, prediction) == pytest.approx(stats.spearmanr(truth, prediction)[0], abs=1e-12)
+    assert rank_information_coefficient(truth, prediction) == pytest.approx(
+        stats.spearmanr(truth, prediction)[0], abs=1e-12
+    )
     assert math.isnan(information_coefficient(truth, np.ones(500)))
     assert math.isnan(rank_information_coefficient(np.ones(500), prediction))
 
@@ -126,7 +127,9 @@ def test_positions_from_predictions_rules():
     assert np.array_equal(positions_from_predictions("direction", "classification", p, 0.5), [-1, -1, 1])
     assert np.array_equal(positions_from_predictions("barrier", "classification", p, 0.4, side="peak"), [0, 1, 1])
     assert np.array_equal(positions_from_predictions("barrier", "classification", p, 0.4, side="valley"), [0, -1, -1])
-    assert np.array_equal(positions_from_predictions("forward_return", "regression", np.array([-0.1, 0.0, 0.2]), 0.0), [-1, 0, 1])
+    assert np.array_equal(
+        positions_from_predictions("forward_return", "regression", np.array([-0.1, 0.0, 0.2]), 0.0), [-1, 0, 1]
+    )
     assert positions_from_predictions("forward_volatility", "regression", p, 0.0) is None
     with pytest.raises(ValueError):
         positions_from_predictions("barrier", "classification", p, 0.4)

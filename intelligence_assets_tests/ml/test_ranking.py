@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 from intelligence_assets.ml.families import load_family
-from intelligence_assets.ml.ranking import QUICK_MODEL_PARAMS, RankingSettings, TargetRanking, quick_model_params, rank_target, ranking_code_version
+from intelligence_assets.ml.ranking import (
+    QUICK_MODEL_PARAMS,
+    RankingSettings,
+    TargetRanking,
+    quick_model_params,
+    rank_target,
+    ranking_code_version,
+)
 from intelligence_assets.ml.selection import selection_code_version
 from intelligence_assets.ml.splits import SplitSettings
 
@@ -39,15 +46,21 @@ def noise_classification_rankings() -> list[TargetRanking]:
 
 
 def test_leakage_guard_shuffled_labels_score_chance(noise_classification_rankings):
-    lightgbm_auc = np.mean([ranking.model_scores["lightgbm"]["score"] + 0.5 for ranking in noise_classification_rankings])
+    lightgbm_auc = np.mean(
+        [ranking.model_scores["lightgbm"]["score"] + 0.5 for ranking in noise_classification_rankings]
+    )
     best_model_auc = np.mean([ranking.score + 0.5 for ranking in noise_classification_rankings])
     # The LightGBM mean is the unbiased check; the best-of-two mean is selected upward by construction.
-    assert abs(lightgbm_auc - 0.5) < 0.03, f"mean fold AUC on noise {lightgbm_auc:.4f} (best model {best_model_auc:.4f})"
+    assert abs(lightgbm_auc - 0.5) < 0.03, (
+        f"mean fold AUC on noise {lightgbm_auc:.4f} (best model {best_model_auc:.4f})"
+    )
     assert abs(best_model_auc - 0.5) < 0.03, f"mean best-model fold AUC on noise {best_model_auc:.4f}"
 
 
 def test_leakage_guard_noise_fails_the_bar(noise_classification_rankings):
-    assert not any(ranking.passed for ranking in noise_classification_rankings), [r.reason for r in noise_classification_rankings]
+    assert not any(ranking.passed for ranking in noise_classification_rankings), [
+        r.reason for r in noise_classification_rankings
+    ]
     for ranking in noise_classification_rankings:
         assert "below bar 0.0500" in ranking.reason
 
@@ -135,7 +148,9 @@ def test_ranking_code_version_changes_with_its_fixed_params_family_versions_and_
     assert ranking_code_version(fixed_params={**QUICK_MODEL_PARAMS, "lightgbm": lightgbm_params}) != current
     assert ranking_code_version(fixed_params={**QUICK_MODEL_PARAMS, "linear": {"alpha": 1.0}}) != current
     assert ranking_code_version(family_versions={**real_versions, "linear": real_versions["linear"] + "1"}) != current
-    assert ranking_code_version(family_versions={**real_versions, "lightgbm": real_versions["lightgbm"] + "1"}) != current
+    assert (
+        ranking_code_version(family_versions={**real_versions, "lightgbm": real_versions["lightgbm"] + "1"}) != current
+    )
     assert ranking_code_version(base="2") != current
 
 
@@ -154,9 +169,11 @@ def test_selection_code_version_changes_with_the_lightgbm_family_version_and_bas
 
 
 def test_target_analysis_assets_carry_the_derived_code_versions(small_universe):
-    from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, TARGET_RANKINGS
     from intelligence_assets.definitions import build_assets
+    from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, TARGET_RANKINGS
 
-    code_versions = {key: version for asset in build_assets(small_universe) for key, version in asset.code_versions_by_key.items()}
+    code_versions = {
+        key: version for asset in build_assets(small_universe) for key, version in asset.code_versions_by_key.items()
+    }
     assert code_versions[TARGET_RANKINGS] == ranking_code_version()
     assert code_versions[FEATURE_SETS] == selection_code_version()

@@ -65,7 +65,9 @@ def test_pure_noise_falls_back_to_gain_and_respects_caps():
     x = rng.normal(size=(ROWS, 8))
     y = rng.normal(size=ROWS)
     names = NAMES[:8]
-    selection = select_features(x, y, names, "regression", 1, SPLIT, SelectionSettings(min_features=4, max_features=6), seed=0)
+    selection = select_features(
+        x, y, names, "regression", 1, SPLIT, SelectionSettings(min_features=4, max_features=6), seed=0
+    )
     assert 4 <= len(selection.selected) <= 6
     by_name = {row["feature"]: row for row in selection.importances}
     fallback = [name for name in selection.selected if by_name[name]["selected_by"] == "gain_fallback"]
@@ -81,7 +83,9 @@ def test_planted_regression_signal_is_selected():
     x = rng.normal(size=(ROWS, 10))
     y = 0.5 * x[:, 2] + 0.4 * np.abs(x[:, 6]) + rng.normal(size=ROWS)
     names = NAMES[:10]
-    selection = select_features(x, y, names, "regression", 1, SPLIT, SelectionSettings(min_features=1, max_features=2), seed=0)
+    selection = select_features(
+        x, y, names, "regression", 1, SPLIT, SelectionSettings(min_features=1, max_features=2), seed=0
+    )
     assert selection.selected == ["feature_02", "feature_06"]
 
 

@@ -50,7 +50,7 @@ def test_walk_forward_folds_are_purged_embargoed_and_walk_forward():
             assert fold.train.size >= settings.min_train_rows
             # Development folds never reach the held-out period, not even through a label window.
             assert fold.test.max() + horizon + settings.embargo < held_out_start
-        for earlier, later in zip(folds, folds[1:]):
+        for earlier, later in zip(folds, folds[1:], strict=False):
             assert earlier.test.max() < later.test.min()
             # Expanding window: each fold fits on at least as much history as the one before.
             assert later.train.size >= earlier.train.size

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -40,10 +40,10 @@ def test_schema_length_and_timestamps():
     bars = synthetic_bars(n_bars=100, seed=1)
     assert dict(bars.schema) == BARS_SCHEMA
     assert bars.height == 100
-    assert bars["timestamp"][0] == datetime(2000, 1, 3, tzinfo=timezone.utc)
+    assert bars["timestamp"][0] == datetime(2000, 1, 3, tzinfo=UTC)
     assert (bars["timestamp"].diff().drop_nulls() == timedelta(days=1)).all()
     intraday = synthetic_bars(n_bars=100, seed=1, start=datetime(2024, 5, 1, 13, 30), bar_interval=timedelta(minutes=5))
-    assert intraday["timestamp"][0] == datetime(2024, 5, 1, 13, 30, tzinfo=timezone.utc)  # naive start taken as UTC
+    assert intraday["timestamp"][0] == datetime(2024, 5, 1, 13, 30, tzinfo=UTC)  # naive start taken as UTC
     assert (intraday["timestamp"].diff().drop_nulls() == timedelta(minutes=5)).all()
     assert intraday.drop("timestamp").equals(bars.drop("timestamp"))  # prices do not depend on the clock
     with pytest.raises(ValueError):

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -27,7 +27,7 @@ CLOSE = [100.0, 102.0, 101.0, 105.0, 101.0, 104.0, 108.0, 107.0]
 # ATR(2):     [-, -, 3.25, 4, 5.5, 4.75, 4.5, 3.75]
 
 
-def _tiny_bars(start: datetime = datetime(2001, 3, 1, tzinfo=timezone.utc), step: timedelta = timedelta(days=1)) -> pl.DataFrame:
+def _tiny_bars(start: datetime = datetime(2001, 3, 1, tzinfo=UTC), step: timedelta = timedelta(days=1)) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "timestamp": [start + i * step for i in range(len(CLOSE))],
@@ -37,7 +37,14 @@ def _tiny_bars(start: datetime = datetime(2001, 3, 1, tzinfo=timezone.utc), step
             "close": CLOSE,
             "volume": [1000.0] * len(CLOSE),
         },
-        schema={"timestamp": TIMESTAMP_DTYPE, "open": pl.Float64, "high": pl.Float64, "low": pl.Float64, "close": pl.Float64, "volume": pl.Float64},
+        schema={
+            "timestamp": TIMESTAMP_DTYPE,
+            "open": pl.Float64,
+            "high": pl.Float64,
+            "low": pl.Float64,
+            "close": pl.Float64,
+            "volume": pl.Float64,
+        },
     )
 
 
@@ -60,7 +67,9 @@ def test_direction_by_hand():
 
 
 def test_barrier_peak_by_hand():
-    labels = build_labels(_tiny_bars(), BarrierTarget(name="peak", horizon=2, side="peak", atr_multiple=1.0, atr_window=2))
+    labels = build_labels(
+        _tiny_bars(), BarrierTarget(name="peak", horizon=2, side="peak", atr_multiple=1.0, atr_window=2)
+    )
     assert labels.schema["label"] == pl.Int8
     # max(high[t+1..t+2]) >= close[t] + ATR[t]:
     # t=2: 106 >= 104.25 -> 1; t=3: 105.5 >= 109 -> 0; t=4: 109 >= 106.5 -> 1; t=5: 109 >= 108.75 -> 1.
@@ -68,7 +77,9 @@ def test_barrier_peak_by_hand():
 
 
 def test_barrier_valley_by_hand():
-    labels = build_labels(_tiny_bars(), BarrierTarget(name="valley", horizon=2, side="valley", atr_multiple=0.5, atr_window=2))
+    labels = build_labels(
+        _tiny_bars(), BarrierTarget(name="valley", horizon=2, side="valley", atr_multiple=0.5, atr_window=2)
+    )
     # min(low[t+1..t+2]) <= close[t] - 0.5 * ATR[t]:
     # t=2: 100 <= 99.375 -> 0; t=3: 100 <= 103 -> 1; t=4: 100.5 <= 98.25 -> 0; t=5: 106 <= 101.625 -> 0.
     assert labels["label"].to_list() == [None, None, 0, 1, 0, 0, None, None]
@@ -77,19 +88,38 @@ def test_barrier_valley_by_hand():
 def test_barrier_touching_exactly_counts():
     # ATR(2) at t=2 is 3.25; a multiple that puts the barrier exactly on high[3] = 106 must count.
     multiple = (106.0 - 101.0) / 3.25
-    labels = build_labels(_tiny_bars(), BarrierTarget(name="peak", horizon=1, side="peak", atr_multiple=multiple, atr_window=2))
+    labels = build_labels(
+        _tiny_bars(), BarrierTarget(name="peak", horizon=1, side="peak", atr_multiple=multiple, atr_window=2)
+    )
     assert labels["label"][2] == 1
-    labels = build_labels(_tiny_bars(), BarrierTarget(name="peak", horizon=1, side="peak", atr_multiple=multiple * 1.001, atr_window=2))
+    labels = build_labels(
+        _tiny_bars(), BarrierTarget(name="peak", horizon=1, side="peak", atr_multiple=multiple * 1.001, atr_window=2)
+    )
     assert labels["label"][2] == 0
 
 
 def test_forward_return_and_forward_return_1_by_hand():
     labels = build_labels(_tiny_bars(), ForwardReturnTarget(name="return_2", horizon=2))
     assert labels.schema["label"] == pl.Float64
-    expected = [math.log(101 / 100), math.log(105 / 102), 0.0, math.log(104 / 105), math.log(108 / 101), math.log(107 / 104)]
+    expected = [
+        math.log(101 / 100),
+        math.log(105 / 102),
+        0.0,
+        math.log(104 / 105),
+        math.log(108 / 101),
+        math.log(107 / 104),
+    ]
     assert labels["label"].to_list()[:6] == pytest.approx(expected, rel=1e-12, abs=1e-15)
     assert labels["label"].to_list()[6:] == [None, None]
-    expected_next = [math.log(102 / 100), math.log(101 / 102), math.log(105 / 101), math.log(101 / 105), math.log(104 / 101), math.log(108 / 104), math.log(107 / 108)]
+    expected_next = [
+        math.log(102 / 100),
+        math.log(101 / 102),
+        math.log(105 / 101),
+        math.log(101 / 105),
+        math.log(104 / 101),
+        math.log(108 / 104),
+        math.log(107 / 108),
+    ]
     assert labels["forward_return_1"].to_list()[:7] == pytest.approx(expected_next, rel=1e-12)
     assert labels["forward_return_1"][7] is None
 
@@ -105,7 +135,7 @@ def test_forward_volatility_by_hand():
 
 def _reference_labels(bars: pl.DataFrame, spec) -> list:
     """Straightforward per-row loops, independent of the polars implementation."""
-    o, h, l, c = (bars[column].to_numpy() for column in ("open", "high", "low", "close"))
+    o, h, l, c = (bars[column].to_numpy() for column in ("open", "high", "low", "close"))  # noqa: E741 -- OHLC names
     n, horizon = len(c), spec.horizon
     true_range = [None] + [max(h[i] - l[i], abs(h[i] - c[i - 1]), abs(l[i] - c[i - 1])) for i in range(1, n)]
     out = []
@@ -117,7 +147,7 @@ def _reference_labels(bars: pl.DataFrame, spec) -> list:
         if isinstance(spec, DirectionTarget):
             out.append(int(c[t + horizon] > c[t]))
         elif isinstance(spec, BarrierTarget):
-            recent = true_range[max(0, t - spec.atr_window + 1):t + 1]
+            recent = true_range[max(0, t - spec.atr_window + 1) : t + 1]
             if len(recent) < spec.atr_window or any(value is None for value in recent):
                 out.append(None)
                 continue
@@ -141,7 +171,7 @@ def test_matches_reference_loops_on_synthetic_bars(spec):
     expected = _reference_labels(bars, spec)
     actual = labels["label"].to_list()
     assert [value is None for value in actual] == [value is None for value in expected]
-    present = [(a, e) for a, e in zip(actual, expected) if e is not None]
+    present = [(a, e) for a, e in zip(actual, expected, strict=True) if e is not None]
     if spec.task == "classification":
         assert [a for a, _ in present] == [e for _, e in present]
         assert 0 < sum(a for a, _ in present) < len(present)  # both classes occur
@@ -188,35 +218,52 @@ def test_label_depends_only_on_its_window(spec):
     # A bar inside the window changes: the label at t must follow.
     close_t = bars["close"][t]
     if isinstance(spec, DirectionTarget):
-        up = build_labels(_with_bar(bars, t + horizon, close_t, close_t * 1.2, close_t, close_t * 1.1), spec)["label"][t]
-        down = build_labels(_with_bar(bars, t + horizon, close_t, close_t, close_t * 0.8, close_t * 0.9), spec)["label"][t]
+        up = build_labels(_with_bar(bars, t + horizon, close_t, close_t * 1.2, close_t, close_t * 1.1), spec)["label"][
+            t
+        ]
+        down = build_labels(_with_bar(bars, t + horizon, close_t, close_t, close_t * 0.8, close_t * 0.9), spec)[
+            "label"
+        ][t]
         assert (up, down) == (1, 0)
     elif isinstance(spec, BarrierTarget) and spec.side == "peak":
         spike = build_labels(_with_bar(bars, t + 1, close_t, close_t * 1.5, close_t, close_t), spec)["label"][t]
-        flat = bars.with_columns(pl.when(pl.int_range(pl.len()).is_between(t + 1, t + horizon)).then(close_t).otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low", "close"))
+        flat = bars.with_columns(
+            pl.when(pl.int_range(pl.len()).is_between(t + 1, t + horizon)).then(close_t).otherwise(pl.col(c)).alias(c)
+            for c in ("open", "high", "low", "close")
+        )
         assert (spike, build_labels(flat, spec)["label"][t]) == (1, 0)
     elif isinstance(spec, BarrierTarget):
         crash = build_labels(_with_bar(bars, t + horizon, close_t, close_t, close_t * 0.5, close_t), spec)["label"][t]
-        flat = bars.with_columns(pl.when(pl.int_range(pl.len()).is_between(t + 1, t + horizon)).then(close_t).otherwise(pl.col(c)).alias(c) for c in ("open", "high", "low", "close"))
+        flat = bars.with_columns(
+            pl.when(pl.int_range(pl.len()).is_between(t + 1, t + horizon)).then(close_t).otherwise(pl.col(c)).alias(c)
+            for c in ("open", "high", "low", "close")
+        )
         assert (crash, build_labels(flat, spec)["label"][t]) == (1, 0)
     else:
         changed_index = t + horizon if isinstance(spec, ForwardReturnTarget) else t + 1
         old_close = bars["close"][changed_index]
-        changed = build_labels(_with_bar(bars, changed_index, old_close, old_close * 1.3, old_close, old_close * 1.25), spec)["label"][t]
+        changed = build_labels(
+            _with_bar(bars, changed_index, old_close, old_close * 1.3, old_close, old_close * 1.25), spec
+        )["label"][t]
         assert changed != pytest.approx(original[t], rel=1e-6)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
 def test_intraday_bars_give_identical_labels(spec):
     daily = synthetic_bars(n_bars=250, seed=14)
-    five_minute = synthetic_bars(n_bars=250, seed=14, start=datetime(2024, 3, 1, 14, 30, tzinfo=timezone.utc), bar_interval=timedelta(minutes=5))
+    five_minute = synthetic_bars(
+        n_bars=250, seed=14, start=datetime(2024, 3, 1, 14, 30, tzinfo=UTC), bar_interval=timedelta(minutes=5)
+    )
     daily_labels, intraday_labels = build_labels(daily, spec), build_labels(five_minute, spec)
     assert intraday_labels["timestamp"].equals(five_minute["timestamp"])
     assert intraday_labels.drop("timestamp").equals(daily_labels.drop("timestamp"))
 
 
 def test_intraday_tiny_frame_by_hand():
-    labels = build_labels(_tiny_bars(datetime(2024, 1, 2, 9, 30, tzinfo=timezone.utc), timedelta(minutes=5)), DirectionTarget(name="up_2", horizon=2))
+    labels = build_labels(
+        _tiny_bars(datetime(2024, 1, 2, 9, 30, tzinfo=UTC), timedelta(minutes=5)),
+        DirectionTarget(name="up_2", horizon=2),
+    )
     assert labels["label"].to_list() == [1, 1, 0, 0, 1, 1, None, None]
 
 

@@ -23,19 +23,19 @@ def _planted_returns(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _train(family: str, seed: int = 0, **overrides) -> TrainingResult:
     x, next_bar_return = _planted_returns(seed=5)
-    arguments = dict(
-        family_name=family,
-        params={},
-        x=x,
-        y=(next_bar_return > 0).astype(float),
-        forward_return_1=next_bar_return,
-        task="classification",
-        spec_kind="direction",
-        label_horizon=1,
-        split=SPLIT,
-        seed=seed,
-        bars_per_year=BARS_PER_YEAR,
-    )
+    arguments = {
+        "family_name": family,
+        "params": {},
+        "x": x,
+        "y": (next_bar_return > 0).astype(float),
+        "forward_return_1": next_bar_return,
+        "task": "classification",
+        "spec_kind": "direction",
+        "label_horizon": 1,
+        "split": SPLIT,
+        "seed": seed,
+        "bars_per_year": BARS_PER_YEAR,
+    }
     arguments.update(overrides)
     return train_and_evaluate(**arguments)
 
@@ -68,8 +68,12 @@ def test_evaluates_exactly_the_held_out_rows(lightgbm_direction):
     y = (next_bar_return > 0).astype(float)
     assert result.train_base_rate == pytest.approx(y[expected.train].mean())
     assert result.test_base_rate == pytest.approx(y[expected.test].mean())
-    positions = positions_from_predictions("direction", "classification", result.test_predictions, result.train_base_rate)
-    assert result.metrics["sharpe"] == pytest.approx(backtest_sharpe(positions, next_bar_return[expected.test], BARS_PER_YEAR))
+    positions = positions_from_predictions(
+        "direction", "classification", result.test_predictions, result.train_base_rate
+    )
+    assert result.metrics["sharpe"] == pytest.approx(
+        backtest_sharpe(positions, next_bar_return[expected.test], BARS_PER_YEAR)
+    )
 
 
 def test_to_dict_is_json_without_the_model(lightgbm_direction):

@@ -7,7 +7,13 @@ import pytest
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.store.artifact_store import ArtifactNotFoundError, CorruptArtifactError, LocalArtifactStore
-from intelligence_assets.store.artifacts import ArtifactHandle, Manifest, find_intact_manifest, read_value, write_artifact
+from intelligence_assets.store.artifacts import (
+    ArtifactHandle,
+    Manifest,
+    find_intact_manifest,
+    read_value,
+    write_artifact,
+)
 
 
 def _store(store, prefix: str, value, fingerprint: str = "f1") -> None:
@@ -25,7 +31,9 @@ def test_round_trips_tables_json_and_models(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 3))
     y = (x[:, 0] + rng.normal(size=400) > 0).astype(float)
-    model = load_family("lightgbm")("classification", {"num_boost_round": 20}, seed=1).fit(x[:300], y[:300], x[300:], y[300:])
+    model = load_family("lightgbm")("classification", {"num_boost_round": 20}, seed=1).fit(
+        x[:300], y[:300], x[300:], y[300:]
+    )
     _store(store, "models/lightgbm/AAPL/y_up_1b", TrainedModel("lightgbm", {"features": ["a", "b", "c"]}, model))
     loaded = read_value(store, "models/lightgbm/AAPL/y_up_1b")
     assert loaded.trained and loaded.feature_names == ["a", "b", "c"]

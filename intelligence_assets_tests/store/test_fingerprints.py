@@ -10,7 +10,7 @@ def test_table_fingerprint_changes_exactly_with_content() -> None:
     assert table_fingerprint(base) != table_fingerprint(base.with_columns(pl.col("x").fill_null(0.0)))
     assert table_fingerprint(base) != table_fingerprint(base.rename({"x": "y"}))
     # A change deep inside a long string column is seen (no truncated rendering).
-    changed = long.with_columns(pl.when(pl.int_range(pl.len()) == 4000).then(pl.lit("diff")).otherwise(pl.col("name")).alias("name"))
+    changed = long.with_columns(
+        pl.when(pl.int_range(pl.len()) == 4000).then(pl.lit("diff")).otherwise(pl.col("name")).alias("name")
+    )
     assert table_fingerprint(long) != table_fingerprint(changed)
-
-

@@ -1,4 +1,5 @@
 """S3ArtifactStore against a real S3 server (moto, over HTTP on loopback) through the minio SDK."""
+
 from __future__ import annotations
 
 import io
@@ -21,12 +22,12 @@ from intelligence_assets.store.artifact_store import (
     ArtifactStoreError,
     CorruptArtifactError,
 )
+from intelligence_assets.store.artifacts import Manifest, read_value, write_artifact
 from intelligence_assets.store.s3 import (
     ArtifactStoreAccessError,
     ArtifactStoreUnavailableError,
     S3ArtifactStore,
 )
-from intelligence_assets.store.artifacts import Manifest, read_value, write_artifact
 from intelligence_assets_tests.support.services import (
     FaultProxy,
     FixedResponseHTTPServer,
@@ -66,7 +67,9 @@ def perform_same_puts(store, model_directory: Path) -> None:
     store.put_json("target_rankings/AAPL/y_up_1b/ranking.json", {"score": 0.12, "passed": True, "features": ["a", "b"]})
     store.put_bytes("raw/blob.bin", b"\x00\x01binary\xff")
     for file in sorted(p for p in model_directory.rglob("*") if p.is_file()):
-        store.put_bytes(f"models/lightgbm/AAPL/y_up_1b/model/{file.relative_to(model_directory).as_posix()}", file.read_bytes())
+        store.put_bytes(
+            f"models/lightgbm/AAPL/y_up_1b/model/{file.relative_to(model_directory).as_posix()}", file.read_bytes()
+        )
 
 
 def test_round_trips_bytes_tables_json_and_directories(s3_artifact_store: S3ArtifactStore, tmp_path: Path) -> None:
@@ -100,7 +103,9 @@ def test_round_trips_bytes_tables_json_and_directories(s3_artifact_store: S3Arti
     assert store.get_bytes("features/AAPL/data.parquet") == b"third"
 
 
-def test_missing_and_corrupt_artifacts_fail_clearly(s3_endpoint: S3Endpoint, s3_artifact_store: S3ArtifactStore) -> None:
+def test_missing_and_corrupt_artifacts_fail_clearly(
+    s3_endpoint: S3Endpoint, s3_artifact_store: S3ArtifactStore
+) -> None:
     store = s3_artifact_store
     with pytest.raises(ArtifactNotFoundError, match=f"s3://{store.bucket}/features/NOPE/data.parquet"):
         store.get_bytes("features/NOPE/data.parquet")
@@ -152,7 +157,12 @@ def test_the_deployment_builds_the_store_from_the_environment(monkeypatch: pytes
         monkeypatch.setenv(name, value)
     store = deployment.artifact_store()  # no server there: constructing must not connect
     assert isinstance(store, S3ArtifactStore)
-    assert (store.endpoint, store.bucket, store.secure, store.region) == ("minio.internal:9000", "intelligence-assets", False, None)
+    assert (store.endpoint, store.bucket, store.secure, store.region) == (
+        "minio.internal:9000",
+        "intelligence-assets",
+        False,
+        None,
+    )
     assert store.location == "s3://intelligence-assets at http://minio.internal:9000"
 
     monkeypatch.setenv("INTELLIGENCE_S3_BUCKET", "other-bucket")
@@ -202,7 +212,8 @@ def test_put_survives_the_endpoint_being_down_for_20_seconds(
     assert direct.get_bytes("features/AAPL/data.parquet") == b"before the outage"
     retries = [r.getMessage() for r in caplog.records if r.name == ARTIFACT_LOGGER and r.levelno == logging.WARNING]
     assert any(
-        f"S3 endpoint {s3_fault_proxy.endpoint} unreachable (ConnectionRefusedError" in message and "retrying in" in message
+        f"S3 endpoint {s3_fault_proxy.endpoint} unreachable (ConnectionRefusedError" in message
+        and "retrying in" in message
         for message in retries
     ), retries
     assert any("(attempt 3)" in message for message in retries), retries
@@ -236,7 +247,9 @@ def test_short_retry_budget_raises_unavailable_and_leaves_no_object(
     s3_fault_proxy.start_listening()
     assert not store.exists("features/MSFT/data.parquet")
     assert store.list_keys("features") == ["features/AAPL/data.parquet"]
-    assert [o.object_name for o in s3_endpoint.client().list_objects(store.bucket, recursive=True)] == ["features/AAPL/data.parquet"]
+    assert [o.object_name for o in s3_endpoint.client().list_objects(store.bucket, recursive=True)] == [
+        "features/AAPL/data.parquet"
+    ]
 
 
 def test_upload_cut_mid_transfer_never_exposes_a_partial_object(s3_endpoint: S3Endpoint) -> None:
@@ -264,11 +277,18 @@ def test_upload_cut_mid_transfer_never_exposes_a_partial_object(s3_endpoint: S3E
 @pytest.mark.parametrize(
     ("status", "body", "content_type", "expected_cause"),
     [
-        (503, b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>", "application/xml", "HTTP 503 SlowDown"),
+        (
+            503,
+            b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+            "application/xml",
+            "HTTP 503 SlowDown",
+        ),
         (502, b"<html>Bad Gateway</html>", "text/html", "HTTP 502"),
     ],
 )
-def test_server_errors_are_retried_until_the_budget_is_spent(status, body, content_type, expected_cause, caplog) -> None:
+def test_server_errors_are_retried_until_the_budget_is_spent(
+    status, body, content_type, expected_cause, caplog
+) -> None:
     caplog.set_level(logging.WARNING, logger=ARTIFACT_LOGGER)
     with FixedResponseHTTPServer(status, body, content_type) as server:
         store = S3ArtifactStore(server.endpoint, "artifacts", "access", "secret", region="us-east-1", retry_seconds=1.5)
@@ -300,7 +320,11 @@ def test_valid_credentials_work_on_the_authenticating_server(s3_endpoint_with_au
     store = s3_endpoint_with_auth.store(retry_seconds=5)
     store_value(store, "features/AAPL", sample_table())
     assert read_value(store, "features/AAPL").equals(sample_table())
-    assert store.list_keys("features") == ["features/AAPL/current.json", "features/AAPL/f1/data.parquet", "features/AAPL/f1/manifest.json"]
+    assert store.list_keys("features") == [
+        "features/AAPL/current.json",
+        "features/AAPL/f1/data.parquet",
+        "features/AAPL/f1/manifest.json",
+    ]
     with pytest.raises(S3Error) as policy:
         s3_endpoint_with_auth.client().get_bucket_policy(store.bucket)
     assert policy.value.code == "NoSuchBucketPolicy"
@@ -328,7 +352,9 @@ def test_rejected_credentials_raise_access_error_without_retrying_or_leaking(
 
     store = S3ArtifactStore(endpoint.endpoint, existing.bucket, access_key, secret_key, retry_seconds=30)
     missing_bucket = unique_bucket_name("denied")
-    store_on_missing_bucket = S3ArtifactStore(endpoint.endpoint, missing_bucket, access_key, secret_key, retry_seconds=30)
+    store_on_missing_bucket = S3ArtifactStore(
+        endpoint.endpoint, missing_bucket, access_key, secret_key, retry_seconds=30
+    )
     attempts = [
         (store, "put", lambda: store.put_bytes("features/MSFT/data.parquet", b"x"), expected_code),
         (store, "get", lambda: store.get_bytes("features/AAPL/data.parquet"), expected_code),

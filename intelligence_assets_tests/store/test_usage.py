@@ -1,9 +1,10 @@
 """Storage usage from real store listings: a local directory and an S3 bucket on a moto server."""
+
 from __future__ import annotations
 
 import os
 from collections import defaultdict
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -51,7 +52,9 @@ def expected_usage(sizes: dict[str, int], days: dict[str, date]) -> dict[tuple, 
 def as_groups(table: pl.DataFrame) -> dict[tuple, int]:
     assert table.columns == ["area", "asset", "family", "day", "bytes"]
     assert table.schema["day"] == pl.Date and table.schema["bytes"] == pl.Int64
-    groups = {(row["area"], row["asset"], row["family"], row["day"]): row["bytes"] for row in table.iter_rows(named=True)}
+    groups = {
+        (row["area"], row["asset"], row["family"], row["day"]): row["bytes"] for row in table.iter_rows(named=True)
+    }
     assert len(groups) == table.height, "one row per area, asset, family and day"
     return groups
 
@@ -70,7 +73,7 @@ def test_classify_key() -> None:
 
 def test_local_store_usage_by_area_asset_family_and_day(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path / "store")
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     days = {}
     for position, (key, size) in enumerate(sorted(LAYOUT.items())):
         if key.startswith("mlflow/"):  # MLflow writes its artifacts itself, not through the store
@@ -80,7 +83,7 @@ def test_local_store_usage_by_area_asset_family_and_day(tmp_path: Path) -> None:
         else:
             store.put_bytes(key, payload(size, position))
         days[key] = today - timedelta(days=position % 3)
-        noon = datetime.combine(days[key], datetime.min.time(), tzinfo=timezone.utc) + timedelta(hours=12)
+        noon = datetime.combine(days[key], datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
         os.utime(store.root / key, (noon.timestamp(), noon.timestamp()))
     # A write in progress is not an object yet.
     (store.root / "features" / "AAPL" / ".data.parquet.x1.partial").write_bytes(b"x" * 999)
@@ -90,7 +93,9 @@ def test_local_store_usage_by_area_asset_family_and_day(tmp_path: Path) -> None:
     assert {stored.key: stored.bytes for stored in objects} == LAYOUT
     assert all(stored.modified.tzinfo is not None and stored.modified.date() == days[stored.key] for stored in objects)
     assert store.list_keys("") == sorted(LAYOUT)
-    assert [stored.key for stored in store.list_objects("features/AAPL")] == sorted(k for k in LAYOUT if k.startswith("features/AAPL/"))
+    assert [stored.key for stored in store.list_objects("features/AAPL")] == sorted(
+        k for k in LAYOUT if k.startswith("features/AAPL/")
+    )
     assert store.list_objects("features/AAP") == [] and store.list_objects("nothing/here") == []
 
     usage = usage_by_key(objects)
@@ -98,7 +103,8 @@ def test_local_store_usage_by_area_asset_family_and_day(tmp_path: Path) -> None:
     assert usage["bytes"].sum() == sum(LAYOUT.values())
     models = usage.filter(pl.col("asset").str.starts_with("models/")).group_by("family").agg(pl.col("bytes").sum())
     assert dict(models.iter_rows()) == {
-        family: sum(size for key, size in LAYOUT.items() if key.startswith(f"models/{family}/")) for family in ("lightgbm", "xgboost")
+        family: sum(size for key, size in LAYOUT.items() if key.startswith(f"models/{family}/"))
+        for family in ("lightgbm", "xgboost")
     }
 
     growth = daily_growth(usage, days=5, today=today)
@@ -113,11 +119,11 @@ def test_local_store_usage_by_area_asset_family_and_day(tmp_path: Path) -> None:
 def test_s3_store_usage_matches_what_was_written(s3_endpoint: S3Endpoint) -> None:
     store = s3_endpoint.store(unique_bucket_name("usage"))
     assert store.list_objects("") == []  # the bucket does not exist yet: empty, not an error
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     for position, (key, size) in enumerate(sorted(LAYOUT.items())):
         store.put_bytes(key, payload(size, position))
     store.put_bytes("featuresX/AAPL/f9/data.parquet", b"not under features/")
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
 
     objects = store.list_objects("")
     sizes = {**LAYOUT, "featuresX/AAPL/f9/data.parquet": len(b"not under features/")}
@@ -126,27 +132,43 @@ def test_s3_store_usage_matches_what_was_written(s3_endpoint: S3Endpoint) -> Non
     # S3 keeps whole seconds; the server's clock is this machine's.
     assert all(before - timedelta(seconds=2) <= stored.modified <= after + timedelta(seconds=2) for stored in objects)
     assert all(stored.modified.utcoffset() == timedelta(0) for stored in objects)
-    assert [stored.key for stored in store.list_objects("features")] == sorted(k for k in LAYOUT if k.startswith("features/"))
+    assert [stored.key for stored in store.list_objects("features")] == sorted(
+        k for k in LAYOUT if k.startswith("features/")
+    )
     assert store.list_keys("") == sorted(sizes)
 
     days = {stored.key: stored.modified.date() for stored in objects}
     usage = usage_by_key(objects)
     assert as_groups(usage) == expected_usage(sizes, days)
     per_asset = dict(usage.group_by("asset").agg(pl.col("bytes").sum()).iter_rows())
-    assert per_asset["models/lightgbm"] == LAYOUT["models/lightgbm/AAPL/y_up_1b/m1/model/model.txt"] + LAYOUT["models/lightgbm/AAPL/y_up_1b/m1/manifest.json"]
+    assert (
+        per_asset["models/lightgbm"]
+        == LAYOUT["models/lightgbm/AAPL/y_up_1b/m1/model/model.txt"]
+        + LAYOUT["models/lightgbm/AAPL/y_up_1b/m1/manifest.json"]
+    )
     assert per_asset["y_up_1b"] == 233 + 7001
     assert per_asset["featuresX"] == len(b"not under features/")
 
 
 def test_s3_list_objects_missing_bucket_is_empty(s3_endpoint: S3Endpoint) -> None:
-    store = S3ArtifactStore(s3_endpoint.endpoint, unique_bucket_name("absent"), s3_endpoint.access_key, s3_endpoint.secret_key, retry_seconds=2)
+    store = S3ArtifactStore(
+        s3_endpoint.endpoint,
+        unique_bucket_name("absent"),
+        s3_endpoint.access_key,
+        s3_endpoint.secret_key,
+        retry_seconds=2,
+    )
     assert store.list_objects("") == [] and store.list_objects("features") == [] and store.list_keys("features") == []
     with pytest.raises(ValueError, match="invalid artifact key"):
         store.list_objects("../escape")
 
 
 def synthetic(key: str, size: int, day: date) -> StoredObject:
-    return StoredObject(key=key, bytes=size, modified=datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc) + timedelta(hours=23))
+    return StoredObject(
+        key=key,
+        bytes=size,
+        modified=datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=23),
+    )
 
 
 def test_daily_growth_fills_quiet_days_and_ignores_older_ones() -> None:
@@ -159,7 +181,9 @@ def test_daily_growth_fills_quiet_days_and_ignores_older_ones() -> None:
     ]
     growth = daily_growth(usage_by_key(objects), days=7, today=today)
     assert growth.per_day.columns == ["day", "bytes"] and growth.per_day.height == 7
-    assert dict(growth.per_day.iter_rows()) == {today - timedelta(days=offset): {0: 150, 2: 30}.get(offset, 0) for offset in range(7)}
+    assert dict(growth.per_day.iter_rows()) == {
+        today - timedelta(days=offset): {0: 150, 2: 30}.get(offset, 0) for offset in range(7)
+    }
     assert growth.mean_bytes_per_day == pytest.approx(180 / 7)
     with pytest.raises(ValueError, match="days must be at least 1"):
         daily_growth(usage_by_key(objects), days=0)
@@ -169,7 +193,9 @@ def test_daily_growth_fills_quiet_days_and_ignores_older_ones() -> None:
 
 def test_quota_status() -> None:
     today = date(2025, 3, 10)
-    usage = usage_by_key([synthetic("features/A/f/data.parquet", 850, today), synthetic("archive/m/v1.tar.gz", 50, today)])
+    usage = usage_by_key(
+        [synthetic("features/A/f/data.parquet", 850, today), synthetic("archive/m/v1.tar.gz", 50, today)]
+    )
     status = quota_status(usage, quota_bytes=1000, alert_fraction=0.8, mean_bytes_per_day=25.0)
     assert (status.used_bytes, status.alert) == (900, True)
     assert status.used_fraction == pytest.approx(0.9) and status.days_until_full == pytest.approx(4.0)

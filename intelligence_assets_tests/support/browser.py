@@ -1,5 +1,6 @@
 """Headless Debian Chromium through Playwright, for the tests that look at a web UI (Dagster's and
 MLflow's). `make test` installs Chromium when missing (scripts/install_chromium.sh)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -17,7 +18,9 @@ SCREENSHOTS = REPOSITORY_ROOT / "test-artifacts" / "browser"
 def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: `make test` installs Debian's chromium (scripts/install_chromium.sh)"
+    assert Path(CHROMIUM).exists(), (
+        f"{CHROMIUM} is missing: `make test` installs Debian's chromium (scripts/install_chromium.sh)"
+    )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

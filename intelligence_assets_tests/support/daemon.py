@@ -1,4 +1,5 @@
 """`dagster-daemon` on a temporary DAGSTER_HOME, started by a test and always stopped."""
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,11 @@ def running_daemon(home: Path, environment: dict[str, str], log_path: Path) -> I
     with open(log_path, "wb") as log:
         daemon = subprocess.Popen(
             [DAEMON, "run", "-m", "intelligence_assets.definitions"],
-            cwd=REPOSITORY_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPOSITORY_ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         yield daemon

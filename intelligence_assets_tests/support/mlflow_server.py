@@ -4,6 +4,7 @@ production MLflow server keeps them in MinIO).
 
     from intelligence_assets_tests.support.mlflow_server import mlflow_server  # noqa: F401
 """
+
 from __future__ import annotations
 
 import http.client
@@ -17,7 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from intelligence_assets_tests.support.services import LOOPBACK, S3Endpoint, free_port, stop_process, unique_bucket_name, wait_until_serving
+from intelligence_assets_tests.support.services import (
+    LOOPBACK,
+    S3Endpoint,
+    free_port,
+    stop_process,
+    unique_bucket_name,
+    wait_until_serving,
+)
 
 SERVER_START_TIMEOUT_SECONDS = 90.0
 
@@ -57,19 +65,33 @@ def start_mlflow_server(directory: Path, s3: S3Endpoint, bucket: str) -> tuple[s
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     command = [
-        str(Path(sys.executable).parent / "mlflow"), "server",
-        "--host", LOOPBACK, "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{directory / 'mlflow.db'}",
-        "--serve-artifacts", "--artifacts-destination", f"s3://{bucket}/mlflow",
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{directory / 'mlflow.db'}",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        f"s3://{bucket}/mlflow",
     ]
     log_path = directory / "mlflow_server.log"
     with open(log_path, "ab") as log:
         # A process group of its own: `mlflow server` runs uvicorn as a child, and pausing the
         # server (pause_server) must pause both.
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment, process_group=0)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment, process_group=0
+        )
     if wait_until_serving(process, lambda: _healthy(LOOPBACK, port), SERVER_START_TIMEOUT_SECONDS, poll_seconds=0.25):
         return process, port
-    raise RuntimeError(f"mlflow server did not become healthy on {LOOPBACK}:{port} within {SERVER_START_TIMEOUT_SECONDS:.0f}s; log tail:\n{log_path.read_text(errors='replace')[-3000:]}")
+    raise RuntimeError(
+        f"mlflow server did not become healthy on {LOOPBACK}:{port} within {SERVER_START_TIMEOUT_SECONDS:.0f}s; log "
+        f"tail:\n{log_path.read_text(errors='replace')[-3000:]}"
+    )
 
 
 def pause_server(process: subprocess.Popen) -> None:

@@ -1,19 +1,20 @@
 """Materialize the whole graph for a universe through `dagster.materialize`, and report per
 asset partition whether the artifact store answered it (cache hit) or it was computed (miss)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import dagster as dg
 
-from intelligence_assets.definitions import TRAINING_SELECTION, build_assets
 from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.config.universe import Universe
+from intelligence_assets.definitions import TRAINING_SELECTION, build_assets
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.defs.assets.market_data import BARS, FEATURES
 from intelligence_assets.defs.assets.predictions import PREDICTIONS
 from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
 from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, cell_key, register_symbols
-from intelligence_assets.config.universe import Universe
 
 # The training stage: labels, target ranking, feature selection and every model family.
 MODEL_SELECTION = TRAINING_SELECTION
@@ -23,7 +24,9 @@ def cache_outcomes(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str | N
     outcomes = {}
     for event in result.get_asset_materialization_events():
         materialization = event.materialization
-        outcomes[(materialization.asset_key.to_user_string(), materialization.partition)] = materialization.metadata["cache"].value
+        outcomes[(materialization.asset_key.to_user_string(), materialization.partition)] = materialization.metadata[
+            "cache"
+        ].value
     return outcomes
 
 
@@ -35,7 +38,11 @@ def symbol_training_range(universe: Universe, symbol: str) -> dict[str, str]:
 
 
 def materialize_everything(
-    universe: Universe, instance: dg.DagsterInstance, resources: dict, assets: list | None = None, ranged_training: bool = True
+    universe: Universe,
+    instance: dg.DagsterInstance,
+    resources: dict,
+    assets: list | None = None,
+    ranged_training: bool = True,
 ) -> dict[tuple[str, str | None], str]:
     """Every asset partition of the universe, stage by stage; returns cache hit/miss per partition.
     The training stage runs one ranged run per symbol, or with `ranged_training=False` one run
@@ -44,8 +51,14 @@ def materialize_everything(
     register_symbols(instance, universe.symbols)
     outcomes: dict[tuple[str, str | None], str] = {}
 
-    def run(selection: dg.AssetSelection, partition_key: str | dg.MultiPartitionKey | None = None, tags: dict[str, str] | None = None) -> None:
-        result = dg.materialize(assets, selection=selection, partition_key=partition_key, instance=instance, resources=resources, tags=tags)
+    def run(
+        selection: dg.AssetSelection,
+        partition_key: str | dg.MultiPartitionKey | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> None:
+        result = dg.materialize(
+            assets, selection=selection, partition_key=partition_key, instance=instance, resources=resources, tags=tags
+        )
         assert result.success
         outcomes.update(cache_outcomes(result))
 

@@ -1,9 +1,9 @@
 """A real PostgreSQL server for tests: started by scripts/start_postgres.sh, one fresh database per session.
 
-Use the `postgres_database` fixture by importing it into a test module (or list this module in
-`pytest_plugins` of the root conftest). The server keeps running after the session, so later
-sessions start in well under a second; only the session's own database is dropped.
+The root conftest imports the `postgres_database` fixture, so any test can ask for it. The server keeps
+running after the session, so later sessions start in well under a second; only the session's own database is dropped.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -53,7 +53,12 @@ class PostgresDatabase:
 
     def connect(self) -> psycopg2.extensions.connection:
         return psycopg2.connect(
-            host=self.host, port=self.port, user=self.user, password=self.password, dbname=self.db_name, connect_timeout=10
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=self.db_name,
+            connect_timeout=10,
         )
 
 

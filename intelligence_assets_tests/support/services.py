@@ -7,8 +7,10 @@ Import the fixtures into a conftest (or a test module) to use them:
 Nothing here patches S3 calls in-process: the code under test talks HTTP to a moto server
 subprocess exactly as it talks to MinIO in production.
 """
+
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import json
@@ -75,7 +77,9 @@ class S3Endpoint:
         """A plain minio client with the valid credentials, for inspecting the server in tests."""
         return Minio(self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=False)
 
-    def store(self, bucket: str | None = None, retry_seconds: float = 5.0, endpoint: str | None = None) -> S3ArtifactStore:
+    def store(
+        self, bucket: str | None = None, retry_seconds: float = 5.0, endpoint: str | None = None
+    ) -> S3ArtifactStore:
         """An artifact store on this server (or on `endpoint`, e.g. a FaultProxy in front of it)."""
         return S3ArtifactStore(
             endpoint=endpoint or self.endpoint,
@@ -117,7 +121,9 @@ def stop_process(process: subprocess.Popen, grace_seconds: float = 5.0) -> None:
         process.wait(timeout=grace_seconds)
 
 
-def wait_until_serving(process: subprocess.Popen, answers: Callable[[], bool], timeout_seconds: float, poll_seconds: float = 0.1) -> bool:
+def wait_until_serving(
+    process: subprocess.Popen, answers: Callable[[], bool], timeout_seconds: float, poll_seconds: float = 0.1
+) -> bool:
     """True once `answers()` does; False (with the process stopped) if it exits or the time runs out."""
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline and process.poll() is None:
@@ -144,12 +150,14 @@ def start_moto_server(log_path: Path, host: str = LOOPBACK, attempts: int = 3) -
                 stdin=subprocess.DEVNULL,
                 env=environment,
             )
-        if wait_until_serving(process, lambda: _answers_http(host, port), SERVER_START_TIMEOUT_SECONDS):
+        if wait_until_serving(process, lambda port=port: _answers_http(host, port), SERVER_START_TIMEOUT_SECONDS):
             return process, port
         last_log = log_path.read_text(errors="replace")[-2000:]
         if "Address already in use" not in last_log:
             break  # not the port race between free_port() and the server binding it: do not retry
-    raise RuntimeError(f"moto_server did not answer on {host} within {SERVER_START_TIMEOUT_SECONDS:.0f}s; log tail:\n{last_log}")
+    raise RuntimeError(
+        f"moto_server did not answer on {host} within {SERVER_START_TIMEOUT_SECONDS:.0f}s; log tail:\n{last_log}"
+    )
 
 
 def enable_authentication(host: str, port: int) -> None:
@@ -287,7 +295,9 @@ class FaultProxy:
         self.port = listener.getsockname()[1]  # the same port again on every restart
         self._listener = listener
         self._stop_accepting.clear()
-        self._accept_thread = threading.Thread(target=self._accept_loop, args=(listener,), name="fault-proxy-accept", daemon=True)
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, args=(listener,), name="fault-proxy-accept", daemon=True
+        )
         self._accept_thread.start()
 
     def stop_listening(self) -> None:
@@ -375,10 +385,8 @@ class _Relay:
         self.aborted.set()
         # shutdown() wakes this relay's thread if it is blocked sending; the thread closes.
         for sock in (self.client, self.upstream):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def _pump(self) -> None:
         rate = self.proxy.upstream_bytes_per_second
@@ -417,10 +425,8 @@ class _Relay:
 
 def _abort_socket(sock: socket.socket) -> None:
     """Close with a TCP reset, as a crashing server would, rather than an orderly FIN."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
     sock.close()
 
 

@@ -5,6 +5,7 @@ and run ids differ between homes; fingerprints do not).
 A fault test runs the same universe cleanly once (the reference) and with the fault injected,
 then asserts `state.problems == []` and `state.comparable() == reference.comparable()`.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -25,15 +26,19 @@ FROM_THE_REGISTRY = ("model_registry", "predictions")
 
 @dataclass(frozen=True)
 class StoredState:
-    pointers: dict[str, str]                       # prefix -> current fingerprint
-    finished_runs: Counter                         # model fingerprint -> active FINISHED runs
-    versions: Counter                              # (registered model, fingerprint) -> versions
-    aliases: dict[tuple[str, str], str]            # (registered model, alias) -> fingerprint
+    pointers: dict[str, str]  # prefix -> current fingerprint
+    finished_runs: Counter  # model fingerprint -> active FINISHED runs
+    versions: Counter  # (registered model, fingerprint) -> versions
+    aliases: dict[tuple[str, str], str]  # (registered model, alias) -> fingerprint
     problems: list[str] = field(default_factory=list)
 
     def comparable(self) -> dict:
         return {
-            "pointers": {prefix: fingerprint for prefix, fingerprint in self.pointers.items() if not prefix.startswith(FROM_THE_REGISTRY)},
+            "pointers": {
+                prefix: fingerprint
+                for prefix, fingerprint in self.pointers.items()
+                if not prefix.startswith(FROM_THE_REGISTRY)
+            },
             "finished_runs": dict(self.finished_runs),
             "versions": dict(self.versions),
             "aliases": self.aliases,
@@ -67,7 +72,11 @@ def stored_state(home: Path) -> StoredState:
             problems.append(f"run {run.info.run_id} of {fingerprint} is {run.info.status} and not deleted")
         else:
             finished_runs[fingerprint] += 1
-    problems += [f"{count} finished runs track fingerprint {fingerprint}" for fingerprint, count in finished_runs.items() if count > 1]
+    problems += [
+        f"{count} finished runs track fingerprint {fingerprint}"
+        for fingerprint, count in finished_runs.items()
+        if count > 1
+    ]
     versions: Counter = Counter()
     aliases = {}
     fingerprint_of_version = {}
@@ -77,8 +86,15 @@ def stored_state(home: Path) -> StoredState:
             versions[(model.name, fingerprint)] += 1
             fingerprint_of_version[(model.name, str(version.version))] = fingerprint
             if run_status.get(version.run_id) != ("FINISHED", "active"):
-                problems.append(f"{model.name} v{version.version} comes from run {version.run_id}, which is {run_status.get(version.run_id, 'gone')}")
+                problems.append(
+                    f"{model.name} v{version.version} comes from run {version.run_id}, which is "
+                    f"{run_status.get(version.run_id, 'gone')}"
+                )
         for alias, version in (model.aliases or {}).items():
             aliases[(model.name, alias)] = fingerprint_of_version.get((model.name, str(version)), f"missing v{version}")
-    problems += [f"{count} versions of {name} hold fingerprint {fingerprint}" for (name, fingerprint), count in versions.items() if count > 1]
+    problems += [
+        f"{count} versions of {name} hold fingerprint {fingerprint}"
+        for (name, fingerprint), count in versions.items()
+        if count > 1
+    ]
     return StoredState(pointers, finished_runs, versions, aliases, problems)

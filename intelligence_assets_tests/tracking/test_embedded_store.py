@@ -1,5 +1,6 @@
 """The embedded MLflow store (sqlite) when several processes open it for the first time together,
 as the steps of one run do when launched from the UI on a new DAGSTER_HOME."""
+
 from __future__ import annotations
 
 import subprocess
@@ -28,18 +29,33 @@ def test_processes_opening_a_fresh_embedded_store_together_all_succeed_and_share
     database = tmp_path / "mlflow" / "mlflow.db"
     uri = f"sqlite:///{database}"
     children = [
-        subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, uri, str(tmp_path / "artifacts")], cwd=REPOSITORY_ROOT,
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AT_ONCE, uri, str(tmp_path / "artifacts")],
+            cwd=REPOSITORY_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(4)
     ]
     ready = [child.stdout.readline().strip() for child in children]
-    assert ready == ["READY"] * 4, f"a child failed before opening the store: {[child.stderr.read()[-2000:] for child in children if child.poll()]}"
+    assert ready == ["READY"] * 4, (
+        "a child failed before opening the store: "
+        f"{[child.stderr.read()[-2000:] for child in children if child.poll()]}"
+    )
     assert not database.exists(), "nothing may have opened the store before the word to go"
     for child in children:
         child.stdin.write("go\n")
         child.stdin.flush()
     outputs = [child.communicate(timeout=300) for child in children]
-    failures = [stderr.strip().splitlines()[-1] for child, (_, stderr) in zip(children, outputs) if child.returncode != 0]
+    failures = [
+        stderr.strip().splitlines()[-1]
+        for child, (_, stderr) in zip(children, outputs, strict=True)
+        if child.returncode != 0
+    ]
     assert not failures, f"{len(failures)} of 4 processes failed to open the fresh store: {failures}"
-    experiments = {line.split()[1] for stdout, _ in outputs for line in stdout.splitlines() if line.startswith("EXPERIMENT ")}
+    experiments = {
+        line.split()[1] for stdout, _ in outputs for line in stdout.splitlines() if line.startswith("EXPERIMENT ")
+    }
     assert len(experiments) == 1, f"the processes created different experiments: {experiments}"

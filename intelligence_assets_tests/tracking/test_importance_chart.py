@@ -23,7 +23,9 @@ def test_bars_are_sorted_and_proportional_to_importance() -> None:
     drawn = bars(svg)
     assert [name for name, _ in drawn] == ["vol_21", "atr_14", "ret_1"]
     widths = [width for _, width in drawn]
-    assert widths[1] / widths[0] == pytest.approx(0.5, abs=0.01) and widths[2] / widths[0] == pytest.approx(0.25, abs=0.01)
+    assert widths[1] / widths[0] == pytest.approx(0.5, abs=0.01) and widths[2] / widths[0] == pytest.approx(
+        0.25, abs=0.01
+    )
     assert "lightgbm MSFT y_up_1b: feature importance" in svg
 
 

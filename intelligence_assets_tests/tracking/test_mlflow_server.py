@@ -1,6 +1,7 @@
 """Tracking, registry, promotion and rollback against a real MLflow server on loopback (SQLite
 backend, artifacts proxied into the moto S3 server), through `dagster.materialize`; one test
 follows a model's link into MLflow's own UI in Chromium."""
+
 from __future__ import annotations
 
 import json
@@ -20,23 +21,36 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from intelligence_assets.definitions import build_assets
 from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.config.universe import load_universe
+from intelligence_assets.definitions import build_assets
+from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource, request_settings
 from intelligence_assets.ml.dataset import build_inference_matrix
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import ArtifactHandle, read_value
-from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource, request_settings
 from intelligence_assets.tracking import names
-from intelligence_assets.config.universe import load_universe
-from intelligence_assets_tests.support.browser import SCREENSHOTS
 from intelligence_assets_tests.conftest import write_small_universe
-from intelligence_assets_tests.support.mlflow_server import MlflowServer, pause_server, resume_server, start_mlflow_server
+from intelligence_assets_tests.support.browser import SCREENSHOTS
+from intelligence_assets_tests.support.mlflow_server import (
+    MlflowServer,
+    pause_server,
+    resume_server,
+    start_mlflow_server,
+)
 from intelligence_assets_tests.support.pipeline import MODEL_SELECTION, materialize_everything
-from intelligence_assets_tests.support.services import LOOPBACK, FaultProxy, S3Endpoint, stop_process, unique_bucket_name
+from intelligence_assets_tests.support.services import (
+    LOOPBACK,
+    FaultProxy,
+    S3Endpoint,
+    stop_process,
+    unique_bucket_name,
+)
 from intelligence_assets_tests.tracking.test_importance_chart import bars
 
 # A deliberately weak first model, then a strong one: the second must win promotion.
-WEAK = {"lightgbm": {"params": {"num_boost_round": 3, "num_leaves": 2, "learning_rate": 0.01, "early_stopping_rounds": 3}}}
+WEAK = {
+    "lightgbm": {"params": {"num_boost_round": 3, "num_leaves": 2, "learning_rate": 0.01, "early_stopping_rounds": 3}}
+}
 STRONG = {"lightgbm": {"params": {"num_boost_round": 120}}}
 CELL = ("SIGNAL", "y_up_1b")
 MIN_IMPROVEMENT = 0.001
@@ -59,7 +73,9 @@ def write_universe(directory: Path, families: dict, symbols_prefix: str) -> Path
     """A small universe whose symbols are unique to the test, so tests sharing the session's
     server never see each other's registered models."""
     # The strong model's edge over the weak one on the planted signal is small but fixed (seeded).
-    path = write_small_universe(directory, families=families, promotion={"min_improvement": MIN_IMPROVEMENT, "min_test_rows": 100})
+    path = write_small_universe(
+        directory, families=families, promotion={"min_improvement": MIN_IMPROVEMENT, "min_test_rows": 100}
+    )
     config = yaml.safe_load(path.read_text())
     bars = directory / "bars"
     for symbol in list(config["symbols"]):
@@ -91,14 +107,21 @@ def promoted(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFacto
             set_families(universe_path, STRONG)
             materialize_everything(load_universe(universe_path), instance, resources)
             yield {
-                "universe_path": universe_path, "instance": instance, "resources": resources, "store": store,
-                "first_registry": first_registry, "client": MlflowClient(mlflow_server.url),
-                "symbol": f"T{CELL[0]}", "target": CELL[1],
+                "universe_path": universe_path,
+                "instance": instance,
+                "resources": resources,
+                "store": store,
+                "first_registry": first_registry,
+                "client": MlflowClient(mlflow_server.url),
+                "symbol": f"T{CELL[0]}",
+                "target": CELL[1],
             }
 
 
 def latest_metadata(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str | None = None) -> dict:
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition] if partition else None), limit=1).records
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition] if partition else None), limit=1
+    ).records
     return records[0].asset_materialization.metadata
 
 
@@ -110,18 +133,28 @@ def test_every_model_materialization_is_one_run_with_provenance(promoted) -> Non
             partition = f"{symbol}|{target}"
             handle = ArtifactHandle.current(store, f"models/lightgbm/{symbol}/{target}")
             experiment = client.get_experiment_by_name(names.experiment_name(target))
-            runs = client.search_runs([experiment.experiment_id], f"tags.{names.SYMBOL_TAG} = '{symbol}' and tags.{names.FAMILY_TAG} = 'lightgbm'")
+            runs = client.search_runs(
+                [experiment.experiment_id],
+                f"tags.{names.SYMBOL_TAG} = '{symbol}' and tags.{names.FAMILY_TAG} = 'lightgbm'",
+            )
             assert len(runs) == 2, f"{partition}: one run per materialization (weak, then strong)"
             run = next(r for r in runs if r.data.tags[names.FINGERPRINT_TAG] == handle.fingerprint)
             metadata = latest_metadata(instance, dg.AssetKey(["models", "lightgbm"]), partition)
             # Dagster -> MLflow and MLflow -> Dagster.
             assert metadata["mlflow_run_id"].value == run.info.run_id
-            assert run.info.run_id in metadata["mlflow_run"].value and metadata["mlflow_run"].value.startswith("http://127.0.0.1")
+            assert run.info.run_id in metadata["mlflow_run"].value and metadata["mlflow_run"].value.startswith(
+                "http://127.0.0.1"
+            )
             tags = run.data.tags
-            record = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(["models", "lightgbm"]), asset_partitions=[partition]), limit=1).records[0]
+            record = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(["models", "lightgbm"]), asset_partitions=[partition]),
+                limit=1,
+            ).records[0]
             assert tags[names.DAGSTER_RUN_TAG] == record.run_id
             assert tags[names.DAGSTER_ASSET_TAG] == "models/lightgbm" and tags[names.DAGSTER_PARTITION_TAG] == partition
-            assert tags[names.CODE_VERSION_TAG] == record.asset_materialization.tags.get("dagster/code_version", tags[names.CODE_VERSION_TAG])
+            assert tags[names.CODE_VERSION_TAG] == record.asset_materialization.tags.get(
+                "dagster/code_version", tags[names.CODE_VERSION_TAG]
+            )
             assert run.info.status == "FINISHED"
 
 
@@ -157,7 +190,9 @@ def test_a_models_mlflow_link_opens_its_run_whose_importance_chart_shows_as_an_i
     partition = f"{promoted['symbol']}|{promoted['target']}"
     metadata = latest_metadata(promoted["instance"], dg.AssetKey(["models", "lightgbm"]), partition)
     assert metadata["trained"].value
-    chart = Path(promoted["client"].download_artifacts(metadata["mlflow_run_id"].value, names.IMPORTANCE_CHART)).read_text()
+    chart = Path(
+        promoted["client"].download_artifacts(metadata["mlflow_run_id"].value, names.IMPORTANCE_CHART)
+    ).read_text()
     declared = ElementTree.fromstring(chart)
 
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -172,7 +207,9 @@ def test_a_models_mlflow_link_opens_its_run_whose_importance_chart_shows_as_an_i
     drawn = image.evaluate("image => [image.naturalWidth, image.naturalHeight]")
     page.screenshot(path=str(SCREENSHOTS / "6_mlflow_importance_chart.png"))
     page.close()
-    assert drawn == [int(declared.get("width")), int(declared.get("height"))], "MLflow's UI did not draw the chart as an image"
+    assert drawn == [int(declared.get("width")), int(declared.get("height"))], (
+        "MLflow's UI did not draw the chart as an image"
+    )
 
 
 def test_stronger_model_is_promoted_and_the_old_one_kept_as_previous_champion(promoted) -> None:
@@ -181,14 +218,27 @@ def test_stronger_model_is_promoted_and_the_old_one_kept_as_previous_champion(pr
     name = names.registered_model_name(symbol, target)
     versions = {v.version: v for v in client.search_model_versions(f"name = '{name}'")}
     assert len(versions) == 2  # every trained model became a version
-    first = promoted["first_registry"].filter(pl.col("symbol") == symbol).filter(pl.col("target") == target).row(0, named=True)
+    first = (
+        promoted["first_registry"]
+        .filter(pl.col("symbol") == symbol)
+        .filter(pl.col("target") == target)
+        .row(0, named=True)
+    )
     weak, strong = sorted(versions.values(), key=lambda v: int(v.version))
-    assert float(strong.tags["score"]) >= float(weak.tags["score"]) + MIN_IMPROVEMENT, "precondition: the strong model beats the weak one"
+    assert float(strong.tags["score"]) >= float(weak.tags["score"]) + MIN_IMPROVEMENT, (
+        "precondition: the strong model beats the weak one"
+    )
     assert first["champion_version"] == str(weak.version)
     aliases = client.get_registered_model(name).aliases
     assert aliases[names.CHAMPION] == strong.version and aliases[names.PREVIOUS_CHAMPION] == weak.version
-    registry = read_value(promoted["store"], "model_registry").filter((pl.col("symbol") == symbol) & (pl.col("target") == target)).row(0, named=True)
-    assert registry["champion_version"] == str(strong.version) and registry["champion_uri"] == f"models:/{name}@champion"
+    registry = (
+        read_value(promoted["store"], "model_registry")
+        .filter((pl.col("symbol") == symbol) & (pl.col("target") == target))
+        .row(0, named=True)
+    )
+    assert (
+        registry["champion_version"] == str(strong.version) and registry["champion_uri"] == f"models:/{name}@champion"
+    )
 
 
 def test_predictions_come_from_the_champion_alias(promoted, mlflow_server: MlflowServer) -> None:
@@ -203,8 +253,17 @@ def test_predictions_come_from_the_champion_alias(promoted, mlflow_server: Mlflo
         mlflow.set_tracking_uri(previous_uri)
     feature_names = model.metadata.get_input_schema().input_names()
     timestamps, x = build_inference_matrix(read_value(store, f"features/{symbol}"), feature_names)
-    expected = pl.DataFrame({"timestamp": timestamps, "expected": np.asarray(model.predict(pl.DataFrame(x, schema=feature_names, orient="row").to_pandas()), dtype=float)})
-    joined = predictions.with_columns(pl.col("timestamp").dt.replace_time_zone(None)).join(expected.with_columns(pl.col("timestamp").cast(pl.Datetime("us"))), on="timestamp")
+    expected = pl.DataFrame(
+        {
+            "timestamp": timestamps,
+            "expected": np.asarray(
+                model.predict(pl.DataFrame(x, schema=feature_names, orient="row").to_pandas()), dtype=float
+            ),
+        }
+    )
+    joined = predictions.with_columns(pl.col("timestamp").dt.replace_time_zone(None)).join(
+        expected.with_columns(pl.col("timestamp").cast(pl.Datetime("us"))), on="timestamp"
+    )
     assert joined.height == predictions.height > 0
     np.testing.assert_allclose(joined["prediction"].to_numpy(), joined["expected"].to_numpy(), rtol=0, atol=1e-12)
 
@@ -212,8 +271,17 @@ def test_predictions_come_from_the_champion_alias(promoted, mlflow_server: Mlflo
 def test_promotion_twice_changes_nothing(promoted) -> None:
     universe = load_universe(promoted["universe_path"])
     client = promoted["client"]
-    before = {name: client.get_registered_model(name).aliases for name in (names.registered_model_name(s, t) for s in universe.symbols for t in universe.target_names) if client.search_model_versions(f"name = '{name}'")}
-    result = dg.materialize(build_assets(universe), selection=dg.AssetSelection.assets("model_registry"), instance=promoted["instance"], resources=promoted["resources"])
+    before = {
+        name: client.get_registered_model(name).aliases
+        for name in (names.registered_model_name(s, t) for s in universe.symbols for t in universe.target_names)
+        if client.search_model_versions(f"name = '{name}'")
+    }
+    result = dg.materialize(
+        build_assets(universe),
+        selection=dg.AssetSelection.assets("model_registry"),
+        instance=promoted["instance"],
+        resources=promoted["resources"],
+    )
     assert result.success
     assert result.asset_materializations_for_node("model_registry")[0].metadata["cells_changed"].value == 0
     after = {name: client.get_registered_model(name).aliases for name in before}
@@ -230,7 +298,14 @@ def test_rollback_restores_previous_champion_records_why_and_sticks(promoted) ->
     aliases = client.get_registered_model(name).aliases
     champion, previous = aliases[names.CHAMPION], aliases[names.PREVIOUS_CHAMPION]
     assets = build_assets(universe)
-    defs = dg.Definitions(assets=assets, jobs=[dg.define_asset_job("registry_job", selection=["model_registry"]), dg.define_asset_job("predictions_job", selection=["predictions"])], resources=promoted["resources"])
+    defs = dg.Definitions(
+        assets=assets,
+        jobs=[
+            dg.define_asset_job("registry_job", selection=["model_registry"]),
+            dg.define_asset_job("predictions_job", selection=["predictions"]),
+        ],
+        resources=promoted["resources"],
+    )
     results = roll_back([f"{symbol}|{target}"], "live drawdown after promotion", promoted["instance"], defs)
     assert all(result.success for result in results)
     assert client.get_registered_model(name).aliases[names.CHAMPION] == previous
@@ -240,7 +315,12 @@ def test_rollback_restores_previous_champion_records_why_and_sticks(promoted) ->
     served = read_value(store, f"predictions/{symbol}").filter(pl.col("target") == target)
     assert set(served["model_version"]) == {previous}
     # The normal promotion run that follows does not undo the rollback.
-    rerun = dg.materialize(assets, selection=dg.AssetSelection.assets("model_registry"), instance=promoted["instance"], resources=promoted["resources"])
+    rerun = dg.materialize(
+        assets,
+        selection=dg.AssetSelection.assets("model_registry"),
+        instance=promoted["instance"],
+        resources=promoted["resources"],
+    )
     assert rerun.success
     assert client.get_registered_model(name).aliases[names.CHAMPION] == previous
 
@@ -250,7 +330,14 @@ def test_rollback_without_previous_champion_fails_clearly(promoted) -> None:
 
     universe = load_universe(promoted["universe_path"])
     # NOISE|y_up_1b is gated by ranking: no model, no champion, nothing to go back to.
-    defs = dg.Definitions(assets=build_assets(universe), jobs=[dg.define_asset_job("registry_job", selection=["model_registry"]), dg.define_asset_job("predictions_job", selection=["predictions"])], resources=promoted["resources"])
+    defs = dg.Definitions(
+        assets=build_assets(universe),
+        jobs=[
+            dg.define_asset_job("registry_job", selection=["model_registry"]),
+            dg.define_asset_job("predictions_job", selection=["predictions"]),
+        ],
+        resources=promoted["resources"],
+    )
     results = roll_back(["TNOISE|y_up_1b"], "test", promoted["instance"], defs)
     assert not results[0].success
     error = results[0].get_step_failure_events()[0].step_failure_data.error
@@ -258,7 +345,9 @@ def test_rollback_without_previous_champion_fails_clearly(promoted) -> None:
 
 
 def step_retries(result: dg.ExecuteInProcessResult, step_key: str) -> int:
-    return sum(1 for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY" and event.step_key == step_key)
+    return sum(
+        1 for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY" and event.step_key == step_key
+    )
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -286,13 +375,34 @@ def outage_setup(mlflow_server: MlflowServer, tmp_path: Path, request: pytest.Fi
         with dg.instance_for_test() as instance:
             instance.add_dynamic_partitions("symbol", universe.symbols)
             symbol = f"{prefix}SIGNAL"
-            assert dg.materialize(build_assets(universe), selection=dg.AssetSelection.assets("bars", "features"), partition_key=symbol, instance=instance, resources=resources).success
-            yield universe, symbol, proxy, resources, instance, LocalArtifactStore(tmp_path / "artifacts"), MlflowClient(mlflow_server.url)
+            assert dg.materialize(
+                build_assets(universe),
+                selection=dg.AssetSelection.assets("bars", "features"),
+                partition_key=symbol,
+                instance=instance,
+                resources=resources,
+            ).success
+            yield (
+                universe,
+                symbol,
+                proxy,
+                resources,
+                instance,
+                LocalArtifactStore(tmp_path / "artifacts"),
+                MlflowClient(mlflow_server.url),
+            )
 
 
 def materialize_cell(universe, symbol: str, instance, resources) -> dg.ExecuteInProcessResult:
     key = dg.MultiPartitionKey({"symbol": symbol, "target": CELL[1]})
-    return dg.materialize(build_assets(universe), selection=MODEL_SELECTION, partition_key=key, instance=instance, resources=resources, raise_on_error=False)
+    return dg.materialize(
+        build_assets(universe),
+        selection=MODEL_SELECTION,
+        partition_key=key,
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+    )
 
 
 def test_tracker_unreachable_keeps_the_model_retries_then_fails_clearly(outage_setup) -> None:
@@ -375,7 +485,11 @@ def pausable_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: S3End
 
 @pytest.mark.parametrize("paused_call", ["create_run", "create_model_version"])
 def test_a_tracking_server_paused_within_the_budget_leaves_one_run_and_one_version(
-    pausable_server, paused_call: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    pausable_server,
+    paused_call: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """SIGSTOP of the MLflow server (and its workers) as the tracker sends a request that creates
     a record, SIGCONT within the budget. MLflow's client retries every request on a read timeout,
@@ -394,7 +508,10 @@ def test_a_tracking_server_paused_within_the_budget_leaves_one_run_and_one_versi
     for variable in request_settings(PAUSE_BUDGET_SECONDS):
         monkeypatch.setenv(variable, "")
         monkeypatch.delenv(variable)
-    resources = {**resources_for(tmp_path / "artifacts", url, universe), "mlflow_tracking": MlflowTrackingResource(tracking_uri=url, retry_seconds=PAUSE_BUDGET_SECONDS)}
+    resources = {
+        **resources_for(tmp_path / "artifacts", url, universe),
+        "mlflow_tracking": MlflowTrackingResource(tracking_uri=url, retry_seconds=PAUSE_BUDGET_SECONDS),
+    }
 
     original = getattr(MlflowClient, paused_call)
     waited: list[float] = []
@@ -416,24 +533,45 @@ def test_a_tracking_server_paused_within_the_budget_leaves_one_run_and_one_versi
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("symbol", universe.symbols)
         assets = build_assets(universe)
-        assert dg.materialize(assets, selection=dg.AssetSelection.assets("bars", "features"), partition_key=symbol, instance=instance, resources=resources).success
+        assert dg.materialize(
+            assets,
+            selection=dg.AssetSelection.assets("bars", "features"),
+            partition_key=symbol,
+            instance=instance,
+            resources=resources,
+        ).success
         monkeypatch.setattr(MlflowClient, paused_call, paused_then_called)
         with caplog.at_level(logging.WARNING, logger="intelligence_assets.tracking"):
             result = materialize_cell(universe, symbol, instance, resources)
         monkeypatch.setattr(MlflowClient, paused_call, original)
         # Promotion sees the registry as the tracker left it: its aliases must name the one version.
-        assert dg.materialize(assets, selection=dg.AssetSelection.assets("model_leaderboard", "model_registry"), instance=instance, resources=resources).success
+        assert dg.materialize(
+            assets,
+            selection=dg.AssetSelection.assets("model_leaderboard", "model_registry"),
+            instance=instance,
+            resources=resources,
+        ).success
 
     assert result.success
     assert step_retries(result, "models__lightgbm") == 0, "the pause fitted in the call's budget"
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
     assert waited and PAUSE_SECONDS - 0.5 <= waited[0] < PAUSE_BUDGET_SECONDS, f"{paused_call} waited {waited}"
-    assert any("has not answered" in record.getMessage() and "still waiting" in record.getMessage() for record in caplog.records)
+    assert any(
+        "has not answered" in record.getMessage() and "still waiting" in record.getMessage()
+        for record in caplog.records
+    )
 
-    fingerprint = ArtifactHandle.current(LocalArtifactStore(tmp_path / "artifacts"), f"models/lightgbm/{symbol}/{target}").fingerprint
+    fingerprint = ArtifactHandle.current(
+        LocalArtifactStore(tmp_path / "artifacts"), f"models/lightgbm/{symbol}/{target}"
+    ).fingerprint
     experiment = client.get_experiment_by_name(names.experiment_name(target))
-    every_run = client.search_runs([experiment.experiment_id], f"tags.{names.SYMBOL_TAG} = '{symbol}'", run_view_type=ViewType.ALL)
-    described = [(run.info.run_id, run.info.status, run.info.lifecycle_stage, run.data.tags.get(names.REGISTERED_VERSION_TAG)) for run in every_run]
+    every_run = client.search_runs(
+        [experiment.experiment_id], f"tags.{names.SYMBOL_TAG} = '{symbol}'", run_view_type=ViewType.ALL
+    )
+    described = [
+        (run.info.run_id, run.info.status, run.info.lifecycle_stage, run.data.tags.get(names.REGISTERED_VERSION_TAG))
+        for run in every_run
+    ]
     active = [run for run in every_run if run.info.lifecycle_stage == "active"]
     assert len(active) == 1, f"one run per fingerprint; runs: {described}"
     run = active[0]
@@ -441,6 +579,8 @@ def test_a_tracking_server_paused_within_the_budget_leaves_one_run_and_one_versi
     # Ghosts of retried requests are deleted and do not read as still running.
     assert all(other.info.status == "KILLED" for other in every_run if other is not run), f"runs: {described}"
     versions = versions_of(client, symbol, target)
-    assert [(v.version, v.run_id) for v in versions] == [(run.data.tags[names.REGISTERED_VERSION_TAG], run.info.run_id)], f"versions: {[(v.version, v.run_id) for v in versions]}; runs: {described}"
+    assert [(v.version, v.run_id) for v in versions] == [
+        (run.data.tags[names.REGISTERED_VERSION_TAG], run.info.run_id)
+    ], f"versions: {[(v.version, v.run_id) for v in versions]}; runs: {described}"
     aliases = client.get_registered_model(name).aliases
     assert aliases and set(aliases.values()) == {versions[0].version}, f"aliases {aliases}"

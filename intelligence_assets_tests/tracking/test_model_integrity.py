@@ -2,6 +2,7 @@
 and file artifacts, as the embedded default lays them out), then its files changed on disk in the
 artifact store. `load_model` refuses every such version, naming it; an untouched one loads and
 predicts what was trained."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,16 +18,16 @@ import numpy as np
 import polars as pl
 import pytest
 
+from intelligence_assets.config.universe import load_universe
 from intelligence_assets.definitions import build_assets
+from intelligence_assets.defs.partitions import register_symbols
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.trained_model import TrainedModel
-from intelligence_assets.defs.partitions import register_symbols
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.flavours import pyfunc_predict
 from intelligence_assets.tracking.tracker import ModelIntegrityError, ModelTracker, TrackedRun, TrainingRecord
-from intelligence_assets.config.universe import load_universe
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import MODEL_SELECTION, local_resources, symbol_training_range
 
@@ -48,7 +49,9 @@ def rows(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_lightgbm(x: np.ndarray, y: np.ndarray):
-    return load_family("lightgbm")("classification", {"num_boost_round": 30}, 5).fit(x[:600], y[:600], x[600:750], y[600:750])
+    return load_family("lightgbm")("classification", {"num_boost_round": 30}, 5).fit(
+        x[:600], y[:600], x[600:750], y[600:750]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +69,13 @@ def model():
 
 
 def track(tracker: ModelTracker, model, symbol: str) -> TrackedRun:
-    summary = {"task": "classification", "features": FEATURES, "metrics": {"auc": 0.61}, "test_rows": 150, "test_start": "2024-01-01T00:00:00+00:00"}
+    summary = {
+        "task": "classification",
+        "features": FEATURES,
+        "metrics": {"auc": 0.61},
+        "test_rows": 150,
+        "test_start": "2024-01-01T00:00:00+00:00",
+    }
     record = TrainingRecord(
         symbol=symbol,
         target=TARGET,
@@ -86,7 +95,9 @@ def track(tracker: ModelTracker, model, symbol: str) -> TrackedRun:
 
 
 def stored_model_directory(tracker: ModelTracker, tracked: TrackedRun) -> Path:
-    """The run's `model/` folder in the embedded artifact store: `<experiment root>/<target>/<run id>/artifacts/model`."""
+    """The run's `model/` folder in the embedded artifact store.
+
+    That is `<experiment root>/<target>/<run id>/artifacts/model`."""
     artifact_uri = tracker.client.get_run(tracked.run_id).info.artifact_uri
     directory = Path(unquote(urlparse(artifact_uri).path)) / names.MODEL_ARTIFACT_PATH
     assert directory == tracker.experiment_root / TARGET / tracked.run_id / "artifacts" / names.MODEL_ARTIFACT_PATH
@@ -101,7 +112,11 @@ def version_of(tracker: ModelTracker, tracked: TrackedRun):
 def test_the_logged_models_checksums_are_recorded_on_its_version_and_run(tracker: ModelTracker, model) -> None:
     tracked = track(tracker, model, "RECORDED")
     directory = stored_model_directory(tracker, tracked)
-    stored = {path.relative_to(directory).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest() for path in directory.rglob("*") if path.is_file()}
+    stored = {
+        path.relative_to(directory).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in directory.rglob("*")
+        if path.is_file()
+    }
     assert {"MLmodel", LIGHTGBM_FILE} <= stored.keys()
     assert json.loads(version_of(tracker, tracked).tags[names.MODEL_SHA256_TAG]) == stored
     assert json.loads(tracker.client.get_run(tracked.run_id).data.tags[names.MODEL_SHA256_TAG]) == stored
@@ -124,7 +139,9 @@ def test_a_version_logged_through_an_mlflow_server_verifies_and_loads(mlflow_ser
     np.testing.assert_allclose(pyfunc_predict(loaded, FEATURES, x), model.predict(x), rtol=0, atol=1e-12)
 
 
-def test_a_replaced_model_file_is_refused_naming_the_version_and_the_file(tracker: ModelTracker, model, tmp_path: Path) -> None:
+def test_a_replaced_model_file_is_refused_naming_the_version_and_the_file(
+    tracker: ModelTracker, model, tmp_path: Path
+) -> None:
     tracked = track(tracker, model, "REPLACED")
     directory = stored_model_directory(tracker, tracked)
     # A valid booster that predicts the opposite: MLflow's own loader serves it without a murmur.
@@ -133,7 +150,9 @@ def test_a_replaced_model_file_is_refused_naming_the_version_and_the_file(tracke
     impostor.native_model().save_model(str(tmp_path / LIGHTGBM_FILE))
     shutil.copyfile(tmp_path / LIGHTGBM_FILE, directory / LIGHTGBM_FILE)
     served_by_mlflow = mlflow.pyfunc.load_model(str(directory))
-    assert not np.allclose(pyfunc_predict(served_by_mlflow, FEATURES, x), model.predict(x)), "precondition: the impostor predicts differently"
+    assert not np.allclose(pyfunc_predict(served_by_mlflow, FEATURES, x), model.predict(x)), (
+        "precondition: the impostor predicts differently"
+    )
 
     with pytest.raises(ModelIntegrityError) as refused:
         tracker.load_model(version_of(tracker, tracked))
@@ -142,7 +161,10 @@ def test_a_replaced_model_file_is_refused_naming_the_version_and_the_file(tracke
     assert f"changed: {LIGHTGBM_FILE}" in message
     assert "missing" not in message and "unexpected" not in message
     # What to do, for this very partition.
-    assert f"make rollback PARTITION='REPLACED|{TARGET}'" in message and f"retrain models/lightgbm REPLACED|{TARGET}" in message
+    assert (
+        f"make rollback PARTITION='REPLACED|{TARGET}'" in message
+        and f"retrain models/lightgbm REPLACED|{TARGET}" in message
+    )
 
 
 def test_missing_and_unexpected_model_files_are_refused_naming_them(tracker: ModelTracker, model) -> None:
@@ -160,7 +182,10 @@ def test_missing_and_unexpected_model_files_are_refused_naming_them(tracker: Mod
 def test_a_version_without_recorded_checksums_is_refused_as_predating_them(tracker: ModelTracker, model) -> None:
     tracked = track(tracker, model, "LEGACY")
     tracker.client.delete_model_version_tag(tracked.registered_model, tracked.version, names.MODEL_SHA256_TAG)
-    with pytest.raises(ModelIntegrityError, match=f"{tracked.registered_model} version 1 has no {names.MODEL_SHA256_TAG} tag: it predates model checksums"):
+    with pytest.raises(
+        ModelIntegrityError,
+        match=f"{tracked.registered_model} version 1 has no {names.MODEL_SHA256_TAG} tag: it predates model checksums",
+    ):
         tracker.load_model(version_of(tracker, tracked))
 
 
@@ -176,17 +201,36 @@ def test_predictions_fail_naming_a_tampered_champion_and_publish_nothing(tmp_pat
     with dg.instance_for_test() as instance:
         register_symbols(instance, universe.symbols)
 
-        def materialize(selection: dg.AssetSelection, partition_key: str | None = None, tags: dict | None = None) -> dg.ExecuteInProcessResult:
-            return dg.materialize(assets, selection=selection, partition_key=partition_key, instance=instance, resources=resources, tags=tags, raise_on_error=False)
+        def materialize(
+            selection: dg.AssetSelection, partition_key: str | None = None, tags: dict | None = None
+        ) -> dg.ExecuteInProcessResult:
+            return dg.materialize(
+                assets,
+                selection=selection,
+                partition_key=partition_key,
+                instance=instance,
+                resources=resources,
+                tags=tags,
+                raise_on_error=False,
+            )
 
         assert materialize(dg.AssetSelection.assets("bars", "features"), "SIGNAL").success
         assert materialize(MODEL_SELECTION, tags=symbol_training_range(universe, "SIGNAL")).success
         assert materialize(dg.AssetSelection.assets("model_leaderboard", "model_registry")).success
-        champion = read_value(store, "model_registry").filter(pl.col("champion_version").is_not_null()).sort("target").row(0, named=True)
+        champion = (
+            read_value(store, "model_registry")
+            .filter(pl.col("champion_version").is_not_null())
+            .sort("target")
+            .row(0, named=True)
+        )
 
         tracker = ModelTracker(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}", experiment_root=root / "mlflow")
         version = tracker.client.get_model_version(champion["registered_model"], champion["champion_version"])
-        pickle = Path(unquote(urlparse(tracker.client.get_run(version.run_id).info.artifact_uri).path)) / names.MODEL_ARTIFACT_PATH / "python_model.pkl"
+        pickle = (
+            Path(unquote(urlparse(tracker.client.get_run(version.run_id).info.artifact_uri).path))
+            / names.MODEL_ARTIFACT_PATH
+            / "python_model.pkl"
+        )
         original = pickle.read_bytes()
         pickle.write_bytes(original + b"\0")  # pickle ignores bytes after its STOP opcode: this loads as before
 
@@ -195,8 +239,13 @@ def test_predictions_fail_naming_a_tampered_champion_and_publish_nothing(tmp_pat
         error = tampered.get_step_failure_events()[0].step_failure_data.error
         message = (error.cause.message if error.cause else "") + error.message
         assert "ModelIntegrityError" in message
-        assert f"{champion['registered_model']} version {champion['champion_version']}" in message and "changed: python_model.pkl" in message
-        assert not store.exists("predictions/SIGNAL/current.json"), "predictions from an unverified model were published"
+        assert (
+            f"{champion['registered_model']} version {champion['champion_version']}" in message
+            and "changed: python_model.pkl" in message
+        )
+        assert not store.exists("predictions/SIGNAL/current.json"), (
+            "predictions from an unverified model were published"
+        )
 
         # The same run with the files as logged serves the champion.
         pickle.write_bytes(original)

@@ -2,6 +2,7 @@
 the tests (family_modules/least_squares.py) is enabled by the universe, presented with its own
 kinds, and logged to MLflow in its declared flavour and loaded back, with no other module
 knowing its name."""
+
 from __future__ import annotations
 
 import json
@@ -87,7 +88,13 @@ def test_the_family_asset_shows_the_kinds_the_family_declares(new_family: str, t
 def test_the_family_is_tracked_in_its_declared_flavour_and_loads_back(new_family: str, tmp_path: Path) -> None:
     x, y = rows(seed=11)
     model = load_family(new_family)("classification", {}, 5).fit(x[:600], y[:600], x[600:750], y[600:750])
-    summary = {"task": "classification", "features": FEATURES, "metrics": {"auc": 0.6}, "test_rows": 150, "test_start": "2024-01-01T00:00:00+00:00"}
+    summary = {
+        "task": "classification",
+        "features": FEATURES,
+        "metrics": {"auc": 0.6},
+        "test_rows": 150,
+        "test_start": "2024-01-01T00:00:00+00:00",
+    }
     record = TrainingRecord(
         symbol="SIGNAL",
         target=TARGET,
@@ -108,7 +115,13 @@ def test_the_family_is_tracked_in_its_declared_flavour_and_loads_back(new_family
     # The pyfunc's input arrives as a DataFrame, whose column-major values may round the matrix
     # product differently in the last bit.
     np.testing.assert_allclose(pyfunc_predict(loaded, FEATURES, x[750:]), model.predict(x[750:]), rtol=0, atol=1e-12)
-    requirements = Path(tracker.client.download_artifacts(tracked.run_id, f"{names.MODEL_ARTIFACT_PATH}/requirements.txt", str(tmp_path)))
+    requirements = Path(
+        tracker.client.download_artifacts(
+            tracked.run_id, f"{names.MODEL_ARTIFACT_PATH}/requirements.txt", str(tmp_path)
+        )
+    )
     assert {"numpy", "pandas", "cloudpickle", "intelligence-assets"} <= set(requirements.read_text().split())
-    features = json.loads(Path(tracker.client.download_artifacts(tracked.run_id, "features.json", str(tmp_path))).read_text())
+    features = json.loads(
+        Path(tracker.client.download_artifacts(tracked.run_id, "features.json", str(tmp_path))).read_text()
+    )
     assert features == {"features": FEATURES, "importance": model.feature_importance().tolist()}

@@ -1,20 +1,40 @@
 """The promotion rule and rollback, on registry facts."""
+
 from __future__ import annotations
 
 import pytest
 
 from intelligence_assets.tracking.names import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
-from intelligence_assets.tracking.promotion import AliasDecision, Candidate, PromotionSettings, decide_aliases, roll_back
+from intelligence_assets.tracking.promotion import (
+    AliasDecision,
+    Candidate,
+    PromotionSettings,
+    decide_aliases,
+    roll_back,
+)
 
 SETTINGS = PromotionSettings(min_improvement=0.01, min_test_rows=100, challenger_within=0.02)
 
 
-def candidate(version: str, score: float, family: str = "lightgbm", eligible: bool = True, test_rows: int = 500, rolled_back: bool = False) -> Candidate:
-    return Candidate(version=version, family=family, score=score, test_rows=test_rows, eligible=eligible, rolled_back=rolled_back)
+def candidate(
+    version: str,
+    score: float,
+    family: str = "lightgbm",
+    eligible: bool = True,
+    test_rows: int = 500,
+    rolled_back: bool = False,
+) -> Candidate:
+    return Candidate(
+        version=version, family=family, score=score, test_rows=test_rows, eligible=eligible, rolled_back=rolled_back
+    )
 
 
 def aliases_of(decision: AliasDecision) -> dict[str, str]:
-    wanted = {CHAMPION: decision.champion, PREVIOUS_CHAMPION: decision.previous_champion, CHALLENGER: decision.challenger}
+    wanted = {
+        CHAMPION: decision.champion,
+        PREVIOUS_CHAMPION: decision.previous_champion,
+        CHALLENGER: decision.challenger,
+    }
     return {alias: version for alias, version in wanted.items() if version is not None}
 
 
@@ -42,8 +62,8 @@ def test_a_champion_no_longer_on_the_leaderboard_is_compared_by_its_recorded_sco
 
 def test_ineligible_short_or_rolled_back_versions_never_hold_an_alias() -> None:
     candidates = [
-        candidate("1", 0.70, eligible=False),      # leakage suspect or no better than no skill
-        candidate("2", 0.69, test_rows=50),        # too few held-out rows
+        candidate("1", 0.70, eligible=False),  # leakage suspect or no better than no skill
+        candidate("2", 0.69, test_rows=50),  # too few held-out rows
         candidate("3", 0.68, rolled_back=True),
         candidate("4", 0.55, "linear"),
     ]
@@ -65,7 +85,12 @@ def test_promotion_is_idempotent() -> None:
 
 def test_rollback_restores_the_previous_champion_and_needs_one() -> None:
     decision = roll_back({CHAMPION: "2", PREVIOUS_CHAMPION: "1", CHALLENGER: "3"}, "live drawdown")
-    assert (decision.champion, decision.previous_champion, decision.challenger, decision.action) == ("1", None, "3", "rolled back")
+    assert (decision.champion, decision.previous_champion, decision.challenger, decision.action) == (
+        "1",
+        None,
+        "3",
+        "rolled back",
+    )
     assert "live drawdown" in decision.reason
     with pytest.raises(ValueError, match="previous-champion"):
         roll_back({CHAMPION: "2"}, "no way back")

@@ -2,6 +2,7 @@
 
 Age is simulated by planning at `now` = real now + N days; nothing sleeps and nothing is backdated.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,7 +18,7 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mlflow
@@ -86,7 +87,9 @@ class World:
     def experiment(self, target: str) -> str:
         if target not in self.experiments:
             location = (self.store.root / "mlflow" / target).as_uri()
-            self.experiments[target] = self.client.create_experiment(names.experiment_name(target), artifact_location=location)
+            self.experiments[target] = self.client.create_experiment(
+                names.experiment_name(target), artifact_location=location
+            )
         return self.experiments[target]
 
     def train(
@@ -104,7 +107,10 @@ class World:
         fingerprint = uuid.uuid4().hex
         prefix = f"models/{family}/{symbol}/{target}"
         manifest = commit_artifact(
-            self.store, prefix, {"family": family, "score": score}, Manifest(fingerprint=fingerprint, data_version=fingerprint, files={})
+            self.store,
+            prefix,
+            {"family": family, "score": score},
+            Manifest(fingerprint=fingerprint, data_version=fingerprint, files={}),
         )
         # A model's own files may hold a `manifest.json`; it must not pass for a fingerprint directory.
         self.store.put_bytes(f"{prefix}/{fingerprint}/model/manifest.json", b'{"framework": "test"}')
@@ -156,7 +162,9 @@ class World:
         return trained
 
     def plan(self, days: float, **settings: int) -> list[RetentionAction]:
-        return plan_retention(gather_retention_snapshot(self.client, self.store), RetentionSettings(**settings), later(days))
+        return plan_retention(
+            gather_retention_snapshot(self.client, self.store), RetentionSettings(**settings), later(days)
+        )
 
     def apply(self, actions: list[RetentionAction], dry_run: bool = False):
         lines: list[str] = []
@@ -183,14 +191,17 @@ class World:
                 versions[(model.name, int(version.version))] = sorted(version.tags.items())
             versions[(model.name, "aliases")] = sorted(model.aliases.items())
         return {
-            "objects": [(o.key, o.bytes, o.modified, hashlib.sha256(self.store.get_bytes(o.key)).hexdigest()) for o in self.store.list_objects("")],
+            "objects": [
+                (o.key, o.bytes, o.modified, hashlib.sha256(self.store.get_bytes(o.key)).hexdigest())
+                for o in self.store.list_objects("")
+            ],
             "versions": versions,
             "runs": sorted((run.info.run_id, run.info.lifecycle_stage, sorted(run.data.tags.items())) for run in runs),
         }
 
 
 def later(days: float) -> datetime:
-    return datetime.now(timezone.utc) + timedelta(days=days)
+    return datetime.now(UTC) + timedelta(days=days)
 
 
 @pytest.fixture
@@ -236,12 +247,14 @@ def test_settings_defaults_and_ranges() -> None:
 def test_top_k_are_kept_and_alias_holders_are_never_touched(world: World) -> None:
     scores = [0.50, 0.90, 0.70, 0.60, 0.80, 0.55, 0.40, None]
     trained = [world.train(score) for score in scores]
-    by_score = {t.version: score for t, score in zip(trained, scores)}
+    by_score = {t.version: score for t, score in zip(trained, scores, strict=True)}
     champion, challenger = trained[6], trained[3]  # the two lowest-scoring of their kind, old by then
     world.client.set_registered_model_alias(champion.registered_model, names.CHAMPION, str(champion.version))
     world.client.set_registered_model_alias(challenger.registered_model, names.CHALLENGER, str(challenger.version))
     keep_top = 3
-    top = set(sorted((v for v in by_score if by_score[v] is not None), key=lambda v: by_score[v], reverse=True)[:keep_top])
+    top = set(
+        sorted((v for v in by_score if by_score[v] is not None), key=lambda v: by_score[v], reverse=True)[:keep_top]
+    )
     expected = sorted(set(by_score) - top - {champion.version, challenger.version})
 
     assert world.plan(29, keep_top=keep_top) == []
@@ -254,7 +267,9 @@ def test_top_k_are_kept_and_alias_holders_are_never_touched(world: World) -> Non
     report, _ = world.apply(plan)
     assert report.counts()["archive"]["applied"] == len(expected) and not report.failures
     deletions = world.plan(1000, keep_top=keep_top)
-    assert [(action.kind, action.version) for action in deletions] == [(RetentionActionKind.DELETE_ARCHIVED, v) for v in expected]
+    assert [(action.kind, action.version) for action in deletions] == [
+        (RetentionActionKind.DELETE_ARCHIVED, v) for v in expected
+    ]
     world.apply(deletions)
 
     remaining = {int(v.version) for v in world.client.search_model_versions(f"name = '{champion.registered_model}'")}
@@ -287,7 +302,7 @@ def test_archiving_writes_one_verified_tar_and_then_removes_the_originals(world:
     assert tags[names.ARCHIVED_TAG] == "true"
     assert tags[names.ARCHIVE_URI_TAG] == world.store.uri(key)
     assert tags[names.ARCHIVE_SHA256_TAG] == hashlib.sha256(archive).hexdigest()
-    assert datetime.fromisoformat(tags[names.ARCHIVED_AT_TAG]) <= datetime.now(timezone.utc)
+    assert datetime.fromisoformat(tags[names.ARCHIVED_AT_TAG]) <= datetime.now(UTC)
 
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         members = {member.name: tar.extractfile(member).read() for member in tar.getmembers() if member.isfile()}
@@ -361,7 +376,9 @@ def test_runs_that_never_became_a_version_are_collected(world: World) -> None:
 def test_superseded_fingerprint_directories_are_collected_but_current_and_referenced_ones_kept(world: World) -> None:
     def commit(prefix: str, value: dict, publish: bool) -> str:
         fingerprint = uuid.uuid4().hex
-        manifest = commit_artifact(world.store, prefix, value, Manifest(fingerprint=fingerprint, data_version=fingerprint, files={}))
+        manifest = commit_artifact(
+            world.store, prefix, value, Manifest(fingerprint=fingerprint, data_version=fingerprint, files={})
+        )
         if publish:
             point_to(world.store, prefix, manifest)
         return f"{prefix}/{fingerprint}"
@@ -376,7 +393,10 @@ def test_superseded_fingerprint_directories_are_collected_but_current_and_refere
     world.store.put_bytes("predictions/AAPL/current.json", b"{not json")
     referenced = world.train(0.6, current=False)  # a live version's directory, not current
     world.train(0.5)  # current model, also a live version
-    superseded_bytes = {directory: store_bytes(world.store, directory) for directory in (superseded_features, superseded_labels, never_published)}
+    superseded_bytes = {
+        directory: store_bytes(world.store, directory)
+        for directory in (superseded_features, superseded_labels, never_published)
+    }
 
     assert world.plan(6) == []
     plan = world.plan(8)
@@ -398,7 +418,9 @@ def test_a_directory_becomes_collectable_once_its_version_is_archived(world: Wor
     old = world.train(0.55)  # current when archived: the archive keeps it in place
     world.train(0.75, family="xgboost")
     plan = world.plan(31, keep_top=1)
-    assert [(action.kind, action.delete_artifact_directory) for action in plan] == [(RetentionActionKind.ARCHIVE, False)]
+    assert [(action.kind, action.delete_artifact_directory) for action in plan] == [
+        (RetentionActionKind.ARCHIVE, False)
+    ]
     world.apply(plan)
     assert world.store.exists(f"{old.directory}/manifest.json")
     assert world.plan(32, keep_top=1) == []  # still current
@@ -425,7 +447,12 @@ def full_scenario(world: World) -> list[RetentionAction]:
         point_to(
             world.store,
             manifest_prefix,
-            commit_artifact(world.store, manifest_prefix, {"rows": rows}, Manifest(fingerprint=fingerprint, data_version=fingerprint, files={})),
+            commit_artifact(
+                world.store,
+                manifest_prefix,
+                {"rows": rows},
+                Manifest(fingerprint=fingerprint, data_version=fingerprint, files={}),
+            ),
         )
     plan = world.plan(91, keep_top=1)
     assert {action.kind for action in plan} == set(RetentionActionKind), kinds_and_targets(plan)
@@ -441,7 +468,7 @@ def test_dry_run_lists_every_action_and_changes_nothing(world: World) -> None:
     assert world.observed_state() == before
     assert [outcome.status for outcome in report.outcomes] == ["planned"] * len(plan)
     assert len(lines) == len(plan) and all(line.startswith("dry run, would") for line in lines)
-    for action, line in zip(plan, lines):
+    for action, line in zip(plan, lines, strict=True):
         assert action.target in line
     assert report.bytes_freed() == {
         kind.value: sum(action.bytes or 0 for action in plan if action.kind is kind) for kind in RetentionActionKind
@@ -505,7 +532,9 @@ def test_an_interrupted_archive_resumes_from_its_verified_archive_and_never_rebu
     tags = world.version_tags(first)
     assert tags[names.ARCHIVED_TAG] == "true"
     assert world.store.list_keys(first.directory) == []
-    with tarfile.open(fileobj=io.BytesIO(world.store.get_bytes(archive_key(first.registered_model, first.version))), mode="r:gz") as tar:
+    with tarfile.open(
+        fileobj=io.BytesIO(world.store.get_bytes(archive_key(first.registered_model, first.version))), mode="r:gz"
+    ) as tar:
         assert tar.extractfile("mlflow/model/weights/booster.bin").read() == first.model_files["weights/booster.bin"]
     assert names.ARCHIVED_TAG not in world.version_tags(second)
     assert world.store.exists(f"{second.directory}/manifest.json")  # nothing more deleted
@@ -523,7 +552,9 @@ def test_an_archive_that_does_not_read_back_intact_deletes_nothing(world: World)
     world.train(0.75)
     before = world.observed_state()
     plan = world.plan(31, keep_top=1)
-    report = apply_retention(plan, world.client, StoreThatCorruptsArchives(world.store.root), dry_run=False, log=lambda _: None)
+    report = apply_retention(
+        plan, world.client, StoreThatCorruptsArchives(world.store.root), dry_run=False, log=lambda _: None
+    )
     assert [outcome.status for outcome in report.outcomes] == ["failed"]
     assert "sha256" in report.outcomes[0].detail
     assert world.model_artifacts(old) and world.store.exists(f"{old.directory}/manifest.json")
@@ -538,7 +569,12 @@ def test_an_archive_that_does_not_read_back_intact_deletes_nothing(world: World)
 def test_a_stale_plan_is_rechecked_before_anything_is_deleted(world: World) -> None:
     def commit(rows: int) -> tuple[str, Manifest]:
         fingerprint = uuid.uuid4().hex
-        return fingerprint, commit_artifact(world.store, "features/AAPL", {"rows": rows}, Manifest(fingerprint=fingerprint, data_version=fingerprint, files={}))
+        return fingerprint, commit_artifact(
+            world.store,
+            "features/AAPL",
+            {"rows": rows},
+            Manifest(fingerprint=fingerprint, data_version=fingerprint, files={}),
+        )
 
     _, first = commit(1)
     point_to(world.store, "features/AAPL", first)
@@ -546,14 +582,24 @@ def test_a_stale_plan_is_rechecked_before_anything_is_deleted(world: World) -> N
     point_to(world.store, "features/AAPL", second)
     untrained = world.train(None, register=False)
     plan = world.plan(8)
-    assert kinds_and_targets(plan) == [("collect_run", f"run {untrained.run_id}"), ("collect_artifact", f"features/AAPL/{first.fingerprint}")]
+    assert kinds_and_targets(plan) == [
+        ("collect_run", f"run {untrained.run_id}"),
+        ("collect_artifact", f"features/AAPL/{first.fingerprint}"),
+    ]
 
     # Meanwhile: the inputs went back to the first fingerprint (a cache hit makes it current again)
     # and the run was registered after all.
     point_to(world.store, "features/AAPL", first)
     name = names.registered_model_name(untrained.symbol, untrained.target)
-    world.client.create_registered_model(name, tags={names.SYMBOL_TAG: untrained.symbol, names.TARGET_TAG: untrained.target})
-    world.client.create_model_version(name, source=f"runs:/{untrained.run_id}/model", run_id=untrained.run_id, tags={names.FINGERPRINT_TAG: untrained.fingerprint})
+    world.client.create_registered_model(
+        name, tags={names.SYMBOL_TAG: untrained.symbol, names.TARGET_TAG: untrained.target}
+    )
+    world.client.create_model_version(
+        name,
+        source=f"runs:/{untrained.run_id}/model",
+        run_id=untrained.run_id,
+        tags={names.FINGERPRINT_TAG: untrained.fingerprint},
+    )
     before = world.observed_state()
     report, _ = world.apply(plan)
     assert [outcome.status for outcome in report.outcomes] == ["skipped", "skipped"]
@@ -571,15 +617,26 @@ def mlflow_server(tmp_path: Path, empty_tracking_database: Path):
     shutil.copyfile(empty_tracking_database, database)
     store_root = tmp_path / "artifacts"
     port = free_port()
-    log = open(tmp_path / "mlflow_server.log", "wb")
+    log = open(tmp_path / "mlflow_server.log", "wb")  # noqa: SIM115 -- the server writes to it until the fixture ends
     process = subprocess.Popen(
         [
-            str(Path(sys.executable).parent / "mlflow"), "server",
-            "--backend-store-uri", f"sqlite:///{database}",
-            "--serve-artifacts", "--artifacts-destination", str(store_root / "mlflow"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{database}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            str(store_root / "mlflow"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
         ],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
         # Its own process group: `mlflow server` runs uvicorn as a child, and both must go at the end.
         start_new_session=True,
@@ -627,13 +684,23 @@ def test_retention_through_an_mlflow_server_serving_artifacts(tmp_path: Path, ml
     assert client.get_run(old.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
 
     plan = world.plan(31, keep_top=1)
-    assert kinds_and_targets(plan) == [("archive", f"{old.registered_model} v{old.version}"), ("collect_run", f"run {untrained.run_id}")]
+    assert kinds_and_targets(plan) == [
+        ("archive", f"{old.registered_model} v{old.version}"),
+        ("collect_run", f"run {untrained.run_id}"),
+    ]
     # The server keeps run artifacts under mlflow/<experiment id>/<run id>/artifacts: sizes are known.
-    assert plan[0].bytes == sum(len(data) for data in old.model_files.values()) + store_bytes(world.store, old.directory)
+    assert plan[0].bytes == sum(len(data) for data in old.model_files.values()) + store_bytes(
+        world.store, old.directory
+    )
     report, _ = world.apply(plan)
     assert not report.failures, report.outcomes
     assert world.model_artifacts(old) == []
-    assert not any(path.is_file() for path in (store_root / "mlflow" / world.experiments[TARGET] / old.run_id / "artifacts" / "model").rglob("*"))
+    assert not any(
+        path.is_file()
+        for path in (store_root / "mlflow" / world.experiments[TARGET] / old.run_id / "artifacts" / "model").rglob("*")
+    )
     assert world.version_tags(old)[names.ARCHIVED_TAG] == "true"
     assert world.run_stage(untrained) == "deleted"
-    assert not any(path.is_file() for path in (store_root / "mlflow" / world.experiments[TARGET] / untrained.run_id).rglob("*"))
+    assert not any(
+        path.is_file() for path in (store_root / "mlflow" / world.experiments[TARGET] / untrained.run_id).rglob("*")
+    )

@@ -12,22 +12,33 @@ The artifact is committed (files, then manifest) inside the step, before `after_
 a follow-up that can fail on its own (MLflow tracking) never loses a computed result: a retry
 finds the committed artifact as a hit and only repeats the follow-up.
 """
+
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 from pydantic import BaseModel
 
+from intelligence_assets.defs.resources.io_manager import parse_partition_key, partition_prefix
 from intelligence_assets.store.artifact_store import ArtifactStore
+from intelligence_assets.store.artifacts import (
+    ArtifactHandle,
+    Manifest,
+    StoredArtifact,
+    StoredArtifacts,
+    claimed,
+    commit_artifact,
+    encode_value,
+    find_intact_manifest,
+    point_to,
+)
+from intelligence_assets.store.keys import failure_key, fingerprint_directory
 from intelligence_assets.store.s3 import ArtifactStoreUnavailableError
 from intelligence_assets.tracking.tracker import TrackingError
-from intelligence_assets.store.artifacts import ArtifactHandle, Manifest, StoredArtifact, StoredArtifacts, claimed, commit_artifact, encode_value, find_intact_manifest, point_to
-from intelligence_assets.defs.resources.io_manager import parse_partition_key, partition_prefix
-from intelligence_assets.store.keys import failure_key, fingerprint_directory
 
 Inputs = Mapping[str, ArtifactHandle | Mapping[str, ArtifactHandle]]
 # Where an always-computed asset's claim lives, beside its fingerprints: `claim_key(prefix, ONE_WRITER_CLAIM)`.
@@ -68,7 +79,12 @@ def input_versions(inputs: Inputs) -> dict[str, str]:
 
 
 def fingerprint_of(code_version: str, config: Any, partition_key: str | None, versions: Mapping[str, str]) -> str:
-    payload = {"code_version": code_version, "config": resolved(config), "partition": partition_key, "inputs": dict(sorted(versions.items()))}
+    payload = {
+        "code_version": code_version,
+        "config": resolved(config),
+        "partition": partition_key,
+        "inputs": dict(sorted(versions.items())),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -152,11 +168,18 @@ def materialize_cached(
     """
     partition_key = context.partition_key if context.has_partition_key else None
     try:
-        artifact, metadata, checks = _cached_or_computed(context, store, partition_key, PartitionWork(inputs, config, compute, data_version), after_commit)
+        artifact, metadata, checks = _cached_or_computed(
+            context, store, partition_key, PartitionWork(inputs, config, compute, data_version), after_commit
+        )
     except TRANSIENT_ERRORS as error:
         retry_if_transient(context, [error])
         raise
-    yield dg.Output(artifact, output_name=_output_name(context), data_version=dg.DataVersion(artifact.manifest.data_version), metadata=metadata)
+    yield dg.Output(
+        artifact,
+        output_name=_output_name(context),
+        data_version=dg.DataVersion(artifact.manifest.data_version),
+        metadata=metadata,
+    )
     yield from checks
 
 
@@ -178,7 +201,9 @@ def materialize_partitions(
     if context.has_partition_key:
         try:
             work = work_for(context.partition_key)
-            yield from materialize_cached(context, store, work.inputs, work.config, work.compute, work.data_version, work.after_commit)
+            yield from materialize_cached(
+                context, store, work.inputs, work.config, work.compute, work.data_version, work.after_commit
+            )
         except dg.RetryRequested:
             raise
         except Exception as error:
@@ -189,21 +214,26 @@ def materialize_partitions(
     metadata_by_partition: dict[str, dict[str, Any]] = {}
     errors: list[Exception] = []
     failures: dict[str, str] = {}
-    optional_checks = all(not context.op_def.outs[name].is_required for name in context.assets_def.check_specs_by_output_name)
+    optional_checks = all(
+        not context.op_def.outs[name].is_required for name in context.assets_def.check_specs_by_output_name
+    )
     for key in context.partition_keys:
         # One partition's failure (its bars, its data, its model) is its own: the others still
         # commit, and the step fails afterwards naming exactly the partitions that failed.
         try:
             work = work_for(key)
             artifact, metadata, checks = _cached_or_computed(context, store, key, work, work.after_commit)
-        except Exception as error:  # noqa: BLE001 - every failure is reported below, by partition
+        except Exception as error:
             errors.append(error)
             failures[key] = f"{type(error).__name__}: {error}"
             context.log.error(f"{context.asset_key.to_user_string()} {key} failed: {failures[key]}")
             record_failure(context, store, key, failures[key])
             continue
         if checks and not optional_checks:
-            raise RuntimeError(f"{context.asset_key.to_user_string()} returned check results in a ranged run; its checks must be optional outputs (a multi_asset with can_subset=True)")
+            raise RuntimeError(
+                f"{context.asset_key.to_user_string()} returned check results in a ranged run; its checks must be "
+                "optional outputs (a multi_asset with can_subset=True)"
+            )
         for check in checks:
             context.log_event(_evaluation_of(check, context.asset_key, key))
         context.add_asset_metadata(metadata, partition_key=key)
@@ -212,15 +242,19 @@ def materialize_partitions(
     hits = sum(artifact.is_cache_hit for artifact in artifacts.values())
     checked = ", ".join(spec.name for spec in context.assets_def.check_specs)
     context.log.info(
-        f"{context.asset_key.to_user_string()}: {len(artifacts)} partitions in one run ({hits} cache hits, {len(artifacts) - hits} computed"
-        + (f", {len(failures)} failed" if failures else "") + ")"
+        f"{context.asset_key.to_user_string()}: {len(artifacts)} partitions in one run ({hits} cache hits, "
+        f"{len(artifacts) - hits} computed"
+        + (f", {len(failures)} failed" if failures else "")
+        + ")"
         + (f"; checks ({checked}) reported per partition, not as the step's own output" if checked else "")
     )
     if failures:
         _publish_partial(context, store, artifacts, metadata_by_partition)
         retry_if_transient(context, errors)
         raise PartitionsFailed(context.asset_key.to_user_string(), failures, succeeded=len(artifacts))
-    yield dg.Output(StoredArtifacts(artifacts), output_name=_output_name(context), metadata={"partitions_in_run": len(artifacts)})
+    yield dg.Output(
+        StoredArtifacts(artifacts), output_name=_output_name(context), metadata={"partitions_in_run": len(artifacts)}
+    )
 
 
 class PartitionsFailed(dg.Failure):
@@ -252,7 +286,10 @@ def retry_if_transient(context: dg.AssetExecutionContext, errors: list[Exception
     was transient, up to STEP_RETRIES times, with a growing wait."""
     if any(isinstance(error, TRANSIENT_ERRORS) for error in errors) and context.retry_number < STEP_RETRIES:
         wait = 2**context.retry_number
-        context.log.warning(f"transient failure ({type(errors[0]).__name__}); retrying the step in {wait}s (retry {context.retry_number + 1} of {STEP_RETRIES})")
+        context.log.warning(
+            f"transient failure ({type(errors[0]).__name__}); retrying the step in {wait}s (retry "
+            f"{context.retry_number + 1} of {STEP_RETRIES})"
+        )
         raise dg.RetryRequested(max_retries=STEP_RETRIES, seconds_to_wait=wait) from errors[0]
 
 
@@ -261,13 +298,19 @@ def record_failure(context: dg.AssetExecutionContext, store: ArtifactStore, part
     what exists (the leaderboard, `make demo`'s summary) say why a partition is missing."""
     prefix = partition_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
     try:
-        store.put_json(failure_key(prefix), {"error": error[:2000], "run_id": context.run.run_id, "at": datetime.now(timezone.utc).isoformat()})
-    except Exception as storage_error:  # noqa: BLE001 - the original failure matters more than its record
+        store.put_json(
+            failure_key(prefix),
+            {"error": error[:2000], "run_id": context.run.run_id, "at": datetime.now(UTC).isoformat()},
+        )
+    except Exception as storage_error:
         context.log.warning(f"could not record the failure of {prefix}: {storage_error}")
 
 
 def _publish_partial(
-    context: dg.AssetExecutionContext, store: ArtifactStore, artifacts: dict[str, StoredArtifact], metadata_by_partition: dict[str, dict[str, Any]]
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    artifacts: dict[str, StoredArtifact],
+    metadata_by_partition: dict[str, dict[str, Any]],
 ) -> None:
     """What the IO manager does for a whole range, for the partitions that succeeded when the
     step is about to fail: their pointers move and Dagster records their materializations, so
@@ -277,7 +320,14 @@ def _publish_partial(
         point_to(store, prefix, artifact.manifest)
         metadata = {name: value for name, value in metadata_by_partition[key].items() if value is not None}
         context.log_event(
-            dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata={**metadata, "artifact": store.uri(fingerprint_directory(prefix, artifact.manifest.fingerprint))})
+            dg.AssetMaterialization(
+                asset_key=context.asset_key,
+                partition=key,
+                metadata={
+                    **metadata,
+                    "artifact": store.uri(fingerprint_directory(prefix, artifact.manifest.fingerprint)),
+                },
+            )
         )
 
 
@@ -308,7 +358,11 @@ def input_for(value: ArtifactHandle | Mapping[str, ArtifactHandle], upstream_key
 
 
 def _cached_or_computed(
-    context: dg.AssetExecutionContext, store: ArtifactStore, partition_key: str | None, work: PartitionWork, after_commit: AfterCommit | None
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    partition_key: str | None,
+    work: PartitionWork,
+    after_commit: AfterCommit | None,
 ) -> tuple[StoredArtifact, dict[str, Any], list[dg.AssetCheckResult]]:
     asset_key = context.asset_key
     code_version = context.assets_def.code_versions_by_key[asset_key] or ""
@@ -327,17 +381,54 @@ def _cached_or_computed(
         if state != "not stored":
             context.log.warning(f"stored artifact for fingerprint {fingerprint} is unusable ({state}); recomputing")
         computed = work.compute()
-        provenance = {"code_version": code_version, "config": resolved(work.config), "partition": partition_key, "inputs": versions}
-        return _commit(context, store, prefix, fingerprint, work.data_version or fingerprint, computed, provenance, after_commit, "miss")
+        provenance = {
+            "code_version": code_version,
+            "config": resolved(work.config),
+            "partition": partition_key,
+            "inputs": versions,
+        }
+        return _commit(
+            context,
+            store,
+            prefix,
+            fingerprint,
+            work.data_version or fingerprint,
+            computed,
+            provenance,
+            after_commit,
+            "miss",
+        )
 
 
 def _hit(
-    context: dg.AssetExecutionContext, store: ArtifactStore, prefix: str, fingerprint: str, manifest: Manifest, after_commit: AfterCommit | None
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    prefix: str,
+    fingerprint: str,
+    manifest: Manifest,
+    after_commit: AfterCommit | None,
 ) -> tuple[StoredArtifact, dict[str, Any], list[dg.AssetCheckResult]]:
-    context.log.info(f"cache hit: {store.uri(fingerprint_directory(prefix, fingerprint))} (computed in run {manifest.provenance.get('run_id')})")
-    extra = after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, None) if after_commit else {}
-    metadata = {**_metadata_values(manifest.metadata), **extra, "cache": "hit", "fingerprint": fingerprint, "computed_in_run": manifest.provenance.get("run_id", "")}
-    return StoredArtifact(manifest, is_cache_hit=True), metadata, [_replayed_check(context.asset_key, check) for check in manifest.checks]
+    context.log.info(
+        f"cache hit: {store.uri(fingerprint_directory(prefix, fingerprint))} (computed in run "
+        f"{manifest.provenance.get('run_id')})"
+    )
+    extra = (
+        after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, None)
+        if after_commit
+        else {}
+    )
+    metadata = {
+        **_metadata_values(manifest.metadata),
+        **extra,
+        "cache": "hit",
+        "fingerprint": fingerprint,
+        "computed_in_run": manifest.provenance.get("run_id", ""),
+    }
+    return (
+        StoredArtifact(manifest, is_cache_hit=True),
+        metadata,
+        [_replayed_check(context.asset_key, check) for check in manifest.checks],
+    )
 
 
 def materialize_uncached(
@@ -359,11 +450,25 @@ def materialize_uncached(
         except TRANSIENT_ERRORS as error:
             retry_if_transient(context, [error])
             raise
-        content = hashlib.sha256(b"".join(name.encode() + data for name, data in sorted(encode_value(computed.value).items()))).hexdigest()
+        content = hashlib.sha256(
+            b"".join(name.encode() + data for name, data in sorted(encode_value(computed.value).items()))
+        ).hexdigest()
         fingerprint = fingerprint_of(code_version, config, partition_key, {"content": content})
-        provenance = {"code_version": code_version, "config": resolved(config), "partition": partition_key, "inputs": {"content": content}}
-        artifact, metadata, checks = _commit(context, store, prefix, fingerprint, fingerprint, computed, provenance, None, "recomputed")
-    yield dg.Output(artifact, output_name=_output_name(context), data_version=dg.DataVersion(artifact.manifest.data_version), metadata=metadata)
+        provenance = {
+            "code_version": code_version,
+            "config": resolved(config),
+            "partition": partition_key,
+            "inputs": {"content": content},
+        }
+        artifact, metadata, checks = _commit(
+            context, store, prefix, fingerprint, fingerprint, computed, provenance, None, "recomputed"
+        )
+    yield dg.Output(
+        artifact,
+        output_name=_output_name(context),
+        data_version=dg.DataVersion(artifact.manifest.data_version),
+        metadata=metadata,
+    )
     yield from checks
 
 
@@ -385,8 +490,16 @@ def _commit(
         files={},
         metadata=_plain_metadata(computed.metadata),
         checks=[_plain_check(check, blocking.get(check.check_name or "", False)) for check in computed.checks],
-        provenance={**provenance, "run_id": context.run.run_id, "computed_at": datetime.now(timezone.utc).isoformat()},
+        provenance={**provenance, "run_id": context.run.run_id, "computed_at": datetime.now(UTC).isoformat()},
     )
     manifest = commit_artifact(store, prefix, computed.value, manifest)
-    extra = after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, computed.value) if after_commit else {}
-    return StoredArtifact(manifest), {**computed.metadata, **extra, "cache": cache, "fingerprint": fingerprint}, list(computed.checks)
+    extra = (
+        after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, computed.value)
+        if after_commit
+        else {}
+    )
+    return (
+        StoredArtifact(manifest),
+        {**computed.metadata, **extra, "cache": cache, "fingerprint": fingerprint},
+        list(computed.checks),
+    )

@@ -7,32 +7,42 @@ run; their data versions hash their results. The schedule `daily_housekeeping` r
 `dagster job execute -m intelligence_assets.definitions -j housekeeping_job`
 (add `-c` with `ops: {checkpoint_retention: {config: {dry_run: true}}}` to only list the actions).
 """
+
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, materialize_uncached
 from intelligence_assets.defs.assets.metadata import markdown_table
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
 from intelligence_assets.store.usage import daily_growth, quota_status, usage_by_key
 from intelligence_assets.tracking.retention import apply_retention, gather_retention_snapshot, plan_retention
-from intelligence_assets.config.universe import Universe
 
 CHECKPOINT_RETENTION = dg.AssetKey("checkpoint_retention")
 STORAGE_USAGE = dg.AssetKey("storage_usage")
 HOUSEKEEPING_JOB = "housekeeping_job"
 GROWTH_WINDOW_DAYS = 7
-ACTIONS_SCHEMA = {"kind": pl.String, "target": pl.String, "status": pl.String, "bytes": pl.Int64, "reason": pl.String, "detail": pl.String}
+ACTIONS_SCHEMA = {
+    "kind": pl.String,
+    "target": pl.String,
+    "status": pl.String,
+    "bytes": pl.Int64,
+    "reason": pl.String,
+    "detail": pl.String,
+}
 
 
 class RetentionRunConfig(dg.Config):
     dry_run: bool = Field(default=False, description="List what retention would do and change nothing.")
-    days_ahead: int = Field(default=0, ge=0, description="Judge ages as if this many days had passed (rehearse a policy with dry_run).")
+    days_ahead: int = Field(
+        default=0, ge=0, description="Judge ages as if this many days had passed (rehearse a policy with dry_run)."
+    )
 
 
 def build_housekeeping_assets(universe: Universe) -> list[dg.AssetsDefinition]:
@@ -44,26 +54,38 @@ def build_housekeeping_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         code_version="1",
         kinds={"mlflow"},
         description=(
-            f"Checkpoint retention: keep the top {settings.keep_top} versions per registered model, never touch alias holders, "
-            f"archive others after {settings.archive_after_days} days, delete archives after {settings.delete_archived_after_days}, "
+            f"Checkpoint retention: keep the top {settings.keep_top} versions per registered model, never touch alias "
+            "holders, "
+            f"archive others after {settings.archive_after_days} days, delete archives after "
+            f"{settings.delete_archived_after_days}, "
             f"collect unregistered runs and superseded artifacts after {settings.collect_unregistered_after_days} days."
         ),
     )
     def checkpoint_retention(
-        context: dg.AssetExecutionContext, config: RetentionRunConfig, artifact_store: ArtifactStoreResource, mlflow_tracking: MlflowTrackingResource
+        context: dg.AssetExecutionContext,
+        config: RetentionRunConfig,
+        artifact_store: ArtifactStoreResource,
+        mlflow_tracking: MlflowTrackingResource,
     ) -> Iterator[dg.Output]:
         def compute() -> Computed:
             store = artifact_store.store()
             client = mlflow_tracking.tracker().client
-            now = datetime.now(timezone.utc) + timedelta(days=config.days_ahead)
+            now = datetime.now(UTC) + timedelta(days=config.days_ahead)
             snapshot = gather_retention_snapshot(client, store)
             actions = plan_retention(snapshot, settings, now)
-            context.log.info(f"retention ({'dry run' if config.dry_run else 'applying'}, as of {now.date()}): {len(actions)} actions")
+            context.log.info(
+                f"retention ({'dry run' if config.dry_run else 'applying'}, as of {now.date()}): {len(actions)} actions"
+            )
             report = apply_retention(actions, client, store, dry_run=config.dry_run, log=context.log.info)
             rows = [
-                {"kind": outcome.action.kind.value, "target": outcome.action.target, "status": outcome.status,
-                 "bytes": outcome.bytes_freed if outcome.bytes_freed is not None else outcome.action.bytes,
-                 "reason": outcome.action.reason, "detail": outcome.detail}
+                {
+                    "kind": outcome.action.kind.value,
+                    "target": outcome.action.target,
+                    "status": outcome.status,
+                    "bytes": outcome.bytes_freed if outcome.bytes_freed is not None else outcome.action.bytes,
+                    "reason": outcome.action.reason,
+                    "detail": outcome.detail,
+                }
                 for outcome in report.outcomes
             ]
             if report.failures:
@@ -82,7 +104,9 @@ def build_housekeeping_assets(universe: Universe) -> list[dg.AssetsDefinition]:
                 },
             )
 
-        yield from materialize_uncached(context, artifact_store.store(), {"retention": settings, **config.model_dump()}, compute)
+        yield from materialize_uncached(
+            context, artifact_store.store(), {"retention": settings, **config.model_dump()}, compute
+        )
 
     @dg.asset(
         key=STORAGE_USAGE,
@@ -90,16 +114,32 @@ def build_housekeeping_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         group_name="housekeeping",
         code_version="1",
         kinds={"polars"},
-        check_specs=[dg.AssetCheckSpec("storage_quota", asset=STORAGE_USAGE, description=f"Fails above {settings.alert_fraction:.0%} of the {settings.quota_bytes:,}-byte quota.")],
-        description="Bytes in the artifact store (MLflow artifacts and archives included) by area, asset, family and day; growth per day.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "storage_quota",
+                asset=STORAGE_USAGE,
+                description=f"Fails above {settings.alert_fraction:.0%} of the {settings.quota_bytes:,}-byte quota.",
+            )
+        ],
+        description=(
+            "Bytes in the artifact store (MLflow artifacts and archives included) by area, asset, family and day; "
+            "growth per day."
+        ),
     )
-    def storage_usage(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    def storage_usage(
+        context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         def compute() -> Computed:
             table = usage_by_key(artifact_store.store().list_objects(""))
             growth = daily_growth(table, GROWTH_WINDOW_DAYS)
             status = quota_status(table, settings.quota_bytes, settings.alert_fraction, growth.mean_bytes_per_day)
-            by_asset = table.group_by("area", "asset", "family").agg(pl.col("bytes").sum()).sort("bytes", descending=True)
-            context.log.info(f"storage: {status.describe()}; mean growth {growth.mean_bytes_per_day / 1e6:.1f} MB/day over {GROWTH_WINDOW_DAYS} days")
+            by_asset = (
+                table.group_by("area", "asset", "family").agg(pl.col("bytes").sum()).sort("bytes", descending=True)
+            )
+            context.log.info(
+                f"storage: {status.describe()}; mean growth {growth.mean_bytes_per_day / 1e6:.1f} MB/day over "
+                f"{GROWTH_WINDOW_DAYS} days"
+            )
             check = dg.AssetCheckResult(
                 check_name="storage_quota",
                 passed=not status.alert,
@@ -114,13 +154,20 @@ def build_housekeeping_assets(universe: Universe) -> list[dg.AssetsDefinition]:
                     "quota_bytes": settings.quota_bytes,
                     "used_fraction": round(status.used_fraction, 6),
                     "mean_growth_bytes_per_day": int(growth.mean_bytes_per_day),
-                    "growth_per_day": markdown_table(growth.per_day.with_columns(pl.col("day").cast(pl.String)).to_dicts(), ["day", "bytes"]),
+                    "growth_per_day": markdown_table(
+                        growth.per_day.with_columns(pl.col("day").cast(pl.String)).to_dicts(), ["day", "bytes"]
+                    ),
                     "by_asset": markdown_table(by_asset.to_dicts(), ["area", "asset", "family", "bytes"]),
                 },
                 checks=[check],
             )
 
-        yield from materialize_uncached(context, artifact_store.store(), {"retention": settings, "day": datetime.now(timezone.utc).date().isoformat()}, compute)
+        yield from materialize_uncached(
+            context,
+            artifact_store.store(),
+            {"retention": settings, "day": datetime.now(UTC).date().isoformat()},
+            compute,
+        )
 
     return [checkpoint_retention, storage_usage]
 

@@ -8,33 +8,54 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, materialize_cached
-from intelligence_assets.defs.assets.metadata import markdown_table
 from intelligence_assets.defs.assets.market_data import BARS, FEATURES
+from intelligence_assets.defs.assets.metadata import markdown_table
 from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.assets.planning import PlanningContext, plans
 from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS, TARGET_RANKINGS
 from intelligence_assets.defs.automation.conditions import FROM_WHAT_EXISTS
+from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, cell_key
+from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.ml.metrics import model_is_eligible
 from intelligence_assets.ml.trained_model import SUMMARY_FILE
-from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, cell_key
 from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
-from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.store.artifacts import ArtifactHandle, BlockedArtifactError, latest_failure
 from intelligence_assets.store.keys import artifact_prefix
-from intelligence_assets.config.universe import Universe
 
 MODEL_LEADERBOARD = dg.AssetKey("model_leaderboard")
 METRIC_COLUMNS = ["auc", "accuracy", "log_loss", "ic", "rank_ic", "sharpe"]
 LEADERBOARD_SCHEMA = {
-    "symbol": pl.String, "target": pl.String, "family": pl.String, "task": pl.String, "trained": pl.Boolean,
-    "metric": pl.String, "score": pl.Float64, **{name: pl.Float64 for name in METRIC_COLUMNS},
-    "majority_accuracy": pl.Float64, "buy_and_hold_sharpe": pl.Float64,
-    "test_rows": pl.Int64, "test_start": pl.String, "test_end": pl.String, "leakage_suspect": pl.Boolean,
-    "eligible": pl.Boolean, "candidate": pl.Boolean, "reason": pl.String, "bars_per_year": pl.Float64, "bar_spacing": pl.String,
+    "symbol": pl.String,
+    "target": pl.String,
+    "family": pl.String,
+    "task": pl.String,
+    "trained": pl.Boolean,
+    "metric": pl.String,
+    "score": pl.Float64,
+    **dict.fromkeys(METRIC_COLUMNS, pl.Float64),
+    "majority_accuracy": pl.Float64,
+    "buy_and_hold_sharpe": pl.Float64,
+    "test_rows": pl.Int64,
+    "test_start": pl.String,
+    "test_end": pl.String,
+    "leakage_suspect": pl.Boolean,
+    "eligible": pl.Boolean,
+    "candidate": pl.Boolean,
+    "reason": pl.String,
+    "bars_per_year": pl.Float64,
+    "bar_spacing": pl.String,
     "model_fingerprint": pl.String,
 }
-MISSING_SCHEMA = {"symbol": pl.String, "target": pl.String, "family": pl.String, "reason": pl.String, "failed_asset": pl.String, "run_id": pl.String}
+MISSING_SCHEMA = {
+    "symbol": pl.String,
+    "target": pl.String,
+    "family": pl.String,
+    "reason": pl.String,
+    "failed_asset": pl.String,
+    "run_id": pl.String,
+}
 
 
 def missing_models(store: ArtifactStore, expected: list[tuple[str, str]], present: dict[str, set[str]]) -> pl.DataFrame:
@@ -48,7 +69,8 @@ def missing_models(store: ArtifactStore, expected: list[tuple[str, str]], presen
                 continue
             reason, failed_asset, run_id = "not materialized yet", None, None
             chain = [(key, artifact_prefix(key, symbol)) for key in (BARS, FEATURES)] + [
-                (key, artifact_prefix(key, symbol, target)) for key in (LABELS, TARGET_RANKINGS, FEATURE_SETS, model_key(family))
+                (key, artifact_prefix(key, symbol, target))
+                for key in (LABELS, TARGET_RANKINGS, FEATURE_SETS, model_key(family))
             ]
             for key, prefix in chain:
                 asset = key.to_user_string()
@@ -63,7 +85,16 @@ def missing_models(store: ArtifactStore, expected: list[tuple[str, str]], presen
                 if failure is not None:
                     reason, failed_asset, run_id = failure["error"], asset, failure.get("run_id")
                     break
-            rows.append({"symbol": symbol, "target": target, "family": family, "reason": reason, "failed_asset": failed_asset, "run_id": run_id})
+            rows.append(
+                {
+                    "symbol": symbol,
+                    "target": target,
+                    "family": family,
+                    "reason": reason,
+                    "failed_asset": failed_asset,
+                    "run_id": run_id,
+                }
+            )
     return pl.DataFrame(rows, schema=MISSING_SCHEMA)
 
 
@@ -72,7 +103,9 @@ def model_input_name(family: str) -> str:
 
 
 def leaderboard_rows(
-    summaries_by_family: dict[str, dict[str, dict[str, Any]]], universe: Universe, fingerprints: dict[str, dict[str, str]] | None = None
+    summaries_by_family: dict[str, dict[str, dict[str, Any]]],
+    universe: Universe,
+    fingerprints: dict[str, dict[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per model from its summary (family -> partition -> summary.json). `fingerprints`
     (family -> partition -> model fingerprint) pins each row to the exact model it ranks, so
@@ -81,22 +114,36 @@ def leaderboard_rows(
     for family, by_partition in sorted(summaries_by_family.items()):
         for partition, summary in by_partition.items():
             task = summary["task"]
-            metric = universe.leaderboard.classification_metric if task == "classification" else universe.leaderboard.regression_metric
+            metric = (
+                universe.leaderboard.classification_metric
+                if task == "classification"
+                else universe.leaderboard.regression_metric
+            )
             metrics = summary.get("metrics", {})
             score = metrics.get(metric)
             rows.append(
                 {
-                    "symbol": summary["symbol"], "target": summary["target"], "family": family, "task": task,
-                    "trained": bool(summary.get("trained")), "metric": metric, "score": score,
+                    "symbol": summary["symbol"],
+                    "target": summary["target"],
+                    "family": family,
+                    "task": task,
+                    "trained": bool(summary.get("trained")),
+                    "metric": metric,
+                    "score": score,
                     **{name: metrics.get(name) for name in METRIC_COLUMNS},
                     # Baselines on the same held-out rows: always predicting the training
                     # majority class, and holding the instrument long throughout.
                     "majority_accuracy": summary.get("baseline", {}).get("majority_accuracy"),
                     "buy_and_hold_sharpe": summary.get("baseline", {}).get("buy_and_hold_sharpe"),
-                    "test_rows": summary.get("test_rows"), "test_start": summary.get("test_start"), "test_end": summary.get("test_end"),
-                    "leakage_suspect": bool(summary.get("leakage_suspect", False)), "eligible": False, "candidate": False,
+                    "test_rows": summary.get("test_rows"),
+                    "test_start": summary.get("test_start"),
+                    "test_end": summary.get("test_end"),
+                    "leakage_suspect": bool(summary.get("leakage_suspect", False)),
+                    "eligible": False,
+                    "candidate": False,
                     "reason": summary.get("reason", ""),
-                    "bars_per_year": summary.get("bars_per_year"), "bar_spacing": summary.get("bar_spacing"),
+                    "bars_per_year": summary.get("bars_per_year"),
+                    "bar_spacing": summary.get("bar_spacing"),
                     "model_fingerprint": (fingerprints or {}).get(family, {}).get(partition),
                 }
             )
@@ -104,7 +151,9 @@ def leaderboard_rows(
     # period. The candidate is the best eligible model of its cell; a cell with none has none.
     best: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
-        row["eligible"] = model_is_eligible(row["trained"], row["leakage_suspect"], row["metric"], row["score"], row["majority_accuracy"])
+        row["eligible"] = model_is_eligible(
+            row["trained"], row["leakage_suspect"], row["metric"], row["score"], row["majority_accuracy"]
+        )
         if not row["eligible"]:
             continue
         cell = (row["symbol"], row["target"])
@@ -129,7 +178,11 @@ def cells_without_candidate(table: pl.DataFrame) -> pl.DataFrame:
 def leaderboard_config(universe: Universe, missing: pl.DataFrame | None = None) -> dict[str, Any]:
     """`missing` (from `missing_models`) is part of the config: a cell that newly failed, or
     failed for another reason, recomputes the leaderboard, which reports it."""
-    digest = [] if missing is None else missing.select("symbol", "target", "family", "reason").sort("symbol", "target", "family").rows()
+    digest = (
+        []
+        if missing is None
+        else missing.select("symbol", "target", "family", "reason").sort("symbol", "target", "family").rows()
+    )
     return {"leaderboard": universe.leaderboard, "families": list(universe.model_families), "missing": digest}
 
 
@@ -151,7 +204,10 @@ def build_leaderboard_asset(universe: Universe) -> dg.AssetsDefinition:
         group_name="results",
         code_version="1",
         kinds={"polars"},
-        description="Every model's held-out metrics; per symbol x target the candidate for promotion (best eligible model by the configured metric).",
+        description=(
+            "Every model's held-out metrics; per symbol x target the candidate for promotion (best eligible model by "
+            "the configured metric)."
+        ),
     )
     def model_leaderboard(
         context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, **models: dict[str, ArtifactHandle]
@@ -165,18 +221,30 @@ def build_leaderboard_asset(universe: Universe) -> dg.AssetsDefinition:
         missing = missing_models(store, expected, present)
         if missing.height:
             context.log.warning(
-                f"leaderboard over what exists: {missing.height} models missing in {missing.select('symbol', 'target').unique().height} cells, e.g. "
-                + "; ".join(f"{row['symbol']}|{row['target']} {row['family']}: {row['reason'][:200]}" for row in missing.head(3).iter_rows(named=True))
+                f"leaderboard over what exists: {missing.height} models missing in "
+                f"{missing.select('symbol', 'target').unique().height} cells, e.g. "
+                + "; ".join(
+                    f"{row['symbol']}|{row['target']} {row['family']}: {row['reason'][:200]}"
+                    for row in missing.head(3).iter_rows(named=True)
+                )
             )
 
         def compute() -> Computed:
-            summaries = {name.removeprefix("models_"): {key: handle.load_json(SUMMARY_FILE) for key, handle in handles.items()} for name, handles in models.items()}
-            fingerprints = {name.removeprefix("models_"): {key: handle.fingerprint for key, handle in handles.items()} for name, handles in models.items()}
+            summaries = {
+                name.removeprefix("models_"): {key: handle.load_json(SUMMARY_FILE) for key, handle in handles.items()}
+                for name, handles in models.items()
+            }
+            fingerprints = {
+                name.removeprefix("models_"): {key: handle.fingerprint for key, handle in handles.items()}
+                for name, handles in models.items()
+            }
             table = pl.DataFrame(leaderboard_rows(summaries, universe, fingerprints), schema=LEADERBOARD_SCHEMA).sort(
                 ["symbol", "target", "score"], descending=[False, False, True], nulls_last=True
             )
             candidates = table.filter(pl.col("candidate"))
-            gated = table.filter(~pl.col("trained")).select("symbol", "target", "reason").unique().sort("symbol", "target")
+            gated = (
+                table.filter(~pl.col("trained")).select("symbol", "target", "reason").unique().sort("symbol", "target")
+            )
             without_skill = cells_without_candidate(table)
             context.log.info(
                 f"leaderboard: {table.height} models, {candidates.height} candidates, {gated.height} gated cells, "
@@ -187,12 +255,30 @@ def build_leaderboard_asset(universe: Universe) -> dg.AssetsDefinition:
                 metadata={
                     "models": table.height,
                     "trained": int(table["trained"].sum()),
-                    "candidates": markdown_table(candidates.to_dicts(), ["symbol", "target", "family", "metric", "score", "sharpe", "buy_and_hold_sharpe", "bars_per_year", "test_rows"]),
+                    "candidates": markdown_table(
+                        candidates.to_dicts(),
+                        [
+                            "symbol",
+                            "target",
+                            "family",
+                            "metric",
+                            "score",
+                            "sharpe",
+                            "buy_and_hold_sharpe",
+                            "bars_per_year",
+                            "test_rows",
+                        ],
+                    ),
                     "gated": markdown_table(gated.to_dicts(), ["symbol", "target", "reason"]),
-                    "no_model_beats_no_skill": markdown_table(without_skill.to_dicts(), ["symbol", "target", "best_score"]),
+                    "no_model_beats_no_skill": markdown_table(
+                        without_skill.to_dicts(), ["symbol", "target", "best_score"]
+                    ),
                     "leakage_suspects": int(table["leakage_suspect"].sum()),
                     "missing_models": missing.height,
-                    "missing": markdown_table(missing.unique(["symbol", "target", "reason"]).to_dicts(), ["symbol", "target", "family", "failed_asset", "reason", "run_id"]),
+                    "missing": markdown_table(
+                        missing.unique(["symbol", "target", "reason"]).to_dicts(),
+                        ["symbol", "target", "family", "failed_asset", "reason", "run_id"],
+                    ),
                 },
             )
 

@@ -1,26 +1,33 @@
 """`bars` and `features`, one partition per symbol."""
+
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
-from intelligence_assets.defs.assets.caching import Computed, PartitionWork, input_for, materialize_cached, materialize_partitions
+from intelligence_assets.config.universe import Universe
+from intelligence_assets.defs.assets.caching import (
+    Computed,
+    PartitionWork,
+    input_for,
+    materialize_cached,
+    materialize_partitions,
+)
 from intelligence_assets.defs.assets.metadata import date_range
+from intelligence_assets.defs.assets.planning import NeedsRun, PlanningContext, plans
 from intelligence_assets.defs.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.defs.checks import bars_check_results, bars_check_specs
-from intelligence_assets.store.fingerprints import table_fingerprint
+from intelligence_assets.defs.partitions import symbol_partitions
+from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
+from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
 from intelligence_assets.ml.bars import BarsFileError, describe_spacing, infer_bars_per_year, validate_bars
 from intelligence_assets.ml.features import build_features, drop_unusable_features, require_enough_rows
 from intelligence_assets.ml.splits import minimum_rows
 from intelligence_assets.ml.targets import label_horizon
-from intelligence_assets.defs.partitions import symbol_partitions
-from intelligence_assets.defs.assets.planning import NeedsRun, PlanningContext, plans
-from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.store.artifacts import HandleOrRange
-from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
 from intelligence_assets.store.bars_source import BarsSource, BarsSourceResource
-from intelligence_assets.config.universe import Universe
+from intelligence_assets.store.fingerprints import table_fingerprint
 
 BARS = dg.AssetKey("bars")
 FEATURES = dg.AssetKey("features")
@@ -57,12 +64,20 @@ def annualisation_config(universe: Universe, symbol: str) -> dict[str, Any]:
     explicit = universe.bars.bars_per_year.get(symbol)
     if explicit is not None:
         return {"bars_per_year": explicit}
-    return {"bars_per_year": "inferred", "max_gap_days": universe.bars.max_gap_days, "max_gap_spacings": universe.bars.max_gap_spacings}
+    return {
+        "bars_per_year": "inferred",
+        "max_gap_days": universe.bars.max_gap_days,
+        "max_gap_spacings": universe.bars.max_gap_spacings,
+    }
 
 
 def bars_config(universe: Universe, content_hash: str) -> dict[str, Any]:
     bars = universe.bars
-    return {"content_hash": content_hash, "min_history": bars.min_history, "gaps": {"max_days": bars.max_gap_days, "max_spacings": bars.max_gap_spacings, "block": bars.gaps_block}}
+    return {
+        "content_hash": content_hash,
+        "min_history": bars.min_history,
+        "gaps": {"max_days": bars.max_gap_days, "max_spacings": bars.max_gap_spacings, "block": bars.gaps_block},
+    }
 
 
 def features_config(universe: Universe) -> Any:
@@ -101,9 +116,13 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         code_version="1",
         kinds={"polars", "parquet"},
         check_specs=bars_check_specs(BARS, symbol_partitions, universe.bars.gaps_block),
-        description="Validated OHLCV bars of one symbol, read from the bars store. Data version: content hash of the bars.",
+        description=(
+            "Validated OHLCV bars of one symbol, read from the bars store. Data version: content hash of the bars."
+        ),
     )
-    def bars(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, bars_source: BarsSourceResource) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    def bars(
+        context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, bars_source: BarsSourceResource
+    ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         symbol = context.partition_key
         source = bars_source.source()
         path = source.location(symbol)
@@ -117,7 +136,10 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
             for check in failed:
                 context.log.error(f"bars of {symbol} fail check {check.name}: {check.detail}")
             if failed:
-                context.log.error(f"bars of {symbol} fail checks {[c.name for c in failed]}; blocking ones stop everything downstream of {symbol}")
+                context.log.error(
+                    f"bars of {symbol} fail checks {[c.name for c in failed]}; blocking ones stop everything "
+                    f"downstream of {symbol}"
+                )
             spacing = describe_spacing(table["timestamp"])
             context.log.info(f"{symbol}: {table.height} bars from {path}, median spacing {spacing}")
             return Computed(
@@ -135,7 +157,9 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
                 checks=bars_check_results(BARS, checks),
             )
 
-        yield from materialize_cached(context, artifact_store.store(), {}, bars_config(universe, content), compute, data_version=content)
+        yield from materialize_cached(
+            context, artifact_store.store(), {}, bars_config(universe, content), compute, data_version=content
+        )
 
     @dg.asset(
         ins={"bars": dg.AssetIn(BARS, dagster_type=HANDLE_OR_RANGE)},
@@ -146,9 +170,14 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         group_name="market_data",
         code_version="2",
         kinds={"polars"},
-        description="Feature matrix of one symbol: returns, volatility, momentum, moving-average gaps, volume and range features; none looks ahead.",
+        description=(
+            "Feature matrix of one symbol: returns, volatility, momentum, moving-average gaps, volume and range "
+            "features; none looks ahead."
+        ),
     )
-    def features(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, bars: HandleOrRange) -> Iterator[dg.Output]:
+    def features(
+        context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, bars: HandleOrRange
+    ) -> Iterator[dg.Output]:
         def work_for(symbol: str) -> PartitionWork:
             symbol_bars = input_for(bars, symbol)
 

@@ -1,8 +1,10 @@
 """Metadata helpers: what the UI shows for each materialization."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import dagster as dg
 import numpy as np

@@ -11,23 +11,25 @@ from typing import Any
 import dagster as dg
 
 from intelligence_assets.cells.training import Cell, Provenance, track_cell, train_cell
-from intelligence_assets.cli.pools import CPU_POOL, GPU_POOL
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, PartitionWork, input_for, materialize_partitions, resolved
 from intelligence_assets.defs.assets.market_data import annualisation_config
+from intelligence_assets.defs.assets.planning import PlanningContext, plans
 from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, training_backfill_policy
 from intelligence_assets.defs.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.defs.checks import leakage_sentinel_result, leakage_sentinel_spec
 from intelligence_assets.defs.partitions import by_symbol, cell_of, symbol_target_partitions
 from intelligence_assets.defs.pods import step_pod_tags
+from intelligence_assets.defs.pools import CPU_POOL, GPU_POOL
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.store.artifacts import ArtifactHandle, HandleOrRange, Manifest
+from intelligence_assets.store.keys import MODELS
 
-MODEL_KEY_PREFIX = "models"
+MODEL_KEY_PREFIX = MODELS
 
 # Transient failures (a storage hiccup, a preempted pod) get retried; jitter spreads the retries
 # of many partitions that failed together.
@@ -162,3 +164,10 @@ def _track(
 
 def build_model_assets(universe: Universe) -> list[dg.AssetsDefinition]:
     return [build_model_asset(name, universe) for name in universe.model_families]
+
+
+@plans(dg.AssetKey([MODEL_KEY_PREFIX]))
+def planned_model_config(context: PlanningContext) -> dict[str, Any]:
+    """What the planner hashes for a `models/<family>` partition: the config the asset hashes."""
+    family = context.asset_key.path[-1]
+    return model_config(context.universe, family, context.symbol, context.target)

@@ -8,31 +8,39 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, PartitionWork, input_for, materialize_partitions
+from intelligence_assets.defs.assets.market_data import FEATURES
 from intelligence_assets.defs.assets.metadata import markdown_table, utc_timestamps
 from intelligence_assets.defs.assets.models import model_key
-from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
-from intelligence_assets.defs.assets.market_data import FEATURES
 from intelligence_assets.defs.assets.planning import PlanningContext, plans
+from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
 from intelligence_assets.defs.automation.conditions import follows_only
-from intelligence_assets.ml.dataset import build_inference_matrix
 from intelligence_assets.defs.partitions import by_symbol, cell_key, symbol_partitions
-from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
-from intelligence_assets.store.artifacts import ArtifactHandle, HandleOrRange
 from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
-from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
+from intelligence_assets.ml.dataset import build_inference_matrix
+from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
+from intelligence_assets.store.artifacts import ArtifactHandle, HandleOrRange
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.flavours import pyfunc_predict
-from intelligence_assets.config.universe import Universe
 
 PREDICTIONS = dg.AssetKey("predictions")
+
+
 class RegistryBehindError(RuntimeError):
     """The registry has not seen a symbol's current models yet: no predictions from it."""
 
 
-PREDICTIONS_SCHEMA = {"timestamp": pl.Datetime("us", "UTC"), "target": pl.String, "family": pl.String, "model_version": pl.String, "prediction": pl.Float64}
+PREDICTIONS_SCHEMA = {
+    "timestamp": pl.Datetime("us", "UTC"),
+    "target": pl.String,
+    "family": pl.String,
+    "model_version": pl.String,
+    "prediction": pl.Float64,
+}
 
 
 def symbol_champions(registry: pl.DataFrame, symbol: str) -> pl.DataFrame:
@@ -41,20 +49,28 @@ def symbol_champions(registry: pl.DataFrame, symbol: str) -> pl.DataFrame:
     return registry.filter((pl.col("symbol") == symbol) & pl.col("champion_version").is_not_null()).sort("target")
 
 
-def cells_the_registry_has_not_seen(store: ArtifactStore, registry: pl.DataFrame, symbol: str, families: list[str], targets: list[str]) -> list[str]:
+def cells_the_registry_has_not_seen(
+    store: ArtifactStore, registry: pl.DataFrame, symbol: str, families: list[str], targets: list[str]
+) -> list[str]:
     """This symbol's cells whose models now current in the store are not the ones the registry
     last decided from: predicting now would serve champions chosen without them (for a new
     symbol, none at all)."""
-    seen = {
-        (row["target"]): set(filter(None, (row["model_fingerprints"] or "").split(",")))
-        for row in registry.filter(pl.col("symbol") == symbol).iter_rows(named=True)
-    } if "model_fingerprints" in registry.columns else {}
+    seen = (
+        {
+            (row["target"]): set(filter(None, (row["model_fingerprints"] or "").split(",")))
+            for row in registry.filter(pl.col("symbol") == symbol).iter_rows(named=True)
+        }
+        if "model_fingerprints" in registry.columns
+        else {}
+    )
     behind = []
     for target in targets:
         current = set()
         for family in families:
             try:
-                current.add(ArtifactHandle.current(store, artifact_prefix(model_key(family), symbol, target)).fingerprint)
+                current.add(
+                    ArtifactHandle.current(store, artifact_prefix(model_key(family), symbol, target)).fingerprint
+                )
             except ArtifactStoreError:  # never trained, failed or blocked: the registry cannot have seen it either
                 continue
         if current and current != seen.get(target, set()):
@@ -63,7 +79,11 @@ def cells_the_registry_has_not_seen(store: ArtifactStore, registry: pl.DataFrame
 
 
 def predictions_config(champions: pl.DataFrame) -> dict[str, Any]:
-    return {"champions": champions.select("target", "registered_model", "champion_version", "champion_fingerprint", "champion_test_start").to_dicts()}
+    return {
+        "champions": champions.select(
+            "target", "registered_model", "champion_version", "champion_fingerprint", "champion_test_start"
+        ).to_dicts()
+    }
 
 
 # The registry's table is read through the config (this symbol's champions only), not hashed as
@@ -81,7 +101,10 @@ def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
         key=PREDICTIONS,
         # After the registry only: it has then seen the models (of a new symbol too).
         automation_condition=follows_only(MODEL_REGISTRY, [MODEL_REGISTRY, FEATURES]),
-        ins={"model_registry": dg.AssetIn(MODEL_REGISTRY), "features": dg.AssetIn(FEATURES, dagster_type=HANDLE_OR_RANGE)},
+        ins={
+            "model_registry": dg.AssetIn(MODEL_REGISTRY),
+            "features": dg.AssetIn(FEATURES, dagster_type=HANDLE_OR_RANGE),
+        },
         deps=model_deps,
         partitions_def=symbol_partitions,
         # No checks; loading each champion is the work: a backfill runs in chunks, not a run each.
@@ -89,7 +112,10 @@ def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
         group_name="results",
         code_version="2",
         kinds={"polars", "mlflow"},
-        description="Champion scores per target for one symbol, from each champion's held-out test start to the newest bar; models loaded from MLflow by alias.",
+        description=(
+            "Champion scores per target for one symbol, from each champion's held-out test start to the newest bar; "
+            "models loaded from MLflow by alias."
+        ),
     )
     def predictions(
         context: dg.AssetExecutionContext,
@@ -103,10 +129,13 @@ def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
         store = artifact_store.store()
 
         def work_for(symbol: str) -> PartitionWork:
-            behind = cells_the_registry_has_not_seen(store, registry, symbol, list(universe.model_families), universe.target_names)
+            behind = cells_the_registry_has_not_seen(
+                store, registry, symbol, list(universe.model_families), universe.target_names
+            )
             if behind:
                 raise RegistryBehindError(
-                    f"model_registry has not yet decided from the current models of {behind}: materialize model_leaderboard and "
+                    f"model_registry has not yet decided from the current models of {behind}: materialize "
+                    "model_leaderboard and "
                     f"model_registry, then predictions {symbol}"
                 )
             champions = symbol_champions(registry, symbol)
@@ -121,26 +150,49 @@ def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
                     if version is None or str(version.version) != champion["champion_version"]:
                         found = "nothing" if version is None else f"version {version.version}"
                         raise RuntimeError(
-                            f"{uri} resolves to {found}, but model_registry recorded version {champion['champion_version']}: "
+                            f"{uri} resolves to {found}, but model_registry recorded version "
+                            f"{champion['champion_version']}: "
                             "the alias moved outside model_registry; materialize model_registry, then predictions"
                         )
                     model = tracker.load_model(version)
                     feature_names = model.metadata.get_input_schema().input_names()
                     timestamps, x = build_inference_matrix(feature_table, feature_names)
-                    frame = pl.DataFrame({"timestamp": utc_timestamps(timestamps), "prediction": pyfunc_predict(model, feature_names, x)}).with_columns(
-                        pl.lit(champion["target"]).alias("target"), pl.lit(champion["champion_family"]).alias("family"), pl.lit(champion["champion_version"]).alias("model_version")
+                    frame = pl.DataFrame(
+                        {"timestamp": utc_timestamps(timestamps), "prediction": pyfunc_predict(model, feature_names, x)}
+                    ).with_columns(
+                        pl.lit(champion["target"]).alias("target"),
+                        pl.lit(champion["champion_family"]).alias("family"),
+                        pl.lit(champion["champion_version"]).alias("model_version"),
                     )
-                    frames.append(frame.filter(pl.col("timestamp") >= datetime.fromisoformat(champion["champion_test_start"])))
-                    context.log.info(f"{symbol} {champion['target']}: {uri} (v{version.version}, {champion['champion_family']}) scored {frame.height} bars")
-                table = pl.concat(frames).select(list(PREDICTIONS_SCHEMA)).sort("target", "timestamp") if frames else pl.DataFrame(schema=PREDICTIONS_SCHEMA)
-                latest = table.group_by("target", "family", "model_version").agg(pl.col("timestamp").last(), pl.col("prediction").last()).sort("target")
+                    frames.append(
+                        frame.filter(pl.col("timestamp") >= datetime.fromisoformat(champion["champion_test_start"]))
+                    )
+                    context.log.info(
+                        f"{symbol} {champion['target']}: {uri} (v{version.version}, {champion['champion_family']}) "
+                        f"scored {frame.height} bars"
+                    )
+                table = (
+                    pl.concat(frames).select(list(PREDICTIONS_SCHEMA)).sort("target", "timestamp")
+                    if frames
+                    else pl.DataFrame(schema=PREDICTIONS_SCHEMA)
+                )
+                latest = (
+                    table.group_by("target", "family", "model_version")
+                    .agg(pl.col("timestamp").last(), pl.col("prediction").last())
+                    .sort("target")
+                )
                 return Computed(
                     table,
                     metadata={
                         "rows": table.height,
                         "targets": champions.height,
-                        "models": markdown_table(champions.to_dicts(), ["target", "champion_family", "champion_version", "champion_uri"]),
-                        "latest": markdown_table(latest.with_columns(pl.col("timestamp").cast(pl.String)).to_dicts(), ["target", "family", "model_version", "timestamp", "prediction"]),
+                        "models": markdown_table(
+                            champions.to_dicts(), ["target", "champion_family", "champion_version", "champion_uri"]
+                        ),
+                        "latest": markdown_table(
+                            latest.with_columns(pl.col("timestamp").cast(pl.String)).to_dicts(),
+                            ["target", "family", "model_version", "timestamp", "prediction"],
+                        ),
                     },
                 )
 

@@ -19,6 +19,7 @@ from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, materialize_uncached
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.defs.assets.metadata import markdown_table
+from intelligence_assets.defs.assets.planning import always_computed
 from intelligence_assets.defs.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.defs.partitions import SYMBOL_DIMENSION
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
@@ -27,6 +28,10 @@ from intelligence_assets.store.artifacts import ArtifactHandle, read_manifest
 from intelligence_assets.tracking.tracker import ModelTracker
 
 MODEL_REGISTRY = dg.AssetKey("model_registry")
+# The registry's state lives in MLflow, and only model_registry materializations (promotion,
+# rollback) move its aliases: it needs a run when the leaderboard does, when it never ran, or
+# when its code changed (its table may have changed shape).
+always_computed(MODEL_REGISTRY)
 
 
 class ModelRegistryConfig(dg.Config):

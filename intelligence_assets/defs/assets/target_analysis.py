@@ -3,28 +3,29 @@
 Ranking gates training: below the configured bar, `feature_sets` records why and selects
 nothing, and every model family skips the partition with the same reason in its metadata.
 """
+
 from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
+from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, PartitionWork, input_for, materialize_partitions
+from intelligence_assets.defs.assets.market_data import BARS, FEATURES
 from intelligence_assets.defs.assets.metadata import clean_number, date_range, markdown_table
+from intelligence_assets.defs.assets.planning import PlanningContext, plans
 from intelligence_assets.defs.automation.conditions import FOLLOWS_UPSTREAM
-from intelligence_assets.cli.pools import CPU_POOL
+from intelligence_assets.defs.partitions import by_symbol, cell_of, symbol_target_partitions
+from intelligence_assets.defs.pods import step_pod_tags
+from intelligence_assets.defs.pools import CPU_POOL
+from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
+from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
 from intelligence_assets.ml.dataset import build_dataset
 from intelligence_assets.ml.ranking import rank_target, ranking_code_version
 from intelligence_assets.ml.selection import select_features, selection_code_version
 from intelligence_assets.ml.targets import build_labels, label_horizon
-from intelligence_assets.defs.partitions import by_symbol, cell_of, symbol_target_partitions
-from intelligence_assets.defs.assets.market_data import BARS, FEATURES
-from intelligence_assets.defs.assets.planning import PlanningContext, plans
-from intelligence_assets.defs.pods import step_pod_tags
-from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.store.artifacts import HandleOrRange
-from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
-from intelligence_assets.config.universe import Universe
 
 LABELS = dg.AssetKey("labels")
 TARGET_RANKINGS = dg.AssetKey("target_rankings")
@@ -47,12 +48,24 @@ def labels_config(universe: Universe, target: str) -> Any:
 
 def ranking_config(universe: Universe, target: str) -> dict[str, Any]:
     spec = universe.target(target)
-    return {"split": universe.split, "ranking": universe.ranking, "seed": universe.seed, "task": spec.task, "horizon": label_horizon(spec)}
+    return {
+        "split": universe.split,
+        "ranking": universe.ranking,
+        "seed": universe.seed,
+        "task": spec.task,
+        "horizon": label_horizon(spec),
+    }
 
 
 def selection_config(universe: Universe, target: str) -> dict[str, Any]:
     spec = universe.target(target)
-    return {"split": universe.split, "selection": universe.selection, "seed": universe.seed, "task": spec.task, "horizon": label_horizon(spec)}
+    return {
+        "split": universe.split,
+        "selection": universe.selection,
+        "seed": universe.seed,
+        "task": spec.task,
+        "horizon": label_horizon(spec),
+    }
 
 
 @plans(LABELS)
@@ -85,7 +98,9 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
         kinds={"polars"},
         description="One target column built from its spec; label windows look only at the next `horizon` bars.",
     )
-    def labels(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, bars: HandleOrRange) -> Iterator[dg.Output]:
+    def labels(
+        context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, bars: HandleOrRange
+    ) -> Iterator[dg.Output]:
         def work_for(key: str) -> PartitionWork:
             symbol, target = cell_of(key)
             spec = universe.target(target)
@@ -97,7 +112,10 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
                 balance = (
                     {"positive_rate": clean_number(known["label"].mean())}
                     if spec.task == "classification"
-                    else {"label_mean": clean_number(known["label"].mean()), "label_std": clean_number(known["label"].std())}
+                    else {
+                        "label_mean": clean_number(known["label"].mean()),
+                        "label_std": clean_number(known["label"].std()),
+                    }
                 )
                 return Computed(
                     table,
@@ -120,16 +138,24 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
         automation_condition=FOLLOWS_UPSTREAM,
         pool=CPU_POOL,
         op_tags=step_pod_tags(universe.kubernetes, gpu=False, labels={"step": "target_rankings"}),
-        ins={"features": dg.AssetIn(FEATURES, partition_mapping=by_symbol, dagster_type=HANDLE_OR_RANGE), "labels": dg.AssetIn(LABELS, dagster_type=HANDLE_OR_RANGE)},
+        ins={
+            "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol, dagster_type=HANDLE_OR_RANGE),
+            "labels": dg.AssetIn(LABELS, dagster_type=HANDLE_OR_RANGE),
+        },
         partitions_def=partitions,
         backfill_policy=backfill_policy,
         group_name="targets",
         code_version=ranking_code_version(),
         kinds={"lightgbm", "scikitlearn"},
-        description="How predictable this target is: purged, embargoed walk-forward CV of a quick LightGBM and a linear model.",
+        description=(
+            "How predictable this target is: purged, embargoed walk-forward CV of a quick LightGBM and a linear model."
+        ),
     )
     def target_rankings(
-        context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, features: HandleOrRange, labels: HandleOrRange
+        context: dg.AssetExecutionContext,
+        artifact_store: ArtifactStoreResource,
+        features: HandleOrRange,
+        labels: HandleOrRange,
     ) -> Iterator[dg.Output]:
         def work_for(key: str) -> PartitionWork:
             symbol, target = cell_of(key)
@@ -138,15 +164,32 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
 
             def compute() -> Computed:
                 dataset = build_dataset(inputs["features"].load(), inputs["labels"].load())
-                ranking = rank_target(dataset.x, dataset.y, spec.task, label_horizon(spec), universe.split, universe.ranking, seed=universe.seed)
+                ranking = rank_target(
+                    dataset.x,
+                    dataset.y,
+                    spec.task,
+                    label_horizon(spec),
+                    universe.split,
+                    universe.ranking,
+                    seed=universe.seed,
+                )
                 context.log.info(f"{symbol} {target}: {ranking.reason}")
                 folds = [
                     {"model": model, **{f"fold_{i + 1}": clean_number(score) for i, score in enumerate(scores)}}
                     for model, scores in ranking.fold_scores.items()
                 ]
-                fold_columns = ["model", *[f"fold_{i + 1}" for i in range(max((len(s) for s in ranking.fold_scores.values()), default=0))]]
+                fold_columns = [
+                    "model",
+                    *[f"fold_{i + 1}" for i in range(max((len(s) for s in ranking.fold_scores.values()), default=0))],
+                ]
                 return Computed(
-                    {"symbol": symbol, "target": target, "task": spec.task, "rows": len(dataset.y), **ranking.to_dict()},
+                    {
+                        "symbol": symbol,
+                        "target": target,
+                        "task": spec.task,
+                        "rows": len(dataset.y),
+                        **ranking.to_dict(),
+                    },
                     metadata={
                         "passed": ranking.passed,
                         "score": clean_number(ranking.score),
@@ -178,7 +221,10 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
         group_name="targets",
         code_version=selection_code_version(),
         kinds={"lightgbm"},
-        description="Features selected for this target (gain and permutation importance on held-out folds, kept when stable); empty when ranking gated the target.",
+        description=(
+            "Features selected for this target (gain and permutation importance on held-out folds, kept when stable); "
+            "empty when ranking gated the target."
+        ),
     )
     def feature_sets(
         context: dg.AssetExecutionContext,
@@ -190,7 +236,11 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
         def work_for(key: str) -> PartitionWork:
             symbol, target = cell_of(key)
             spec = universe.target(target)
-            inputs = {"features": input_for(features, symbol), "labels": input_for(labels, key), "target_rankings": input_for(target_rankings, key)}
+            inputs = {
+                "features": input_for(features, symbol),
+                "labels": input_for(labels, key),
+                "target_rankings": input_for(target_rankings, key),
+            }
 
             def compute() -> Computed:
                 ranking = inputs["target_rankings"].load()
@@ -198,12 +248,31 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
                     reason = f"not trained: {ranking['reason']}"
                     context.log.info(f"{symbol} {target}: {reason}")
                     return Computed(
-                        {"symbol": symbol, "target": target, "gated": True, "reason": reason, "selected": [], "importances": []},
+                        {
+                            "symbol": symbol,
+                            "target": target,
+                            "gated": True,
+                            "reason": reason,
+                            "selected": [],
+                            "importances": [],
+                        },
                         metadata={"gated": True, "decision": reason, "ranking_score": ranking.get("score")},
                     )
                 dataset = build_dataset(inputs["features"].load(), inputs["labels"].load())
-                selection = select_features(dataset.x, dataset.y, dataset.feature_names, spec.task, label_horizon(spec), universe.split, universe.selection, seed=universe.seed)
-                context.log.info(f"{symbol} {target}: selected {len(selection.selected)} of {len(dataset.feature_names)} features: {selection.selected}")
+                selection = select_features(
+                    dataset.x,
+                    dataset.y,
+                    dataset.feature_names,
+                    spec.task,
+                    label_horizon(spec),
+                    universe.split,
+                    universe.selection,
+                    seed=universe.seed,
+                )
+                context.log.info(
+                    f"{symbol} {target}: selected {len(selection.selected)} of {len(dataset.feature_names)} features: "
+                    f"{selection.selected}"
+                )
                 result = {"symbol": symbol, "target": target, "gated": False, "reason": "", **selection.to_dict()}
                 importance_rows = sorted(result["importances"], key=lambda row: -(row.get("permutation_mean") or 0.0))
                 return Computed(
@@ -212,7 +281,10 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
                         "gated": False,
                         "selected_count": len(selection.selected),
                         "selected": ", ".join(selection.selected),
-                        "importances": markdown_table(importance_rows, ["feature", "selected", "permutation_mean", "permutation_std", "gain_mean", "stability"]),
+                        "importances": markdown_table(
+                            importance_rows,
+                            ["feature", "selected", "permutation_mean", "permutation_std", "gain_mean", "stability"],
+                        ),
                     },
                 )
 

@@ -7,6 +7,7 @@ through its symbol's features, labels, rankings, feature sets, models, then the 
 registry and the predictions, once, and fresh partitions are left alone. The `automation` sensor
 evaluates the conditions; stopping it (UI, Automation tab) switches all of this off.
 """
+
 import dagster as dg
 
 FOLLOWS_UPSTREAM = dg.AutomationCondition.eager()
@@ -14,7 +15,9 @@ FOLLOWS_UPSTREAM = dg.AutomationCondition.eager()
 # For assets that summarise many partitions (the leaderboard over every model): a symbol that
 # failed must not hold back the others, so they run over what exists instead of waiting for
 # every input partition; they still wait while any input is being computed.
-FROM_WHAT_EXISTS = FOLLOWS_UPSTREAM.without(~dg.AutomationCondition.any_deps_missing()).with_label("eager, over what exists")
+FROM_WHAT_EXISTS = FOLLOWS_UPSTREAM.without(~dg.AutomationCondition.any_deps_missing()).with_label(
+    "eager, over what exists"
+)
 
 
 def follows_only(updated_by: dg.AssetKey, required: list[dg.AssetKey]) -> dg.AutomationCondition:

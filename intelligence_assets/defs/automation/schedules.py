@@ -80,7 +80,10 @@ def build_retrain_schedule(
         cron_schedule=universe.automation.retrain_cron,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"On '{universe.automation.retrain_cron}' (UTC): training runs for model partitions that are stale or older than {universe.automation.retrain_max_age_days:g} days.",
+        description=(
+            f"On '{universe.automation.retrain_cron}' (UTC): training runs for model partitions that are stale or "
+            f"older than {universe.automation.retrain_max_age_days:g} days."
+        ),
     )
     def periodic_retrain(
         context: dg.ScheduleEvaluationContext, artifact_store: ArtifactStoreResource, bars_source: BarsSourceResource
@@ -92,7 +95,8 @@ def build_retrain_schedule(
         )
         if not reasons:
             return dg.SkipReason(
-                f"all {len(symbols) * len(universe.target_names)} model partitions are current and younger than {universe.automation.retrain_max_age_days:g} days"
+                f"all {len(symbols) * len(universe.target_names)} model partitions are current and younger than "
+                f"{universe.automation.retrain_max_age_days:g} days"
             )
         tick = now.strftime("%Y-%m-%dT%H:%M")
         with dg.partition_loading_context(dynamic_partitions_store=context.instance):

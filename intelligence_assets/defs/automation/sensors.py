@@ -4,6 +4,7 @@ Both keep a cursor (JSON) and give every request a run key derived from the evid
 that repeats, or a daemon restarted with a lost cursor, requests nothing twice (Dagster drops a
 run key it has seen for the sensor).
 """
+
 import hashlib
 import json
 from datetime import datetime
@@ -13,27 +14,31 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from intelligence_assets.config.universe import Universe, UniverseError, load_universe
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.defs.assets.market_data import BARS, read_symbol_bars
 from intelligence_assets.defs.assets.predictions import PREDICTIONS
 from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
 from intelligence_assets.defs.assets.target_analysis import LABELS
-from intelligence_assets.store.fingerprints import table_fingerprint
-from intelligence_assets.ml.decay import assess_decay
 from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, cell_key, symbol_partitions
-from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
+from intelligence_assets.ml.decay import assess_decay
+from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.store.artifacts import ArtifactHandle
 from intelligence_assets.store.bars_source import BarsSourceResource
+from intelligence_assets.store.fingerprints import table_fingerprint
 from intelligence_assets.store.keys import artifact_prefix
-from intelligence_assets.config.universe import Universe, UniverseError, load_universe
 
 TRIGGER_TAG = "intelligence/trigger"
 
 
 def production_tags(universe: Universe, trigger: str) -> dict[str, str]:
     """Runs the platform launches itself: production retraining, ahead of exploratory work."""
-    return {"dagster/priority": str(universe.automation.production_priority), "intelligence/purpose": "production", TRIGGER_TAG: trigger}
+    return {
+        "dagster/priority": str(universe.automation.production_priority),
+        "intelligence/purpose": "production",
+        TRIGGER_TAG: trigger,
+    }
 
 
 def _stored_bars_version(store: ArtifactStore, symbol: str) -> str | None:
@@ -60,10 +65,15 @@ def build_new_bars_sensor(universe: Universe) -> dg.SensorDefinition:
         asset_selection=[BARS, MODEL_LEADERBOARD, MODEL_REGISTRY],
         minimum_interval_seconds=universe.automation.bars_sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Keeps the `symbol` partitions in step with universe.yaml (read every tick, no reload needed) and requests `bars` "
-        "for exactly the symbol whose <SYMBOL>.parquet is new or changed; declarative automation carries the change downstream.",
+        description=(
+            "Keeps the `symbol` partitions in step with universe.yaml (read every tick, no reload needed) and requests "
+            "`bars` for exactly the symbol whose <SYMBOL>.parquet is new or changed; declarative automation carries "
+            "the change downstream."
+        ),
     )
-    def new_bars(context: dg.SensorEvaluationContext, bars_source: BarsSourceResource, artifact_store: ArtifactStoreResource) -> dg.SensorResult | dg.SkipReason:
+    def new_bars(
+        context: dg.SensorEvaluationContext, bars_source: BarsSourceResource, artifact_store: ArtifactStoreResource
+    ) -> dg.SensorResult | dg.SkipReason:
         try:
             # Read every tick: adding or removing a symbol must not wait for a reload.
             current = load_universe(universe.source_path) if universe.source_path else universe
@@ -72,7 +82,10 @@ def build_new_bars_sensor(universe: Universe) -> dg.SensorDefinition:
             return dg.SkipReason(f"invalid universe file: {error}")
         reshaped = _graph_changes(universe, current)
         if reshaped:
-            context.log.warning(f"universe.yaml changed {reshaped}: reload the code location (UI: Deployment -> Reload) for that to take effect")
+            context.log.warning(
+                f"universe.yaml changed {reshaped}: reload the code location (UI: Deployment -> Reload) for that to "
+                "take effect"
+            )
         cursor = json.loads(context.cursor) if context.cursor else {}
         # Only files acted on are remembered: one that arrives before its symbol is in the universe
         # is picked up as soon as the symbol is added. An unreadable version is remembered apart,
@@ -89,14 +102,20 @@ def build_new_bars_sensor(universe: Universe) -> dg.SensorDefinition:
             if bars_file.symbol not in wanted:
                 ignored.append(bars_file.symbol)
                 continue
-            if acted.get(bars_file.symbol) == bars_file.version or unreadable.get(bars_file.symbol) == bars_file.version:
+            if (
+                acted.get(bars_file.symbol) == bars_file.version
+                or unreadable.get(bars_file.symbol) == bars_file.version
+            ):
                 continue
             # The file changed on disk; whether its bars did is the content hash's to say (a
             # rewrite with the same rows, or a cursor lost in a restart, requests nothing).
             try:
                 content = table_fingerprint(read_symbol_bars(source, bars_file.symbol))
             except (OSError, ValueError) as error:
-                context.log.error(f"bars file {bars_file.location} cannot be used ({error}); {bars_file.symbol} is not requested until the file changes")
+                context.log.error(
+                    f"bars file {bars_file.location} cannot be used ({error}); {bars_file.symbol} is not requested "
+                    "until the file changes"
+                )
                 unreadable[bars_file.symbol] = bars_file.version
                 continue
             unreadable.pop(bars_file.symbol, None)
@@ -115,16 +134,21 @@ def build_new_bars_sensor(universe: Universe) -> dg.SensorDefinition:
             )
         without_file = sorted(wanted - {bars_file.symbol for bars_file in bars_files})
         if without_file:
-            context.log.warning(f"symbols in universe.yaml without a bars file, not registered until one arrives: {without_file}")
+            context.log.warning(
+                f"symbols in universe.yaml without a bars file, not registered until one arrives: {without_file}"
+            )
         removed = sorted(registered - wanted)
         if ignored:
-            context.log.info(f"bars files for symbols not in universe.yaml, ignored until they are added: {sorted(ignored)}")
+            context.log.info(
+                f"bars files for symbols not in universe.yaml, ignored until they are added: {sorted(ignored)}"
+            )
         if new_symbols:
             context.log.info(f"registering new symbols {new_symbols}")
         partition_requests = [symbol_partitions.build_add_request(new_symbols)] if new_symbols else []
         if removed:
             context.log.info(
-                f"symbols removed from universe.yaml: {removed}; their partitions stop counting (artifacts and MLflow history are kept) "
+                f"symbols removed from universe.yaml: {removed}; their partitions stop counting (artifacts and MLflow "
+                "history are kept) "
                 "and model_registry retires their champions"
             )
             partition_requests.append(symbol_partitions.build_delete_request(removed))
@@ -132,9 +156,13 @@ def build_new_bars_sensor(universe: Universe) -> dg.SensorDefinition:
                 acted.pop(symbol, None)
             requests.append(
                 dg.RunRequest(
-                    run_key=f"removed:{','.join(removed)}:" + hashlib.sha256(",".join(sorted(registered)).encode()).hexdigest()[:16],
+                    run_key=f"removed:{','.join(removed)}:"
+                    + hashlib.sha256(",".join(sorted(registered)).encode()).hexdigest()[:16],
                     asset_selection=[MODEL_LEADERBOARD, MODEL_REGISTRY],
-                    tags={**production_tags(universe, "new_bars"), "intelligence/reason": f"symbols removed: {', '.join(removed)}"[:200]},
+                    tags={
+                        **production_tags(universe, "new_bars"),
+                        "intelligence/reason": f"symbols removed: {', '.join(removed)}"[:200],
+                    },
                 )
             )
         return dg.SensorResult(
@@ -162,9 +190,14 @@ def build_champion_decay_sensor(universe: Universe, training_job: Any, registry_
         jobs=[training_job, registry_job],
         minimum_interval_seconds=settings.decay_sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Scores each champion on its labelled predictions after its held-out period; past the configured skill loss, requests a retrain of the partition and a registry reassessment.",
+        description=(
+            "Scores each champion on its labelled predictions after its held-out period; past the configured skill "
+            "loss, requests a retrain of the partition and a registry reassessment."
+        ),
     )
-    def champion_decay(context: dg.SensorEvaluationContext, artifact_store: ArtifactStoreResource) -> dg.SensorResult | dg.SkipReason:
+    def champion_decay(
+        context: dg.SensorEvaluationContext, artifact_store: ArtifactStoreResource
+    ) -> dg.SensorResult | dg.SkipReason:
         store = artifact_store.store()
         registry = _load(store, artifact_prefix(MODEL_REGISTRY))
         if registry is None:
@@ -175,7 +208,10 @@ def build_champion_decay_sensor(universe: Universe, training_job: Any, registry_
         for champion in table.filter(pl.col("champion_version").is_not_null()).iter_rows(named=True):
             symbol, target = champion["symbol"], champion["target"]
             cell = cell_key(symbol, target)
-            predictions, labels = _load(store, artifact_prefix(PREDICTIONS, symbol)), _load(store, artifact_prefix(LABELS, symbol, target))
+            predictions, labels = (
+                _load(store, artifact_prefix(PREDICTIONS, symbol)),
+                _load(store, artifact_prefix(LABELS, symbol, target)),
+            )
             if predictions is None or labels is None or not champion["champion_test_end"]:
                 continue
             evidence = f"v{champion['champion_version']}:{predictions[1]}:{labels[1]}"
@@ -186,19 +222,33 @@ def build_champion_decay_sensor(universe: Universe, training_job: Any, registry_
                 predictions[0]
                 .filter((pl.col("target") == target) & (pl.col("model_version") == champion["champion_version"]))
                 .join(labels[0].select("timestamp", "label"), on="timestamp")
-                .filter(pl.col("label").is_not_null() & (pl.col("timestamp") > datetime.fromisoformat(champion["champion_test_end"])))
+                .filter(
+                    pl.col("label").is_not_null()
+                    & (pl.col("timestamp") > datetime.fromisoformat(champion["champion_test_end"]))
+                )
                 .sort("timestamp")
                 .tail(settings.decay_window_rows)
             )
             verdict = assess_decay(
-                champion["metric"], champion["champion_score"], recent["label"].to_numpy().astype(np.float64),
-                recent["prediction"].to_numpy(), settings.decay_min_rows, settings.decay_max_skill_loss,
+                champion["metric"],
+                champion["champion_score"],
+                recent["label"].to_numpy().astype(np.float64),
+                recent["prediction"].to_numpy(),
+                settings.decay_min_rows,
+                settings.decay_max_skill_loss,
             )
             context.log.info(f"{cell} champion v{champion['champion_version']}: {verdict.reason}")
             if not verdict.decayed:
                 continue
             tags = {**production_tags(universe, "champion_decay"), "intelligence/decay": verdict.reason[:200]}
-            requests.append(dg.RunRequest(run_key=f"decay-retrain:{cell}:{evidence}", job_name=training_job.name, partition_key=cell, tags=tags))
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"decay-retrain:{cell}:{evidence}",
+                    job_name=training_job.name,
+                    partition_key=cell,
+                    tags=tags,
+                )
+            )
             requests.append(
                 dg.RunRequest(
                     run_key=f"decay-reassess:{cell}:{evidence}",

@@ -1,4 +1,5 @@
 """The artifact store as a Dagster resource, configured per deployment."""
+
 from typing import Literal
 
 import dagster as dg
@@ -37,5 +38,11 @@ class ArtifactStoreResource(dg.ConfigurableResource):
         if not self.endpoint:
             raise ValueError("artifact store backend 's3' needs an endpoint (INTELLIGENCE_S3_ENDPOINT)")
         return S3ArtifactStore(
-            self.endpoint, self.bucket, self.access_key, self.secret_key, secure=self.secure, region=self.region, retry_seconds=self.retry_seconds
+            self.endpoint,
+            self.bucket,
+            self.access_key,
+            self.secret_key,
+            secure=self.secure,
+            region=self.region,
+            retry_seconds=self.retry_seconds,
         )

@@ -5,6 +5,7 @@ job, through MLflow's process-global fluent API; we need one run per asset parti
 experiment per target, from steps that may share a process, so this resource wraps an explicit
 `MlflowClient` instead (README, "MLflow").
 """
+
 from __future__ import annotations
 
 import os
@@ -40,12 +41,20 @@ class MlflowTrackingResource(dg.ConfigurableResource):
 
     tracking_uri: str = Field(description="sqlite:///... for the embedded store, http(s)://... for an MLflow server.")
     registry_uri: str | None = Field(default=None, description="Defaults to the tracking URI.")
-    ui_url: str | None = Field(default=None, description="Base URL of the MLflow UI for links in Dagster metadata; defaults to an http tracking URI.")
-    experiment_root: str | None = Field(default=None, description="Local directory for the artifacts of experiments created here (embedded store only).")
+    ui_url: str | None = Field(
+        default=None,
+        description="Base URL of the MLflow UI for links in Dagster metadata; defaults to an http tracking URI.",
+    )
+    experiment_root: str | None = Field(
+        default=None, description="Local directory for the artifacts of experiments created here (embedded store only)."
+    )
     retry_seconds: float = Field(
-        default=DEFAULT_RETRY_SECONDS, gt=0,
-        description="How long one MLflow call may keep trying a hung or unreachable server: each HTTP request times out after a "
-                    "quarter of it, and is retried twice. The step's RetryPolicy retries on top.",
+        default=DEFAULT_RETRY_SECONDS,
+        gt=0,
+        description=(
+            "How long one MLflow call may keep trying a hung or unreachable server: each HTTP request times out after "
+            "a quarter of it, and is retried twice. The step's RetryPolicy retries on top."
+        ),
     )
 
     _tracker: ModelTracker | None = PrivateAttr(default=None)
@@ -59,6 +68,9 @@ class MlflowTrackingResource(dg.ConfigurableResource):
             os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
             self._tracker = ModelTracker(
-                self.tracking_uri, self.registry_uri, self.ui_url, Path(self.experiment_root) if self.experiment_root else None
+                self.tracking_uri,
+                self.registry_uri,
+                self.ui_url,
+                Path(self.experiment_root) if self.experiment_root else None,
             )
         return self._tracker

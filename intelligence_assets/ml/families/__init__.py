@@ -4,6 +4,7 @@
 Family modules import their heavy library (torch, sklearn, lightgbm, xgboost) inside the
 methods that need it: loading the definitions reads every family's `version` and `uses_gpu`,
 and should not pay seconds of imports for models it will not train in that process."""
+
 from __future__ import annotations
 
 import importlib
@@ -23,7 +24,9 @@ def load_family(name: str) -> type[ModelFamily]:
         module = importlib.import_module(f"{__name__}.{name}")
     except ModuleNotFoundError as error:
         if error.name == f"{__name__}.{name}":
-            raise ValueError(f"unknown model family {name!r}: no module intelligence_assets/ml/families/{name}.py") from error
+            raise ValueError(
+                f"unknown model family {name!r}: no module intelligence_assets/ml/families/{name}.py"
+            ) from error
         raise
     family = getattr(module, "FAMILY", None)
     if family is None or not issubclass(family, ModelFamily):

@@ -6,6 +6,7 @@ Inputs are standardized with statistics of the training rows only (and, for regr
 the target); the statistics travel with the model. Training uses CUDA when visible; prediction
 always runs on the CPU in float32, so a reloaded model predicts bit-identically.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ COMMON_PARAMS: dict[str, Any] = {
 @contextmanager
 def torch_threads(num_threads: int | None) -> Iterator[None]:
     import torch
+
     if num_threads is None:
         yield
         return
@@ -52,6 +54,7 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
 
 def resolve_device(device: str) -> Any:
     import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -146,6 +149,7 @@ class TorchFamily(ModelFamily):
     def _fit(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> None:
         import torch
         from torch import nn
+
         settings = self._settings()
         architecture = self.architecture()
         device = resolve_device(str(settings["device"]))
@@ -171,12 +175,17 @@ class TorchFamily(ModelFamily):
 
         # fork_rng keeps the seeding (weight init, dropout masks) from leaking into the caller's
         # global random state.
-        rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        rng_devices = (
+            [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        )
         with torch.random.fork_rng(devices=rng_devices):
             torch.manual_seed(self.seed)
             network = self.build_network(x_train.shape[1], architecture).to(device)
             optimizer = torch.optim.AdamW(
-                network.parameters(), lr=float(settings["learning_rate"]), weight_decay=float(settings["weight_decay"]), **self.optimizer_options(device)
+                network.parameters(),
+                lr=float(settings["learning_rate"]),
+                weight_decay=float(settings["weight_decay"]),
+                **self.optimizer_options(device),
             )
             shuffle_generator = torch.Generator().manual_seed(self.seed)
             batch_size = int(settings["batch_size"])
@@ -199,13 +208,18 @@ class TorchFamily(ModelFamily):
                 network.eval()
                 with torch.no_grad():
                     # In chunks: a long validation period need not fit in memory at once.
-                    outputs = [forward(network, valid_x[s : s + PREDICT_CHUNK_ROWS]) for s in range(0, valid_x.shape[0], PREDICT_CHUNK_ROWS)]
+                    outputs = [
+                        forward(network, valid_x[s : s + PREDICT_CHUNK_ROWS])
+                        for s in range(0, valid_x.shape[0], PREDICT_CHUNK_ROWS)
+                    ]
                     validation_loss = float(loss_function(torch.cat(outputs), valid_y))
                 self.training_curve.append(validation_loss)
                 # The first epoch always counts, so a diverged (NaN) run still yields a model.
                 if epoch == 1 or validation_loss < best_loss:
                     best_loss, best_epoch = validation_loss, epoch
-                    best_state = {key: value.detach().to("cpu", copy=True) for key, value in network.state_dict().items()}
+                    best_state = {
+                        key: value.detach().to("cpu", copy=True) for key, value in network.state_dict().items()
+                    }
                 elif epoch - best_epoch >= patience:
                     break
 
@@ -218,6 +232,7 @@ class TorchFamily(ModelFamily):
         """A network whose weights are about to be overwritten: its throwaway random init must not
         draw from (and so shift) the caller's global torch random state."""
         import torch
+
         with torch.random.fork_rng(devices=[]):
             return self.build_network(n_features, architecture)
 
@@ -226,6 +241,7 @@ class TorchFamily(ModelFamily):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         import torch
+
         x = self._check_predict_input(x)
         if self.network is None:
             raise RuntimeError(f"{self.name}: predict called before fit (or load)")
@@ -249,6 +265,7 @@ class TorchFamily(ModelFamily):
 
     def save(self, directory: Path) -> None:
         import torch
+
         if self.network is None:
             raise RuntimeError(f"{self.name}: save called before fit")
         directory = Path(directory)
@@ -266,6 +283,7 @@ class TorchFamily(ModelFamily):
     @classmethod
     def load(cls, directory: Path) -> Self:
         import torch
+
         instance, meta = cls._read_meta(directory)
         instance.feature_mean = np.asarray(meta["feature_mean"], dtype=np.float64)
         instance.feature_std = np.asarray(meta["feature_std"], dtype=np.float64)

@@ -1,4 +1,5 @@
 """The one interface every model family implements."""
+
 from __future__ import annotations
 
 import difflib
@@ -57,7 +58,9 @@ class ModelFamily(ABC):
         # Checked when the family module is imported (the universe imports every family it
         # names), so a misspelt declaration fails at load instead of at the first model logged.
         if cls.mlflow_flavour not in MLFLOW_FLAVOURS:
-            raise ValueError(f"{cls.__qualname__}.mlflow_flavour is {cls.mlflow_flavour!r}; it must be one of {MLFLOW_FLAVOURS}")
+            raise ValueError(
+                f"{cls.__qualname__}.mlflow_flavour is {cls.mlflow_flavour!r}; it must be one of {MLFLOW_FLAVOURS}"
+            )
         for attribute in ("kinds", "pip_requirements"):
             value = getattr(cls, attribute)
             # A bare string would pass as a tuple of one-letter names.
@@ -130,7 +133,9 @@ class ModelFamily(ABC):
 
     # Helpers shared by the families: input checks and the common part of meta.json.
 
-    def _check_fit_inputs(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _check_fit_inputs(
+        self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Validated float64 copies of the fit inputs; sets `n_features`."""
         x_train = check_features(x_train, what="x_train")
         x_valid = check_features(x_valid, n_features=x_train.shape[1], what="x_valid")
@@ -169,7 +174,10 @@ class ModelFamily(ABC):
         if meta.get("family") != cls.name:
             raise ValueError(f"{directory} holds a {meta.get('family')!r} model, not {cls.name!r}")
         if meta.get("version") != cls.version:
-            raise ValueError(f"{directory} holds {cls.name} format version {meta.get('version')!r}; this code reads version {cls.version!r}")
+            raise ValueError(
+                f"{directory} holds {cls.name} format version {meta.get('version')!r}; this code reads version "
+                f"{cls.version!r}"
+            )
         instance = cls(meta["task"], meta["params"], meta["seed"])
         instance.n_features = meta["n_features"]
         instance.best_iteration = meta["best_iteration"]

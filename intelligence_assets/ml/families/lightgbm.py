@@ -3,6 +3,7 @@
 This module shares its name with the library; `import lightgbm` below is absolute, so it
 loads the third-party package, not this file.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -69,6 +70,7 @@ class LightGBMFamily(ModelFamily):
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
         import lightgbm
+
         super().__init__(task, params, seed)
         self.booster: lightgbm.Booster | None = None
 
@@ -81,6 +83,7 @@ class LightGBMFamily(ModelFamily):
 
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> Self:
         import lightgbm
+
         x_train, y_train, x_valid, y_valid = self._check_fit_inputs(x_train, y_train, x_valid, y_valid)
         params, num_boost_round, early_stopping_rounds = self._booster_params()
         train_set = lightgbm.Dataset(x_train, label=y_train, free_raw_data=True)
@@ -126,12 +129,14 @@ class LightGBMFamily(ModelFamily):
     @classmethod
     def load(cls, directory: Path) -> Self:
         import lightgbm
+
         instance, _ = cls._read_meta(directory)
         instance.booster = lightgbm.Booster(model_file=str(Path(directory) / MODEL_FILE))
         return instance
 
     def native_model(self) -> Any:
         import lightgbm
+
         if self.booster is None:
             raise RuntimeError("lightgbm: native_model called before fit")
         # Only the kept trees, so the booster's own predict needs no num_iteration.

@@ -5,6 +5,7 @@ scikit-learn fits the coefficients; predictions are computed here in numpy from 
 coefficients, in the fitted and the reloaded model alike, so both are bit-identical. The
 model is saved as plain JSON, never pickle.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,8 @@ from intelligence_assets.ml.metrics import log_loss
 MODEL_FILE = "model.json"
 
 DEFAULT_PARAMS: dict[str, Any] = {
-    "C": 1.0,         # inverse L2 strength, classification
-    "alpha": 1.0,     # L2 strength, regression
+    "C": 1.0,  # inverse L2 strength, classification
+    "alpha": 1.0,  # L2 strength, regression
     "max_iter": 1000,
 }
 
@@ -54,12 +55,15 @@ class LinearFamily(ModelFamily):
 
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> Self:
         from sklearn.linear_model import LogisticRegression, Ridge
+
         x_train, y_train, x_valid, y_valid = self._check_fit_inputs(x_train, y_train, x_valid, y_valid)
         settings = DEFAULT_PARAMS | self.params
         self.feature_mean, self.feature_std = standardization(x_train)
         standardized = (x_train - self.feature_mean) / self.feature_std
         if self.task == "classification":
-            model = LogisticRegression(C=float(settings["C"]), max_iter=int(settings["max_iter"]), random_state=self.seed)
+            model = LogisticRegression(
+                C=float(settings["C"]), max_iter=int(settings["max_iter"]), random_state=self.seed
+            )
         else:
             model = Ridge(alpha=float(settings["alpha"]), random_state=self.seed)
         model.fit(standardized, y_train)

@@ -1,5 +1,6 @@
 """A small PyTorch multilayer perceptron over one bar's features, early-stopped on the
 validation loss (training, prediction and the saved format: `_torch.py`)."""
+
 from __future__ import annotations
 
 from typing import Any, ClassVar

@@ -12,6 +12,7 @@ Windows are cut on the device from one standardized copy of the data (`unfold`),
 crosses from host to device. On CUDA it trains in bfloat16 autocast (`mixed_precision`) with a
 fused optimizer step. Training, prediction and the saved format: `_torch.py`.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -55,7 +56,9 @@ class TorchTCNFamily(TorchFamily):
 
     def architecture(self) -> dict[str, Any]:
         settings = self._settings()
-        return {key: int(settings[key]) for key in ("window", "channels", "levels", "kernel_size")} | {"dropout": float(settings["dropout"])}
+        return {key: int(settings[key]) for key in ("window", "channels", "levels", "kernel_size")} | {
+            "dropout": float(settings["dropout"])
+        }
 
     def shape_inputs(self, rows: Any) -> Any:
         return windows_of(rows, self.architecture()["window"])
@@ -91,7 +94,11 @@ class TorchTCNFamily(TorchFamily):
                 layers: list[nn.Module] = []
                 width = n_features
                 for level in range(int(architecture["levels"])):
-                    layers += [CausalConvolution(width, int(architecture["channels"]), 2**level), nn.ReLU(), nn.Dropout(float(architecture["dropout"]))]
+                    layers += [
+                        CausalConvolution(width, int(architecture["channels"]), 2**level),
+                        nn.ReLU(),
+                        nn.Dropout(float(architecture["dropout"])),
+                    ]
                     width = int(architecture["channels"])
                 self.body = nn.Sequential(*layers)
                 self.head = nn.Linear(width, 1)

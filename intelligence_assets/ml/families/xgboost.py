@@ -3,6 +3,7 @@
 This module shares its name with the library; `import xgboost` below is absolute, so it
 loads the third-party package, not this file.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,12 +41,13 @@ FAMILY_PARAMS = ("num_boost_round", "early_stopping_rounds")
 
 
 def resolve_device(device: str) -> str:
-    """"auto" becomes "cuda" when this xgboost build has CUDA and a GPU is visible, else "cpu".
+    """ "auto" becomes "cuda" when this xgboost build has CUDA and a GPU is visible, else "cpu".
 
     torch is imported only for "auto": it is the cheapest reliable probe for a visible GPU,
     and an explicit "cpu" must not pay for loading it.
     """
     import xgboost
+
     if device != "auto":
         return device
     if not xgboost.build_info().get("USE_CUDA", False):
@@ -95,6 +97,7 @@ class XGBoostFamily(ModelFamily):
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
         import xgboost
+
         super().__init__(task, params, seed)
         self.booster: xgboost.Booster | None = None
 
@@ -108,6 +111,7 @@ class XGBoostFamily(ModelFamily):
 
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> Self:
         import xgboost
+
         x_train, y_train, x_valid, y_valid = self._check_fit_inputs(x_train, y_train, x_valid, y_valid)
         params, num_boost_round, early_stopping_rounds = self._booster_params()
         train_matrix = xgboost.DMatrix(x_train, label=y_train, nthread=params["nthread"])
@@ -138,6 +142,7 @@ class XGBoostFamily(ModelFamily):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         import xgboost
+
         x = self._check_predict_input(x)
         if self.booster is None:
             raise RuntimeError("xgboost: predict called before fit (or load)")
@@ -155,6 +160,7 @@ class XGBoostFamily(ModelFamily):
     @classmethod
     def load(cls, directory: Path) -> Self:
         import xgboost
+
         instance, _ = cls._read_meta(directory)
         booster = xgboost.Booster()
         booster.load_model(str(Path(directory) / MODEL_FILE))

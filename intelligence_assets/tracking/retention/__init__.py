@@ -14,10 +14,16 @@ Archiving writes and verifies one tar.gz before deleting any original, and the v
 `archived=true` only after the originals are gone, so a crash at any point either leaves the
 originals in place or leaves a verified archive that the next run finds by its checksum.
 """
+
 from __future__ import annotations
 
 from intelligence_assets.tracking.retention.apply import ActionOutcome, RetentionError, RetentionReport, apply_retention
-from intelligence_assets.tracking.retention.plan import RetentionAction, RetentionActionKind, RetentionSettings, plan_retention
+from intelligence_assets.tracking.retention.plan import (
+    RetentionAction,
+    RetentionActionKind,
+    RetentionSettings,
+    plan_retention,
+)
 from intelligence_assets.tracking.retention.snapshot import (
     ArtifactDirectory,
     RetentionSnapshot,

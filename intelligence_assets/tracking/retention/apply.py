@@ -6,6 +6,7 @@ Archiving writes and verifies one tar.gz before deleting any original, and the v
 `archived=true` only after the originals are gone, so a crash at any point either leaves the
 originals in place or leaves a verified archive that the next run finds by its checksum.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,14 +16,15 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from intelligence_assets.store.artifact_store import ArtifactNotFoundError, ArtifactStore
+from intelligence_assets.store.keys import SEPARATOR, manifest_key
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.retention.plan import RetentionAction, RetentionActionKind
-from intelligence_assets.tracking.retention.snapshot import MANIFEST_FILE, SEARCH_PAGE_SIZE, all_pages, current_fingerprint, quoted
+from intelligence_assets.tracking.retention.snapshot import SEARCH_PAGE_SIZE, all_pages, current_fingerprint, quoted
 
 ARCHIVE_INDEX_FILE = "archive.json"
 ARCHIVE_MLFLOW_FOLDER = "mlflow"
@@ -53,7 +55,9 @@ class RetentionReport:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Per action kind, how many were planned / applied / skipped / failed."""
-        counted: dict[str, dict[str, int]] = {kind.value: {"planned": 0, "applied": 0, "skipped": 0, "failed": 0} for kind in RetentionActionKind}
+        counted: dict[str, dict[str, int]] = {
+            kind.value: {"planned": 0, "applied": 0, "skipped": 0, "failed": 0} for kind in RetentionActionKind
+        }
         for outcome in self.outcomes:
             counted[outcome.action.kind.value][outcome.status] += 1
         return counted
@@ -77,7 +81,8 @@ class RetentionReport:
         for kind in RetentionActionKind:
             row = counts[kind.value]
             lines.append(
-                f"| {kind.value} | {row['planned'] + row['applied']} | {row['skipped']} | {row['failed']} | {freed[kind.value]:,} |"
+                f"| {kind.value} | {row['planned'] + row['applied']} | {row['skipped']} | {row['failed']} | "
+                f"{freed[kind.value]:,} |"
             )
         lines.append(f"\nArchives written: {self.bytes_written():,} bytes.")
         return "\n".join(lines)
@@ -174,19 +179,24 @@ class _RetentionWorker:
         return get_artifact_repository(run.info.artifact_uri, tracking_uri=self.client.tracking_uri)
 
     def _versions_of_run(self, run_id: str) -> list[Any]:
-        return list(all_pages(lambda token: self.client.search_model_versions(
-            filter_string=f"run_id = {quoted(run_id, 'run id')}", max_results=SEARCH_PAGE_SIZE, page_token=token
-        )))
+        return list(
+            all_pages(
+                lambda token: self.client.search_model_versions(
+                    filter_string=f"run_id = {quoted(run_id, 'run id')}", max_results=SEARCH_PAGE_SIZE, page_token=token
+                )
+            )
+        )
 
     def _is_current(self, directory: str) -> bool:
-        prefix, fingerprint = directory.rsplit("/", 1)
+        prefix, fingerprint = directory.rsplit(SEPARATOR, 1)
         current = current_fingerprint(self.store, prefix)
         return current is None or current == fingerprint  # an unreadable pointer protects everything under it
 
     def _delete_directory(self, directory: str) -> int:
         """Manifest first: from then on readers see "not stored" (recompute), never a half-deleted artifact."""
         objects = self.store.list_objects(directory)
-        manifest = f"{directory}/{MANIFEST_FILE}"
+        prefix, fingerprint = directory.rsplit(SEPARATOR, 1)
+        manifest = manifest_key(prefix, fingerprint)
         for stored in sorted(objects, key=lambda stored: (stored.key != manifest, stored.key)):
             self.store.delete(stored.key)
         return sum(stored.bytes for stored in objects)
@@ -214,8 +224,12 @@ class _RetentionWorker:
             self.store.put_bytes(action.archive_key, data)
             checksum = _sha256(data)
             self._verified_archive(action.archive_key, checksum)
-            self.client.set_model_version_tag(action.registered_model, str(action.version), names.ARCHIVE_URI_TAG, self.store.uri(action.archive_key))
-            self.client.set_model_version_tag(action.registered_model, str(action.version), names.ARCHIVE_SHA256_TAG, checksum)
+            self.client.set_model_version_tag(
+                action.registered_model, str(action.version), names.ARCHIVE_URI_TAG, self.store.uri(action.archive_key)
+            )
+            self.client.set_model_version_tag(
+                action.registered_model, str(action.version), names.ARCHIVE_SHA256_TAG, checksum
+            )
             written = len(data)
 
         freed = 0
@@ -226,22 +240,33 @@ class _RetentionWorker:
                 self.log(f"{action.target}: keeping {action.artifact_directory}, it became current again")
             else:
                 freed += self._delete_directory(action.artifact_directory)
-        self.client.set_model_version_tag(action.registered_model, str(action.version), names.ARCHIVED_AT_TAG, datetime.now(timezone.utc).isoformat())
+        self.client.set_model_version_tag(
+            action.registered_model, str(action.version), names.ARCHIVED_AT_TAG, datetime.now(UTC).isoformat()
+        )
         self.client.set_model_version_tag(action.registered_model, str(action.version), names.ARCHIVED_TAG, "true")
-        return ActionOutcome(action, "applied", f"archived to {self.store.uri(action.archive_key)}", bytes_freed=freed, bytes_written=written)
+        return ActionOutcome(
+            action,
+            "applied",
+            f"archived to {self.store.uri(action.archive_key)}",
+            bytes_freed=freed,
+            bytes_written=written,
+        )
 
     def _verified_archive(self, key: str, checksum: str) -> None:
         try:
             stored = self.store.get_bytes(key)
         except ArtifactNotFoundError:
             raise RetentionError(
-                f"archive {self.store.uri(key)} is missing although the version records checksum {checksum}; originals may "
-                f"already be partly deleted, so it is not rebuilt: restore the archive, or check the originals and remove "
+                f"archive {self.store.uri(key)} is missing although the version records checksum {checksum}; "
+                "originals may "
+                "already be partly deleted, so it is not rebuilt: restore the archive, or check the originals and "
+                "remove "
                 f"the {names.ARCHIVE_SHA256_TAG} tag to archive again"
             ) from None
         if _sha256(stored) != checksum:
             raise RetentionError(
-                f"archive {self.store.uri(key)} has sha256 {_sha256(stored)}, expected {checksum}; it is not rebuilt because "
+                f"archive {self.store.uri(key)} has sha256 {_sha256(stored)}, expected {checksum}; it is not rebuilt "
+                "because "
                 f"originals may already be partly deleted: restore the archive, or check the originals and remove the "
                 f"{names.ARCHIVE_SHA256_TAG} tag to archive again"
             )
@@ -252,7 +277,8 @@ class _RetentionWorker:
             files.update(self._download_model(run.info.run_id))
         if not files:
             raise RetentionError(
-                f"run {version.run_id} of {action.target} has no `{names.MODEL_ARTIFACT_PATH}/` artifacts (or no longer exists); "
+                f"run {version.run_id} of {action.target} has no `{names.MODEL_ARTIFACT_PATH}/` artifacts (or no "
+                "longer exists); "
                 f"refusing to archive a version whose model files cannot be read"
             )
         if action.artifact_directory:
@@ -267,13 +293,16 @@ class _RetentionWorker:
             "artifact_directory": action.artifact_directory,
             "artifact_store": self.store.location,
             "tags": dict(version.tags or {}),
-            "archived_at": datetime.now(timezone.utc).isoformat(),
+            "archived_at": datetime.now(UTC).isoformat(),
             "files": {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in sorted(files.items())},
         }
         buffer = io.BytesIO()
-        modified = int(datetime.now(timezone.utc).timestamp())
+        modified = int(datetime.now(UTC).timestamp())
         with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-            for name, data in [(ARCHIVE_INDEX_FILE, json.dumps(index, indent=2, sort_keys=True).encode()), *sorted(files.items())]:
+            for name, data in [
+                (ARCHIVE_INDEX_FILE, json.dumps(index, indent=2, sort_keys=True).encode()),
+                *sorted(files.items()),
+            ]:
                 member = tarfile.TarInfo(name)
                 member.size = len(data)
                 member.mtime = modified
@@ -286,7 +315,8 @@ class _RetentionWorker:
         with tempfile.TemporaryDirectory() as scratch:
             local = Path(self.client.download_artifacts(run_id, names.MODEL_ARTIFACT_PATH, dst_path=scratch))
             return {
-                f"{ARCHIVE_MLFLOW_FOLDER}/{PurePosixPath(names.MODEL_ARTIFACT_PATH, path.relative_to(local).as_posix())}": path.read_bytes()
+                f"{ARCHIVE_MLFLOW_FOLDER}/"
+                f"{PurePosixPath(names.MODEL_ARTIFACT_PATH, path.relative_to(local).as_posix())}": path.read_bytes()
                 for path in sorted(local.rglob("*"))
                 if path.is_file()
             }
@@ -296,7 +326,9 @@ class _RetentionWorker:
         size = _tree_bytes(self.client, run_id, names.MODEL_ARTIFACT_PATH)
         self._artifact_repository(run).delete_artifacts(names.MODEL_ARTIFACT_PATH)
         if self.client.list_artifacts(run_id, names.MODEL_ARTIFACT_PATH):
-            raise RetentionError(f"run {run_id}: `{names.MODEL_ARTIFACT_PATH}/` artifacts are still listed after deleting them")
+            raise RetentionError(
+                f"run {run_id}: `{names.MODEL_ARTIFACT_PATH}/` artifacts are still listed after deleting them"
+            )
         return size
 
     # -- deletion
@@ -316,9 +348,16 @@ class _RetentionWorker:
                 freed += stored.bytes
                 self.store.delete(stored.key)
         if version.run_id:
-            others = [v for v in self._versions_of_run(version.run_id) if (v.name, int(v.version)) != (action.registered_model, action.version)]
+            others = [
+                v
+                for v in self._versions_of_run(version.run_id)
+                if (v.name, int(v.version)) != (action.registered_model, action.version)
+            ]
             if others:
-                self.log(f"{action.target}: keeping run {version.run_id}, it also backs {', '.join(f'{v.name} v{v.version}' for v in others)}")
+                self.log(
+                    f"{action.target}: keeping run {version.run_id}, it also backs "
+                    f"{', '.join(f'{v.name} v{v.version}' for v in others)}"
+                )
             else:
                 freed += self._delete_run(version.run_id)
         self.client.delete_model_version(action.registered_model, str(action.version))
@@ -349,11 +388,13 @@ class _RetentionWorker:
             raise _Skip("it is current (or its pointer cannot be read)")
         users = [
             version
-            for version in all_pages(lambda token: self.client.search_model_versions(
-                filter_string=f"tags.{names.FINGERPRINT_TAG} = {quoted(action.fingerprint, 'fingerprint')}",
-                max_results=SEARCH_PAGE_SIZE,
-                page_token=token,
-            ))
+            for version in all_pages(
+                lambda token: self.client.search_model_versions(
+                    filter_string=f"tags.{names.FINGERPRINT_TAG} = {quoted(action.fingerprint, 'fingerprint')}",
+                    max_results=SEARCH_PAGE_SIZE,
+                    page_token=token,
+                )
+            )
             if (version.tags or {}).get(names.ARCHIVED_TAG) != "true"
         ]
         if users:
@@ -361,7 +402,9 @@ class _RetentionWorker:
         if not self.store.list_keys(action.artifact_directory):
             raise _Skip("already deleted")
         freed = self._delete_directory(action.artifact_directory)
-        return ActionOutcome(action, "applied", f"deleted {self.store.uri(action.artifact_directory)}", bytes_freed=freed)
+        return ActionOutcome(
+            action, "applied", f"deleted {self.store.uri(action.artifact_directory)}", bytes_freed=freed
+        )
 
 
 def _tree_bytes(client: Any, run_id: str, path: str | None) -> int:

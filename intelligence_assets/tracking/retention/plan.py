@@ -3,16 +3,23 @@
 A pure function: the same inputs always give the same actions in the same order, so a dry run
 shows exactly what would happen.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from intelligence_assets.tracking.retention.snapshot import ArtifactDirectory, RetentionSnapshot, VersionState, archive_key
+from intelligence_assets.store.keys import MODELS, artifact_prefix
+from intelligence_assets.tracking.retention.snapshot import (
+    ArtifactDirectory,
+    RetentionSnapshot,
+    VersionState,
+    archive_key,
+)
 
 GIGABYTE = 1000**3
 
@@ -23,13 +30,19 @@ class RetentionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     keep_top: int = Field(
-        5, ge=1, description="Versions per registered model kept by `score` (higher is better); never archived or deleted."
+        5,
+        ge=1,
+        description="Versions per registered model kept by `score` (higher is better); never archived or deleted.",
     )
     archive_after_days: int = Field(
-        30, ge=1, description="Other versions older than this are archived into one tar.gz and their model files deleted."
+        30,
+        ge=1,
+        description="Other versions older than this are archived into one tar.gz and their model files deleted.",
     )
     delete_archived_after_days: int = Field(
-        90, ge=2, description="Archived versions older than this (from creation) are deleted with their run and archive."
+        90,
+        ge=2,
+        description="Archived versions older than this (from creation) are deleted with their run and archive.",
     )
     collect_unregistered_after_days: int = Field(
         7, ge=1, description="Runs that never became a model version are deleted, with their artifacts, after this."
@@ -42,8 +55,12 @@ class RetentionSettings(BaseModel):
             "are deleted this long after they were committed."
         ),
     )
-    quota_bytes: int = Field(20 * GIGABYTE, gt=0, description="Storage the artifact store (MLflow artifacts and archives included) may use.")
-    alert_fraction: float = Field(0.8, gt=0, le=1, description="Alert once usage exceeds this fraction of `quota_bytes`.")
+    quota_bytes: int = Field(
+        20 * GIGABYTE, gt=0, description="Storage the artifact store (MLflow artifacts and archives included) may use."
+    )
+    alert_fraction: float = Field(
+        0.8, gt=0, le=1, description="Alert once usage exceeds this fraction of `quota_bytes`."
+    )
 
     @model_validator(mode="after")
     def _deletion_follows_archiving(self) -> RetentionSettings:
@@ -55,7 +72,7 @@ class RetentionSettings(BaseModel):
         return self
 
 
-class RetentionActionKind(str, Enum):
+class RetentionActionKind(str, Enum):  # noqa: UP042 - StrEnum would change str()/format() of members
     ARCHIVE = "archive"
     DELETE_ARCHIVED = "delete_archived"
     COLLECT_RUN = "collect_run"
@@ -93,13 +110,19 @@ class RetentionAction:
         return f"{self.kind.value} {self.target} ({size}): {self.reason}"
 
     def sort_key(self) -> tuple:
-        return (KIND_ORDER[self.kind], self.registered_model or "", self.version or 0, self.run_id or "", self.artifact_directory or "")
+        return (
+            KIND_ORDER[self.kind],
+            self.registered_model or "",
+            self.version or 0,
+            self.run_id or "",
+            self.artifact_directory or "",
+        )
 
 
 def _require_aware(now: datetime) -> datetime:
     if now.tzinfo is None:
         raise ValueError(f"now must be timezone-aware (UTC), got naive {now.isoformat()}")
-    return now.astimezone(timezone.utc)
+    return now.astimezone(UTC)
 
 
 def _sum_known(*sizes: int | None) -> int | None:
@@ -109,7 +132,7 @@ def _sum_known(*sizes: int | None) -> int | None:
 def _directory_of(version: VersionState, directories: dict[str, list[ArtifactDirectory]]) -> ArtifactDirectory | None:
     """The artifact-store directory a version was registered from: by fingerprint, preferring the model layout."""
     candidates = directories.get(version.fingerprint or "", [])
-    expected = f"models/{version.family}/{version.symbol}/{version.target}"
+    expected = artifact_prefix([MODELS, version.family], version.symbol, version.target)
     for directory in candidates:
         if directory.prefix == expected:
             return directory
@@ -191,7 +214,10 @@ def plan_retention(snapshot: RetentionSnapshot, settings: RetentionSettings, now
         actions.append(
             RetentionAction(
                 kind=RetentionActionKind.DELETE_ARCHIVED,
-                reason=f"archived, created {version.created:%Y-%m-%d}, older than {settings.delete_archived_after_days} days",
+                reason=(
+                    f"archived, created {version.created:%Y-%m-%d}, older than {settings.delete_archived_after_days} "
+                    "days"
+                ),
                 bytes=_sum_known(version.archive_bytes or 0, version.run_bytes),
                 registered_model=version.registered_model,
                 version=version.version,
@@ -206,7 +232,8 @@ def plan_retention(snapshot: RetentionSnapshot, settings: RetentionSettings, now
                 RetentionAction(
                     kind=RetentionActionKind.COLLECT_RUN,
                     reason=(
-                        f"run in {run.experiment_name} started {run.started:%Y-%m-%d}, never registered as a model version, "
+                        f"run in {run.experiment_name} started {run.started:%Y-%m-%d}, never registered as a model "
+                        "version, "
                         f"older than {settings.collect_unregistered_after_days} days"
                     ),
                     bytes=run.bytes,
@@ -218,7 +245,11 @@ def plan_retention(snapshot: RetentionSnapshot, settings: RetentionSettings, now
     # by this very plan is not archived yet, so its directory stays protected until its archive exists.
     live_fingerprints = {v.fingerprint for v in snapshot.versions if v.fingerprint and not v.archived}
     for directory in snapshot.artifact_directories:
-        if directory.current or directory.fingerprint in live_fingerprints or now - directory.committed <= directory_age:
+        if (
+            directory.current
+            or directory.fingerprint in live_fingerprints
+            or now - directory.committed <= directory_age
+        ):
             continue
         actions.append(
             RetentionAction(
@@ -233,4 +264,3 @@ def plan_retention(snapshot: RetentionSnapshot, settings: RetentionSettings, now
             )
         )
     return sorted(actions, key=RetentionAction.sort_key)
-

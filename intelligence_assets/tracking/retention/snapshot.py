@@ -3,25 +3,25 @@ directories, read from the MLflow registry, its runs and one listing of the arti
 
 `gather_retention_snapshot` only reads; `plan.plan_retention` decides from what it returns.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
+from intelligence_assets.ml.metrics import finite_or_none
 from intelligence_assets.store.artifact_store import (
     ArtifactNotFoundError,
     ArtifactStore,
     CorruptArtifactError,
     StoredObject,
 )
-from intelligence_assets.ml.metrics import finite_or_none
+from intelligence_assets.store.keys import MANIFEST_FILE, POINTER_FILE, pointer_key
 from intelligence_assets.tracking import names
 
-MANIFEST_FILE = "manifest.json"  # the artifact layout's names (store/artifacts.py), repeated to stay import-light
-POINTER_FILE = "current.json"
 MLFLOW_AREA = "mlflow"
 SEARCH_PAGE_SIZE = 1000
 
@@ -85,7 +85,7 @@ def archive_key(registered_model: str, version: int) -> str:
 
 
 def _from_milliseconds(milliseconds: int | None) -> datetime | None:
-    return None if milliseconds is None else datetime.fromtimestamp(milliseconds / 1000, tz=timezone.utc)
+    return None if milliseconds is None else datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
 
 
 def quoted(value: str, what: str) -> str:
@@ -135,7 +135,11 @@ def _fingerprint_directories(store: ArtifactStore, objects: list[StoredObject]) 
     a stored value's own files (a model's folder, say) may contain a file of that name.
     """
     artifacts = [stored for stored in objects if stored.key.split("/")[0] not in {MLFLOW_AREA, names.ARCHIVE_PREFIX}]
-    manifests = {stored.key.removesuffix(f"/{MANIFEST_FILE}"): stored for stored in artifacts if stored.key.endswith(f"/{MANIFEST_FILE}")}
+    manifests = {
+        stored.key.removesuffix(f"/{MANIFEST_FILE}"): stored
+        for stored in artifacts
+        if stored.key.endswith(f"/{MANIFEST_FILE}")
+    }
 
     def ancestors(directory: str) -> Iterator[str]:
         parts = directory.split("/")
@@ -159,7 +163,7 @@ def _fingerprint_directories(store: ArtifactStore, objects: list[StoredObject]) 
     for directory in sorted(directories):
         prefix, fingerprint = directory.rsplit("/", 1)
         if prefix not in current_by_prefix:
-            current_by_prefix[prefix] = current_fingerprint(store, prefix) if f"{prefix}/{POINTER_FILE}" in pointers else ""
+            current_by_prefix[prefix] = current_fingerprint(store, prefix) if pointer_key(prefix) in pointers else ""
         current = current_by_prefix[prefix]
         found.append(
             ArtifactDirectory(
@@ -176,7 +180,7 @@ def _fingerprint_directories(store: ArtifactStore, objects: list[StoredObject]) 
 def current_fingerprint(store: ArtifactStore, prefix: str) -> str | None:
     """The fingerprint the prefix's pointer names; "" when there is no pointer; None when it cannot be read."""
     try:
-        pointer = store.get_json(f"{prefix}/{POINTER_FILE}")
+        pointer = store.get_json(pointer_key(prefix))
     except ArtifactNotFoundError:
         return ""
     except CorruptArtifactError:
@@ -199,7 +203,9 @@ def gather_retention_snapshot(client: Any, store: ArtifactStore) -> RetentionSna
         model
         for model in all_pages(
             lambda token: client.search_registered_models(
-                filter_string=f"name LIKE '{names.REGISTERED_MODEL_PREFIX}.%'", max_results=SEARCH_PAGE_SIZE, page_token=token
+                filter_string=f"name LIKE '{names.REGISTERED_MODEL_PREFIX}.%'",
+                max_results=SEARCH_PAGE_SIZE,
+                page_token=token,
             )
         )
         if model.name.startswith(f"{names.REGISTERED_MODEL_PREFIX}.")
@@ -212,7 +218,9 @@ def gather_retention_snapshot(client: Any, store: ArtifactStore) -> RetentionSna
             aliases_by_version[int(version)].append(alias)
         for version in all_pages(
             lambda token, name=model.name: client.search_model_versions(
-                filter_string=f"name = {quoted(name, 'registered model name')}", max_results=SEARCH_PAGE_SIZE, page_token=token
+                filter_string=f"name = {quoted(name, 'registered model name')}",
+                max_results=SEARCH_PAGE_SIZE,
+                page_token=token,
             )
         ):
             raw_versions.append((model, version, tuple(sorted(aliases_by_version.get(int(version.version), [])))))
@@ -238,7 +246,9 @@ def gather_retention_snapshot(client: Any, store: ArtifactStore) -> RetentionSna
             )
         )
 
-    run_ids = {run.info.run_id for _, run in runs} | {version.run_id for _, version, _ in raw_versions if version.run_id}
+    run_ids = {run.info.run_id for _, run in runs} | {
+        version.run_id for _, version, _ in raw_versions if version.run_id
+    }
     run_bytes, model_bytes = _mlflow_bytes_by_run(objects, run_ids)
 
     versions = []
@@ -250,7 +260,7 @@ def gather_retention_snapshot(client: Any, store: ArtifactStore) -> RetentionSna
                 registered_model=model.name,
                 version=number,
                 run_id=version.run_id or None,
-                created=_from_milliseconds(version.creation_timestamp) or datetime.fromtimestamp(0, tz=timezone.utc),
+                created=_from_milliseconds(version.creation_timestamp) or datetime.fromtimestamp(0, tz=UTC),
                 aliases=aliases,
                 score=finite_or_none(tags.get(names.SCORE_TAG)),
                 fingerprint=tags.get(names.FINGERPRINT_TAG) or None,

@@ -1,5 +1,6 @@
 """Cache-aware rematerialization: exactly the partitions whose inputs, config or code changed
 are recomputed; everything else is answered by the artifact store."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,23 +10,27 @@ import polars as pl
 import pytest
 import yaml
 
+from intelligence_assets.config.universe import load_universe
 from intelligence_assets.definitions import build_assets
 from intelligence_assets.defs.assets.market_data import FEATURES
 from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
+from intelligence_assets.defs.planner import plan_runs
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.synthetic import synthetic_bars
-from intelligence_assets.defs.planner import plan_runs
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import TABLE_FILE, ArtifactHandle, read_value
 from intelligence_assets.store.keys import artifact_prefix, file_key
-from intelligence_assets.config.universe import load_universe
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import cache_outcomes, local_resources, materialize_everything
 
 # xgboost too: ranking and selection use lightgbm and linear, so bumping either recomputes the
 # rankings; a family they do not use shows the narrowest recompute set.
-FAMILIES = {"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 60}}, "xgboost": {"params": {"num_boost_round": 30}}}
+FAMILIES = {
+    "linear": {"params": {}},
+    "lightgbm": {"params": {"num_boost_round": 60}},
+    "xgboost": {"params": {"num_boost_round": 30}},
+}
 PER_SYMBOL_TARGET = ["labels", "target_rankings", "feature_sets", "models/linear", "models/lightgbm", "models/xgboost"]
 
 
@@ -35,7 +40,9 @@ def misses(outcomes: dict) -> set[tuple[str, str | None]]:
 
 def champions_of(store: LocalArtifactStore) -> pl.DataFrame:
     """The registry's champion per cell (after the promotion rule), as model_registry stored it."""
-    return read_value(store, artifact_prefix(MODEL_REGISTRY)).select("symbol", "target", "champion_version", "champion_family")
+    return read_value(store, artifact_prefix(MODEL_REGISTRY)).select(
+        "symbol", "target", "champion_version", "champion_family"
+    )
 
 
 def symbols_whose_champions_changed(before: pl.DataFrame, after: pl.DataFrame) -> set[str]:
@@ -95,7 +102,9 @@ def test_rerun_with_nothing_changed_recomputes_nothing(warm) -> None:
 def test_new_bars_for_one_symbol_recompute_exactly_that_symbol(warm) -> None:
     universe_path, instance, resources, store = warm
     # 30 new bars appended to NOISE (same seed: the old bars are an exact prefix).
-    synthetic_bars(n_bars=1630, seed=101, signal_strength=0.0).write_parquet(universe_path.parent / "bars" / "NOISE.parquet")
+    synthetic_bars(n_bars=1630, seed=101, signal_strength=0.0).write_parquet(
+        universe_path.parent / "bars" / "NOISE.parquet"
+    )
     plan = plan_for(universe_path, store)
     rerun = materialize_everything(load_universe(universe_path), instance, resources)
     assert_plan_covers_exactly(plan, misses(rerun), universe_path)
@@ -121,7 +130,9 @@ def test_changed_target_spec_recomputes_exactly_that_target(warm) -> None:
     assert misses(rerun) == expected
 
 
-def test_bumped_family_code_version_recomputes_that_family_and_dependents(warm, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bumped_family_code_version_recomputes_that_family_and_dependents(
+    warm, monkeypatch: pytest.MonkeyPatch
+) -> None:
     universe_path, instance, resources, store = warm
     universe = load_universe(universe_path)
     champions_before = champions_of(store)
@@ -145,13 +156,21 @@ def test_corrupt_stored_artifact_is_detected_and_recomputed(warm) -> None:
     handle = ArtifactHandle.current(store, prefix)
     store.put_bytes(file_key(prefix, handle.fingerprint, TABLE_FILE), b"PAR1 not really parquet")
     universe = load_universe(universe_path)
-    result = dg.materialize(build_assets(universe), selection=dg.AssetSelection.assets("features"), partition_key="SIGNAL", instance=instance, resources=resources)
+    result = dg.materialize(
+        build_assets(universe),
+        selection=dg.AssetSelection.assets("features"),
+        partition_key="SIGNAL",
+        instance=instance,
+        resources=resources,
+    )
     materialization = result.get_asset_materialization_events()[0].materialization
     assert materialization.metadata["cache"].value == "miss"  # never silently reused
     assert read_value(store, prefix).height > 0
 
 
-def ranged_run(universe_path: Path, instance: dg.DagsterInstance, resources: dict, assets: list[str]) -> dg.ExecuteInProcessResult:
+def ranged_run(
+    universe_path: Path, instance: dg.DagsterInstance, resources: dict, assets: list[str]
+) -> dg.ExecuteInProcessResult:
     """One run over every symbol partition, as a BackfillPolicy chunk launches it."""
     universe = load_universe(universe_path)
     return dg.materialize(
@@ -159,7 +178,10 @@ def ranged_run(universe_path: Path, instance: dg.DagsterInstance, resources: dic
         selection=dg.AssetSelection.assets(*assets),
         instance=instance,
         resources=resources,
-        tags={"dagster/asset_partition_range_start": universe.symbols[0], "dagster/asset_partition_range_end": universe.symbols[-1]},
+        tags={
+            "dagster/asset_partition_range_start": universe.symbols[0],
+            "dagster/asset_partition_range_end": universe.symbols[-1],
+        },
     )
 
 
@@ -170,7 +192,9 @@ def test_backfill_policy_run_over_many_partitions_matches_single_partition_runs(
     # Same fingerprints as the single-partition runs of the cold pass: every partition is a hit.
     result = ranged_run(universe_path, instance, resources, ["features", "predictions"])
     assert result.success
-    assert cache_outcomes(result) == {(asset, symbol): "hit" for asset in ("features", "predictions") for symbol in symbols}
+    assert cache_outcomes(result) == {
+        (asset, symbol): "hit" for asset in ("features", "predictions") for symbol in symbols
+    }
 
     # A feature setting changes: one run computes every symbol, each with its own metadata.
     config = yaml.safe_load(universe_path.read_text())
@@ -183,8 +207,15 @@ def test_backfill_policy_run_over_many_partitions_matches_single_partition_runs(
         symbol = event.materialization.partition
         stored = read_value(store, artifact_prefix(FEATURES, symbol))
         assert event.materialization.metadata["rows"].value == stored.height
-        assert event.materialization.metadata["fingerprint"].value == ArtifactHandle.current(store, artifact_prefix(FEATURES, symbol)).fingerprint
+        assert (
+            event.materialization.metadata["fingerprint"].value
+            == ArtifactHandle.current(store, artifact_prefix(FEATURES, symbol)).fingerprint
+        )
         assert "ret_21" not in stored.columns and "ret_10" in stored.columns
     plan = plan_for(universe_path, store)
     assert {("features", symbol) for symbol in symbols} <= plan.fresh
-    assert {("target_rankings", f"{symbol}|{target}") for symbol in symbols for target in load_universe(universe_path).target_names} <= plan.stale
+    assert {
+        ("target_rankings", f"{symbol}|{target}")
+        for symbol in symbols
+        for target in load_universe(universe_path).target_names
+    } <= plan.stale

@@ -1,5 +1,6 @@
 """Housekeeping through Dagster on the embedded default: retention (dry run and applied, ages
 rehearsed with `days_ahead`), storage usage and its quota check, and the daily schedule."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,14 +10,14 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from intelligence_assets.defs.assets.housekeeping import CHECKPOINT_RETENTION, STORAGE_USAGE
-from intelligence_assets.store.keys import artifact_prefix
-from intelligence_assets.definitions import HOUSEKEEPING_JOB, build_assets, build_definitions
 from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.config.universe import Universe, load_universe
+from intelligence_assets.definitions import HOUSEKEEPING_JOB, build_assets, build_definitions
+from intelligence_assets.defs.assets.housekeeping import CHECKPOINT_RETENTION, STORAGE_USAGE
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.tracking.retention import RetentionSettings
-from intelligence_assets.config.universe import Universe, load_universe
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import local_resources, materialize_everything
 
@@ -26,12 +27,22 @@ HOUSEKEEPING = dg.AssetSelection.assets("checkpoint_retention", "storage_usage")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
     directory = tmp_path_factory.mktemp("housekeeping")
-    universe = load_universe(write_small_universe(directory, families={"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 40}}}))
+    universe = load_universe(
+        write_small_universe(
+            directory, families={"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 40}}}
+        )
+    )
     root = directory / "artifacts"
     resources = local_resources(root, universe)
     with dg.instance_for_test() as instance:
         materialize_everything(universe, instance, resources)
-        yield universe, instance, resources, LocalArtifactStore(root), MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+        yield (
+            universe,
+            instance,
+            resources,
+            LocalArtifactStore(root),
+            MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"),
+        )
 
 
 def all_runs(client: MlflowClient) -> list:
@@ -40,7 +51,10 @@ def all_runs(client: MlflowClient) -> list:
 
 def housekeeping(universe: Universe, instance, resources, dry_run: bool, days_ahead: int) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        build_assets(universe), selection=HOUSEKEEPING, instance=instance, resources=resources,
+        build_assets(universe),
+        selection=HOUSEKEEPING,
+        instance=instance,
+        resources=resources,
         run_config={"ops": {"checkpoint_retention": {"config": {"dry_run": dry_run, "days_ahead": days_ahead}}}},
     )
 
@@ -65,12 +79,16 @@ def test_dry_run_lists_actions_and_changes_nothing_then_apply_is_idempotent(trai
     assert set(report["kind"]) == {"collect_run"} and set(report["status"]) == {"planned"}
     assert {run.info.run_id for run in all_runs(client)} == runs_before
     assert {(v.name, v.version) for v in client.search_model_versions()} == versions_before
-    assert set(store.list_keys("")) - keys_before <= {key for key in store.list_keys("") if key.startswith(("checkpoint_retention/", "storage_usage/"))}
+    assert set(store.list_keys("")) - keys_before <= {
+        key for key in store.list_keys("") if key.startswith(("checkpoint_retention/", "storage_usage/"))
+    }
 
     applied = housekeeping(universe, instance, resources, dry_run=False, days_ahead=10)
     assert applied.asset_materializations_for_node("checkpoint_retention")[0].metadata["failed"].value == 0
     assert {run.info.run_id for run in all_runs(client)} == runs_before - gated_runs
-    assert {(v.name, v.version) for v in client.search_model_versions()} == versions_before  # top-K and alias holders untouched
+    assert {
+        (v.name, v.version) for v in client.search_model_versions()
+    } == versions_before  # top-K and alias holders untouched
     again = housekeeping(universe, instance, resources, dry_run=False, days_ahead=10)
     assert again.success
     # Nothing left to do in MLflow; the only targets are earlier housekeeping results, superseded
@@ -84,7 +102,9 @@ def test_storage_usage_counts_every_area_and_checks_the_quota(trained) -> None:
     universe, instance, resources, store, _ = trained
     result = housekeeping(universe, instance, resources, dry_run=True, days_ahead=0)
     usage = read_value(store, artifact_prefix(STORAGE_USAGE))
-    on_disk = sum(path.stat().st_size for path in Path(store.location.removeprefix("file://")).rglob("*") if path.is_file())
+    on_disk = sum(
+        path.stat().st_size for path in Path(store.location.removeprefix("file://")).rglob("*") if path.is_file()
+    )
     stored = int(usage["bytes"].sum())
     # Everything but the usage table being written at that moment (and its pointer).
     assert 0 < on_disk - stored < 50_000
@@ -94,7 +114,9 @@ def test_storage_usage_counts_every_area_and_checks_the_quota(trained) -> None:
     assert check.check_name == "storage_quota" and check.passed
 
     tiny = universe.model_copy(update={"retention": RetentionSettings(quota_bytes=stored // 2)})
-    over = dg.materialize(build_assets(tiny), selection=dg.AssetSelection.assets("storage_usage"), instance=instance, resources=resources)
+    over = dg.materialize(
+        build_assets(tiny), selection=dg.AssetSelection.assets("storage_usage"), instance=instance, resources=resources
+    )
     evaluation = over.get_asset_check_evaluations()[0]
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
     assert "bytes used" in (evaluation.description or "")

@@ -1,5 +1,6 @@
 """The `minio` deployment: the whole graph against a real S3 HTTP endpoint (moto server on
 loopback) through the minio SDK, with the same layout and the same cache as the local backend."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,18 +9,20 @@ import dagster as dg
 import pytest
 
 from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.config.universe import load_universe
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.store.artifacts import ArtifactHandle, read_value
 from intelligence_assets.store.keys import artifact_prefix, file_key, pointer_key
-from intelligence_assets.config.universe import load_universe
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.mlflow_server import MlflowServer
 from intelligence_assets_tests.support.pipeline import materialize_everything
 from intelligence_assets_tests.support.services import S3Endpoint, unique_bucket_name
 
 
-def test_graph_on_s3_with_cache_hits_and_no_secret_in_dagster(tmp_path: Path, s3_endpoint: S3Endpoint, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_graph_on_s3_with_cache_hits_and_no_secret_in_dagster(
+    tmp_path: Path, s3_endpoint: S3Endpoint, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bucket = unique_bucket_name("graph")
     monkeypatch.setenv("INTELLIGENCE_DEPLOYMENT", "minio")
     monkeypatch.setenv("INTELLIGENCE_S3_ENDPOINT", s3_endpoint.endpoint)
@@ -37,7 +40,9 @@ def test_graph_on_s3_with_cache_hits_and_no_secret_in_dagster(tmp_path: Path, s3
         rerun = materialize_everything(universe, instance, deployment.resources(universe))
         assert set(rerun.values()) == {"hit", "recomputed"}
         # Models were logged once, on the miss; the hits linked the same runs.
-        model_metadata = instance.fetch_materializations(model_key("linear"), limit=1).records[0].asset_materialization.metadata
+        model_metadata = (
+            instance.fetch_materializations(model_key("linear"), limit=1).records[0].asset_materialization.metadata
+        )
         assert model_metadata["mlflow_run"].value.startswith(mlflow_server.url)
 
         # The credentials were EnvVars: nothing Dagster stored mentions the secret.

@@ -1,10 +1,11 @@
 """Schedules, sensors and declarative automation through Dagster's test APIs, on real instances
 with real stores: cursors, exact run requests, restarts, decay thresholds, alerts, pools."""
+
 from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -12,23 +13,33 @@ import polars as pl
 import pytest
 import yaml
 
+from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.config.universe import load_universe
+from intelligence_assets.definitions import build_assets, build_definitions
 from intelligence_assets.defs.assets.market_data import BARS
 from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
-from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.defs.automation.alerts import alerts_table
-from intelligence_assets.cli.pools import configure_pools
-from intelligence_assets.definitions import build_assets, build_definitions
-from intelligence_assets.config.deployment import DeploymentSettings
-from intelligence_assets.ml.synthetic import synthetic_bars
 from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
+from intelligence_assets.defs.pools import configure_pools
+from intelligence_assets.ml.synthetic import synthetic_bars
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
-from intelligence_assets.config.universe import load_universe
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import materialize_everything
 
 LINEAR_ONLY = {"linear": {"params": {}}}
-ORDER = ["bars", "features", "labels", "target_rankings", "feature_sets", "models", "model_leaderboard", "model_registry", "predictions"]
+ORDER = [
+    "bars",
+    "features",
+    "labels",
+    "target_rankings",
+    "feature_sets",
+    "models",
+    "model_leaderboard",
+    "model_registry",
+    "predictions",
+]
 
 
 def definitions_for(universe_path: Path, artifacts: Path) -> tuple[dg.Definitions, dict]:
@@ -37,8 +48,12 @@ def definitions_for(universe_path: Path, artifacts: Path) -> tuple[dg.Definition
     return build_definitions(universe, deployment), deployment.resources(universe)
 
 
-def evaluate_sensor(defs: dg.Definitions, name: str, instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult | dg.SkipReason:
-    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, sensor_name=name, resources=defs.resources) as context:
+def evaluate_sensor(
+    defs: dg.Definitions, name: str, instance: dg.DagsterInstance, cursor: str | None
+) -> dg.SensorResult | dg.SkipReason:
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, definitions=defs, sensor_name=name, resources=defs.resources
+    ) as context:
         return defs.resolve_sensor_def(name)(context)
 
 
@@ -46,9 +61,17 @@ def requested(result: dg.SensorResult) -> set[tuple[str | None, str | None]]:
     return {(request.job_name, request.partition_key) for request in result.run_requests or []}
 
 
-def materialize(universe_path: Path, resources: dict, instance: dg.DagsterInstance, assets: list[str], partition: str | None) -> None:
+def materialize(
+    universe_path: Path, resources: dict, instance: dg.DagsterInstance, assets: list[str], partition: str | None
+) -> None:
     universe = load_universe(universe_path)
-    result = dg.materialize(build_assets(universe), selection=dg.AssetSelection.assets(*assets), partition_key=partition, instance=instance, resources=resources)
+    result = dg.materialize(
+        build_assets(universe),
+        selection=dg.AssetSelection.assets(*assets),
+        partition_key=partition,
+        instance=instance,
+        resources=resources,
+    )
     assert result.success
 
 
@@ -59,12 +82,15 @@ def append_bars(path: Path, extra: pl.DataFrame) -> None:
     start = bars["timestamp"][-1]
     extra = extra.with_columns(
         *[(pl.col(column) * scale) for column in ("open", "high", "low", "close")],
-        pl.Series("timestamp", [start + timedelta(days=i + 1) for i in range(extra.height)], dtype=bars["timestamp"].dtype),
+        pl.Series(
+            "timestamp", [start + timedelta(days=i + 1) for i in range(extra.height)], dtype=bars["timestamp"].dtype
+        ),
     ).select(bars.columns)
     pl.concat([bars, extra]).write_parquet(path)
 
 
 # -- new bars ------------------------------------------------------------------------------------
+
 
 def test_new_bars_sensor_registers_new_symbols_once_and_requests_exactly_their_partitions(tmp_path: Path) -> None:
     path = write_small_universe(tmp_path, families=LINEAR_ONLY)
@@ -90,7 +116,9 @@ def test_new_bars_sensor_registers_new_symbols_once_and_requests_exactly_their_p
 
         # A new symbol's file: registered once, exactly its bars requested.
         synthetic_bars(n_bars=800, seed=7, signal_strength=0.0).write_parquet(tmp_path / "bars" / "LATER.parquet")
-        synthetic_bars(n_bars=800, seed=8, signal_strength=0.0).write_parquet(tmp_path / "bars" / "NOT_IN_UNIVERSE.parquet")
+        synthetic_bars(n_bars=800, seed=8, signal_strength=0.0).write_parquet(
+            tmp_path / "bars" / "NOT_IN_UNIVERSE.parquet"
+        )
         new = evaluate_sensor(defs, "new_bars", instance, again.cursor)
         assert requested(new) == {(None, "LATER")}
         assert [r.partition_keys for r in new.dynamic_partitions_requests] == [["LATER"]]
@@ -108,7 +136,9 @@ def test_new_bars_sensor_registers_new_symbols_once_and_requests_exactly_their_p
         assert {r.run_key for r in lost.run_requests} == {r.run_key for r in changed.run_requests}
 
 
-def test_new_bars_sensor_follows_universe_yaml_each_tick_and_remembers_only_what_it_acted_on(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+def test_new_bars_sensor_follows_universe_yaml_each_tick_and_remembers_only_what_it_acted_on(
+    tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
     path = write_small_universe(tmp_path, families=LINEAR_ONLY)
     config = yaml.safe_load(path.read_text())
     config["symbols"] = ["SIGNAL"]  # NOISE.parquet is there, its symbol not yet
@@ -122,7 +152,12 @@ def test_new_bars_sensor_follows_universe_yaml_each_tick_and_remembers_only_what
         # The symbol is added to universe.yaml after its file arrived; no reload.
         config["symbols"] = ["SIGNAL", "NOISE", "HOLLOW"]
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-        pl.DataFrame(schema={"timestamp": pl.Datetime("us", "UTC"), **{c: pl.Float64 for c in ("open", "high", "low", "close", "volume")}}).write_parquet(tmp_path / "bars" / "HOLLOW.parquet")
+        pl.DataFrame(
+            schema={
+                "timestamp": pl.Datetime("us", "UTC"),
+                **dict.fromkeys(("open", "high", "low", "close", "volume"), pl.Float64),
+            }
+        ).write_parquet(tmp_path / "bars" / "HOLLOW.parquet")
         added = evaluate_sensor(defs, "new_bars", instance, first.cursor)
         assert requested(added) == {(None, "NOISE")}  # HOLLOW's file has 0 rows: not registered, not requested
         assert [sorted(r.partition_keys) for r in added.dynamic_partitions_requests] == [["NOISE"]]
@@ -139,8 +174,12 @@ def test_new_bars_sensor_follows_universe_yaml_each_tick_and_remembers_only_what
         config["symbols"] = ["SIGNAL", "HOLLOW"]
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         removed = evaluate_sensor(defs, "new_bars", instance, fixed.cursor)
-        assert [(type(r).__name__, list(r.partition_keys)) for r in removed.dynamic_partitions_requests] == [("DeleteDynamicPartitionsRequest", ["NOISE"])]
-        assert [sorted(key.to_user_string() for key in r.asset_selection) for r in removed.run_requests] == [["model_leaderboard", "model_registry"]]
+        assert [(type(r).__name__, list(r.partition_keys)) for r in removed.dynamic_partitions_requests] == [
+            ("DeleteDynamicPartitionsRequest", ["NOISE"])
+        ]
+        assert [sorted(key.to_user_string() for key in r.asset_selection) for r in removed.run_requests] == [
+            ["model_leaderboard", "model_registry"]
+        ]
 
         # New targets reshape the graph: the sensor says a reload is needed.
         config["targets"] = [*config["targets"], {"name": "y_up_5b", "kind": "direction", "horizon": 5}]
@@ -156,9 +195,14 @@ def test_new_bars_sensor_follows_universe_yaml_each_tick_and_remembers_only_what
 
 # -- a materialized graph: schedule, automation, decay -------------------------------------------
 
+
 @pytest.fixture
 def graph(tmp_path: Path):
-    path = write_small_universe(tmp_path, families=LINEAR_ONLY, automation={"decay_window_rows": 250, "decay_min_rows": 30, "decay_max_skill_loss": 0.5})
+    path = write_small_universe(
+        tmp_path,
+        families=LINEAR_ONLY,
+        automation={"decay_window_rows": 250, "decay_min_rows": 30, "decay_max_skill_loss": 0.5},
+    )
     defs, resources = definitions_for(path, tmp_path / "artifacts")
     with dg.instance_for_test() as instance:
         materialize_everything(load_universe(path), instance, resources)
@@ -167,20 +211,27 @@ def graph(tmp_path: Path):
 
 def evaluate_schedule(defs: dg.Definitions, instance: dg.DagsterInstance, resources: dict, when: datetime):
     schedule = defs.resolve_schedule_def("periodic_retrain")
-    with dg.build_schedule_context(instance=instance, scheduled_execution_time=when, resources=resources, repository_def=defs.get_repository_def()) as context:
+    with dg.build_schedule_context(
+        instance=instance, scheduled_execution_time=when, resources=resources, repository_def=defs.get_repository_def()
+    ) as context:
         return schedule.evaluate_tick(context)
 
 
 def test_retrain_schedule_requests_only_stale_or_old_model_partitions(graph) -> None:
     path, defs, resources, instance, _ = graph
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     fresh = evaluate_schedule(defs, instance, resources, now)
     assert not fresh.run_requests and "current" in fresh.skip_message
     # Eight days later every model is older than the 7-day limit.
     later = evaluate_schedule(defs, instance, resources, now + timedelta(days=8))
     # One ranged run per symbol over both targets, as a backfill of these cells would run.
-    assert {ranged(r) for r in later.run_requests} == {("SIGNAL|y_up_1b", "SIGNAL|y_volatility_5b"), ("NOISE|y_up_1b", "NOISE|y_volatility_5b")}
-    assert all(r.partition_key is None and r.tags["intelligence/reason"].startswith("model 8.") for r in later.run_requests)
+    assert {ranged(r) for r in later.run_requests} == {
+        ("SIGNAL|y_up_1b", "SIGNAL|y_volatility_5b"),
+        ("NOISE|y_up_1b", "NOISE|y_volatility_5b"),
+    }
+    assert all(
+        r.partition_key is None and r.tags["intelligence/reason"].startswith("model 8.") for r in later.run_requests
+    )
     # New bars for NOISE: today, exactly NOISE's partitions are stale.
     append_bars(path.parent / "bars" / "NOISE.parquet", synthetic_bars(n_bars=20, seed=9))
     stale = evaluate_schedule(defs, instance, resources, now)
@@ -188,11 +239,18 @@ def test_retrain_schedule_requests_only_stale_or_old_model_partitions(graph) -> 
     assert {r.tags["intelligence/reason"] for r in stale.run_requests} == {"stale"}
     # The request runs as the daemon launches it: the schedule's job with the request's tags.
     request = later.run_requests[0]
-    result = defs.resolve_job_def("training_job").execute_in_process(instance=instance, tags=request.tags, resources=resources)
+    result = defs.resolve_job_def("training_job").execute_in_process(
+        instance=instance, tags=request.tags, resources=resources
+    )
     symbol = ranged(request)[0].split("|")[0]
-    materialized = {(event.asset_key.to_user_string(), event.partition) for event in result.get_asset_materialization_events()}
-    assert {(asset, f"{symbol}|{target}") for asset in ("labels", "target_rankings", "feature_sets", "models/linear")
-            for target in ("y_up_1b", "y_volatility_5b")} == materialized
+    materialized = {
+        (event.asset_key.to_user_string(), event.partition) for event in result.get_asset_materialization_events()
+    }
+    assert {
+        (asset, f"{symbol}|{target}")
+        for asset in ("labels", "target_rankings", "feature_sets", "models/linear")
+        for target in ("y_up_1b", "y_volatility_5b")
+    } == materialized
 
 
 def ranged(request: dg.RunRequest) -> tuple[str, str]:
@@ -213,22 +271,43 @@ def test_new_bars_flow_downstream_by_automation_without_recomputing_fresh_partit
     for _ in range(8):
         result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
         cursor = result.cursor
-        wave = {key.to_user_string(): sorted(str(p) for p in result.get_requested_partitions(key) if p is not None) or [None]
-                for key in defs.resolve_asset_graph().get_all_asset_keys() if result.get_num_requested(key)}
+        wave = {
+            key.to_user_string(): sorted(str(p) for p in result.get_requested_partitions(key) if p is not None)
+            or [None]
+            for key in defs.resolve_asset_graph().get_all_asset_keys()
+            if result.get_num_requested(key)
+        }
         if not wave:
             break
         waves.append(wave)
         for asset, partitions in sorted(wave.items(), key=lambda item: ORDER.index(item[0].split("/")[0])):
             for partition in partitions:
-                key = dg.MultiPartitionKey(dict(zip(("symbol", "target"), partition.split("|")))) if partition and "|" in partition else partition
-                run = dg.materialize(assets, selection=dg.AssetSelection.assets(dg.AssetKey.from_user_string(asset)), partition_key=key, instance=instance, resources=resources)
+                key = (
+                    dg.MultiPartitionKey(dict(zip(("symbol", "target"), partition.split("|"), strict=False)))
+                    if partition and "|" in partition
+                    else partition
+                )
+                run = dg.materialize(
+                    assets,
+                    selection=dg.AssetSelection.assets(dg.AssetKey.from_user_string(asset)),
+                    partition_key=key,
+                    instance=instance,
+                    resources=resources,
+                )
                 assert run.success
     assert waves, "the new bars triggered nothing"
-    requested_all = {(asset, partition) for wave in waves for asset, partitions in wave.items() for partition in partitions}
+    requested_all = {
+        (asset, partition) for wave in waves for asset, partitions in wave.items() for partition in partitions
+    }
     symbols_touched = {partition.split("|")[0] for _, partition in requested_all if partition}
     # Only NOISE's partitions, then the unpartitioned leaderboard and registry, then predictions.
     assert symbols_touched <= {"NOISE"} | ({"SIGNAL"} if ("predictions", "SIGNAL") in requested_all else set())
-    assert {("features", "NOISE"), ("model_leaderboard", None), ("model_registry", None), ("predictions", "NOISE")} <= requested_all
+    assert {
+        ("features", "NOISE"),
+        ("model_leaderboard", None),
+        ("model_registry", None),
+        ("predictions", "NOISE"),
+    } <= requested_all
     assert ("models/linear", "NOISE|y_volatility_5b") in requested_all
     assert not any(partition and partition.startswith("SIGNAL|") for _, partition in requested_all)
     # It settles (no loops): the last evaluation requested nothing, after three waves — the symbol's
@@ -241,7 +320,9 @@ def test_champion_decay_triggers_only_past_the_threshold(graph) -> None:
     path, defs, resources, instance, store = graph
     registry = read_value(store, artifact_prefix(MODEL_REGISTRY))
     signal = registry.filter((pl.col("symbol") == "SIGNAL") & (pl.col("target") == "y_up_1b")).row(0, named=True)
-    assert signal["champion_version"] and signal["champion_score"] > 0.6, "precondition: the planted signal has a champion"
+    assert signal["champion_version"] and signal["champion_score"] > 0.6, (
+        "precondition: the planted signal has a champion"
+    )
 
     def refresh_signal(extra: pl.DataFrame) -> dg.SensorResult:
         append_bars(path.parent / "bars" / "SIGNAL.parquet", extra)
@@ -262,37 +343,57 @@ def test_champion_decay_triggers_only_past_the_threshold(graph) -> None:
     # Same evidence again: the cursor (and the run keys) keep it from being requested twice.
     again = evaluate_sensor(defs, "champion_decay", instance, decayed.cursor)
     assert not again.run_requests
-    assert {r.run_key for r in evaluate_sensor(defs, "champion_decay", instance, None).run_requests} == {r.run_key for r in decayed.run_requests}
+    assert {r.run_key for r in evaluate_sensor(defs, "champion_decay", instance, None).run_requests} == {
+        r.run_key for r in decayed.run_requests
+    }
 
 
 # -- alerts, pools, priorities -------------------------------------------------------------------
+
 
 def test_a_failed_run_becomes_one_alert(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write_small_universe(tmp_path, families=LINEAR_ONLY)
     defs, resources = definitions_for(path, tmp_path / "artifacts")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("symbol", ["GHOST"])
-        failed = dg.materialize(build_assets(load_universe(path)), selection=dg.AssetSelection.assets("bars"), partition_key="GHOST",
-                                instance=instance, resources=resources, raise_on_error=False)
+        failed = dg.materialize(
+            build_assets(load_universe(path)),
+            selection=dg.AssetSelection.assets("bars"),
+            partition_key="GHOST",
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+        )
         assert not failed.success
         failure_event = failed.get_run_failure_event()
         sensor = defs.resolve_sensor_def("run_failure_alerts")
-        with dg.build_run_status_sensor_context(
-            sensor_name="run_failure_alerts", dagster_event=failure_event, dagster_instance=instance,
-            dagster_run=instance.get_run_by_id(failed.run_id), resources={"alert_notifier": resources["alert_notifier"]},
-        ).for_run_failure() as context, caplog.at_level(logging.ERROR, logger="intelligence_assets.alerts"):
+        with (
+            dg.build_run_status_sensor_context(
+                sensor_name="run_failure_alerts",
+                dagster_event=failure_event,
+                dagster_instance=instance,
+                dagster_run=instance.get_run_by_id(failed.run_id),
+                resources={"alert_notifier": resources["alert_notifier"]},
+            ).for_run_failure() as context,
+            caplog.at_level(logging.ERROR, logger="intelligence_assets.alerts"),
+        ):
             sensor(context)
             sensor(context)  # the same failure seen twice
         alerts = alerts_table(LocalArtifactStore(tmp_path / "artifacts"))
         assert alerts.height == 1 and alerts["run_id"][0] == failed.run_id and alerts["kind"][0] == "run_failure"
-        logged = [json.loads(record.getMessage()) for record in caplog.records if record.name == "intelligence_assets.alerts"]
+        logged = [
+            json.loads(record.getMessage()) for record in caplog.records if record.name == "intelligence_assets.alerts"
+        ]
         assert logged and logged[0]["run_id"] == failed.run_id and "bars" in logged[0]["summary"]
 
 
 def test_gpu_and_cpu_pools_and_their_limits(small_universe, tmp_path: Path) -> None:
     assets = {key.to_user_string(): asset for asset in build_assets(small_universe) for key in asset.keys}
     assert assets["models/torch_mlp"].op.pool == "gpu"
-    assert {assets[name].op.pool for name in ("models/lightgbm", "models/xgboost", "models/linear", "target_rankings", "feature_sets")} == {"cpu"}
+    assert {
+        assets[name].op.pool
+        for name in ("models/lightgbm", "models/xgboost", "models/linear", "target_rankings", "feature_sets")
+    } == {"cpu"}
     with dg.instance_for_test() as instance:
         limits = configure_pools(instance, small_universe.automation)
         assert limits == {"gpu": 1, "cpu": 2}

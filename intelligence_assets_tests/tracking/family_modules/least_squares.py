@@ -4,6 +4,7 @@
 Ordinary least squares in numpy; classification clips the fit to [0, 1] (a linear probability
 model). No library of its own, so MLflow gets the family object (`python_function`).
 """
+
 from __future__ import annotations
 
 import json

@@ -80,9 +80,9 @@ class PlatformWork:
     plot and registry version, through the same functions the assets call."""
 
     def __init__(self, root: str) -> None:
-        from intelligence_assets.config.deployment import DeploymentSettings
+        from intelligence_assets.defs.resources.deployment import Deployment
 
-        deployment = DeploymentSettings(artifact_root=Path(root))
+        deployment = Deployment(artifact_root=Path(root))
         self.store = deployment.artifact_store()
         self.tracker = deployment.mlflow_tracking_resource().tracker()
 

@@ -65,13 +65,13 @@ def start_methods(universe_path: Path) -> dict[str, dict]:
 PREPARE = """
 import dagster as dg
 from intelligence_assets.definitions import MARKET_DATA_JOB, defs
-from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.defs.partitions import register_symbols
 symbol = {symbol!r}
 instance = dg.DagsterInstance.get()
 register_symbols(instance, [symbol])
 assert defs.resolve_job_def(MARKET_DATA_JOB).execute_in_process(instance=instance, partition_key=symbol).success
-DeploymentSettings.from_environment().mlflow_tracking_resource().tracker().client.search_experiments(max_results=1)
+Deployment.from_environment().mlflow_tracking_resource().tracker().client.search_experiments(max_results=1)
 """
 
 RUN = """

@@ -13,7 +13,6 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 # Backfills launched from the asset graph use each asset's own policy.
 warnings.filterwarnings("ignore", message="Asset job market_data_job materializes assets with varying BackfillPolicies")
 
-from intelligence_assets.config.deployment import DeploymentSettings  # noqa: E402 - imported after the warning filters on purpose
 from intelligence_assets.config.universe import Universe, load_universe  # noqa: E402
 from intelligence_assets.defs.assets.housekeeping import (  # noqa: E402
     CHECKPOINT_RETENTION,
@@ -36,6 +35,7 @@ from intelligence_assets.defs.automation.sensors import (  # noqa: E402
     production_tags,
 )
 from intelligence_assets.defs.processes import worker_libraries  # noqa: E402
+from intelligence_assets.defs.resources.deployment import Deployment  # noqa: E402 - imported after the warning filters on purpose
 
 
 def build_assets(universe: Universe) -> list[dg.AssetsDefinition]:
@@ -61,7 +61,7 @@ TRAINING_SELECTION = dg.AssetSelection.assets(*TARGET_ANALYSIS_ASSETS) | dg.Asse
 )
 
 
-def build_jobs(universe: Universe, deployment: DeploymentSettings) -> list:
+def build_jobs(universe: Universe, deployment: Deployment) -> list:
     return [
         dg.define_asset_job(
             MARKET_DATA_JOB,
@@ -129,7 +129,7 @@ def build_automation(universe: Universe, assets: list[dg.AssetsDefinition], jobs
     return schedules, sensors
 
 
-def build_definitions(universe: Universe, deployment: DeploymentSettings) -> dg.Definitions:
+def build_definitions(universe: Universe, deployment: Deployment) -> dg.Definitions:
     assets = build_assets(universe)
     jobs = build_jobs(universe, deployment)
     schedules, sensors = build_automation(universe, assets, jobs)
@@ -143,4 +143,4 @@ def build_definitions(universe: Universe, deployment: DeploymentSettings) -> dg.
     )
 
 
-defs = build_definitions(load_universe(), DeploymentSettings.from_environment())
+defs = build_definitions(load_universe(), Deployment.from_environment())

@@ -252,12 +252,12 @@ def test_a_rerun_heals_a_corrupt_artifact_it_would_reuse(broken_universe) -> Non
 @pytest.fixture
 def trained_signal(tmp_path: Path):
     """SIGNAL alone, linear only, materialized end to end with a champion."""
-    from intelligence_assets.config.deployment import DeploymentSettings
+    from intelligence_assets.defs.resources.deployment import Deployment
     from intelligence_assets_tests.support.pipeline import materialize_everything
 
     path = write_small_universe(tmp_path, families={"linear": {"params": {}}}, symbols=["SIGNAL"])
     universe = load_universe(path)
-    resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources(universe)
+    resources = Deployment(artifact_root=tmp_path / "artifacts").resources(universe)
     with dg.instance_for_test() as instance:
         materialize_everything(universe, instance, resources)
         yield path, universe, instance, resources, LocalArtifactStore(tmp_path / "artifacts")
@@ -360,9 +360,9 @@ def build_assets_for(universe):
 
 
 def test_a_ranged_run_materializes_every_healthy_partition_and_fails_naming_the_broken_one(tmp_path: Path) -> None:
-    from intelligence_assets.config.deployment import DeploymentSettings
     from intelligence_assets.defs.assets.caching import FAILED_PARTITIONS
     from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, register_symbols
+    from intelligence_assets.defs.resources.deployment import Deployment
     from intelligence_assets.store.artifacts import latest_failure
 
     path = write_small_universe(tmp_path, families={"linear": {"params": {}}})
@@ -372,7 +372,7 @@ def test_a_ranged_run_materializes_every_healthy_partition_and_fails_naming_the_
     config["symbols"] = ["SIGNAL", "FLAT", "INDEX"]  # the broken one in the middle of the range
     path.write_text(yaml.safe_dump(config))
     universe = load_universe(path)
-    resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources(universe)
+    resources = Deployment(artifact_root=tmp_path / "artifacts").resources(universe)
     store = LocalArtifactStore(tmp_path / "artifacts")
     assets = build_assets_for(universe)
     with dg.instance_for_test() as instance:

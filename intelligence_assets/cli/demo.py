@@ -331,7 +331,6 @@ def materialize_universe(
     and the cache answers inside each). A partition that fails is left out of the later stages'
     runs and reported in the result; every healthy partition is still materialized.
     """
-    from intelligence_assets.config.deployment import DeploymentSettings
     from intelligence_assets.definitions import (
         LEADERBOARD_JOB,
         MARKET_DATA_JOB,
@@ -344,8 +343,9 @@ def materialize_universe(
     from intelligence_assets.defs.assets.market_data import BARS
     from intelligence_assets.defs.partitions import register_symbols, remove_symbols_not_in
     from intelligence_assets.defs.planner import asset_graph_of, plan_runs
+    from intelligence_assets.defs.resources.deployment import Deployment
 
-    deployment = DeploymentSettings.from_environment()
+    deployment = Deployment.from_environment()
     assets = build_assets(universe)
     graph = asset_graph_of(assets)
     # Each stage runs its job's assets, read from the job's selection.
@@ -585,9 +585,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def demo(args: argparse.Namespace) -> None:
-    from intelligence_assets.config.deployment import DeploymentSettings
     from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
     from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
+    from intelligence_assets.defs.resources.deployment import Deployment
     from intelligence_assets.store.artifact_store import ArtifactStoreError
     from intelligence_assets.store.artifacts import TABLE_FILE, read_value
     from intelligence_assets.store.keys import POINTER_FILE, artifact_prefix, file_key
@@ -595,7 +595,7 @@ def demo(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     outcome = materialize_universe(load_universe(), args.workers, every_partition=args.every_partition)
 
-    store = DeploymentSettings.from_environment().artifact_store()
+    store = Deployment.from_environment().artifact_store()
     try:
         print_results(
             read_value(store, artifact_prefix(MODEL_LEADERBOARD)), read_value(store, artifact_prefix(MODEL_REGISTRY))

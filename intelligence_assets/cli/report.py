@@ -321,13 +321,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cost-bps", type=float, default=5.0, help="cost per unit of position change, in basis points")
     parser.add_argument("--out", type=Path, default=REPORT_DIRECTORY)
     args = parser.parse_args(argv)
-    from intelligence_assets.config.deployment import DeploymentSettings
+    from intelligence_assets.defs.resources.deployment import Deployment
 
     # Not while `make demo` writes the store it reads.
     with holding_home("make report"):
-        path = build_report(
-            DeploymentSettings.from_environment().artifact_store(), load_universe(), args.out, args.cost_bps
-        )
+        path = build_report(Deployment.from_environment().artifact_store(), load_universe(), args.out, args.cost_bps)
     print(f"wrote {path}")
 
 

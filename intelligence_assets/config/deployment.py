@@ -1,4 +1,5 @@
-"""Which deployment this process serves, and the resources that go with it.
+"""Which deployment this process serves: its settings, read from the environment (the
+resources that go with each deployment: `defs/resources/deployment.py`).
 
 One variable, INTELLIGENCE_DEPLOYMENT, chooses:
   local  (default)  artifacts in a local directory (DAGSTER_HOME/artifacts); SQLite instance
@@ -19,20 +20,14 @@ INTELLIGENCE_MLFLOW_UI_URL overrides the base of the links shown in Dagster.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from intelligence_assets.config.universe import REPOSITORY_ROOT, ConfigurationError, Universe
-from intelligence_assets.defs.automation.alerts import AlertNotifier
-from intelligence_assets.defs.processes import step_process_executor
-from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
-from intelligence_assets.defs.resources.io_manager import ArtifactIOManager
-from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
-from intelligence_assets.store.artifact_store import ArtifactStore
-from intelligence_assets.store.bars_source import BarsSource, BarsSourceResource
+from intelligence_assets.config.universe import REPOSITORY_ROOT, ConfigurationError
 
 DEPLOYMENT_VARIABLE = "INTELLIGENCE_DEPLOYMENT"
 ARTIFACT_ROOT_VARIABLE = "INTELLIGENCE_ARTIFACT_ROOT"
@@ -52,6 +47,18 @@ S3_VARIABLES = {
     "access_key": "INTELLIGENCE_S3_ACCESS_KEY",
     "secret_key": "INTELLIGENCE_S3_SECRET_KEY",
 }
+
+
+@dataclass(frozen=True)
+class S3Connection:
+    """Where the minio and k8s deployments' bucket is, and the credentials to reach it."""
+
+    endpoint: str
+    bucket: str
+    secure: bool
+    region: str | None
+    access_key: str | dg.EnvVar
+    secret_key: str | dg.EnvVar
 
 
 class DeploymentSettings(BaseModel):
@@ -82,24 +89,22 @@ class DeploymentSettings(BaseModel):
                 f"{DEPLOYMENT_VARIABLE}={name!r} is not a known deployment; expected one of: {', '.join(DEPLOYMENTS)}"
             ) from None
 
-    def artifact_store_resource(self, resolve_secrets: bool = False) -> ArtifactStoreResource:
-        """`resolve_secrets`: read credentials now (tools outside Dagster); inside Dagster they stay
-        `EnvVar`s, resolved at run time and shown in the UI by name only."""
-        if self.name == "local":
-            return ArtifactStoreResource(backend="local", root=str(self.artifact_root))
+    def s3_connection(self, resolve_secrets: bool = False) -> S3Connection:
+        """The bucket's endpoint and credentials from INTELLIGENCE_S3_*. `resolve_secrets`: read
+        the credentials now (tools outside Dagster); inside Dagster they stay `EnvVar`s, resolved
+        at run time and shown in the UI by name only."""
         missing = [
-            v
-            for k, v in S3_VARIABLES.items()
-            if k in ("endpoint", "access_key", "secret_key") and not os.environ.get(v)
+            variable
+            for field, variable in S3_VARIABLES.items()
+            if field in ("endpoint", "access_key", "secret_key") and not os.environ.get(variable)
         ]
         if missing:
             raise ConfigurationError(f"deployment {self.name!r} needs environment variables {missing}")
 
-        def secret(field: str) -> str:
+        def secret(field: str) -> str | dg.EnvVar:
             return os.environ[S3_VARIABLES[field]] if resolve_secrets else dg.EnvVar(S3_VARIABLES[field])
 
-        return ArtifactStoreResource(
-            backend="s3",
+        return S3Connection(
             endpoint=os.environ[S3_VARIABLES["endpoint"]],
             bucket=os.environ.get(S3_VARIABLES["bucket"]) or "intelligence-assets",
             secure=os.environ.get(S3_VARIABLES["secure"], "false").strip().lower() in ("1", "true", "yes"),
@@ -108,61 +113,8 @@ class DeploymentSettings(BaseModel):
             secret_key=secret("secret_key"),
         )
 
-    def artifact_store(self) -> ArtifactStore:
-        return self.artifact_store_resource(resolve_secrets=True).store()
-
     @property
     def embedded_mlflow_home(self) -> Path:
         """The embedded MLflow store (database and run artifacts): inside the local artifact store,
         so its bytes count in storage usage; beside DAGSTER_HOME's instance otherwise."""
         return (self.artifact_root if self.name == "local" else self.dagster_home) / "mlflow"
-
-    def mlflow_tracking_resource(self) -> MlflowTrackingResource:
-        if self.name == "k8s" and not self.mlflow_tracking_uri:
-            # Step pods share nothing but the bucket and the tracking server: an embedded store would
-            # scatter runs across pods' disks.
-            raise ConfigurationError(
-                f"deployment 'k8s' needs {MLFLOW_TRACKING_VARIABLE} (the MLflow server, e.g. http://intelligence-mlflow:5000)"
-            )
-        if self.mlflow_tracking_uri:
-            return MlflowTrackingResource(tracking_uri=self.mlflow_tracking_uri, ui_url=self.mlflow_ui_url)
-        home = self.embedded_mlflow_home.resolve()
-        return MlflowTrackingResource(
-            tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
-            ui_url=self.mlflow_ui_url or EMBEDDED_MLFLOW_UI_URL,
-            experiment_root=str(home),
-        )
-
-    def bars_source_resource(
-        self, universe: Universe, artifact_store: ArtifactStoreResource | None = None
-    ) -> BarsSourceResource:
-        """Bars under INTELLIGENCE_BARS_PREFIX in the artifact store when set, else the universe's directory."""
-        artifact_store = artifact_store or self.artifact_store_resource()
-        if self.bars_prefix:
-            return BarsSourceResource(kind="store", prefix=self.bars_prefix, artifact_store=artifact_store)
-        return BarsSourceResource(
-            kind="directory", directory=str(universe.bars_directory), artifact_store=artifact_store
-        )
-
-    def bars_source(self, universe: Universe) -> BarsSource:
-        return self.bars_source_resource(universe, self.artifact_store_resource(resolve_secrets=True)).source()
-
-    def executor(self, name: str = "step_processes", preload: tuple[str, ...] = ()) -> dg.ExecutorDefinition:
-        """k8s: one pod per step, with the S3 credentials from their secret (a pod starts fresh,
-        so `preload` does not apply); others: a process per step, forked from a server that has
-        imported the definitions and `preload` once (`processes.step_process_executor`)."""
-        if self.name != "k8s":
-            return step_process_executor(name, preload)
-        from dagster_k8s import k8s_job_executor
-
-        return k8s_job_executor.configured({"env_secrets": [S3_SECRET_NAME]}, name="k8s_step_pods")
-
-    def resources(self, universe: Universe) -> dict[str, object]:
-        artifact_store = self.artifact_store_resource()
-        return {
-            "artifact_store": artifact_store,
-            "bars_source": self.bars_source_resource(universe, artifact_store),
-            "alert_notifier": AlertNotifier(artifact_store=artifact_store),
-            "io_manager": ArtifactIOManager(artifact_store=artifact_store),
-            "mlflow_tracking": self.mlflow_tracking_resource(),
-        }

@@ -6,13 +6,9 @@ import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-import dagster as dg
 import polars as pl
-from pydantic import Field
 
-from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.ml.bars import read_bars_parquet
 from intelligence_assets.store.artifact_store import ArtifactNotFoundError, ArtifactStore
 
@@ -92,20 +88,3 @@ class StoreBarsSource(BarsSource):
 
     def location(self, symbol: str) -> str:
         return self.store.uri(f"{self.prefix}/{symbol}{SUFFIX}")
-
-
-class BarsSourceResource(dg.ConfigurableResource):
-    kind: Literal["directory", "store"] = "directory"
-    directory: str | None = Field(default=None, description="kind=directory: the folder of <SYMBOL>.parquet files.")
-    prefix: str | None = Field(default=None, description="kind=store: the key prefix in the artifact store's bucket.")
-    # Given for both kinds: every deployment wires the same resource graph.
-    artifact_store: dg.ResourceDependency[ArtifactStoreResource]
-
-    def source(self) -> BarsSource:
-        if self.kind == "directory":
-            if not self.directory:
-                raise ValueError("bars source kind 'directory' needs `directory`")
-            return LocalBarsSource(self.directory)
-        if not self.prefix:
-            raise ValueError("bars source kind 'store' needs `prefix`")
-        return StoreBarsSource(self.artifact_store.store(), self.prefix)

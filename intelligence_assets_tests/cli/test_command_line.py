@@ -126,12 +126,12 @@ def test_training_job_runs_a_symbols_range_with_steps_forked_from_a_preloaded_se
 ) -> None:
     """`dagster job execute` runs training_job through its own executor: one process per step,
     forked from a server that imported the definitions and the training libraries."""
-    from intelligence_assets.config.deployment import DeploymentSettings
     from intelligence_assets.config.universe import load_universe
     from intelligence_assets.definitions import TRAINING_JOB, build_definitions
+    from intelligence_assets.defs.resources.deployment import Deployment
 
     universe = load_universe(small_universe_path)
-    training = build_definitions(universe, DeploymentSettings(name="local")).resolve_job_def(TRAINING_JOB)
+    training = build_definitions(universe, Deployment(name="local")).resolve_job_def(TRAINING_JOB)
     executor_def = training.executor_def
     mapped = executor_def.apply_config_mapping(process_config(executor_def.config_schema.config_type, {}).value)
     preloaded = mapped.value["config"]["start_method"]["forkserver"]["preload_modules"]

@@ -10,8 +10,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from intelligence_assets.config.deployment import S3_SECRET_NAME, S3_VARIABLES, DeploymentSettings
+from intelligence_assets.config.deployment import S3_SECRET_NAME, S3_VARIABLES
 from intelligence_assets.config.universe import REPOSITORY_ROOT
+from intelligence_assets.defs.resources.deployment import Deployment
 
 HELM = REPOSITORY_ROOT / "helm"
 KUBERNETES_VERSION = "1.30.0"
@@ -94,7 +95,7 @@ def test_chart_values_configure_the_k8s_deployment(monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv(name, value)
     monkeypatch.setenv(S3_VARIABLES["access_key"], "from-the-secret")
     monkeypatch.setenv(S3_VARIABLES["secret_key"], "from-the-secret")
-    deployment = DeploymentSettings.from_environment()
+    deployment = Deployment.from_environment()
     assert deployment.name == "k8s"
     from intelligence_assets.config.universe import load_universe
     from intelligence_assets.definitions import build_definitions

@@ -27,10 +27,11 @@ from dagster._grpc.types import ExecuteStepArgs
 from dagster_k8s.executor import K8sStepHandler
 from kubernetes.client import ApiClient, V1Job
 
-from intelligence_assets.config.deployment import S3_SECRET_NAME, DeploymentSettings
+from intelligence_assets.config.deployment import S3_SECRET_NAME
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets.definitions import TRAINING_JOB
 from intelligence_assets.defs.pods import THREAD_VARIABLES, threads_for
+from intelligence_assets.defs.resources.deployment import Deployment
 
 CODE_IMAGE = "ghcr.io/intelligence-assets/intelligence-assets:0.1.0"
 CPU_STEP = "models__lightgbm"
@@ -96,7 +97,7 @@ def k8s_instance(kubeconfig_file: str):
 
 def submitted_job(step_key: str, instance: dg.DagsterInstance, kubeconfig_file: str) -> V1Job:
     """The Job our `k8s` executor submits for one step of training_job."""
-    deployment = DeploymentSettings(name="k8s", mlflow_tracking_uri="http://intelligence-mlflow:5000")
+    deployment = Deployment(name="k8s", mlflow_tracking_uri="http://intelligence-mlflow:5000")
     executor_def = deployment.executor()
     config = process_config(executor_def.config_schema.config_type, {})
     assert config.success, config.errors
@@ -162,7 +163,7 @@ def test_every_job_steps_through_pods_on_the_k8s_deployment(s3_environment) -> N
     # Kubernetes it must still be the pod executor, or GPU families would never reach a GPU node.
     from intelligence_assets.definitions import build_definitions
 
-    deployment = DeploymentSettings(name="k8s", mlflow_tracking_uri="http://intelligence-mlflow:5000")
+    deployment = Deployment(name="k8s", mlflow_tracking_uri="http://intelligence-mlflow:5000")
     definitions = build_definitions(load_universe(), deployment)
     jobs = [definitions.resolve_job_def(job.name) for job in definitions.jobs]
     assert TRAINING_JOB in {job.name for job in jobs}

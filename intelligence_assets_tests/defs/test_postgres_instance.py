@@ -18,11 +18,11 @@ import pytest
 import yaml
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
-from intelligence_assets.config.deployment import DeploymentSettings
 from intelligence_assets.config.universe import REPOSITORY_ROOT, Universe, load_universe
 from intelligence_assets.definitions import build_assets
 from intelligence_assets.defs.assets.market_data import BARS, FEATURES
 from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, register_symbols
+from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.postgres import POSTGRES_INSTANCE_CONFIG, PostgresDatabase
 
@@ -102,7 +102,7 @@ def materialized(postgres_database: PostgresDatabase, tmp_path_factory: pytest.T
                 selection=dg.AssetSelection.assets("bars", "features"),
                 partition_key=PARTITION,
                 instance=instance,
-                resources=DeploymentSettings(artifact_root=root / "artifacts").resources(universe),
+                resources=Deployment(artifact_root=root / "artifacts").resources(universe),
             )
         finally:
             instance.dispose()

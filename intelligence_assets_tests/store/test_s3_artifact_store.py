@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 from minio.error import S3Error
 
-from intelligence_assets.config.deployment import DeploymentSettings
 from intelligence_assets.config.universe import ConfigurationError
+from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.store.artifact_store import (
     ArtifactNotFoundError,
     ArtifactStoreError,
@@ -145,7 +145,7 @@ def test_the_deployment_builds_the_store_from_the_environment(monkeypatch: pytes
     }
     for name in ["INTELLIGENCE_S3_BUCKET", "INTELLIGENCE_S3_SECURE", "INTELLIGENCE_S3_REGION"]:
         monkeypatch.delenv(name, raising=False)
-    deployment = DeploymentSettings(name="minio")
+    deployment = Deployment(name="minio")
     for missing in variables:
         for name, value in variables.items():
             monkeypatch.setenv(name, value)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from intelligence_assets.config.deployment import DeploymentSettings
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets.definitions import build_assets
 from intelligence_assets.defs.assets.market_data import BARS, FEATURES
@@ -19,6 +18,7 @@ from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.assets.target_analysis import TARGET_ANALYSIS_ASSETS
 from intelligence_assets.defs.partitions import register_symbols
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
+from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.store.keys import (
     CLAIM_FILE,
     MANIFEST_FILE,
@@ -76,7 +76,7 @@ def _features_run(
     if flat:
         constant_price_bars().write_parquet(tmp_path / "bars" / "SIGNAL.parquet")
     universe = load_universe(path)
-    resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources(universe)
+    resources = Deployment(artifact_root=tmp_path / "artifacts").resources(universe)
     with dg.instance_for_test() as instance:
         register_symbols(instance, ["SIGNAL"])
         assets = build_assets(universe)
@@ -150,7 +150,7 @@ def test_two_runs_of_one_model_partition_at_once_leave_one_artifact_one_mlflow_r
     home = fresh_home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     universe = load_universe(path)
-    resources = DeploymentSettings(artifact_root=home / "artifacts").resources(universe)
+    resources = Deployment(artifact_root=home / "artifacts").resources(universe)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         register_symbols(instance, ["SIGNAL"])
         assets = build_assets(universe)
@@ -229,7 +229,7 @@ def test_a_run_across_an_s3_hang_stores_exactly_what_a_clean_run_stores(tmp_path
 
     def run(bucket: str, hang: bool):
         monkeypatch.setenv("INTELLIGENCE_S3_BUCKET", bucket)
-        deployment = DeploymentSettings.from_environment()
+        deployment = Deployment.from_environment()
         store, resources = deployment.artifact_store(), deployment.resources(universe)
         assets = build_assets(universe)
         resumed = threading.Event()

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from intelligence_assets.config.deployment import DeploymentSettings
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.definitions import TRAINING_SELECTION, build_assets
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
@@ -15,6 +14,7 @@ from intelligence_assets.defs.assets.market_data import BARS, FEATURES
 from intelligence_assets.defs.assets.predictions import PREDICTIONS
 from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
 from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, cell_key, register_symbols
+from intelligence_assets.defs.resources.deployment import Deployment
 
 # The training stage: labels, target ranking, feature selection and every model family.
 MODEL_SELECTION = TRAINING_SELECTION
@@ -77,4 +77,4 @@ def materialize_everything(
 
 
 def local_resources(artifact_root: Path, universe: Universe) -> dict:
-    return DeploymentSettings(artifact_root=artifact_root).resources(universe)
+    return Deployment(artifact_root=artifact_root).resources(universe)

@@ -21,9 +21,9 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from intelligence_assets.config.deployment import DeploymentSettings
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets.definitions import build_assets
+from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource, request_settings
 from intelligence_assets.ml.dataset import build_inference_matrix
 from intelligence_assets.store.artifact_store import LocalArtifactStore
@@ -66,7 +66,7 @@ def quick_mlflow_client(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def resources_for(artifacts: Path, tracking_uri: str, universe) -> dict:
-    return DeploymentSettings(artifact_root=artifacts, mlflow_tracking_uri=tracking_uri).resources(universe)
+    return Deployment(artifact_root=artifacts, mlflow_tracking_uri=tracking_uri).resources(universe)
 
 
 def write_universe(directory: Path, families: dict, symbols_prefix: str) -> Path:

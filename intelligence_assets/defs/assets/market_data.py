@@ -20,13 +20,14 @@ from intelligence_assets.defs.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.defs.checks import bars_check_results, bars_check_specs
 from intelligence_assets.defs.partitions import symbol_partitions
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
+from intelligence_assets.defs.resources.bars_source import BarsSourceResource
 from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
 from intelligence_assets.ml.bars import BarsFileError, describe_spacing, infer_bars_per_year, validate_bars
 from intelligence_assets.ml.features import build_features, drop_unusable_features, require_enough_rows
 from intelligence_assets.ml.splits import minimum_rows
 from intelligence_assets.ml.targets import label_horizon
 from intelligence_assets.store.artifacts import HandleOrRange
-from intelligence_assets.store.bars_source import BarsSource, BarsSourceResource
+from intelligence_assets.store.bars_source import BarsSource
 from intelligence_assets.store.fingerprints import table_fingerprint
 
 BARS = dg.AssetKey("bars")

@@ -20,9 +20,9 @@ from intelligence_assets.defs.automation.sensors import production_tags
 from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION, cell_key
 from intelligence_assets.defs.planner import asset_graph_of, plan_runs
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
+from intelligence_assets.defs.resources.bars_source import BarsSourceResource
 from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.store.artifacts import ArtifactHandle, read_manifest
-from intelligence_assets.store.bars_source import BarsSourceResource
 from intelligence_assets.store.keys import artifact_prefix
 
 REASON_TAG = "intelligence/reason"

@@ -22,10 +22,10 @@ from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
 from intelligence_assets.defs.assets.target_analysis import LABELS
 from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, cell_key, symbol_partitions
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
+from intelligence_assets.defs.resources.bars_source import BarsSourceResource
 from intelligence_assets.ml.decay import assess_decay
 from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.store.artifacts import ArtifactHandle
-from intelligence_assets.store.bars_source import BarsSourceResource
 from intelligence_assets.store.fingerprints import table_fingerprint
 from intelligence_assets.store.keys import artifact_prefix
 

@@ -9,7 +9,6 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from intelligence_assets.config.deployment import DeploymentSettings
 from intelligence_assets.config.universe import Universe, load_universe
 from intelligence_assets.definitions import build_assets, build_definitions
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
@@ -19,6 +18,7 @@ from intelligence_assets.defs.assets.predictions import PREDICTIONS
 from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
 from intelligence_assets.defs.assets.target_analysis import LABELS, TARGET_ANALYSIS_ASSETS, TARGET_RANKINGS
 from intelligence_assets.defs.partitions import register_symbols
+from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import ArtifactHandle, BlockedArtifactError, read_value
 from intelligence_assets.store.keys import artifact_prefix, file_key, manifest_key
@@ -35,7 +35,7 @@ def materialized(small_universe: Universe, tmp_path_factory: pytest.TempPathFact
 
 
 def test_definitions_load_with_every_stage(small_universe: Universe, tmp_path: Path) -> None:
-    defs = build_definitions(small_universe, DeploymentSettings(artifact_root=tmp_path))
+    defs = build_definitions(small_universe, Deployment(artifact_root=tmp_path))
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {
         "bars",
@@ -196,7 +196,7 @@ def test_leakage_sentinel_fails_too_good_direction_models(tmp_path: Path) -> Non
     )
     universe = load_universe(path)
     assets = build_assets(universe)
-    resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources(universe)
+    resources = Deployment(artifact_root=tmp_path / "artifacts").resources(universe)
     key = dg.MultiPartitionKey({"symbol": "SIGNAL", "target": "y_up_1b"})
     with dg.instance_for_test() as instance:
         register_symbols(instance, ["SIGNAL"])
@@ -240,7 +240,7 @@ def test_bad_bars_block_downstream_with_a_named_check(tmp_path: Path) -> None:
     bars.with_columns(
         pl.when(pl.int_range(pl.len()) == 300).then(-1.0).otherwise(pl.col("low")).alias("low")
     ).write_parquet(tmp_path / "bars" / "NOISE.parquet")
-    resources = DeploymentSettings(artifact_root=tmp_path / "artifacts").resources(universe)
+    resources = Deployment(artifact_root=tmp_path / "artifacts").resources(universe)
     with dg.instance_for_test() as instance:
         register_symbols(instance, universe.symbols)
         result = dg.materialize(
@@ -276,7 +276,7 @@ def test_bad_bars_block_downstream_with_a_named_check(tmp_path: Path) -> None:
 def test_a_symbol_without_a_bars_file_fails_naming_where_the_file_was_expected(
     small_universe: Universe, tmp_path: Path
 ) -> None:
-    resources = DeploymentSettings(artifact_root=tmp_path).resources(small_universe)
+    resources = Deployment(artifact_root=tmp_path).resources(small_universe)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("symbol", ["TSLA"])
         with pytest.raises(FileNotFoundError, match=r"no bars for symbol 'TSLA': expected .*TSLA\.parquet"):

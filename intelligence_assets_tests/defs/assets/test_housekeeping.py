@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from intelligence_assets.config.deployment import DeploymentSettings
 from intelligence_assets.config.universe import Universe, load_universe
 from intelligence_assets.definitions import HOUSEKEEPING_JOB, build_assets, build_definitions
 from intelligence_assets.defs.assets.housekeeping import CHECKPOINT_RETENTION, STORAGE_USAGE
+from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
 from intelligence_assets.store.keys import artifact_prefix
@@ -123,7 +123,7 @@ def test_storage_usage_counts_every_area_and_checks_the_quota(trained) -> None:
 
 
 def test_housekeeping_is_scheduled_daily(small_universe: Universe, tmp_path: Path) -> None:
-    defs = build_definitions(small_universe, DeploymentSettings(artifact_root=tmp_path))
+    defs = build_definitions(small_universe, Deployment(artifact_root=tmp_path))
     schedule = defs.resolve_schedule_def("daily_housekeeping")
     assert schedule.cron_schedule == "0 3 * * *" and schedule.job_name == HOUSEKEEPING_JOB
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING

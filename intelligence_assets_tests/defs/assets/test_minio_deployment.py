@@ -8,10 +8,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from intelligence_assets.config.deployment import DeploymentSettings
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.defs.assets.models import model_key
+from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.store.artifacts import ArtifactHandle, read_value
 from intelligence_assets.store.keys import artifact_prefix, file_key, pointer_key
 from intelligence_assets_tests.conftest import write_small_universe
@@ -31,7 +31,7 @@ def test_graph_on_s3_with_cache_hits_and_no_secret_in_dagster(
     monkeypatch.setenv("INTELLIGENCE_S3_SECRET_KEY", s3_endpoint.secret_key)
     # As in production: an MLflow server whose artifacts live in S3 too.
     monkeypatch.setenv("INTELLIGENCE_MLFLOW_TRACKING_URI", mlflow_server.url)
-    deployment = DeploymentSettings.from_environment()
+    deployment = Deployment.from_environment()
     universe = load_universe(write_small_universe(tmp_path, families={"linear": {"params": {}}}))
 
     with dg.instance_for_test() as instance:

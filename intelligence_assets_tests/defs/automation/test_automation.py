@@ -13,7 +13,6 @@ import polars as pl
 import pytest
 import yaml
 
-from intelligence_assets.config.deployment import DeploymentSettings
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets.definitions import build_assets, build_definitions
 from intelligence_assets.defs.assets.market_data import BARS
@@ -21,6 +20,7 @@ from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
 from intelligence_assets.defs.automation.alerts import alerts_table
 from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from intelligence_assets.defs.pools import configure_pools
+from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.ml.synthetic import synthetic_bars
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
@@ -44,7 +44,7 @@ ORDER = [
 
 def definitions_for(universe_path: Path, artifacts: Path) -> tuple[dg.Definitions, dict]:
     universe = load_universe(universe_path)
-    deployment = DeploymentSettings(artifact_root=artifacts)
+    deployment = Deployment(artifact_root=artifacts)
     return build_definitions(universe, deployment), deployment.resources(universe)
 
 

@@ -511,19 +511,9 @@ def print_failures(failures: list[PartitionFailure]) -> None:
 
 
 def print_results(leaderboard: pl.DataFrame, registry: pl.DataFrame) -> None:
-    from intelligence_assets.defs.assets.leaderboard import cells_without_candidate
+    from intelligence_assets.defs.assets.leaderboard import SUMMARY_COLUMNS, cells_without_candidate
+    from intelligence_assets.defs.assets.registry import CHAMPION_COLUMNS
 
-    columns = [
-        "symbol",
-        "target",
-        "family",
-        "metric",
-        "score",
-        "sharpe",
-        "buy_and_hold_sharpe",
-        "bars_per_year",
-        "test_rows",
-    ]
     with pl.Config(
         tbl_rows=200,
         tbl_cols=20,
@@ -534,21 +524,10 @@ def print_results(leaderboard: pl.DataFrame, registry: pl.DataFrame) -> None:
     ):
         trained = leaderboard.filter(pl.col("trained"))
         print(f"\nAll trained models ({trained.height}), best first within each symbol x target:")
-        print(trained.select(columns + ["leakage_suspect"]))
+        print(trained.select([*SUMMARY_COLUMNS, "leakage_suspect"]))
         champions = registry.filter(pl.col("champion_version").is_not_null())
         print(f"\nChampions in the MLflow registry ({champions.height}; load with mlflow.pyfunc.load_model(<uri>)):")
-        print(
-            champions.select(
-                "symbol",
-                "target",
-                "champion_family",
-                "champion_version",
-                "metric",
-                "champion_score",
-                "champion_uri",
-                "action",
-            )
-        )
+        print(champions.select([*CHAMPION_COLUMNS, "champion_uri", "action"]))
         without_skill = cells_without_candidate(leaderboard)
         if without_skill.height:
             print(

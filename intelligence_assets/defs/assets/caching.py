@@ -174,13 +174,7 @@ def materialize_cached(
     except TRANSIENT_ERRORS as error:
         retry_if_transient(context, [error])
         raise
-    yield dg.Output(
-        artifact,
-        output_name=_output_name(context),
-        data_version=dg.DataVersion(artifact.manifest.data_version),
-        metadata=metadata,
-    )
-    yield from checks
+    yield from _outputs(context, artifact, metadata, checks)
 
 
 def materialize_partitions(
@@ -335,6 +329,22 @@ def _output_name(context: dg.AssetExecutionContext) -> str:
     return context.assets_def.get_output_name_for_asset_key(context.asset_key)
 
 
+def _outputs(
+    context: dg.AssetExecutionContext,
+    artifact: StoredArtifact,
+    metadata: dict[str, Any],
+    checks: list[dg.AssetCheckResult],
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
+    """One partition's artifact as the step's output, with its data version, then its checks."""
+    yield dg.Output(
+        artifact,
+        output_name=_output_name(context),
+        data_version=dg.DataVersion(artifact.manifest.data_version),
+        metadata=metadata,
+    )
+    yield from checks
+
+
 def _evaluation_of(check: dg.AssetCheckResult, asset_key: dg.AssetKey, partition_key: str) -> dg.AssetCheckEvaluation:
     return dg.AssetCheckEvaluation(
         asset_key=check.asset_key or asset_key,
@@ -463,13 +473,7 @@ def materialize_uncached(
         artifact, metadata, checks = _commit(
             context, store, prefix, fingerprint, fingerprint, computed, provenance, None, "recomputed"
         )
-    yield dg.Output(
-        artifact,
-        output_name=_output_name(context),
-        data_version=dg.DataVersion(artifact.manifest.data_version),
-        metadata=metadata,
-    )
-    yield from checks
+    yield from _outputs(context, artifact, metadata, checks)
 
 
 def _commit(

@@ -26,6 +26,18 @@ from intelligence_assets.store.keys import artifact_prefix
 
 MODEL_LEADERBOARD = dg.AssetKey("model_leaderboard")
 METRIC_COLUMNS = ["auc", "accuracy", "log_loss", "ic", "rank_ic", "sharpe"]
+# What a reader compares first, in the UI's `candidates` table and in `make demo`'s printout.
+SUMMARY_COLUMNS = [
+    "symbol",
+    "target",
+    "family",
+    "metric",
+    "score",
+    "sharpe",
+    "buy_and_hold_sharpe",
+    "bars_per_year",
+    "test_rows",
+]
 LEADERBOARD_SCHEMA = {
     "symbol": pl.String,
     "target": pl.String,
@@ -255,20 +267,7 @@ def build_leaderboard_asset(universe: Universe) -> dg.AssetsDefinition:
                 metadata={
                     "models": table.height,
                     "trained": int(table["trained"].sum()),
-                    "candidates": markdown_table(
-                        candidates.to_dicts(),
-                        [
-                            "symbol",
-                            "target",
-                            "family",
-                            "metric",
-                            "score",
-                            "sharpe",
-                            "buy_and_hold_sharpe",
-                            "bars_per_year",
-                            "test_rows",
-                        ],
-                    ),
+                    "candidates": markdown_table(candidates.to_dicts(), SUMMARY_COLUMNS),
                     "gated": markdown_table(gated.to_dicts(), ["symbol", "target", "reason"]),
                     "no_model_beats_no_skill": markdown_table(
                         without_skill.to_dicts(), ["symbol", "target", "best_score"]

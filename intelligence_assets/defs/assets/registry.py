@@ -28,6 +28,8 @@ from intelligence_assets.store.artifacts import ArtifactHandle, read_manifest
 from intelligence_assets.tracking.tracker import ModelTracker
 
 MODEL_REGISTRY = dg.AssetKey("model_registry")
+# Who serves each cell, in the UI's `champions` table and in `make demo`'s printout.
+CHAMPION_COLUMNS = ["symbol", "target", "champion_family", "champion_version", "metric", "champion_score"]
 # The registry's state lives in MLflow, and only model_registry materializations (promotion,
 # rollback) move its aliases: it needs a run when the leaderboard does, when it never ran, or
 # when its code changed (its table may have changed shape).
@@ -120,17 +122,7 @@ def registry_metadata(
     """What the UI shows of a registry pass: the champions, the alias moves and the request that made them."""
     return {
         "champions": markdown_table(
-            update.champions.to_dicts(),
-            [
-                "symbol",
-                "target",
-                "champion_family",
-                "champion_version",
-                "metric",
-                "champion_score",
-                "challenger_version",
-                "previous_champion_version",
-            ],
+            update.champions.to_dicts(), [*CHAMPION_COLUMNS, "challenger_version", "previous_champion_version"]
         ),
         "changes": dg.MetadataValue.md("\n".join(f"- {change}" for change in update.changes) or "none"),
         "cells_changed": len(update.changes),

@@ -38,9 +38,9 @@ from dagster_shared.utils import find_free_port
 
 from intelligence_assets.config.universe import REPOSITORY_ROOT
 from intelligence_assets_tests.conftest import fresh_home
+from intelligence_assets_tests.support.daemon import running_daemon
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
-DAEMON = str(Path(sys.executable).parent / "dagster-daemon")
 LOCATION = "run_monitoring_test"
 DEADLINE_SECONDS = 90
 # The test daemon's run monitoring poll (the shipped dagster.yaml polls every 30 s).
@@ -105,24 +105,9 @@ def monitoring_daemon(home: Path) -> Iterator[Path]:
     """`dagster-daemon run` on `home` (over this module, through its own code server); yields
     its log; its process group is stopped on exit."""
     log_path = home / "daemon.log"
-    with open(log_path, "wb") as log:
-        daemon = subprocess.Popen(
-            [DAEMON, "run", "-m", __name__, "-a", "defs"],
-            cwd=REPOSITORY_ROOT,
-            env={**os.environ, "DAGSTER_HOME": str(home)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    environment = {**os.environ, "DAGSTER_HOME": str(home)}
+    with running_daemon(home, environment, log_path, code_location=("-m", __name__, "-a", "defs")):
         yield log_path
-    finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(timeout=10)
 
 
 def wait_for(what: str, condition, deadline: float):

@@ -18,14 +18,20 @@ DAEMON = str(Path(sys.executable).parent / "dagster-daemon")
 
 
 @contextmanager
-def running_daemon(home: Path, environment: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
-    """The daemon over our code location, its output in `log_path`, its process group killed on
-    exit. The instance's SQLite storage is created first: two processes creating a fresh
-    database at once can stamp its schema twice ("alembic_version has more than one head")."""
+def running_daemon(
+    home: Path,
+    environment: dict[str, str],
+    log_path: Path,
+    code_location: tuple[str, ...] = ("-m", "intelligence_assets.definitions"),
+) -> Iterator[subprocess.Popen]:
+    """The daemon over `code_location` (our definitions by default), its output in `log_path`,
+    its process group killed on exit. The instance's SQLite storage is created first: two
+    processes creating a fresh database at once can stamp its schema twice ("alembic_version has
+    more than one head")."""
     dg.DagsterInstance.from_config(str(home)).dispose()
     with open(log_path, "wb") as log:
         daemon = subprocess.Popen(
-            [DAEMON, "run", "-m", "intelligence_assets.definitions"],
+            [DAEMON, "run", *code_location],
             cwd=REPOSITORY_ROOT,
             env=environment,
             stdout=log,

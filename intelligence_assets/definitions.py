@@ -119,7 +119,6 @@ def build_automation(universe: Universe, assets: list[dg.AssetsDefinition], jobs
             "automation",
             target=dg.AssetSelection.all() - dg.AssetSelection.groups("housekeeping"),
             run_tags=production_tags(universe, "automation"),
-            minimum_interval_seconds=universe.automation.automation_sensor_interval_seconds,
             default_status=dg.DefaultSensorStatus.RUNNING,
             description=(
                 "Evaluates every asset's automation condition: a new bars partition flows downstream with no "

@@ -170,9 +170,6 @@ class AutomationSettings(_Strict):
         description="A model computed longer ago than this is requested again by the retrain schedule.",
     )
     bars_sensor_interval_seconds: int = Field(default=60, ge=5)
-    automation_sensor_interval_seconds: int = Field(
-        default=30, ge=5, description="How often declarative automation evaluates the graph (Dagster's default: 30)."
-    )
     decay_sensor_interval_seconds: int = Field(default=3600, ge=30)
     decay_window_rows: int = Field(
         default=60,

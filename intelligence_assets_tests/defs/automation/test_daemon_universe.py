@@ -96,9 +96,7 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
     home = fresh_home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml places storage under it
     universe_path = write_small_universe(
-        tmp_path / "universe",
-        families={"linear": {"params": {}}},
-        automation={"bars_sensor_interval_seconds": 5, "automation_sensor_interval_seconds": 5},
+        tmp_path / "universe", families={"linear": {"params": {}}}, automation={"bars_sensor_interval_seconds": 5}
     )
     # The symbols' bars arrive while the platform runs (below), as a new symbol's do.
     incoming = tmp_path / "incoming"

@@ -37,7 +37,6 @@ import yaml
 from benchmarks.homes import fresh_home
 from benchmarks.machine import describe_machine
 from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
-from intelligence_assets.defs.assets.market_data import bars_per_year_of
 from intelligence_assets.defs.processes import (
     available_cores,
     forked_pool,
@@ -180,7 +179,7 @@ def cell_work(
                 label_horizon=horizon,
                 split=universe.split,
                 seed=universe.seed,
-                bars_per_year=bars_per_year_of(universe, symbol, features["timestamp"]),
+                bars_per_year=universe.bars_per_year(symbol, features["timestamp"]),
                 side=getattr(spec, "side", None),
                 cross_validate=universe.split.score_models_on_folds,
             )

@@ -24,7 +24,6 @@ import polars as pl
 
 from benchmarks.machine import describe_machine
 from intelligence_assets.config.universe import REPOSITORY_ROOT, load_universe
-from intelligence_assets.defs.assets.market_data import bars_per_year_of
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results" / "storage.md"
 
@@ -89,7 +88,7 @@ def model_step_io(source_root: Path, store, families: list[str], limit: int) -> 
                 label_horizon=label_horizon(spec),
                 split=universe.split,
                 seed=universe.seed,
-                bars_per_year=bars_per_year_of(universe, symbol, features["timestamp"]),
+                bars_per_year=universe.bars_per_year(symbol, features["timestamp"]),
                 side=getattr(spec, "side", None),
             )
             trained = time.perf_counter()

@@ -146,6 +146,8 @@ class _RegistryPass:
     log: Log
     warn: Log
     clock: Clock
+    # symbol -> its bars pointer, read once per pass however many versions are judged against it.
+    bars_pointers: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     def retire_removed_symbol(self, name: str, symbol: str, target: str) -> tuple[dict[str, Any], str]:
         """Retire the champion of a symbol that left the universe: its registry row and line of changes."""
@@ -184,7 +186,7 @@ class _RegistryPass:
         else:
             candidates = self.candidates(name, rows_of_cell, versions, symbol, target)
             champion = by_number.get(current.get(names.CHAMPION, ""))
-            replaced_bars = champion is not None and trained_on_replaced_bars(self.store, champion.tags, symbol, target)
+            replaced_bars = champion is not None and self.trained_on_replaced_bars(champion.tags, symbol, target)
             if replaced_bars:
                 # However well it scored on the old bars, it must not keep serving once the
                 # symbol's bars changed: only models current for the new bars may.
@@ -232,7 +234,7 @@ class _RegistryPass:
                     f"rematerialize models/{row['family']} {symbol}|{target}"
                 )
                 continue
-            stale = trained_on_replaced_bars(self.store, version.tags, symbol, target)
+            stale = self.trained_on_replaced_bars(version.tags, symbol, target)
             if stale:  # its retraining on the new bars failed or has not run yet
                 self.warn(f"{name}: {row['family']} v{version.version} is not a candidate: {stale}")
                 continue
@@ -248,17 +250,29 @@ class _RegistryPass:
             )
         return candidates
 
+    def trained_on_replaced_bars(self, tags: dict[str, str], symbol: str, target: str) -> str | None:
+        if symbol not in self.bars_pointers:
+            try:
+                self.bars_pointers[symbol] = self.store.get_json(pointer_key(artifact_prefix("bars", symbol)))
+            except ArtifactStoreError:
+                self.bars_pointers[symbol] = None
+        pointer = self.bars_pointers[symbol]
+        return None if pointer is None else trained_on_replaced_bars(self.store, tags, symbol, target, pointer)
+
     def stamp(self, why: str) -> str:
         """A retirement or rollback tag's value: when, by which run, why."""
         return f"{self.clock().isoformat(timespec='seconds')} run {self.run_id}: {why}"
 
 
-def trained_on_replaced_bars(store: ArtifactStore, tags: dict[str, str], symbol: str, target: str) -> str | None:
-    """Why a version was trained on bars the symbol no longer has, or None: read through the
-    model's and its features' provenance. Bars that failed a blocking check replace nothing yet
-    (no model can be trained on them), so the last good champion keeps serving meanwhile."""
+def trained_on_replaced_bars(
+    store: ArtifactStore, tags: dict[str, str], symbol: str, target: str, bars_pointer: dict[str, Any]
+) -> str | None:
+    """Why a version was trained on bars the symbol no longer has (`bars_pointer`: the symbol's
+    current bars), or None: read through the model's and its features' provenance. Bars that
+    failed a blocking check replace nothing yet (no model can be trained on them), so the last
+    good champion keeps serving meanwhile."""
+    pointer = bars_pointer
     try:
-        pointer = store.get_json(pointer_key(artifact_prefix("bars", symbol)))
         manifest = read_manifest(
             store, artifact_prefix([MODELS, tags[names.FAMILY_TAG]], symbol, target), tags[names.FINGERPRINT_TAG]
         )

@@ -3,20 +3,18 @@ it: what `models/<family>` does for each partition, without Dagster."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from intelligence_assets.config.universe import Universe
-from intelligence_assets.ml.bars import describe_spacing, infer_bars_per_year
-from intelligence_assets.ml.dataset import build_dataset
+from intelligence_assets.ml.bars import describe_spacing
+from intelligence_assets.ml.dataset import build_dataset, utc_timestamps
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.leakage import leakage_suspicion
-from intelligence_assets.ml.metrics import model_is_eligible
+from intelligence_assets.ml.metrics import finite_or_none, model_is_eligible
 from intelligence_assets.ml.targets import label_horizon
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.ml.training import train_and_evaluate
@@ -112,7 +110,7 @@ def train_cell(
         )
     selected = selection["selected"]
     feature_table = features()
-    bars_per_year = _bars_per_year(universe, cell.symbol, feature_table["timestamp"])
+    bars_per_year = universe.bars_per_year(cell.symbol, feature_table["timestamp"])
     dataset = build_dataset(feature_table, labels(), selected)
     log(f"{cell.family} {cell.symbol} {cell.target}: training on {len(dataset.y)} rows x {len(selected)} features")
     result = train_and_evaluate(
@@ -131,8 +129,8 @@ def train_cell(
         cross_validate=universe.split.score_models_on_folds,
     )
     details = result.to_dict()
-    test_timestamps = _utc_timestamps(dataset.timestamps[result.test_index])
-    metrics = {name: _finite_or_none(value) for name, value in result.metrics.items()}
+    test_timestamps = utc_timestamps(dataset.timestamps[result.test_index])
+    metrics = {name: finite_or_none(value) for name, value in result.metrics.items()}
     suspicion = leakage_suspicion(spec.kind, metrics, universe.leakage_sentinel)
     summary = {
         **base,
@@ -253,24 +251,3 @@ def track_cell(
         + (f", registered {tracked.model_uri}" if tracked.version else "")
     )
     return tracked
-
-
-# The three helpers below repeat `bars_per_year_of` (defs/assets/market_data.py) and
-# `utc_timestamps` and `clean_number` (defs/assets/metadata.py): those modules import Dagster,
-# which this package must not. intelligence_assets_tests/cells checks that they agree.
-def _bars_per_year(universe: Universe, symbol: str, timestamps: pl.Series) -> float:
-    explicit = universe.bars.bars_per_year.get(symbol)
-    return explicit if explicit is not None else infer_bars_per_year(timestamps, universe.bars.gap_settings)
-
-
-def _utc_timestamps(values: np.ndarray) -> pl.Series:
-    # The ML core hands back numpy datetimes with the zone dropped; they are UTC.
-    return pl.Series("timestamp", values).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-
-
-def _finite_or_none(value: Any) -> float | None:
-    # Metadata and JSON take no NaN or infinity.
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) or math.isinf(value) else value

@@ -21,7 +21,7 @@ import numpy as np
 from intelligence_assets.cli.home import holding_home
 from intelligence_assets.config.universe import REPOSITORY_ROOT, Universe, exit_on_configuration_error, load_universe
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
-from intelligence_assets.defs.assets.market_data import FEATURES, bars_per_year_of
+from intelligence_assets.defs.assets.market_data import FEATURES
 from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS, TARGET_RANKINGS
 from intelligence_assets.ml.baselines import (
@@ -75,7 +75,7 @@ def score_cell(store: ArtifactStore, universe: Universe, symbol: str, target: st
         read_value(store, artifact_prefix(FEATURES, symbol)),
         read_value(store, artifact_prefix(LABELS, symbol, target)),
     )
-    bars_per_year = bars_per_year_of(universe, symbol, features["timestamp"])
+    bars_per_year = universe.bars_per_year(symbol, features["timestamp"])
     chosen = build_dataset(features, labels, report.selected)
     fold = held_out_split(len(chosen.y), label_horizon(spec), universe.split)
     y_test, returns = chosen.y[fold.test], chosen.forward_return_1[fold.test]

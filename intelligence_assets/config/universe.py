@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from intelligence_assets.ml.bars import GapSettings
+from intelligence_assets.ml.bars import GapSettings, infer_bars_per_year
 from intelligence_assets.ml.features import FeatureSettings
 from intelligence_assets.ml.leakage import LeakageSettings
 from intelligence_assets.ml.ranking import RankingSettings
@@ -307,6 +307,12 @@ class Universe(_Strict):
     @property
     def bars_directory(self) -> Path:
         return (self.base_directory / self.bars.directory).resolve()
+
+    def bars_per_year(self, symbol: str, timestamps: Any) -> float:
+        """For annualising the symbol's Sharpe ratios: `bars.bars_per_year` when set for it, else
+        inferred from its own `timestamps` (a polars Series)."""
+        explicit = self.bars.bars_per_year.get(symbol)
+        return explicit if explicit is not None else infer_bars_per_year(timestamps, self.bars.gap_settings)
 
     def trains_on_gpu(self, family: str) -> bool:
         from intelligence_assets.ml.families import load_family

@@ -45,6 +45,11 @@ class Dataset:
         return len(self.timestamps)
 
 
+def utc_timestamps(values: np.ndarray) -> pl.Series:
+    """Timestamps the core handed back as numpy datetimes (UTC, zone dropped), with their zone."""
+    return pl.Series("timestamp", values).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+
+
 def build_dataset(features: pl.DataFrame, labels: pl.DataFrame, feature_names: list[str] | None = None) -> Dataset:
     """Inner-join `features` (timestamp + feature columns) and `labels` (timestamp, label,
     forward_return_1) on timestamp; keep rows where every chosen feature and the label are

@@ -291,7 +291,10 @@ class ModelTracker:
         discarded before this run was created. Runs first (with their versions), then versions
         whose run is already gone: a ghost create_model_version of an earlier, discarded attempt
         may have landed after the discard. Before registry aliases are set (model_registry), so
-        no alias ever points at a ghost."""
+        no alias ever points at a ghost. The embedded store is written in process, with no HTTP
+        request to retry: it has no ghosts, and tracking skips the two searches."""
+        if sqlite_database(self.tracking_uri) is not None:
+            return
         for run in self._runs_with_fingerprint(experiment_id, record) if runs is None else runs:
             if run.info.run_id != run_id:
                 log(

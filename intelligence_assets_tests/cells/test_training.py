@@ -124,24 +124,30 @@ def test_a_leaked_label_makes_a_leakage_suspect_that_may_never_serve(
     assert training_record(cell, honest.model, {names.FINGERPRINT_TAG: "honest"}, config={}).eligible is True
 
 
-def test_the_helpers_repeated_from_the_asset_modules_agree_with_them(
+def test_bars_per_year_timestamps_and_numbers_come_from_one_place_each(
     small_universe: Universe, planted: SymbolData
 ) -> None:
-    """cells/ may not import the Dagster modules that define them; a change to either must show."""
-    from intelligence_assets.cells import training
-    from intelligence_assets.defs.assets.market_data import bars_per_year_of
-    from intelligence_assets.defs.assets.metadata import clean_number, utc_timestamps
+    """What the training cell records: bars per year from the universe (set or inferred), test
+    timestamps in UTC, metrics as finite floats or None."""
+    from intelligence_assets.ml.bars import infer_bars_per_year
+    from intelligence_assets.ml.dataset import utc_timestamps
+    from intelligence_assets.ml.metrics import finite_or_none
 
     timestamps = planted.bars["timestamp"]
     explicit = small_universe.model_copy(
         update={"bars": small_universe.bars.model_copy(update={"bars_per_year": {"SIGNAL": 365.0}})}
     )
-    for universe in (small_universe, explicit):
-        assert training._bars_per_year(universe, "SIGNAL", timestamps) == bars_per_year_of(
-            universe, "SIGNAL", timestamps
-        )
-    assert training._bars_per_year(explicit, "SIGNAL", timestamps) == 365.0
-    for value in (None, 0, 2, 0.25, np.float32(1.5), float("nan"), float("inf"), -float("inf")):
-        assert training._finite_or_none(value) == clean_number(value)
+    assert small_universe.bars_per_year("SIGNAL", timestamps) == infer_bars_per_year(
+        timestamps, small_universe.bars.gap_settings
+    )
+    assert explicit.bars_per_year("SIGNAL", timestamps) == 365.0
+    for value, expected in ((None, None), (0, 0.0), (2, 2.0), (0.25, 0.25), (np.float32(1.5), 1.5)):
+        assert finite_or_none(value) == expected
+    for value in (float("nan"), float("inf"), -float("inf")):
+        assert finite_or_none(value) is None
     values = timestamps.to_numpy()[:5].astype("datetime64[us]")
-    assert training._utc_timestamps(values).equals(utc_timestamps(values))
+    restored = utc_timestamps(values)
+    assert (
+        str(restored.dtype.time_zone) == "UTC"
+        and restored.dt.replace_time_zone(None).to_numpy().tolist() == values.tolist()
+    )

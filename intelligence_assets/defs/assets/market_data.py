@@ -22,7 +22,7 @@ from intelligence_assets.defs.partitions import symbol_partitions
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.defs.resources.bars_source import BarsSourceResource
 from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
-from intelligence_assets.ml.bars import BarsFileError, describe_spacing, infer_bars_per_year, validate_bars
+from intelligence_assets.ml.bars import BarsFileError, describe_spacing, validate_bars
 from intelligence_assets.ml.features import build_features, drop_unusable_features, require_enough_rows
 from intelligence_assets.ml.splits import minimum_rows
 from intelligence_assets.ml.targets import label_horizon
@@ -45,16 +45,10 @@ def read_symbol_bars(source: BarsSource, symbol: str) -> pl.DataFrame:
         raise BarsFileError(f"bars of {symbol}: {error}") from None
 
 
-def bars_per_year_of(universe: Universe, symbol: str, timestamps: pl.Series) -> float:
-    """For annualising the symbol's Sharpe ratios: set in universe.yaml, else inferred from its bars."""
-    explicit = universe.bars.bars_per_year.get(symbol)
-    return explicit if explicit is not None else infer_bars_per_year(timestamps, universe.bars.gap_settings)
-
-
 def bars_per_year_or_none(universe: Universe, symbol: str, timestamps: pl.Series) -> float | None:
     """For metadata of bars that may fail their checks (a single bar, null timestamps)."""
     try:
-        return bars_per_year_of(universe, symbol, timestamps)
+        return universe.bars_per_year(symbol, timestamps)
     except ValueError:
         return None
 

@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import polars as pl
 
 
@@ -29,16 +28,3 @@ def date_range(table: pl.DataFrame, column: str = "timestamp") -> dict[str, str]
     if table.height == 0:
         return {"first": "–", "last": "–"}
     return {"first": str(table[column].min()), "last": str(table[column].max())}
-
-
-def utc_timestamps(values: np.ndarray) -> pl.Series:
-    """The ML core hands back numpy datetimes (UTC, zone dropped); restore the zone."""
-    return pl.Series("timestamp", values).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-
-
-def clean_number(value: Any) -> float | None:
-    """JSON/metadata-safe float: NaN becomes None."""
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) or math.isinf(value) else value

@@ -11,7 +11,7 @@ import polars as pl
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, PartitionWork, input_for, materialize_partitions
 from intelligence_assets.defs.assets.market_data import FEATURES
-from intelligence_assets.defs.assets.metadata import markdown_table, utc_timestamps
+from intelligence_assets.defs.assets.metadata import markdown_table
 from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.assets.planning import PlanningContext, plans
 from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
@@ -20,7 +20,7 @@ from intelligence_assets.defs.partitions import by_symbol, cell_key, symbol_part
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
-from intelligence_assets.ml.dataset import build_inference_matrix
+from intelligence_assets.ml.dataset import build_inference_matrix, utc_timestamps
 from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.store.artifacts import ArtifactHandle, HandleOrRange
 from intelligence_assets.store.keys import artifact_prefix

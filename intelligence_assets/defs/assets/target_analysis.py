@@ -13,7 +13,7 @@ import polars as pl
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, PartitionWork, input_for, materialize_partitions
 from intelligence_assets.defs.assets.market_data import BARS, FEATURES
-from intelligence_assets.defs.assets.metadata import clean_number, date_range, markdown_table
+from intelligence_assets.defs.assets.metadata import date_range, markdown_table
 from intelligence_assets.defs.assets.planning import PlanningContext, plans
 from intelligence_assets.defs.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.defs.partitions import by_symbol, cell_of, symbol_target_partitions
@@ -22,6 +22,7 @@ from intelligence_assets.defs.pools import CPU_POOL
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
 from intelligence_assets.ml.dataset import build_dataset
+from intelligence_assets.ml.metrics import finite_or_none
 from intelligence_assets.ml.ranking import rank_target, ranking_code_version
 from intelligence_assets.ml.selection import select_features, selection_code_version
 from intelligence_assets.ml.targets import build_labels, label_horizon
@@ -110,11 +111,11 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
                 table = build_labels(symbol_bars.load(), spec)
                 known = table.filter(pl.col("label").is_not_null())
                 balance = (
-                    {"positive_rate": clean_number(known["label"].mean())}
+                    {"positive_rate": finite_or_none(known["label"].mean())}
                     if spec.task == "classification"
                     else {
-                        "label_mean": clean_number(known["label"].mean()),
-                        "label_std": clean_number(known["label"].std()),
+                        "label_mean": finite_or_none(known["label"].mean()),
+                        "label_std": finite_or_none(known["label"].std()),
                     }
                 )
                 return Computed(
@@ -175,7 +176,7 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
                 )
                 context.log.info(f"{symbol} {target}: {ranking.reason}")
                 folds = [
-                    {"model": model, **{f"fold_{i + 1}": clean_number(score) for i, score in enumerate(scores)}}
+                    {"model": model, **{f"fold_{i + 1}": finite_or_none(score) for i, score in enumerate(scores)}}
                     for model, scores in ranking.fold_scores.items()
                 ]
                 fold_columns = [
@@ -192,8 +193,8 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
                     },
                     metadata={
                         "passed": ranking.passed,
-                        "score": clean_number(ranking.score),
-                        "stability": clean_number(ranking.stability),
+                        "score": finite_or_none(ranking.score),
+                        "stability": finite_or_none(ranking.stability),
                         "bar": ranking.bar,
                         "best_model": ranking.best_model,
                         "decision": ranking.reason,

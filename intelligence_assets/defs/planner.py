@@ -11,10 +11,10 @@ The planner reads the Definitions' asset graph: the assets in topological order,
 inputs (not its lineage-only deps) and, through each input's partition mapping, which upstream
 partitions a partition reads and whether it receives them as one handle or as a dict keyed by
 partition, as the IO manager hands them. The one thing the graph does not say, the config an
-asset's fingerprint hashes, each asset declares beside itself (`defs/assets/planning.py`) with
-the same config functions it runs, so the planner and the assets cannot disagree (tested: after
-a full run every planned fingerprint equals the stored one). An asset without a declaration is
-not planned.
+asset's fingerprint hashes, each asset declares beside itself (`defs/assets/planning.py`, listed
+in `defs/asset_plans.py`) with the same config functions it runs, so the planner and the assets
+cannot disagree (tested: after a full run every planned fingerprint equals the stored one). An
+asset without a declaration is not planned.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
 
 from intelligence_assets.config.universe import Universe
+from intelligence_assets.defs.asset_plans import ASSET_PLANS
 from intelligence_assets.defs.assets.caching import fingerprint_of, input_versions
-from intelligence_assets.defs.assets.planning import NeedsRun, PlanningContext, planning_of
+from intelligence_assets.defs.assets.planning import AssetPlans, NeedsRun, PlanningContext
 from intelligence_assets.defs.partitions import SYMBOL_DIMENSION
 from intelligence_assets.defs.resources.io_manager import parse_partition_key, partition_parts
 from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
@@ -123,8 +124,11 @@ def _wants_mapping(
 
 
 class _Planner:
-    def __init__(self, universe: Universe, store: ArtifactStore, bars_source: BarsSource) -> None:
+    def __init__(
+        self, universe: Universe, store: ArtifactStore, bars_source: BarsSource, declarations: AssetPlans
+    ) -> None:
         self.universe = universe
+        self.declarations = declarations
         self.store = store
         self.bars_source = bars_source
         self.plan = Plan()
@@ -200,7 +204,7 @@ class _Planner:
         }
 
     def judge(self, graph: BaseAssetGraph, asset: dg.AssetKey) -> None:
-        planning = planning_of(asset)
+        planning = self.declarations.of(asset)
         assert planning is not None
         node = graph.get(asset)
         assets_def = node.assets_def
@@ -215,7 +219,7 @@ class _Planner:
             if upstream not in self.current:
                 raise ValueError(
                     f"{asset.to_user_string()} reads {upstream.to_user_string()} (input {name}), which is not planned: "
-                    "declare how it is planned beside it (defs/assets/planning.py)"
+                    "declare how it is planned beside it (defs/assets/planning.py) and list it in defs/asset_plans.py"
                 )
         partitions = self.partitions(node.partitions_def)
         upstream_of = {name: self.upstream_partitions(graph, asset, upstream) for name, upstream in inputs.items()}
@@ -316,15 +320,16 @@ def plan_runs(
     assets: dg.Definitions | Sequence[dg.AssetsDefinition],
     symbols: list[str],
     bars_source: BarsSource | None = None,
+    declarations: AssetPlans = ASSET_PLANS,
 ) -> Plan:
     """Judge every partition of every planned asset of `assets` (Definitions, or the list
     `build_assets` returns). `symbols`: the `symbol` partitions to judge (the registered ones,
     what the leaderboard reads over); `bars_source`: where raw bars are read (default: the
-    universe's bars directory)."""
+    universe's bars directory); `declarations`: the planned assets' declarations."""
     graph = asset_graph_of(assets)
-    planner = _Planner(universe, store, bars_source or LocalBarsSource(universe.bars_directory))
+    planner = _Planner(universe, store, bars_source or LocalBarsSource(universe.bars_directory), declarations)
     with dg.partition_loading_context(dynamic_partitions_store=_PlannedPartitions(symbols)):  # type: ignore[arg-type]
         for asset in graph.toposorted_asset_keys:
-            if planning_of(asset) is not None:
+            if declarations.of(asset) is not None:
                 planner.judge(graph, asset)
     return planner.plan

@@ -1,7 +1,7 @@
 """The artifact store on an S3-compatible object store (MinIO in production).
 
 Same keys and bytes as `LocalArtifactStore`: a key is the object name inside one bucket.
-Every call goes through one retry loop: transient failures (endpoint down, connection
+Every call goes through one retry (tenacity's): transient failures (endpoint down, connection
 reset, timeouts, 5xx) are retried with exponential backoff and jitter until a time budget
 is spent, so that a MinIO restart in the middle of a run costs a pause, not a failed run.
 Credential and permission errors are never retried: waiting cannot fix them.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from datetime import UTC
 from typing import TypeVar
 
 import certifi
+import tenacity
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
@@ -98,6 +98,15 @@ def _non_s3_status(error: InvalidResponseError) -> int:
     # arguments are those of its public constructor: (status, content type, body).
     _, (status, _content_type, _body) = error.__reduce__()
     return int(status or 0)
+
+
+class _FailedAttempt(Exception):
+    """One attempt's failure as the retry sees it: what went wrong, and whether waiting may fix it."""
+
+    def __init__(self, cause: str, retryable: bool) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.retryable = retryable
 
 
 class S3OperationError(ArtifactStoreError):
@@ -360,43 +369,56 @@ class S3ArtifactStore(ArtifactStore):
         caller to interpret (NoSuchKey means "absent" to `get` but "no" to `exists`).
         """
         started = time.monotonic()
-        deadline = started + self.retry_seconds
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                result = action()
-            except (MinioException, urllib3.exceptions.HTTPError, OSError) as error:
-                failure = self._failure(error, operation, key)
-                if failure is None:
-                    raise
-                cause, retryable = failure
-                now = time.monotonic()
-                if not retryable or now >= deadline:
-                    raise self._unavailable(operation, key, started, attempt, cause) from None
-                backoff = min(MAX_RETRY_DELAY_SECONDS, FIRST_RETRY_DELAY_SECONDS * 2 ** (attempt - 1))
-                delay = min(random.uniform(backoff / 2, backoff), deadline - now)
-                logger.warning(
-                    "S3 endpoint %s unreachable (%s): %s of %s, retrying in %.1fs (attempt %d)",
-                    self.endpoint,
-                    self._scrub(cause),
-                    operation,
-                    self.uri(key),
-                    delay,
-                    attempt + 1,
-                )
-                time.sleep(delay)
-            else:
-                if attempt > 1:
-                    logger.warning(
-                        "S3 endpoint %s reachable again: %s of %s succeeded after %.1fs (attempt %d)",
-                        self.endpoint,
-                        operation,
-                        self.uri(key),
-                        time.monotonic() - started,
-                        attempt,
-                    )
-                return result
+        budget = self.retry_seconds
+        backoff = tenacity.wait_random_exponential(multiplier=FIRST_RETRY_DELAY_SECONDS, max=MAX_RETRY_DELAY_SECONDS)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda error: isinstance(error, _FailedAttempt) and error.retryable),
+            stop=tenacity.stop_after_delay(budget),
+            # The last wait ends at the budget, so the final attempt starts within it.
+            wait=lambda state: min(backoff(state), max(0.0, budget - (state.seconds_since_start or 0.0))),
+            before_sleep=lambda state: self._log_retry(operation, key, state),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    result = self._attempt(operation, key, action)
+        except _FailedAttempt as failure:
+            raise self._unavailable(
+                operation, key, started, retrying.statistics["attempt_number"], failure.cause
+            ) from None
+        tries = attempt.retry_state.attempt_number
+        if tries > 1:
+            logger.warning(
+                "S3 endpoint %s reachable again: %s of %s succeeded after %.1fs (attempt %d)",
+                self.endpoint,
+                operation,
+                self.uri(key),
+                attempt.retry_state.seconds_since_start or 0.0,
+                tries,
+            )
+        return result
+
+    def _attempt(self, operation: str, key: str, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as error:
+            failure = self._failure(error, operation, key)
+            if failure is None:
+                raise
+            raise _FailedAttempt(*failure) from None
+
+    def _log_retry(self, operation: str, key: str, state: tenacity.RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome else None
+        logger.warning(
+            "S3 endpoint %s unreachable (%s): %s of %s, retrying in %.1fs (attempt %d)",
+            self.endpoint,
+            self._scrub(failure.cause if isinstance(failure, _FailedAttempt) else str(failure)),
+            operation,
+            self.uri(key),
+            state.upcoming_sleep,
+            state.attempt_number + 1,
+        )
 
     def _failure(self, error: Exception, operation: str, key: str) -> tuple[str, bool] | None:
         """(what went wrong, whether waiting may fix it) for a failed attempt; None for an S3

@@ -10,6 +10,7 @@ import pytest
 
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets.definitions import build_assets
+from intelligence_assets.defs.asset_plans import ASSET_PLANS
 from intelligence_assets.defs.assets.caching import Computed, materialize_cached
 from intelligence_assets.defs.assets.market_data import BARS, FEATURES
 from intelligence_assets.defs.assets.planning import PlanningContext, plans
@@ -45,6 +46,9 @@ def planned_feature_counts_config(context: PlanningContext) -> dict:
 @plans(LABEL_COVERAGE)
 def planned_label_coverage_config(context: PlanningContext) -> dict:
     return label_coverage_config(context.target)
+
+
+NEW_ASSET_PLANS = ASSET_PLANS.adding(planned_feature_counts_config, planned_label_coverage_config)
 
 
 def new_assets(universe) -> list[dg.AssetsDefinition]:
@@ -132,14 +136,14 @@ def test_an_asset_added_to_the_graph_is_planned_without_editing_the_planner(
         ("label_coverage", str(cell)) for cell in cells
     }
 
-    plan = plan_runs(universe, store, assets, universe.symbols)
+    plan = plan_runs(universe, store, assets, universe.symbols, declarations=NEW_ASSET_PLANS)
     assert new_partitions <= plan.stale  # nothing stored yet: every partition of the new assets needs a run
 
     for symbol in universe.symbols:
         materialize(assets, [BARS, FEATURES], symbol, instance, resources)
     for cell in cells:
         materialize(assets, [LABELS], cell, instance, resources)
-    plan = plan_runs(universe, store, assets, universe.symbols)
+    plan = plan_runs(universe, store, assets, universe.symbols, declarations=NEW_ASSET_PLANS)
     # Their inputs are current, they are not: exactly their partitions (and what lies below the
     # training stage, never run here) need a run.
     assert new_partitions <= plan.stale
@@ -153,13 +157,13 @@ def test_an_asset_added_to_the_graph_is_planned_without_editing_the_planner(
         materialize(assets, [LABEL_COVERAGE], cell, instance, resources)
     # The planner computed the fingerprints the assets stored, from the graph's inputs and
     # partition mappings and the declared config.
-    plan = plan_runs(universe, store, assets, universe.symbols)
+    plan = plan_runs(universe, store, assets, universe.symbols, declarations=NEW_ASSET_PLANS)
     assert new_partitions <= plan.fresh and not new_partitions & plan.stale
 
     # A new setting of the first new asset: it needs a run, and so does every partition that
     # reads it through the symbol mapping; their other inputs do not.
     monkeypatch.setitem(SETTINGS, "version", 2)
-    plan = plan_runs(universe, store, assets, universe.symbols)
+    plan = plan_runs(universe, store, assets, universe.symbols, declarations=NEW_ASSET_PLANS)
     assert new_partitions <= plan.stale
     assert {("features", symbol) for symbol in universe.symbols} | {
         ("labels", str(cell)) for cell in cells
@@ -177,11 +181,11 @@ def test_an_asset_reading_an_asset_that_is_not_planned_is_refused(tmp_path: Path
     @dg.asset(key=dg.AssetKey("reads_unplanned"), ins={"source": dg.AssetIn(unplanned)})
     def reads_unplanned(source: ArtifactHandle) -> None: ...
 
-    plans(reads_unplanned.key)(lambda context: {})
     with pytest.raises(ValueError, match="reads unplanned_source .* which is not planned"):
         plan_runs(
             universe,
             LocalArtifactStore(tmp_path / "artifacts"),
             [*build_assets(universe), unplanned_source, reads_unplanned],
             universe.symbols,
+            declarations=ASSET_PLANS.adding(plans(reads_unplanned.key)(lambda context: {})),
         )

@@ -4,8 +4,9 @@ fingerprint hashes.
 The graph says the rest (which assets there are, in which order, each input and which upstream
 partitions it reads: `defs/planner.py` reads it). The config is computed by the same functions
 the asset calls, and is declared beside the asset with `@plans(key)`, so adding an asset to the
-graph, with its declaration, needs no edit in the planner, and the planner and the asset cannot
-disagree (tested: after a full run every planned fingerprint equals the stored one).
+graph, with its declaration listed in `defs/asset_plans.py`, needs no edit in the planner, and
+the planner and the asset cannot disagree (tested: after a full run every planned fingerprint
+equals the stored one).
 
 An asset with no declaration is not planned (`make demo` and the retrain schedule leave it to
 its own job or schedule: housekeeping); one that reads an input with no declaration cannot be.
@@ -90,7 +91,8 @@ FingerprintConfig = Callable[[PlanningContext], Any]
 
 @dataclass(frozen=True)
 class AssetPlanning:
-    """How the planner tells whether an asset partition is current.
+    """How the planner tells whether a partition of `key` (or of any asset under the key prefix
+    `key`, for assets made by a factory: `models/<family>`) is current.
 
     `fingerprint_config`: the config the asset passes to the cache for a partition. None for an
     asset that always computes (`materialize_uncached`: its fingerprint hashes its result):
@@ -98,35 +100,42 @@ class AssetPlanning:
     `hashed_inputs`: the inputs its fingerprint hashes, when not all of them (an input the asset
     reads through its config instead)."""
 
+    key: dg.AssetKey
     fingerprint_config: FingerprintConfig | None
-    hashed_inputs: Collection[str] | None = None
-
-
-_DECLARED: dict[tuple[str, ...], AssetPlanning] = {}
+    hashed_inputs: tuple[str, ...] | None = None
 
 
 def plans(
     key: dg.AssetKey, hashed_inputs: Collection[str] | None = None
-) -> Callable[[FingerprintConfig], FingerprintConfig]:
-    """Declare, beside an asset, the fingerprint config of its partitions. `key` may be a key
-    prefix, for assets made by a factory (`models/<family>`)."""
+) -> Callable[[FingerprintConfig], AssetPlanning]:
+    """Declare, beside an asset, the fingerprint config of its partitions: the decorated function
+    becomes the declaration that `defs/asset_plans.py` lists."""
 
-    def declare(config: FingerprintConfig) -> FingerprintConfig:
-        _DECLARED[tuple(key.path)] = AssetPlanning(config, None if hashed_inputs is None else tuple(hashed_inputs))
-        return config
+    def declare(config: FingerprintConfig) -> AssetPlanning:
+        return AssetPlanning(key, config, None if hashed_inputs is None else tuple(hashed_inputs))
 
     return declare
 
 
-def always_computed(key: dg.AssetKey) -> None:
+def always_computed(key: dg.AssetKey) -> AssetPlanning:
     """Declare an asset that computes on every run (its state lives outside the store)."""
-    _DECLARED[tuple(key.path)] = AssetPlanning(None)
+    return AssetPlanning(key, None)
 
 
-def planning_of(key: dg.AssetKey) -> AssetPlanning | None:
-    """The declaration for `key`, or for the longest key prefix declared; None if none is."""
-    for length in range(len(key.path), 0, -1):
-        declared = _DECLARED.get(tuple(key.path[:length]))
-        if declared is not None:
-            return declared
-    return None
+@dataclass(frozen=True)
+class AssetPlans:
+    """The declarations of the assets a plan judges; an asset with none is not planned."""
+
+    declarations: tuple[AssetPlanning, ...]
+
+    def of(self, key: dg.AssetKey) -> AssetPlanning | None:
+        """The declaration for `key`, or for the longest key prefix declared; None if none is."""
+        by_path = {tuple(declared.key.path): declared for declared in self.declarations}
+        for length in range(len(key.path), 0, -1):
+            declared = by_path.get(tuple(key.path[:length]))
+            if declared is not None:
+                return declared
+        return None
+
+    def adding(self, *declarations: AssetPlanning) -> AssetPlans:
+        return AssetPlans((*self.declarations, *declarations))

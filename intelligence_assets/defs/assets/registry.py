@@ -33,7 +33,7 @@ CHAMPION_COLUMNS = ["symbol", "target", "champion_family", "champion_version", "
 # The registry's state lives in MLflow, and only model_registry materializations (promotion,
 # rollback) move its aliases: it needs a run when the leaderboard does, when it never ran, or
 # when its code changed (its table may have changed shape).
-always_computed(MODEL_REGISTRY)
+PLANNED_REGISTRY = always_computed(MODEL_REGISTRY)
 
 
 class ModelRegistryConfig(dg.Config):

@@ -16,26 +16,17 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from intelligence_assets.cells.housekeeping import measure_storage, run_retention
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, materialize_uncached
 from intelligence_assets.defs.assets.metadata import markdown_table
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
-from intelligence_assets.store.usage import daily_growth, quota_status, usage_by_key
-from intelligence_assets.tracking.retention import apply_retention, gather_retention_snapshot, plan_retention
 
 CHECKPOINT_RETENTION = dg.AssetKey("checkpoint_retention")
 STORAGE_USAGE = dg.AssetKey("storage_usage")
 HOUSEKEEPING_JOB = "housekeeping_job"
 GROWTH_WINDOW_DAYS = 7
-ACTIONS_SCHEMA = {
-    "kind": pl.String,
-    "target": pl.String,
-    "status": pl.String,
-    "bytes": pl.Int64,
-    "reason": pl.String,
-    "detail": pl.String,
-}
 
 
 class RetentionRunConfig(dg.Config):
@@ -68,37 +59,22 @@ def build_housekeeping_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         mlflow_tracking: MlflowTrackingResource,
     ) -> Iterator[dg.Output]:
         def compute() -> Computed:
-            store = artifact_store.store()
-            client = mlflow_tracking.tracker().client
             now = datetime.now(UTC) + timedelta(days=config.days_ahead)
-            snapshot = gather_retention_snapshot(client, store)
-            actions = plan_retention(snapshot, settings, now)
-            context.log.info(
-                f"retention ({'dry run' if config.dry_run else 'applying'}, as of {now.date()}): {len(actions)} actions"
+            client = mlflow_tracking.tracker().client
+            run = run_retention(
+                client, artifact_store.store(), settings, now, dry_run=config.dry_run, log=context.log.info
             )
-            report = apply_retention(actions, client, store, dry_run=config.dry_run, log=context.log.info)
-            rows = [
-                {
-                    "kind": outcome.action.kind.value,
-                    "target": outcome.action.target,
-                    "status": outcome.status,
-                    "bytes": outcome.bytes_freed if outcome.bytes_freed is not None else outcome.action.bytes,
-                    "reason": outcome.action.reason,
-                    "detail": outcome.detail,
-                }
-                for outcome in report.outcomes
-            ]
+            report = run.report
             if report.failures:
                 context.log.warning(f"retention: {len(report.failures)} actions failed; the others were applied")
-            freed = report.bytes_freed()
             return Computed(
-                pl.DataFrame(rows, schema=ACTIONS_SCHEMA),
+                run.actions,
                 metadata={
                     "dry_run": config.dry_run,
                     "as_of": now.isoformat(timespec="seconds"),
-                    "actions": len(actions),
+                    "actions": run.actions.height,
                     "failed": len(report.failures),
-                    "bytes_freed": int(sum(freed.values())),
+                    "bytes_freed": int(sum(report.bytes_freed().values())),
                     "archive_bytes_written": int(report.bytes_written()),
                     "report": dg.MetadataValue.md(report.markdown_table()),
                 },
@@ -130,12 +106,13 @@ def build_housekeeping_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         def compute() -> Computed:
-            table = usage_by_key(artifact_store.store().list_objects(""))
-            growth = daily_growth(table, GROWTH_WINDOW_DAYS)
-            status = quota_status(table, settings.quota_bytes, settings.alert_fraction, growth.mean_bytes_per_day)
-            by_asset = (
-                table.group_by("area", "asset", "family").agg(pl.col("bytes").sum()).sort("bytes", descending=True)
+            usage = measure_storage(
+                artifact_store.store().list_objects(""),
+                settings.quota_bytes,
+                settings.alert_fraction,
+                GROWTH_WINDOW_DAYS,
             )
+            status, growth = usage.quota, usage.growth
             context.log.info(
                 f"storage: {status.describe()}; mean growth {growth.mean_bytes_per_day / 1e6:.1f} MB/day over "
                 f"{GROWTH_WINDOW_DAYS} days"
@@ -148,7 +125,7 @@ def build_housekeeping_assets(universe: Universe) -> list[dg.AssetsDefinition]:
                 metadata={"used_fraction": status.used_fraction, "alert_fraction": settings.alert_fraction},
             )
             return Computed(
-                table,
+                usage.by_key,
                 metadata={
                     "total_bytes": status.used_bytes,
                     "quota_bytes": settings.quota_bytes,
@@ -157,7 +134,7 @@ def build_housekeeping_assets(universe: Universe) -> list[dg.AssetsDefinition]:
                     "growth_per_day": markdown_table(
                         growth.per_day.with_columns(pl.col("day").cast(pl.String)).to_dicts(), ["day", "bytes"]
                     ),
-                    "by_asset": markdown_table(by_asset.to_dicts(), ["area", "asset", "family", "bytes"]),
+                    "by_asset": markdown_table(usage.by_asset.to_dicts(), ["area", "asset", "family", "bytes"]),
                 },
                 checks=[check],
             )

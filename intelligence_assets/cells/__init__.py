@@ -1,5 +1,6 @@
 """The work of one asset partition, without Dagster: train a cell (one symbol x target for one
-model family), build and log its MLflow record, and apply the promotion rule to the registry.
+model family), build and log its MLflow record, apply the promotion rule to the registry, and
+the day's housekeeping (retention, storage usage).
 
 Everything here takes plain values (tables, store handles, a `ModelTracker`, a `log` callable)
 and returns plain results, so it runs and is tested without an asset context. The assets in

@@ -53,35 +53,25 @@ def exit_on_configuration_error(main: Callable[[], object]) -> None:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A field's docstring is its description.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class BarsSettings(_Strict):
-    directory: str = Field(
-        default="bars", description="Where `<SYMBOL>.parquet` files live, relative to the universe file."
-    )
-    bars_per_year: dict[str, float] = Field(
-        default_factory=dict,
-        description="Bars per year by symbol, for annualising Sharpe. A symbol not listed has it inferred from its own "
-        "timestamps (about 252 for daily stock bars, 6,240 for hourly FX trading 24x5, 19,656 for 5-minute bars of a "
-        "6.5-hour session).",
-    )
-    min_history: int = Field(default=1000, ge=50, description="Fewer bars than this fails the `minimum_history` check.")
-    max_gap_days: float = Field(
-        default=10.0,
-        gt=0,
-        description="The `no_long_gaps` check flags a gap between two bars longer than this many days and ...",
-    )
-    max_gap_spacings: float = Field(
-        default=20.0,
-        gt=1,
-        description=(
-            "... longer than this many times the symbol's median spacing (weekends and holidays stay below both)."
-        ),
-    )
-    gaps_block: bool = Field(
-        default=True, description="Whether a gap flagged by `no_long_gaps` blocks the symbol's downstream assets."
-    )
+    directory: str = "bars"
+    """Where `<SYMBOL>.parquet` files live, relative to the universe file."""
+    bars_per_year: dict[str, float] = Field(default_factory=dict)
+    """Bars per year by symbol, for annualising Sharpe. A symbol not listed has it inferred from its own
+    timestamps (about 252 for daily stock bars, 6,240 for hourly FX trading 24x5, 19,656 for 5-minute bars of a
+    6.5-hour session)."""
+    min_history: int = Field(default=1000, ge=50)
+    """Fewer bars than this fails the `minimum_history` check."""
+    max_gap_days: float = Field(default=10.0, gt=0)
+    """The `no_long_gaps` check flags a gap between two bars longer than this many days and ..."""
+    max_gap_spacings: float = Field(default=20.0, gt=1)
+    """... longer than this many times the symbol's median spacing (weekends and holidays stay below both)."""
+    gaps_block: bool = True
+    """Whether a gap flagged by `no_long_gaps` blocks the symbol's downstream assets."""
 
     @property
     def gap_settings(self) -> GapSettings:
@@ -107,23 +97,18 @@ class BarsSettings(_Strict):
 
 
 class ModelFamilySettings(_Strict):
-    params: dict[str, Any] = Field(
-        default_factory=dict,
-        description=(
-            "Hyper-parameters passed to the family; a name the family does not accept (`accepted_params`) fails at "
-            "load."
-        ),
-    )
-    gpu: bool | None = Field(
-        default=None,
-        description="Train on a GPU (the `gpu` pool; a GPU pod on Kubernetes). Default: the family's own `uses_gpu`; "
-        "true for a family that can use one (xgboost).",
-    )
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Hyper-parameters passed to the family; a name the family does not accept (`accepted_params`) fails at load."""
+    gpu: bool | None = None
+    """Train on a GPU (the `gpu` pool; a GPU pod on Kubernetes). Default: the family's own `uses_gpu`;
+    true for a family that can use one (xgboost)."""
 
 
 class PodResources(_Strict):
-    cpu: str = Field(pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="Kubernetes CPU quantity, e.g. 1, 1.5 or 500m.")
-    memory: str = Field(description="Kubernetes memory quantity, e.g. 2Gi.")
+    cpu: str = Field(pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+    """Kubernetes CPU quantity, e.g. 1, 1.5 or 500m."""
+    memory: str
+    """Kubernetes memory quantity, e.g. 2Gi."""
 
 
 class Toleration(_Strict):
@@ -136,18 +121,14 @@ class Toleration(_Strict):
 class KubernetesSettings(_Strict):
     """Step pods in the `k8s` deployment (k8s_job_executor: one pod per step)."""
 
-    cpu_step: PodResources = Field(
-        default=PodResources(cpu="1", memory="2Gi"),
-        description="Requests of heavy CPU steps (rankings, selection, CPU families).",
-    )
-    gpu_step: PodResources = Field(
-        default=PodResources(cpu="4", memory="16Gi"), description="Requests of GPU training steps, besides the GPUs."
-    )
-    gpus_per_step: int = Field(default=1, ge=1, description="nvidia.com/gpu limit of a GPU step.")
-    gpu_image: str | None = Field(
-        default=None,
-        description="Image of GPU steps (built from Dockerfile.cuda); None keeps the code location's image.",
-    )
+    cpu_step: PodResources = PodResources(cpu="1", memory="2Gi")
+    """Requests of heavy CPU steps (rankings, selection, CPU families)."""
+    gpu_step: PodResources = PodResources(cpu="4", memory="16Gi")
+    """Requests of GPU training steps, besides the GPUs."""
+    gpus_per_step: int = Field(default=1, ge=1)
+    """nvidia.com/gpu limit of a GPU step."""
+    gpu_image: str | None = None
+    """Image of GPU steps (built from Dockerfile.cuda); None keeps the code location's image."""
     gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     gpu_tolerations: list[Toleration] = Field(
         default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]
@@ -160,50 +141,28 @@ class LeaderboardSettings(_Strict):
 
 
 class AutomationSettings(_Strict):
-    retrain_cron: str = Field(
-        default="0 4 * * 1",
-        description="When the retrain schedule looks for stale or old model partitions (UTC); weekly by default.",
-    )
-    retrain_max_age_days: float = Field(
-        default=7.0,
-        gt=0,
-        description="A model computed longer ago than this is requested again by the retrain schedule.",
-    )
+    retrain_cron: str = "0 4 * * 1"
+    """When the retrain schedule looks for stale or old model partitions (UTC); weekly by default."""
+    retrain_max_age_days: float = Field(default=7.0, gt=0)
+    """A model computed longer ago than this is requested again by the retrain schedule."""
     bars_sensor_interval_seconds: int = Field(default=60, ge=5)
     decay_sensor_interval_seconds: int = Field(default=3600, ge=30)
-    decay_window_rows: int = Field(
-        default=60,
-        ge=10,
-        description=(
-            "The champion's most recent labelled predictions after its held-out period, scored by the decay sensor."
-        ),
-    )
-    decay_min_rows: int = Field(
-        default=30, ge=5, description="Fewer new labelled rows than this: too early to judge decay."
-    )
-    decay_max_skill_loss: float = Field(
-        default=0.5,
-        gt=0,
-        le=1,
-        description="Retrain when recent skill (score - no skill) falls below (1 - this) x held-out skill.",
-    )
-    gpu_slots: int = Field(
-        default=1, ge=0, description="Limit of the `gpu` pool: GPU training steps at once (GPUs available)."
-    )
-    cpu_slots: int = Field(
-        default=2, ge=1, description="Limit of the `cpu` pool: heavy CPU steps at once (cores, or nodes x cores)."
-    )
-    production_priority: int = Field(
-        default=10, description="dagster/priority of schedule and sensor runs (production retraining)."
-    )
-    exploratory_priority: int = Field(
-        default=-10, description="dagster/priority of exploratory jobs (hyper-parameter search); lower runs later."
-    )
-    backfill_partitions_per_run: int = Field(
-        default=100,
-        ge=1,
-        description="BackfillPolicy of the assets without checks (features, predictions): partitions per backfill run.",
-    )
+    decay_window_rows: int = Field(default=60, ge=10)
+    """The champion's most recent labelled predictions after its held-out period, scored by the decay sensor."""
+    decay_min_rows: int = Field(default=30, ge=5)
+    """Fewer new labelled rows than this: too early to judge decay."""
+    decay_max_skill_loss: float = Field(default=0.5, gt=0, le=1)
+    """Retrain when recent skill (score - no skill) falls below (1 - this) x held-out skill."""
+    gpu_slots: int = Field(default=1, ge=0)
+    """Limit of the `gpu` pool: GPU training steps at once (GPUs available)."""
+    cpu_slots: int = Field(default=2, ge=1)
+    """Limit of the `cpu` pool: heavy CPU steps at once (cores, or nodes x cores)."""
+    production_priority: int = 10
+    """dagster/priority of schedule and sensor runs (production retraining)."""
+    exploratory_priority: int = -10
+    """dagster/priority of exploratory jobs (hyper-parameter search); lower runs later."""
+    backfill_partitions_per_run: int = Field(default=100, ge=1)
+    """BackfillPolicy of the assets without checks (features, predictions): partitions per backfill run."""
 
     @field_validator("retrain_cron")
     @classmethod

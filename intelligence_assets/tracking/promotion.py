@@ -10,21 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class PromotionSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    min_improvement: float = Field(
-        default=0.005,
-        ge=0.0,
-        description=(
-            "A new model replaces the champion only if its held-out score beats the champion's by at least this."
-        ),
-    )
-    min_test_rows: int = Field(
-        default=100, ge=1, description="Fewer held-out rows than this: the score is too noisy to promote on."
-    )
-    challenger_within: float = Field(
-        default=0.02, ge=0.0, description="The best runner-up within this of the champion's score holds `challenger`."
-    )
+    min_improvement: float = Field(default=0.005, ge=0.0)
+    """A new model replaces the champion only if its held-out score beats the champion's by at least this."""
+    min_test_rows: int = Field(default=100, ge=1)
+    """Fewer held-out rows than this: the score is too noisy to promote on."""
+    challenger_within: float = Field(default=0.02, ge=0.0)
+    """The best runner-up within this of the champion's score holds `challenger`."""
 
 
 @dataclass(frozen=True)
@@ -59,9 +52,14 @@ def qualified(candidates: list[Candidate], settings: PromotionSettings) -> list[
 
 
 def _challenger(
-    ranked: list[Candidate], champion: str | None, champion_score: float | None, settings: PromotionSettings
+    ranked: list[Candidate], champion: str | None, recorded_score: float | None, settings: PromotionSettings
 ) -> str | None:
-    if champion is None or champion_score is None:
+    """The best runner-up within `challenger_within` of the champion's score: its leaderboard score
+    when it is the best qualified version, else `recorded_score` (the score recorded for it)."""
+    if champion is None:
+        return None
+    champion_score = ranked[0].score if ranked and ranked[0].version == champion else recorded_score
+    if champion_score is None:
         return None
     for candidate in ranked:
         if candidate.version != champion and candidate.score >= champion_score - settings.challenger_within:
@@ -77,48 +75,28 @@ def decide_aliases(
 
     ranked = qualified(candidates, settings)
     champion, previous = current.get(CHAMPION), current.get(PREVIOUS_CHAMPION)
-    if not ranked:
+    best = ranked[0] if ranked else None
+    if best is None:
         action = "kept" if champion else "no champion"
         reason = (
             f"no version qualifies (trained, trusted, beats no skill, at least {settings.min_test_rows} held-out rows)"
         )
-        return AliasDecision(
-            champion, previous, _challenger(ranked, champion, champion_score, settings), action, reason
-        )
-    best = ranked[0]
-    if champion is None:
-        return AliasDecision(
-            best.version,
-            previous,
-            _challenger(ranked, best.version, best.score, settings),
-            "promoted",
-            f"first champion: {best.family} v{best.version} scores {best.score:.4f}",
-        )
-    if best.version == champion:
-        return AliasDecision(
-            champion,
-            previous,
-            _challenger(ranked, champion, best.score, settings),
-            "kept",
-            f"v{champion} is still the best qualified version",
-        )
-    if champion_score is None or best.score >= champion_score + settings.min_improvement:
+    elif champion is None:
+        champion, action = best.version, "promoted"
+        reason = f"first champion: {best.family} v{best.version} scores {best.score:.4f}"
+    elif best.version == champion:
+        action, reason = "kept", f"v{champion} is still the best qualified version"
+    elif champion_score is None or best.score >= champion_score + settings.min_improvement:
         was = "an unscored champion" if champion_score is None else f"champion v{champion} ({champion_score:.4f})"
-        return AliasDecision(
-            best.version,
-            champion,
-            _challenger(ranked, best.version, best.score, settings),
-            "promoted",
-            f"{best.family} v{best.version} ({best.score:.4f}) beats {was} by at least {settings.min_improvement}",
+        champion, previous, action = best.version, champion, "promoted"
+        reason = f"{best.family} v{best.version} ({best.score:.4f}) beats {was} by at least {settings.min_improvement}"
+    else:
+        action = "kept"
+        reason = (
+            f"best candidate {best.family} v{best.version} ({best.score:.4f}) does not beat champion v{champion} "
+            f"({champion_score:.4f}) by {settings.min_improvement}"
         )
-    return AliasDecision(
-        champion,
-        previous,
-        _challenger(ranked, champion, champion_score, settings),
-        "kept",
-        f"best candidate {best.family} v{best.version} ({best.score:.4f}) does not beat champion v{champion} "
-        f"({champion_score:.4f}) by {settings.min_improvement}",
-    )
+    return AliasDecision(champion, previous, _challenger(ranked, champion, champion_score, settings), action, reason)
 
 
 def roll_back(current: dict[str, str], reason: str) -> AliasDecision:
@@ -153,20 +131,17 @@ def retire(
     ranked = [candidate for candidate in qualified(candidates, settings) if candidate.version != retired]
     previous = current.get(PREVIOUS_CHAMPION)
     previous = None if previous == retired else previous
-    if not ranked:
-        return AliasDecision(
-            None,
-            previous,
-            None,
-            "retired",
-            f"v{retired} retired ({reason}); no version qualifies, so the cell has no champion",
-        )
-    best = ranked[0]
+    best = ranked[0] if ranked else None
+    champion = best.version if best else None
+    successor = (
+        f"{best.family} v{best.version} ({best.score:.4f}) is the best qualified current version"
+        if best
+        else "no version qualifies, so the cell has no champion"
+    )
     return AliasDecision(
-        best.version,
+        champion,
         previous,
-        _challenger(ranked, best.version, best.score, settings),
+        _challenger(ranked, champion, None, settings),
         "retired",
-        f"v{retired} retired ({reason}); {best.family} v{best.version} ({best.score:.4f}) is the best qualified "
-        "current version",
+        f"v{retired} retired ({reason}); {successor}",
     )

@@ -61,6 +61,11 @@ class ModelIntegrityError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrackedRun:
+    """Where a model is tracked: its MLflow run and, once registered, its version, with links to
+    both in the MLflow UI as it was when the model was tracked. A stored format: `track_cell`
+    keeps it as JSON (`mlflow_run.json`) beside the model artifact and reads it back with
+    `TrackedRun(**record)`, so a field renamed or removed fails on every model tracked before."""
+
     run_id: str
     experiment_id: str
     run_url: str

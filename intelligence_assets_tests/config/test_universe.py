@@ -149,3 +149,23 @@ def test_every_problem_of_a_file_is_one_line_of_the_error(tmp_path: Path) -> Non
         "selection"
     ], problems
     assert "'max_dept'" in problems[0] and "'num_leafs'" in problems[1]
+
+
+def test_a_settings_fields_docstring_is_its_description() -> None:
+    """Settings describe their fields in docstrings (`use_attribute_docstrings`), read from the
+    source when the class is made: a field's docstring must reach its schema."""
+    from intelligence_assets.config.universe import AutomationSettings, BarsSettings
+    from intelligence_assets.tracking.promotion import PromotionSettings
+
+    schema = AutomationSettings.model_json_schema()["properties"]["decay_min_rows"]
+    assert schema == {
+        "default": 30,
+        "description": "Fewer new labelled rows than this: too early to judge decay.",
+        "minimum": 5,
+        "title": "Decay Min Rows",
+        "type": "integer",
+    }
+    assert BarsSettings.model_fields["gaps_block"].description == (
+        "Whether a gap flagged by `no_long_gaps` blocks the symbol's downstream assets."
+    )
+    assert all(field.description for field in PromotionSettings.model_fields.values())

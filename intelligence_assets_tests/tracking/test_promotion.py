@@ -10,6 +10,7 @@ from intelligence_assets.tracking.promotion import (
     Candidate,
     PromotionSettings,
     decide_aliases,
+    retire,
     roll_back,
 )
 
@@ -100,3 +101,26 @@ def test_a_champion_keeps_its_alias_when_its_cell_has_no_qualified_model_now() -
     # E.g. new bars pushed the target below the ranking bar: nothing trained, nothing demoted.
     decision = decide_aliases([], {CHAMPION: "3", PREVIOUS_CHAMPION: "1"}, 0.6, SETTINGS)
     assert (decision.champion, decision.previous_champion, decision.action) == ("3", "1", "kept")
+
+
+def test_the_challenger_is_measured_against_the_leading_champions_score_else_its_recorded_one() -> None:
+    # v1 leads the leaderboard at 0.57 (recorded 0.60 when promoted): 0.555 is within 0.02 of 0.57.
+    leading = decide_aliases([candidate("1", 0.57), candidate("2", 0.555)], {CHAMPION: "1"}, 0.60, SETTINGS)
+    assert (leading.champion, leading.action, leading.challenger) == ("1", "kept", "2")
+    # v1 is off the leaderboard and nothing beats its recorded 0.70: no runner-up is within 0.02 of it.
+    off = decide_aliases([candidate("3", 0.60), candidate("2", 0.59)], {CHAMPION: "1"}, 0.70, SETTINGS)
+    assert (off.champion, off.action, off.challenger) == ("1", "kept", None)
+
+
+def test_a_retired_champion_is_replaced_by_the_best_other_version_without_the_margin() -> None:
+    current = {CHAMPION: "2", PREVIOUS_CHAMPION: "4", CHALLENGER: "3"}
+    candidates = [candidate("2", 0.70), candidate("1", 0.60), candidate("3", 0.59, "linear")]
+    decision = retire(candidates, current, SETTINGS, "its model is no longer current")
+    assert aliases_of(decision) == {CHAMPION: "1", PREVIOUS_CHAMPION: "4", CHALLENGER: "3"}
+    assert decision.action == "retired"
+    assert decision.reason == (
+        "v2 retired (its model is no longer current); lightgbm v1 (0.6000) is the best qualified current version"
+    )
+    nobody = retire([candidate("2", 0.70)], {CHAMPION: "2", PREVIOUS_CHAMPION: "2"}, SETTINGS, "symbol left")
+    assert (nobody.champion, nobody.previous_champion, nobody.challenger) == (None, None, None)
+    assert nobody.reason == "v2 retired (symbol left); no version qualifies, so the cell has no champion"

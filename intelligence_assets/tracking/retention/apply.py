@@ -37,6 +37,10 @@ OutcomeStatus = Literal["planned", "applied", "skipped", "failed"]
 
 @dataclass(frozen=True)
 class ActionOutcome:
+    """What became of one action. `bytes_freed`: measured when applied, the plan's estimate in a
+    dry run, None where not known (skipped, failed, or not sized by the plan); `bytes_written`:
+    the size of the archive written, if any."""
+
     action: RetentionAction
     status: OutcomeStatus
     detail: str

@@ -97,7 +97,10 @@ class PlatformWork:
         point_to(self.store, prefix, manifest)
         return fingerprint
 
-    def track(self, universe: object, symbol: str, target: str, trained_model: object, fingerprint: str) -> None:
+    def track(
+        self, universe: object, symbol: str, target: str, trained_model: object, prefix: str, fingerprint: str
+    ) -> None:
+        from intelligence_assets.store.keys import fingerprint_directory
         from intelligence_assets.tracking import names
         from intelligence_assets.tracking.tracker import TrainingRecord
 
@@ -112,7 +115,10 @@ class PlatformWork:
             trained_model=trained_model,
             score_metric=metric,
             eligible=trained_model.trained,
-            provenance_tags={names.FINGERPRINT_TAG: fingerprint, names.ARTIFACT_URI_TAG: self.store.uri(fingerprint)},
+            provenance_tags={
+                names.FINGERPRINT_TAG: fingerprint,
+                names.ARTIFACT_URI_TAG: self.store.uri(fingerprint_directory(prefix, fingerprint)),
+            },
             config={"params": universe.model_families[trained_model.family].params, "seed": universe.seed},
         )
         self.tracker.track_training(record)
@@ -131,6 +137,7 @@ def cell_work(
     from intelligence_assets.ml.targets import build_labels, label_horizon
     from intelligence_assets.ml.trained_model import TrainedModel
     from intelligence_assets.ml.training import train_and_evaluate
+    from intelligence_assets.ml.walk_forward import WalkForwardProblem
     from intelligence_assets.store.keys import artifact_prefix
 
     universe = load_universe(Path(universe_path))
@@ -140,21 +147,11 @@ def cell_work(
     started = time.perf_counter()
     labels = build_labels(bars, spec)
     dataset = build_dataset(features, labels)
-    ranking = rank_target(
-        dataset.x, dataset.y, spec.task, horizon, universe.split, universe.ranking, seed=universe.seed
-    )
+    problem = WalkForwardProblem.from_dataset(dataset, spec.task, horizon, universe.split, universe.seed)
+    ranking = rank_target(problem, universe.ranking)
     selection = None
     if ranking.passed:
-        selection = select_features(
-            dataset.x,
-            dataset.y,
-            dataset.feature_names,
-            spec.task,
-            horizon,
-            universe.split,
-            universe.selection,
-            seed=universe.seed,
-        )
+        selection = select_features(problem, universe.selection)
     if platform:
         platform.commit(artifact_prefix(LABELS, symbol, target), labels)
         platform.commit(artifact_prefix(TARGET_RANKINGS, symbol, target), ranking.to_dict())
@@ -199,13 +196,8 @@ def cell_work(
                 },
             )
         if platform:
-            platform.track(
-                universe,
-                symbol,
-                target,
-                trained,
-                platform.commit(artifact_prefix(model_key(family), symbol, target), trained),
-            )
+            prefix = artifact_prefix(model_key(family), symbol, target)
+            platform.track(universe, symbol, target, trained, prefix, platform.commit(prefix, trained))
     return TaskTime("cell", f"{symbol}|{target}", time.perf_counter() - started)
 
 

@@ -38,9 +38,9 @@ from intelligence_assets.ml.features import (
     require_enough_rows,
 )
 from intelligence_assets.store.artifact_store import ArtifactNotFoundError, LocalArtifactStore
-from intelligence_assets.store.artifacts import ArtifactHandle, read_manifest, read_value
+from intelligence_assets.store.artifacts import TABLE_FILE, ArtifactHandle, read_manifest, read_value
 from intelligence_assets.store.bars_source import LocalBarsSource
-from intelligence_assets.store.keys import artifact_prefix
+from intelligence_assets.store.keys import artifact_prefix, file_key
 from intelligence_assets.tracking.promotion import Candidate, PromotionSettings, retire
 from intelligence_assets_tests.conftest import fresh_home, home_environment, write_small_universe
 from intelligence_assets_tests.support.real_series import (
@@ -233,7 +233,7 @@ def test_a_rerun_heals_a_corrupt_artifact_it_would_reuse(broken_universe) -> Non
     home, path, _ = broken_universe
     store = LocalArtifactStore(home / "artifacts")
     features = ArtifactHandle.current(store, artifact_prefix(FEATURES, "SIGNAL"))
-    damaged = home / "artifacts" / "features" / "SIGNAL" / features.fingerprint / "data.parquet"
+    damaged = store.root / file_key(features.prefix, features.fingerprint, TABLE_FILE)
     damaged.write_bytes(damaged.read_bytes()[:-10] + b"0123456789")
     completed = _demo(home, path)
     assert "features SIGNAL: stored artifact unusable" in completed.stdout, completed.stdout + completed.stderr

@@ -7,3 +7,12 @@ and returns plain results, so it runs and is tested without an asset context. Th
 `intelligence_assets.defs.assets` read their inputs, call one function of this package and turn
 its result into Dagster outputs, checks and metadata.
 """
+
+from collections.abc import Callable
+
+# Where a cell's progress lines go: the asset passes `context.log.info` (or `.warning`).
+Log = Callable[[str], None]
+
+
+def ignore(message: str) -> None:
+    """A `log` that drops every line."""

@@ -13,9 +13,10 @@ from typing import Any
 
 import polars as pl
 
+from intelligence_assets.cells import Log, ignore
 from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.store.artifacts import read_manifest
-from intelligence_assets.store.keys import MODELS, artifact_prefix, pointer_key
+from intelligence_assets.store.keys import BARS, FEATURES, MODELS, artifact_prefix, pointer_key
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.promotion import (
     AliasDecision,
@@ -27,7 +28,6 @@ from intelligence_assets.tracking.promotion import (
 )
 from intelligence_assets.tracking.tracker import ModelTracker
 
-Log = Callable[[str], None]
 Clock = Callable[[], datetime]
 
 REGISTRY_SCHEMA = {
@@ -50,10 +50,6 @@ REGISTRY_SCHEMA = {
     # has not yet seen the models now current in the store.
     "model_fingerprints": pl.String,
 }
-
-
-def ignore(message: str) -> None:
-    """A `log` that drops every line."""
 
 
 def utc_now() -> datetime:
@@ -253,7 +249,7 @@ class _RegistryPass:
     def trained_on_replaced_bars(self, tags: dict[str, str], symbol: str, target: str) -> str | None:
         if symbol not in self.bars_pointers:
             try:
-                self.bars_pointers[symbol] = self.store.get_json(pointer_key(artifact_prefix("bars", symbol)))
+                self.bars_pointers[symbol] = self.store.get_json(pointer_key(artifact_prefix(BARS, symbol)))
             except ArtifactStoreError:
                 self.bars_pointers[symbol] = None
         pointer = self.bars_pointers[symbol]
@@ -276,7 +272,7 @@ def trained_on_replaced_bars(
         manifest = read_manifest(
             store, artifact_prefix([MODELS, tags[names.FAMILY_TAG]], symbol, target), tags[names.FINGERPRINT_TAG]
         )
-        features = read_manifest(store, artifact_prefix("features", symbol), manifest.provenance["inputs"]["features"])
+        features = read_manifest(store, artifact_prefix(FEATURES, symbol), manifest.provenance["inputs"]["features"])
         trained_on = features.provenance["inputs"]["bars"]
     except (ArtifactStoreError, KeyError):  # no provenance to judge by: the promotion rule decides
         return None

@@ -9,6 +9,7 @@ from typing import Any
 
 import polars as pl
 
+from intelligence_assets.cells import Log, ignore
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.ml.bars import describe_spacing
 from intelligence_assets.ml.dataset import build_dataset, utc_timestamps
@@ -25,12 +26,6 @@ from intelligence_assets.tracking.tracker import ModelTracker, TrackedRun, Track
 
 # Beside a model's manifest once MLflow tracks it: a cache hit then links the same run.
 TRACKING_RECORD_FILE = "mlflow_run.json"
-
-Log = Callable[[str], None]
-
-
-def ignore(message: str) -> None:
-    """A `log` that drops every line."""
 
 
 @dataclass(frozen=True)

@@ -511,7 +511,8 @@ def print_failures(failures: list[PartitionFailure]) -> None:
 
 
 def print_results(leaderboard: pl.DataFrame, registry: pl.DataFrame) -> None:
-    from intelligence_assets.defs.assets.leaderboard import SUMMARY_COLUMNS, cells_without_candidate
+    from intelligence_assets.cells.leaderboard import cells_without_candidate
+    from intelligence_assets.defs.assets.leaderboard import SUMMARY_COLUMNS
     from intelligence_assets.defs.assets.registry import CHAMPION_COLUMNS
 
     with pl.Config(

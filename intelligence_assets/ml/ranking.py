@@ -22,8 +22,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from intelligence_assets.ml.families import load_family
-from intelligence_assets.ml.metrics import finite_or_none, fold_score
-from intelligence_assets.ml.splits import SplitSettings, walk_forward_folds
+from intelligence_assets.ml.metrics import finite_or_none
+from intelligence_assets.ml.walk_forward import WalkForwardProblem
 
 RANKING_MODELS = ("lightgbm", "linear")
 # Bump when ranking changes in a way that neither the families' versions nor the parameters below
@@ -115,34 +115,18 @@ def summarise_fold_scores(scores: list[float]) -> tuple[float, float]:
     return mean, stability
 
 
-def rank_target(
-    x: np.ndarray,
-    y: np.ndarray,
-    task: str,
-    label_horizon: int,
-    split: SplitSettings,
-    settings: RankingSettings,
-    seed: int,
-) -> TargetRanking:
-    """Score quick LightGBM and linear models under `walk_forward_folds`; the better model's score decides."""
-    x = np.asarray(x)
-    y = np.asarray(y)
-    if x.ndim != 2 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"x must be 2-d with one row per label: x {x.shape}, y {y.shape}")
-    folds = walk_forward_folds(x.shape[0], label_horizon, split)
+def rank_target(problem: WalkForwardProblem, settings: RankingSettings) -> TargetRanking:
+    """Score quick LightGBM and linear models on the problem's folds; the better model's score decides."""
+    folds = problem.folds()
     fold_scores: dict[str, list[float]] = {model: [] for model in RANKING_MODELS}
     for model in RANKING_MODELS:
         family = load_family(model)
         params = quick_model_params(model, settings)
         for fold in folds:
-            if task == "classification" and np.unique(y[fold.train]).size < 2:
-                # A rare event absent from a fold's history: nothing to learn, so no score.
+            if not problem.learnable(fold):
                 fold_scores[model].append(float("nan"))
                 continue
-            fitted = family(task, params, seed).fit(
-                x[fold.train], y[fold.train], x[fold.validation], y[fold.validation]
-            )
-            fold_scores[model].append(fold_score(task, y[fold.test], fitted.predict(x[fold.test])))
+            fold_scores[model].append(problem.test_score(problem.fit(family, params, fold), fold))
 
     model_scores = {}
     for model, scores in fold_scores.items():
@@ -152,10 +136,10 @@ def rank_target(
     best_model = max(RANKING_MODELS, key=lambda model: _sortable(model_scores[model]["score"]))
     score = model_scores[best_model]["score"]
     stability = model_scores[best_model]["stability"]
-    bar = settings.min_auc_lift if task == "classification" else settings.min_ic
+    bar = settings.min_auc_lift if problem.task == "classification" else settings.min_ic
     passed, reason = _verdict(score, stability, bar, best_model, fold_scores[best_model], settings.min_stability)
     return TargetRanking(
-        task=task,
+        task=problem.task,
         score=score,
         stability=stability,
         best_model=best_model,

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.metrics import finite_or_none, fold_score
 from intelligence_assets.ml.ranking import derived_code_version
-from intelligence_assets.ml.splits import SplitSettings, walk_forward_folds
+from intelligence_assets.ml.walk_forward import WalkForwardProblem
 
 SELECTED_BY_PERMUTATION = "permutation"
 SELECTED_BY_GAIN_FALLBACK = "gain_fallback"
@@ -118,32 +118,18 @@ def normalised_gain(model, n_features: int) -> np.ndarray:
     return gain / total if total > 0 else np.zeros(n_features)
 
 
-def select_features(
-    x: np.ndarray,
-    y: np.ndarray,
-    feature_names: list[str],
-    task: str,
-    label_horizon: int,
-    split: SplitSettings,
-    settings: SelectionSettings,
-    seed: int,
-) -> FeatureSelection:
-    """Rank the columns of `x` by out-of-sample permutation importance under `walk_forward_folds`."""
-    x = np.asarray(x)
-    y = np.asarray(y)
-    if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != len(feature_names):
-        raise ValueError(
-            f"x {x.shape} must have one row per label (y {y.shape}) and one column per name ({len(feature_names)})"
-        )
-    n_features = x.shape[1]
+def select_features(problem: WalkForwardProblem, settings: SelectionSettings) -> FeatureSelection:
+    """Rank the problem's features by out-of-sample permutation importance on its walk-forward folds."""
+    x, y, task = problem.x, problem.y, problem.task
+    n_features = problem.feature_count
     family = load_family("lightgbm")
     params = {"num_boost_round": settings.lightgbm_rounds}
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(problem.seed)
     gains, permutations = [], []
-    for fold in walk_forward_folds(x.shape[0], label_horizon, split):
-        if task == "classification" and np.unique(y[fold.train]).size < 2:
-            continue  # nothing to learn in this fold's history
-        model = family(task, params, seed).fit(x[fold.train], y[fold.train], x[fold.validation], y[fold.validation])
+    for fold in problem.folds():
+        if not problem.learnable(fold):
+            continue
+        model = problem.fit(family, params, fold)
         gains.append(normalised_gain(model, n_features))
         permutations.append(
             permutation_importance(model, x[fold.test], y[fold.test], task, settings.permutation_repeats, rng)
@@ -177,6 +163,7 @@ def select_features(
             chosen.append(column)
             selected_by[column] = SELECTED_BY_GAIN_FALLBACK
 
+    feature_names = problem.feature_names
     order = sorted(range(n_features), key=lambda column: (-_sortable(permutation_mean[column]), column))
     importances = [
         {

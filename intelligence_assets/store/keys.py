@@ -28,6 +28,10 @@ CLAIM_FILE = "claim.json"
 SEPARATOR = "/"
 # The first part of every model asset's key (`models/<family>`): the store groups models by it.
 MODELS = "models"
+# The market-data assets' paths, which Dagster-free readers of the store (cells/) look up too;
+# defs/assets/market_data.py builds its asset keys from them.
+BARS = "bars"
+FEATURES = "features"
 
 
 class KeyWithPath(Protocol):
@@ -59,6 +63,13 @@ def artifact_prefix(asset: Asset, symbol: str | None = None, target: str | None 
 def pointer_key(prefix: str) -> str:
     """The partition's pointer: the fingerprint and data version downstream assets read."""
     return f"{prefix}{SEPARATOR}{POINTER_FILE}"
+
+
+def pointer_prefix(key: str) -> str | None:
+    """The prefix whose pointer `key` is (`pointer_key`'s inverse), or None for any other key:
+    for whoever lists a store to find its partitions."""
+    prefix, separator, name = key.rpartition(SEPARATOR)
+    return prefix if separator and prefix and name == POINTER_FILE else None
 
 
 def failure_key(prefix: str) -> str:

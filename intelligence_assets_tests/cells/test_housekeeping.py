@@ -13,7 +13,7 @@ from intelligence_assets.cells.housekeeping import RETENTION_ACTIONS_SCHEMA, mea
 from intelligence_assets.defs.assets.market_data import FEATURES
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import Manifest, commit_artifact, point_to, read_value
-from intelligence_assets.store.keys import artifact_prefix, fingerprint_directory
+from intelligence_assets.store.keys import artifact_prefix, asset_path, fingerprint_directory
 from intelligence_assets.tracking.retention import RetentionSettings
 
 
@@ -63,7 +63,7 @@ def test_storage_usage_totals_every_object_and_raises_the_quota_alert(stores) ->
     roomy = measure_storage(objects, quota_bytes=total * 10, alert_fraction=0.8, window_days=7)
     assert roomy.quota.used_bytes == int(roomy.by_key["bytes"].sum()) == total
     assert not roomy.quota.alert
-    assert roomy.by_asset.filter(roomy.by_asset["asset"] == "features")["bytes"].sum() > 0
+    assert roomy.by_asset.filter(roomy.by_asset["asset"] == asset_path(FEATURES))["bytes"].sum() > 0
     # Everything was written today: the window's growth is all of it.
     assert roomy.growth.mean_bytes_per_day == pytest.approx(total / 7)
 

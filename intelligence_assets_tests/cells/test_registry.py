@@ -13,10 +13,14 @@ import polars as pl
 import pytest
 
 from intelligence_assets.cells.registry import REGISTRY_SCHEMA, RegistryUpdate, update_registry
+from intelligence_assets.defs.assets.market_data import BARS
+from intelligence_assets.defs.assets.market_data import FEATURES as FEATURES_ASSET
+from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import Manifest, commit_artifact
+from intelligence_assets.store.keys import artifact_prefix, pointer_key
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.promotion import PromotionSettings
 from intelligence_assets.tracking.tracker import ModelTracker, TrainingRecord
@@ -244,20 +248,21 @@ def test_a_champion_trained_on_replaced_bars_gives_way_to_a_model_of_the_new_bar
         features = f"features-of-{bars}"
         commit_artifact(
             store,
-            "features/REBARRED",
+            artifact_prefix(FEATURES_ASSET, "REBARRED"),
             {"n": 1},
             Manifest(features, features, {}, provenance={"inputs": {"bars": bars}}),
         )
         commit_artifact(
             store,
-            f"models/linear/REBARRED/{TARGET}",
+            artifact_prefix(model_key("linear"), "REBARRED", TARGET),
             {"n": 1},
             Manifest(model_fingerprint, model_fingerprint, {}, provenance={"inputs": {"features": features}}),
         )
 
     def bars_now(version: str, blocked_by: list[str]) -> None:
         store.put_json(
-            "bars/REBARRED/current.json", {"fingerprint": version, "data_version": version, "blocked_by": blocked_by}
+            pointer_key(artifact_prefix(BARS, "REBARRED")),
+            {"fingerprint": version, "data_version": version, "blocked_by": blocked_by},
         )
 
     trained_on("bars-old", "m1")

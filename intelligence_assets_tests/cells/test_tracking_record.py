@@ -20,13 +20,16 @@ from intelligence_assets.cells.training import (
     train_cell,
 )
 from intelligence_assets.config.universe import Universe
+from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import ArtifactHandle, Manifest, commit_artifact
+from intelligence_assets.store.keys import artifact_prefix, file_key, fingerprint_directory
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.tracker import ModelTracker, TrackingError
 from intelligence_assets_tests.cells.conftest import DIRECTION, SELECTED, SymbolData
 
 CODE_VERSION = "1.1"
+LINEAR = model_key("linear").to_user_string()
 CONFIG = {"params": {"max_iter": 200}, "seed": 3, "split": {"folds": 3, "embargo": 5}}
 
 
@@ -42,7 +45,7 @@ def commit(
     store: LocalArtifactStore, cell: Cell, trained: TrainedCell, fingerprint: str
 ) -> tuple[ArtifactHandle, Manifest]:
     """What the asset's cache commits before tracking: the model's files and manifest under its fingerprint."""
-    prefix = f"models/{cell.family}/{cell.symbol}/{cell.target}"
+    prefix = artifact_prefix(model_key(cell.family), cell.symbol, cell.target)
     manifest = commit_artifact(
         store,
         prefix,
@@ -70,7 +73,7 @@ def test_a_committed_model_is_logged_with_its_provenance_and_registered(
     cell = Cell(small_universe, "linear", "LOGGED", DIRECTION)
     stored, manifest = commit(store, cell, signal_model, "f" * 32)
     lines: list[str] = []
-    provenance = Provenance("dagster-run-1", "models/linear", f"LOGGED|{DIRECTION}")
+    provenance = Provenance("dagster-run-1", LINEAR, f"LOGGED|{DIRECTION}")
 
     tracked = track_cell(
         cell, lambda: tracker, stored, manifest, signal_model.model, CONFIG, provenance, log=lines.append
@@ -94,9 +97,11 @@ def test_a_committed_model_is_logged_with_its_provenance_and_registered(
         )
     } == {
         names.FINGERPRINT_TAG: "f" * 32,
-        names.ARTIFACT_URI_TAG: store.uri(f"models/linear/LOGGED/{DIRECTION}/{'f' * 32}"),
+        names.ARTIFACT_URI_TAG: store.uri(
+            fingerprint_directory(artifact_prefix(LINEAR, "LOGGED", DIRECTION), "f" * 32)
+        ),
         names.DAGSTER_RUN_TAG: "dagster-run-1",
-        names.DAGSTER_ASSET_TAG: "models/linear",
+        names.DAGSTER_ASSET_TAG: LINEAR,
         names.DAGSTER_PARTITION_TAG: f"LOGGED|{DIRECTION}",
         names.CODE_VERSION_TAG: CODE_VERSION,
         names.SYMBOL_TAG: "LOGGED",
@@ -122,7 +127,7 @@ def test_a_committed_model_is_logged_with_its_provenance_and_registered(
     )
     # The run is linked beside the artifact, and the step's log says where it went in one line.
     assert json.loads(
-        (tmp_path / "artifacts" / stored.prefix / stored.fingerprint / TRACKING_RECORD_FILE).read_text()
+        (store.root / file_key(stored.prefix, stored.fingerprint, TRACKING_RECORD_FILE)).read_text()
     ) == asdict(tracked)
     assert lines[-1].startswith(f"linear LOGGED {DIRECTION}: held-out ") and lines[-1].endswith(
         f"; MLflow run {tracked.run_url}, registered models:/intelligence.LOGGED.{DIRECTION}/1"
@@ -137,7 +142,7 @@ def test_a_committed_model_is_logged_with_its_provenance_and_registered(
             manifest,
             None,
             CONFIG,
-            Provenance("dagster-run-2", "models/linear", f"LOGGED|{DIRECTION}"),
+            Provenance("dagster-run-2", LINEAR, f"LOGGED|{DIRECTION}"),
         )
         == tracked
     )
@@ -151,9 +156,9 @@ def test_a_model_tracked_before_its_link_was_written_is_found_again_by_fingerpri
     store = LocalArtifactStore(tmp_path / "artifacts")
     cell = Cell(small_universe, "linear", "RETRIED", DIRECTION)
     stored, manifest = commit(store, cell, signal_model, "e" * 32)
-    provenance = Provenance("dagster-run-1", "models/linear", f"RETRIED|{DIRECTION}")
+    provenance = Provenance("dagster-run-1", LINEAR, f"RETRIED|{DIRECTION}")
     first = track_cell(cell, lambda: tracker, stored, manifest, signal_model.model, CONFIG, provenance)
-    store.delete(f"{stored.prefix}/{stored.fingerprint}/{TRACKING_RECORD_FILE}")
+    store.delete(file_key(stored.prefix, stored.fingerprint, TRACKING_RECORD_FILE))
 
     again = track_cell(cell, lambda: tracker, stored, manifest, None, CONFIG, provenance)
 
@@ -182,7 +187,7 @@ def test_a_gated_cell_is_logged_as_a_run_without_a_version(
         manifest,
         gated.model,
         CONFIG,
-        Provenance("run", "models/linear", f"GATED|{DIRECTION}"),
+        Provenance("run", LINEAR, f"GATED|{DIRECTION}"),
         log=lines.append,
     )
 
@@ -212,11 +217,12 @@ def test_a_tracking_failure_says_the_model_is_safe_and_how_to_log_it(
             manifest,
             signal_model.model,
             CONFIG,
-            Provenance("run", "models/linear", f"DOWN|{DIRECTION}"),
+            Provenance("run", LINEAR, f"DOWN|{DIRECTION}"),
         )
 
     message = str(failure.value)
     assert f"127.0.0.1:{port}" in message
-    assert f"safe in the artifact store at {store.uri(f'models/linear/DOWN/{DIRECTION}/' + 'c' * 32)}" in message
-    assert message.endswith(f"materializing models/linear DOWN|{DIRECTION} again logs it without retraining")
-    assert not store.exists(f"{stored.prefix}/{stored.fingerprint}/{TRACKING_RECORD_FILE}")
+    stored_at = store.uri(fingerprint_directory(artifact_prefix(LINEAR, "DOWN", DIRECTION), "c" * 32))
+    assert f"safe in the artifact store at {stored_at}" in message
+    assert message.endswith(f"materializing {LINEAR} DOWN|{DIRECTION} again logs it without retraining")
+    assert not store.exists(file_key(stored.prefix, stored.fingerprint, TRACKING_RECORD_FILE))

@@ -16,6 +16,7 @@ from dagster._config import process_config
 from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.defs.assets.market_data import FEATURES
+from intelligence_assets.defs.assets.models import MODEL_KEY_PREFIX
 from intelligence_assets.defs.assets.target_analysis import TARGET_RANKINGS
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
@@ -190,7 +191,7 @@ def test_training_job_runs_a_symbols_range_with_steps_forked_from_a_preloaded_se
         }
         # labels, target_rankings, feature_sets and every family: a process each
         assert len(step_pids) == 3 + len(universe.model_families)
-        families = [key for key in instance.get_asset_keys() if key.path[0] == "models"]
+        families = [key for key in instance.get_asset_keys() if key.path[0] == MODEL_KEY_PREFIX]
         for key in families:
             materialized = instance.fetch_materializations(key, limit=100).records
             assert {record.partition_key for record in materialized} == {

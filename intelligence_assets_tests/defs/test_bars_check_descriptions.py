@@ -2,11 +2,11 @@
 
 import dagster as dg
 
+from intelligence_assets.defs.assets.market_data import BARS
 from intelligence_assets.defs.checks import bars_check_results, bars_check_specs
 from intelligence_assets.ml.bars import BARS_CHECK_DESCRIPTIONS, GapSettings, validate_bars
 from intelligence_assets.ml.synthetic import synthetic_bars
 
-BARS = dg.AssetKey("bars")
 PARTITIONS = dg.StaticPartitionsDefinition(["AAPL"])
 
 

@@ -24,6 +24,7 @@ from intelligence_assets.ml.targets import (
     label_horizon,
 )
 from intelligence_assets.ml.training import train_and_evaluate
+from intelligence_assets.ml.walk_forward import WalkForwardProblem
 
 SPLIT = SplitSettings(folds=4, embargo=5, test_fraction=0.2, min_train_rows=200)
 
@@ -70,9 +71,8 @@ def test_planted_target_ranks_first_and_planted_feature_is_selected() -> None:
     rankings = {}
     for spec in targets:
         dataset = build_dataset(features, build_labels(bars, spec))
-        rankings[spec.name] = rank_target(
-            dataset.x, dataset.y, spec.task, label_horizon(spec), SPLIT, RankingSettings(), seed=1
-        )
+        problem = WalkForwardProblem.from_dataset(dataset, spec.task, label_horizon(spec), SPLIT, seed=1)
+        rankings[spec.name] = rank_target(problem, RankingSettings())
     ordered = sorted(rankings, key=lambda name: rankings[name].score, reverse=True)
     assert ordered[0] == "planted_up_1b", {n: r.score for n, r in rankings.items()}
     assert rankings["planted_up_1b"].passed
@@ -80,9 +80,8 @@ def test_planted_target_ranks_first_and_planted_feature_is_selected() -> None:
 
     planted = targets[0]
     dataset = build_dataset(features, build_labels(bars, planted))
-    selection = select_features(
-        dataset.x, dataset.y, dataset.feature_names, planted.task, 1, SPLIT, SelectionSettings(), seed=1
-    )
+    problem = WalkForwardProblem.from_dataset(dataset, planted.task, 1, SPLIT, seed=1)
+    selection = select_features(problem, SelectionSettings())
     assert PLANTED_FEATURE in selection.selected[:3], selection.selected
 
 

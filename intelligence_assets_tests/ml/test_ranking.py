@@ -9,6 +9,7 @@ from intelligence_assets.ml.ranking import (
     QUICK_MODEL_PARAMS,
     RankingSettings,
     TargetRanking,
+    WalkForwardProblem,
     quick_model_params,
     rank_target,
     ranking_code_version,
@@ -20,6 +21,11 @@ SPLIT = SplitSettings(folds=4, embargo=5, min_train_rows=200)
 ROWS, FEATURES = 2000, 20
 
 
+def problem(x: np.ndarray, y: np.ndarray, task: str, seed: int) -> WalkForwardProblem:
+    """Labels 5 bars ahead, cut by SPLIT; ranking does not look at the names."""
+    return WalkForwardProblem(x, y, [f"feature_{column}" for column in range(x.shape[1])], task, 5, SPLIT, seed)
+
+
 def _noise_rankings(task: str, count: int, settings: RankingSettings) -> list[TargetRanking]:
     """Features that *would* predict the label, but the label is shuffled: no signal survives."""
     rankings = []
@@ -28,8 +34,37 @@ def _noise_rankings(task: str, count: int, settings: RankingSettings) -> list[Ta
         x = rng.normal(size=(ROWS, FEATURES))
         signal = x[:, 0] + x[:, 1] * x[:, 2] + rng.normal(size=ROWS)
         y = rng.permutation((signal > 0).astype(float) if task == "classification" else signal)
-        rankings.append(rank_target(x, y, task, 5, SPLIT, settings, seed))
+        rankings.append(rank_target(problem(x, y, task, seed), settings))
     return rankings
+
+
+def test_a_problem_needs_one_row_per_label_and_one_name_per_column():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(300, 4)), rng.normal(size=300)
+    names = ["a", "b", "c", "d"]
+    WalkForwardProblem(x, y, names, "regression", 5, SPLIT, seed=0)
+    with pytest.raises(ValueError, match="one column per name"):
+        WalkForwardProblem(x, y, names[:3], "regression", 5, SPLIT, seed=0)
+    with pytest.raises(ValueError, match="one row per label"):
+        WalkForwardProblem(x, y[:-1], names, "regression", 5, SPLIT, seed=0)
+    with pytest.raises(ValueError):
+        WalkForwardProblem(x[:, 0], y, names[:1], "regression", 5, SPLIT, seed=0)
+
+
+def test_a_fold_whose_history_holds_one_class_has_no_score():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(ROWS, FEATURES))
+    y = (x[:, 0] + rng.normal(size=ROWS) > 0).astype(float)
+    first_fold = problem(x, y, "classification", 0).folds()[0]
+    y[: first_fold.train.max() + 1] = 0.0  # the rare event never happened before the first test window
+    rare = problem(x, y, "classification", 0)
+    assert [rare.learnable(fold) for fold in rare.folds()] == [False, True, True, True]
+    # The same rows as regression targets are learnable: only a classifier needs both classes.
+    assert all(problem(x, y, "regression", 0).learnable(fold) for fold in rare.folds())
+    ranking = rank_target(rare, RankingSettings())
+    for scores in ranking.fold_scores.values():
+        assert math.isnan(scores[0]) and all(math.isfinite(score) for score in scores[1:])
+    assert ranking.stability <= 0.75  # an undefined fold is no evidence of skill
 
 
 # The default bars (AUC lift 0.01, IC 0.03) are lax at this sample size: with ~320 test rows
@@ -77,7 +112,7 @@ def test_planted_linear_signal_passes():
     rng = np.random.default_rng(7)
     x = rng.normal(size=(ROWS, FEATURES))
     y = (0.6 * x[:, 3] - 0.6 * x[:, 11] + rng.normal(size=ROWS) > 0).astype(float)
-    ranking = rank_target(x, y, "classification", 5, SPLIT, RankingSettings(), seed=0)
+    ranking = rank_target(problem(x, y, "classification", 0), RankingSettings())
     assert ranking.passed, ranking.reason
     assert ranking.score > 0.05
     assert ranking.stability == 1.0
@@ -90,7 +125,7 @@ def test_planted_interaction_is_found_by_lightgbm_not_linear():
     rng = np.random.default_rng(8)
     x = rng.normal(size=(ROWS, FEATURES))
     y = (x[:, 4] * x[:, 9] + 0.5 * rng.normal(size=ROWS) > 0).astype(float)
-    ranking = rank_target(x, y, "classification", 5, SPLIT, RankingSettings(), seed=0)
+    ranking = rank_target(problem(x, y, "classification", 0), RankingSettings())
     assert ranking.best_model == "lightgbm"
     assert ranking.passed and ranking.score > 0.05, ranking.reason
     assert abs(ranking.model_scores["linear"]["score"]) < 0.05
@@ -100,8 +135,8 @@ def test_planted_regression_signal_passes_and_is_deterministic():
     rng = np.random.default_rng(9)
     x = rng.normal(size=(ROWS, FEATURES))
     y = 0.4 * x[:, 0] + 0.3 * np.tanh(x[:, 5]) + rng.normal(size=ROWS)
-    first = rank_target(x, y, "regression", 5, SPLIT, RankingSettings(), seed=3)
-    second = rank_target(x, y, "regression", 5, SPLIT, RankingSettings(), seed=3)
+    first = rank_target(problem(x, y, "regression", 3), RankingSettings())
+    second = rank_target(problem(x, y, "regression", 3), RankingSettings())
     assert first.passed and first.score > 0.05, first.reason
     assert first.bar == RankingSettings().min_ic
     assert first.fold_scores == second.fold_scores
@@ -132,7 +167,7 @@ def test_failure_reason_names_the_numbers():
     x = rng.normal(size=(ROWS, FEATURES))
     y = (0.6 * x[:, 3] + rng.normal(size=ROWS) > 0).astype(float)
     strict = RankingSettings(min_auc_lift=0.45)
-    ranking = rank_target(x, y, "classification", 5, SPLIT, strict, seed=0)
+    ranking = rank_target(problem(x, y, "classification", 0), strict)
     assert not ranking.passed
     assert f"below bar {0.45:.4f}" in ranking.reason
     assert f"{ranking.score:.4f}" in ranking.reason

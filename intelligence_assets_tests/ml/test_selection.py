@@ -5,6 +5,7 @@ import pytest
 
 from intelligence_assets.ml.selection import FeatureSelection, SelectionSettings, select_features
 from intelligence_assets.ml.splits import SplitSettings
+from intelligence_assets.ml.walk_forward import WalkForwardProblem
 
 SPLIT = SplitSettings(folds=4, embargo=5, min_train_rows=200)
 ROWS, FEATURES = 2500, 20
@@ -22,7 +23,9 @@ def _planted_classification(seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def planted_selection() -> FeatureSelection:
     x, y = _planted_classification(seed=1)
-    return select_features(x, y, NAMES, "classification", 3, SPLIT, SelectionSettings(min_features=3), seed=0)
+    return select_features(
+        WalkForwardProblem(x, y, NAMES, "classification", 3, SPLIT, seed=0), SelectionSettings(min_features=3)
+    )
 
 
 def test_planted_features_are_selected_and_rank_on_top(planted_selection):
@@ -56,7 +59,9 @@ def test_importance_rows_are_complete_and_ordered(planted_selection):
 
 def test_selection_is_deterministic_for_a_fixed_seed(planted_selection):
     x, y = _planted_classification(seed=1)
-    again = select_features(x, y, NAMES, "classification", 3, SPLIT, SelectionSettings(min_features=3), seed=0)
+    again = select_features(
+        WalkForwardProblem(x, y, NAMES, "classification", 3, SPLIT, seed=0), SelectionSettings(min_features=3)
+    )
     assert again.to_dict() == planted_selection.to_dict()
 
 
@@ -66,7 +71,8 @@ def test_pure_noise_falls_back_to_gain_and_respects_caps():
     y = rng.normal(size=ROWS)
     names = NAMES[:8]
     selection = select_features(
-        x, y, names, "regression", 1, SPLIT, SelectionSettings(min_features=4, max_features=6), seed=0
+        WalkForwardProblem(x, y, names, "regression", 1, SPLIT, seed=0),
+        SelectionSettings(min_features=4, max_features=6),
     )
     assert 4 <= len(selection.selected) <= 6
     by_name = {row["feature"]: row for row in selection.importances}
@@ -84,12 +90,7 @@ def test_planted_regression_signal_is_selected():
     y = 0.5 * x[:, 2] + 0.4 * np.abs(x[:, 6]) + rng.normal(size=ROWS)
     names = NAMES[:10]
     selection = select_features(
-        x, y, names, "regression", 1, SPLIT, SelectionSettings(min_features=1, max_features=2), seed=0
+        WalkForwardProblem(x, y, names, "regression", 1, SPLIT, seed=0),
+        SelectionSettings(min_features=1, max_features=2),
     )
     assert selection.selected == ["feature_02", "feature_06"]
-
-
-def test_rejects_mismatched_names():
-    x, y = _planted_classification(seed=1)
-    with pytest.raises(ValueError):
-        select_features(x, y, NAMES[:5], "classification", 3, SPLIT, SelectionSettings(), seed=0)

@@ -1,19 +1,25 @@
+import re
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
+from intelligence_assets.defs.assets.market_data import FEATURES
+from intelligence_assets.defs.assets.models import model_key
+from intelligence_assets.defs.assets.target_analysis import TARGET_RANKINGS
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.store.artifact_store import ArtifactNotFoundError, CorruptArtifactError, LocalArtifactStore
 from intelligence_assets.store.artifacts import (
+    TABLE_FILE,
     ArtifactHandle,
     Manifest,
     find_intact_manifest,
     read_value,
     write_artifact,
 )
+from intelligence_assets.store.keys import artifact_prefix, file_key
 
 
 def _store(store, prefix: str, value, fingerprint: str = "f1") -> None:
@@ -23,10 +29,12 @@ def _store(store, prefix: str, value, fingerprint: str = "f1") -> None:
 def test_round_trips_tables_json_and_models(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
     table = pl.DataFrame({"a": [1.0, 2.0, None], "b": ["x", "y", "z"]})
-    _store(store, "features/AAPL", table)
-    assert read_value(store, "features/AAPL").equals(table)
-    _store(store, "target_rankings/AAPL/y_up_1b", {"score": 0.1, "passed": True})
-    assert read_value(store, "target_rankings/AAPL/y_up_1b") == {"score": 0.1, "passed": True}
+    features = artifact_prefix(FEATURES, "AAPL")
+    _store(store, features, table)
+    assert read_value(store, features).equals(table)
+    ranking = artifact_prefix(TARGET_RANKINGS, "AAPL", "y_up_1b")
+    _store(store, ranking, {"score": 0.1, "passed": True})
+    assert read_value(store, ranking) == {"score": 0.1, "passed": True}
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 3))
@@ -34,21 +42,23 @@ def test_round_trips_tables_json_and_models(tmp_path: Path) -> None:
     model = load_family("lightgbm")("classification", {"num_boost_round": 20}, seed=1).fit(
         x[:300], y[:300], x[300:], y[300:]
     )
-    _store(store, "models/lightgbm/AAPL/y_up_1b", TrainedModel("lightgbm", {"features": ["a", "b", "c"]}, model))
-    loaded = read_value(store, "models/lightgbm/AAPL/y_up_1b")
+    trained = artifact_prefix(model_key("lightgbm"), "AAPL", "y_up_1b")
+    _store(store, trained, TrainedModel("lightgbm", {"features": ["a", "b", "c"]}, model))
+    loaded = read_value(store, trained)
     assert loaded.trained and loaded.feature_names == ["a", "b", "c"]
     assert np.array_equal(loaded.predict(x), model.predict(x))
-    assert store.exists("models/lightgbm/AAPL/y_up_1b/f1/model/model.txt")
+    assert store.exists(file_key(trained, "f1", "model/model.txt"))
 
 
 def test_the_pointer_moves_only_after_the_artifact_is_complete(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
-    _store(store, "features/AAPL", pl.DataFrame({"a": [1.0]}), fingerprint="old")
-    _store(store, "features/AAPL", pl.DataFrame({"a": [2.0]}), fingerprint="new")
-    handle = ArtifactHandle.current(store, "features/AAPL")
+    features = artifact_prefix(FEATURES, "AAPL")
+    _store(store, features, pl.DataFrame({"a": [1.0]}), fingerprint="old")
+    _store(store, features, pl.DataFrame({"a": [2.0]}), fingerprint="new")
+    handle = ArtifactHandle.current(store, features)
     assert handle.fingerprint == "new" and handle.load()["a"][0] == 2.0
     # Both fingerprints stay stored: going back to the old inputs is a cache hit.
-    assert find_intact_manifest(store, "features/AAPL", "old")[0] is not None
+    assert find_intact_manifest(store, features, "old")[0] is not None
 
 
 def test_writes_are_atomic_and_leave_no_partial_files(tmp_path: Path) -> None:
@@ -61,13 +71,15 @@ def test_writes_are_atomic_and_leave_no_partial_files(tmp_path: Path) -> None:
 
 def test_missing_corrupt_and_invalid_keys_fail_clearly(tmp_path: Path) -> None:
     store = LocalArtifactStore(tmp_path)
-    with pytest.raises(ArtifactNotFoundError, match="features/NOPE"):
-        read_value(store, "features/NOPE")
-    _store(store, "features/BAD", pl.DataFrame({"a": [1.0, 2.0]}))
-    store.put_bytes("features/BAD/f1/data.parquet", b"not parquet at all")
-    with pytest.raises(CorruptArtifactError, match=r"features/BAD/f1/data.parquet is corrupt"):
-        read_value(store, "features/BAD")
-    manifest, why = find_intact_manifest(store, "features/BAD", "f1")
+    missing = artifact_prefix(FEATURES, "NOPE")
+    with pytest.raises(ArtifactNotFoundError, match=re.escape(missing)):
+        read_value(store, missing)
+    bad = artifact_prefix(FEATURES, "BAD")
+    _store(store, bad, pl.DataFrame({"a": [1.0, 2.0]}))
+    store.put_bytes(file_key(bad, "f1", TABLE_FILE), b"not parquet at all")
+    with pytest.raises(CorruptArtifactError, match=re.escape(f"{file_key(bad, 'f1', TABLE_FILE)} is corrupt")):
+        read_value(store, bad)
+    manifest, why = find_intact_manifest(store, bad, "f1")
     assert manifest is None and "corrupt" in why
     with pytest.raises(ValueError, match="invalid artifact key"):
         store.put_bytes("../escape", b"x")

@@ -19,6 +19,10 @@ def test_the_layout_of_an_asset_partition() -> None:
     assert keys.manifest_key(model, "abc") == "models/linear/SIGNAL/y_up_1b/abc/manifest.json"
     assert keys.claim_key(model, "abc") == "models/linear/SIGNAL/y_up_1b/abc/claim.json"
     assert keys.file_key(model, "abc", "model/model.json") == "models/linear/SIGNAL/y_up_1b/abc/model/model.json"
+    assert keys.pointer_prefix("models/linear/SIGNAL/y_up_1b/current.json") == model
+    assert keys.pointer_prefix("model_leaderboard/current.json") == "model_leaderboard"
+    for not_a_pointer in ("current.json", "features/SIGNAL/abc/manifest.json", "features/SIGNAL/xcurrent.json"):
+        assert keys.pointer_prefix(not_a_pointer) is None, not_a_pointer
     with pytest.raises(ValueError, match="needs its symbol"):
         keys.artifact_prefix("labels", target="y_up_1b")
 

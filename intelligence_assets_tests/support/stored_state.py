@@ -15,13 +15,17 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
+from intelligence_assets.defs.assets.predictions import PREDICTIONS
+from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
 from intelligence_assets.store.artifact_store import LocalArtifactStore
-from intelligence_assets.store.artifacts import POINTER_FILE, find_intact_manifest
+from intelligence_assets.store.artifacts import find_intact_manifest
+from intelligence_assets.store.keys import artifact_prefix, pointer_prefix
+from intelligence_assets.store.usage import MLFLOW_AREA, classify_key
 from intelligence_assets.tracking import names
 
 # Always computed from the registry, whose version numbers differ between homes: compared
 # through the aliases' fingerprints instead.
-FROM_THE_REGISTRY = ("model_registry", "predictions")
+FROM_THE_REGISTRY = (artifact_prefix(MODEL_REGISTRY), artifact_prefix(PREDICTIONS))
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,9 @@ def stored_state(home: Path) -> StoredState:
     problems: list[str] = []
     pointers = {}
     for key in store.list_keys(""):
-        if not key.endswith(f"/{POINTER_FILE}") or key.startswith("mlflow/"):
+        prefix = pointer_prefix(key)
+        if prefix is None or classify_key(key)[0] == MLFLOW_AREA:
             continue
-        prefix = key.removesuffix(f"/{POINTER_FILE}")
         fingerprint = store.get_json(key)["fingerprint"]
         pointers[prefix] = fingerprint
         if find_intact_manifest(store, prefix, fingerprint)[1] != "intact":

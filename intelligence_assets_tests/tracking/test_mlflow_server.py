@@ -10,7 +10,7 @@ import os
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import dagster as dg
 import mlflow
@@ -23,11 +23,16 @@ from mlflow.entities import ViewType
 
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets.definitions import build_assets
+from intelligence_assets.defs.assets.market_data import FEATURES
+from intelligence_assets.defs.assets.models import model_key
+from intelligence_assets.defs.assets.predictions import PREDICTIONS
+from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
 from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource, request_settings
 from intelligence_assets.ml.dataset import build_inference_matrix
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import ArtifactHandle, read_value
+from intelligence_assets.store.keys import artifact_prefix, manifest_key, pointer_key
 from intelligence_assets.tracking import names
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.browser import SCREENSHOTS
@@ -53,6 +58,7 @@ WEAK = {
 }
 STRONG = {"lightgbm": {"params": {"num_boost_round": 120}}}
 CELL = ("SIGNAL", "y_up_1b")
+LIGHTGBM = model_key("lightgbm")
 MIN_IMPROVEMENT = 0.001
 
 
@@ -103,7 +109,7 @@ def promoted(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFacto
         patch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         with dg.instance_for_test() as instance:
             materialize_everything(load_universe(universe_path), instance, resources)
-            first_registry = read_value(store, "model_registry")
+            first_registry = read_value(store, artifact_prefix(MODEL_REGISTRY))
             set_families(universe_path, STRONG)
             materialize_everything(load_universe(universe_path), instance, resources)
             yield {
@@ -131,7 +137,7 @@ def test_every_model_materialization_is_one_run_with_provenance(promoted) -> Non
     for symbol in universe.symbols:
         for target in universe.target_names:
             partition = f"{symbol}|{target}"
-            handle = ArtifactHandle.current(store, f"models/lightgbm/{symbol}/{target}")
+            handle = ArtifactHandle.current(store, artifact_prefix(LIGHTGBM, symbol, target))
             experiment = client.get_experiment_by_name(names.experiment_name(target))
             runs = client.search_runs(
                 [experiment.experiment_id],
@@ -139,7 +145,7 @@ def test_every_model_materialization_is_one_run_with_provenance(promoted) -> Non
             )
             assert len(runs) == 2, f"{partition}: one run per materialization (weak, then strong)"
             run = next(r for r in runs if r.data.tags[names.FINGERPRINT_TAG] == handle.fingerprint)
-            metadata = latest_metadata(instance, dg.AssetKey(["models", "lightgbm"]), partition)
+            metadata = latest_metadata(instance, LIGHTGBM, partition)
             # Dagster -> MLflow and MLflow -> Dagster.
             assert metadata["mlflow_run_id"].value == run.info.run_id
             assert run.info.run_id in metadata["mlflow_run"].value and metadata["mlflow_run"].value.startswith(
@@ -147,11 +153,14 @@ def test_every_model_materialization_is_one_run_with_provenance(promoted) -> Non
             )
             tags = run.data.tags
             record = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=dg.AssetKey(["models", "lightgbm"]), asset_partitions=[partition]),
+                dg.AssetRecordsFilter(asset_key=LIGHTGBM, asset_partitions=[partition]),
                 limit=1,
             ).records[0]
             assert tags[names.DAGSTER_RUN_TAG] == record.run_id
-            assert tags[names.DAGSTER_ASSET_TAG] == "models/lightgbm" and tags[names.DAGSTER_PARTITION_TAG] == partition
+            assert (
+                tags[names.DAGSTER_ASSET_TAG] == LIGHTGBM.to_user_string()
+                and tags[names.DAGSTER_PARTITION_TAG] == partition
+            )
             assert tags[names.CODE_VERSION_TAG] == record.asset_materialization.tags.get(
                 "dagster/code_version", tags[names.CODE_VERSION_TAG]
             )
@@ -161,7 +170,7 @@ def test_every_model_materialization_is_one_run_with_provenance(promoted) -> Non
 def test_runs_carry_params_fold_metrics_curves_and_artifacts(promoted) -> None:
     client, store = promoted["client"], promoted["store"]
     symbol, target = promoted["symbol"], promoted["target"]
-    handle = ArtifactHandle.current(store, f"models/lightgbm/{symbol}/{target}")
+    handle = ArtifactHandle.current(store, artifact_prefix(LIGHTGBM, symbol, target))
     model = handle.load()
     assert model.trained
     experiment = client.get_experiment_by_name(names.experiment_name(target))
@@ -188,7 +197,7 @@ def test_a_models_mlflow_link_opens_its_run_whose_importance_chart_shows_as_an_i
     """From the link in a model's Dagster metadata to MLflow's own UI, in Chromium: the run's
     artifacts show importance.svg drawn as an image of the size the chart declares."""
     partition = f"{promoted['symbol']}|{promoted['target']}"
-    metadata = latest_metadata(promoted["instance"], dg.AssetKey(["models", "lightgbm"]), partition)
+    metadata = latest_metadata(promoted["instance"], LIGHTGBM, partition)
     assert metadata["trained"].value
     chart = Path(
         promoted["client"].download_artifacts(metadata["mlflow_run_id"].value, names.IMPORTANCE_CHART)
@@ -232,7 +241,7 @@ def test_stronger_model_is_promoted_and_the_old_one_kept_as_previous_champion(pr
     aliases = client.get_registered_model(name).aliases
     assert aliases[names.CHAMPION] == strong.version and aliases[names.PREVIOUS_CHAMPION] == weak.version
     registry = (
-        read_value(promoted["store"], "model_registry")
+        read_value(promoted["store"], artifact_prefix(MODEL_REGISTRY))
         .filter((pl.col("symbol") == symbol) & (pl.col("target") == target))
         .row(0, named=True)
     )
@@ -244,7 +253,7 @@ def test_stronger_model_is_promoted_and_the_old_one_kept_as_previous_champion(pr
 def test_predictions_come_from_the_champion_alias(promoted, mlflow_server: MlflowServer) -> None:
     store = promoted["store"]
     symbol, target = promoted["symbol"], promoted["target"]
-    predictions = read_value(store, f"predictions/{symbol}").filter(pl.col("target") == target)
+    predictions = read_value(store, artifact_prefix(PREDICTIONS, symbol)).filter(pl.col("target") == target)
     previous_uri = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(mlflow_server.url)  # MLflow's own loader, as a user would call it
     try:
@@ -252,7 +261,7 @@ def test_predictions_come_from_the_champion_alias(promoted, mlflow_server: Mlflo
     finally:
         mlflow.set_tracking_uri(previous_uri)
     feature_names = model.metadata.get_input_schema().input_names()
-    timestamps, x = build_inference_matrix(read_value(store, f"features/{symbol}"), feature_names)
+    timestamps, x = build_inference_matrix(read_value(store, artifact_prefix(FEATURES, symbol)), feature_names)
     expected = pl.DataFrame(
         {
             "timestamp": timestamps,
@@ -312,7 +321,7 @@ def test_rollback_restores_previous_champion_records_why_and_sticks(promoted) ->
     assert "live drawdown" in client.get_model_version(name, champion).tags[names.ROLLED_BACK_TAG]
     metadata = results[0].asset_materializations_for_node("model_registry")[0].metadata
     assert metadata["rollback_reason"].value == "live drawdown after promotion"
-    served = read_value(store, f"predictions/{symbol}").filter(pl.col("target") == target)
+    served = read_value(store, artifact_prefix(PREDICTIONS, symbol)).filter(pl.col("target") == target)
     assert set(served["model_version"]) == {previous}
     # The normal promotion run that follows does not undo the rollback.
     rerun = dg.materialize(
@@ -415,8 +424,10 @@ def test_tracker_unreachable_keeps_the_model_retries_then_fails_clearly(outage_s
     assert f"MLflow tracking at http://{proxy.endpoint} failed" in message
     assert "safe in the artifact store" in message
     # The model is committed (manifest written) but not published, and MLflow holds nothing.
-    keys = store.list_keys(f"models/lightgbm/{symbol}/{CELL[1]}")
-    assert any(key.endswith("/manifest.json") for key in keys) and not any(key.endswith("current.json") for key in keys)
+    prefix = artifact_prefix(LIGHTGBM, symbol, CELL[1])
+    keys = store.list_keys(prefix)
+    assert any(key == manifest_key(prefix, PurePosixPath(key).parent.name) for key in keys)
+    assert pointer_key(prefix) not in keys
     assert runs_of(client, symbol, CELL[1]) == [] and versions_of(client, symbol, CELL[1]) == []
 
     proxy.start_listening()
@@ -562,7 +573,7 @@ def test_a_tracking_server_paused_within_the_budget_leaves_one_run_and_one_versi
     )
 
     fingerprint = ArtifactHandle.current(
-        LocalArtifactStore(tmp_path / "artifacts"), f"models/lightgbm/{symbol}/{target}"
+        LocalArtifactStore(tmp_path / "artifacts"), artifact_prefix(LIGHTGBM, symbol, target)
     ).fingerprint
     experiment = client.get_experiment_by_name(names.experiment_name(target))
     every_run = client.search_runs(

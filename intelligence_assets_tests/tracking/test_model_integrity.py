@@ -20,11 +20,15 @@ import pytest
 
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets.definitions import build_assets
+from intelligence_assets.defs.assets.models import model_key
+from intelligence_assets.defs.assets.predictions import PREDICTIONS
+from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
 from intelligence_assets.defs.partitions import register_symbols
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
+from intelligence_assets.store.keys import artifact_prefix, pointer_key
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.flavours import pyfunc_predict
 from intelligence_assets.tracking.tracker import ModelIntegrityError, ModelTracker, TrackedRun, TrainingRecord
@@ -84,7 +88,7 @@ def track(tracker: ModelTracker, model, symbol: str) -> TrackedRun:
         eligible=True,
         provenance_tags={
             names.FINGERPRINT_TAG: uuid.uuid4().hex,
-            names.DAGSTER_ASSET_TAG: "models/lightgbm",
+            names.DAGSTER_ASSET_TAG: model_key("lightgbm").to_user_string(),
             names.DAGSTER_PARTITION_TAG: f"{symbol}|{TARGET}",
         },
         config={"params": {"num_boost_round": 30}},
@@ -218,7 +222,7 @@ def test_predictions_fail_naming_a_tampered_champion_and_publish_nothing(tmp_pat
         assert materialize(MODEL_SELECTION, tags=symbol_training_range(universe, "SIGNAL")).success
         assert materialize(dg.AssetSelection.assets("model_leaderboard", "model_registry")).success
         champion = (
-            read_value(store, "model_registry")
+            read_value(store, artifact_prefix(MODEL_REGISTRY))
             .filter(pl.col("champion_version").is_not_null())
             .sort("target")
             .row(0, named=True)
@@ -243,12 +247,14 @@ def test_predictions_fail_naming_a_tampered_champion_and_publish_nothing(tmp_pat
             f"{champion['registered_model']} version {champion['champion_version']}" in message
             and "changed: python_model.pkl" in message
         )
-        assert not store.exists("predictions/SIGNAL/current.json"), (
+        assert not store.exists(pointer_key(artifact_prefix(PREDICTIONS, "SIGNAL"))), (
             "predictions from an unverified model were published"
         )
 
         # The same run with the files as logged serves the champion.
         pickle.write_bytes(original)
         assert materialize(dg.AssetSelection.assets("predictions"), "SIGNAL").success
-        served = read_value(store, "predictions/SIGNAL").filter(pl.col("target") == champion["target"])
+        served = read_value(store, artifact_prefix(PREDICTIONS, "SIGNAL")).filter(
+            pl.col("target") == champion["target"]
+        )
         assert served.height > 0 and set(served["model_version"]) == {champion["champion_version"]}

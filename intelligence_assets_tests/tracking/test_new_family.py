@@ -16,6 +16,7 @@ import pytest
 
 import intelligence_assets.ml.families as families
 from intelligence_assets.config.universe import UniverseError, load_universe
+from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.families.base import MLFLOW_FLAVOURS
 from intelligence_assets.ml.trained_model import TrainedModel
@@ -101,7 +102,10 @@ def test_the_family_is_tracked_in_its_declared_flavour_and_loads_back(new_family
         trained_model=TrainedModel(new_family, summary, model),
         score_metric="auc",
         eligible=True,
-        provenance_tags={names.FINGERPRINT_TAG: uuid.uuid4().hex, names.DAGSTER_ASSET_TAG: f"models/{new_family}"},
+        provenance_tags={
+            names.FINGERPRINT_TAG: uuid.uuid4().hex,
+            names.DAGSTER_ASSET_TAG: model_key(new_family).to_user_string(),
+        },
         config={"params": {}},
     )
     tracker = ModelTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment_root=tmp_path / "artifacts")

@@ -26,8 +26,22 @@ import pytest
 from mlflow.entities import ViewType
 from pydantic import ValidationError
 
+from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
+from intelligence_assets.defs.assets.market_data import FEATURES
+from intelligence_assets.defs.assets.models import model_key
+from intelligence_assets.defs.assets.predictions import PREDICTIONS
+from intelligence_assets.defs.assets.target_analysis import LABELS
+from intelligence_assets.ml.trained_model import MODEL_FOLDER
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import Manifest, commit_artifact, point_to, read_value
+from intelligence_assets.store.keys import (
+    MANIFEST_FILE,
+    artifact_prefix,
+    file_key,
+    fingerprint_directory,
+    manifest_key,
+    pointer_key,
+)
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.retention import (
     RetentionAction,
@@ -42,6 +56,8 @@ from intelligence_assets.tracking.retention import (
 from intelligence_assets_tests.support.services import free_port
 
 TARGET = "y_up_1b"
+# A model's own files may hold a file named like the store's manifest, below the fingerprint directory.
+NESTED_MANIFEST = f"{MODEL_FOLDER}/{MANIFEST_FILE}"
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +90,7 @@ class Trained:
 
     @property
     def directory(self) -> str:
-        return f"{self.prefix}/{self.fingerprint}"
+        return fingerprint_directory(self.prefix, self.fingerprint)
 
 
 @dataclass
@@ -105,7 +121,7 @@ class World:
         """One model materialization the way the pipeline leaves it: a committed fingerprint
         directory in the artifact store, an MLflow run with `model/` artifacts, a version."""
         fingerprint = uuid.uuid4().hex
-        prefix = f"models/{family}/{symbol}/{target}"
+        prefix = artifact_prefix(model_key(family), symbol, target)
         manifest = commit_artifact(
             self.store,
             prefix,
@@ -113,7 +129,7 @@ class World:
             Manifest(fingerprint=fingerprint, data_version=fingerprint, files={}),
         )
         # A model's own files may hold a `manifest.json`; it must not pass for a fingerprint directory.
-        self.store.put_bytes(f"{prefix}/{fingerprint}/model/manifest.json", b'{"framework": "test"}')
+        self.store.put_bytes(file_key(prefix, fingerprint, NESTED_MANIFEST), b'{"framework": "test"}')
         if current:
             point_to(self.store, prefix, manifest)
 
@@ -122,7 +138,7 @@ class World:
             names.TARGET_TAG: target,
             names.FAMILY_TAG: family,
             names.FINGERPRINT_TAG: fingerprint,
-            names.ARTIFACT_URI_TAG: self.store.uri(f"{prefix}/{fingerprint}"),
+            names.ARTIFACT_URI_TAG: self.store.uri(fingerprint_directory(prefix, fingerprint)),
             names.TRAINED_TAG: "true" if register else "false",
         }
         run = self.client.create_run(self.experiment(target), tags=tags)
@@ -374,28 +390,32 @@ def test_runs_that_never_became_a_version_are_collected(world: World) -> None:
 
 
 def test_superseded_fingerprint_directories_are_collected_but_current_and_referenced_ones_kept(world: World) -> None:
-    def commit(prefix: str, value: dict, publish: bool) -> str:
+    def commit(prefix: str, value: dict, publish: bool) -> tuple[str, str]:
         fingerprint = uuid.uuid4().hex
         manifest = commit_artifact(
             world.store, prefix, value, Manifest(fingerprint=fingerprint, data_version=fingerprint, files={})
         )
         if publish:
             point_to(world.store, prefix, manifest)
-        return f"{prefix}/{fingerprint}"
+        return prefix, fingerprint
 
-    superseded_features = commit("features/AAPL", {"rows": 1}, publish=True)
-    current_features = commit("features/AAPL", {"rows": 2}, publish=True)
-    superseded_labels = commit(f"labels/AAPL/{TARGET}", {"rows": 1}, publish=False)
-    current_labels = commit(f"labels/AAPL/{TARGET}", {"rows": 2}, publish=True)
-    never_published = commit("model_leaderboard", {"rows": 1}, publish=False)
+    features, labels = artifact_prefix(FEATURES, "AAPL"), artifact_prefix(LABELS, "AAPL", TARGET)
+    superseded_features = commit(features, {"rows": 1}, publish=True)
+    current_features = commit(features, {"rows": 2}, publish=True)
+    superseded_labels = commit(labels, {"rows": 1}, publish=False)
+    current_labels = commit(labels, {"rows": 2}, publish=True)
+    never_published = commit(artifact_prefix(MODEL_LEADERBOARD), {"rows": 1}, publish=False)
     # A pointer that cannot be read protects every fingerprint under it.
-    unreadable = commit("predictions/AAPL", {"rows": 1}, publish=False)
-    world.store.put_bytes("predictions/AAPL/current.json", b"{not json")
+    predictions = artifact_prefix(PREDICTIONS, "AAPL")
+    unreadable = commit(predictions, {"rows": 1}, publish=False)
+    world.store.put_bytes(pointer_key(predictions), b"{not json")
     referenced = world.train(0.6, current=False)  # a live version's directory, not current
     world.train(0.5)  # current model, also a live version
     superseded_bytes = {
         directory: store_bytes(world.store, directory)
-        for directory in (superseded_features, superseded_labels, never_published)
+        for directory in (
+            fingerprint_directory(*committed) for committed in (superseded_features, superseded_labels, never_published)
+        )
     }
 
     assert world.plan(6) == []
@@ -407,11 +427,16 @@ def test_superseded_fingerprint_directories_are_collected_but_current_and_refere
 
     for directory in superseded_bytes:
         assert world.store.list_keys(directory) == []
-    for directory in (current_features, current_labels, unreadable, referenced.directory):
-        assert world.store.exists(f"{directory}/manifest.json"), directory
-    assert read_value(world.store, "features/AAPL") == {"rows": 2}
+    for prefix, fingerprint in (
+        current_features,
+        current_labels,
+        unreadable,
+        (referenced.prefix, referenced.fingerprint),
+    ):
+        assert world.store.exists(manifest_key(prefix, fingerprint)), prefix
+    assert read_value(world.store, features) == {"rows": 2}
     # The nested `model/manifest.json` inside a model's own files was never taken for a directory.
-    assert world.store.exists(f"{referenced.directory}/model/manifest.json")
+    assert world.store.exists(file_key(referenced.prefix, referenced.fingerprint, NESTED_MANIFEST))
 
 
 def test_a_directory_becomes_collectable_once_its_version_is_archived(world: World) -> None:
@@ -422,7 +447,7 @@ def test_a_directory_becomes_collectable_once_its_version_is_archived(world: Wor
         (RetentionActionKind.ARCHIVE, False)
     ]
     world.apply(plan)
-    assert world.store.exists(f"{old.directory}/manifest.json")
+    assert world.store.exists(manifest_key(old.prefix, old.fingerprint))
     assert world.plan(32, keep_top=1) == []  # still current
 
     newer = world.train(0.95)  # same family and cell: `old` is no longer current
@@ -430,7 +455,7 @@ def test_a_directory_becomes_collectable_once_its_version_is_archived(world: Wor
     assert kinds_and_targets(plan) == [("collect_artifact", old.directory)]
     world.apply(plan)
     assert world.store.list_keys(old.directory) == []
-    assert world.store.exists(f"{newer.directory}/manifest.json")
+    assert world.store.exists(manifest_key(newer.prefix, newer.fingerprint))
 
 
 def full_scenario(world: World) -> list[RetentionAction]:
@@ -441,7 +466,7 @@ def full_scenario(world: World) -> list[RetentionAction]:
     world.apply(world.plan(31, keep_top=1))  # archives the first two
     third = world.train(0.53, family="xgboost")  # created now: archived at +91, not deleted
     world.train(None, family="torch_mlp", register=False)
-    manifest_prefix = "features/AAPL"
+    manifest_prefix = artifact_prefix(FEATURES, "AAPL")
     for rows in (1, 2):
         fingerprint = uuid.uuid4().hex
         point_to(
@@ -511,7 +536,7 @@ def test_an_interrupted_archive_resumes_from_its_verified_archive_and_never_rebu
     plan = world.plan(31, keep_top=1)
     assert [action.version for action in plan] == [first.version, second.version]
 
-    crashing = StoreThatCrashesOnDelete(world.store.root, crash_under="models/")
+    crashing = StoreThatCrashesOnDelete(world.store.root, crash_under=first.prefix)
     report = apply_retention(plan, world.client, crashing, dry_run=False, log=lambda _: None)
     assert [outcome.status for outcome in report.outcomes] == ["failed", "failed"]
     for trained in (first, second):
@@ -519,7 +544,7 @@ def test_an_interrupted_archive_resumes_from_its_verified_archive_and_never_rebu
         # Archive written and verified, the run's model files gone, the directory not: not yet "archived".
         assert names.ARCHIVED_TAG not in tags and tags[names.ARCHIVE_SHA256_TAG]
         assert world.model_artifacts(trained) == []
-        assert world.store.exists(f"{trained.directory}/manifest.json")
+        assert world.store.exists(manifest_key(trained.prefix, trained.fingerprint))
 
     # The second version's archive is lost meanwhile: retention must refuse rather than rebuild it
     # from originals that are already partly deleted.
@@ -537,7 +562,7 @@ def test_an_interrupted_archive_resumes_from_its_verified_archive_and_never_rebu
     ) as tar:
         assert tar.extractfile("mlflow/model/weights/booster.bin").read() == first.model_files["weights/booster.bin"]
     assert names.ARCHIVED_TAG not in world.version_tags(second)
-    assert world.store.exists(f"{second.directory}/manifest.json")  # nothing more deleted
+    assert world.store.exists(manifest_key(second.prefix, second.fingerprint))  # nothing more deleted
 
 
 class StoreThatCorruptsArchives(LocalArtifactStore):
@@ -557,7 +582,7 @@ def test_an_archive_that_does_not_read_back_intact_deletes_nothing(world: World)
     )
     assert [outcome.status for outcome in report.outcomes] == ["failed"]
     assert "sha256" in report.outcomes[0].detail
-    assert world.model_artifacts(old) and world.store.exists(f"{old.directory}/manifest.json")
+    assert world.model_artifacts(old) and world.store.exists(manifest_key(old.prefix, old.fingerprint))
     tags = world.version_tags(old)
     assert names.ARCHIVED_TAG not in tags and names.ARCHIVE_SHA256_TAG not in tags
     after = world.observed_state()
@@ -567,29 +592,31 @@ def test_an_archive_that_does_not_read_back_intact_deletes_nothing(world: World)
 
 
 def test_a_stale_plan_is_rechecked_before_anything_is_deleted(world: World) -> None:
+    features = artifact_prefix(FEATURES, "AAPL")
+
     def commit(rows: int) -> tuple[str, Manifest]:
         fingerprint = uuid.uuid4().hex
         return fingerprint, commit_artifact(
             world.store,
-            "features/AAPL",
+            features,
             {"rows": rows},
             Manifest(fingerprint=fingerprint, data_version=fingerprint, files={}),
         )
 
     _, first = commit(1)
-    point_to(world.store, "features/AAPL", first)
+    point_to(world.store, features, first)
     _, second = commit(2)
-    point_to(world.store, "features/AAPL", second)
+    point_to(world.store, features, second)
     untrained = world.train(None, register=False)
     plan = world.plan(8)
     assert kinds_and_targets(plan) == [
         ("collect_run", f"run {untrained.run_id}"),
-        ("collect_artifact", f"features/AAPL/{first.fingerprint}"),
+        ("collect_artifact", fingerprint_directory(features, first.fingerprint)),
     ]
 
     # Meanwhile: the inputs went back to the first fingerprint (a cache hit makes it current again)
     # and the run was registered after all.
-    point_to(world.store, "features/AAPL", first)
+    point_to(world.store, features, first)
     name = names.registered_model_name(untrained.symbol, untrained.target)
     world.client.create_registered_model(
         name, tags={names.SYMBOL_TAG: untrained.symbol, names.TARGET_TAG: untrained.target}

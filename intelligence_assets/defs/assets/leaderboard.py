@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from intelligence_assets.cells.leaderboard import Leaderboard, rank_models
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, materialize_cached
 from intelligence_assets.defs.assets.market_data import BARS, FEATURES
@@ -18,14 +19,12 @@ from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS
 from intelligence_assets.defs.automation.conditions import FROM_WHAT_EXISTS
 from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, cell_key
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
-from intelligence_assets.ml.metrics import model_is_eligible
 from intelligence_assets.ml.trained_model import SUMMARY_FILE
 from intelligence_assets.store.artifact_store import ArtifactStore, ArtifactStoreError
 from intelligence_assets.store.artifacts import ArtifactHandle, BlockedArtifactError, latest_failure
 from intelligence_assets.store.keys import artifact_prefix
 
 MODEL_LEADERBOARD = dg.AssetKey("model_leaderboard")
-METRIC_COLUMNS = ["auc", "accuracy", "log_loss", "ic", "rank_ic", "sharpe"]
 # What a reader compares first, in the UI's `candidates` table and in `make demo`'s printout.
 SUMMARY_COLUMNS = [
     "symbol",
@@ -38,28 +37,6 @@ SUMMARY_COLUMNS = [
     "bars_per_year",
     "test_rows",
 ]
-LEADERBOARD_SCHEMA = {
-    "symbol": pl.String,
-    "target": pl.String,
-    "family": pl.String,
-    "task": pl.String,
-    "trained": pl.Boolean,
-    "metric": pl.String,
-    "score": pl.Float64,
-    **dict.fromkeys(METRIC_COLUMNS, pl.Float64),
-    "majority_accuracy": pl.Float64,
-    "buy_and_hold_sharpe": pl.Float64,
-    "test_rows": pl.Int64,
-    "test_start": pl.String,
-    "test_end": pl.String,
-    "leakage_suspect": pl.Boolean,
-    "eligible": pl.Boolean,
-    "candidate": pl.Boolean,
-    "reason": pl.String,
-    "bars_per_year": pl.Float64,
-    "bar_spacing": pl.String,
-    "model_fingerprint": pl.String,
-}
 MISSING_SCHEMA = {
     "symbol": pl.String,
     "target": pl.String,
@@ -114,79 +91,6 @@ def model_input_name(family: str) -> str:
     return f"models_{family}"
 
 
-def leaderboard_rows(
-    summaries_by_family: dict[str, dict[str, dict[str, Any]]],
-    universe: Universe,
-    fingerprints: dict[str, dict[str, str]] | None = None,
-) -> list[dict[str, Any]]:
-    """One row per model from its summary (family -> partition -> summary.json). `fingerprints`
-    (family -> partition -> model fingerprint) pins each row to the exact model it ranks, so
-    predictions serve that model even if the family is retrained later."""
-    rows = []
-    for family, by_partition in sorted(summaries_by_family.items()):
-        for partition, summary in by_partition.items():
-            task = summary["task"]
-            metric = (
-                universe.leaderboard.classification_metric
-                if task == "classification"
-                else universe.leaderboard.regression_metric
-            )
-            metrics = summary.get("metrics", {})
-            score = metrics.get(metric)
-            rows.append(
-                {
-                    "symbol": summary["symbol"],
-                    "target": summary["target"],
-                    "family": family,
-                    "task": task,
-                    "trained": bool(summary.get("trained")),
-                    "metric": metric,
-                    "score": score,
-                    **{name: metrics.get(name) for name in METRIC_COLUMNS},
-                    # Baselines on the same held-out rows: always predicting the training
-                    # majority class, and holding the instrument long throughout.
-                    "majority_accuracy": summary.get("baseline", {}).get("majority_accuracy"),
-                    "buy_and_hold_sharpe": summary.get("baseline", {}).get("buy_and_hold_sharpe"),
-                    "test_rows": summary.get("test_rows"),
-                    "test_start": summary.get("test_start"),
-                    "test_end": summary.get("test_end"),
-                    "leakage_suspect": bool(summary.get("leakage_suspect", False)),
-                    "eligible": False,
-                    "candidate": False,
-                    "reason": summary.get("reason", ""),
-                    "bars_per_year": summary.get("bars_per_year"),
-                    "bar_spacing": summary.get("bar_spacing"),
-                    "model_fingerprint": (fingerprints or {}).get(family, {}).get(partition),
-                }
-            )
-    # Eligible: trained, trusted by the leakage sentinel, and better than no skill on the held-out
-    # period. The candidate is the best eligible model of its cell; a cell with none has none.
-    best: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in rows:
-        row["eligible"] = model_is_eligible(
-            row["trained"], row["leakage_suspect"], row["metric"], row["score"], row["majority_accuracy"]
-        )
-        if not row["eligible"]:
-            continue
-        cell = (row["symbol"], row["target"])
-        if cell not in best or row["score"] > best[cell]["score"]:
-            best[cell] = row
-    for row in best.values():
-        row["candidate"] = True
-    return rows
-
-
-def cells_without_candidate(table: pl.DataFrame) -> pl.DataFrame:
-    """Trained symbol x target cells where no model beat no skill on the held-out period."""
-    return (
-        table.filter(pl.col("trained"))
-        .group_by("symbol", "target")
-        .agg(pl.col("candidate").any().alias("has_candidate"), pl.col("score").max().alias("best_score"))
-        .filter(~pl.col("has_candidate"))
-        .sort("symbol", "target")
-    )
-
-
 def leaderboard_config(universe: Universe, missing: pl.DataFrame | None = None) -> dict[str, Any]:
     """`missing` (from `missing_models`) is part of the config: a cell that newly failed, or
     failed for another reason, recomputes the leaderboard, which reports it."""
@@ -203,6 +107,23 @@ def planned_leaderboard_config(context: PlanningContext) -> dict[str, Any]:
     # Asked only when every model is current (otherwise the leaderboard needs a run anyway), so
     # no model is missing.
     return leaderboard_config(context.universe)
+
+
+def leaderboard_metadata(board: Leaderboard, missing: pl.DataFrame) -> dict[str, Any]:
+    table = board.table
+    return {
+        "models": table.height,
+        "trained": int(table["trained"].sum()),
+        "candidates": markdown_table(board.candidates.to_dicts(), SUMMARY_COLUMNS),
+        "gated": markdown_table(board.gated.to_dicts(), ["symbol", "target", "reason"]),
+        "no_model_beats_no_skill": markdown_table(board.without_skill.to_dicts(), ["symbol", "target", "best_score"]),
+        "leakage_suspects": int(table["leakage_suspect"].sum()),
+        "missing_models": missing.height,
+        "missing": markdown_table(
+            missing.unique(["symbol", "target", "reason"]).to_dicts(),
+            ["symbol", "target", "family", "failed_asset", "reason", "run_id"],
+        ),
+    }
 
 
 def build_leaderboard_asset(universe: Universe) -> dg.AssetsDefinition:
@@ -250,36 +171,13 @@ def build_leaderboard_asset(universe: Universe) -> dg.AssetsDefinition:
                 name.removeprefix("models_"): {key: handle.fingerprint for key, handle in handles.items()}
                 for name, handles in models.items()
             }
-            table = pl.DataFrame(leaderboard_rows(summaries, universe, fingerprints), schema=LEADERBOARD_SCHEMA).sort(
-                ["symbol", "target", "score"], descending=[False, False, True], nulls_last=True
-            )
-            candidates = table.filter(pl.col("candidate"))
-            gated = (
-                table.filter(~pl.col("trained")).select("symbol", "target", "reason").unique().sort("symbol", "target")
-            )
-            without_skill = cells_without_candidate(table)
+            board = rank_models(summaries, universe, fingerprints)
             context.log.info(
-                f"leaderboard: {table.height} models, {candidates.height} candidates, {gated.height} gated cells, "
-                f"{without_skill.height} trained cells where no model beats no-skill on held-out data"
+                f"leaderboard: {board.table.height} models, {board.candidates.height} candidates, "
+                f"{board.gated.height} gated cells, {board.without_skill.height} trained cells where no model beats "
+                "no-skill on held-out data"
             )
-            return Computed(
-                table,
-                metadata={
-                    "models": table.height,
-                    "trained": int(table["trained"].sum()),
-                    "candidates": markdown_table(candidates.to_dicts(), SUMMARY_COLUMNS),
-                    "gated": markdown_table(gated.to_dicts(), ["symbol", "target", "reason"]),
-                    "no_model_beats_no_skill": markdown_table(
-                        without_skill.to_dicts(), ["symbol", "target", "best_score"]
-                    ),
-                    "leakage_suspects": int(table["leakage_suspect"].sum()),
-                    "missing_models": missing.height,
-                    "missing": markdown_table(
-                        missing.unique(["symbol", "target", "reason"]).to_dicts(),
-                        ["symbol", "target", "family", "failed_asset", "reason", "run_id"],
-                    ),
-                },
-            )
+            return Computed(board.table, metadata=leaderboard_metadata(board, missing))
 
         yield from materialize_cached(context, store, models, leaderboard_config(universe, missing), compute)
 

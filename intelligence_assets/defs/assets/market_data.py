@@ -6,6 +6,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from intelligence_assets.cells.market_data import CheckedBars, check_bars, symbol_features
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import (
     Computed,
@@ -22,16 +23,15 @@ from intelligence_assets.defs.partitions import symbol_partitions
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.defs.resources.bars_source import BarsSourceResource
 from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
-from intelligence_assets.ml.bars import BarsFileError, describe_spacing, validate_bars
-from intelligence_assets.ml.features import build_features, drop_unusable_features, require_enough_rows
-from intelligence_assets.ml.splits import minimum_rows
-from intelligence_assets.ml.targets import label_horizon
+from intelligence_assets.ml.bars import BarsFileError
+from intelligence_assets.ml.features import UsableFeatures
+from intelligence_assets.store import keys
 from intelligence_assets.store.artifacts import HandleOrRange
 from intelligence_assets.store.bars_source import BarsSource
 from intelligence_assets.store.fingerprints import table_fingerprint
 
-BARS = dg.AssetKey("bars")
-FEATURES = dg.AssetKey("features")
+BARS = dg.AssetKey(keys.BARS)
+FEATURES = dg.AssetKey(keys.FEATURES)
 
 
 def read_symbol_bars(source: BarsSource, symbol: str) -> pl.DataFrame:
@@ -43,14 +43,6 @@ def read_symbol_bars(source: BarsSource, symbol: str) -> pl.DataFrame:
         return source.read(symbol)
     except BarsFileError as error:
         raise BarsFileError(f"bars of {symbol}: {error}") from None
-
-
-def bars_per_year_or_none(universe: Universe, symbol: str, timestamps: pl.Series) -> float | None:
-    """For metadata of bars that may fail their checks (a single bar, null timestamps)."""
-    try:
-        return universe.bars_per_year(symbol, timestamps)
-    except ValueError:
-        return None
 
 
 def annualisation_config(universe: Universe, symbol: str) -> dict[str, Any]:
@@ -98,9 +90,31 @@ def planned_features_config(context: PlanningContext) -> Any:
     return features_config(context.universe)
 
 
-def minimum_usable_rows(universe: Universe) -> int:
-    """Complete feature rows a symbol needs so every target's walk-forward splits can be cut."""
-    return max(minimum_rows(label_horizon(spec), universe.split) for spec in universe.targets)
+def bars_metadata(checked: CheckedBars, path: str, content: str) -> dict[str, Any]:
+    table = checked.table
+    return {
+        "rows": table.height,
+        "bar_spacing": checked.spacing,
+        "bars_per_year": checked.bars_per_year,
+        **{f"{k}_timestamp": v for k, v in date_range(table).items()},
+        "source": dg.MetadataValue.url(path) if path.startswith("http") else dg.MetadataValue.path(path),
+        "content_hash": content,
+        "last_close": checked.last_close,
+        "failed_checks": ", ".join(check.name for check in checked.failed) or "none",
+    }
+
+
+def features_metadata(usable: UsableFeatures) -> dict[str, Any]:
+    table = usable.table
+    return {
+        "rows": table.height,
+        "complete_rows": usable.complete_rows,
+        "feature_count": len(usable.names),
+        "features": ", ".join(usable.names),
+        "dropped_features": ", ".join(usable.dropped) or "none",
+        "dropped_because": dg.MetadataValue.json(usable.dropped),
+        **{f"{k}_timestamp": v for k, v in date_range(table).items()},
+    }
 
 
 def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
@@ -126,30 +140,17 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         content = table_fingerprint(table)
 
         def compute() -> Computed:
-            checks = validate_bars(table, min_history=universe.bars.min_history, gaps=universe.bars.gap_settings)
-            failed = [c for c in checks if not c.passed]
-            for check in failed:
+            checked = check_bars(universe, symbol, table)
+            for check in checked.failed:
                 context.log.error(f"bars of {symbol} fail check {check.name}: {check.detail}")
-            if failed:
+            if checked.failed:
                 context.log.error(
-                    f"bars of {symbol} fail checks {[c.name for c in failed]}; blocking ones stop everything "
-                    f"downstream of {symbol}"
+                    f"bars of {symbol} fail checks {[check.name for check in checked.failed]}; blocking ones stop "
+                    f"everything downstream of {symbol}"
                 )
-            spacing = describe_spacing(table["timestamp"])
-            context.log.info(f"{symbol}: {table.height} bars from {path}, median spacing {spacing}")
+            context.log.info(f"{symbol}: {table.height} bars from {path}, median spacing {checked.spacing}")
             return Computed(
-                table,
-                metadata={
-                    "rows": table.height,
-                    "bar_spacing": spacing,
-                    "bars_per_year": bars_per_year_or_none(universe, symbol, table["timestamp"]),
-                    **{f"{k}_timestamp": v for k, v in date_range(table).items()},
-                    "source": dg.MetadataValue.url(path) if path.startswith("http") else dg.MetadataValue.path(path),
-                    "content_hash": content,
-                    "last_close": float(table["close"][-1]) if table.height else None,
-                    "failed_checks": ", ".join(c.name for c in failed) or "none",
-                },
-                checks=bars_check_results(BARS, checks),
+                table, metadata=bars_metadata(checked, path, content), checks=bars_check_results(BARS, checked.checks)
             )
 
         yield from materialize_cached(
@@ -177,27 +178,12 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
             symbol_bars = input_for(bars, symbol)
 
             def compute() -> Computed:
-                usable = drop_unusable_features(build_features(symbol_bars.load(), universe.features))
-                if usable.dropped:
-                    context.log.warning(
-                        f"{symbol}: {len(usable.dropped)} features dropped as unusable: "
-                        + "; ".join(f"{name} ({why})" for name, why in usable.dropped.items())
-                    )
-                require_enough_rows(usable, minimum_usable_rows(universe), symbol)
-                table, names, complete = usable.table, usable.names, usable.complete_rows
-                context.log.info(f"{symbol}: {len(names)} features over {table.height} bars ({complete} complete rows)")
-                return Computed(
-                    table,
-                    metadata={
-                        "rows": table.height,
-                        "complete_rows": complete,
-                        "feature_count": len(names),
-                        "features": ", ".join(names),
-                        "dropped_features": ", ".join(usable.dropped) or "none",
-                        "dropped_because": dg.MetadataValue.json(usable.dropped),
-                        **{f"{k}_timestamp": v for k, v in date_range(table).items()},
-                    },
+                usable = symbol_features(universe, symbol, symbol_bars.load(), warn=context.log.warning)
+                context.log.info(
+                    f"{symbol}: {len(usable.names)} features over {usable.table.height} bars "
+                    f"({usable.complete_rows} complete rows)"
                 )
+                return Computed(usable.table, metadata=features_metadata(usable))
 
             return PartitionWork({"bars": symbol_bars}, features_config(universe), compute)
 

@@ -4,12 +4,13 @@ Ranking gates training: below the configured bar, `feature_sets` records why and
 nothing, and every model family skips the partition with the same reason in its metadata.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 import dagster as dg
-import polars as pl
 
+from intelligence_assets.cells import target_analysis as analysis
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, PartitionWork, input_for, materialize_partitions
 from intelligence_assets.defs.assets.market_data import BARS, FEATURES
@@ -21,12 +22,11 @@ from intelligence_assets.defs.pods import step_pod_tags
 from intelligence_assets.defs.pools import CPU_POOL
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
-from intelligence_assets.ml.dataset import build_dataset
 from intelligence_assets.ml.metrics import finite_or_none
-from intelligence_assets.ml.ranking import rank_target, ranking_code_version
-from intelligence_assets.ml.selection import select_features, selection_code_version
-from intelligence_assets.ml.targets import build_labels, label_horizon
-from intelligence_assets.store.artifacts import HandleOrRange
+from intelligence_assets.ml.ranking import ranking_code_version
+from intelligence_assets.ml.selection import selection_code_version
+from intelligence_assets.ml.targets import label_horizon
+from intelligence_assets.store.artifacts import ArtifactHandle, HandleOrRange
 
 LABELS = dg.AssetKey("labels")
 TARGET_RANKINGS = dg.AssetKey("target_rankings")
@@ -47,26 +47,25 @@ def labels_config(universe: Universe, target: str) -> Any:
     return universe.target(target)
 
 
-def ranking_config(universe: Universe, target: str) -> dict[str, Any]:
+def walk_forward_config(universe: Universe, target: str, **settings: Any) -> dict[str, Any]:
+    """What a cell's walk-forward problem depends on (see `TargetCell.problem`), with `settings`,
+    those of what the stage fits on it."""
     spec = universe.target(target)
     return {
         "split": universe.split,
-        "ranking": universe.ranking,
+        **settings,
         "seed": universe.seed,
         "task": spec.task,
         "horizon": label_horizon(spec),
     }
+
+
+def ranking_config(universe: Universe, target: str) -> dict[str, Any]:
+    return walk_forward_config(universe, target, ranking=universe.ranking)
 
 
 def selection_config(universe: Universe, target: str) -> dict[str, Any]:
-    spec = universe.target(target)
-    return {
-        "split": universe.split,
-        "selection": universe.selection,
-        "seed": universe.seed,
-        "task": spec.task,
-        "horizon": label_horizon(spec),
-    }
+    return walk_forward_config(universe, target, selection=universe.selection)
 
 
 @plans(LABELS)
@@ -84,213 +83,163 @@ def planned_selection_config(context: PlanningContext) -> dict[str, Any]:
     return selection_config(context.universe, context.target)
 
 
+def target_stage_attributes(universe: Universe) -> dict[str, Any]:
+    """What every asset of the target stage shares: one partition per symbol x target, ranged
+    backfills, recomputed when its inputs change."""
+    return {
+        "automation_condition": FOLLOWS_UPSTREAM,
+        "partitions_def": symbol_target_partitions(universe),
+        "backfill_policy": training_backfill_policy(universe),
+        "group_name": "targets",
+    }
+
+
+def model_fitting_step(universe: Universe, step: str) -> dict[str, Any]:
+    """The pool and pod of a step that fits quick models on the CPU (ranking, selection)."""
+    return {"pool": CPU_POOL, "op_tags": step_pod_tags(universe.kubernetes, gpu=False, labels={"step": step})}
+
+
+def labels_metadata(cell: analysis.TargetCell, labels: analysis.CellLabels) -> dict[str, Any]:
+    return {
+        "rows": labels.table.height,
+        "labelled_rows": labels.labelled.height,
+        "task": cell.spec.task,
+        "spec": dg.MetadataValue.json(cell.spec.model_dump(mode="json")),
+        **labels.balance,
+        **{f"{k}_timestamp": v for k, v in date_range(labels.labelled).items()},
+    }
+
+
+def ranking_metadata(ranked: analysis.RankedCell) -> dict[str, Any]:
+    ranking = ranked.ranking
+    return {
+        "passed": ranking.passed,
+        "score": finite_or_none(ranking.score),
+        "stability": finite_or_none(ranking.stability),
+        "bar": ranking.bar,
+        "best_model": ranking.best_model,
+        "decision": ranking.reason,
+        "fold_scores": markdown_table(ranked.fold_score_rows, ranked.fold_score_columns),
+        "rows": ranked.rows,
+    }
+
+
+def feature_set_metadata(feature_set: analysis.CellFeatureSet) -> dict[str, Any]:
+    if feature_set.gated:
+        return {"gated": True, "decision": feature_set.reason, "ranking_score": feature_set.ranking_score}
+    selected = feature_set.selected
+    return {
+        "gated": False,
+        "selected_count": len(selected),
+        "selected": ", ".join(selected),
+        "importances": markdown_table(
+            feature_set.importance_rows,
+            ["feature", "selected", "permutation_mean", "permutation_std", "gain_mean", "stability"],
+        ),
+    }
+
+
+def feature_set_decision(feature_set: analysis.CellFeatureSet) -> str:
+    """The log line of a cell's selection: what was selected, or why nothing was."""
+    cell = feature_set.cell
+    if feature_set.gated:
+        return f"{cell.symbol} {cell.target}: {feature_set.reason}"
+    selected = feature_set.selected
+    return f"{cell.symbol} {cell.target}: selected {len(selected)} of {feature_set.candidates} features: {selected}"
+
+
+# Inputs partitioned by symbol alone (`by_symbol`): a cell reads its symbol's partition of them.
+SYMBOL_INPUTS = ("bars", "features")
+
+
+def materialize_cells(
+    context: dg.AssetExecutionContext,
+    artifact_store: ArtifactStoreResource,
+    universe: Universe,
+    inputs: Mapping[str, HandleOrRange],
+    config: Callable[[Universe, str], Any],
+    compute: Callable[[analysis.TargetCell, dict[str, ArtifactHandle]], Computed],
+) -> Iterator[dg.Output]:
+    """Materialize each symbol x target partition of the run: its handles of `inputs` and its
+    `config` make its fingerprint; on a cache miss, `compute` makes its value."""
+
+    def work_for(key: str) -> PartitionWork:
+        cell = analysis.TargetCell(universe, *cell_of(key))
+        handles = {
+            name: input_for(value, cell.symbol if name in SYMBOL_INPUTS else key) for name, value in inputs.items()
+        }
+        return PartitionWork(handles, config(universe, cell.target), partial(compute, cell, handles))
+
+    yield from materialize_partitions(context, artifact_store.store(), work_for)
+
+
 def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition]:
-    partitions = symbol_target_partitions(universe)
-    backfill_policy = training_backfill_policy(universe)
+    stage = target_stage_attributes(universe)
+    # A cell's dataset: the symbol's features and the cell's labels.
+    dataset_ins = {
+        "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol, dagster_type=HANDLE_OR_RANGE),
+        "labels": dg.AssetIn(LABELS, dagster_type=HANDLE_OR_RANGE),
+    }
 
     @dg.asset(
         key=LABELS,
-        automation_condition=FOLLOWS_UPSTREAM,
         ins={"bars": dg.AssetIn(BARS, partition_mapping=by_symbol, dagster_type=HANDLE_OR_RANGE)},
-        partitions_def=partitions,
-        backfill_policy=backfill_policy,
-        group_name="targets",
         code_version="1",
         kinds={"polars"},
         description="One target column built from its spec; label windows look only at the next `horizon` bars.",
+        **stage,
     )
     def labels(
-        context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, bars: HandleOrRange
+        context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, **inputs: HandleOrRange
     ) -> Iterator[dg.Output]:
-        def work_for(key: str) -> PartitionWork:
-            symbol, target = cell_of(key)
-            spec = universe.target(target)
-            symbol_bars = input_for(bars, symbol)
+        def label(cell: analysis.TargetCell, handles: dict[str, ArtifactHandle]) -> Computed:
+            labelled = analysis.label_cell(cell, handles["bars"].load())
+            return Computed(labelled.table, metadata=labels_metadata(cell, labelled))
 
-            def compute() -> Computed:
-                table = build_labels(symbol_bars.load(), spec)
-                known = table.filter(pl.col("label").is_not_null())
-                balance = (
-                    {"positive_rate": finite_or_none(known["label"].mean())}
-                    if spec.task == "classification"
-                    else {
-                        "label_mean": finite_or_none(known["label"].mean()),
-                        "label_std": finite_or_none(known["label"].std()),
-                    }
-                )
-                return Computed(
-                    table,
-                    metadata={
-                        "rows": table.height,
-                        "labelled_rows": known.height,
-                        "task": spec.task,
-                        "spec": dg.MetadataValue.json(spec.model_dump(mode="json")),
-                        **balance,
-                        **{f"{k}_timestamp": v for k, v in date_range(known).items()},
-                    },
-                )
-
-            return PartitionWork({"bars": symbol_bars}, labels_config(universe, target), compute)
-
-        yield from materialize_partitions(context, artifact_store.store(), work_for)
+        yield from materialize_cells(context, artifact_store, universe, inputs, labels_config, label)
 
     @dg.asset(
         key=TARGET_RANKINGS,
-        automation_condition=FOLLOWS_UPSTREAM,
-        pool=CPU_POOL,
-        op_tags=step_pod_tags(universe.kubernetes, gpu=False, labels={"step": "target_rankings"}),
-        ins={
-            "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol, dagster_type=HANDLE_OR_RANGE),
-            "labels": dg.AssetIn(LABELS, dagster_type=HANDLE_OR_RANGE),
-        },
-        partitions_def=partitions,
-        backfill_policy=backfill_policy,
-        group_name="targets",
+        ins=dataset_ins,
         code_version=ranking_code_version(),
         kinds={"lightgbm", "scikitlearn"},
         description=(
             "How predictable this target is: purged, embargoed walk-forward CV of a quick LightGBM and a linear model."
         ),
+        **stage,
+        **model_fitting_step(universe, "target_rankings"),
     )
     def target_rankings(
-        context: dg.AssetExecutionContext,
-        artifact_store: ArtifactStoreResource,
-        features: HandleOrRange,
-        labels: HandleOrRange,
+        context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, **inputs: HandleOrRange
     ) -> Iterator[dg.Output]:
-        def work_for(key: str) -> PartitionWork:
-            symbol, target = cell_of(key)
-            spec = universe.target(target)
-            inputs = {"features": input_for(features, symbol), "labels": input_for(labels, key)}
+        def rank(cell: analysis.TargetCell, handles: dict[str, ArtifactHandle]) -> Computed:
+            ranked = analysis.rank_cell(cell, handles["features"].load(), handles["labels"].load())
+            context.log.info(f"{cell.symbol} {cell.target}: {ranked.ranking.reason}")
+            return Computed(ranked.value, metadata=ranking_metadata(ranked))
 
-            def compute() -> Computed:
-                dataset = build_dataset(inputs["features"].load(), inputs["labels"].load())
-                ranking = rank_target(
-                    dataset.x,
-                    dataset.y,
-                    spec.task,
-                    label_horizon(spec),
-                    universe.split,
-                    universe.ranking,
-                    seed=universe.seed,
-                )
-                context.log.info(f"{symbol} {target}: {ranking.reason}")
-                folds = [
-                    {"model": model, **{f"fold_{i + 1}": finite_or_none(score) for i, score in enumerate(scores)}}
-                    for model, scores in ranking.fold_scores.items()
-                ]
-                fold_columns = [
-                    "model",
-                    *[f"fold_{i + 1}" for i in range(max((len(s) for s in ranking.fold_scores.values()), default=0))],
-                ]
-                return Computed(
-                    {
-                        "symbol": symbol,
-                        "target": target,
-                        "task": spec.task,
-                        "rows": len(dataset.y),
-                        **ranking.to_dict(),
-                    },
-                    metadata={
-                        "passed": ranking.passed,
-                        "score": finite_or_none(ranking.score),
-                        "stability": finite_or_none(ranking.stability),
-                        "bar": ranking.bar,
-                        "best_model": ranking.best_model,
-                        "decision": ranking.reason,
-                        "fold_scores": markdown_table(folds, fold_columns),
-                        "rows": len(dataset.y),
-                    },
-                )
-
-            return PartitionWork(inputs, ranking_config(universe, target), compute)
-
-        yield from materialize_partitions(context, artifact_store.store(), work_for)
+        yield from materialize_cells(context, artifact_store, universe, inputs, ranking_config, rank)
 
     @dg.asset(
         key=FEATURE_SETS,
-        automation_condition=FOLLOWS_UPSTREAM,
-        pool=CPU_POOL,
-        op_tags=step_pod_tags(universe.kubernetes, gpu=False, labels={"step": "feature_sets"}),
-        ins={
-            "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol, dagster_type=HANDLE_OR_RANGE),
-            "labels": dg.AssetIn(LABELS, dagster_type=HANDLE_OR_RANGE),
-            "target_rankings": dg.AssetIn(TARGET_RANKINGS, dagster_type=HANDLE_OR_RANGE),
-        },
-        partitions_def=partitions,
-        backfill_policy=backfill_policy,
-        group_name="targets",
+        ins={**dataset_ins, "target_rankings": dg.AssetIn(TARGET_RANKINGS, dagster_type=HANDLE_OR_RANGE)},
         code_version=selection_code_version(),
         kinds={"lightgbm"},
         description=(
             "Features selected for this target (gain and permutation importance on held-out folds, kept when stable); "
             "empty when ranking gated the target."
         ),
+        **stage,
+        **model_fitting_step(universe, "feature_sets"),
     )
     def feature_sets(
-        context: dg.AssetExecutionContext,
-        artifact_store: ArtifactStoreResource,
-        features: HandleOrRange,
-        labels: HandleOrRange,
-        target_rankings: HandleOrRange,
+        context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, **inputs: HandleOrRange
     ) -> Iterator[dg.Output]:
-        def work_for(key: str) -> PartitionWork:
-            symbol, target = cell_of(key)
-            spec = universe.target(target)
-            inputs = {
-                "features": input_for(features, symbol),
-                "labels": input_for(labels, key),
-                "target_rankings": input_for(target_rankings, key),
-            }
+        def select(cell: analysis.TargetCell, handles: dict[str, ArtifactHandle]) -> Computed:
+            ranking = handles["target_rankings"].load()
+            feature_set = analysis.select_cell_features(cell, ranking, handles["features"].load, handles["labels"].load)
+            context.log.info(feature_set_decision(feature_set))
+            return Computed(feature_set.value, metadata=feature_set_metadata(feature_set))
 
-            def compute() -> Computed:
-                ranking = inputs["target_rankings"].load()
-                if not ranking["passed"]:
-                    reason = f"not trained: {ranking['reason']}"
-                    context.log.info(f"{symbol} {target}: {reason}")
-                    return Computed(
-                        {
-                            "symbol": symbol,
-                            "target": target,
-                            "gated": True,
-                            "reason": reason,
-                            "selected": [],
-                            "importances": [],
-                        },
-                        metadata={"gated": True, "decision": reason, "ranking_score": ranking.get("score")},
-                    )
-                dataset = build_dataset(inputs["features"].load(), inputs["labels"].load())
-                selection = select_features(
-                    dataset.x,
-                    dataset.y,
-                    dataset.feature_names,
-                    spec.task,
-                    label_horizon(spec),
-                    universe.split,
-                    universe.selection,
-                    seed=universe.seed,
-                )
-                context.log.info(
-                    f"{symbol} {target}: selected {len(selection.selected)} of {len(dataset.feature_names)} features: "
-                    f"{selection.selected}"
-                )
-                result = {"symbol": symbol, "target": target, "gated": False, "reason": "", **selection.to_dict()}
-                importance_rows = sorted(result["importances"], key=lambda row: -(row.get("permutation_mean") or 0.0))
-                return Computed(
-                    result,
-                    metadata={
-                        "gated": False,
-                        "selected_count": len(selection.selected),
-                        "selected": ", ".join(selection.selected),
-                        "importances": markdown_table(
-                            importance_rows,
-                            ["feature", "selected", "permutation_mean", "permutation_std", "gain_mean", "stability"],
-                        ),
-                    },
-                )
-
-            return PartitionWork(inputs, selection_config(universe, target), compute)
-
-        yield from materialize_partitions(context, artifact_store.store(), work_for)
+        yield from materialize_cells(context, artifact_store, universe, inputs, selection_config, select)
 
     return [labels, target_rankings, feature_sets]

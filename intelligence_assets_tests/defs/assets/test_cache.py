@@ -31,7 +31,12 @@ FAMILIES = {
     "lightgbm": {"params": {"num_boost_round": 60}},
     "xgboost": {"params": {"num_boost_round": 30}},
 }
-PER_SYMBOL_TARGET = ["labels", "target_rankings", "feature_sets", "models/linear", "models/lightgbm", "models/xgboost"]
+PER_SYMBOL_TARGET = [
+    "labels",
+    "target_rankings",
+    "feature_sets",
+    *(model_key(family).to_user_string() for family in FAMILIES),
+]
 
 
 def misses(outcomes: dict) -> set[tuple[str, str | None]]:
@@ -141,7 +146,9 @@ def test_bumped_family_code_version_recomputes_that_family_and_dependents(
     plan = plan_for(universe_path, store, assets)
     rerun = materialize_everything(universe, instance, resources, assets=assets)
     assert_plan_covers_exactly(plan, misses(rerun), universe_path)
-    family_partitions = {("models/xgboost", f"{s}|{t}") for s in universe.symbols for t in universe.target_names}
+    family_partitions = {
+        (model_key("xgboost").to_user_string(), f"{s}|{t}") for s in universe.symbols for t in universe.target_names
+    }
     # Retrained xgboost models score what they scored before: not better by min_improvement, so
     # the registry keeps every champion and no predictions recompute.
     affected = symbols_whose_champions_changed(champions_before, champions_of(store))

@@ -37,6 +37,8 @@ def materialized(small_universe: Universe, tmp_path_factory: pytest.TempPathFact
 def test_definitions_load_with_every_stage(small_universe: Universe, tmp_path: Path) -> None:
     defs = build_definitions(small_universe, Deployment(artifact_root=tmp_path))
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    # Spelled out: an asset's key names its folder in the store and its history in the instance,
+    # so a store or instance written by an earlier version must still find these.
     assert keys == {
         "bars",
         "features",
@@ -60,16 +62,17 @@ def test_definitions_load_with_every_stage(small_universe: Universe, tmp_path: P
 
 def test_layout_follows_asset_symbol_target_fingerprint(materialized) -> None:
     _, store = materialized
-    # Spelled out: the layout a store written by an earlier version has.
+    # The file names spelled out: those a store written by an earlier version has. The keys around
+    # them are built here; the asset keys are pinned above, the layout by store/test_keys.py.
     expected = {
-        "bars/SIGNAL": "data.parquet",
-        "features/NOISE": "data.parquet",
-        "labels/SIGNAL/y_up_1b": "data.parquet",
-        "target_rankings/SIGNAL/y_up_1b": "result.json",
-        "models/lightgbm/SIGNAL/y_up_1b": "model/model.txt",
-        "models/torch_mlp/SIGNAL/y_up_1b": "model/model.pt",
-        "model_leaderboard": "data.parquet",
-        "predictions/SIGNAL": "data.parquet",
+        artifact_prefix(BARS, "SIGNAL"): "data.parquet",
+        artifact_prefix(FEATURES, "NOISE"): "data.parquet",
+        artifact_prefix(LABELS, "SIGNAL", "y_up_1b"): "data.parquet",
+        artifact_prefix(TARGET_RANKINGS, "SIGNAL", "y_up_1b"): "result.json",
+        artifact_prefix(model_key("lightgbm"), "SIGNAL", "y_up_1b"): "model/model.txt",
+        artifact_prefix(model_key("torch_mlp"), "SIGNAL", "y_up_1b"): "model/model.pt",
+        artifact_prefix(MODEL_LEADERBOARD): "data.parquet",
+        artifact_prefix(PREDICTIONS, "SIGNAL"): "data.parquet",
     }
     for prefix, file in expected.items():
         handle = ArtifactHandle.current(store, prefix)
@@ -290,7 +293,7 @@ def test_a_symbol_without_a_bars_file_fails_naming_where_the_file_was_expected(
 
 
 def test_candidate_must_beat_no_skill_and_the_sentinel(small_universe: Universe) -> None:
-    from intelligence_assets.defs.assets.leaderboard import leaderboard_rows
+    from intelligence_assets.cells.leaderboard import leaderboard_rows
 
     def model(family: str, auc: float, suspect: bool = False) -> dict:
         return {

@@ -3,7 +3,7 @@ rehearsed with `days_ahead`), storage usage and its quota check, and the daily s
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import dagster as dg
 import polars as pl
@@ -13,15 +13,24 @@ from mlflow import MlflowClient
 from intelligence_assets.config.universe import Universe, load_universe
 from intelligence_assets.definitions import HOUSEKEEPING_JOB, build_assets, build_definitions
 from intelligence_assets.defs.assets.housekeeping import CHECKPOINT_RETENTION, STORAGE_USAGE
+from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
-from intelligence_assets.store.keys import artifact_prefix
+from intelligence_assets.store.keys import artifact_prefix, asset_path, fingerprint_directory
 from intelligence_assets.tracking.retention import RetentionSettings
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import local_resources, materialize_everything
 
-HOUSEKEEPING = dg.AssetSelection.assets("checkpoint_retention", "storage_usage")
+HOUSEKEEPING = dg.AssetSelection.assets(CHECKPOINT_RETENTION, STORAGE_USAGE)
+HOUSEKEEPING_PREFIXES = (artifact_prefix(CHECKPOINT_RETENTION), artifact_prefix(STORAGE_USAGE))
+
+
+def is_housekeeping_result(directory: str) -> bool:
+    """A fingerprint directory of a housekeeping asset's own result."""
+    return any(
+        directory == fingerprint_directory(prefix, PurePosixPath(directory).name) for prefix in HOUSEKEEPING_PREFIXES
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +89,7 @@ def test_dry_run_lists_actions_and_changes_nothing_then_apply_is_idempotent(trai
     assert {run.info.run_id for run in all_runs(client)} == runs_before
     assert {(v.name, v.version) for v in client.search_model_versions()} == versions_before
     assert set(store.list_keys("")) - keys_before <= {
-        key for key in store.list_keys("") if key.startswith(("checkpoint_retention/", "storage_usage/"))
+        key for prefix in HOUSEKEEPING_PREFIXES for key in store.list_keys(prefix)
     }
 
     applied = housekeeping(universe, instance, resources, dry_run=False, days_ahead=10)
@@ -95,7 +104,7 @@ def test_dry_run_lists_actions_and_changes_nothing_then_apply_is_idempotent(trai
     # by the runs above and "older than 7 days" ten days ahead.
     second = read_value(store, artifact_prefix(CHECKPOINT_RETENTION))
     assert set(second["kind"]) <= {"collect_artifact"}
-    assert all(target.startswith(("checkpoint_retention/", "storage_usage/")) for target in second["target"])
+    assert all(is_housekeeping_result(target) for target in second["target"])
 
 
 def test_storage_usage_counts_every_area_and_checks_the_quota(trained) -> None:
@@ -109,13 +118,13 @@ def test_storage_usage_counts_every_area_and_checks_the_quota(trained) -> None:
     # Everything but the usage table being written at that moment (and its pointer).
     assert 0 < on_disk - stored < 50_000
     assert {"artifacts", "mlflow"} <= set(usage["area"])
-    assert set(usage.filter(pl.col("asset") == "models/lightgbm")["family"]) == {"lightgbm"}
+    assert set(usage.filter(pl.col("asset") == asset_path(model_key("lightgbm")))["family"]) == {"lightgbm"}
     check = result.get_asset_check_evaluations()[0]
     assert check.check_name == "storage_quota" and check.passed
 
     tiny = universe.model_copy(update={"retention": RetentionSettings(quota_bytes=stored // 2)})
     over = dg.materialize(
-        build_assets(tiny), selection=dg.AssetSelection.assets("storage_usage"), instance=instance, resources=resources
+        build_assets(tiny), selection=dg.AssetSelection.assets(STORAGE_USAGE), instance=instance, resources=resources
     )
     evaluation = over.get_asset_check_evaluations()[0]
     assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR

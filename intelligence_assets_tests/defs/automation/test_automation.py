@@ -16,7 +16,9 @@ import yaml
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets.definitions import build_assets, build_definitions
 from intelligence_assets.defs.assets.market_data import BARS
+from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
+from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, TARGET_RANKINGS
 from intelligence_assets.defs.automation.alerts import alerts_table
 from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG
 from intelligence_assets.defs.pools import configure_pools
@@ -29,6 +31,7 @@ from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import materialize_everything
 
 LINEAR_ONLY = {"linear": {"params": {}}}
+LINEAR = model_key("linear").to_user_string()
 ORDER = [
     "bars",
     "features",
@@ -248,7 +251,7 @@ def test_retrain_schedule_requests_only_stale_or_old_model_partitions(graph) -> 
     }
     assert {
         (asset, f"{symbol}|{target}")
-        for asset in ("labels", "target_rankings", "feature_sets", "models/linear")
+        for asset in ("labels", "target_rankings", "feature_sets", LINEAR)
         for target in ("y_up_1b", "y_volatility_5b")
     } == materialized
 
@@ -308,7 +311,7 @@ def test_new_bars_flow_downstream_by_automation_without_recomputing_fresh_partit
         ("model_registry", None),
         ("predictions", "NOISE"),
     } <= requested_all
-    assert ("models/linear", "NOISE|y_volatility_5b") in requested_all
+    assert (LINEAR, "NOISE|y_volatility_5b") in requested_all
     assert not any(partition and partition.startswith("SIGNAL|") for _, partition in requested_all)
     # It settles (no loops): the last evaluation requested nothing, after three waves — the symbol's
     # chain, then leaderboard and registry, then predictions that read the new registry table.
@@ -388,12 +391,10 @@ def test_a_failed_run_becomes_one_alert(tmp_path: Path, caplog: pytest.LogCaptur
 
 
 def test_gpu_and_cpu_pools_and_their_limits(small_universe, tmp_path: Path) -> None:
-    assets = {key.to_user_string(): asset for asset in build_assets(small_universe) for key in asset.keys}
-    assert assets["models/torch_mlp"].op.pool == "gpu"
-    assert {
-        assets[name].op.pool
-        for name in ("models/lightgbm", "models/xgboost", "models/linear", "target_rankings", "feature_sets")
-    } == {"cpu"}
+    assets = {key: asset for asset in build_assets(small_universe) for key in asset.keys}
+    assert assets[model_key("torch_mlp")].op.pool == "gpu"
+    cpu_bound = [*(model_key(family) for family in ("lightgbm", "xgboost", "linear")), TARGET_RANKINGS, FEATURE_SETS]
+    assert {assets[key].op.pool for key in cpu_bound} == {"cpu"}
     with dg.instance_for_test() as instance:
         limits = configure_pools(instance, small_universe.automation)
         assert limits == {"gpu": 1, "cpu": 2}

@@ -1,32 +1,57 @@
-# The user-code image (CPU): the code server, run pods and CPU step pods of the `k8s` deployment.
-#   docker build -t ghcr.io/intelligence-assets/intelligence-assets:0.1.0 .
-# GPU steps use Dockerfile.cuda instead.
-FROM python:3.11-slim
+# syntax=docker/dockerfile:1
+# The user-code image: the code server, run pods and step pods of the `k8s` deployment. One file
+# for both builds; the GPU image differs only in its torch build and XGBoost wheel:
+#   CPU: make image   (or: docker build -t ghcr.io/intelligence-assets/intelligence-assets:0.1.0 .)
+#   GPU: docker build --build-arg TORCH_INDEX_URL=https://pypi.org/simple --build-arg EXTRA=gpu \
+#          -t ghcr.io/intelligence-assets/intelligence-assets-cuda:0.1.0 .
+# No CUDA base image is needed: PyPI's Linux torch wheel is the CUDA build and brings the CUDA
+# runtime, cuDNN and NCCL as nvidia-* wheels; the node supplies only the driver.
+#
+# BASE_IMAGE: any Debian-based image with Python 3.11 (`make image` makes one with debootstrap
+# when the public one cannot be pulled). OFFLINE=1 installs every Python package from
+# wheelhouse/ (filled by `make image` with the constraints' exact versions), so the build needs no
+# network inside the container.
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG EXTRA=cpu
+ARG OFFLINE=0
+
+# NVIDIA_DRIVER_CAPABILITIES: the container toolkit mounts the driver's compute libraries (and
+# nvidia-smi) only into images that ask; harmless where no GPU is.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DAGSTER_HOME=/opt/dagster/dagster_home
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    DAGSTER_HOME=/opt/dagster/dagster_home \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 WORKDIR /opt/intelligence-assets
 
-# LightGBM and XGBoost load the system OpenMP runtime, which the slim image lacks.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1 \
-    && rm -rf /var/lib/apt/lists/*
+# LightGBM and XGBoost load the system OpenMP runtime, which slim images lack (a base made by
+# `make image` has it already). A virtual environment: Debian's own Python refuses system-wide pip.
+RUN if ! ldconfig -p | grep -q libgomp.so.1; then \
+        apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*; \
+    fi \
+    && python3 -m venv "$VIRTUAL_ENV"
 
-# The CPU build of torch first, from its own index: PyPI's default wheel carries CUDA (several GB).
-# The constraint keeps the later install from replacing it.
+# torch first, in its own layer (the largest), pinned by the constraints like everything else.
 COPY constraints/ constraints/
-RUN pip install --constraint constraints/cpu.txt --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
+    if [ "$OFFLINE" = 1 ]; then set -- --no-index --find-links /wheelhouse; else set -- --index-url "$TORCH_INDEX_URL"; fi \
+    && pip install "$@" --constraint constraints/cpu.txt torch==2.13.0
 
 # Dependencies before the code, so that a code change does not reinstall them. Editable, as in the
 # Makefile: the package finds data/universe.yaml beside itself (universe.REPOSITORY_ROOT), and the
 # stub __init__ is replaced by the real package below.
 COPY pyproject.toml README.md ./
-RUN mkdir intelligence_assets && touch intelligence_assets/__init__.py \
-    && pip install --constraint constraints/cpu.txt --editable ".[cpu]"
+RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
+    if [ "$OFFLINE" = 1 ]; then set -- --no-index --find-links /wheelhouse; else set --; fi \
+    && mkdir intelligence_assets && touch intelligence_assets/__init__.py \
+    && pip install "$@" --constraint constraints/cpu.txt --editable ".[$EXTRA]"
 
 COPY intelligence_assets/ intelligence_assets/
 COPY data/ data/

@@ -4,9 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 # The CPU build of torch; the CUDA build belongs in the GPU image only.
+IMAGE ?= localhost/intelligence-assets:dev
+EXTRA ?= cpu
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --constraint constraints/cpu.txt
 
-.PHONY: install postgres chromium demo minio-demo test lint format ui mlflow-ui rollback housekeeping report bench bench-scale bench-storage bench-backfill bench-gpu-data clean-home
+.PHONY: install image postgres chromium demo minio-demo test lint format ui mlflow-ui rollback housekeeping report bench bench-scale bench-storage bench-backfill bench-gpu-data clean-home
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -29,6 +31,10 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 # The `minio` deployment: artifacts in S3 (MinIO, or a stand-in on loopback), instance in PostgreSQL.
 minio-demo: install
 	bash scripts/minio_demo.sh
+
+# The user-code image (podman, or docker), offline from wheelhouse/; IMAGE=<tag> EXTRA=gpu for the CUDA one.
+image: install
+	IMAGE=$(IMAGE) EXTRA=$(EXTRA) bash scripts/build_image.sh
 
 # Debian's Chromium for the browser test (installed when missing).
 chromium:

@@ -128,7 +128,7 @@ class KubernetesSettings(_Strict):
     gpus_per_step: int = Field(default=1, ge=1)
     """nvidia.com/gpu limit of a GPU step."""
     gpu_image: str | None = None
-    """Image of GPU steps (built from Dockerfile.cuda); None keeps the code location's image."""
+    """Image of GPU steps (built from Dockerfile --build-arg EXTRA=gpu); None keeps the code location's image."""
     gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
     gpu_tolerations: list[Toleration] = Field(
         default_factory=lambda: [Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")]

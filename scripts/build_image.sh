@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Builds the user-code image (`make image`) with podman, or docker when podman is not on PATH.
+#
+# Offline by default: the Python packages come from wheelhouse/, downloaded on the host with the
+# exact versions of constraints/cpu.txt, so the build runs no pip against a registry inside the
+# container. The base image is BASE_IMAGE when it is present or can be pulled; otherwise a Debian
+# bookworm base with Python 3.11 is made here with debootstrap from a Debian mirror (a minute),
+# once, and kept as localhost/intelligence-assets-base:bookworm.
+#
+# Settings (all optional):
+#   IMAGE           the tag built                            (localhost/intelligence-assets:dev)
+#   BASE_IMAGE      the base tried first                     (python:3.11-slim)
+#   DEBIAN_MIRROR   where debootstrap fetches the local base (http://deb.debian.org/debian)
+#   EXTRA           the package extra: cpu, or gpu with TORCH_INDEX_URL=https://pypi.org/simple
+#   CONTAINER_ENGINE  podman or docker                       (podman if on PATH)
+# Prints the image's size and the build's duration; the image id goes to build/image.id.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+IMAGE="${IMAGE:-localhost/intelligence-assets:dev}"
+BASE_IMAGE="${BASE_IMAGE:-python:3.11-slim}"
+LOCAL_BASE=localhost/intelligence-assets-base:bookworm
+DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+EXTRA="${EXTRA:-cpu}"
+PYTHON="${PYTHON:-.venv/bin/python}"
+
+log() { printf 'build_image: %s\n' "$*" >&2; }
+fail() { log "$*"; exit 1; }
+
+ENGINE="${CONTAINER_ENGINE:-$(command -v podman || command -v docker || true)}"
+[ -n "$ENGINE" ] || fail "neither podman nor docker is on PATH (Debian: apt-get install podman runc)"
+# shellcheck source=scripts/container_engine.sh
+source scripts/container_engine.sh
+
+started=$(date +%s)
+
+base="$BASE_IMAGE"
+if ! "$ENGINE" image exists "$base" 2>/dev/null && ! "$ENGINE" image inspect "$base" >/dev/null 2>&1; then
+    if "$ENGINE" pull -q "$base" >/dev/null 2>&1; then
+        log "pulled $base"
+    else
+        log "$base cannot be pulled here; using a Debian bookworm base made with debootstrap"
+        base="$LOCAL_BASE"
+        if ! "$ENGINE" image inspect "$base" >/dev/null 2>&1; then
+            command -v debootstrap >/dev/null || fail "debootstrap is needed to make a base image (apt-get install debootstrap)"
+            [ "$(id -u)" = 0 ] || fail "debootstrap needs root; or set BASE_IMAGE to an image with Python 3.11 you can pull"
+            root="$(mktemp -d)"
+            trap 'rm -rf "$root"' EXIT
+            log "debootstrap bookworm from $DEBIAN_MIRROR (about a minute)"
+            debootstrap --variant=minbase --include=python3,python3-venv,libgomp1,ca-certificates \
+                bookworm "$root" "$DEBIAN_MIRROR" >/dev/null
+            # No package lists or caches in the image: nothing installs from them later.
+            rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
+            tar -C "$root" -c . | "$ENGINE" import --change 'CMD ["/bin/bash"]' - "$base" >/dev/null
+            rm -rf "$root"
+            trap - EXIT
+        fi
+    fi
+fi
+
+torch_index=https://download.pytorch.org/whl/cpu
+[ "$EXTRA" = gpu ] && torch_index=https://pypi.org/simple
+torch_index="${TORCH_INDEX_URL:-$torch_index}"
+download() {
+    "$PYTHON" -m pip download --quiet --disable-pip-version-check --dest wheelhouse --only-binary :all: \
+        --constraint constraints/cpu.txt "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+log "wheelhouse: torch 2.13.0 ($EXTRA build) and .[$EXTRA] at the constraints' versions"
+# torch from its own index; where that is unreachable, from pip's own configuration (a mirror, a
+# wheel on disk), as long as the build is the one asked for.
+if ! download --retries 0 --timeout 10 --index-url "$torch_index" torch==2.13.0 2>/dev/null; then
+    log "$torch_index is unreachable; torch from pip's configured sources"
+    download torch==2.13.0
+fi
+if [ "$EXTRA" = cpu ] && ! ls wheelhouse/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then
+    fail "no CPU build of torch 2.13.0 in wheelhouse/ (PyPI's default wheel is the CUDA build); set TORCH_INDEX_URL"
+fi
+download ".[$EXTRA]" 'setuptools>=69' wheel
+
+log "building $IMAGE from $base with $ENGINE"
+mkdir -p build
+"$ENGINE" build "${ENGINE_BUILD_OPTIONS[@]}" --build-arg BASE_IMAGE="$base" --build-arg EXTRA="$EXTRA" \
+    --build-arg TORCH_INDEX_URL="$torch_index" --build-arg OFFLINE=1 --iidfile build/image.id -t "$IMAGE" .
+
+size=$("$ENGINE" image inspect --format '{{.Size}}' "$IMAGE")
+log "built $IMAGE: $((size / 1000000)) MB in $(( $(date +%s) - started )) s"

@@ -8,7 +8,7 @@ IMAGE ?= localhost/intelligence-assets:dev
 EXTRA ?= cpu
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --constraint constraints/cpu.txt
 
-.PHONY: install image postgres chromium demo minio-demo test lint format ui mlflow-ui rollback housekeeping report bench bench-scale bench-storage bench-backfill bench-gpu-data clean-home
+.PHONY: install image image-test bench-image postgres chromium demo minio-demo test lint format ui mlflow-ui rollback housekeeping report bench bench-scale bench-storage bench-backfill bench-gpu-data clean-home
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -35,6 +35,11 @@ minio-demo: install
 # The user-code image (podman, or docker), offline from wheelhouse/; IMAGE=<tag> EXTRA=gpu for the CUDA one.
 image: install
 	IMAGE=$(IMAGE) EXTRA=$(EXTRA) bash scripts/build_image.sh
+
+# The image run as the `k8s` deployment runs it: code server, run and step pods (podman), against
+# PostgreSQL, S3 (moto) and MLflow on loopback (intelligence_assets_tests/deployment).
+image-test: image postgres
+	INTELLIGENCE_IMAGE=$(IMAGE) $(BIN)/python -m pytest intelligence_assets_tests/deployment
 
 # Debian's Chromium for the browser test (installed when missing).
 chromium:
@@ -104,6 +109,10 @@ bench-storage: install
 PARTITIONS ?= 1000
 bench-backfill: install
 	$(BIN)/python -m benchmarks.backfill --partitions $(PARTITIONS)
+
+# Image size, cold build and rebuild after a code-only change: benchmarks/results/images.md.
+bench-image: install
+	$(BIN)/python -m benchmarks.images
 
 # The GPU benchmark's datasets (real pipeline, here); the run itself needs a GPU machine (README, "Benchmarks").
 bench-gpu-data: install

@@ -13,6 +13,7 @@
 #   DEBIAN_MIRROR   where debootstrap fetches the local base (http://deb.debian.org/debian)
 #   EXTRA           the package extra: cpu, or gpu with TORCH_INDEX_URL=https://pypi.org/simple
 #   CONTAINER_ENGINE  podman or docker                       (podman if on PATH)
+#   BUILD_OPTIONS   more options for the engine's build, e.g. --no-cache
 # Prints the image's size and the build's duration; the image id goes to build/image.id.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,7 +80,8 @@ download ".[$EXTRA]" 'setuptools>=69' wheel
 
 log "building $IMAGE from $base with $ENGINE"
 mkdir -p build
-"$ENGINE" build "${ENGINE_BUILD_OPTIONS[@]}" --build-arg BASE_IMAGE="$base" --build-arg EXTRA="$EXTRA" \
+# shellcheck disable=SC2086 # BUILD_OPTIONS is a list of options
+"$ENGINE" build "${ENGINE_BUILD_OPTIONS[@]}" ${BUILD_OPTIONS:-} --build-arg BASE_IMAGE="$base" --build-arg EXTRA="$EXTRA" \
     --build-arg TORCH_INDEX_URL="$torch_index" --build-arg OFFLINE=1 --iidfile build/image.id -t "$IMAGE" .
 
 size=$("$ENGINE" image inspect --format '{{.Size}}' "$IMAGE")

@@ -17,7 +17,7 @@ from intelligence_assets.defs.resources.deployment import Deployment
 HELM = REPOSITORY_ROOT / "helm"
 KUBERNETES_VERSION = "1.30.0"
 VALUES_FILES = ["dagster-values.yaml", "minio-values.yaml"]
-MANIFEST_FILES = ["mlflow.yaml"]
+MANIFEST_FILES = ["metrics.yaml", "mlflow.yaml"]
 
 
 def documents(name: str) -> list[dict]:

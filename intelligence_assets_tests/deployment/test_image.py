@@ -20,10 +20,12 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import kubernetes
 import pytest
 import yaml
 from dagster._core.workspace.context import WorkspaceProcessContext
@@ -456,3 +458,48 @@ def run_status_of_partition(deployment: dict, partition: str) -> str | None:
     with host_instance(deployment) as instance:
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": partition}), limit=1)
     return runs[0].status.value if runs else None
+
+
+def test_the_exporter_of_helm_metrics_yaml_serves_the_instance_to_prometheus(deployment: dict) -> None:
+    """The exporter's pod as helm/metrics.yaml describes it (command, env from the PostgreSQL
+    secret, the instance ConfigMap), run from the image: its /metrics page counts this instance's runs."""
+    register_symbol(deployment)
+    if run_status_of_partition(deployment, SYMBOL) != "SUCCESS":
+        assert wait_for_run(deployment, launch(deployment, MARKET_DATA_JOB, SYMBOL)) == "SUCCESS"
+    manifest = next(
+        document
+        for document in yaml.safe_load_all((REPOSITORY_ROOT / "helm" / "metrics.yaml").read_text())
+        if document and document["kind"] == "Deployment"
+    )
+    template = manifest["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    assert template["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    port = int(template["metadata"]["annotations"]["prometheus.io/port"])
+    cluster: PodmanCluster = deployment["cluster"]
+    cluster.images[container["image"]] = IMAGE  # the release tag names the image built here
+    # The stand-in runs Jobs; the Deployment's pod template is the pod.
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "intelligence-metrics"},
+        "spec": {"template": template},
+    }
+    with kubernetes.config.new_client_from_config(config_file=str(cluster.kubeconfig(NAMESPACE))) as client:
+        kubernetes.client.BatchV1Api(client).create_namespaced_job(NAMESPACE, job)
+
+    deadline = time.monotonic() + 120
+    page = ""
+    while 'dagster_job="market_data_job",status="SUCCESS"' not in page:
+        assert time.monotonic() < deadline, pod_report(deployment)
+        try:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=5) as response:
+                page = response.read().decode()
+        except OSError:
+            time.sleep(1)
+    successes = [
+        float(line.rsplit(" ", 1)[1])
+        for line in page.splitlines()
+        if line.startswith('intelligence_runs{dagster_job="market_data_job",status="SUCCESS"}')
+    ]
+    assert successes and successes[0] >= 1
+    assert "intelligence_step_duration_seconds_count" in page

@@ -8,6 +8,7 @@ A rollback is this asset run with `rollback` config (`registry_job`, or
 reason in the UI and in lineage.
 """
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -126,6 +127,10 @@ def registry_metadata(
         ),
         "changes": dg.MetadataValue.md("\n".join(f"- {change}" for change in update.changes) or "none"),
         "cells_changed": len(update.changes),
+        # Cells by their champion's family ("none": no champion yet), for the metrics exporter.
+        "champions_by_family": dg.MetadataValue.json(
+            dict(Counter(row["champion_family"] or "none" for row in update.champions.iter_rows(named=True)))
+        ),
         "rollback": ", ".join(config.rollback) or "none",
         "rollback_reason": config.reason or "",
         "reassessed": ", ".join(config.reassess) or "none",

@@ -1,0 +1,1 @@
+"""What operators watch: the Prometheus exporter (`exporter.py`), started by `cli/metrics.py`."""

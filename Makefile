@@ -8,7 +8,7 @@ IMAGE ?= localhost/intelligence-assets:dev
 EXTRA ?= cpu
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --constraint constraints/cpu.txt
 
-.PHONY: install image image-test bench-image postgres chromium demo minio-demo test lint format ui mlflow-ui rollback housekeeping report bench bench-scale bench-storage bench-backfill bench-gpu-data clean-home
+.PHONY: install image image-test bench-image postgres chromium prometheus demo minio-demo test lint format ui mlflow-ui rollback housekeeping report bench bench-scale bench-storage bench-backfill bench-gpu-data clean-home
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -43,13 +43,17 @@ image-test: image postgres
 
 # Debian's Chromium for the browser test (installed when missing).
 chromium:
-	@bash scripts/install_chromium.sh
+	@bash scripts/install_debian_package.sh chromium /usr/bin/chromium
+
+# Debian's Prometheus for the metrics test (installed when missing).
+prometheus:
+	@bash scripts/install_debian_package.sh prometheus /usr/bin/prometheus
 
 # PostgreSQL 15 on 127.0.0.1 for the instance-storage tests (installs the Debian package if missing).
 postgres:
 	@bash scripts/start_postgres.sh >/dev/null
 
-test: install postgres chromium
+test: install postgres chromium prometheus
 	$(BIN)/python -m pytest
 
 # Formatting and lint (ruff, configured in pyproject.toml); `make format` rewrites in place.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -185,3 +186,11 @@ def test_prometheus_reads_runs_pools_steps_and_cache_outcomes(prometheus: str) -
     assert outcomes == {"miss": 2}, outcomes  # a first run computes its bars and features
     assert query(prometheus, "intelligence_cache_hit_ratio") == {(): 0.0}
     assert query(prometheus, "intelligence_gpus_visible") == {(): 0.0}  # no NVIDIA driver here
+
+
+def test_every_metric_the_readme_names_is_exported() -> None:
+    readme = (REPOSITORY_ROOT / "README.md").read_text()
+    named = set(re.findall(r"`(intelligence_[a-z_]+)`", readme))
+    assert named, "the README names no metric"
+    source = "".join(path.read_text() for path in (REPOSITORY_ROOT / "intelligence_assets" / "monitoring").glob("*.py"))
+    assert {name for name in named if f'"{name}"' not in source} == set()

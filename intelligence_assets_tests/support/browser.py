@@ -1,5 +1,5 @@
 """Headless Debian Chromium through Playwright, for the tests that look at a web UI (Dagster's and
-MLflow's). `make test` installs Chromium when missing (scripts/install_chromium.sh)."""
+MLflow's). `make test` installs Chromium when missing (scripts/install_debian_package.sh)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).exists(), (
-        f"{CHROMIUM} is missing: `make test` installs Debian's chromium (scripts/install_chromium.sh)"
+        f"{CHROMIUM} is missing: `make test` installs Debian's chromium (scripts/install_debian_package.sh)"
     )
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:

@@ -9,8 +9,8 @@
 #
 # BASE_IMAGE: any Debian-based image with Python 3.11 (`make image` makes one with debootstrap
 # when the public one cannot be pulled). OFFLINE=1 installs every Python package from
-# wheelhouse/ (filled by `make image` with the constraints' exact versions), so the build needs no
-# network inside the container.
+# wheelhouse/<EXTRA>/ (filled by `make image` with the constraints' exact versions), so the build
+# needs no network inside the container.
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
@@ -39,19 +39,26 @@ RUN if ! ldconfig -p | grep -q libgomp.so.1; then \
     && python3 -m venv "$VIRTUAL_ENV"
 
 # torch first, in its own layer (the largest), pinned by the constraints like everything else.
+# The packages' own test suites and torch's C++ headers (for compiling extensions) are left out:
+# about 300 MB that no step reads. The byte-code caches stay: a pod cannot write them (non-root)
+# and would compile every module at each start.
 COPY constraints/ constraints/
 RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
-    if [ "$OFFLINE" = 1 ]; then set -- --no-index --find-links /wheelhouse; else set -- --index-url "$TORCH_INDEX_URL"; fi \
-    && pip install "$@" --constraint constraints/cpu.txt torch==2.13.0
+    if [ "$OFFLINE" = 1 ]; then set -- --no-index --find-links "/wheelhouse/$EXTRA"; else set -- --index-url "$TORCH_INDEX_URL"; fi \
+    && pip install "$@" --constraint constraints/cpu.txt torch==2.13.0 \
+    && rm -rf "$VIRTUAL_ENV"/lib/python3.11/site-packages/torch/include \
+    && find "$VIRTUAL_ENV" -depth -type d -name tests -exec rm -rf {} +
 
 # Dependencies before the code, so that a code change does not reinstall them. Editable, as in the
 # Makefile: the package finds data/universe.yaml beside itself (universe.REPOSITORY_ROOT), and the
-# stub __init__ is replaced by the real package below.
-COPY pyproject.toml README.md ./
+# stub __init__ is replaced by the real package below. The README pyproject names is left empty:
+# copying it here would reinstall every dependency at each edit of the manual.
+COPY pyproject.toml ./
 RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
-    if [ "$OFFLINE" = 1 ]; then set -- --no-index --find-links /wheelhouse; else set --; fi \
-    && mkdir intelligence_assets && touch intelligence_assets/__init__.py \
-    && pip install "$@" --constraint constraints/cpu.txt --editable ".[$EXTRA]"
+    if [ "$OFFLINE" = 1 ]; then set -- --no-index --find-links "/wheelhouse/$EXTRA"; else set --; fi \
+    && mkdir intelligence_assets && touch intelligence_assets/__init__.py README.md \
+    && pip install "$@" --constraint constraints/cpu.txt --editable ".[$EXTRA]" \
+    && find "$VIRTUAL_ENV" -depth -type d -name tests -exec rm -rf {} +
 
 COPY intelligence_assets/ intelligence_assets/
 COPY data/ data/

@@ -62,6 +62,7 @@ def main() -> None:
     arguments = parser.parse_args()
 
     cold = build(arguments.image, no_cache=True)
+    build(arguments.image, no_cache=False)  # the layer cache now holds this tree's layers
     CHANGED.write_text(f"# {time.time()}\n")
     try:
         code_only = build(arguments.image, no_cache=False)

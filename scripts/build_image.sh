@@ -62,8 +62,11 @@ fi
 torch_index=https://download.pytorch.org/whl/cpu
 [ "$EXTRA" = gpu ] && torch_index=https://pypi.org/simple
 torch_index="${TORCH_INDEX_URL:-$torch_index}"
+# One folder per build: the CPU and CUDA builds of torch share a version number.
+wheels="wheelhouse/$EXTRA"
+mkdir -p "$wheels"
 download() {
-    "$PYTHON" -m pip download --quiet --disable-pip-version-check --dest wheelhouse --only-binary :all: \
+    "$PYTHON" -m pip download --quiet --disable-pip-version-check --dest "$wheels" --only-binary :all: \
         --constraint constraints/cpu.txt "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
 log "wheelhouse: torch 2.13.0 ($EXTRA build) and .[$EXTRA] at the constraints' versions"
@@ -73,8 +76,11 @@ if ! download --retries 0 --timeout 10 --index-url "$torch_index" torch==2.13.0 
     log "$torch_index is unreachable; torch from pip's configured sources"
     download torch==2.13.0
 fi
-if [ "$EXTRA" = cpu ] && ! ls wheelhouse/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then
-    fail "no CPU build of torch 2.13.0 in wheelhouse/ (PyPI's default wheel is the CUDA build); set TORCH_INDEX_URL"
+if [ "$EXTRA" = cpu ] && ! ls "$wheels"/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then
+    fail "no CPU build of torch 2.13.0 in $wheels/ (PyPI's default wheel is the CUDA build); set TORCH_INDEX_URL"
+fi
+if [ "$EXTRA" = gpu ] && ls "$wheels"/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then
+    fail "the CPU build of torch is in $wheels/; the GPU image needs the CUDA build (TORCH_INDEX_URL)"
 fi
 download ".[$EXTRA]" 'setuptools>=69' wheel
 

@@ -70,9 +70,11 @@ download() {
         --constraint constraints/cpu.txt "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
 log "wheelhouse: torch 2.13.0 ($EXTRA build) and .[$EXTRA] at the constraints' versions"
-# torch from its own index; where that is unreachable, from pip's own configuration (a mirror, a
-# wheel on disk), as long as the build is the one asked for.
-if ! download --retries 0 --timeout 10 --index-url "$torch_index" torch==2.13.0 2>/dev/null; then
+# torch from its own index alone (no configured mirror or wheel folder may slip the other build
+# in); where that index is unreachable, from pip's own configuration (a mirror, a wheel on disk),
+# as long as the build is the one asked for.
+if ! PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS="" download --retries 0 --timeout 10 --index-url "$torch_index" \
+    torch==2.13.0 2>/dev/null; then
     log "$torch_index is unreachable; torch from pip's configured sources"
     download torch==2.13.0
 fi

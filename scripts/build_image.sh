@@ -88,9 +88,15 @@ download ".[$EXTRA]" 'setuptools>=69' wheel
 
 log "building $IMAGE from $base with $ENGINE"
 mkdir -p build
+previous="$("$ENGINE" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
 # shellcheck disable=SC2086 # BUILD_OPTIONS is a list of options
 "$ENGINE" build "${ENGINE_BUILD_OPTIONS[@]}" ${BUILD_OPTIONS:-} --build-arg BASE_IMAGE="$base" --build-arg EXTRA="$EXTRA" \
     --build-arg TORCH_INDEX_URL="$torch_index" --build-arg OFFLINE=1 --iidfile build/image.id -t "$IMAGE" .
 
+# The image this tag named before would stay behind untagged (gigabytes a build): remove it
+# unless a container still uses it.
+if [ -n "$previous" ] && [ "$previous" != "$("$ENGINE" image inspect --format '{{.Id}}' "$IMAGE")" ]; then
+    "$ENGINE" rmi "$previous" >/dev/null 2>&1 || true
+fi
 size=$("$ENGINE" image inspect --format '{{.Size}}' "$IMAGE")
 log "built $IMAGE: $((size / 1000000)) MB in $(( $(date +%s) - started )) s"

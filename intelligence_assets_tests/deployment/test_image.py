@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,13 +201,11 @@ def deployment(
             yield {
                 "cluster": cluster,
                 "universe": universe,
-                "universe_path": universe_path,
                 "environment": environment,
                 "workspace": workspace,
                 "store": s3_endpoint.store(bucket=bucket),
                 "mlflow": MlflowClient(mlflow_server.url),
                 "directory": directory,
-                "code_server": code_server,
             }
         finally:
             podman("rm", "--force", code_server, check=False)
@@ -247,8 +246,7 @@ def start_code_server(cluster: PodmanCluster, settings: dict[str, str], universe
 def launch(deployment: dict, job: str, partition: str) -> str:
     """`dagster job launch` from the host against the code server: the instance's K8sRunLauncher
     submits the run pod's Job. Returns the run id."""
-    run_id = os.urandom(16).hex()
-    run_id = f"{run_id[:8]}-{run_id[8:12]}-{run_id[12:16]}-{run_id[16:20]}-{run_id[20:]}"
+    run_id = str(uuid.uuid4())
     subprocess.run(
         [
             sys.executable,
@@ -375,6 +373,17 @@ def test_run_and_step_pods_materialize_a_cpu_and_a_torch_cell_as_a_local_run_doe
     name = names.registered_model_name(SYMBOL, TARGET)
     versions = client.search_model_versions(f"name='{name}'")
     assert sorted(version.tags[names.FAMILY_TAG] for version in versions) == sorted(FAMILIES)
+
+    # The instance on PostgreSQL recorded each materialization, with the fingerprint the store holds.
+    recorded = {}
+    with host_instance(deployment) as instance:
+        for run_id in (market, training):
+            for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+                materialization = entry.asset_materialization
+                symbol_and_target = str(materialization.partition).split("|")
+                prefix = artifact_prefix(materialization.asset_key, *symbol_and_target)
+                recorded[prefix] = materialization.metadata["fingerprint"].value
+    assert recorded == in_pods
 
 
 def local_run(deployment: dict) -> dict[str, str]:

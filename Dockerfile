@@ -71,6 +71,13 @@ RUN useradd --uid 10001 --create-home --home-dir /home/dagster dagster \
     && chown dagster "$DAGSTER_HOME"
 USER 10001
 
+# The commit this image holds (config/code_revision.py; an image has no .git). Last, so that a new
+# commit changes only this layer.
+ARG GIT_COMMIT=""
+ARG GIT_DIRTY=false
+ENV INTELLIGENCE_GIT_COMMIT=$GIT_COMMIT \
+    INTELLIGENCE_GIT_DIRTY=$GIT_DIRTY
+
 EXPOSE 3030
 
 # The Helm chart starts `dagster api grpc` with its own arguments and run/step pods run their own

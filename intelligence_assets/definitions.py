@@ -13,7 +13,8 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 # Backfills launched from the asset graph use each asset's own policy.
 warnings.filterwarnings("ignore", message="Asset job market_data_job materializes assets with varying BackfillPolicies")
 
-from intelligence_assets.config.universe import Universe, load_universe  # noqa: E402
+from intelligence_assets.config.code_revision import code_revision  # noqa: E402
+from intelligence_assets.config.universe import REPOSITORY_ROOT, Universe, load_universe  # noqa: E402
 from intelligence_assets.defs.assets.housekeeping import (  # noqa: E402
     CHECKPOINT_RETENTION,
     HOUSEKEEPING_JOB,
@@ -129,8 +130,26 @@ def build_automation(universe: Universe, assets: list[dg.AssetsDefinition], jobs
     return schedules, sensors
 
 
+def with_code_references(assets: list[dg.AssetsDefinition], git_url: str | None) -> list[dg.AssetsDefinition]:
+    """Each asset's source file and line in the UI; with `git_url`, a link to that line at the
+    commit that is running (or `main` where the commit is unknown)."""
+    referenced = dg.with_source_code_references(assets)
+    if git_url is None:
+        return list(referenced)
+    return list(
+        dg.link_code_references_to_git(
+            referenced,
+            git_url=git_url,
+            git_branch=code_revision().commit or "main",
+            file_path_mapping=dg.AnchorBasedFilePathMapping(
+                local_file_anchor=REPOSITORY_ROOT, file_anchor_path_in_repository=""
+            ),
+        )
+    )
+
+
 def build_definitions(universe: Universe, deployment: Deployment) -> dg.Definitions:
-    assets = build_assets(universe)
+    assets = with_code_references(build_assets(universe), deployment.git_url)
     jobs = build_jobs(universe, deployment)
     schedules, sensors = build_automation(universe, assets, jobs)
     return dg.Definitions(

@@ -86,12 +86,17 @@ if [ "$EXTRA" = gpu ] && ls "$wheels"/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; th
 fi
 download ".[$EXTRA]" 'setuptools>=69' wheel
 
-log "building $IMAGE from $base with $ENGINE"
+read -r git_commit git_dirty < <("$PYTHON" -c 'from intelligence_assets.config.code_revision import code_revision
+revision = code_revision()
+print(revision.commit or "-", str(revision.dirty).lower())')
+[ "$git_commit" = - ] && git_commit=""
+log "building $IMAGE from $base with $ENGINE (commit ${git_commit:-unknown}, uncommitted changes: $git_dirty)"
 mkdir -p build
 previous="$("$ENGINE" image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
 # shellcheck disable=SC2086 # BUILD_OPTIONS is a list of options
 "$ENGINE" build "${ENGINE_BUILD_OPTIONS[@]}" ${BUILD_OPTIONS:-} --build-arg BASE_IMAGE="$base" --build-arg EXTRA="$EXTRA" \
-    --build-arg TORCH_INDEX_URL="$torch_index" --build-arg OFFLINE=1 --iidfile build/image.id -t "$IMAGE" .
+    --build-arg TORCH_INDEX_URL="$torch_index" --build-arg OFFLINE=1 \
+    --build-arg GIT_COMMIT="$git_commit" --build-arg GIT_DIRTY="$git_dirty" --iidfile build/image.id -t "$IMAGE" .
 
 # The image this tag named before would stay behind untagged (gigabytes a build): remove it
 # unless a container still uses it.

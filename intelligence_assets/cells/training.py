@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import polars as pl
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME
 
 from intelligence_assets.cells import Log, ignore
 from intelligence_assets.config.universe import Universe
@@ -174,6 +175,9 @@ def provenance_tags(stored: ArtifactHandle, manifest: Manifest, provenance: Prov
         names.DAGSTER_ASSET_TAG: provenance.asset,
         names.DAGSTER_PARTITION_TAG: provenance.partition,
         names.CODE_VERSION_TAG: manifest.provenance.get("code_version", ""),
+        # MLflow's own source tags, so its UI shows which commit trained the model.
+        MLFLOW_SOURCE_NAME: provenance.asset,
+        **({MLFLOW_GIT_COMMIT: manifest.provenance["code_commit"]} if manifest.provenance.get("code_commit") else {}),
     }
 
 

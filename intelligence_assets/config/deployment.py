@@ -34,6 +34,8 @@ ARTIFACT_ROOT_VARIABLE = "INTELLIGENCE_ARTIFACT_ROOT"
 MLFLOW_TRACKING_VARIABLE = "INTELLIGENCE_MLFLOW_TRACKING_URI"
 BARS_PREFIX_VARIABLE = "INTELLIGENCE_BARS_PREFIX"
 MLFLOW_UI_VARIABLE = "INTELLIGENCE_MLFLOW_UI_URL"
+# The repository's web address (https://github.com/<org>/<repo>): asset code references link there.
+GIT_URL_VARIABLE = "INTELLIGENCE_GIT_URL"
 # The Kubernetes secret holding INTELLIGENCE_S3_ACCESS_KEY / _SECRET_KEY (helm/dagster-values.yaml).
 S3_SECRET_NAME = "intelligence-s3"
 DEPLOYMENTS = ("local", "minio", "k8s")
@@ -70,6 +72,7 @@ class DeploymentSettings(BaseModel):
     mlflow_tracking_uri: str | None = None
     mlflow_ui_url: str | None = None
     bars_prefix: str | None = None
+    git_url: str | None = None
 
     @classmethod
     def from_environment(cls) -> DeploymentSettings:
@@ -83,6 +86,7 @@ class DeploymentSettings(BaseModel):
                 mlflow_tracking_uri=os.environ.get(MLFLOW_TRACKING_VARIABLE) or None,
                 mlflow_ui_url=os.environ.get(MLFLOW_UI_VARIABLE) or None,
                 bars_prefix=os.environ.get(BARS_PREFIX_VARIABLE) or None,
+                git_url=os.environ.get(GIT_URL_VARIABLE) or None,
             )
         except ValidationError:
             raise ConfigurationError(

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME
 
 from intelligence_assets.cells.training import (
     TRACKING_RECORD_FILE,
@@ -37,6 +38,9 @@ def not_read() -> None:
     raise AssertionError("a gated cell must not read its features or labels")
 
 
+COMMIT = "c0ffee" * 6 + "c0ff"  # the code revision the committing run recorded
+
+
 def never_asked() -> ModelTracker:
     raise AssertionError("a model tracked before must be linked without asking MLflow")
 
@@ -50,7 +54,9 @@ def commit(
         store,
         prefix,
         trained.model,
-        Manifest(fingerprint, fingerprint, {}, trained.metadata, [], {"code_version": CODE_VERSION}),
+        Manifest(
+            fingerprint, fingerprint, {}, trained.metadata, [], {"code_version": CODE_VERSION, "code_commit": COMMIT}
+        ),
     )
     return ArtifactHandle(store, prefix, fingerprint, fingerprint), manifest
 
@@ -94,6 +100,8 @@ def test_a_committed_model_is_logged_with_its_provenance_and_registered(
             names.TARGET_TAG,
             names.FAMILY_TAG,
             names.TRAINED_TAG,
+            MLFLOW_GIT_COMMIT,
+            MLFLOW_SOURCE_NAME,
         )
     } == {
         names.FINGERPRINT_TAG: "f" * 32,
@@ -108,6 +116,9 @@ def test_a_committed_model_is_logged_with_its_provenance_and_registered(
         names.TARGET_TAG: DIRECTION,
         names.FAMILY_TAG: "linear",
         names.TRAINED_TAG: "true",
+        # MLflow's own source tags: its UI shows the commit that trained the model.
+        MLFLOW_GIT_COMMIT: COMMIT,
+        MLFLOW_SOURCE_NAME: LINEAR,
     }
     assert {
         "params.max_iter",

@@ -33,6 +33,7 @@ from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from mlflow import MlflowClient
 
+from intelligence_assets.config.code_revision import code_revision
 from intelligence_assets.config.deployment import S3_SECRET_NAME
 from intelligence_assets.config.universe import REPOSITORY_ROOT, UNIVERSE_PATH_VARIABLE, load_universe
 from intelligence_assets.definitions import MARKET_DATA_JOB, TRAINING_JOB, build_assets
@@ -41,7 +42,7 @@ from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS, TARGET_RANKINGS
 from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, cell_key
 from intelligence_assets.store.artifact_store import LocalArtifactStore
-from intelligence_assets.store.keys import CLAIM_FILE, MANIFEST_FILE, artifact_prefix, pointer_key
+from intelligence_assets.store.keys import CLAIM_FILE, MANIFEST_FILE, artifact_prefix, manifest_key, pointer_key
 from intelligence_assets.tracking import names
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.mlflow_server import MlflowServer
@@ -384,6 +385,12 @@ def test_run_and_step_pods_materialize_a_cpu_and_a_torch_cell_as_a_local_run_doe
                 prefix = artifact_prefix(materialization.asset_key, *symbol_and_target)
                 recorded[prefix] = materialization.metadata["fingerprint"].value
     assert recorded == in_pods
+
+    # Which code: the commit `make image` baked into the image (it has no .git), this checkout's.
+    store = deployment["store"]
+    for prefix, fingerprint in in_pods.items():
+        provenance = json.loads(store.get_bytes(manifest_key(prefix, fingerprint)))["provenance"]
+        assert provenance["code_commit"] == code_revision().commit, prefix
 
 
 def local_run(deployment: dict) -> dict[str, str]:

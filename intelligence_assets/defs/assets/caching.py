@@ -23,6 +23,7 @@ from typing import Any
 import dagster as dg
 from pydantic import BaseModel
 
+from intelligence_assets.config.code_revision import CodeRevision, code_revision
 from intelligence_assets.defs.resources.io_manager import parse_partition_key, partition_prefix
 from intelligence_assets.store.artifact_store import ArtifactStore
 from intelligence_assets.store.artifacts import (
@@ -433,6 +434,10 @@ def _hit(
         "cache": "hit",
         "fingerprint": fingerprint,
         "computed_in_run": manifest.provenance.get("run_id", ""),
+        # The code that computed it, which may be older than the code that found it.
+        "code_commit": CodeRevision(
+            manifest.provenance.get("code_commit"), bool(manifest.provenance.get("code_dirty"))
+        ).describe(),
     }
     return (
         StoredArtifact(manifest, is_cache_hit=True),
@@ -488,13 +493,20 @@ def _commit(
     cache: str,
 ) -> tuple[StoredArtifact, dict[str, Any], list[dg.AssetCheckResult]]:
     blocking = {spec.name: spec.blocking for spec in context.assets_def.check_specs}
+    revision = code_revision()
     manifest = Manifest(
         fingerprint=fingerprint,
         data_version=data_version,
         files={},
         metadata=_plain_metadata(computed.metadata),
         checks=[_plain_check(check, blocking.get(check.check_name or "", False)) for check in computed.checks],
-        provenance={**provenance, "run_id": context.run.run_id, "computed_at": datetime.now(UTC).isoformat()},
+        provenance={
+            **provenance,
+            "run_id": context.run.run_id,
+            "computed_at": datetime.now(UTC).isoformat(),
+            "code_commit": revision.commit,
+            "code_dirty": revision.dirty,
+        },
     )
     manifest = commit_artifact(store, prefix, computed.value, manifest)
     extra = (
@@ -504,6 +516,6 @@ def _commit(
     )
     return (
         StoredArtifact(manifest),
-        {**computed.metadata, **extra, "cache": cache, "fingerprint": fingerprint},
+        {**computed.metadata, **extra, "cache": cache, "fingerprint": fingerprint, "code_commit": revision.describe()},
         list(computed.checks),
     )

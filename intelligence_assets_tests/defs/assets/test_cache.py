@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
+from intelligence_assets.config.code_revision import code_revision
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets.definitions import build_assets
 from intelligence_assets.defs.assets.market_data import FEATURES
@@ -102,6 +103,9 @@ def test_rerun_with_nothing_changed_recomputes_nothing(warm) -> None:
     # The UI still shows the stored numbers, marked as a hit.
     record = instance.fetch_materializations(model_key("lightgbm"), limit=1).records[0]
     assert record.asset_materialization.metadata["cache"].value == "hit"
+    # Which code computed it: the commit the computing run recorded (this checkout's, here).
+    assert record.asset_materialization.metadata["code_commit"].value == code_revision().describe()
+    assert code_revision().commit is not None
 
 
 def test_new_bars_for_one_symbol_recompute_exactly_that_symbol(warm) -> None:

@@ -70,21 +70,22 @@ download() {
         --constraint constraints/cpu.txt "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
 log "wheelhouse: torch 2.13.0 ($EXTRA build) and .[$EXTRA] at the constraints' versions"
+# torch's two builds share a version number: keep only the one asked for, and hand that very file
+# to the second download, so that resolving `.[$EXTRA]` cannot take the other build from a mirror.
+if [ "$EXTRA" = gpu ]; then rm -f "$wheels"/torch-2.13.0+cpu-*.whl; else rm -f "$wheels"/torch-2.13.0-*.whl; fi
 # torch from its own index alone (no configured mirror or wheel folder may slip the other build
-# in); where that index is unreachable, from pip's own configuration (a mirror, a wheel on disk),
-# as long as the build is the one asked for.
+# in); where that index is unreachable, from pip's own configuration (a mirror, a wheel on disk).
 if ! PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS="" download --retries 0 --timeout 10 --index-url "$torch_index" \
     torch==2.13.0 2>/dev/null; then
     log "$torch_index is unreachable; torch from pip's configured sources"
     download torch==2.13.0
 fi
-if [ "$EXTRA" = cpu ] && ! ls "$wheels"/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then
-    fail "no CPU build of torch 2.13.0 in $wheels/ (PyPI's default wheel is the CUDA build); set TORCH_INDEX_URL"
+if [ "$EXTRA" = cpu ]; then torch_wheels=("$wheels"/torch-2.13.0+cpu-*.whl); else torch_wheels=("$wheels"/torch-2.13.0-*.whl); fi
+[ -f "${torch_wheels[0]}" ] || fail "no $EXTRA build of torch 2.13.0 in $wheels/ (PyPI's default wheel is the CUDA build); set TORCH_INDEX_URL"
+download "${torch_wheels[0]}" ".[$EXTRA]" 'setuptools>=69' wheel
+if [ "$EXTRA" = gpu ] && compgen -G "$wheels/torch-2.13.0+cpu-*.whl" >/dev/null; then
+    fail "the CPU build of torch reached $wheels/; the GPU image needs the CUDA build"
 fi
-if [ "$EXTRA" = gpu ] && ls "$wheels"/torch-2.13.0+cpu-*.whl >/dev/null 2>&1; then
-    fail "the CPU build of torch is in $wheels/; the GPU image needs the CUDA build (TORCH_INDEX_URL)"
-fi
-download ".[$EXTRA]" 'setuptools>=69' wheel
 
 read -r git_commit git_dirty < <("$PYTHON" -c 'from intelligence_assets.config.code_revision import code_revision
 revision = code_revision()

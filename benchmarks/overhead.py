@@ -129,14 +129,13 @@ def cell_work(
 ) -> TaskTime:
     """One symbol x target: labels, ranking, selection and every family. With `platform_root`,
     also what the platform does around it (see PlatformWork)."""
+    from intelligence_assets.cells.training import Cell, train_cell
     from intelligence_assets.defs.assets.models import model_key
     from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS, TARGET_RANKINGS
     from intelligence_assets.ml.dataset import build_dataset
     from intelligence_assets.ml.ranking import rank_target
     from intelligence_assets.ml.selection import select_features
     from intelligence_assets.ml.targets import build_labels, label_horizon
-    from intelligence_assets.ml.trained_model import TrainedModel
-    from intelligence_assets.ml.training import train_and_evaluate
     from intelligence_assets.ml.walk_forward import WalkForwardProblem
     from intelligence_assets.store.keys import artifact_prefix
 
@@ -159,42 +158,14 @@ def cell_work(
             artifact_prefix(FEATURE_SETS, symbol, target),
             selection.to_dict() if selection else {"gated": True, "selected": []},
         )
-    for family, settings in universe.model_families.items():
-        base = {"symbol": symbol, "target": target, "task": spec.task, "target_kind": spec.kind}
-        if selection is None:
-            trained = TrainedModel(family=family, summary={**base, "reason": ranking.reason, "metrics": {}})
-        else:
-            selected = build_dataset(features, labels, selection.selected)
-            result = train_and_evaluate(
-                family,
-                settings.params,
-                selected.x,
-                selected.y,
-                selected.forward_return_1,
-                task=spec.task,
-                spec_kind=spec.kind,
-                label_horizon=horizon,
-                split=universe.split,
-                seed=universe.seed,
-                bars_per_year=universe.bars_per_year(symbol, features["timestamp"]),
-                side=getattr(spec, "side", None),
-                cross_validate=universe.split.score_models_on_folds,
-            )
-            details = result.to_dict()
-            trained = TrainedModel(
-                family=family,
-                model=result.model,
-                summary={
-                    **base,
-                    "features": selection.selected,
-                    "metrics": result.metrics,
-                    "baseline": details.get("baseline", {}),
-                    "training_curve": details["training_curve"],
-                    "fold_metrics": details["fold_metrics"],
-                    "train_rows": details.get("train_rows"),
-                    "test_rows": details.get("test_rows"),
-                },
-            )
+    # The feature_sets value the models asset reads, then the models asset's own recipe.
+    chosen = (
+        {"gated": False, "reason": "", "selected": selection.selected}
+        if selection
+        else {"gated": True, "reason": ranking.reason, "selected": []}
+    )
+    for family in universe.model_families:
+        trained = train_cell(Cell(universe, family, symbol, target), chosen, lambda: features, lambda: labels).model
         if platform:
             prefix = artifact_prefix(model_key(family), symbol, target)
             platform.track(universe, symbol, target, trained, prefix, platform.commit(prefix, trained))

@@ -38,13 +38,10 @@ def timed(universe, workers: int, every_partition: bool) -> tuple[list, float]:
 
 def model_step_io(source_root: Path, store, families: list[str], limit: int) -> pl.DataFrame:
     """Per trained model partition: seconds to load inputs, train, and store the result."""
+    from intelligence_assets.cells.training import Cell, train_cell
     from intelligence_assets.defs.assets.market_data import FEATURES
     from intelligence_assets.defs.assets.models import model_key
     from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS
-    from intelligence_assets.ml.dataset import build_dataset
-    from intelligence_assets.ml.targets import label_horizon
-    from intelligence_assets.ml.trained_model import TrainedModel
-    from intelligence_assets.ml.training import train_and_evaluate
     from intelligence_assets.store.artifact_store import LocalArtifactStore
     from intelligence_assets.store.artifacts import ArtifactHandle, Manifest, write_artifact
     from intelligence_assets.store.keys import artifact_prefix
@@ -69,34 +66,20 @@ def model_step_io(source_root: Path, store, families: list[str], limit: int) -> 
 
     rows = []
     for symbol, target in cells:
-        spec = universe.target(target)
         for family in families:
             started = time.perf_counter()
             features = ArtifactHandle.current(store, artifact_prefix(FEATURES, symbol)).load()
             labels = ArtifactHandle.current(store, artifact_prefix(LABELS, symbol, target)).load()
             selection = ArtifactHandle.current(store, artifact_prefix(FEATURE_SETS, symbol, target)).load()
             loaded = time.perf_counter()
-            dataset = build_dataset(features, labels, selection["selected"])
-            result = train_and_evaluate(
-                family,
-                universe.model_families[family].params,
-                dataset.x,
-                dataset.y,
-                dataset.forward_return_1,
-                task=spec.task,
-                spec_kind=spec.kind,
-                label_horizon=label_horizon(spec),
-                split=universe.split,
-                seed=universe.seed,
-                bars_per_year=universe.bars_per_year(symbol, features["timestamp"]),
-                side=getattr(spec, "side", None),
-            )
+            # The models asset's own recipe, on the inputs loaded above.
+            value = train_cell(
+                Cell(universe, family, symbol, target),
+                selection,
+                lambda table=features: table,
+                lambda table=labels: table,
+            ).model
             trained = time.perf_counter()
-            value = TrainedModel(
-                family,
-                {"symbol": symbol, "target": target, "task": spec.task, "features": selection["selected"]},
-                result.model,
-            )
             write_artifact(
                 store,
                 artifact_prefix(["benchmark", *model_key(family).path], symbol, target),

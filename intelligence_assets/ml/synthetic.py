@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 
-from intelligence_assets.ml.bars import TIMESTAMP_DTYPE
+from intelligence_assets.ml.bars import BARS_SCHEMA
 from intelligence_assets.ml.features import close_location
 
 PLANTED_FEATURE = "close_location"
@@ -94,14 +94,7 @@ def synthetic_bars(
             "close": close,
             "volume": volume,
         },
-        schema={
-            "timestamp": TIMESTAMP_DTYPE,
-            "open": pl.Float64,
-            "high": pl.Float64,
-            "low": pl.Float64,
-            "close": pl.Float64,
-            "volume": pl.Float64,
-        },
+        schema=BARS_SCHEMA,
     )
 
 

@@ -21,6 +21,7 @@ from intelligence_assets.defs.assets.target_analysis import TARGET_RANKINGS
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
 from intelligence_assets.store.keys import artifact_prefix
+from intelligence_assets_tests.support.pipeline import materialize_command
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 
@@ -87,17 +88,7 @@ def test_asset_materialize_command_for_symbol_and_symbol_target_partitions(
 
     def materialize(selection: str, partition: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [
-                DAGSTER,
-                "asset",
-                "materialize",
-                "-m",
-                "intelligence_assets.definitions",
-                "--select",
-                selection,
-                "--partition",
-                partition,
-            ],
+            materialize_command(selection, partition),
             cwd=tmp_path,
             env=environment,
             capture_output=True,
@@ -148,17 +139,7 @@ def test_training_job_runs_a_symbols_range_with_steps_forked_from_a_preloaded_se
         instance.add_dynamic_partitions("symbol", ["SIGNAL"])
     environment = _environment(home, small_universe_path)
     bars = subprocess.run(
-        [
-            DAGSTER,
-            "asset",
-            "materialize",
-            "-m",
-            "intelligence_assets.definitions",
-            "--select",
-            "bars,features",
-            "--partition",
-            "SIGNAL",
-        ],
+        materialize_command("bars,features", "SIGNAL"),
         cwd=tmp_path,
         env=environment,
         capture_output=True,

@@ -15,6 +15,7 @@ import pytest
 
 from intelligence_assets.cli.home import HOME_IN_USE, LOCK_FILE, HomeInUseError, exclusive_home
 from intelligence_assets_tests.conftest import fresh_home, home_environment, write_small_universe
+from intelligence_assets_tests.support.pipeline import materialize_command
 from intelligence_assets_tests.support.stored_state import StoredState, stored_state
 
 FAMILIES = {"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 80}}}
@@ -185,15 +186,7 @@ def test_a_registry_run_waits_while_another_run_moves_aliases(universe_path: Pat
     store = LocalArtifactStore(home / "artifacts")
     registry_prefix = artifact_prefix(MODEL_REGISTRY)
     before = store.get_json(pointer_key(registry_prefix))
-    command = [
-        str(Path(sys.executable).parent / "dagster"),
-        "asset",
-        "materialize",
-        "-m",
-        "intelligence_assets.definitions",
-        "--select",
-        MODEL_REGISTRY.to_user_string(),
-    ]
+    command = materialize_command(MODEL_REGISTRY.to_user_string())
     lines: list[str] = []
     with claimed(store, registry_prefix, ONE_WRITER_CLAIM, "rollback-in-test"):
         registry = subprocess.Popen(

@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from intelligence_assets.ml.bars import TIMESTAMP_DTYPE
+from intelligence_assets.ml.bars import BARS_SCHEMA
 from intelligence_assets.ml.synthetic import synthetic_bars
 from intelligence_assets.ml.targets import (
     BarrierTarget,
@@ -37,14 +37,7 @@ def _tiny_bars(start: datetime = datetime(2001, 3, 1, tzinfo=UTC), step: timedel
             "close": CLOSE,
             "volume": [1000.0] * len(CLOSE),
         },
-        schema={
-            "timestamp": TIMESTAMP_DTYPE,
-            "open": pl.Float64,
-            "high": pl.Float64,
-            "low": pl.Float64,
-            "close": pl.Float64,
-            "volume": pl.Float64,
-        },
+        schema=BARS_SCHEMA,
     )
 
 

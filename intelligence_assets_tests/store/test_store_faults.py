@@ -30,6 +30,7 @@ from intelligence_assets.store.keys import (
 )
 from intelligence_assets.store.s3 import DEFAULT_RETRY_SECONDS, S3ArtifactStore, request_timeouts
 from intelligence_assets_tests.conftest import fresh_home, home_environment, write_small_universe
+from intelligence_assets_tests.support.pipeline import materialize_command
 from intelligence_assets_tests.support.real_series import constant_price_bars
 from intelligence_assets_tests.support.services import (
     LOOPBACK,
@@ -136,7 +137,6 @@ def test_two_runs_of_one_model_partition_at_once_leave_one_artifact_one_mlflow_r
     tmp_path: Path, monkeypatch
 ) -> None:
     import subprocess
-    import sys
 
     from mlflow import MlflowClient
 
@@ -166,17 +166,7 @@ def test_two_runs_of_one_model_partition_at_once_leave_one_artifact_one_mlflow_r
         )
         assert upstream.success
     environment = home_environment(home, path)
-    command = [
-        str(Path(sys.executable).parent / "dagster"),
-        "asset",
-        "materialize",
-        "-m",
-        "intelligence_assets.definitions",
-        "--select",
-        model_key("lightgbm").to_user_string(),
-        "--partition",
-        "SIGNAL|y_up_1b",
-    ]
+    command = materialize_command(model_key("lightgbm").to_user_string(), "SIGNAL|y_up_1b")
     runs = [
         subprocess.Popen(
             command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -3,6 +3,7 @@ asset partition whether the artifact store answered it (cache hit) or it was com
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -78,3 +79,17 @@ def materialize_everything(
 
 def local_resources(artifact_root: Path, universe: Universe) -> dict:
     return Deployment(artifact_root=artifact_root).resources(universe)
+
+
+def materialize_command(selection: str, partition: str | None = None) -> list[str]:
+    """`dagster asset materialize` of `selection` (and `partition`) from our definitions, as a user types it."""
+    command = [
+        str(Path(sys.executable).parent / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "intelligence_assets.definitions",
+        "--select",
+        selection,
+    ]
+    return command if partition is None else [*command, "--partition", partition]

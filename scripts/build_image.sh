@@ -43,8 +43,9 @@ if ! "$ENGINE" image exists "$base" 2>/dev/null && ! "$ENGINE" image inspect "$b
         log "$base cannot be pulled here; using a Debian bookworm base made with debootstrap"
         base="$LOCAL_BASE"
         if ! "$ENGINE" image inspect "$base" >/dev/null 2>&1; then
-            command -v debootstrap >/dev/null || fail "debootstrap is needed to make a base image (apt-get install debootstrap)"
             [ "$(id -u)" = 0 ] || fail "debootstrap needs root; or set BASE_IMAGE to an image with Python 3.11 you can pull"
+            bash scripts/install_debian_package.sh debootstrap /usr/sbin/debootstrap \
+                || fail "debootstrap is needed to make a base image; or set BASE_IMAGE to an image you can pull"
             root="$(mktemp -d)"
             trap 'rm -rf "$root"' EXIT
             log "debootstrap bookworm from $DEBIAN_MIRROR (about a minute)"

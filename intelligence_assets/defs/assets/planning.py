@@ -14,6 +14,7 @@ its own job or schedule: housekeeping); one that reads an input with no declarat
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,11 +129,15 @@ class AssetPlans:
 
     declarations: tuple[AssetPlanning, ...]
 
+    @functools.cached_property
+    def _by_path(self) -> dict[tuple[str, ...], AssetPlanning]:
+        # Asked for every asset of every plan: indexed once.
+        return {tuple(declared.key.path): declared for declared in self.declarations}
+
     def of(self, key: dg.AssetKey) -> AssetPlanning | None:
         """The declaration for `key`, or for the longest key prefix declared; None if none is."""
-        by_path = {tuple(declared.key.path): declared for declared in self.declarations}
         for length in range(len(key.path), 0, -1):
-            declared = by_path.get(tuple(key.path[:length]))
+            declared = self._by_path.get(tuple(key.path[:length]))
             if declared is not None:
                 return declared
         return None

@@ -240,8 +240,11 @@ def _run_partition(job_name: str, partitions: RunPartitions, log_level: str, ses
         # Our own progress lines (INFO) on the console; Dagster's event stream stays in the UI.
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
     )
+    # A ranged run's partitions each log their own record (with `cache`) after the range's.
     cache = Counter(
-        str(event.materialization.metadata["cache"].value) for event in result.get_asset_materialization_events()
+        str(event.materialization.metadata["cache"].value)
+        for event in result.get_asset_materialization_events()
+        if "cache" in event.materialization.metadata
     )
     label = "..".join(partitions) if isinstance(partitions, tuple) else partitions
     return PartitionRun(

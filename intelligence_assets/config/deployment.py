@@ -14,7 +14,10 @@ Credentials come only from the environment.
 MLflow: INTELLIGENCE_MLFLOW_TRACKING_URI names a tracking server (any deployment); without it the
 embedded store is used, `sqlite:///<DAGSTER_HOME>/mlflow/mlflow.db` with no server, whose run
 artifacts live in the local artifact store under `mlflow/` (`make mlflow-ui` browses it).
-INTELLIGENCE_MLFLOW_UI_URL overrides the base of the links shown in Dagster.
+Links between the UIs (`tracking/links.py`): INTELLIGENCE_DAGSTER_UI_URL is where users reach the
+Dagster UI (default http://127.0.0.1:3000, `make ui`), INTELLIGENCE_MLFLOW_UI_URL the MLflow UI
+(default: the tracking server, or http://127.0.0.1:5000 where `make mlflow-ui` serves the
+embedded store).
 """
 
 from __future__ import annotations
@@ -28,19 +31,19 @@ import dagster as dg
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from intelligence_assets.config.universe import REPOSITORY_ROOT, ConfigurationError
+from intelligence_assets.tracking.links import DEFAULT_DAGSTER_UI_URL, UiLinks, default_mlflow_ui_url
 
 DEPLOYMENT_VARIABLE = "INTELLIGENCE_DEPLOYMENT"
 ARTIFACT_ROOT_VARIABLE = "INTELLIGENCE_ARTIFACT_ROOT"
 MLFLOW_TRACKING_VARIABLE = "INTELLIGENCE_MLFLOW_TRACKING_URI"
 BARS_PREFIX_VARIABLE = "INTELLIGENCE_BARS_PREFIX"
 MLFLOW_UI_VARIABLE = "INTELLIGENCE_MLFLOW_UI_URL"
+DAGSTER_UI_VARIABLE = "INTELLIGENCE_DAGSTER_UI_URL"
 # The repository's web address (https://github.com/<org>/<repo>): asset code references link there.
 GIT_URL_VARIABLE = "INTELLIGENCE_GIT_URL"
 # The Kubernetes secret holding INTELLIGENCE_S3_ACCESS_KEY / _SECRET_KEY (helm/dagster-values.yaml).
 S3_SECRET_NAME = "intelligence-s3"
 DEPLOYMENTS = ("local", "minio", "k8s")
-# Where `make mlflow-ui` serves the embedded store.
-EMBEDDED_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 S3_VARIABLES = {
     "endpoint": "INTELLIGENCE_S3_ENDPOINT",
     "bucket": "INTELLIGENCE_S3_BUCKET",
@@ -71,6 +74,7 @@ class DeploymentSettings(BaseModel):
     dagster_home: Path = REPOSITORY_ROOT / ".dagster_home"
     mlflow_tracking_uri: str | None = None
     mlflow_ui_url: str | None = None
+    dagster_ui_url: str | None = None
     bars_prefix: str | None = None
     git_url: str | None = None
 
@@ -85,6 +89,7 @@ class DeploymentSettings(BaseModel):
                 dagster_home=dagster_home,
                 mlflow_tracking_uri=os.environ.get(MLFLOW_TRACKING_VARIABLE) or None,
                 mlflow_ui_url=os.environ.get(MLFLOW_UI_VARIABLE) or None,
+                dagster_ui_url=os.environ.get(DAGSTER_UI_VARIABLE) or None,
                 bars_prefix=os.environ.get(BARS_PREFIX_VARIABLE) or None,
                 git_url=os.environ.get(GIT_URL_VARIABLE) or None,
             )
@@ -92,6 +97,13 @@ class DeploymentSettings(BaseModel):
             raise ConfigurationError(
                 f"{DEPLOYMENT_VARIABLE}={name!r} is not a known deployment; expected one of: {', '.join(DEPLOYMENTS)}"
             ) from None
+
+    def ui_links(self) -> UiLinks:
+        """Where users reach this deployment's Dagster and MLflow UIs."""
+        return UiLinks(
+            dagster_url=self.dagster_ui_url or DEFAULT_DAGSTER_UI_URL,
+            mlflow_url=self.mlflow_ui_url or default_mlflow_ui_url(self.mlflow_tracking_uri),
+        )
 
     def s3_connection(self, resolve_secrets: bool = False) -> S3Connection:
         """The bucket's endpoint and credentials from INTELLIGENCE_S3_*. `resolve_secrets`: read

@@ -37,6 +37,7 @@ from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.flavours import load_pyfunc, save_in_flavour
 from intelligence_assets.tracking.importance_chart import importance_svg
+from intelligence_assets.tracking.links import UiLinks, default_mlflow_ui_url
 
 logger = logging.getLogger("intelligence_assets.tracking")
 # A tracker request waiting longer than this is logged (once) while it keeps waiting.
@@ -146,15 +147,17 @@ class ModelTracker:
         self,
         tracking_uri: str,
         registry_uri: str | None = None,
-        ui_url: str | None = None,
+        links: UiLinks | None = None,
         experiment_root: Path | None = None,
     ) -> None:
-        """`experiment_root`: where experiments created here keep their artifacts, one folder per
+        """`links`: where users reach the MLflow UI (links shown in Dagster) and the Dagster UI
+        (back-links on runs and versions); by default an http tracking URI's own UI.
+        `experiment_root`: where experiments created here keep their artifacts, one folder per
         target (the embedded default); None lets the MLflow server decide."""
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
-        self.ui_url = (ui_url or (tracking_uri if tracking_uri.startswith("http") else "")).rstrip("/")
+        self.links = links or UiLinks(mlflow_url=default_mlflow_ui_url(tracking_uri))
         self.experiment_root = experiment_root
         self._experiment_ids: dict[str, str] = {}
 
@@ -218,10 +221,26 @@ class ModelTracker:
     # -- naming and links -----------------------------------------------------------------
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        return f"{self.ui_url}/#/experiments/{experiment_id}/runs/{run_id}"
+        return self.links.mlflow_run(experiment_id, run_id)
 
     def version_url(self, registered_model: str, version: str) -> str:
-        return f"{self.ui_url}/#/models/{registered_model}/versions/{version}"
+        return self.links.mlflow_model_version(registered_model, version)
+
+    def dagster_back_links(self, record: TrainingRecord) -> str:
+        """Markdown for a run's description and its version's: links to the Dagster run, asset and
+        partition that materialized the model (MLflow renders tag values as plain text); empty
+        for a model tracked outside Dagster."""
+        run_id = record.provenance_tags.get(names.DAGSTER_RUN_TAG)
+        asset = record.provenance_tags.get(names.DAGSTER_ASSET_TAG)
+        partition = record.provenance_tags.get(names.DAGSTER_PARTITION_TAG)
+        if not (run_id and asset and partition):
+            return ""
+        return (
+            f"Materialized by Dagster run [{run_id[:8]}]({self.links.dagster_run(run_id)}) as "
+            f"[{asset}]({self.links.dagster_asset(asset)}) partition "
+            f"[{partition}]({self.links.dagster_partition(asset, partition)}); "
+            f"artifact fingerprint `{record.fingerprint}`."
+        )
 
     def experiment_id(self, target: str) -> str:
         name = names.experiment_name(target)
@@ -366,6 +385,8 @@ class ModelTracker:
             log(f"removing incomplete MLflow run {run.info.run_id} (status {run.info.status}) before logging again")
             self._discard(run.info.run_id, run.info.status)
 
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
         summary = record.trained_model.summary
         tags = {
             **record.provenance_tags,
@@ -375,6 +396,8 @@ class ModelTracker:
             names.TRAINED_TAG: "true" if record.trained_model.trained else "false",
             "task": str(summary.get("task", "")),
         }
+        if back_links := self.dagster_back_links(record):
+            tags[MLFLOW_RUN_NOTE] = back_links
         run = self.call(
             "creating a run",
             lambda: self.client.create_run(
@@ -513,8 +536,9 @@ class ModelTracker:
                 run_id=run_id,
                 tags=tags,
                 description=(
-                    f"{record.family} on {record.symbol} {record.target}, held-out {record.score_metric} {score}"
-                ),
+                    f"{record.family} on {record.symbol} {record.target}, held-out {record.score_metric} {score}. "
+                    f"{self.dagster_back_links(record)}"
+                ).strip(),
             )
 
         # The registered model exists for all but the first model of a symbol x target: try the

@@ -25,6 +25,8 @@ def cache_outcomes(result: dg.ExecuteInProcessResult) -> dict[tuple[str, str | N
     outcomes = {}
     for event in result.get_asset_materialization_events():
         materialization = event.materialization
+        if "cache" not in materialization.metadata:
+            continue  # the range's own record; each partition's record follows it
         outcomes[(materialization.asset_key.to_user_string(), materialization.partition)] = materialization.metadata[
             "cache"
         ].value

@@ -24,6 +24,13 @@ import dagster as dg
 from pydantic import BaseModel
 
 from intelligence_assets.config.code_revision import CodeRevision, code_revision
+from intelligence_assets.config.deployment import DeploymentSettings
+from intelligence_assets.defs.assets.lineage import (
+    UpstreamPartition,
+    lineage_metadata,
+    partition_record_tags,
+    upstream_partitions,
+)
 from intelligence_assets.defs.resources.io_manager import parse_partition_key, partition_prefix
 from intelligence_assets.store.artifact_store import ArtifactStore
 from intelligence_assets.store.artifacts import (
@@ -153,6 +160,18 @@ class PartitionWork:
     after_commit: AfterCommit | None = None
 
 
+@dataclass
+class PartitionResult:
+    """One partition's committed (or found) artifact, its UI metadata and check outcomes, and the
+    upstream partitions it was made from."""
+
+    artifact: StoredArtifact
+    metadata: dict[str, Any]
+    checks: list[dg.AssetCheckResult]
+    upstream: list[UpstreamPartition]
+    code_version: str
+
+
 def materialize_cached(
     context: dg.AssetExecutionContext,
     store: ArtifactStore,
@@ -169,13 +188,14 @@ def materialize_cached(
     """
     partition_key = context.partition_key if context.has_partition_key else None
     try:
-        artifact, metadata, checks = _cached_or_computed(
+        result = _cached_or_computed(
             context, store, partition_key, PartitionWork(inputs, config, compute, data_version), after_commit
         )
     except TRANSIENT_ERRORS as error:
         retry_if_transient(context, [error])
         raise
-    yield from _outputs(context, artifact, metadata, checks)
+    tags = partition_record_tags(result.upstream, result.code_version, result.artifact.manifest.data_version)
+    yield from _outputs(context, result.artifact, result.metadata, result.checks, tags)
 
 
 def materialize_partitions(
@@ -186,9 +206,10 @@ def materialize_partitions(
     up many partitions) caches, computes and commits each partition on its own, so one bad
     partition's failure leaves the ones before it stored, and a retry finds those as cache hits.
 
-    Dagster takes one data version per output, so a ranged run leaves Dagster's own data version
-    to Dagster; the fingerprints in the store, which the planner and the cache read, are the same
-    whichever way a partition ran. An `AssetCheckResult` names no partition, so in a ranged run
+    Dagster takes one data version per output, so after a ranged output each partition logs its
+    own materialization, with its fingerprint as data version and the exact upstream partitions
+    it read (`lineage.py`): that one is the partition's latest, which the UI shows and Dagster's
+    staleness reads. An `AssetCheckResult` names no partition, so in a ranged run
     each partition's check outcomes are logged as `AssetCheckEvaluation`s of that partition; for
     that the asset's checks must be optional outputs (a `multi_asset` with `can_subset=True`, as
     `models/<family>`).
@@ -205,8 +226,7 @@ def materialize_partitions(
             record_failure(context, store, context.partition_key, f"{type(error).__name__}: {error}")
             raise
         return
-    artifacts: dict[str, StoredArtifact] = {}
-    metadata_by_partition: dict[str, dict[str, Any]] = {}
+    results: dict[str, PartitionResult] = {}
     errors: list[Exception] = []
     failures: dict[str, str] = {}
     optional_checks = all(
@@ -217,23 +237,22 @@ def materialize_partitions(
         # commit, and the step fails afterwards naming exactly the partitions that failed.
         try:
             work = work_for(key)
-            artifact, metadata, checks = _cached_or_computed(context, store, key, work, work.after_commit)
+            result = _cached_or_computed(context, store, key, work, work.after_commit)
         except Exception as error:
             errors.append(error)
             failures[key] = f"{type(error).__name__}: {error}"
             context.log.error(f"{context.asset_key.to_user_string()} {key} failed: {failures[key]}")
             record_failure(context, store, key, failures[key])
             continue
-        if checks and not optional_checks:
+        if result.checks and not optional_checks:
             raise RuntimeError(
                 f"{context.asset_key.to_user_string()} returned check results in a ranged run; its checks must be "
                 "optional outputs (a multi_asset with can_subset=True)"
             )
-        for check in checks:
+        for check in result.checks:
             context.log_event(_evaluation_of(check, context.asset_key, key))
-        context.add_asset_metadata(metadata, partition_key=key)
-        artifacts[key] = artifact
-        metadata_by_partition[key] = metadata
+        results[key] = result
+    artifacts = {key: result.artifact for key, result in results.items()}
     hits = sum(artifact.is_cache_hit for artifact in artifacts.values())
     checked = ", ".join(spec.name for spec in context.assets_def.check_specs)
     context.log.info(
@@ -244,12 +263,22 @@ def materialize_partitions(
         + (f"; checks ({checked}) reported per partition, not as the step's own output" if checked else "")
     )
     if failures:
-        _publish_partial(context, store, artifacts, metadata_by_partition)
+        _publish_partial(context, store, results)
         retry_if_transient(context, errors)
         raise PartitionsFailed(context.asset_key.to_user_string(), failures, succeeded=len(artifacts))
     yield dg.Output(
-        StoredArtifacts(artifacts), output_name=_output_name(context), metadata={"partitions_in_run": len(artifacts)}
+        StoredArtifacts(artifacts),
+        output_name=_output_name(context),
+        metadata={"partitions_in_run": len(artifacts), "partition_record": RANGE_RECORD_NOTE},
     )
+    _record_partitions(context, store, results)
+
+
+# On the record Dagster logs for each partition of a ranged output.
+RANGE_RECORD_NOTE = (
+    "written for the whole range: the partition's own materialization, with its fingerprint as data version, "
+    "its metadata and the upstream partitions it read, is logged right after this one"
+)
 
 
 class PartitionsFailed(dg.Failure):
@@ -291,7 +320,7 @@ def retry_if_transient(context: dg.AssetExecutionContext, errors: list[Exception
 def record_failure(context: dg.AssetExecutionContext, store: ArtifactStore, partition_key: str, error: str) -> None:
     """Beside the partition's pointer, why its latest attempt failed: readers that compute from
     what exists (the leaderboard, `make demo`'s summary) say why a partition is missing."""
-    prefix = partition_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
+    prefix = _prefix(context, partition_key)
     try:
         store.put_json(
             failure_key(prefix),
@@ -302,28 +331,39 @@ def record_failure(context: dg.AssetExecutionContext, store: ArtifactStore, part
 
 
 def _publish_partial(
-    context: dg.AssetExecutionContext,
-    store: ArtifactStore,
-    artifacts: dict[str, StoredArtifact],
-    metadata_by_partition: dict[str, dict[str, Any]],
+    context: dg.AssetExecutionContext, store: ArtifactStore, results: dict[str, PartitionResult]
 ) -> None:
     """What the IO manager does for a whole range, for the partitions that succeeded when the
     step is about to fail: their pointers move and Dagster records their materializations, so
     the UI, lineage and automation see exactly which partitions exist."""
-    for key, artifact in artifacts.items():
-        prefix = partition_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, key))
-        point_to(store, prefix, artifact.manifest)
-        metadata = {name: value for name, value in metadata_by_partition[key].items() if value is not None}
+    for key, result in results.items():
+        point_to(store, _prefix(context, key), result.artifact.manifest)
+    _record_partitions(context, store, results)
+
+
+def _record_partitions(
+    context: dg.AssetExecutionContext, store: ArtifactStore, results: dict[str, PartitionResult]
+) -> None:
+    """Each partition of a ranged run as its own materialization, recorded as a single-partition
+    run would record it (data version, code version, input versions and events, metadata)."""
+    for key, result in results.items():
+        manifest = result.artifact.manifest
+        metadata = {name: value for name, value in result.metadata.items() if value is not None}
         context.log_event(
             dg.AssetMaterialization(
                 asset_key=context.asset_key,
                 partition=key,
                 metadata={
                     **metadata,
-                    "artifact": store.uri(fingerprint_directory(prefix, artifact.manifest.fingerprint)),
+                    "artifact": store.uri(fingerprint_directory(_prefix(context, key), manifest.fingerprint)),
                 },
+                tags=partition_record_tags(result.upstream, result.code_version, manifest.data_version),
             )
         )
+
+
+def _prefix(context: dg.AssetExecutionContext, partition_key: str | None) -> str:
+    return partition_prefix(context.asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
 
 
 def _output_name(context: dg.AssetExecutionContext) -> str:
@@ -335,13 +375,17 @@ def _outputs(
     artifact: StoredArtifact,
     metadata: dict[str, Any],
     checks: list[dg.AssetCheckResult],
+    tags: dict[str, str] | None = None,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-    """One partition's artifact as the step's output, with its data version, then its checks."""
+    """One partition's artifact as the step's output, with its data version, then its checks.
+    `tags` replace Dagster's input versions, which hash even one upstream partition's version,
+    with the exact versions read (`lineage.partition_record_tags`)."""
     yield dg.Output(
         artifact,
         output_name=_output_name(context),
         data_version=dg.DataVersion(artifact.manifest.data_version),
         metadata=metadata,
+        tags=tags,
     )
     yield from checks
 
@@ -374,12 +418,36 @@ def _cached_or_computed(
     partition_key: str | None,
     work: PartitionWork,
     after_commit: AfterCommit | None,
+) -> PartitionResult:
+    """The partition's artifact, found or computed, with what an auditor needs on its page: the
+    resolved config, the code version and the upstream partitions it was made from."""
+    code_version = context.assets_def.code_versions_by_key[context.asset_key] or ""
+    upstream = upstream_partitions(context, partition_key)
+    artifact, metadata, checks = _found_or_computed(context, store, partition_key, work, after_commit, code_version)
+    return PartitionResult(
+        artifact, {**metadata, **_audit_metadata(work.config, upstream, code_version)}, checks, upstream, code_version
+    )
+
+
+def _audit_metadata(config: Any, upstream: list[UpstreamPartition], code_version: str) -> dict[str, Any]:
+    return {
+        "code_version": code_version,
+        "config": dg.MetadataValue.json(resolved(config)),
+        **lineage_metadata(upstream, DeploymentSettings.from_environment().ui_links()),
+    }
+
+
+def _found_or_computed(
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    partition_key: str | None,
+    work: PartitionWork,
+    after_commit: AfterCommit | None,
+    code_version: str,
 ) -> tuple[StoredArtifact, dict[str, Any], list[dg.AssetCheckResult]]:
-    asset_key = context.asset_key
-    code_version = context.assets_def.code_versions_by_key[asset_key] or ""
     versions = input_versions(work.inputs)
     fingerprint = fingerprint_of(code_version, work.config, partition_key, versions)
-    prefix = partition_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
+    prefix = _prefix(context, partition_key)
 
     manifest, state = find_intact_manifest(store, prefix, fingerprint)
     if manifest is not None and after_commit is None:
@@ -458,7 +526,7 @@ def materialize_uncached(
     asset_key = context.asset_key
     partition_key = context.partition_key if context.has_partition_key else None
     code_version = context.assets_def.code_versions_by_key[asset_key] or ""
-    prefix = partition_prefix(asset_key, parse_partition_key(context.assets_def.partitions_def, partition_key))
+    prefix = _prefix(context, partition_key)
     with claimed(store, prefix, ONE_WRITER_CLAIM, context.run.run_id, on_wait=context.log.info):
         try:
             computed = compute()
@@ -478,7 +546,10 @@ def materialize_uncached(
         artifact, metadata, checks = _commit(
             context, store, prefix, fingerprint, fingerprint, computed, provenance, None, "recomputed"
         )
-    yield from _outputs(context, artifact, metadata, checks)
+    upstream = upstream_partitions(context, partition_key)
+    metadata = {**metadata, **_audit_metadata(config, upstream, code_version)}
+    tags = partition_record_tags(upstream, code_version, artifact.manifest.data_version)
+    yield from _outputs(context, artifact, metadata, checks, tags)
 
 
 def _commit(

@@ -155,10 +155,17 @@ def _track(
     tracked = track_cell(
         cell, mlflow_tracking.tracker, stored, manifest, computed, config, provenance, log=context.log.info
     )
-    metadata: dict[str, Any] = {"mlflow_run": dg.MetadataValue.url(tracked.run_url), "mlflow_run_id": tracked.run_id}
-    if tracked.version:
+    # Built from this deployment's MLflow address, not the one stored when the model was tracked.
+    links = mlflow_tracking.links()
+    metadata: dict[str, Any] = {
+        "mlflow_run": dg.MetadataValue.url(links.mlflow_run(tracked.experiment_id, tracked.run_id)),
+        "mlflow_run_id": tracked.run_id,
+    }
+    if tracked.version and tracked.registered_model:
         metadata["mlflow_model"] = tracked.model_uri
-        metadata["mlflow_model_version"] = dg.MetadataValue.url(tracked.version_url)
+        metadata["mlflow_model_version"] = dg.MetadataValue.url(
+            links.mlflow_model_version(tracked.registered_model, tracked.version)
+        )
     return metadata
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dagster as dg
 
 from intelligence_assets.config.deployment import (
-    EMBEDDED_MLFLOW_UI_URL,
     MLFLOW_TRACKING_VARIABLE,
     S3_SECRET_NAME,
     DeploymentSettings,
@@ -52,12 +51,16 @@ class Deployment(DeploymentSettings):
             raise ConfigurationError(
                 f"deployment 'k8s' needs {MLFLOW_TRACKING_VARIABLE} (the MLflow server, e.g. http://intelligence-mlflow:5000)"
             )
+        links = self.ui_links()
         if self.mlflow_tracking_uri:
-            return MlflowTrackingResource(tracking_uri=self.mlflow_tracking_uri, ui_url=self.mlflow_ui_url)
+            return MlflowTrackingResource(
+                tracking_uri=self.mlflow_tracking_uri, ui_url=links.mlflow_url, dagster_ui_url=links.dagster_url
+            )
         home = self.embedded_mlflow_home.resolve()
         return MlflowTrackingResource(
             tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
-            ui_url=self.mlflow_ui_url or EMBEDDED_MLFLOW_UI_URL,
+            ui_url=links.mlflow_url,
+            dagster_ui_url=links.dagster_url,
             experiment_root=str(home),
         )
 

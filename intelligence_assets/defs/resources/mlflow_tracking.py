@@ -14,6 +14,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from intelligence_assets.tracking.links import DEFAULT_DAGSTER_UI_URL, UiLinks, default_mlflow_ui_url
 from intelligence_assets.tracking.tracker import ModelTracker
 
 # As the S3 store's DEFAULT_RETRY_SECONDS: a tracking server restarted or briefly hung costs a
@@ -45,6 +46,11 @@ class MlflowTrackingResource(dg.ConfigurableResource):
         default=None,
         description="Base URL of the MLflow UI for links in Dagster metadata; defaults to an http tracking URI.",
     )
+    dagster_ui_url: str | None = Field(
+        default=None,
+        description="Base URL of the Dagster UI for the back-links on MLflow runs and versions; defaults to "
+        "http://127.0.0.1:3000 (`make ui`).",
+    )
     experiment_root: str | None = Field(
         default=None, description="Local directory for the artifacts of experiments created here (embedded store only)."
     )
@@ -59,6 +65,13 @@ class MlflowTrackingResource(dg.ConfigurableResource):
 
     _tracker: ModelTracker | None = PrivateAttr(default=None)
 
+    def links(self) -> UiLinks:
+        """Where users reach both UIs, without opening the tracker."""
+        return UiLinks(
+            dagster_url=self.dagster_ui_url or DEFAULT_DAGSTER_UI_URL,
+            mlflow_url=self.ui_url or default_mlflow_ui_url(self.tracking_uri),
+        )
+
     def tracker(self) -> ModelTracker:
         if self._tracker is None:
             # MLflow reads these only from the environment (process-wide, per request); setdefault
@@ -70,7 +83,7 @@ class MlflowTrackingResource(dg.ConfigurableResource):
             self._tracker = ModelTracker(
                 self.tracking_uri,
                 self.registry_uri,
-                self.ui_url,
+                self.links(),
                 Path(self.experiment_root) if self.experiment_root else None,
             )
         return self._tracker

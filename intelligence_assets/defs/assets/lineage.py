@@ -1,0 +1,141 @@
+"""What a partition was made from, as an auditor walks it: the exact upstream partitions, their
+data versions (fingerprints) and links to their pages, on every materialization.
+
+Dagster records a ranged output with one data version and input versions hashed over the whole
+range (dagster-io/dagster#18649); `partition_record` is the materialization a ranged run logs for
+each of its partitions with that partition's own versions, as a single-partition run records them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+# The tags Dagster's staleness reads from a materialization; no public name exists for them.
+from dagster._core.definitions.data_version import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_IS_USER_PROVIDED_TAG,
+    DATA_VERSION_TAG,
+    DEFAULT_DATA_VERSION,
+    NULL_EVENT_POINTER,
+    get_input_data_version_tag,
+    get_input_event_pointer_tag,
+)
+from dagster._core.definitions.partitions.context import partition_loading_context
+
+from intelligence_assets.tracking.links import UiLinks
+
+# Upstream partitions listed one link each; beyond this many per upstream asset, its page.
+MAX_LINKS_PER_UPSTREAM = 3
+
+
+@dataclass(frozen=True)
+class UpstreamPartition:
+    """One partition a materialization read, as the instance last recorded it."""
+
+    asset: dg.AssetKey
+    partition: str | None
+    data_version: str | None
+    storage_id: int | None
+    run_id: str | None
+
+
+def upstream_partitions(context: dg.AssetExecutionContext, partition_key: str | None) -> list[UpstreamPartition]:
+    """Every partition of every upstream asset that `partition_key` of the step's asset depends
+    on, with the data version and event of its latest materialization."""
+    asset_key = context.asset_key
+    graph = context.job_def.asset_layer.asset_graph
+    upstream = []
+    for parent in sorted(graph.get(asset_key).parent_keys, key=lambda key: key.to_user_string()):
+        if graph.get(parent).is_partitioned:
+            # The symbols are dynamic partitions: mapping reads them from the instance.
+            with partition_loading_context(dynamic_partitions_store=context.instance):
+                mapped = graph.get_parent_partition_keys_for_child(partition_key, parent, asset_key)
+                partitions: list[str | None] = sorted(mapped.partitions_subset.get_partition_keys())
+        else:
+            partitions = [None]
+        upstream.extend(_latest(context.instance, parent, partition) for partition in partitions)
+    return upstream
+
+
+def _latest(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str | None) -> UpstreamPartition:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition] if partition else None), limit=1
+    ).records
+    if not records:
+        return UpstreamPartition(asset, partition, None, None, None)
+    record = records[0]
+    materialization = record.asset_materialization
+    tags = (materialization.tags if materialization else None) or {}
+    return UpstreamPartition(asset, partition, tags.get(DATA_VERSION_TAG), record.storage_id, record.run_id)
+
+
+def lineage_metadata(upstream: list[UpstreamPartition], links: UiLinks) -> dict[str, Any]:
+    """`upstream`: a table of the partitions read and their data versions; `upstream <asset>`:
+    a link to each upstream partition's page (the asset's page when it read many)."""
+    if not upstream:
+        return {}
+    metadata: dict[str, Any] = {
+        "upstream": dg.MetadataValue.table(
+            records=[
+                dg.TableRecord(
+                    {
+                        "asset": read.asset.to_user_string(),
+                        "partition": read.partition or "",
+                        "data_version": read.data_version or "not materialized",
+                        "materialized_in_run": read.run_id or "",
+                    }
+                )
+                for read in upstream
+            ],
+            schema=UPSTREAM_SCHEMA,
+        )
+    }
+    for asset, reads in _grouped(upstream):
+        name = asset.to_user_string()
+        if len(reads) > MAX_LINKS_PER_UPSTREAM:
+            metadata[f"upstream {name}"] = dg.MetadataValue.url(links.dagster_asset(name))
+            continue
+        for read in reads:
+            label = f"upstream {name}" + (f" {read.partition}" if len(reads) > 1 else "")
+            metadata[label] = dg.MetadataValue.url(links.dagster_partition(name, read.partition))
+    return metadata
+
+
+UPSTREAM_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("asset", "string", description="Upstream asset key"),
+        dg.TableColumn("partition", "string", description="Upstream partition read (empty: unpartitioned)"),
+        dg.TableColumn("data_version", "string", description="Its data version: the artifact's fingerprint"),
+        dg.TableColumn("materialized_in_run", "string", description="Dagster run of that materialization"),
+    ]
+)
+
+
+def partition_record_tags(upstream: list[UpstreamPartition], code_version: str, data_version: str) -> dict[str, str]:
+    """The data-version tags of one partition's own materialization: what Dagster writes for a
+    single-partition run, so its staleness reads a ranged run's partitions the same way."""
+    tags = {DATA_VERSION_TAG: data_version, DATA_VERSION_IS_USER_PROVIDED_TAG: "true", CODE_VERSION_TAG: code_version}
+    for asset, reads in _grouped(upstream):
+        known = [read for read in reads if read.storage_id is not None]
+        if len(reads) == 1:
+            version = reads[0].data_version or DEFAULT_DATA_VERSION.value
+        else:
+            joined = "".join(sorted(f"{read.partition}:{read.data_version}" for read in reads))
+            version = hashlib.sha256(joined.encode()).hexdigest()
+        tags[get_input_data_version_tag(asset)] = version
+        tags[get_input_event_pointer_tag(asset)] = (
+            str(max(read.storage_id for read in known if read.storage_id is not None)) if known else NULL_EVENT_POINTER
+        )
+    return tags
+
+
+def _grouped(upstream: list[UpstreamPartition]) -> Iterator[tuple[dg.AssetKey, list[UpstreamPartition]]]:
+    by_asset: dict[dg.AssetKey, list[UpstreamPartition]] = {}
+    for read in upstream:
+        by_asset.setdefault(read.asset, []).append(read)
+    yield from by_asset.items()

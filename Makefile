@@ -8,7 +8,7 @@ IMAGE ?= localhost/intelligence-assets:dev
 EXTRA ?= cpu
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --constraint constraints/cpu.txt
 
-.PHONY: install image image-test bench-image postgres chromium prometheus demo minio-demo test lint format ui mlflow-ui rollback housekeeping report bench bench-scale bench-storage bench-backfill bench-gpu-data clean-home
+.PHONY: install image image-test bench-image postgres chromium prometheus demo minio-demo test lint format ui mlflow-ui rollback audit housekeeping report bench bench-scale bench-storage bench-backfill bench-gpu-data clean-home
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -81,6 +81,10 @@ mlflow-ui: install
 # make rollback PARTITION='SP500|y_up_5b' REASON='live drawdown'
 rollback: install
 	$(BIN)/python -m intelligence_assets.cli.rollback --partition '$(PARTITION)' --reason '$(REASON)'
+
+# Verify a trail: make audit MODEL='intelligence.SP500.y_up_5b@champion', or ASSET=features PARTITION=SP500
+audit: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m intelligence_assets.cli.audit $(if $(MODEL),--model '$(MODEL)',--asset '$(ASSET)' $(if $(PARTITION),--partition '$(PARTITION)'))
 
 # Retention and storage usage by hand: make housekeeping DRY_RUN=true DAYS_AHEAD=40
 DRY_RUN ?= false

@@ -22,7 +22,11 @@ from intelligence_assets.defs.assets.housekeeping import (  # noqa: E402
     build_housekeeping_assets,
     build_housekeeping_schedule,
 )
-from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD, build_leaderboard_asset  # noqa: E402
+from intelligence_assets.defs.assets.leaderboard import (  # noqa: E402
+    MODEL_LEADERBOARD,
+    build_leaderboard_asset,
+    build_leaderboard_checks,
+)
 from intelligence_assets.defs.assets.market_data import BARS, FEATURES, build_market_data_assets  # noqa: E402
 from intelligence_assets.defs.assets.models import MODEL_KEY_PREFIX, build_model_assets  # noqa: E402
 from intelligence_assets.defs.assets.predictions import PREDICTIONS, build_predictions_asset  # noqa: E402
@@ -40,7 +44,7 @@ from intelligence_assets.defs.resources.deployment import Deployment  # noqa: E4
 
 
 def build_assets(universe: Universe) -> list[dg.AssetsDefinition]:
-    return [
+    assets = [
         *build_market_data_assets(universe),
         *build_target_analysis_assets(universe),
         *build_model_assets(universe),
@@ -49,6 +53,7 @@ def build_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         build_predictions_asset(universe),
         *build_housekeeping_assets(universe),
     ]
+    return list(dg.map_asset_specs(lambda spec: spec.replace_attributes(owners=universe.owners), assets))
 
 
 # One job per partitioning: a run covers one partition of every asset in its stage.
@@ -154,6 +159,7 @@ def build_definitions(universe: Universe, deployment: Deployment) -> dg.Definiti
     schedules, sensors = build_automation(universe, assets, jobs)
     return dg.Definitions(
         assets=assets,
+        asset_checks=build_leaderboard_checks(universe),
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,

@@ -8,10 +8,7 @@ Screenshots go to test-artifacts/browser/.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -21,22 +18,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from intelligence_assets.config.universe import REPOSITORY_ROOT, load_universe
+from intelligence_assets.config.universe import load_universe
 from intelligence_assets.defs.assets.market_data import BARS
 from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets_tests.conftest import write_small_universe
-from intelligence_assets_tests.support.browser import SCREENSHOTS
+from intelligence_assets_tests.support.browser import SCREENSHOTS, open_page
 from intelligence_assets_tests.support.pipeline import local_resources, materialize_everything
-from intelligence_assets_tests.support.services import free_port, stop_process
-
-WEBSERVER = str(Path(sys.executable).parent / "dagster-webserver")
-# DefaultRunCoordinator (Dagster's default is now the queue): a run launched from the UI starts
-# at once, with no daemon.
-INSTANCE_YAML = (
-    "storage:\n  sqlite:\n    base_dir: {home}\n"
-    "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
-    "telemetry:\n  enabled: false\n"
-)
+from intelligence_assets_tests.support.services import free_port
+from intelligence_assets_tests.support.webserver import dagster_webserver, write_instance_yaml
 
 
 class UI:
@@ -49,8 +38,7 @@ class UI:
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     root = tmp_path_factory.mktemp("browser")
     home = root / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(INSTANCE_YAML.format(home=home))
+    write_instance_yaml(home)
     universe_path = write_small_universe(root / "universe", families={"linear": {"params": {}}})
     environment = {
         "DAGSTER_HOME": str(home),
@@ -61,45 +49,8 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     with dg.DagsterInstance.from_config(str(home)) as instance:
         materialize_everything(universe, instance, local_resources(home / "artifacts", universe))
 
-    port = free_port()
-    log = open(root / "webserver.log", "wb")  # noqa: SIM115 -- the server writes to it until the fixture ends
-    server = subprocess.Popen(
-        [WEBSERVER, "-h", "127.0.0.1", "-p", str(port), "-m", "intelligence_assets.definitions"],
-        cwd=REPOSITORY_ROOT,
-        env={**os.environ, **environment},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/server_info", timeout=2)
-            break
-        except OSError:
-            assert server.poll() is None, (root / "webserver.log").read_text(errors="replace")[-3000:]
-            time.sleep(1)
-    else:
-        raise AssertionError("dagster-webserver did not answer within 120 s")
-    try:
+    with dagster_webserver(free_port(), environment, root / "webserver.log") as url:
         yield UI(url, home)
-    finally:
-        stop_process(server)
-        log.close()
-
-
-def open_page(browser: object, url: str) -> object:
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.set_default_timeout(30_000)
-    page.goto(url)
-    # The UI asks once for newsletter sign-up; it covers the page until dismissed.
-    skip = page.get_by_role("button", name="Skip")
-    try:
-        skip.wait_for(timeout=5_000)
-        skip.click()
-    except Exception:
-        pass
-    return page
 
 
 def test_catalog_shows_our_assets_and_their_partitions(ui: UI, browser: object) -> None:

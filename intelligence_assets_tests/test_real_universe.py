@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import dagster as dg
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from intelligence_assets.config.universe import REPOSITORY_ROOT, load_universe
+from intelligence_assets.defs.assets.caching import stored_metadata_values
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.defs.assets.market_data import FEATURES, read_symbol_bars
 from intelligence_assets.defs.assets.models import model_config, model_key
@@ -83,12 +85,73 @@ def test_a_long_gap_fails_the_gap_check_naming_start_end_and_size_while_weekends
         ]
 
 
+def _bars_every(every: str, trades: str, start: datetime, end: datetime, zone: str = "UTC") -> pl.Series:
+    """Timestamps of a market's rhythm: `trades` is "session" (09:30-16:00 New York, weekdays, so
+    UTC times move with daylight saving), "weekdays" or "always" (24x7)."""
+    times = pl.datetime_range(start, end, every, eager=True, time_zone=zone)
+    if trades == "session":
+        times = times.filter(
+            (times.dt.weekday() <= 5) & (times.dt.time() >= time(9, 30)) & (times.dt.time() < time(16))
+        )
+    elif trades == "weekdays":
+        times = times.filter(times.dt.weekday() <= 5)
+    return times.dt.convert_time_zone("UTC")
+
+
+def _without(times: pl.Series, first: date, after_last: date) -> pl.Series:
+    start, end = (datetime.combine(day, time(), tzinfo=UTC) for day in (first, after_last))
+    return times.filter((times < start) | (times >= end))
+
+
+FIVE_MINUTE_SESSION = _bars_every("5m", "session", datetime(2022, 1, 3), datetime(2023, 1, 1), "America/New_York")
+FIFTEEN_MINUTE_CRYPTO = _bars_every("15m", "always", datetime(2022, 1, 3), datetime(2022, 7, 1))
+DAILY_STOCK = _bars_every("1d", "weekdays", datetime(2000, 1, 3), datetime(2010, 1, 1))
+WEEKLY = _bars_every("1w", "always", datetime(2000, 1, 7), datetime(2020, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("times", "trading_days_missing"),
+    [
+        (_without(FIVE_MINUTE_SESSION, date(2022, 6, 6), date(2022, 6, 13)), 5),  # a week of 5-minute bars
+        (_without(FIFTEEN_MINUTE_CRYPTO, date(2022, 3, 8), date(2022, 3, 17)), 9),  # 9 days of 24x7 bars
+        (_without(DAILY_STOCK, date(2004, 3, 8), date(2004, 3, 22)), 10),  # two weeks of daily bars
+        (_without(WEEKLY, date(2010, 1, 1), date(2011, 1, 1)), 53),  # a year of weekly bars
+    ],
+    ids=["5-minute session, a week", "15-minute 24x7, 9 days", "daily, two weeks", "weekly, a year"],
+)
+def test_a_stretch_of_missing_bars_is_flagged_at_any_frequency(times: pl.Series, trading_days_missing: int) -> None:
+    [gap] = long_gaps(times, GapSettings())
+    assert gap.trading_days == pytest.approx(trading_days_missing, abs=0.2)
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        FIVE_MINUTE_SESSION,  # nights, weekends and daylight saving time moving the session in UTC
+        _without(FIVE_MINUTE_SESSION, date(2022, 7, 4), date(2022, 7, 5)),  # a holiday
+        FIFTEEN_MINUTE_CRYPTO,
+        _without(DAILY_STOCK, date(2001, 9, 11), date(2001, 9, 17)),  # a four-day market closure
+        WEEKLY,
+    ],
+    ids=["5-minute session", "5-minute session, a holiday", "15-minute 24x7", "daily, 4-day closure", "weekly"],
+)
+def test_a_markets_own_rhythm_is_not_a_gap(times: pl.Series) -> None:
+    assert long_gaps(times, GapSettings()) == []
+
+
 @pytest.mark.parametrize("write", [write_empty_file, write_header_only_file])
 def test_an_empty_or_header_only_file_names_the_symbol_the_path_and_0_rows(tmp_path: Path, write) -> None:
     path = write(tmp_path / "EMPTY.parquet")
     with pytest.raises(BarsFileError) as raised:
         read_symbol_bars(LocalBarsSource(tmp_path), "EMPTY")
     assert "EMPTY" in str(raised.value) and str(path) in str(raised.value) and "0 rows" in str(raised.value)
+
+
+def test_capitalised_column_names_are_named_with_a_hint(tmp_path: Path) -> None:
+    path = tmp_path / "CAPS.parquet"
+    hourly_fx_bars(bars=50).rename(lambda name: name.capitalize()).write_parquet(path)
+    with pytest.raises(BarsFileError, match=r"lack column.*found \['Timestamp', 'Open'.*case-sensitive"):
+        read_bars_parquet(path)
 
 
 # ------------------------------------------------------------------ features the symbol cannot use
@@ -103,6 +166,23 @@ def test_zero_volume_features_are_dropped_and_the_rest_stays_usable() -> None:
     assert usable.complete_rows > 2000
 
 
+@pytest.mark.parametrize(
+    "volume",
+    [
+        pl.when(pl.int_range(pl.len()) % 300 == 5).then(1000.0).otherwise(0.0),  # a print now and then
+        pl.when(pl.int_range(pl.len()) < pl.len() // 2).then(0.0).otherwise(1000.0 + pl.int_range(pl.len())),  # late
+    ],
+    ids=["volume on one bar in 300", "volume from halfway"],
+)
+def test_mostly_null_volume_features_are_dropped_so_the_index_trains_on_the_rest(volume: pl.Expr) -> None:
+    bars = five_minute_zero_volume_bars(bars=3000).with_columns(volume.alias("volume"))
+    usable = drop_unusable_features(build_features(bars, FeatureSettings()))
+    assert {"volume_z_21", "signed_volume"} <= set(usable.dropped)
+    assert all("bars (more than 25%)" in usable.dropped[name] for name in ("volume_z_21", "signed_volume"))
+    assert len(usable.names) >= 25
+    require_enough_rows(usable, minimum_rows=2500, symbol="INDEX")  # raises if too few
+
+
 def test_a_constant_price_fails_in_features_naming_the_columns() -> None:
     usable = drop_unusable_features(build_features(constant_price_bars(), FeatureSettings()))
     with pytest.raises(
@@ -115,7 +195,9 @@ def test_a_constant_price_fails_in_features_naming_the_columns() -> None:
 def test_too_few_complete_rows_name_the_row_counts_and_the_sparsest_columns() -> None:
     usable = drop_unusable_features(build_features(hourly_fx_bars(bars=700), FeatureSettings()))
     with pytest.raises(
-        TooFewUsableRowsError, match=r"FX: \d+ complete rows of 700 bars, at least 900 needed.*ma_gap_200 \(199 null\)"
+        TooFewUsableRowsError,
+        match=r"FX: \d+ complete rows of 700 bars, at least 900 needed.*ret_63 \(63 null\).*"
+        r"dropped as unusable: ma_gap_200: null on 199 of 700 bars",
     ):
         require_enough_rows(usable, minimum_rows=900, symbol="FX")
 
@@ -219,10 +301,8 @@ def test_demo_finishes_every_healthy_symbol_prints_the_leaderboard_and_a_failure
     for asset in ("model_leaderboard", "model_registry"):
         notes = read_manifest(store, asset, ArtifactHandle.current(store, asset).fingerprint).metadata
         assert notes["missing_models"] == 4 * 2 * 3, notes  # FLAT, HOLE, HOLLOW, GARBLED x 2 targets x 3 families
-        assert (
-            "no usable feature" in notes["missing"]["__markdown__"]
-            and "no_long_gaps" in notes["missing"]["__markdown__"]
-        )
+        reasons = " ".join(record.data["reason"] for record in stored_metadata_values(notes)["missing"].value.records)
+        assert "no usable feature" in reasons and "no_long_gaps" in reasons
     # The symbol without a file was never registered as a partition.
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml places storage under it
     with dg.DagsterInstance.from_config(str(home)) as instance:

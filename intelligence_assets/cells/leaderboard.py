@@ -11,6 +11,8 @@ import polars as pl
 
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.ml.metrics import model_is_eligible
+from intelligence_assets.store.artifact_store import ArtifactNotFoundError, ArtifactStore
+from intelligence_assets.store.keys import MODELS, artifact_prefix, pointer_key
 
 METRIC_COLUMNS = ["auc", "accuracy", "log_loss", "ic", "rank_ic", "sharpe"]
 LEADERBOARD_SCHEMA = {
@@ -139,3 +141,27 @@ def rank_models(
     """The leaderboard of the models whose summaries are given (see `leaderboard_rows`)."""
     table = pl.DataFrame(leaderboard_rows(summaries_by_family, universe, fingerprints), schema=LEADERBOARD_SCHEMA)
     return Leaderboard.of(table.sort(["symbol", "target", "score"], descending=[False, False, True], nulls_last=True))
+
+
+def models_changed_since(
+    store: ArtifactStore, leaderboard: pl.DataFrame, cells: list[tuple[str, str, str]]
+) -> list[str]:
+    """The models the leaderboard no longer describes: each (symbol, target, family) of `cells`
+    whose current model is not the one the leaderboard ranked (retrained, or new since), named
+    `models/<family> <symbol>|<target>` with what changed. Dagster stops judging an unpartitioned
+    asset's staleness over 100 upstream partitions; the leaderboard judges its own inputs."""
+    ranked = {
+        (row["symbol"], row["target"], row["family"]): row["model_fingerprint"]
+        for row in leaderboard.iter_rows(named=True)
+    }
+    changed = []
+    for symbol, target, family in cells:
+        try:
+            current = store.get_json(pointer_key(artifact_prefix([MODELS, family], symbol, target)))["fingerprint"]
+        except ArtifactNotFoundError:
+            continue  # never trained, or failed: `missing` says so
+        read = ranked.get((symbol, target, family))
+        if read != current:
+            what = "new since" if read is None else f"retrained ({read} ranked, {current} current)"
+            changed.append(f"{MODELS}/{family} {symbol}|{target}: {what}")
+    return changed

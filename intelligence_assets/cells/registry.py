@@ -43,7 +43,13 @@ REGISTRY_SCHEMA = {
     "champion_test_end": pl.String,
     "champion_uri": pl.String,
     "previous_champion_version": pl.String,
+    "previous_champion_family": pl.String,
+    "previous_champion_fingerprint": pl.String,
+    "previous_champion_score": pl.Float64,
     "challenger_version": pl.String,
+    "challenger_family": pl.String,
+    "challenger_fingerprint": pl.String,
+    "challenger_score": pl.Float64,
     "action": pl.String,
     "reason": pl.String,
     # Every model of the cell the registry decided from: `predictions` refuses a registry that
@@ -196,6 +202,8 @@ class _RegistryPass:
         if moved:
             self.log(f"{name}: {decision.action} ({decision.reason}); " + ", ".join(moved))
         champion = by_number.get(decision.champion or "")
+        previous = by_number.get(decision.previous_champion or "")
+        challenger = by_number.get(decision.challenger or "")
         row = {
             "symbol": symbol,
             "target": target,
@@ -209,7 +217,13 @@ class _RegistryPass:
             "champion_test_end": champion.tags.get(names.TEST_END_TAG) if champion else None,
             "champion_uri": f"models:/{name}@{names.CHAMPION}" if decision.champion else None,
             "previous_champion_version": decision.previous_champion,
+            "previous_champion_family": previous.tags.get(names.FAMILY_TAG) if previous else None,
+            "previous_champion_fingerprint": previous.tags.get(names.FINGERPRINT_TAG) if previous else None,
+            "previous_champion_score": recorded_score(previous.tags) if previous else None,
             "challenger_version": decision.challenger,
+            "challenger_family": challenger.tags.get(names.FAMILY_TAG) if challenger else None,
+            "challenger_fingerprint": challenger.tags.get(names.FINGERPRINT_TAG) if challenger else None,
+            "challenger_score": recorded_score(challenger.tags) if challenger else None,
             "action": decision.action if moved or decision.action == "no champion" else "kept",
             "reason": decision.reason,
             "model_fingerprints": ",".join(sorted(current_models_of(leaderboard, symbol, target))),

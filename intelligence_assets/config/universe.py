@@ -8,16 +8,26 @@ rather than deep inside a run.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from intelligence_assets.ml.bars import GapSettings, infer_bars_per_year
+from intelligence_assets.ml.families.base import TASKS
 from intelligence_assets.ml.features import FeatureSettings
 from intelligence_assets.ml.leakage import LeakageSettings
 from intelligence_assets.ml.ranking import RankingSettings
@@ -52,6 +62,40 @@ def exit_on_configuration_error(main: Callable[[], object]) -> None:
         raise SystemExit(2) from None
 
 
+def symbol_problem(symbol: str) -> str | None:
+    """Why `symbol` cannot name a symbol, or None. A symbol is a partition key (none of
+    FORBIDDEN_KEY_CHARACTERS) and a path segment: its bars are the file `<SYMBOL>.parquet` at the top
+    of the bars directory, its artifacts live under `<asset>/<SYMBOL>/`."""
+    if not symbol:
+        return "a symbol must not be empty"
+    segment = (
+        "a symbol names the file <SYMBOL>.parquet and the artifact folder <asset>/<SYMBOL>/, so it must be one path "
+        "segment"
+    )
+    separators = {"/", "\\"}
+    unprintable = sorted({character for character in symbol if not character.isprintable()})
+    forbidden = FORBIDDEN_KEY_CHARACTERS.intersection(symbol)
+    if symbol in (".", ".."):
+        reason = f"{symbol!r} is a directory, not a name ({segment})"
+    elif separators.intersection(symbol):
+        reason = f"it holds a path separator, {' and '.join(sorted(separators.intersection(symbol)))} ({segment})"
+    elif unprintable:
+        reason = f"it holds control or unprintable characters {', '.join(f'U+{ord(c):04X}' for c in unprintable)}"
+    elif forbidden:
+        reason = f"partition keys may not contain {sorted(forbidden)!r}"
+    else:
+        return None
+    bad = separators | FORBIDDEN_KEY_CHARACTERS | set(unprintable)
+    replacement = "-".join(part for part in "".join("-" if c in bad else c for c in symbol).split("-") if part)
+    suggestion = f"; use e.g. {replacement!r}" if replacement.strip(".") else ""
+    return f"symbol {symbol!r} cannot be used: {reason}{suggestion}"
+
+
+# What Dagster accepts as an asset owner.
+OWNER_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+OWNER_TEAM = re.compile(r"team:[A-Za-z0-9_-]+")
+
+
 class _Strict(BaseModel):
     # A field's docstring is its description.
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
@@ -65,17 +109,18 @@ class BarsSettings(_Strict):
     timestamps (about 252 for daily stock bars, 6,240 for hourly FX trading 24x5, 19,656 for 5-minute bars of a
     6.5-hour session)."""
     min_history: int = Field(default=1000, ge=50)
-    """Fewer bars than this fails the `minimum_history` check."""
-    max_gap_days: float = Field(default=10.0, gt=0)
-    """The `no_long_gaps` check flags a gap between two bars longer than this many days and ..."""
-    max_gap_spacings: float = Field(default=20.0, gt=1)
-    """... longer than this many times the symbol's median spacing (weekends and holidays stay below both)."""
+    """Fewer bars than this fails the `minimum_history` check. A symbol with more bars may still have too few
+    complete feature rows for its targets' splits: `features` then fails naming the row counts."""
+    max_gap_trading_days: float = Field(default=5.0, gt=0)
+    """The `no_long_gaps` check flags a gap between two bars that skips this many trading days of bars or more,
+    counted on the symbol's own weekly schedule (nights, weekends and single holidays skip none or little); for
+    weekly or coarser bars, this many bars."""
     gaps_block: bool = True
     """Whether a gap flagged by `no_long_gaps` blocks the symbol's downstream assets."""
 
     @property
     def gap_settings(self) -> GapSettings:
-        return GapSettings(max_days=self.max_gap_days, max_spacings=self.max_gap_spacings)
+        return GapSettings(max_trading_days=self.max_gap_trading_days)
 
     @field_validator("bars_per_year", mode="before")
     @classmethod
@@ -195,6 +240,8 @@ class Universe(_Strict):
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     bars: BarsSettings = Field(default_factory=BarsSettings)
     seed: int = Field(default=7, ge=0)
+    owners: list[str] = Field(default_factory=lambda: ["team:intelligence"], min_length=1)
+    """Who answers for the assets, shown on every asset in the UI: e-mail addresses or `team:<name>`."""
     # Set by `load_universe`: where relative paths in the file are resolved from.
     base_directory: Path = Field(default=REPOSITORY_ROOT / "data", exclude=True)
     # Set by `load_universe`: the file itself, which the new-bars sensor reads again every tick.
@@ -203,20 +250,32 @@ class Universe(_Strict):
     @field_validator("symbols")
     @classmethod
     def _valid_symbols(cls, symbols: list[str]) -> list[str]:
-        for symbol in symbols:
-            bad = FORBIDDEN_KEY_CHARACTERS.intersection(symbol)
-            if not symbol or bad:
-                raise ValueError(
-                    f"symbol {symbol!r} must be non-empty and contain none of {sorted(FORBIDDEN_KEY_CHARACTERS)!r}"
-                )
+        # One line per bad symbol, at its own path (symbols.<index>).
+        problems = [
+            InitErrorDetails(type=PydanticCustomError("invalid_symbol", message), loc=(index,), input=symbol)
+            for index, symbol in enumerate(symbols)
+            if (message := symbol_problem(symbol)) is not None
+        ]
+        if problems:
+            raise ValidationError.from_exception_data("symbols", problems)
         duplicates = sorted({s for s in symbols if symbols.count(s) > 1})
         if duplicates:
             raise ValueError(f"duplicate symbols {duplicates}")
         return symbols
 
+    @field_validator("owners")
+    @classmethod
+    def _dagster_owners(cls, owners: list[str]) -> list[str]:
+        bad = [owner for owner in owners if not (OWNER_EMAIL.fullmatch(owner) or OWNER_TEAM.fullmatch(owner))]
+        if bad:
+            raise ValueError(f"owners {bad} are neither e-mail addresses nor team:<name> (e.g. team:quant-research)")
+        return owners
+
     @field_validator("model_families")
     @classmethod
-    def _known_families(cls, families: dict[str, ModelFamilySettings]) -> dict[str, ModelFamilySettings]:
+    def _known_families(
+        cls, families: dict[str, ModelFamilySettings], info: ValidationInfo
+    ) -> dict[str, ModelFamilySettings]:
         from intelligence_assets.ml.families import family_exists
 
         unknown = sorted(name for name in families if not family_exists(name))
@@ -226,6 +285,10 @@ class Universe(_Strict):
             )
         from intelligence_assets.ml.families import load_family
 
+        # The tasks the targets train (validated before this field), for the libraries' checks of the
+        # values; every task when the targets themselves are invalid.
+        targets = info.data.get("targets") or []
+        tasks = tuple(sorted({target.task for target in targets})) or TASKS
         # Raised as a ValidationError of their own, so that each problem has its own path
         # (model_families.<name>.params) and line instead of all sharing `model_families`.
         problems: list[InitErrorDetails] = []
@@ -238,10 +301,20 @@ class Universe(_Strict):
                         type=PydanticCustomError("gpu_not_supported", message), loc=(name, "gpu"), input=settings.gpu
                     )
                 )
-            for parameter, message in family.unknown_params(settings.params).items():
+            unknown = family.unknown_params(settings.params)
+            for parameter, message in unknown.items():
                 problems.append(
                     InitErrorDetails(
                         type=PydanticCustomError("unknown_parameter", message), loc=(name, "params"), input=parameter
+                    )
+                )
+            known = {parameter: value for parameter, value in settings.params.items() if parameter not in unknown}
+            for parameter, message in family.invalid_params(known, tasks).items():
+                problems.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError("invalid_parameter", message),
+                        loc=(name, "params"),
+                        input=known.get(parameter),
                     )
                 )
         if problems:

@@ -15,8 +15,7 @@ from intelligence_assets.ml.leakage import GUARDED_KINDS, LeakageSettings, leaka
 # that each result's description gives the values of.
 BARS_CHECK_SETTINGS = {
     "min_history": "bars.min_history",
-    "max_days": "bars.max_gap_days",
-    "max_spacings": "bars.max_gap_spacings",
+    "max_trading_days": "bars.max_gap_trading_days",
 }
 # Blocking unless `bars.gaps_block: false`: a series with a hole may be what the team wants to train on.
 GAP_CHECK = "no_long_gaps"

@@ -31,7 +31,7 @@ from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGra
 
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.asset_plans import ASSET_PLANS
-from intelligence_assets.defs.assets.caching import fingerprint_of, input_versions
+from intelligence_assets.defs.assets.caching import CONTENT_INPUT, fingerprint_of, input_versions
 from intelligence_assets.defs.assets.planning import AssetPlans, NeedsRun, PlanningContext
 from intelligence_assets.defs.partitions import SYMBOL_DIMENSION
 from intelligence_assets.defs.resources.io_manager import parse_partition_key, partition_parts
@@ -292,17 +292,19 @@ class _Planner:
     def visit_always_computed(
         self, asset: dg.AssetKey, partition: str | None, prefix: str, code_version: str, inputs: Mapping | None
     ) -> ArtifactHandle | None:
-        """An asset that computes on every run: current while its inputs are, and its stored
-        artifact was made by its code version (a new one may store another shape)."""
+        """An asset that computes on every run: current while its inputs are, its stored artifact
+        read their current versions, and was made by its code version (a new one may store
+        another shape)."""
         name = asset.to_user_string()
         handle = None
         if inputs is not None:
             try:
                 current = ArtifactHandle.current(self.store, prefix)
-                if (
-                    read_manifest(self.store, prefix, current.fingerprint).provenance.get("code_version")
-                    == code_version
-                ):
+                provenance = read_manifest(self.store, prefix, current.fingerprint).provenance
+                read = {
+                    name: version for name, version in provenance.get("inputs", {}).items() if name != CONTENT_INPUT
+                }
+                if provenance.get("code_version") == code_version and read == input_versions(inputs):
                     _, state = find_intact_manifest(self.store, prefix, current.fingerprint)
                     if state == "intact":
                         handle = current

@@ -41,7 +41,10 @@ BARS_CHECK_DESCRIPTIONS: dict[str, str] = {
     ),
     "finite_values": "open, high, low, close, volume contain no null, NaN or inf",
     "minimum_history": "at least {min_history} bars",
-    "no_long_gaps": "no gap between bars longer than both {max_days} days and {max_spacings} times the median spacing",
+    "no_long_gaps": (
+        "no gap between bars skips {max_trading_days} or more trading days of the symbol's own schedule"
+        " (weekends, nights and single holidays do not count)"
+    ),
 }
 
 
@@ -100,7 +103,9 @@ def normalize_bars(bars: pl.DataFrame) -> pl.DataFrame:
     """
     missing = [column for column in BARS_SCHEMA if column not in bars.columns]
     if missing:
-        raise ValueError(f"bars lack column(s) {missing!r}")
+        other_case = [found for found in bars.columns if found.lower() in missing]
+        hint = f" (found {other_case!r}: names are case-sensitive, rename them to lower case)" if other_case else ""
+        raise ValueError(f"bars lack column(s) {missing!r}{hint}")
     timestamp_dtype = bars.schema["timestamp"]
     if isinstance(timestamp_dtype, pl.Datetime):
         if timestamp_dtype.time_zone is None:
@@ -148,40 +153,94 @@ def read_bars_parquet(source: str | Path | IO[bytes], name: str | None = None) -
 
 @dataclass(frozen=True)
 class GapSettings:
-    """A gap between two bars is *long* when it exceeds both `max_days` and `max_spacings` times
-    the series' median spacing: weekends, holidays and overnight sessions stay below both for
-    daily and intraday bars alike, a missing stretch of data does not."""
+    """A gap between two bars is *long* when the trading time it skips adds up to at least
+    `max_trading_days` of the symbol's trading days. Trading time is counted on the symbol's own
+    weekly schedule, learnt from its timestamps (the slots of the week in which it usually has
+    bars), so nights, weekends and holidays skip none or little while a stretch of missing data
+    skips its full length, for 5-minute index bars, 24x7 crypto and daily stocks alike. Bars a
+    day or more apart (weekly, monthly) have no intraday schedule: a gap there is long when it
+    skips at least `max_trading_days` bars."""
 
-    max_days: float = 10.0
-    max_spacings: float = 20.0
+    max_trading_days: float = 5.0
+
+
+# A slot of the week belongs to the schedule when the series has a bar in it in at least this
+# share of its weeks: low enough for slots that daylight saving time moves by an hour twice a year.
+_SCHEDULED_SHARE_OF_WEEKS = 0.25
+_SECONDS_PER_WEEK = 7 * 86_400
+# 1970-01-05, the first Monday of the epoch: slots of the week count from Monday 00:00 UTC.
+_FIRST_MONDAY = 4 * 86_400
 
 
 @dataclass(frozen=True)
 class LongGap:
     start: datetime
     end: datetime
+    trading_days: float
 
     @property
     def days(self) -> float:
         return (self.end - self.start).total_seconds() / 86_400
 
     def describe(self) -> str:
-        return f"{self.start.isoformat()} -> {self.end.isoformat()} ({self.days:.1f} days)"
+        return (
+            f"{self.start.isoformat()} -> {self.end.isoformat()} ({self.days:.1f} days, "
+            f"about {self.trading_days:.1f} trading days of bars missing)"
+        )
+
+
+def _epoch_seconds(timestamps: pl.Series) -> np.ndarray:
+    return timestamps.drop_nulls().sort().dt.epoch("us").to_numpy().astype(np.int64) // 1_000_000
 
 
 def _spacings_seconds(timestamps: pl.Series) -> np.ndarray:
-    ordered = timestamps.drop_nulls().sort()
-    return np.diff(ordered.dt.epoch("us").to_numpy().astype(np.int64)) / 1e6
+    return np.diff(_epoch_seconds(timestamps)).astype(np.float64)
+
+
+def _missing_trading_days(seconds: np.ndarray) -> np.ndarray:
+    """For each gap between consecutive bars (`seconds` sorted), the trading days of the series'
+    own weekly schedule that lie strictly between the two bars' slots."""
+    spacings = np.diff(seconds)
+    median = float(np.median(spacings))
+    if median >= 86_400 * 1.5 or median <= 0:
+        # Weekly or coarser: each missing bar counts as a trading day.
+        return np.maximum(np.round(spacings / max(median, 1.0)) - 1, 0)
+    width = max(int(median), 1)
+    slots_per_week = -(-_SECONDS_PER_WEEK // width)
+    slot = (seconds - _FIRST_MONDAY) // width  # global slot index of each bar
+    week, position = np.divmod(slot, slots_per_week)
+    weeks_with_bars = max(len(np.unique(week)), 1)
+    weeks_per_position = np.bincount(
+        np.unique(week * slots_per_week + position) % slots_per_week, minlength=slots_per_week
+    )
+    scheduled = weeks_per_position >= _SCHEDULED_SHARE_OF_WEEKS * weeks_with_bars
+    if not scheduled.any():
+        scheduled = weeks_per_position > 0
+    before = np.concatenate([[0], np.cumsum(scheduled)])  # scheduled slots before each position
+
+    def scheduled_before(index: np.ndarray) -> np.ndarray:
+        whole_weeks, rest = np.divmod(index, slots_per_week)
+        return whole_weeks * before[-1] + before[rest]
+
+    skipped = np.maximum(scheduled_before(slot[1:]) - scheduled_before(slot[:-1] + 1), 0)
+    # A trading day's worth of slots: the typical count of scheduled slots on a weekday that trades.
+    weekday_of_position = (np.arange(slots_per_week) * width // 86_400) % 7
+    per_weekday = np.bincount(weekday_of_position[scheduled], minlength=7)
+    slots_per_day = float(np.median(per_weekday[per_weekday > 0]))
+    return skipped / slots_per_day
 
 
 def long_gaps(timestamps: pl.Series, settings: GapSettings) -> list[LongGap]:
     """Every gap between consecutive bars that is long by `settings`, in time order."""
     ordered = timestamps.drop_nulls().sort()
-    spacings = _spacings_seconds(ordered)
-    if spacings.size == 0:
+    seconds = _epoch_seconds(ordered)
+    if seconds.size < 3:
         return []
-    allowed = max(settings.max_days * 86_400, settings.max_spacings * float(np.median(spacings)))
-    return [LongGap(ordered[int(i)], ordered[int(i) + 1]) for i in np.flatnonzero(spacings > allowed)]
+    missing = _missing_trading_days(seconds)
+    return [
+        LongGap(ordered[int(i)], ordered[int(i) + 1], float(missing[i]))
+        for i in np.flatnonzero(missing >= settings.max_trading_days)
+    ]
 
 
 SECONDS_PER_YEAR = 365.25 * 86_400
@@ -290,7 +349,9 @@ def _check_timestamps(bars: pl.DataFrame) -> BarsCheck:
     not_after = (frame["timestamp"] <= frame["latest_earlier_timestamp"]).fill_null(False)
     details = []
     if null_mask.any():
-        details.append(_describe_rows(frame, null_mask, "a null timestamp", ("row",)))
+        # Where they were in the file is lost: reading sorts the bars by time, nulls first.
+        nulls = int(null_mask.sum())
+        details.append(f"{nulls} {'row' if nulls == 1 else 'rows'} with a null timestamp")
     if not_after.any():
         details.append(
             _describe_rows(
@@ -385,8 +446,7 @@ def _check_minimum_history(bars: pl.DataFrame, min_history: int) -> BarsCheck:
 
 def _check_long_gaps(bars: pl.DataFrame, settings: GapSettings) -> BarsCheck:
     name = "no_long_gaps"
-    days, spacings = f"{settings.max_days:g}", f"{settings.max_spacings:g}"
-    description = BARS_CHECK_DESCRIPTIONS[name].format(max_days=days, max_spacings=spacings)
+    description = BARS_CHECK_DESCRIPTIONS[name].format(max_trading_days=f"{settings.max_trading_days:g}")
     if not _has_timestamp(bars):
         return _failed(name, description, "not checked: column 'timestamp' is missing or not a datetime", 0)
     gaps = long_gaps(

@@ -298,20 +298,29 @@ class TooFewUsableRowsError(ValueError):
     """What is left of a symbol's features cannot fill the walk-forward splits."""
 
 
+# A feature null on more than this share of a symbol's bars (volume features of an index whose
+# volume is zero but for a few bars, or that starts reporting volume halfway) costs more complete
+# rows than it can add: the longest window's warm-up stays far below it on any trainable series.
+MAX_NULL_SHARE = 0.25
+
+
 def drop_unusable_features(features: pl.DataFrame) -> UsableFeatures:
     """Drop every feature that is null on every bar (volume features of a series whose volume is
-    always zero) or takes one value on every bar where it is defined (anything computed from a
-    constant price): a model cannot learn from either, and one all-null column would otherwise
-    leave no complete row at all."""
+    always zero), takes one value on every bar where it is defined (anything computed from a
+    constant price), or is null on more than MAX_NULL_SHARE of the bars: a model cannot learn
+    from the first two, and any of them would otherwise leave few or no complete rows."""
     dropped: dict[str, str] = {}
     for column in features.columns:
         if column == "timestamp":
             continue
         values = features[column].drop_nulls()
+        nulls = features.height - values.len()
         if values.len() == 0:
             dropped[column] = "null on every bar"
         elif values.n_unique() == 1:
             dropped[column] = f"constant ({values[0]:g}) on every bar where defined"
+        elif nulls > MAX_NULL_SHARE * features.height:
+            dropped[column] = f"null on {nulls} of {features.height} bars (more than {MAX_NULL_SHARE:.0%})"
     return UsableFeatures(features.drop(list(dropped)), dropped)
 
 
@@ -323,10 +332,10 @@ def require_enough_rows(usable: UsableFeatures, minimum_rows: int, symbol: str) 
     dropped = "; ".join(f"{name}: {why}" for name, why in usable.dropped.items()) or "none"
     if not usable.names:
         reasons = sorted(set(usable.dropped.values()))
+        examples = "; ".join(f"{name}: {why}" for name, why in list(usable.dropped.items())[:3])
         raise TooFewUsableRowsError(
-            f"{symbol}: no usable feature left of {len(usable.dropped)}: each is null or constant on every bar "
-            f"(e.g. {'; '.join(f'{name}: {why}' for name, why in list(usable.dropped.items())[:3])}; {len(reasons)} "
-            "distinct reasons)"
+            f"{symbol}: no usable feature left of {len(usable.dropped)}: each is null or constant on every bar, "
+            f"or mostly null (e.g. {examples}; {len(reasons)} distinct reasons)"
         )
     null_counts = usable.table.drop("timestamp").null_count().row(0, named=True)
     sparsest = sorted(null_counts.items(), key=lambda item: -item[1])[:5]

@@ -82,6 +82,12 @@ def encode_value(value: Any) -> dict[str, bytes]:
     raise TypeError(f"cannot store {type(value).__name__}: expected polars.DataFrame, dict or TrainedModel")
 
 
+def content_digest(files: dict[str, bytes]) -> str:
+    """sha256 over an artifact's files, names included: the data version of an always-computed
+    asset, whose result is its only input."""
+    return hashlib.sha256(b"".join(name.encode() + data for name, data in sorted(files.items()))).hexdigest()
+
+
 def decode_value(files: dict[str, bytes], where: str) -> Any:
     try:
         if TABLE_FILE in files:

@@ -15,16 +15,16 @@ def test_definitions_describe_every_check_naming_the_settings_results_fill_in() 
     assert list(specs) == list(BARS_CHECK_DESCRIPTIONS)
     assert specs["schema"].description == BARS_CHECK_DESCRIPTIONS["schema"]
     assert specs["minimum_history"].description == "at least bars.min_history bars"
-    assert "bars.max_gap_days days and bars.max_gap_spacings times" in specs["no_long_gaps"].description
+    assert "skips bars.max_gap_trading_days or more trading days" in specs["no_long_gaps"].description
     assert not any("{" in spec.description for spec in specs.values())
     assert specs["no_long_gaps"].blocking and not bars_check_specs(BARS, PARTITIONS, gaps_block=False)[-1].blocking
 
 
 def test_results_carry_the_same_descriptions_with_the_values() -> None:
-    gaps = GapSettings(max_days=7.5, max_spacings=30)
+    gaps = GapSettings(max_trading_days=7.5)
     checks = validate_bars(synthetic_bars(n_bars=120, seed=21), min_history=100, gaps=gaps)
     results = {result.check_name: result for result in bars_check_results(BARS, checks)}
     assert list(results) == list(BARS_CHECK_DESCRIPTIONS)
     assert results["schema"].description == BARS_CHECK_DESCRIPTIONS["schema"]
     assert results["minimum_history"].description == "at least 100 bars"
-    assert "both 7.5 days and 30 times" in results["no_long_gaps"].description
+    assert "skips 7.5 or more trading days" in results["no_long_gaps"].description

@@ -222,6 +222,87 @@ def test_unknown_params_name_the_closest_and_the_accepted_names(family):
         assert "closest: learning_rate" in message
 
 
+# ---------------------------------------------------------------- param values
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_declares_the_types_of_the_params_it_reads_and_its_defaults_pass(family):
+    family_class = load_family(family)
+    declared = set(family_class.settings_model.model_fields)
+    defaults = dict(family_class.default_params)
+    # Types and bounds only: the defaults stay in default_params, the values training merges params over.
+    assert declared <= set(defaults)
+    assert all(field.is_required() for field in family_class.settings_model.model_fields.values())
+    if family in ("lightgbm", "xgboost"):
+        assert {"num_boost_round", "early_stopping_rounds"} <= declared
+    else:  # every one of their params is read by the family itself
+        assert declared == set(defaults)
+    family_class.settings_model.model_validate(defaults)
+    assert family_class.invalid_params(defaults) == {}
+    # What invalid_params leaves out for a value equal to its default: the library's own check of them.
+    assert family_class.library_problems(defaults, ("classification", "regression")) == {}
+
+
+@pytest.mark.parametrize(
+    ("family", "params", "expected"),
+    [
+        ("lightgbm", {"learning_rate": -0.05}, "LightGBM refuses it: it requires learning_rate > 0.0"),
+        ("lightgbm", {"boosting": "gbtd"}, "LightGBM refuses it: Unknown boosting type gbtd"),
+        ("xgboost", {"max_depth": -4}, "XGBoost refuses it: value -4 for Parameter max_depth should be greater equal"),
+        ("xgboost", {"eval_metric": "aucc"}, "XGBoost refuses it: Unknown metric function aucc"),
+        ("linear", {"max_iter": -1}, "scikit-learn refuses it: The 'max_iter' parameter of LogisticRegression"),
+    ],
+)
+def test_a_library_refusal_is_one_line_naming_the_parameter_and_value(family, params, expected, capfd):
+    ((name, value),) = params.items()
+    problems = load_family(family).invalid_params(params)
+    assert list(problems) == [name]
+    assert problems[name].startswith(f"parameter {name!r} = {value!r}: "), problems
+    assert expected in problems[name]
+    assert "\n" not in problems[name] and "Stack trace" not in problems[name] and ".cpp" not in problems[name]
+    # LightGBM's own copy of the error on stderr is held back: the message above is the one line.
+    assert "[LightGBM] [Fatal]" not in capfd.readouterr().err
+
+
+def test_params_that_depend_on_the_real_columns_are_left_to_training():
+    # The check's made-up data has 2 columns; the real data has whatever the selection keeps.
+    assert load_family("lightgbm").invalid_params({"monotone_constraints": [1, 0, 0, -1]}) == {}
+    assert load_family("xgboost").invalid_params({"monotone_constraints": "(1,0,0,-1)"}) == {}
+
+
+def test_blame_gives_each_bad_param_its_line_else_the_combination_one():
+    from intelligence_assets.ml.families.base import blame
+
+    def clash(subset):
+        return "a and b clash" if {"a", "b"} <= set(subset) else None
+
+    def bad_c(subset):
+        return "c is bad" if "c" in subset else None
+
+    assert blame("Lib", {"a": 1, "c": 2}, clash) == {}
+    assert blame("Lib", {"a": 1, "b": 2}, clash) == {
+        "a": "parameters a=1, b=2: Lib refuses them together: a and b clash"
+    }
+    assert blame("Lib", {"a": 1, "c": 2}, bad_c) == {"c": "parameter 'c' = 2: Lib refuses it: c is bad"}
+
+
+def test_values_equal_to_the_defaults_are_checked_without_importing_the_library():
+    # The bundled universe repeats default values: checking it must not import LightGBM, XGBoost,
+    # scikit-learn or torch (a second or more) in a process that trains none of them.
+    script = (
+        "import sys\n"
+        "from intelligence_assets.config.universe import load_universe\n"
+        "from intelligence_assets.ml.families import load_family\n"
+        "universe = load_universe()\n"
+        "for name, settings in universe.model_families.items():\n"
+        "    assert settings.params and load_family(name).invalid_params(settings.params) == {}, name\n"
+        "heavy = sorted(m for m in ('lightgbm', 'xgboost', 'sklearn', 'torch') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 # ---------------------------------------------------------------- learning
 
 

@@ -28,3 +28,17 @@ def browser() -> Iterator[object]:
             yield chromium
         finally:
             chromium.close()
+
+
+def open_page(browser: object, url: str) -> object:
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(30_000)
+    page.goto(url)
+    # The UI asks once for newsletter sign-up; it covers the page until dismissed.
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.wait_for(timeout=5_000)
+        skip.click()
+    except Exception:
+        pass
+    return page

@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
+import polars as pl
+from dagster_shared.serdes import deserialize_value, serialize_value
 from pydantic import BaseModel
 
 from intelligence_assets.config.code_revision import CodeRevision, code_revision
@@ -31,6 +33,7 @@ from intelligence_assets.defs.assets.lineage import (
     partition_record_tags,
     upstream_partitions,
 )
+from intelligence_assets.defs.assets.metadata import column_schema
 from intelligence_assets.defs.resources.io_manager import parse_partition_key, partition_prefix
 from intelligence_assets.store.artifact_store import ArtifactStore
 from intelligence_assets.store.artifacts import (
@@ -40,6 +43,7 @@ from intelligence_assets.store.artifacts import (
     StoredArtifacts,
     claimed,
     commit_artifact,
+    content_digest,
     encode_value,
     find_intact_manifest,
     point_to,
@@ -58,11 +62,14 @@ AfterCommit = Callable[[ArtifactHandle, Manifest, Any], Mapping[str, Any]]
 
 @dataclass
 class Computed:
-    """What an asset computed: the value, its UI metadata and its check outcomes."""
+    """What an asset computed: the value, its UI metadata and its check outcomes. `state`: for
+    an always-computed asset, the part of the value its data version hashes (default: all of it),
+    so that a pass that changes nothing (the registry's "kept") is not a new version."""
 
     value: Any
     metadata: dict[str, Any] = field(default_factory=dict)
     checks: list[dg.AssetCheckResult] = field(default_factory=list)
+    state: Any = None
 
 
 def resolved(config: Any) -> Any:
@@ -106,6 +113,8 @@ def _plain_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
             plain[name] = {"__json__": value.value}
         elif isinstance(value, dg.PathMetadataValue):
             plain[name] = {"__path__": value.value}
+        elif isinstance(value, (dg.TableMetadataValue, dg.TableSchemaMetadataValue)):
+            plain[name] = {"__dagster__": serialize_value(value)}
         elif isinstance(value, dg.MetadataValue):
             plain[name] = value.value
         elif value is not None:
@@ -113,7 +122,8 @@ def _plain_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return plain
 
 
-def _metadata_values(plain: Mapping[str, Any]) -> dict[str, Any]:
+def stored_metadata_values(plain: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata as stored in a manifest, back to the values Dagster shows."""
     values = {}
     for name, value in plain.items():
         if isinstance(value, dict) and "__markdown__" in value:
@@ -122,6 +132,8 @@ def _metadata_values(plain: Mapping[str, Any]) -> dict[str, Any]:
             values[name] = dg.MetadataValue.json(value["__json__"])
         elif isinstance(value, dict) and "__path__" in value:
             values[name] = dg.MetadataValue.path(value["__path__"])
+        elif isinstance(value, dict) and "__dagster__" in value:
+            values[name] = deserialize_value(value["__dagster__"])
         else:
             values[name] = value
     return values
@@ -145,7 +157,7 @@ def _replayed_check(asset_key: dg.AssetKey, plain: Mapping[str, Any]) -> dg.Asse
         passed=plain["passed"],
         severity=dg.AssetCheckSeverity(plain["severity"]),
         description=plain["description"],
-        metadata=_metadata_values(plain["metadata"]),
+        metadata=stored_metadata_values(plain["metadata"]),
     )
 
 
@@ -497,7 +509,7 @@ def _hit(
         else {}
     )
     metadata = {
-        **_metadata_values(manifest.metadata),
+        **stored_metadata_values(manifest.metadata),
         **extra,
         "cache": "hit",
         "fingerprint": fingerprint,
@@ -514,12 +526,21 @@ def _hit(
     )
 
 
+# The input of an always-computed artifact that is its own result: `content_digest` of its files.
+CONTENT_INPUT = "content"
+
+
 def materialize_uncached(
-    context: dg.AssetExecutionContext, store: ArtifactStore, config: Any, compute: Callable[[], Computed]
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    config: Any,
+    compute: Callable[[], Computed],
+    inputs: Inputs | None = None,
 ) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """For an asset whose result depends on state outside the store (the MLflow registry): always
-    computes. Its fingerprint, and so its data version, hashes the result itself, so downstream
-    assets see a new version only when the result changed.
+    computes. Its data version hashes the result itself, so downstream assets see a new version
+    only when the result changed; its fingerprint hashes the result and the versions of the
+    `inputs` it read, so the planner can tell whether it read their current versions.
 
     One run at a time computes and commits it: two overlapping runs (a rollback beside the
     automation's registry run) would each decide from state the other is changing."""
@@ -533,18 +554,21 @@ def materialize_uncached(
         except TRANSIENT_ERRORS as error:
             retry_if_transient(context, [error])
             raise
-        content = hashlib.sha256(
-            b"".join(name.encode() + data for name, data in sorted(encode_value(computed.value).items()))
-        ).hexdigest()
-        fingerprint = fingerprint_of(code_version, config, partition_key, {"content": content})
+        content = {CONTENT_INPUT: content_digest(encode_value(computed.value))}
+        read = {**input_versions(inputs or {}), **content}
+        state = computed.value if computed.state is None else computed.state
+        data_version = fingerprint_of(
+            code_version, config, partition_key, {"state": content_digest(encode_value(state))}
+        )
+        fingerprint = fingerprint_of(code_version, config, partition_key, read)
         provenance = {
             "code_version": code_version,
             "config": resolved(config),
             "partition": partition_key,
-            "inputs": {"content": content},
+            "inputs": read,
         }
         artifact, metadata, checks = _commit(
-            context, store, prefix, fingerprint, fingerprint, computed, provenance, None, "recomputed"
+            context, store, prefix, fingerprint, data_version, computed, provenance, None, "recomputed"
         )
     upstream = upstream_partitions(context, partition_key)
     metadata = {**metadata, **_audit_metadata(config, upstream, code_version)}
@@ -564,6 +588,12 @@ def _commit(
     cache: str,
 ) -> tuple[StoredArtifact, dict[str, Any], list[dg.AssetCheckResult]]:
     blocking = {spec.name: spec.blocking for spec in context.assets_def.check_specs}
+    if isinstance(computed.value, pl.DataFrame):
+        computed.metadata = {
+            **computed.metadata,
+            "dagster/row_count": computed.value.height,
+            "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(computed.value)),
+        }
     revision = code_revision()
     manifest = Manifest(
         fingerprint=fingerprint,

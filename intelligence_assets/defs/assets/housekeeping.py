@@ -19,7 +19,7 @@ from pydantic import Field
 from intelligence_assets.cells.housekeeping import measure_storage, run_retention
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, materialize_uncached
-from intelligence_assets.defs.assets.metadata import markdown_table
+from intelligence_assets.defs.assets.metadata import table_metadata
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
 
@@ -131,10 +131,10 @@ def build_housekeeping_assets(universe: Universe) -> list[dg.AssetsDefinition]:
                     "quota_bytes": settings.quota_bytes,
                     "used_fraction": round(status.used_fraction, 6),
                     "mean_growth_bytes_per_day": int(growth.mean_bytes_per_day),
-                    "growth_per_day": markdown_table(
+                    "growth_per_day": table_metadata(
                         growth.per_day.with_columns(pl.col("day").cast(pl.String)).to_dicts(), ["day", "bytes"]
                     ),
-                    "by_asset": markdown_table(usage.by_asset.to_dicts(), ["area", "asset", "family", "bytes"]),
+                    "by_asset": table_metadata(usage.by_asset.to_dicts(), ["area", "asset", "family", "bytes"]),
                 },
                 checks=[check],
             )

@@ -8,11 +8,11 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from intelligence_assets.cells.leaderboard import Leaderboard, rank_models
+from intelligence_assets.cells.leaderboard import Leaderboard, models_changed_since, rank_models
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, materialize_cached
 from intelligence_assets.defs.assets.market_data import BARS, FEATURES
-from intelligence_assets.defs.assets.metadata import markdown_table
+from intelligence_assets.defs.assets.metadata import table_metadata
 from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.assets.planning import PlanningContext, plans
 from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, LABELS, TARGET_RANKINGS
@@ -114,12 +114,12 @@ def leaderboard_metadata(board: Leaderboard, missing: pl.DataFrame) -> dict[str,
     return {
         "models": table.height,
         "trained": int(table["trained"].sum()),
-        "candidates": markdown_table(board.candidates.to_dicts(), SUMMARY_COLUMNS),
-        "gated": markdown_table(board.gated.to_dicts(), ["symbol", "target", "reason"]),
-        "no_model_beats_no_skill": markdown_table(board.without_skill.to_dicts(), ["symbol", "target", "best_score"]),
+        "candidates": table_metadata(board.candidates.to_dicts(), SUMMARY_COLUMNS),
+        "gated": table_metadata(board.gated.to_dicts(), ["symbol", "target", "reason"]),
+        "no_model_beats_no_skill": table_metadata(board.without_skill.to_dicts(), ["symbol", "target", "best_score"]),
         "leakage_suspects": int(table["leakage_suspect"].sum()),
         "missing_models": missing.height,
-        "missing": markdown_table(
+        "missing": table_metadata(
             missing.unique(["symbol", "target", "reason"]).to_dicts(),
             ["symbol", "target", "family", "failed_asset", "reason", "run_id"],
         ),
@@ -182,3 +182,38 @@ def build_leaderboard_asset(universe: Universe) -> dg.AssetsDefinition:
         yield from materialize_cached(context, store, models, leaderboard_config(universe, missing), compute)
 
     return model_leaderboard
+
+
+def build_leaderboard_checks(universe: Universe) -> list[dg.AssetChecksDefinition]:
+    families, targets = list(universe.model_families), universe.target_names
+
+    @dg.asset_check(
+        asset=MODEL_LEADERBOARD,
+        name="models_current",
+        additional_deps=[model_key(family) for family in families],
+        description=(
+            "The leaderboard ranks every model now current: fails (warning) naming each model partition retrained or "
+            "new since it ran. Dagster does not judge the staleness of an unpartitioned asset over more than 100 "
+            "upstream partitions; run this check from the UI, or it runs with the leaderboard."
+        ),
+    )
+    def models_current(
+        context: dg.AssetCheckExecutionContext, artifact_store: ArtifactStoreResource
+    ) -> dg.AssetCheckResult:
+        store = artifact_store.store()
+        board = ArtifactHandle.current(store, artifact_prefix(MODEL_LEADERBOARD.to_user_string())).load()
+        symbols = context.instance.get_dynamic_partitions(SYMBOL_DIMENSION)
+        cells = [(symbol, target, family) for symbol in symbols for target in targets for family in families]
+        changed = models_changed_since(store, board, cells)
+        return dg.AssetCheckResult(
+            passed=not changed,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                f"{len(changed)} of {len(cells)} models changed since the leaderboard ran; materialize it"
+                if changed
+                else f"ranks the current model of all {len(cells)} cells and families that have one"
+            ),
+            metadata={"models_changed": len(changed), "changed": dg.MetadataValue.json(changed[:100])},
+        )
+
+    return [models_current]

@@ -53,8 +53,8 @@ def annualisation_config(universe: Universe, symbol: str) -> dict[str, Any]:
         return {"bars_per_year": explicit}
     return {
         "bars_per_year": "inferred",
-        "max_gap_days": universe.bars.max_gap_days,
-        "max_gap_spacings": universe.bars.max_gap_spacings,
+        # The rule that leaves long gaps out of the count (GapSettings): trading days of the symbol's schedule.
+        "max_gap_trading_days": universe.bars.max_gap_trading_days,
     }
 
 
@@ -63,7 +63,7 @@ def bars_config(universe: Universe, content_hash: str) -> dict[str, Any]:
     return {
         "content_hash": content_hash,
         "min_history": bars.min_history,
-        "gaps": {"max_days": bars.max_gap_days, "max_spacings": bars.max_gap_spacings, "block": bars.gaps_block},
+        "gaps": {"max_trading_days": bars.max_gap_trading_days, "block": bars.gaps_block},
     }
 
 
@@ -164,7 +164,7 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
         # No checks and cheap steps: a backfill of many symbols runs in chunks, not a run each.
         backfill_policy=dg.BackfillPolicy.multi_run(universe.automation.backfill_partitions_per_run),
         group_name="market_data",
-        code_version="2",
+        code_version="3",
         kinds={"polars"},
         description=(
             "Feature matrix of one symbol: returns, volatility, momentum, moving-average gaps, volume and range "

@@ -16,12 +16,11 @@ from intelligence_assets.cells.predictions import (
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, PartitionWork, input_for, materialize_partitions
 from intelligence_assets.defs.assets.market_data import FEATURES
-from intelligence_assets.defs.assets.metadata import markdown_table
-from intelligence_assets.defs.assets.models import model_key
+from intelligence_assets.defs.assets.metadata import table_metadata
 from intelligence_assets.defs.assets.planning import PlanningContext, plans
 from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
 from intelligence_assets.defs.automation.conditions import follows_only
-from intelligence_assets.defs.partitions import by_symbol, symbol_partitions
+from intelligence_assets.defs.partitions import symbol_partitions
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
@@ -44,7 +43,9 @@ def predictions_config(champions: pl.DataFrame) -> dict[str, Any]:
 
 # The registry's table is read through the config (this symbol's champions only), not hashed as
 # an input: another symbol's new champion leaves this symbol's predictions as they are.
-@plans(PREDICTIONS, hashed_inputs=["features"])
+# The registry is hashed whole: Dagster versions it as one table, so a predictions partition is
+# stale (in its UI and in the plan alike) whenever the registry changed, not only its symbol's rows.
+@plans(PREDICTIONS, hashed_inputs=["features", "model_registry"])
 def planned_predictions_config(context: PlanningContext) -> dict[str, Any]:
     return predictions_config(symbol_champions(context.load("model_registry"), context.symbol))
 
@@ -53,10 +54,10 @@ def predictions_metadata(champions: pl.DataFrame, predicted: ChampionPredictions
     return {
         "rows": predicted.table.height,
         "targets": champions.height,
-        "models": markdown_table(
+        "models": table_metadata(
             champions.to_dicts(), ["target", "champion_family", "champion_version", "champion_uri"]
         ),
-        "latest": markdown_table(
+        "latest": table_metadata(
             predicted.latest.with_columns(pl.col("timestamp").cast(pl.String)).to_dicts(),
             ["target", "family", "model_version", "timestamp", "prediction"],
         ),
@@ -64,9 +65,9 @@ def predictions_metadata(champions: pl.DataFrame, predicted: ChampionPredictions
 
 
 def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
-    # Lineage to this symbol's models; which versions serve comes from the registry.
-    model_deps = [dg.AssetDep(model_key(family), partition_mapping=by_symbol) for family in universe.model_families]
-
+    # Its inputs are what it reads: the registry names the serving models, so a retrain that
+    # promotes nothing leaves predictions fresh (no lineage-only edge to every model partition:
+    # Dagster would call them stale where nothing they read changed).
     @dg.asset(
         key=PREDICTIONS,
         # After the registry only: it has then seen the models (of a new symbol too).
@@ -75,7 +76,6 @@ def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
             "model_registry": dg.AssetIn(MODEL_REGISTRY),
             "features": dg.AssetIn(FEATURES, dagster_type=HANDLE_OR_RANGE),
         },
-        deps=model_deps,
         partitions_def=symbol_partitions,
         # No checks; loading each champion is the work: a backfill runs in chunks, not a run each.
         backfill_policy=dg.BackfillPolicy.multi_run(universe.automation.backfill_partitions_per_run),
@@ -115,7 +115,8 @@ def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
                 predicted = predict_champions(champions, symbol_features.load(), tracker, log=context.log.info)
                 return Computed(predicted.table, metadata=predictions_metadata(champions, predicted))
 
-            return PartitionWork({"features": symbol_features}, predictions_config(champions), compute)
+            inputs = {"features": symbol_features, "model_registry": model_registry}
+            return PartitionWork(inputs, predictions_config(champions), compute)
 
         yield from materialize_partitions(context, artifact_store.store(), work_for)
 

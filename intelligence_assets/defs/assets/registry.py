@@ -2,7 +2,7 @@
 (or a rollback) has been applied; one row per cell.
 
 The registry is state outside the artifact store, so this asset always runs (one small run) and
-its data version hashes its result: `predictions` recompute only when a champion changed.
+its data version hashes its result: `predictions` recompute only when the registry changed.
 A rollback is this asset run with `rollback` config (`registry_job`, or
 `python -m intelligence_assets.cli.rollback`), so every alias move is a materialization with its
 reason in the UI and in lineage.
@@ -13,19 +13,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+import polars as pl
 from pydantic import Field
 
 from intelligence_assets.cells.registry import RegistryUpdate, require_reason, update_registry
 from intelligence_assets.config.universe import Universe
-from intelligence_assets.defs.assets.caching import Computed, materialize_uncached
+from intelligence_assets.defs.assets.caching import Computed, materialize_uncached, stored_metadata_values
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
-from intelligence_assets.defs.assets.metadata import markdown_table
+from intelligence_assets.defs.assets.metadata import table_metadata
 from intelligence_assets.defs.assets.planning import always_computed
 from intelligence_assets.defs.automation.conditions import FOLLOWS_UPSTREAM
-from intelligence_assets.defs.partitions import SYMBOL_DIMENSION
+from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, cell_key
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
 from intelligence_assets.store.artifacts import ArtifactHandle, read_manifest
+from intelligence_assets.store.keys import MODELS
+from intelligence_assets.tracking.links import UiLinks
 from intelligence_assets.tracking.tracker import ModelTracker
 
 MODEL_REGISTRY = dg.AssetKey("model_registry")
@@ -88,10 +91,11 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
 
         def compute() -> Computed:
             tracker = mlflow_tracking.tracker()
+            leaderboard = model_leaderboard.load()
             update = update_registry(
                 tracker,
                 artifact_store.store(),
-                model_leaderboard.load(),
+                leaderboard,
                 universe.promotion,
                 symbols=context.instance.get_dynamic_partitions(SYMBOL_DIMENSION),
                 run_id=context.run.run_id,
@@ -104,7 +108,15 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
             leaderboard_notes = read_manifest(
                 model_leaderboard.store, model_leaderboard.prefix, model_leaderboard.fingerprint
             ).metadata
-            return Computed(update.table, metadata=registry_metadata(update, config, tracker, leaderboard_notes))
+            for observation in serving_observations(update, leaderboard, tracker.links):
+                context.log_event(observation)
+            return Computed(
+                update.table,
+                metadata=registry_metadata(update, config, tracker, leaderboard_notes),
+                # Its data version is who serves, all its readers use: a pass that moves no champion
+                # (a retrain that promotes nothing, a challenger replaced) is no new registry.
+                state=update.table.select("symbol", "target", "registered_model", pl.col("^champion_.*$")),
+            )
 
         run_config: dict[str, Any] = {
             "promotion": universe.promotion,
@@ -112,19 +124,97 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
             "reason": config.reason,
             "reassess": config.reassess,
         }
-        yield from materialize_uncached(context, artifact_store.store(), run_config, compute)
+        yield from materialize_uncached(
+            context, artifact_store.store(), run_config, compute, inputs={"model_leaderboard": model_leaderboard}
+        )
 
     return model_registry
+
+
+# One row per cell and alias (champion, previous-champion, challenger): sortable and filterable in
+# the UI, each with its MLflow version and the Dagster partition of the model behind it.
+ALIAS_COLUMNS = [
+    "symbol",
+    "target",
+    "alias",
+    "family",
+    "version",
+    "metric",
+    "score",
+    "fingerprint",
+    "mlflow_version",
+    "dagster_model",
+    "action",
+    "reason",
+]
+ROLES = {"champion": "champion", "previous_champion": "previous-champion", "challenger": "challenger"}
+
+
+def alias_rows(update: RegistryUpdate, links: UiLinks) -> list[dict[str, Any]]:
+    rows = []
+    for cell in update.table.iter_rows(named=True):
+        for role, alias in ROLES.items():
+            version = cell[f"{role}_version"]
+            if version is None and role != "champion":
+                continue
+            family = cell[f"{role}_family"]
+            partition = cell_key(cell["symbol"], cell["target"])
+            name = cell["registered_model"]
+            rows.append(
+                {
+                    "symbol": cell["symbol"],
+                    "target": cell["target"],
+                    "alias": alias if version else "none",
+                    "family": family,
+                    "version": version,
+                    "metric": cell["metric"],
+                    "score": cell[f"{role}_score"],
+                    "fingerprint": cell[f"{role}_fingerprint"],
+                    "mlflow_version": links.mlflow_model_version(name, version) if version else None,
+                    "dagster_model": links.dagster_partition(f"{MODELS}/{family}", partition) if family else None,
+                    "action": cell["action"] if role == "champion" else None,
+                    "reason": cell["reason"] if role == "champion" else None,
+                }
+            )
+    return rows
+
+
+def serving_observations(
+    update: RegistryUpdate, leaderboard: pl.DataFrame, links: UiLinks
+) -> Iterator[dg.AssetObservation]:
+    """On each model partition's page, whether its current model is the one serving its cell, and
+    a link to the one that is: a partition shows its newest model, which may be a challenger."""
+    champions = {(row["symbol"], row["target"]): row for row in update.table.iter_rows(named=True)}
+    for model in leaderboard.iter_rows(named=True):
+        cell = champions.get((model["symbol"], model["target"]))
+        if cell is None:
+            continue
+        partition = cell_key(model["symbol"], model["target"])
+        family, version = cell["champion_family"], cell["champion_version"]
+        if version is None:
+            serving = f"no: {cell['registered_model']} has no champion ({cell['reason']})"
+        elif cell["champion_fingerprint"] == model["model_fingerprint"]:
+            serving = f"yes: this model is {cell['registered_model']} v{version}, the champion"
+        else:
+            serving = f"no: the champion is {family} v{version} (fingerprint {cell['champion_fingerprint']})"
+        metadata: dict[str, Any] = {"serving": serving, "fingerprint": model["model_fingerprint"]}
+        if version is not None:
+            metadata["champion_model"] = dg.MetadataValue.url(links.dagster_partition(f"{MODELS}/{family}", partition))
+            metadata["champion_mlflow"] = dg.MetadataValue.url(
+                links.mlflow_model_version(cell["registered_model"], version)
+            )
+        yield dg.AssetObservation(
+            asset_key=dg.AssetKey([MODELS, model["family"]]), partition=partition, metadata=metadata
+        )
 
 
 def registry_metadata(
     update: RegistryUpdate, config: ModelRegistryConfig, tracker: ModelTracker, leaderboard_notes: dict[str, Any]
 ) -> dict[str, Any]:
-    """What the UI shows of a registry pass: the champions, the alias moves and the request that made them."""
+    """What the UI shows of a registry pass: who serves each cell (and who would next), the alias
+    moves and the request that made them."""
     return {
-        "champions": markdown_table(
-            update.champions.to_dicts(), [*CHAMPION_COLUMNS, "challenger_version", "previous_champion_version"]
-        ),
+        "aliases": table_metadata(alias_rows(update, tracker.links), ALIAS_COLUMNS),
         "changes": dg.MetadataValue.md("\n".join(f"- {change}" for change in update.changes) or "none"),
         "cells_changed": len(update.changes),
         # Cells by their champion's family ("none": no champion yet), for the metrics exporter.
@@ -137,5 +227,5 @@ def registry_metadata(
         "tracking_uri": tracker.tracking_uri if not tracker.tracking_uri.startswith("sqlite") else "embedded (sqlite)",
         # The cells the registry could not decide for, as the leaderboard found them.
         "missing_models": leaderboard_notes.get("missing_models", 0),
-        "missing": dg.MetadataValue.md(leaderboard_notes.get("missing", {}).get("__markdown__", "none")),
+        **{name: value for name, value in stored_metadata_values(leaderboard_notes).items() if name == "missing"},
     }

@@ -14,7 +14,7 @@ from intelligence_assets.cells import target_analysis as analysis
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, PartitionWork, input_for, materialize_partitions
 from intelligence_assets.defs.assets.market_data import BARS, FEATURES
-from intelligence_assets.defs.assets.metadata import date_range, markdown_table
+from intelligence_assets.defs.assets.metadata import date_range, table_metadata
 from intelligence_assets.defs.assets.planning import PlanningContext, plans
 from intelligence_assets.defs.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.defs.partitions import by_symbol, cell_of, symbol_target_partitions
@@ -119,7 +119,7 @@ def ranking_metadata(ranked: analysis.RankedCell) -> dict[str, Any]:
         "bar": ranking.bar,
         "best_model": ranking.best_model,
         "decision": ranking.reason,
-        "fold_scores": markdown_table(ranked.fold_score_rows, ranked.fold_score_columns),
+        "fold_scores": table_metadata(ranked.fold_score_rows, ranked.fold_score_columns),
         "rows": ranked.rows,
     }
 
@@ -132,7 +132,7 @@ def feature_set_metadata(feature_set: analysis.CellFeatureSet) -> dict[str, Any]
         "gated": False,
         "selected_count": len(selected),
         "selected": ", ".join(selected),
-        "importances": markdown_table(
+        "importances": table_metadata(
             feature_set.importance_rows,
             ["feature", "selected", "permutation_mean", "permutation_std", "gain_mean", "stability"],
         ),

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 import numpy as np
+from pydantic import Field
 
-from intelligence_assets.ml.families.base import ModelFamily, Task, standardization
+from intelligence_assets.ml.families.base import FamilySettings, Integer, ModelFamily, Number, Task, standardization
 
 MODEL_FILE = "model.pt"
 
@@ -35,6 +36,28 @@ COMMON_PARAMS: dict[str, Any] = {
     # in measurements here.
     "num_threads": 1,
 }
+
+
+class TorchSettings(FamilySettings):
+    """What every torch family reads (`COMMON_PARAMS` and the training loop's settings); each family
+    adds its architecture's."""
+
+    learning_rate: Number = Field(gt=0)
+    """AdamW's step size."""
+    weight_decay: Number = Field(ge=0)
+    """AdamW's decoupled weight decay."""
+    device: str = Field(pattern=r"^(auto|cpu|mps|(cuda|xpu)(:[0-9]+)?)$")
+    """auto (cuda when visible, else cpu), cpu, cuda, cuda:<index>, mps or xpu."""
+    num_threads: Annotated[Integer, Field(ge=1)] | None
+    """CPU threads while fitting and predicting; null leaves torch's setting alone."""
+    batch_size: Integer = Field(ge=1)
+    """Rows per optimizer step."""
+    max_epochs: Integer = Field(ge=1)
+    """Epochs at most."""
+    patience: Integer = Field(ge=1)
+    """Epochs without a better validation loss before training stops."""
+    dropout: Number = Field(ge=0, lt=1)
+    """Share of activations dropped while training."""
 
 
 @contextmanager

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 Task = Literal["classification", "regression"]
 TASKS: tuple[str, ...] = ("classification", "regression")
@@ -18,6 +20,29 @@ META_FILE = "meta.json"
 # own flavour, saving the family's `native_model()`, or MLflow's generic `python_function`, which
 # pickles the family object and predicts with it.
 MLFLOW_FLAVOURS: tuple[str, ...] = ("lightgbm", "xgboost", "pytorch", "python_function")
+
+
+def _not_a_boolean(value: Any) -> Any:
+    # A YAML `true` would pass as the number 1: a flag where a number belongs is a mistake.
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not the boolean {value!r}")
+    return value
+
+
+# The numbers of a family's settings. Lax like the int() and float() the families convert them with
+# ("64", 64.0 and 64 are one integer; "1e-3" is a number, as YAML reads 1e-3 as a string), but
+# never a boolean, nor a fraction where an integer belongs, nor NaN or infinity.
+Integer = Annotated[int, BeforeValidator(_not_a_boolean)]
+Number = Annotated[float, BeforeValidator(_not_a_boolean)]
+
+
+class FamilySettings(BaseModel):
+    """The types and bounds of the params a family reads itself (its `settings_model`). Checked
+    against `default_params | params`, what training reads, so a field has no default here: the
+    family's `default_params` hold them, unchanged. Other keys, params the family hands on to its
+    library, pass through (`library_problems` checks those)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True)
 
 
 class ModelFamily(ABC):
@@ -43,6 +68,12 @@ class ModelFamily(ABC):
     # What `accepted_params` holds, in words, when it is too long for an error message (a
     # library's parameter reference); None lists the names in the message.
     params_reference: ClassVar[str | None] = None
+    # The value of each param not given (training reads `default_params | params`); a given value
+    # equal to its default is not checked again, so a file keeping the defaults loads without
+    # importing the library.
+    default_params: ClassVar[Mapping[str, Any]] = {}
+    # The types and bounds of the params the family reads itself; None where it reads none.
+    settings_model: ClassVar[type[FamilySettings] | None] = None
     # Shown as the asset's kinds (icons) in the Dagster UI, which shows at most three.
     kinds: ClassVar[tuple[str, ...]] = ("python",)
     # A library's flavour needs `native_model()` to return that library's object; python_function
@@ -102,6 +133,57 @@ class ModelFamily(ABC):
             hint = f"closest: {', '.join(closest)}; " if closest else ""
             messages[name] = f"unknown parameter {name!r}; {hint}accepted: {listed}"
         return messages
+
+    @classmethod
+    def invalid_params(cls, params: Mapping[str, Any], tasks: Iterable[Task] = TASKS) -> dict[str, str]:
+        """Each of `params` whose value the family cannot train with, with a one-line message
+        naming it, its value and what is allowed. The universe checks its
+        `model_families.<name>.params` with it at load (names `unknown_params` accepts), so that a
+        bad value fails there instead of in every cell's training.
+
+        The params the family reads itself are checked against its `settings_model`; the rest, and
+        those the family also hands on, by `library_problems` for the `tasks` the universe trains,
+        which may import the library. A value equal to its default is not checked again."""
+        problems = cls._settings_problems(params)
+        handed_on = {
+            name: value
+            for name, value in params.items()
+            if name not in problems and not _same_value(cls.default_params.get(name, _MISSING), value)
+        }
+        if handed_on:
+            problems |= cls.library_problems(handed_on, tuple(tasks))
+        return problems
+
+    @classmethod
+    def library_problems(cls, params: Mapping[str, Any], tasks: tuple[Task, ...]) -> dict[str, str]:
+        """What the family's library says of `params` (their own settings already valid), cheaply
+        and without a real training, as in `invalid_params`: one message by param; a problem of
+        several together is reported under one of them. None by default."""
+        return {}
+
+    @classmethod
+    def _settings_problems(cls, params: Mapping[str, Any]) -> dict[str, str]:
+        if cls.settings_model is None:
+            return {}
+        merged = {**cls.default_params, **params}
+        try:
+            cls.settings_model.model_validate(merged)
+        except ValidationError as error:
+            reasons: dict[str, list[str]] = {}
+            for problem in error.errors(include_url=False):
+                name, *inside = problem["loc"]
+                reason = str(problem["ctx"]["error"]) if problem["type"] == "value_error" else problem["msg"]
+                reason = re.sub(r"^\w+ should", "must", reason)
+                where = f"item {'.'.join(str(part) for part in inside)} " if inside else ""
+                reasons.setdefault(str(name), []).append(where + reason)
+            fields = cls.settings_model.model_fields
+            messages = {}
+            for name, why in reasons.items():
+                described = fields[name].description if name in fields else None
+                about = f" ({name}: {described.rstrip('.')})" if described else ""
+                messages[name] = f"parameter {name!r} = {merged.get(name)!r}: {'; '.join(why)}{about}"
+            return messages
+        return {}
 
     @abstractmethod
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> Self:
@@ -183,6 +265,54 @@ class ModelFamily(ABC):
         instance.best_iteration = meta["best_iteration"]
         instance.training_curve = list(meta["training_curve"])
         return instance, meta
+
+
+_MISSING = object()
+
+
+def _same_value(default: Any, value: Any) -> bool:
+    """Whether `value` is the default itself (1 is not 1.0, nor True: the library may read them apart)."""
+    return default is not _MISSING and type(default) is type(value) and default == value
+
+
+def library_error_text(error: BaseException) -> str:
+    """A library's error as one line: its first lines without the native source position, the
+    timestamp and the stack trace that LightGBM and XGBoost append."""
+    text = str(error).split("Stack trace:")[0]
+    text = re.sub(r"\[\d{2}:\d{2}:\d{2}\] \S+:\d+: ", "", text)
+    text = re.sub(r" at \S+, line \d+ ?\.?", "", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines) or type(error).__name__
+
+
+def probe_data(task: Task) -> tuple[np.ndarray, np.ndarray]:
+    """20 rows of 2 features, the same every time (both classes for classification): what a
+    `library_problems` fits its one round on, in a few milliseconds."""
+    rows = np.arange(20, dtype=np.float64)
+    x = np.column_stack([rows, (rows * 7) % 20])
+    y = rows % 2 if task == "classification" else ((rows * 3) % 20) / 19
+    return x, y
+
+
+def blame(library: str, params: Mapping[str, Any], failure: Callable[[dict[str, Any]], str | None]) -> dict[str, str]:
+    """`library_problems` from a check of params by their library: `failure` runs it on some params
+    (their error as one line, or None when they pass). All params are checked together first (one
+    check when they are valid); when that fails, each alone, so that each bad one has its own message.
+    When none fails alone, their combination is reported under the first one its error names."""
+    together = failure(dict(params))
+    if together is None:
+        return {}
+    alone = {name: failure({name: value}) for name, value in params.items()}
+    problems = {
+        name: f"parameter {name!r} = {params[name]!r}: {library} refuses it: {message}"
+        for name, message in alone.items()
+        if message is not None
+    }
+    if problems:
+        return problems
+    named = [name for name in params if re.search(rf"\b{re.escape(name)}\b", together)] or list(params)
+    listed = ", ".join(f"{name}={value!r}" for name, value in params.items())
+    return {named[0]: f"parameters {listed}: {library} refuses them together: {together}"}
 
 
 def check_features(x: np.ndarray, n_features: int | None = None, what: str = "x") -> np.ndarray:

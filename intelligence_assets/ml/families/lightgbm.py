@@ -6,13 +6,27 @@ loads the third-party package, not this file.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
+from pydantic import Field
 
-from intelligence_assets.ml.families.base import ModelFamily, Task
+from intelligence_assets.ml.families.base import (
+    FamilySettings,
+    Integer,
+    ModelFamily,
+    Task,
+    blame,
+    library_error_text,
+    probe_data,
+)
 
 MODEL_FILE = "model.txt"
 
@@ -40,6 +54,63 @@ OBJECTIVES = {"classification": ("binary", "binary_logloss"), "regression": ("re
 # Read by the family itself, not passed to LightGBM's params.
 FAMILY_PARAMS = ("num_boost_round", "early_stopping_rounds")
 
+# Params (canonical names; their aliases too) that depend on the real data's columns or name files:
+# a check on made-up data cannot judge them, so they are left to training.
+DATA_DEPENDENT_PARAMS = (
+    "monotone_constraints",
+    "feature_contri",
+    "interaction_constraints",
+    "categorical_feature",
+    "max_bin_by_feature",
+    "cegb_penalty_feature_lazy",
+    "cegb_penalty_feature_coupled",
+    "ignore_column",
+    "label_column",
+    "weight_column",
+    "group_column",
+    "forcedsplits_filename",
+    "forcedbins_filename",
+    "input_model",
+    "output_model",
+    "machine_list_filename",
+    "parser_config_file",
+    "convert_model",
+    "save_binary",
+)
+
+
+class LightGBMSettings(FamilySettings):
+    num_boost_round: Integer = Field(ge=1)
+    """Boosting rounds at most."""
+    early_stopping_rounds: Integer = Field(ge=1)
+    """Rounds without improvement of the validation loss before training stops."""
+    num_threads: Integer
+    """Threads of training and prediction (LightGBM: 0 or less, OpenMP's default)."""
+
+
+@contextmanager
+def _native_fatal_lines_held_back() -> Iterator[None]:
+    """LightGBM writes each error to the process's stderr (`[LightGBM] [Fatal] ...`) before it
+    raises it. At load the error becomes a line of the universe's message, so that copy is held
+    back; anything else written to stderr meanwhile (by another thread) is passed on afterwards."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no stderr to redirect
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured if line.strip() and not line.startswith(b"[LightGBM] [Fatal]")]
+            if kept:
+                os.write(2, b"".join(kept))
+
 
 class LightGBMFamily(ModelFamily):
     name: ClassVar[str] = "lightgbm"
@@ -52,6 +123,8 @@ class LightGBMFamily(ModelFamily):
     params_reference: ClassVar[str | None] = (
         f"{', '.join(FAMILY_PARAMS)} and every LightGBM parameter or alias (https://lightgbm.readthedocs.io/en/stable/Parameters.html)"
     )
+    default_params: ClassVar[Mapping[str, Any]] = DEFAULT_PARAMS
+    settings_model: ClassVar[type[FamilySettings]] = LightGBMSettings
 
     @classmethod
     def accepted_params(cls) -> frozenset[str]:
@@ -67,6 +140,32 @@ class LightGBMFamily(ModelFamily):
         # The names set here are known to LightGBM: a universe file using only them is checked
         # without importing lightgbm (about a second).
         return super().unknown_params(set(names).difference(DEFAULT_PARAMS))
+
+    @classmethod
+    def library_problems(cls, params: Mapping[str, Any], tasks: tuple[Task, ...]) -> dict[str, str]:
+        """LightGBM checks its params when it builds a booster: a fit of one round, as `fit` trains,
+        on `probe_data` for each task (about a millisecond each)."""
+        from lightgbm.basic import _ConfigAliases
+
+        left_to_training = set(FAMILY_PARAMS) | _ConfigAliases.get(*DATA_DEPENDENT_PARAMS)
+        checked = {name: value for name, value in params.items() if name not in left_to_training}
+        if not checked:
+            return {}
+
+        def failure(subset: dict[str, Any]) -> str | None:
+            for task in tasks:
+                x, y = probe_data(task)
+                probe = cls(task, subset | {"num_boost_round": 1, "early_stopping_rounds": 1}, seed=0)
+                try:
+                    with _native_fatal_lines_held_back():
+                        probe.fit(x, y, x, y)
+                except Exception as error:  # whatever LightGBM raises, training would raise too
+                    # "Check failed: (learning_rate) > (0.0)" is a rule: say it as one.
+                    text = library_error_text(error)
+                    return re.sub(r"^Check failed: \((\w+)\) (\S+) \((.+?)\)$", r"it requires \1 \2 \3", text)
+            return None
+
+        return blame("LightGBM", checked, failure)
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
         import lightgbm

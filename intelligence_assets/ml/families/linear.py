@@ -9,12 +9,21 @@ model is saved as plain JSON, never pickle.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from intelligence_assets.ml.families.base import ModelFamily, Task, standardization
+from intelligence_assets.ml.families.base import (
+    FamilySettings,
+    Integer,
+    ModelFamily,
+    Number,
+    Task,
+    library_error_text,
+    standardization,
+)
 from intelligence_assets.ml.metrics import log_loss
 
 MODEL_FILE = "model.json"
@@ -24,6 +33,18 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "alpha": 1.0,  # L2 strength, regression
     "max_iter": 1000,
 }
+# The task whose estimator reads each param.
+READ_BY: dict[str, Task] = {"C": "classification", "max_iter": "classification", "alpha": "regression"}
+
+
+class LinearSettings(FamilySettings):
+    # Bounds beyond the types are scikit-learn's own (`library_problems`).
+    C: Number
+    """Inverse L2 strength of the logistic regression (classification)."""
+    alpha: Number
+    """L2 strength of the ridge regression (regression)."""
+    max_iter: Integer
+    """Solver iterations at most (classification)."""
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -40,11 +61,39 @@ class LinearFamily(ModelFamily):
     # No library object predicts what `predict` does (numpy on the stored coefficients), so
     # MLflow gets the family object itself.
     mlflow_flavour: ClassVar[str] = "python_function"
+    default_params: ClassVar[Mapping[str, Any]] = DEFAULT_PARAMS
+    settings_model: ClassVar[type[FamilySettings]] = LinearSettings
 
     @classmethod
     def accepted_params(cls) -> frozenset[str]:
         # Only these reach scikit-learn; any other name would be silently ignored.
         return frozenset(DEFAULT_PARAMS)
+
+    @classmethod
+    def library_problems(cls, params: Mapping[str, Any], tasks: tuple[Task, ...]) -> dict[str, str]:
+        """scikit-learn's own check of the estimator `fit` builds (`_validate_params`, what its fit
+        runs first), for each param alone, without fitting. A param is checked by the estimator of
+        the task that reads it, whatever tasks the universe trains: a bad value is a mistake anyway."""
+        from sklearn.utils._param_validation import InvalidParameterError
+
+        problems = {}
+        for name, value in params.items():
+            estimator = cls._estimator(READ_BY[name], DEFAULT_PARAMS | {name: value}, seed=0)
+            try:
+                # Private, but scikit-learn's only check without a fit; a test fails if it goes.
+                estimator._validate_params()
+            except (InvalidParameterError, ValueError, TypeError) as error:
+                problems[name] = f"parameter {name!r} = {value!r}: scikit-learn refuses it: {library_error_text(error)}"
+        return problems
+
+    @staticmethod
+    def _estimator(task: str, settings: Mapping[str, Any], seed: int) -> Any:
+        """The scikit-learn estimator `fit` fits, unfitted."""
+        from sklearn.linear_model import LogisticRegression, Ridge
+
+        if task == "classification":
+            return LogisticRegression(C=float(settings["C"]), max_iter=int(settings["max_iter"]), random_state=seed)
+        return Ridge(alpha=float(settings["alpha"]), random_state=seed)
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
         super().__init__(task, params, seed)
@@ -54,18 +103,10 @@ class LinearFamily(ModelFamily):
         self.feature_std: np.ndarray | None = None
 
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_valid: np.ndarray, y_valid: np.ndarray) -> Self:
-        from sklearn.linear_model import LogisticRegression, Ridge
-
         x_train, y_train, x_valid, y_valid = self._check_fit_inputs(x_train, y_train, x_valid, y_valid)
-        settings = DEFAULT_PARAMS | self.params
         self.feature_mean, self.feature_std = standardization(x_train)
         standardized = (x_train - self.feature_mean) / self.feature_std
-        if self.task == "classification":
-            model = LogisticRegression(
-                C=float(settings["C"]), max_iter=int(settings["max_iter"]), random_state=self.seed
-            )
-        else:
-            model = Ridge(alpha=float(settings["alpha"]), random_state=self.seed)
+        model = self._estimator(self.task, DEFAULT_PARAMS | self.params, self.seed)
         model.fit(standardized, y_train)
         self.coefficients = np.asarray(model.coef_, dtype=np.float64).reshape(-1)
         self.intercept = float(np.asarray(model.intercept_, dtype=np.float64).reshape(-1)[0])

@@ -3,14 +3,23 @@ validation loss (training, prediction and the saved format: `_torch.py`)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from intelligence_assets.ml.families._torch import COMMON_PARAMS, TorchFamily
+from pydantic import Field
+
+from intelligence_assets.ml.families._torch import COMMON_PARAMS, TorchFamily, TorchSettings
+from intelligence_assets.ml.families.base import FamilySettings, Integer
+
+
+class TorchMLPSettings(TorchSettings):
+    hidden_sizes: list[Annotated[Integer, Field(ge=1)]]
+    """Widths of the hidden layers, input side first, e.g. [64, 32]; [] for none."""
 
 
 class TorchMLPFamily(TorchFamily):
     name: ClassVar[str] = "torch_mlp"
     version: ClassVar[str] = "1"
+    settings_model: ClassVar[type[FamilySettings]] = TorchMLPSettings
     default_params: ClassVar[dict[str, Any]] = {
         "hidden_sizes": [64, 32],
         "dropout": 0.1,

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from intelligence_assets.ml.families._torch import COMMON_PARAMS, TorchFamily
-from intelligence_assets.ml.families.base import Task
+from pydantic import Field, StrictBool
+
+from intelligence_assets.ml.families._torch import COMMON_PARAMS, TorchFamily, TorchSettings
+from intelligence_assets.ml.families.base import FamilySettings, Integer, Task
 
 
 def windows_of(rows: Any, window: int) -> Any:
@@ -30,9 +32,23 @@ def windows_of(rows: Any, window: int) -> Any:
     return padded.unfold(0, window, 1)
 
 
+class TorchTCNSettings(TorchSettings):
+    window: Integer = Field(ge=1)
+    """Rows each prediction reads: the row and the window - 1 before it."""
+    channels: Integer = Field(ge=1)
+    """Filters of each convolution."""
+    levels: Integer = Field(ge=1)
+    """Convolutions, dilated 1, 2, 4, ...: the receptive field is 1 + (kernel_size - 1) * (2 ** levels - 1) rows."""
+    kernel_size: Integer = Field(ge=1)
+    """Taps of each convolution."""
+    mixed_precision: StrictBool
+    """bfloat16 autocast when training on CUDA (true or false)."""
+
+
 class TorchTCNFamily(TorchFamily):
     name: ClassVar[str] = "torch_tcn"
     version: ClassVar[str] = "1"
+    settings_model: ClassVar[type[FamilySettings]] = TorchTCNSettings
     default_params: ClassVar[dict[str, Any]] = {
         "window": 32,
         "channels": 64,

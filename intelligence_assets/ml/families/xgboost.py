@@ -7,13 +7,22 @@ loads the third-party package, not this file.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
+from pydantic import Field
 
-from intelligence_assets.ml.families.base import ModelFamily, Task
+from intelligence_assets.ml.families.base import (
+    FamilySettings,
+    Integer,
+    ModelFamily,
+    Task,
+    blame,
+    library_error_text,
+    probe_data,
+)
 
 MODEL_FILE = "model.ubj"
 
@@ -38,6 +47,20 @@ BOOSTERS = ("gbtree", "dart", "gblinear")
 
 # Read by the family itself and given to xgboost.train as arguments, not in its params.
 FAMILY_PARAMS = ("num_boost_round", "early_stopping_rounds")
+
+# Params that depend on the real data's columns: a check on made-up data cannot judge them.
+DATA_DEPENDENT_PARAMS = ("monotone_constraints", "interaction_constraints")
+
+
+class XGBoostSettings(FamilySettings):
+    num_boost_round: Integer = Field(ge=1)
+    """Boosting rounds at most."""
+    early_stopping_rounds: Integer = Field(ge=1)
+    """Rounds without improvement of the validation loss before training stops."""
+    nthread: Integer
+    """Threads of training and prediction."""
+    device: str = Field(pattern=r"^(auto|cpu|(cuda|gpu)(:[0-9]+)?)$")
+    """auto (cuda when this XGBoost build has CUDA and a GPU is visible, else cpu), cpu, cuda, cuda:<ordinal>."""
 
 
 def resolve_device(device: str) -> str:
@@ -71,6 +94,8 @@ class XGBoostFamily(ModelFamily):
     params_reference: ClassVar[str | None] = (
         f"{', '.join(FAMILY_PARAMS)} and XGBoost's booster and learning task parameters (https://xgboost.readthedocs.io/en/stable/parameter.html)"
     )
+    default_params: ClassVar[Mapping[str, Any]] = DEFAULT_PARAMS
+    settings_model: ClassVar[type[FamilySettings]] = XGBoostSettings
 
     @classmethod
     def accepted_params(cls) -> frozenset[str]:
@@ -94,6 +119,27 @@ class XGBoostFamily(ModelFamily):
         # The names set here are known to XGBoost: a universe file using only them is checked
         # without importing xgboost (about a second).
         return super().unknown_params(set(names).difference(DEFAULT_PARAMS))
+
+    @classmethod
+    def library_problems(cls, params: Mapping[str, Any], tasks: tuple[Task, ...]) -> dict[str, str]:
+        """XGBoost checks its params when it configures a booster: a fit of one round, as `fit`
+        trains, on `probe_data` for each task and on the CPU (about a millisecond each)."""
+        left_to_training = {*FAMILY_PARAMS, *DATA_DEPENDENT_PARAMS, "device"}
+        checked = {name: value for name, value in params.items() if name not in left_to_training}
+        if not checked:
+            return {}
+
+        def failure(subset: dict[str, Any]) -> str | None:
+            for task in tasks:
+                x, y = probe_data(task)
+                probe = cls(task, subset | {"num_boost_round": 1, "early_stopping_rounds": 1, "device": "cpu"}, seed=0)
+                try:
+                    probe.fit(x, y, x, y)
+                except Exception as error:  # whatever XGBoost raises, training would raise too
+                    return library_error_text(error)
+            return None
+
+        return blame("XGBoost", checked, failure)
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:
         import xgboost

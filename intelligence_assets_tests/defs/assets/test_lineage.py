@@ -19,11 +19,13 @@ from dagster._core.definitions.partitions.context import partition_loading_conte
 
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets.definitions import build_assets
+from intelligence_assets.defs.assets.market_data import FEATURES
+from intelligence_assets.defs.assets.registry import ALIAS_COLUMNS, MODEL_REGISTRY
 from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.defs.resources.io_manager import parse_partition_key, partition_prefix
 from intelligence_assets.store.artifact_store import LocalArtifactStore
-from intelligence_assets.store.artifacts import read_manifest
-from intelligence_assets.store.keys import pointer_key
+from intelligence_assets.store.artifacts import read_manifest, read_value
+from intelligence_assets.store.keys import artifact_prefix, pointer_key
 from intelligence_assets.tracking.names import registered_model_name
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import materialize_everything
@@ -106,6 +108,36 @@ def test_each_partition_records_its_fingerprint_and_the_upstream_partitions_it_r
         dagster_run = run.data.tags["dagster_run_id"]
         assert f"({DAGSTER_UI}/runs/{dagster_run})" in note
         assert f"({DAGSTER_UI}/assets/models/linear?view=partitions&partition=SIGNAL%7Cy_up_1b)" in note
+        # The registry as a table, each alias with its links; each model partition says whether it serves.
+        registry = latest(instance, MODEL_REGISTRY, None).asset_materialization.metadata
+        assert [column.name for column in registry["aliases"].value.schema.columns] == ALIAS_COLUMNS
+        champions = [row.data for row in registry["aliases"].value.records if row.data["alias"] == "champion"]
+        assert champions, "no cell has a champion"
+        for row in champions:
+            partition = f"{row['symbol']}|{row['target']}"
+            model_prefix = partition_prefix(
+                dg.AssetKey(["models", row["family"]]),
+                parse_partition_key(graph.get(dg.AssetKey(["models", row["family"]])).partitions_def, partition),
+            )
+            assert row["fingerprint"] == store.get_json(pointer_key(model_prefix))["fingerprint"]
+            name = registered_model_name(row["symbol"], row["target"])
+            assert row["mlflow_version"] == f"{MLFLOW_UI}/#/models/{name}/versions/{row['version']}"
+            assert (
+                row["dagster_model"]
+                == f"{DAGSTER_UI}/assets/models/{row['family']}?view=partitions&partition={quote(partition, safe='')}"
+            )
+            [observed] = instance.fetch_observations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(["models", row["family"]]), asset_partitions=[partition]),
+                limit=1,
+            ).records
+            assert observed.asset_observation.metadata["serving"].value.startswith(
+                f"yes: this model is {name} v{row['version']}"
+            )
+        # Tables carry their row count and column schema.
+        features = latest(instance, FEATURES, "SIGNAL").asset_materialization.metadata
+        stored = read_value(store, artifact_prefix(FEATURES, "SIGNAL"))
+        assert features["dagster/row_count"].value == stored.height
+        assert [column.name for column in features["dagster/column_schema"].value.columns] == stored.columns
         version = tracker.client.get_model_version(
             registered_model_name("SIGNAL", "y_up_1b"), run.data.tags["registered_version"]
         )

@@ -201,18 +201,21 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
 
         metadata = _leaderboard_metadata(instance)
         assert metadata is not None, explain("model_leaderboard was never materialized")
-        missing = metadata["missing"].value
+        missing = [record.data for record in metadata["missing"].value.records]
         assert metadata["missing_models"].value == 2, explain(
             f"missing_models is {metadata['missing_models'].value}, expected FLAT's 2 cells; missing:\n{missing}"
         )
-        flat_lines = [line for line in missing.splitlines() if line.startswith("| FLAT |")]
-        assert {line.split("|")[2].strip() for line in flat_lines} == {"y_up_1b", "y_volatility_5b"}, explain(
+        flat_rows = [row for row in missing if row["symbol"] == "FLAT"]
+        assert {row["target"] for row in flat_rows} == {"y_up_1b", "y_volatility_5b"}, explain(
             f"leaderboard metadata does not report FLAT's cells:\n{missing}"
         )
         assert all(
-            "features" in line and "no usable feature" in line and failure["run_id"] in line for line in flat_lines
+            row["failed_asset"] == "features"
+            and "no usable feature" in row["reason"]
+            and row["run_id"] == failure["run_id"]
+            for row in flat_rows
         ), explain(f"FLAT's reason:\n{missing}")
-        assert "SIGNAL" not in missing, explain(f"SIGNAL reported missing:\n{missing}")
+        assert not any(row["symbol"] == "SIGNAL" for row in missing), explain(f"SIGNAL reported missing:\n{missing}")
 
         # No help needed means no spurious failure either: the only failed step of any run is
         # `features`, failing for FLAT alone.

@@ -24,6 +24,7 @@ import dagster as dg
 
 from intelligence_assets.config.universe import exit_on_configuration_error
 from intelligence_assets.defs.assets.caching import CONTENT_INPUT, fingerprint_of
+from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.defs.resources.io_manager import parse_partition_key, partition_prefix
 from intelligence_assets.store.artifact_store import ArtifactNotFoundError, ArtifactStore
 from intelligence_assets.store.artifacts import (
@@ -255,12 +256,14 @@ def run_audit(
     partition: str | None,
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
+    deployment: Deployment,
     say: Callable[[str], None] = print,
 ) -> bool:
-    """True when every link verified; prints the trail and the verdict through `say`."""
-    tracker = defs.resources["mlflow_tracking"]
-    store = defs.resources["artifact_store"].store()
-    audit = Audit(store, instance, defs, tracker.tracker, say)
+    """True when every link verified; prints the trail and the verdict through `say`. `defs` is
+    the code location (its assets' inputs and partitions), `deployment` where its store and
+    tracker are (credentials read now: this runs outside Dagster)."""
+    store = deployment.artifact_store()
+    audit = Audit(store, instance, defs, deployment.mlflow_tracking_resource().tracker, say)
     subject = model or f"{asset} {partition or ''}".strip()
     say(f"audit of {subject}")
     try:
@@ -287,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     from intelligence_assets.definitions import defs
 
     with dg.DagsterInstance.get() as instance:
-        verified = run_audit(args.model, args.asset, args.partition, defs, instance)
+        verified = run_audit(args.model, args.asset, args.partition, defs, instance, Deployment.from_environment())
     raise SystemExit(0 if verified else 1)
 
 

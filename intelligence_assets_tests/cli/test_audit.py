@@ -31,6 +31,7 @@ class AuditedHome:
     home: Path
     universe_path: Path
     defs: dg.Definitions
+    deployment: Deployment
     store: LocalArtifactStore
     champion: str  # NAME@champion
     symbol: str
@@ -39,7 +40,7 @@ class AuditedHome:
     def audit(self, model: str) -> tuple[bool, list[str]]:
         lines: list[str] = []
         with dg.DagsterInstance.from_config(str(self.home)) as instance:
-            verified = run_audit(model, None, None, self.defs, instance, say=lines.append)
+            verified = run_audit(model, None, None, self.defs, instance, self.deployment, say=lines.append)
         return verified, lines
 
 
@@ -49,7 +50,8 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuditedHome]:
     universe_path = write_small_universe(root, families={"linear": {"params": {}}})
     universe = load_universe(universe_path)
     home = fresh_home(root)
-    resources = Deployment(artifact_root=home / "artifacts").resources(universe)
+    deployment = Deployment(artifact_root=home / "artifacts")
+    resources = deployment.resources(universe)
     assets = build_assets(universe)
     with pytest.MonkeyPatch.context() as environment:
         environment.setenv("DAGSTER_HOME", str(home))  # the home's dagster.yaml places its storage under it
@@ -62,6 +64,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuditedHome]:
             home,
             universe_path,
             dg.Definitions(assets=assets, resources=resources),
+            deployment,
             store,
             f"{champion['registered_model']}@{names.CHAMPION}",
             champion["symbol"],
@@ -141,7 +144,9 @@ def test_a_tampered_mlflow_model_copy_is_named(audited: AuditedHome) -> None:
 def test_an_unpartitioned_asset_is_verified_through_every_partition_it_read(audited: AuditedHome, asset: str) -> None:
     lines: list[str] = []
     with dg.DagsterInstance.from_config(str(audited.home)) as instance:
-        assert run_audit(None, asset, None, audited.defs, instance, say=lines.append), "\n".join(lines)
+        assert run_audit(None, asset, None, audited.defs, instance, audited.deployment, say=lines.append), "\n".join(
+            lines
+        )
     if asset == "model_leaderboard":  # every model of the small universe, down to both symbols' bars
         assert sum(line.startswith("  ok  models/linear ") for line in lines) == 4
         assert {line.split()[2] for line in lines if line.startswith("  ok  bars ")} == {"SIGNAL:", "NOISE:"}

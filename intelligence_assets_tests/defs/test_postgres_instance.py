@@ -84,6 +84,7 @@ class Materialized:
     universe: Universe
     run_id: str
     reported_features_version: str
+    artifacts: Path
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,11 @@ def materialized(postgres_database: PostgresDatabase, tmp_path_factory: pytest.T
     # The in-process result is held in memory; what the tests read back must come from PostgreSQL.
     [reported] = result.asset_materializations_for_node("features")
     return Materialized(
-        home=home, universe=universe, run_id=result.run_id, reported_features_version=reported.tags[DATA_VERSION_TAG]
+        home=home,
+        universe=universe,
+        run_id=result.run_id,
+        reported_features_version=reported.tags[DATA_VERSION_TAG],
+        artifacts=root / "artifacts",
     )
 
 
@@ -201,3 +206,25 @@ def test_a_wrong_password_fails_clearly_without_showing_it(
     for secret in (wrong_password, postgres_database.password):
         assert secret not in shown
         assert secret not in caplog.text
+
+
+def test_make_audit_verifies_a_partition_recorded_in_postgresql(
+    materialized: Materialized, postgres_database: PostgresDatabase, monkeypatch: pytest.MonkeyPatch
+):
+    from intelligence_assets.cli.audit import run_audit
+
+    use_postgres_instance(monkeypatch, postgres_database, materialized.home)
+    deployment = Deployment(artifact_root=materialized.artifacts)
+    defs = dg.Definitions(
+        assets=build_assets(materialized.universe), resources=deployment.resources(materialized.universe)
+    )
+    lines: list[str] = []
+    instance = dg.DagsterInstance.from_config(str(materialized.home))
+    try:
+        assert run_audit(None, "features", PARTITION, defs, instance, deployment, say=lines.append), "\n".join(lines)
+    finally:
+        instance.dispose()
+    assert [line.split(":")[0] for line in lines if line.startswith("  ok")] == [
+        f"  ok  features {PARTITION}",
+        f"  ok  bars {PARTITION}",
+    ]

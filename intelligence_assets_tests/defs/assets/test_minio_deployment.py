@@ -8,9 +8,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from intelligence_assets.cli.audit import run_audit
 from intelligence_assets.config.universe import load_universe
+from intelligence_assets.definitions import build_assets
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.defs.assets.models import model_key
+from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
 from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.store.artifacts import ArtifactHandle, read_value
 from intelligence_assets.store.keys import artifact_prefix, file_key, pointer_key
@@ -44,6 +47,17 @@ def test_graph_on_s3_with_cache_hits_and_no_secret_in_dagster(
             instance.fetch_materializations(model_key("linear"), limit=1).records[0].asset_materialization.metadata
         )
         assert model_metadata["mlflow_run"].value.startswith(mlflow_server.url)
+
+        # make audit on this deployment: the store in S3, the MLflow model copy in S3 behind the server.
+        store = deployment.artifact_store()
+        registry = read_value(store, artifact_prefix(MODEL_REGISTRY))
+        champion = registry.filter(registry["champion_version"].is_not_null()).row(0, named=True)
+        defs = dg.Definitions(assets=build_assets(universe), resources=deployment.resources(universe))
+        lines: list[str] = []
+        alias = f"{champion['registered_model']}@champion"
+        assert run_audit(alias, None, None, defs, instance, deployment, say=lines.append), "\n".join(lines)
+        assert any(line.startswith("  ok  MLflow model copy") for line in lines)
+        assert any(line.startswith(f"  ok  bars {champion['symbol']}") for line in lines)
 
         # The credentials were EnvVars: nothing Dagster stored mentions the secret.
         records = instance.get_records_for_run(instance.get_runs(limit=1)[0].run_id).records

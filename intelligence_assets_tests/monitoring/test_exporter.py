@@ -188,9 +188,10 @@ def test_prometheus_reads_runs_pools_steps_and_cache_outcomes(prometheus: str) -
     assert query(prometheus, "intelligence_gpus_visible") == {(): 0.0}  # no NVIDIA driver here
 
 
-def test_every_metric_the_readme_names_is_exported() -> None:
-    readme = (REPOSITORY_ROOT / "README.md").read_text()
-    named = set(re.findall(r"`(intelligence_[a-z_]+)`", readme))
-    assert named, "the README names no metric"
+def test_every_metric_the_docs_name_is_exported() -> None:
+    # The README points to the list in docs/kubernetes.md ("Metrics").
+    docs = (REPOSITORY_ROOT / "docs" / "kubernetes.md").read_text()
+    named = set(re.findall(r"`(intelligence_[a-z_]+)`", docs))
+    assert len(named) >= 7, f"docs/kubernetes.md names too few metrics: {named}"
     source = "".join(path.read_text() for path in (REPOSITORY_ROOT / "intelligence_assets" / "monitoring").glob("*.py"))
     assert {name for name in named if f'"{name}"' not in source} == set()

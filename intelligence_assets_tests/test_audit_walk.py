@@ -117,7 +117,8 @@ def test_an_auditor_walks_from_the_champion_in_mlflow_to_the_bars_in_dagster(dep
         if commit:
             assert page.get_by_text(commit[:12]).count(), f"{asset} {partition}: commit {commit} not shown"
         assert rows.filter(has=page.get_by_text("config", exact=True)).count(), f"{asset} {partition}: no config"
-        assert json.dumps(provenance["config"], sort_keys=True)  # the config the fingerprint hashed is stored
+        # The config row's value is the stored one: defs/assets/test_lineage.py compares them on every partition.
+        assert provenance["config"] is not None, f"{asset} {partition}: no config in the manifest"
         page.screenshot(path=str(SCREENSHOTS / f"8_walk_{len(walked)}_{asset.replace('/', '_')}.png"), full_page=True)
         walked.append(asset)
         if asset == "bars":

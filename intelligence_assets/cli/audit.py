@@ -18,7 +18,6 @@ import argparse
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import dagster as dg
 
@@ -238,16 +237,10 @@ class Audit:
         graph = self.defs.resolve_asset_graph()
         if not graph.get(upstream).is_partitioned:
             return upstream, None
-        with _partition_loading(self.instance):
+        with dg.partition_loading_context(dynamic_partitions_store=self.instance):
             mapped = graph.get_parent_partition_keys_for_child(partition, upstream, asset_key)
         [upstream_partition] = mapped.partitions_subset.get_partition_keys()
         return upstream, upstream_partition
-
-
-def _partition_loading(instance: dg.DagsterInstance) -> Any:
-    from dagster._core.definitions.partitions.context import partition_loading_context
-
-    return partition_loading_context(dynamic_partitions_store=instance)
 
 
 def run_audit(

@@ -31,7 +31,7 @@ import dagster as dg
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from intelligence_assets.config.universe import REPOSITORY_ROOT, ConfigurationError
-from intelligence_assets.tracking.links import DEFAULT_DAGSTER_UI_URL, UiLinks, default_mlflow_ui_url
+from intelligence_assets.tracking.links import UiLinks
 
 DEPLOYMENT_VARIABLE = "INTELLIGENCE_DEPLOYMENT"
 ARTIFACT_ROOT_VARIABLE = "INTELLIGENCE_ARTIFACT_ROOT"
@@ -100,10 +100,7 @@ class DeploymentSettings(BaseModel):
 
     def ui_links(self) -> UiLinks:
         """Where users reach this deployment's Dagster and MLflow UIs."""
-        return UiLinks(
-            dagster_url=self.dagster_ui_url or DEFAULT_DAGSTER_UI_URL,
-            mlflow_url=self.mlflow_ui_url or default_mlflow_ui_url(self.mlflow_tracking_uri),
-        )
+        return UiLinks.of(self.dagster_ui_url, self.mlflow_ui_url, self.mlflow_tracking_uri)
 
     def s3_connection(self, resolve_secrets: bool = False) -> S3Connection:
         """The bucket's endpoint and credentials from INTELLIGENCE_S3_*. `resolve_secrets`: read

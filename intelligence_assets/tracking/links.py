@@ -31,6 +31,14 @@ class UiLinks:
         object.__setattr__(self, "dagster_url", self.dagster_url.rstrip("/"))
         object.__setattr__(self, "mlflow_url", self.mlflow_url.rstrip("/"))
 
+    @classmethod
+    def of(cls, dagster_url: str | None, mlflow_url: str | None, tracking_uri: str | None) -> UiLinks:
+        """The links of a deployment from its settings, each default filled in the one way."""
+        return cls(
+            dagster_url=dagster_url or DEFAULT_DAGSTER_UI_URL,
+            mlflow_url=mlflow_url or default_mlflow_ui_url(tracking_uri),
+        )
+
     def dagster_run(self, run_id: str) -> str:
         return f"{self.dagster_url}/runs/{quote(run_id)}"
 

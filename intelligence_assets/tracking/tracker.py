@@ -37,7 +37,7 @@ from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.flavours import load_pyfunc, save_in_flavour
 from intelligence_assets.tracking.importance_chart import importance_svg
-from intelligence_assets.tracking.links import UiLinks, default_mlflow_ui_url
+from intelligence_assets.tracking.links import UiLinks
 
 logger = logging.getLogger("intelligence_assets.tracking")
 # A tracker request waiting longer than this is logged (once) while it keeps waiting.
@@ -157,7 +157,7 @@ class ModelTracker:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
-        self.links = links or UiLinks(mlflow_url=default_mlflow_ui_url(tracking_uri))
+        self.links = links or UiLinks.of(None, None, tracking_uri)
         self.experiment_root = experiment_root
         self._experiment_ids: dict[str, str] = {}
 

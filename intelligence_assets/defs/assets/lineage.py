@@ -25,7 +25,6 @@ from dagster._core.definitions.data_version import (
     get_input_data_version_tag,
     get_input_event_pointer_tag,
 )
-from dagster._core.definitions.partitions.context import partition_loading_context
 
 from intelligence_assets.tracking.links import UiLinks
 
@@ -53,7 +52,7 @@ def upstream_partitions(context: dg.AssetExecutionContext, partition_key: str | 
     for parent in sorted(graph.get(asset_key).parent_keys, key=lambda key: key.to_user_string()):
         if graph.get(parent).is_partitioned:
             # The symbols are dynamic partitions: mapping reads them from the instance.
-            with partition_loading_context(dynamic_partitions_store=context.instance):
+            with dg.partition_loading_context(dynamic_partitions_store=context.instance):
                 mapped = graph.get_parent_partition_keys_for_child(partition_key, parent, asset_key)
                 partitions: list[str | None] = sorted(mapped.partitions_subset.get_partition_keys())
         else:

@@ -21,13 +21,14 @@ from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, materialize_uncached, stored_metadata_values
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.defs.assets.metadata import table_metadata
+from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.assets.planning import always_computed
 from intelligence_assets.defs.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, cell_key
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
 from intelligence_assets.store.artifacts import ArtifactHandle, read_manifest
-from intelligence_assets.store.keys import MODELS
+from intelligence_assets.tracking import names
 from intelligence_assets.tracking.links import UiLinks
 from intelligence_assets.tracking.tracker import ModelTracker
 
@@ -147,7 +148,13 @@ ALIAS_COLUMNS = [
     "action",
     "reason",
 ]
-ROLES = {"champion": "champion", "previous_champion": "previous-champion", "challenger": "challenger"}
+# The registry table's column prefix of each alias.
+ROLES = {"champion": names.CHAMPION, "previous_champion": names.PREVIOUS_CHAMPION, "challenger": names.CHALLENGER}
+
+
+def model_page(links: UiLinks, family: str, partition: str) -> str:
+    """The Dagster page of a family's model of one cell."""
+    return links.dagster_partition(model_key(family).to_user_string(), partition)
 
 
 def alias_rows(update: RegistryUpdate, links: UiLinks) -> list[dict[str, Any]]:
@@ -171,7 +178,9 @@ def alias_rows(update: RegistryUpdate, links: UiLinks) -> list[dict[str, Any]]:
                     "score": cell[f"{role}_score"],
                     "fingerprint": cell[f"{role}_fingerprint"],
                     "mlflow_version": links.mlflow_model_version(name, version) if version else None,
-                    "dagster_model": links.dagster_partition(f"{MODELS}/{family}", partition) if family else None,
+                    "dagster_model": links.dagster_partition(model_key(family).to_user_string(), partition)
+                    if family
+                    else None,
                     "action": cell["action"] if role == "champion" else None,
                     "reason": cell["reason"] if role == "champion" else None,
                 }
@@ -199,13 +208,13 @@ def serving_observations(
             serving = f"no: the champion is {family} v{version} (fingerprint {cell['champion_fingerprint']})"
         metadata: dict[str, Any] = {"serving": serving, "fingerprint": model["model_fingerprint"]}
         if version is not None:
-            metadata["champion_model"] = dg.MetadataValue.url(links.dagster_partition(f"{MODELS}/{family}", partition))
+            metadata["champion_model"] = dg.MetadataValue.url(
+                links.dagster_partition(model_key(family).to_user_string(), partition)
+            )
             metadata["champion_mlflow"] = dg.MetadataValue.url(
                 links.mlflow_model_version(cell["registered_model"], version)
             )
-        yield dg.AssetObservation(
-            asset_key=dg.AssetKey([MODELS, model["family"]]), partition=partition, metadata=metadata
-        )
+        yield dg.AssetObservation(asset_key=model_key(model["family"]), partition=partition, metadata=metadata)
 
 
 def registry_metadata(

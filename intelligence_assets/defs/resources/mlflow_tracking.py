@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from intelligence_assets.tracking.links import DEFAULT_DAGSTER_UI_URL, UiLinks, default_mlflow_ui_url
+from intelligence_assets.tracking.links import UiLinks
 from intelligence_assets.tracking.tracker import ModelTracker
 
 # As the S3 store's DEFAULT_RETRY_SECONDS: a tracking server restarted or briefly hung costs a
@@ -67,10 +67,7 @@ class MlflowTrackingResource(dg.ConfigurableResource):
 
     def links(self) -> UiLinks:
         """Where users reach both UIs, without opening the tracker."""
-        return UiLinks(
-            dagster_url=self.dagster_ui_url or DEFAULT_DAGSTER_UI_URL,
-            mlflow_url=self.ui_url or default_mlflow_ui_url(self.tracking_uri),
-        )
+        return UiLinks.of(self.dagster_ui_url, self.ui_url, self.tracking_uri)
 
     def tracker(self) -> ModelTracker:
         if self._tracker is None:

@@ -3,13 +3,12 @@ and a rebuild after a code-only change (a file under intelligence_assets/ touche
 
     make bench-image        (podman or docker on PATH; see scripts/build_image.sh)
 
-Writes benchmarks/results/images.md and the `images` entry of benchmarks/results/summary.json.
+Writes benchmarks/results/images.md and its figures into benchmarks/results/summary.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 from benchmarks.machine import describe_machine
+from benchmarks.summary import record
 
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results"
@@ -98,16 +98,16 @@ def main() -> None:
         + "\n".join(largest)
         + "\n"
     )
-    summary_path = RESULTS / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    summary["images"] = {
-        "machine": machine,
-        "engine": Path(engine()).name,
-        "image_bytes": size,
-        "cold_build_seconds": round(cold, 1),
-        "code_only_rebuild_seconds": round(code_only, 1),
-    }
-    summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    engine_name = Path(engine()).name
+    record(f"user-code image size, MB ({engine_name})", size / 1e6, goal=None, better="lower", machine=machine)
+    record(f"user-code image cold build, s ({engine_name})", cold, goal=None, better="lower", machine=machine)
+    record(
+        f"user-code image rebuild after a code-only change, s ({engine_name})",
+        code_only,
+        goal=None,
+        better="lower",
+        machine=machine,
+    )
     print("\n".join(table))
 
 

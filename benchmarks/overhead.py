@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
 
@@ -57,20 +57,35 @@ PYTHON = sys.executable
 class TaskTime:
     kind: str  # "symbol" or "cell"
     key: str
-    seconds: float
+    compute: float  # the core work
+    duty: float = 0.0  # storing and tracking its results, when the way does
+    # Each model a storing way tracked: (family, "symbol|target", summary, fingerprint).
+    models: list = field(default_factory=list)
 
 
-def symbol_work(universe_path: str, symbol: str) -> tuple[TaskTime, object]:
+def symbol_work(universe_path: str, symbol: str, platform_root: str | None = None) -> tuple[TaskTime, object]:
+    """One symbol's bars, validated, and its features. With `platform_root`, both are also
+    committed to the artifact store, as the bars and features assets commit them."""
+    from intelligence_assets.defs.assets.market_data import BARS, FEATURES
     from intelligence_assets.ml.bars import validate_bars
     from intelligence_assets.ml.features import build_features
     from intelligence_assets.store.bars_source import LocalBarsSource
+    from intelligence_assets.store.keys import artifact_prefix
 
     universe = load_universe(Path(universe_path))
     started = time.perf_counter()
     bars = LocalBarsSource(universe.bars_directory).read(symbol)
     validate_bars(bars, min_history=universe.bars.min_history)
     features = build_features(bars, universe.features)
-    return TaskTime("symbol", symbol, time.perf_counter() - started), (bars, features)
+    compute = time.perf_counter() - started
+    duty = 0.0
+    if platform_root:
+        started = time.perf_counter()
+        platform = PlatformWork(platform_root)
+        platform.commit(artifact_prefix(BARS, symbol), bars)
+        platform.commit(artifact_prefix(FEATURES, symbol), features)
+        duty = time.perf_counter() - started
+    return TaskTime("symbol", symbol, compute, duty), (bars, features)
 
 
 class PlatformWork:
@@ -144,6 +159,7 @@ def cell_work(
     spec = universe.target(target)
     horizon = label_horizon(spec)
     started = time.perf_counter()
+    duty_started = 0.0
     labels = build_labels(bars, spec)
     dataset = build_dataset(features, labels)
     problem = WalkForwardProblem.from_dataset(dataset, spec.task, horizon, universe.split, universe.seed)
@@ -151,37 +167,178 @@ def cell_work(
     selection = None
     if ranking.passed:
         selection = select_features(problem, universe.selection)
+    duty = 0.0
     if platform:
+        duty_started = time.perf_counter()
         platform.commit(artifact_prefix(LABELS, symbol, target), labels)
         platform.commit(artifact_prefix(TARGET_RANKINGS, symbol, target), ranking.to_dict())
         platform.commit(
             artifact_prefix(FEATURE_SETS, symbol, target),
             selection.to_dict() if selection else {"gated": True, "selected": []},
         )
+        duty += time.perf_counter() - duty_started
     # The feature_sets value the models asset reads, then the models asset's own recipe.
     chosen = (
         {"gated": False, "reason": "", "selected": selection.selected}
         if selection
         else {"gated": True, "reason": ranking.reason, "selected": []}
     )
+    models = []
     for family in universe.model_families:
         trained = train_cell(Cell(universe, family, symbol, target), chosen, lambda: features, lambda: labels).model
         if platform:
+            duty_started = time.perf_counter()
             prefix = artifact_prefix(model_key(family), symbol, target)
-            platform.track(universe, symbol, target, trained, prefix, platform.commit(prefix, trained))
-    return TaskTime("cell", f"{symbol}|{target}", time.perf_counter() - started)
+            fingerprint = platform.commit(prefix, trained)
+            platform.track(universe, symbol, target, trained, prefix, fingerprint)
+            summary = {**trained.summary, "family": trained.family, "trained": trained.trained}
+            models.append((family, f"{symbol}|{target}", summary, fingerprint))
+            duty += time.perf_counter() - duty_started
+    return TaskTime("cell", f"{symbol}|{target}", time.perf_counter() - started - duty, duty, models)
 
 
-def sequential(universe_path: Path) -> tuple[float, list[TaskTime]]:
+def champions_and_predictions(universe_path: str, platform_root: str, cells: list[TaskTime], map_each=map) -> float:
+    """What the platform does after training, without Dagster: the leaderboard of every tracked
+    model, the registry pass that moves the champion aliases, and each symbol's predictions by
+    its champions, each committed to the store, through the functions the assets call.
+    `map_each` runs the symbols' predictions (a pool's map). Returns the seconds it took."""
+    from intelligence_assets.cells.leaderboard import rank_models
+    from intelligence_assets.cells.registry import update_registry
+    from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
+    from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
+    from intelligence_assets.store.keys import artifact_prefix
+
+    started = time.perf_counter()
+    universe = load_universe(Path(universe_path))
+    platform = PlatformWork(platform_root)
+    summaries: dict[str, dict[str, dict]] = {}
+    fingerprints: dict[str, dict[str, str]] = {}
+    for task in cells:
+        for family, partition, summary, fingerprint in task.models:
+            summaries.setdefault(family, {})[partition] = summary
+            fingerprints.setdefault(family, {})[partition] = fingerprint
+    board = rank_models(summaries, universe, fingerprints)
+    platform.commit(artifact_prefix(MODEL_LEADERBOARD), board.table)
+    update = update_registry(
+        platform.tracker, platform.store, board.table, universe.promotion, universe.symbols, run_id="benchmark"
+    )
+    platform.commit(artifact_prefix(MODEL_REGISTRY), update.table)
+    count = len(universe.symbols)
+    list(
+        map_each(
+            symbol_predictions,
+            [universe_path] * count,
+            [platform_root] * count,
+            universe.symbols,
+            [update.table] * count,
+        )
+    )
+    return time.perf_counter() - started
+
+
+def symbol_predictions(universe_path: str, platform_root: str, symbol: str, registry: object) -> None:
+    from intelligence_assets.cells.predictions import predict_champions, symbol_champions
+    from intelligence_assets.defs.assets.predictions import PREDICTIONS
+    from intelligence_assets.ml.features import build_features
+    from intelligence_assets.store.bars_source import LocalBarsSource
+    from intelligence_assets.store.keys import artifact_prefix
+
+    universe = load_universe(Path(universe_path))
+    platform = PlatformWork(platform_root)
+    # Computed again, where the asset loads them from the store: about as cheap for these sizes.
+    features = build_features(LocalBarsSource(universe.bars_directory).read(symbol), universe.features)
+    predicted = predict_champions(symbol_champions(registry, symbol), features, platform.tracker)
+    platform.commit(artifact_prefix(PREDICTIONS, symbol), predicted.table)
+
+
+def sequential(universe_path: Path, platform_root: Path | None = None) -> tuple[float, list[TaskTime]]:
+    """The seed's script: every symbol, then each of its targets, one after the other in one
+    process. With `platform_root` it stores and tracks as it goes, as a real script would."""
     universe = load_universe(universe_path)
+    root = str(platform_root) if platform_root else None
     started = time.perf_counter()
     times = []
     for symbol in universe.symbols:
-        symbol_time, (bars, features) = symbol_work(str(universe_path), symbol)
+        symbol_time, (bars, features) = symbol_work(str(universe_path), symbol, root)
         times.append(symbol_time)
         for target in universe.target_names:
-            times.append(cell_work(str(universe_path), symbol, target, bars, features))
+            times.append(cell_work(str(universe_path), symbol, target, bars, features, root))
+    if root:
+        final = champions_and_predictions(str(universe_path), root, times)
+        times.append(TaskTime("final", "leaderboard, registry, predictions", 0.0, final))
     return time.perf_counter() - started, times
+
+
+def sequential_in_child(universe_path: Path, platform_root: Path) -> tuple[float, float, float, int, float]:
+    """`sequential`, storing and tracking, in a fresh process: its wall seconds, summed compute
+    and duty seconds, its task count and the process's peak memory (MiB)."""
+    code = (
+        "from benchmarks.overhead import sequential; from pathlib import Path; "
+        f"seconds, times = sequential(Path({str(universe_path)!r}), Path({str(platform_root)!r})); "
+        "print('SECONDS', seconds, sum(t.compute for t in times), sum(t.duty for t in times), len(times))"
+    )
+    with PeakMemory() as memory:
+        process = subprocess.Popen(
+            [PYTHON, "-c", code], cwd=REPOSITORY_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        memory.watch(process.pid)
+        stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"the sequential loop failed:\n{stderr[-3000:]}")
+    _, seconds, compute, duty, tasks = next(line for line in stdout.splitlines() if line.startswith("SECONDS")).split()
+    return float(seconds), float(compute), float(duty), int(tasks), memory.peak_mib
+
+
+class PeakMemory:
+    """The peak, over the life of a process and its descendants, of their summed proportional
+    set size (PSS: a page shared by forked workers counts once in total, not once per worker),
+    sampled twice a second from /proc."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._root: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.peak_mib = 0.0
+
+    def watch(self, pid: int) -> None:
+        self._root = pid
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def _children() -> dict[int, list[int]]:
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(parent, []).append(int(entry.name))
+        return children
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            if self._root is None:
+                continue
+            children, total_kb, pending = self._children(), 0, [self._root]
+            while pending:
+                pid = pending.pop()
+                pending += children.get(pid, [])
+                try:
+                    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+                    total_kb += int(next(line for line in rollup.splitlines() if line.startswith("Pss:")).split()[1])
+                except (OSError, StopIteration, ValueError):
+                    continue
+            self.peak_mib = max(self.peak_mib, total_kb / 1024)
 
 
 def ideal_pool(universe_path: Path, workers: int, platform_root: Path | None = None) -> float:
@@ -197,56 +354,59 @@ def ideal_pool(universe_path: Path, workers: int, platform_root: Path | None = N
     with forked_pool(workers, libraries, prepare_worker, (libraries, worker_threads(workers))) as pool:
         if platform_root:  # the MLflow store created once while the server imports, as make demo does
             PlatformWork(str(platform_root)).tracker.client.search_experiments(max_results=1)
+        root = str(platform_root) if platform_root else None
+        count = len(universe.symbols)
         symbol_results = dict(
             zip(
                 universe.symbols,
-                pool.map(symbol_work, [str(universe_path)] * len(universe.symbols), universe.symbols),
+                pool.map(symbol_work, [str(universe_path)] * count, universe.symbols, [root] * count),
                 strict=True,
             )
         )
         cells = [(symbol, target) for symbol in universe.symbols for target in universe.target_names]
-        root = str(platform_root) if platform_root else None
-        list(
+        trained = list(
             pool.map(
                 cell_work,
                 *zip(*[(str(universe_path), s, t, *symbol_results[s][1], root) for s, t in cells], strict=False),
             )
         )
+        if root:
+            champions_and_predictions(str(universe_path), root, trained, pool.map)
     return time.perf_counter() - started
 
 
-def ideal_pool_in_child(universe_path: Path, workers: int, platform_root: Path | None = None) -> float:
+def ideal_pool_in_child(universe_path: Path, workers: int, platform_root: Path | None = None) -> tuple[float, float]:
     """`ideal_pool` in a fresh process of its own, as each `make demo` is: a process has one
-    forkserver, started by its first pool with that pool's imports."""
-    completed = subprocess.run(
-        [
-            PYTHON,
-            "-c",
-            f"from benchmarks.overhead import ideal_pool; from pathlib import Path; "
-            f"print('SECONDS', ideal_pool(Path({str(universe_path)!r}), {workers}, "
-            f"{f'Path({str(platform_root)!r})' if platform_root else None}))",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPOSITORY_ROOT,
+    forkserver, started by its first pool with that pool's imports. Its seconds and the peak
+    memory (MiB) of the process and its workers."""
+    code = (
+        f"from benchmarks.overhead import ideal_pool; from pathlib import Path; "
+        f"print('SECONDS', ideal_pool(Path({str(universe_path)!r}), {workers}, "
+        f"{f'Path({str(platform_root)!r})' if platform_root else None}))"
     )
-    if completed.returncode != 0:
-        raise SystemExit(f"the pool failed:\n{completed.stderr[-3000:]}")
-    return float(next(line for line in completed.stdout.splitlines() if line.startswith("SECONDS")).split()[1])
+    with PeakMemory() as memory:
+        process = subprocess.Popen(
+            [PYTHON, "-c", code], cwd=REPOSITORY_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        memory.watch(process.pid)
+        stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"the pool failed:\n{stderr[-3000:]}")
+    return float(next(line for line in stdout.splitlines() if line.startswith("SECONDS")).split()[1]), memory.peak_mib
 
 
-def dagster_run(universe_path: Path, workers: int, scratch: Path) -> tuple[float, float, list]:
+def dagster_run(universe_path: Path, workers: int, scratch: Path) -> tuple[float, float, list, float]:
     """`make demo`'s runner on a fresh embedded instance, in a child process (its own DAGSTER_HOME).
 
     Returns the seconds until that process exits (what `make demo` takes: its command returns
     then), the seconds until its workers' forkserver has exited too (it finishes exiting in the
     background, holding the output pipes; waited for here so the next measurement starts on an
-    idle machine), and the stages."""
+    idle machine), the stages, and the peak memory (MiB) of the process and its workers."""
     import json
     from concurrent.futures import ThreadPoolExecutor
 
     env = fresh_home(scratch / "dagster_home", universe_path)
+    memory = PeakMemory().__enter__()
     started = time.perf_counter()
     process = subprocess.Popen(
         [
@@ -262,16 +422,18 @@ def dagster_run(universe_path: Path, workers: int, scratch: Path) -> tuple[float
         stderr=subprocess.PIPE,
         text=True,
     )
+    memory.watch(process.pid)
     with ThreadPoolExecutor(max_workers=1) as reader:
         output = reader.submit(process.communicate)  # drains both pipes until every holder has exited
         returncode = process.wait()
         seconds = time.perf_counter() - started
         stdout, stderr = output.result()
     all_exited = time.perf_counter() - started
+    memory.__exit__()
     if returncode != 0:
         raise SystemExit(f"the Dagster run failed:\n{stderr[-3000:]}")
     stages = json.loads(next(line for line in stdout.splitlines() if line.startswith("STAGES"))[len("STAGES ") :])
-    return seconds, all_exited, stages
+    return seconds, all_exited, stages, memory.peak_mib
 
 
 @dataclass
@@ -281,6 +443,7 @@ class PoolsAndDagster:
     dagster: float  # make demo's runner, until its process exits
     all_exited: float  # ... and its workers' forkserver too
     stages: list
+    memory: dict[str, float]  # way -> peak MiB
 
 
 def pools_and_dagster(universe_path: Path, workers: int, scratch: Path, label: str) -> PoolsAndDagster:
@@ -288,13 +451,172 @@ def pools_and_dagster(universe_path: Path, workers: int, scratch: Path, label: s
     other, each in a fresh process on a fresh store under `scratch`."""
     scratch.mkdir(parents=True, exist_ok=True)
     print(f"{label}: ideal pool ...", flush=True)
-    pool = ideal_pool_in_child(universe_path, workers)
+    pool, pool_memory = ideal_pool_in_child(universe_path, workers)
     print(f"    {pool:.1f}s; pool that stores and tracks ...", flush=True)
-    platform = ideal_pool_in_child(universe_path, workers, scratch / "platform")
+    platform, platform_memory = ideal_pool_in_child(universe_path, workers, scratch / "platform")
     print(f"    {platform:.1f}s; Dagster ...", flush=True)
-    seconds, all_exited, stages = dagster_run(universe_path, workers, scratch / "dagster")
+    seconds, all_exited, stages, dagster_memory = dagster_run(universe_path, workers, scratch / "dagster")
     print(f"    {seconds:.1f}s", flush=True)
-    return PoolsAndDagster(pool, platform, seconds, all_exited, stages)
+    memory = {"pool": pool_memory, "platform": platform_memory, "dagster": dagster_memory}
+    return PoolsAndDagster(pool, platform, seconds, all_exited, stages, memory)
+
+
+SEQUENTIAL_GOALS = {2: 1.5, 16: 12.0}  # sequential / Dagster, by core count (the issue's goals)
+SAME_DUTY_GOAL = 1.15  # Dagster / the pool that stores and tracks
+
+
+def replicated_universe(universe_path: Path, directory: Path, copies: int) -> Path:
+    """The universe with each symbol `copies` times (`AAPL`, `AAPL-2`, ...), each copy's bars a
+    copy of the symbol's file: as many real series as a larger universe, the same work each."""
+    universe = load_universe(universe_path)
+    raw = yaml.safe_load(universe_path.read_text())
+    bars = directory / "bars"
+    bars.mkdir(parents=True)
+    symbols = []
+    for copy in range(1, copies + 1):
+        for symbol in universe.symbols:
+            name = symbol if copy == 1 else f"{symbol}-{copy}"
+            shutil.copy(universe.bars_directory / f"{symbol}.parquet", bars / f"{name}.parquet")
+            symbols.append(name)
+    raw["symbols"] = symbols
+    raw.setdefault("bars", {})["directory"] = str(bars)
+    path = directory / "universe.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def core_work_section(universe_path: Path, worker_counts: list[int], repeats: int, scratch: Path) -> list[str]:
+    """(a): the sequential loop once a round, then at each worker count the ideal pool, the pool
+    that stores and tracks, and Dagster; rounds interleaved so that a slow spell of a shared
+    machine hits every way alike. Tables take medians; the last worker count is the headline,
+    and at the machine's own core count its ratios go into summary.json."""
+    from benchmarks.summary import record
+
+    sequential_rounds: list[tuple[float, float, float, int, float]] = []
+    rounds: dict[int, list[PoolsAndDagster]] = {workers: [] for workers in worker_counts}
+    for repeat in range(repeats):
+        label = f"(a) round {repeat + 1}/{repeats}"
+        print(f"{label}: sequential loop (storing and tracking) ...", flush=True)
+        sequential_rounds.append(sequential_in_child(universe_path, scratch / f"round_{repeat}" / "sequential"))
+        print(f"    {sequential_rounds[-1][0]:.1f}s", flush=True)
+        for workers in worker_counts:
+            rounds[workers].append(
+                pools_and_dagster(
+                    universe_path,
+                    workers,
+                    scratch / f"round_{repeat}" / f"workers_{workers}",
+                    f"{label}, {workers} workers",
+                )
+            )
+    sequential_seconds = median(entry[0] for entry in sequential_rounds)
+    compute, duty = median(entry[1] for entry in sequential_rounds), median(entry[2] for entry in sequential_rounds)
+    tasks, sequential_memory = sequential_rounds[0][3], max(entry[4] for entry in sequential_rounds)
+    sequential_runs = ", ".join(f"{entry[0]:.1f}" for entry in sequential_rounds)
+
+    def way(workers: int, name: str) -> float:
+        return median(getattr(measurement, name) for measurement in rounds[workers])
+
+    def peak(workers: int, name: str) -> float:
+        return max(measurement.memory[name] for measurement in rounds[workers])
+
+    scaling = [
+        "| workers | ideal floor s | ideal pool s | pool that stores and tracks s | Dagster s | sequential / Dagster | "
+        "Dagster / pool that stores and tracks | Dagster / ideal pool | peak MiB: pool, storing pool, Dagster |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for workers in worker_counts:
+        pool, platform, dagster = way(workers, "pool"), way(workers, "platform"), way(workers, "dagster")
+        scaling.append(
+            f"| {workers} | {compute / workers:.1f} | {pool:.1f} | {platform:.1f} | {dagster:.1f} | "
+            f"**{sequential_seconds / dagster:.2f}** | **{dagster / platform:.2f}** | {dagster / pool:.2f} | "
+            f"{peak(workers, 'pool'):.0f}, {peak(workers, 'platform'):.0f}, {peak(workers, 'dagster'):.0f} |"
+        )
+        if workers == available_cores():
+            record(
+                "sequential loop (storing and tracking) / Dagster",
+                sequential_seconds / dagster,
+                goal=SEQUENTIAL_GOALS.get(workers),
+                better="higher",
+                cores=workers,
+            )
+            record(
+                "Dagster / pool that stores and tracks",
+                dagster / platform,
+                goal=SAME_DUTY_GOAL,
+                better="lower",
+                cores=workers,
+            )
+            record("Dagster / ideal pool (compute only)", dagster / pool, goal=None, better="lower", cores=workers)
+    headline = worker_counts[-1]
+    pool, platform, dagster = way(headline, "pool"), way(headline, "platform"), way(headline, "dagster")
+    measured = rounds[headline]
+    stages = min(measured, key=lambda entry: abs(entry.dagster - dagster)).stages
+    exits = median(entry.all_exited for entry in measured)
+
+    def runs_of(name: str) -> str:
+        return ", ".join(f"{getattr(entry, name):.1f}" for entry in measured)
+
+    plot_scaling(RESULTS / "overhead_scaling.png", worker_counts, sequential_seconds, rounds, compute)
+    return [
+        "## (a) The same work four ways",
+        "",
+        f"Median of {repeats} interleaved round(s); every round's value in brackets. Every way but the ideal pool "
+        "stores and tracks: each task commits its results to an artifact store and tracks every model in MLflow "
+        "(flavour, importance chart, registry version) through the functions the assets call.",
+        "",
+        f"| way ({headline} workers) | wall s | peak MiB | note |",
+        "|---|---:|---:|---|",
+        f"| sequential loop (the seed's script, storing and tracking) | {sequential_seconds:.1f} | "
+        f"{sequential_memory:.0f} | {tasks} tasks, one process; {compute:.1f} s computing, {duty:.1f} s storing and "
+        f"tracking [{sequential_runs}] |",
+        f"| ideal floor: summed compute / {headline} workers | {compute / headline:.1f} | | no pool could beat it |",
+        f"| ideal parallel pool ({headline} processes) | {pool:.1f} | {peak(headline, 'pool'):.0f} | compute only, "
+        f"from creating the pool to its shutdown [{runs_of('pool')}] |",
+        f"| the pool, also storing and tracking | {platform:.1f} | {peak(headline, 'platform'):.0f} | the same tasks, "
+        f"each also storing and tracking; no Dagster [{runs_of('platform')}] |",
+        f"| Dagster (`make demo`'s runner, cold) | {dagster:.1f} | {peak(headline, 'dagster'):.0f} | from launching "
+        f"its interpreter to its exit; "
+        f"{'; '.join(f'{job} {runs} runs {seconds:.0f}s' for job, runs, seconds in stages if runs)}; its workers' "
+        f"forkserver had finished exiting in the background {exits - dagster:.1f} s later [{runs_of('dagster')}] |",
+        "",
+        f"**Sequential / Dagster = {sequential_seconds / dagster:.2f}** (goal >= "
+        f"{SEQUENTIAL_GOALS.get(headline, 'none at this core count')}); **Dagster / the pool that stores and tracks "
+        f"= {dagster / platform:.2f}** (goal <= {SAME_DUTY_GOAL}); Dagster / ideal pool = {dagster / pool:.2f}; "
+        f"Dagster / ideal floor = {dagster / (compute / headline):.2f}.",
+        "",
+        "Peak memory: the summed proportional set size (PSS) of the process and its workers, sampled twice a second.",
+        "",
+        "### By worker count",
+        "",
+        *scaling,
+        "",
+        "![scaling](overhead_scaling.png)",
+        "",
+    ]
+
+
+def plot_scaling(
+    path: Path,
+    worker_counts: list[int],
+    sequential_seconds: float,
+    rounds: dict[int, list[PoolsAndDagster]],
+    compute: float,
+) -> None:
+    figure, axis = new_figure((6.5, 4.2))
+    axis.axhline(sequential_seconds, color="#888888", linestyle="--", label="sequential loop (storing and tracking)")
+    axis.plot(worker_counts, [compute / workers for workers in worker_counts], color="#BBBBBB", label="ideal floor")
+    for name, label in (("pool", "ideal pool"), ("platform", "pool that stores and tracks"), ("dagster", "Dagster")):
+        values = [median(getattr(entry, name) for entry in rounds[workers]) for workers in worker_counts]
+        axis.plot(worker_counts, values, marker="o", label=label)
+    axis.set_xscale("log", base=2)
+    axis.set_yscale("log")
+    axis.set_xticks(worker_counts, [str(workers) for workers in worker_counts])
+    axis.set_xlabel("workers")
+    axis.set_ylabel("wall seconds")
+    axis.set_title("The same work by worker count")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    save_figure(figure, path)
 
 
 # ---------------------------------------------------------------- (b) definitions load and planning
@@ -471,7 +793,19 @@ def plot_planning(path: Path, partitions: list[int], seconds: list[float]) -> No
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=available_cores())
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[available_cores()],
+        help="worker counts to measure the pools and Dagster at (e.g. 1 2 4 8 16); the last is the headline",
+    )
+    parser.add_argument(
+        "--copies",
+        type=int,
+        default=1,
+        help="the universe's symbols this many times over (renamed copies of their bars), to keep many workers busy",
+    )
     parser.add_argument(
         "--plan-sizes",
         type=int,
@@ -485,82 +819,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     universe_path = Path(os.environ.get("INTELLIGENCE_UNIVERSE") or DEFAULT_UNIVERSE_PATH)
-    universe = load_universe(universe_path)
     machine = describe_machine()
     scratch = Path(tempfile.mkdtemp(prefix="intelligence-overhead-"))
+    if args.copies > 1:
+        universe_path = replicated_universe(universe_path, scratch / "universe", args.copies)
+    universe = load_universe(universe_path)
     lines = [
         "# Orchestration overhead",
         "",
-        f"`make bench` (`benchmarks/overhead.py`) on {machine}. Bundled universe: {len(universe.symbols)} symbols x "
+        f"`make bench` (`benchmarks/overhead.py {' '.join(argv if argv is not None else sys.argv[1:])}`) on {machine}. "
+        f"Universe: {len(universe.symbols)} symbols x "
         f"{len(universe.targets)} targets x {len(universe.model_families)} families "
         f"({', '.join(universe.model_families)}).",
         "",
     ]
     try:
         if "core" not in args.skip:
-            # Each way --repeats times, interleaved, so that a slow spell of a shared machine hits
-            # every way alike; the tables take each way's median.
-            measured: dict[str, list[float]] = {"sequential": [], "pool": [], "platform": [], "dagster": []}
-            computes, all_stages, exits = [], [], []
-            for repeat in range(args.repeats):
-                print(f"(a) round {repeat + 1}/{args.repeats}: sequential loop ...", flush=True)
-                seconds, times = sequential(universe_path)
-                measured["sequential"].append(seconds)
-                computes.append(sum(t.seconds for t in times))
-                print(f"    {seconds:.1f}s", flush=True)
-                measurement = pools_and_dagster(
-                    universe_path, args.workers, scratch / f"round_{repeat}", f"(a) round {repeat + 1}/{args.repeats}"
-                )
-                for way in ("pool", "platform", "dagster"):
-                    measured[way].append(getattr(measurement, way))
-                exits.append(measurement.all_exited)
-                all_stages.append((measurement.dagster, measurement.stages))
-            sequential_seconds, pool_seconds, platform_seconds, dagster_seconds = (
-                median(measured[way]) for way in ("sequential", "pool", "platform", "dagster")
-            )
-            compute = median(computes)
-            stages = min(all_stages, key=lambda entry: abs(entry[0] - dagster_seconds))[1]
-            runs_of = {way: ", ".join(f"{value:.1f}" for value in values) for way, values in measured.items()}
-            floor = compute / args.workers
-            lines += [
-                "## (a) The same core work three ways",
-                "",
-                f"Median of {args.repeats} interleaved round(s); every round's value in brackets.",
-                "",
-                "| way | wall s | note |",
-                "|---|---:|---|",
-                f"| sequential Python loop (the seed's script) | {sequential_seconds:.1f} | compute only; {len(times)} "
-                f"tasks [{runs_of['sequential']}] |",
-                f"| ideal floor: summed compute / {args.workers} workers | {floor:.1f} | no pool could beat it |",
-                f"| ideal parallel pool ({args.workers} processes) | {pool_seconds:.1f} | measured: the same tasks in "
-                f"a process pool, from creating it to its shutdown [{runs_of['pool']}] |",
-                f"| the pool, also storing and tracking | {platform_seconds:.1f} | each task also commits its results "
-                "to an artifact store and tracks every model in MLflow (flavour, importance plot, registry version), "
-                f"through the functions the assets call; no Dagster [{runs_of['platform']}] |",
-                f"| Dagster (`make demo`'s runner, cold) | {dagster_seconds:.1f} | from launching its interpreter to "
-                f"its exit; {'; '.join(f'{job} {runs} runs {seconds:.0f}s' for job, runs, seconds in stages if runs)}; "
-                f"its workers' forkserver had finished exiting in the background {median(exits) - dagster_seconds:.1f} "
-                f"s later [{runs_of['dagster']}] |",
-                "",
-                f"**Dagster / ideal pool = {dagster_seconds / pool_seconds:.2f}** (goal <= 1.15); Dagster / ideal "
-                f"floor = {dagster_seconds / floor:.2f}; "
-                f"sequential / Dagster = {sequential_seconds / dagster_seconds:.2f}.",
-                "",
-                "**Dagster / the pool doing the same storing and tracking = "
-                f"{dagster_seconds / platform_seconds:.2f}**: what orchestration itself costs "
-                "(runs, steps, event log, definitions in every worker); storing and tracking cost "
-                f"{platform_seconds - pool_seconds:.1f} s of wall time without Dagster.",
-                "",
-                "![core work](overhead_core.png)",
-                "",
-            ]
-            plot_bars(
-                RESULTS / "overhead_core.png",
-                ["sequential", "ideal floor", "ideal pool", "pool + storing + tracking", "Dagster"],
-                [sequential_seconds, floor, pool_seconds, platform_seconds, dagster_seconds],
-                "wall seconds",
-                f"Bundled universe, {args.workers} workers",
-            )
+            lines += core_work_section(universe_path, args.workers, args.repeats, scratch)
         if "planning" not in args.skip:
             print("(b) definitions load and planning ...", flush=True)
             load = definitions_load_seconds(universe_path)

@@ -82,24 +82,48 @@ def partition_ranges(ordered_keys: list[str], stale: Collection[str], max_per_ru
 
 
 def training_ranges(
-    symbols: list[str], target_names: list[str], stale_cells: list[str], max_per_run: int, bars_rows: dict[str, int]
+    symbols: list[str],
+    target_names: list[str],
+    stale_cells: list[str],
+    max_per_run: int,
+    bars_rows: dict[str, int],
+    workers: int = 1,
 ) -> list[tuple[str, str]]:
     """The training stage (symbol x target) as ranged runs, cut as Dagster's multi-run
     BackfillPolicy cuts a backfill of a two-dimensional subset: grouped by whichever dimension
     has fewer stale keys (symbol on a tie), each group's contiguous stale keys in chunks of at
     most `max_per_run`. `symbols` in the partitions' own order. Grouped by symbol, the biggest
-    symbols (most bars) go first: a pool hands runs out in order, so the long ones start early."""
+    symbols (most bars) go first: a pool hands runs out in order, so the long ones start early.
+
+    With so many workers that this leaves fewer than about two runs per worker, each group is cut
+    into equal chunks instead, so that each worker gets about two: one run per symbol would leave
+    most of a large pool idle while the biggest symbol trains."""
     stale = set(stale_cells)
+    balanced = max(1, -(-len(stale) // (2 * workers)))
+
+    def chunk(keys: list[str]) -> int:
+        return even_chunk(keys, stale, balanced) if balanced < max_per_run else max_per_run
+
     stale_symbols = {cell_of(cell)[0] for cell in stale}
     stale_targets = {cell_of(cell)[1] for cell in stale}
     ranges: list[tuple[str, str]] = []
     if len(stale_symbols) <= len(stale_targets):
         for symbol in sorted(symbols, key=lambda s: -bars_rows.get(s, 0)):
-            ranges += partition_ranges([cell_key(symbol, target) for target in target_names], stale, max_per_run)
+            keys = [cell_key(symbol, target) for target in target_names]
+            ranges += partition_ranges(keys, stale, chunk(keys))
     else:
         for target in target_names:
-            ranges += partition_ranges([cell_key(symbol, target) for symbol in symbols], stale, max_per_run)
+            keys = [cell_key(symbol, target) for symbol in symbols]
+            ranges += partition_ranges(keys, stale, chunk(keys))
     return ranges
+
+
+def even_chunk(keys: list[str], stale: Collection[str], max_per_run: int) -> int:
+    """The chunk size that cuts a group's stale keys into as few runs of at most `max_per_run`
+    as possible, all of about the same size (6 keys at most 5 a run: 3 and 3, not 5 and 1)."""
+    count = sum(key in stale for key in keys)
+    runs = max(1, -(-count // max_per_run))
+    return max(1, -(-count // runs))
 
 
 @dataclass(frozen=True)
@@ -450,6 +474,7 @@ def materialize_universe(
                                 cells,
                                 per_run,
                                 plan.sizes.get(BARS.to_user_string(), {}),
+                                workers,
                             ),
                             log_level,
                             outcome,

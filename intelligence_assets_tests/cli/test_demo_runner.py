@@ -35,6 +35,36 @@ def test_training_runs_one_symbol_each_biggest_symbol_first() -> None:
     ]
 
 
+def test_a_large_pool_gets_about_two_equal_training_runs_per_worker() -> None:
+    symbols, targets = ["BIG", "SMALL"], [f"t{index}" for index in range(1, 7)]
+    cells = [f"{s}|{t}" for s in symbols for t in targets]
+    rows = {"BIG": 8000, "SMALL": 500}
+    assert training_ranges(symbols, targets, cells, 100, rows, workers=1) == [
+        ("BIG|t1", "BIG|t6"),
+        ("SMALL|t1", "SMALL|t6"),
+    ]
+    # 12 cells on 4 workers: at most 2 cells a run, each symbol's 6 targets in 3 equal runs.
+    assert training_ranges(symbols, targets, cells, 100, rows, workers=4) == [
+        ("BIG|t1", "BIG|t2"),
+        ("BIG|t3", "BIG|t4"),
+        ("BIG|t5", "BIG|t6"),
+        ("SMALL|t1", "SMALL|t2"),
+        ("SMALL|t3", "SMALL|t4"),
+        ("SMALL|t5", "SMALL|t6"),
+    ]
+    # Uneven counts are cut as evenly as they allow: 5 cells in runs of at most 3 make 3 and 2, not 4 and 1.
+    five = [f"t{index}" for index in range(1, 6)]
+    assert training_ranges(["A"], five, [f"A|{t}" for t in five], 100, {}, workers=2) == [
+        ("A|t1", "A|t2"),
+        ("A|t3", "A|t4"),
+        ("A|t5", "A|t5"),
+    ]
+    assert training_ranges(["A"], five, [f"A|{t}" for t in five], 100, {}, workers=1) == [
+        ("A|t1", "A|t3"),
+        ("A|t4", "A|t5"),
+    ]
+
+
 def test_training_ranges_leave_current_cells_out_and_respect_max_per_run() -> None:
     targets = ["t1", "t2", "t3", "t4"]
     stale = ["A|t1", "A|t2", "A|t4", "B|t1", "B|t2", "B|t3", "B|t4"]

@@ -25,3 +25,34 @@ def fresh_home(home: Path, universe_path: Path) -> dict[str, str]:
     home.mkdir(parents=True)
     shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
     return home_environment(home, universe_path)
+
+
+def fresh_postgres_home(home: Path, universe_path: Path) -> dict[str, str]:
+    """A new DAGSTER_HOME whose runs and event log live in a new database of the PostgreSQL
+    server that scripts/start_postgres.sh starts (the `postgres` deployment's dagster.yaml);
+    artifacts stay local. Returns its environment."""
+    import subprocess
+    import uuid
+
+    import psycopg2
+    from psycopg2 import sql
+
+    exports = subprocess.run(
+        ["bash", str(REPOSITORY_ROOT / "scripts" / "start_postgres.sh")], capture_output=True, text=True, check=True
+    ).stdout
+    settings = dict(line.removeprefix("export ").split("=", 1) for line in exports.splitlines() if "=" in line)
+    settings["DAGSTER_PG_DB"] = f"bench_{uuid.uuid4().hex[:12]}"
+    connection = psycopg2.connect(
+        host=settings["DAGSTER_PG_HOST"],
+        port=settings["DAGSTER_PG_PORT"],
+        user=settings["DAGSTER_PG_USERNAME"],
+        password=settings["DAGSTER_PG_PASSWORD"],
+        dbname="postgres",
+    )
+    connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
+    with connection.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(settings["DAGSTER_PG_DB"])))
+    connection.close()
+    home.mkdir(parents=True)
+    shutil.copy(REPOSITORY_ROOT / "deploy" / "postgres" / "dagster.yaml", home / "dagster.yaml")
+    return {**home_environment(home, universe_path), **settings}

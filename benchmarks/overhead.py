@@ -1,22 +1,24 @@
-"""Orchestration-overhead benchmark (issue: measured and seen), `make bench`.
+"""Orchestration-overhead benchmark, `make bench`.
 
-(a) The same core work on the bundled universe three ways:
-    sequential  a plain Python loop over partitions, as the seed's script ran it;
-    ideal       the same work in a process pool of `workers` (measured wall), and its floor,
-                the loop's summed compute / workers;
-    dagster     `make demo`'s runner on a fresh embedded instance (planner, in-process runs in a
-                pool of workers, artifact store, MLflow tracking, leaderboard, registry,
-                predictions).
-    The core work of a partition is what its assets compute: bars validation and features per
-    symbol; labels, target ranking, feature selection and every family's training (walk-forward
-    folds included) per symbol x target. Storage, tracking, the registry and predictions are
-    counted as Dagster's side: they are what the platform adds to the seed's loop.
+(a) The same work four ways, at one or several worker counts (`--workers 1 2 4 8 16`):
+    sequential  a plain Python loop, as the seed's script ran it, that also stores every result
+                and tracks every model, then ranks the models, moves the champion aliases and
+                predicts with the champions, as a real script would;
+    ideal pool  the core work alone in a process pool (and its floor: summed compute / workers);
+    same-duty   the sequential loop's whole work in a process pool, without Dagster;
+    dagster     `make demo`'s runner on a fresh embedded instance.
+    The core work: bars validation and features per symbol; labels, target ranking, feature
+    selection and every family's training (walk-forward folds included) per symbol x target.
+    Storing, tracking, the leaderboard, the registry and predictions go through the functions
+    the assets call. Peak memory of each way's process tree. `--copies N` repeats the universe's
+    symbols N times, for machines with many cores.
 (b) Definitions load time (fresh interpreter) and the time to plan a backfill of 100, 1,000 and
     12,500 partitions per asset (synthetic universes; 12,500 = 500 symbols x 25 targets).
-(c) Peak RSS per step: each asset step of one partition in its own `dagster asset materialize`
-    process, the child's peak resident set.
+(c) Peak RSS per step: each asset step of one partition in its own process.
+(d) Cold `make demo` runs with the instance on SQLite and on PostgreSQL, alternated.
 
-Writes benchmarks/results/overhead.md and PNG plots beside it.
+Writes benchmarks/results/overhead.md, PNG plots beside it, and the headline ratios at the
+machine's own core count into benchmarks/results/summary.json.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from statistics import median
 
 import yaml
 
-from benchmarks.homes import fresh_home
+from benchmarks.homes import fresh_home, fresh_postgres_home
 from benchmarks.machine import describe_machine
 from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 from intelligence_assets.defs.processes import (
@@ -395,8 +397,11 @@ def ideal_pool_in_child(universe_path: Path, workers: int, platform_root: Path |
     return float(next(line for line in stdout.splitlines() if line.startswith("SECONDS")).split()[1]), memory.peak_mib
 
 
-def dagster_run(universe_path: Path, workers: int, scratch: Path) -> tuple[float, float, list, float]:
-    """`make demo`'s runner on a fresh embedded instance, in a child process (its own DAGSTER_HOME).
+def dagster_run(
+    universe_path: Path, workers: int, scratch: Path, instance: str = "sqlite"
+) -> tuple[float, float, list, float]:
+    """`make demo`'s runner on a fresh instance, in a child process (its own DAGSTER_HOME): the
+    embedded default (SQLite), or with `instance="postgres"` runs and event log in PostgreSQL.
 
     Returns the seconds until that process exits (what `make demo` takes: its command returns
     then), the seconds until its workers' forkserver has exited too (it finishes exiting in the
@@ -405,7 +410,8 @@ def dagster_run(universe_path: Path, workers: int, scratch: Path) -> tuple[float
     import json
     from concurrent.futures import ThreadPoolExecutor
 
-    env = fresh_home(scratch / "dagster_home", universe_path)
+    make_home = fresh_postgres_home if instance == "postgres" else fresh_home
+    env = make_home(scratch / "dagster_home", universe_path)
     memory = PeakMemory().__enter__()
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -619,6 +625,34 @@ def plot_scaling(
     save_figure(figure, path)
 
 
+def instance_section(universe_path: Path, workers: int, repeats: int, scratch: Path) -> list[str]:
+    """(d): cold `make demo` runs with the instance on SQLite (the embedded default) and on
+    PostgreSQL (the `postgres` deployment's dagster.yaml, a local server), alternated."""
+    seconds: dict[str, list[float]] = {"sqlite": [], "postgres": []}
+    for repeat in range(repeats):
+        for instance in ("sqlite", "postgres") if repeat % 2 == 0 else ("postgres", "sqlite"):
+            print(f"(d) round {repeat + 1}/{repeats}: Dagster on {instance} ...", flush=True)
+            measured = dagster_run(universe_path, workers, scratch / f"instance_{repeat}_{instance}", instance)[0]
+            seconds[instance].append(measured)
+            print(f"    {measured:.1f}s", flush=True)
+    sqlite, postgres = median(seconds["sqlite"]), median(seconds["postgres"])
+    return [
+        "## (d) The instance's storage: SQLite against PostgreSQL",
+        "",
+        f"Cold `make demo` runs ({workers} workers), alternated, median of {repeats}; runs, event log and "
+        "schedules in SQLite files under DAGSTER_HOME (the embedded default) or in a PostgreSQL 15 server on "
+        "this machine (`deploy/postgres/dagster.yaml`); artifacts and MLflow local in both.",
+        "",
+        "| instance | wall s | every run |",
+        "|---|---:|---|",
+        f"| SQLite | {sqlite:.1f} | {', '.join(f'{value:.1f}' for value in seconds['sqlite'])} |",
+        f"| PostgreSQL | {postgres:.1f} | {', '.join(f'{value:.1f}' for value in seconds['postgres'])} |",
+        "",
+        f"PostgreSQL / SQLite = {postgres / sqlite:.2f}.",
+        "",
+    ]
+
+
 # ---------------------------------------------------------------- (b) definitions load and planning
 
 
@@ -813,7 +847,7 @@ def main(argv: list[str] | None = None) -> None:
         default=[100, 1000, 12500],
         help="partitions per symbol x target asset (25 targets each)",
     )
-    parser.add_argument("--skip", nargs="*", default=[], choices=["core", "planning", "rss"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["core", "planning", "rss", "instance"])
     parser.add_argument(
         "--repeats", type=int, default=2, help="rounds of the four ways in (a); the tables take medians"
     )
@@ -872,6 +906,8 @@ def main(argv: list[str] | None = None) -> None:
                 "",
             ]
             plot_planning(RESULTS / "overhead_planning.png", [r[0] for r in rows], [r[2] for r in rows])
+        if "instance" not in args.skip:
+            lines += instance_section(universe_path, args.workers[-1], args.repeats, scratch)
         if "rss" not in args.skip:
             print("(c) peak RSS per step ...", flush=True)
             rss = step_peak_rss(universe_path, scratch)

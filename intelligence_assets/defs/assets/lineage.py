@@ -9,7 +9,8 @@ each of its partitions with that partition's own versions, as a single-partition
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,34 +44,73 @@ class UpstreamPartition:
     run_id: str | None
 
 
-def upstream_partitions(context: dg.AssetExecutionContext, partition_key: str | None) -> list[UpstreamPartition]:
-    """Every partition of every upstream asset that `partition_key` of the step's asset depends
-    on, with the data version and event of its latest materialization."""
+UpstreamRead = tuple[dg.AssetKey, str | None]  # an upstream asset and the partition read (None: unpartitioned)
+
+
+def upstream_reads(context: dg.AssetExecutionContext, partition_key: str | None) -> list[UpstreamRead]:
+    """Every partition of every upstream asset that `partition_key` of the step's asset depends on."""
     asset_key = context.asset_key
     graph = context.job_def.asset_layer.asset_graph
-    upstream = []
+    reads: list[UpstreamRead] = []
     for parent in sorted(graph.get(asset_key).parent_keys, key=lambda key: key.to_user_string()):
         if graph.get(parent).is_partitioned:
             # The symbols are dynamic partitions: mapping reads them from the instance.
             with dg.partition_loading_context(dynamic_partitions_store=context.instance):
                 mapped = graph.get_parent_partition_keys_for_child(partition_key, parent, asset_key)
-                partitions: list[str | None] = sorted(mapped.partitions_subset.get_partition_keys())
+                reads.extend((parent, partition) for partition in sorted(mapped.partitions_subset.get_partition_keys()))
         else:
-            partitions = [None]
-        upstream.extend(_latest(context.instance, parent, partition) for partition in partitions)
-    return upstream
+            reads.append((parent, None))
+    return reads
 
 
-def _latest(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str | None) -> UpstreamPartition:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[partition] if partition else None), limit=1
-    ).records
-    if not records:
-        return UpstreamPartition(asset, partition, None, None, None)
-    record = records[0]
-    materialization = record.asset_materialization
-    tags = (materialization.tags if materialization else None) or {}
-    return UpstreamPartition(asset, partition, tags.get(DATA_VERSION_TAG), record.storage_id, record.run_id)
+def upstream_partitions(
+    context: dg.AssetExecutionContext,
+    partition_key: str | None,
+    latest: Mapping[UpstreamRead, UpstreamPartition] | None = None,
+) -> list[UpstreamPartition]:
+    """Every partition of every upstream asset that `partition_key` of the step's asset depends
+    on, with the data version and event of its latest materialization; from `latest`
+    (`latest_materializations` of a whole ranged step) when given."""
+    reads = upstream_reads(context, partition_key)
+    if latest is None or any(read not in latest for read in reads):
+        latest = latest_materializations(context.instance, reads)
+    return [latest[read] for read in reads]
+
+
+def latest_materializations(
+    instance: dg.DagsterInstance, reads: Iterable[UpstreamRead]
+) -> dict[UpstreamRead, UpstreamPartition]:
+    """The latest materialization of each upstream partition read, in two queries per upstream
+    asset however many of its partitions are read: a ranged step reads its upstream partitions
+    for every partition it runs, and a query each cost it more than its own event writes."""
+    by_asset: dict[dg.AssetKey, set[str | None]] = defaultdict(set)
+    for asset, partition in reads:
+        by_asset[asset].add(partition)
+    latest: dict[UpstreamRead, UpstreamPartition] = {}
+    for asset, partitions in by_asset.items():
+        named = {partition for partition in partitions if partition is not None}
+        records = []
+        if None in partitions:
+            records += instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset), limit=1).records
+        if named:
+            storage_ids = instance.event_log_storage.get_latest_storage_id_by_partition(
+                asset, dg.DagsterEventType.ASSET_MATERIALIZATION, named
+            )
+            if storage_ids:
+                records += instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=asset, storage_ids=list(storage_ids.values())),
+                    limit=len(storage_ids),
+                ).records
+        for record in records:
+            materialization = record.asset_materialization
+            partition = record.partition_key if named else None
+            tags = (materialization.tags if materialization else None) or {}
+            latest[(asset, partition)] = UpstreamPartition(
+                asset, partition, tags.get(DATA_VERSION_TAG), record.storage_id, record.run_id
+            )
+        for partition in partitions:
+            latest.setdefault((asset, partition), UpstreamPartition(asset, partition, None, None, None))
+    return latest
 
 
 def lineage_metadata(upstream: list[UpstreamPartition], links: UiLinks) -> dict[str, Any]:

@@ -133,7 +133,7 @@ def _partition_work(
 def _train(context: dg.AssetExecutionContext, cell: Cell, handles: dict[str, ArtifactHandle]) -> Computed:
     """Train the cell; its leakage sentinel judges the held-out scores."""
     trained = train_cell(
-        cell, handles["feature_sets"].load(), handles["features"].load, handles["labels"].load, log=context.log.info
+        cell, handles["feature_sets"].load(), handles["features"].load, handles["labels"].load, log=context.log.debug
     )
     check = leakage_sentinel_result(
         model_key(cell.family), cell.spec.kind, trained.metrics, cell.universe.leakage_sentinel
@@ -153,7 +153,7 @@ def _track(
 ) -> dict[str, Any]:
     """Log the committed model to MLflow (once per fingerprint) and link the run."""
     tracked = track_cell(
-        cell, mlflow_tracking.tracker, stored, manifest, computed, config, provenance, log=context.log.info
+        cell, mlflow_tracking.tracker, stored, manifest, computed, config, provenance, log=context.log.debug
     )
     # Built from this deployment's MLflow address, not the one stored when the model was tracked.
     links = mlflow_tracking.links()

@@ -112,7 +112,7 @@ def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
             symbol_features = input_for(features, symbol)
 
             def compute() -> Computed:
-                predicted = predict_champions(champions, symbol_features.load(), tracker, log=context.log.info)
+                predicted = predict_champions(champions, symbol_features.load(), tracker, log=context.log.debug)
                 return Computed(predicted.table, metadata=predictions_metadata(champions, predicted))
 
             inputs = {"features": symbol_features, "model_registry": model_registry}

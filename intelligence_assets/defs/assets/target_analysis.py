@@ -214,7 +214,7 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
     ) -> Iterator[dg.Output]:
         def rank(cell: analysis.TargetCell, handles: dict[str, ArtifactHandle]) -> Computed:
             ranked = analysis.rank_cell(cell, handles["features"].load(), handles["labels"].load())
-            context.log.info(f"{cell.symbol} {cell.target}: {ranked.ranking.reason}")
+            context.log.debug(f"{cell.symbol} {cell.target}: {ranked.ranking.reason}")
             return Computed(ranked.value, metadata=ranking_metadata(ranked))
 
         yield from materialize_cells(context, artifact_store, universe, inputs, ranking_config, rank)
@@ -237,7 +237,7 @@ def build_target_analysis_assets(universe: Universe) -> list[dg.AssetsDefinition
         def select(cell: analysis.TargetCell, handles: dict[str, ArtifactHandle]) -> Computed:
             ranking = handles["target_rankings"].load()
             feature_set = analysis.select_cell_features(cell, ranking, handles["features"].load, handles["labels"].load)
-            context.log.info(feature_set_decision(feature_set))
+            context.log.debug(feature_set_decision(feature_set))
             return Computed(feature_set.value, metadata=feature_set_metadata(feature_set))
 
         yield from materialize_cells(context, artifact_store, universe, inputs, selection_config, select)

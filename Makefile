@@ -8,7 +8,7 @@ IMAGE ?= localhost/intelligence-assets:dev
 EXTRA ?= cpu
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --constraint constraints/cpu.txt
 
-.PHONY: install image image-test bench-image postgres chromium prometheus demo minio-demo test lint format ui mlflow-ui rollback audit housekeeping report bench bench-scale bench-storage bench-backfill bench-gpu-data clean-home
+.PHONY: install image image-test bench-image postgres chromium prometheus demo minio-demo test lint format ui mlflow-ui rollback audit housekeeping report bench bench-scale bench-storage bench-backfill bench-gpu-data profile clean-home
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -101,12 +101,16 @@ report: install $(DAGSTER_HOME)/dagster.yaml
 
 # Orchestration overhead: the same core work as a loop, an ideal pool and through Dagster; definitions
 # load and backfill planning; peak RSS per step. Writes benchmarks/results/overhead.md and PNGs.
-bench: install
+bench: install postgres
 	$(BIN)/python -m benchmarks.overhead
 	$(BIN)/python -m benchmarks.step_processes
 
 # The same comparison with every family trained k times longer (more work per model; the same models,
 # runs and events): where the overhead stops mattering. Writes benchmarks/results/overhead_scale.md and a PNG.
+# Where a cold `make demo` spends its time (py-spy): benchmarks/results/profile.md.
+profile: install
+	$(BIN)/python -m benchmarks.profile_demo
+
 bench-scale: install
 	$(BIN)/python -m benchmarks.overhead_scale
 

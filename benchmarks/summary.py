@@ -2,8 +2,8 @@
 
 A list of objects `{name, value, goal, better, cores, machine, date, commit}`, one per figure
 and core count. Each benchmark records its own figures when it runs (`record`); a figure
-measured again replaces the one with the same name and core count. `benchmarks/README.md`
-shows them as one table (`python -m benchmarks.summary` rewrites that table).
+measured again replaces the one with the same name and core count, and the table of them in
+`benchmarks/README.md` is rewritten (`python -m benchmarks.summary` rewrites it by hand).
 """
 
 from __future__ import annotations
@@ -92,6 +92,8 @@ def record(
     temporary = path.with_suffix(".json.tmp")
     temporary.write_text(json.dumps([asdict(kept) for kept in figures], indent=2) + "\n")
     temporary.replace(path)
+    if path == SUMMARY:
+        render_readme()
     return figure
 
 

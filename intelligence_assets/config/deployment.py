@@ -11,6 +11,12 @@ One variable, INTELLIGENCE_DEPLOYMENT, chooses:
                     tracking server (INTELLIGENCE_MLFLOW_TRACKING_URI is required)
 Credentials come only from the environment.
 
+On S3 (minio, k8s) the store keeps verified copies of the immutable objects it reads (an
+artifact's manifest and files, never a pointer) in a local read cache
+(`store/read_cache.py`): INTELLIGENCE_ARTIFACT_CACHE is its directory (default
+DAGSTER_HOME/artifact-cache, shared by the steps of one machine; an emptyDir in each step pod
+on Kubernetes); `off` reads everything from the bucket.
+
 MLflow: INTELLIGENCE_MLFLOW_TRACKING_URI names a tracking server (any deployment); without it the
 embedded store is used, `sqlite:///<DAGSTER_HOME>/mlflow/mlflow.db` with no server, whose run
 artifacts live in the local artifact store under `mlflow/` (`make mlflow-ui` browses it).
@@ -35,6 +41,9 @@ from intelligence_assets.tracking.links import UiLinks
 
 DEPLOYMENT_VARIABLE = "INTELLIGENCE_DEPLOYMENT"
 ARTIFACT_ROOT_VARIABLE = "INTELLIGENCE_ARTIFACT_ROOT"
+ARTIFACT_CACHE_VARIABLE = "INTELLIGENCE_ARTIFACT_CACHE"
+# The value of INTELLIGENCE_ARTIFACT_CACHE that turns the read cache off.
+NO_ARTIFACT_CACHE = "off"
 MLFLOW_TRACKING_VARIABLE = "INTELLIGENCE_MLFLOW_TRACKING_URI"
 BARS_PREFIX_VARIABLE = "INTELLIGENCE_BARS_PREFIX"
 MLFLOW_UI_VARIABLE = "INTELLIGENCE_MLFLOW_UI_URL"
@@ -52,6 +61,15 @@ S3_VARIABLES = {
     "access_key": "INTELLIGENCE_S3_ACCESS_KEY",
     "secret_key": "INTELLIGENCE_S3_SECRET_KEY",
 }
+
+
+def _artifact_cache(setting: str, dagster_home: Path) -> Path | None:
+    """INTELLIGENCE_ARTIFACT_CACHE: a directory, `off`, or unset for the default under DAGSTER_HOME
+    (the deployment's own scratch space, which the steps of one machine share)."""
+    setting = setting.strip()
+    if setting.lower() == NO_ARTIFACT_CACHE:
+        return None
+    return Path(setting) if setting else dagster_home / "artifact-cache"
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,8 @@ class DeploymentSettings(BaseModel):
     name: Literal["local", "minio", "k8s"] = "local"
     artifact_root: Path = REPOSITORY_ROOT / ".dagster_home" / "artifacts"
     dagster_home: Path = REPOSITORY_ROOT / ".dagster_home"
+    # The S3 store's read cache; None: no cache. `from_environment` defaults it under DAGSTER_HOME.
+    artifact_cache: Path | None = None
     mlflow_tracking_uri: str | None = None
     mlflow_ui_url: str | None = None
     dagster_ui_url: str | None = None
@@ -87,6 +107,7 @@ class DeploymentSettings(BaseModel):
                 name=name,
                 artifact_root=Path(os.environ.get(ARTIFACT_ROOT_VARIABLE) or dagster_home / "artifacts"),
                 dagster_home=dagster_home,
+                artifact_cache=_artifact_cache(os.environ.get(ARTIFACT_CACHE_VARIABLE, ""), dagster_home),
                 mlflow_tracking_uri=os.environ.get(MLFLOW_TRACKING_VARIABLE) or None,
                 mlflow_ui_url=os.environ.get(MLFLOW_UI_VARIABLE) or None,
                 dagster_ui_url=os.environ.get(DAGSTER_UI_VARIABLE) or None,

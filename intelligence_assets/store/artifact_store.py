@@ -12,10 +12,13 @@ import json
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from intelligence_assets.store.read_cache import ReadCache
 
 
 class ArtifactStoreError(Exception):
@@ -52,6 +55,10 @@ def validate_key(key: str) -> str:
 class ArtifactStore(ABC):
     """Bytes under keys, plus typed helpers shared by all backends."""
 
+    # Verified local copies of immutable objects, for a backend whose every read is a round trip
+    # (`S3ArtifactStore`); a local directory is the disk already.
+    read_cache: ReadCache | None = None
+
     @property
     @abstractmethod
     def location(self) -> str:
@@ -64,10 +71,24 @@ class ArtifactStore(ABC):
     def get_bytes(self, key: str) -> bytes:
         """Raises ArtifactNotFoundError when absent."""
 
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """Several objects by key, as `get_bytes` reads each; a backend may read them in parallel."""
+        return {key: self.get_bytes(key) for key in keys}
+
+    def put_many(self, objects: Mapping[str, bytes]) -> None:
+        """Several objects, all written when this returns; a backend may write them in parallel."""
+        for key, data in objects.items():
+            self.put_bytes(key, data)
+
     @abstractmethod
     def create_if_absent(self, key: str, data: bytes) -> bool:
         """Write `key` only if no object is there, atomically: of several writers racing for
         one key exactly one gets True. The primitive behind claims (`artifacts.claimed`)."""
+
+    def create_many_if_absent(self, objects: Mapping[str, bytes]) -> dict[str, bool]:
+        """`create_if_absent` for each object: key -> whether this call wrote it. A backend may
+        write them in parallel."""
+        return {key: self.create_if_absent(key, data) for key, data in objects.items()}
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...

@@ -10,6 +10,15 @@ The manifest is written after the files and the pointer after the manifest, so a
 follows a pointer to a half-written artifact; a retry with the same fingerprint rewrites the
 same keys (idempotent). Every load verifies the checksums: a corrupt object is an error,
 never silently used.
+
+Loads (`ArtifactHandle.load`) go through the store's read cache when it has one (S3): the
+manifest and files under a fingerprint do not change, so a second read of a fingerprint costs
+no request. Files are cached under the checksum the manifest records and verified against it
+on every read. The one way a fingerprint's objects change is a rerun healing a corrupt
+artifact, which rewrites them: a cached manifest that no longer matches the store's files is
+read again from the store. The pointer is read from the store every time. Whatever decides
+from the store's state (`find_intact_manifest`: reuse or recompute; audits) reads the store
+itself, and refreshes the cache with what it verified.
 """
 
 from __future__ import annotations
@@ -124,19 +133,30 @@ class Manifest:
 
 
 def commit_artifact(store: ArtifactStore, prefix: str, value: Any, manifest: Manifest) -> Manifest:
-    """Files, then manifest: the artifact exists under its fingerprint, not yet published.
+    """Files (in parallel where the backend can), then manifest: the artifact exists under its
+    fingerprint, not yet published.
 
     When another run has already committed the same fingerprint intact, that one is kept rather
     than rewriting files its readers may be verifying; either way the committed manifest returns.
+    The files are written only where absent (S3's conditional PUT), so a new fingerprint, the
+    usual case, costs no request to find out that nothing is there; only a fingerprint with files
+    already is looked at, and rewritten when they are not an intact artifact (a crash between
+    files and manifest, a corrupt file).
     """
-    committed, _ = find_intact_manifest(store, prefix, manifest.fingerprint)
-    if committed is not None:
-        return committed
     files = encode_value(value)
     manifest.files = {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in files.items()}
-    for name, data in files.items():
-        store.put_bytes(file_key(prefix, manifest.fingerprint, name), data)
-    store.put_bytes(manifest_key(prefix, manifest.fingerprint), manifest.to_json())
+    objects = {file_key(prefix, manifest.fingerprint, name): data for name, data in files.items()}
+    created = store.create_many_if_absent(objects)
+    if not all(created.values()):
+        committed, _ = find_intact_manifest(store, prefix, manifest.fingerprint)
+        if committed is not None:
+            return committed
+        store.put_many({key: data for key, data in objects.items() if not created[key]})
+    key = manifest_key(prefix, manifest.fingerprint)
+    data = manifest.to_json()
+    store.put_bytes(key, data)
+    # What the store now holds under the key, so this machine's next load does not ask for it.
+    _remember(store, key, data)
     return manifest
 
 
@@ -161,39 +181,131 @@ def point_to(store: ArtifactStore, prefix: str, manifest: Manifest) -> None:
     store.put_json(pointer_key(prefix), pointer)
 
 
-def read_manifest(store: ArtifactStore, prefix: str, fingerprint: str) -> Manifest:
-    key = manifest_key(prefix, fingerprint)
-    raw = store.get_json(key)
+def _parse_manifest(store: ArtifactStore, key: str, data: bytes) -> Manifest:
+    try:
+        raw = json.loads(data)
+    except ValueError as error:
+        raise CorruptArtifactError(f"artifact {store.uri(key)} is not valid JSON: {error}") from error
     try:
         return Manifest(**raw)
     except TypeError as error:
         raise CorruptArtifactError(f"manifest {store.uri(key)} is malformed: {error}") from error
 
 
+def _cache_name(store: ArtifactStore, key: str) -> str:
+    """A manifest's name in a read cache: its key in its store (one cache may serve several)."""
+    return f"{store.location}\n{key}"
+
+
+def _remember(store: ArtifactStore, key: str, data: bytes) -> None:
+    if store.read_cache is not None:
+        store.read_cache.write_named(_cache_name(store, key), data)
+
+
+def read_manifest(store: ArtifactStore, prefix: str, fingerprint: str) -> Manifest:
+    """The manifest as the store holds it now."""
+    return _stored_manifest(store, prefix, fingerprint)[0]
+
+
+def _stored_manifest(store: ArtifactStore, prefix: str, fingerprint: str) -> tuple[Manifest, bytes]:
+    key = manifest_key(prefix, fingerprint)
+    data = store.get_bytes(key)
+    return _parse_manifest(store, key, data), data
+
+
+def _cached_manifest(store: ArtifactStore, prefix: str, fingerprint: str, cached: bool = True) -> tuple[Manifest, bool]:
+    """The manifest from the store's read cache (unless not `cached`), else from the store, then
+    cached; and whether it came from the cache."""
+    cache = store.read_cache
+    key = manifest_key(prefix, fingerprint)
+    data = cache.read_named(_cache_name(store, key)) if cache is not None and cached else None
+    if data is not None:
+        try:
+            return _parse_manifest(store, key, data), True
+        except CorruptArtifactError:  # cached as the store had it: the store may hold a fixed one
+            pass
+    manifest, data = _stored_manifest(store, prefix, fingerprint)
+    _remember(store, key, data)
+    return manifest, False
+
+
+def _verified(store: ArtifactStore, key: str, data: bytes, expected: dict[str, Any]) -> bytes:
+    if len(data) != expected["bytes"] or _sha256(data) != expected["sha256"]:
+        raise CorruptArtifactError(
+            f"artifact {store.uri(key)} is corrupt: {len(data)} bytes with sha256 {_sha256(data)[:12]}…, "
+            f"manifest says {expected['bytes']} bytes with sha256 {expected['sha256'][:12]}…; rematerialize it to "
+            "recompute"
+        )
+    return data
+
+
+def _read_files(
+    store: ArtifactStore, prefix: str, manifest: Manifest, names: list[str], from_cache: bool
+) -> dict[str, bytes]:
+    """The named files, each verified against the manifest; those not taken from the read cache
+    (`from_cache`) are read from the store together, and cached once verified."""
+    cache = store.read_cache
+    files: dict[str, bytes] = {}
+    for name in names:
+        expected = manifest.files[name]
+        # A cached entry is verified against its name, which is the manifest's checksum.
+        data = cache.read_content(expected["sha256"]) if cache is not None and from_cache else None
+        if data is not None and len(data) == expected["bytes"]:
+            files[name] = data
+    keys = {name: file_key(prefix, manifest.fingerprint, name) for name in names if name not in files}
+    fetched = store.get_many(list(keys.values()))
+    for name, key in keys.items():
+        files[name] = _verified(store, key, fetched[key], manifest.files[name])
+        if cache is not None:
+            cache.write_content(manifest.files[name]["sha256"], files[name])
+    return {name: files[name] for name in names}
+
+
 def read_verified_files(store: ArtifactStore, prefix: str, manifest: Manifest) -> dict[str, bytes]:
-    files = {}
-    for name, expected in manifest.files.items():
-        key = file_key(prefix, manifest.fingerprint, name)
-        data = store.get_bytes(key)
-        if len(data) != expected["bytes"] or _sha256(data) != expected["sha256"]:
+    """Every file of the artifact from the store itself (never a cached copy), verified."""
+    return _read_files(store, prefix, manifest, list(manifest.files), from_cache=False)
+
+
+def read_artifact_files(
+    store: ArtifactStore, prefix: str, fingerprint: str, names: list[str] | None = None
+) -> dict[str, bytes]:
+    """The files of a committed artifact (all, or `names`), verified, through the store's read
+    cache: a fingerprint already read costs no request."""
+    manifest, cached = _cached_manifest(store, prefix, fingerprint)
+    try:
+        return _read_files(store, prefix, manifest, _known(store, prefix, manifest, names), from_cache=True)
+    except (CorruptArtifactError, ArtifactNotFoundError):
+        if not cached:
+            raise
+    # A rerun that found this fingerprint corrupt rewrote its objects after we cached the
+    # manifest: the store's manifest decides.
+    manifest, _ = _cached_manifest(store, prefix, fingerprint, cached=False)
+    return _read_files(store, prefix, manifest, _known(store, prefix, manifest, names), from_cache=True)
+
+
+def _known(store: ArtifactStore, prefix: str, manifest: Manifest, names: list[str] | None) -> list[str]:
+    if names is None:
+        return list(manifest.files)
+    for name in names:
+        if name not in manifest.files:
             raise CorruptArtifactError(
-                f"artifact {store.uri(key)} is corrupt: {len(data)} bytes with sha256 {_sha256(data)[:12]}…, "
-                f"manifest says {expected['bytes']} bytes with sha256 {expected['sha256'][:12]}…; rematerialize it to "
-                "recompute"
+                f"artifact {store.uri(fingerprint_directory(prefix, manifest.fingerprint))} has no {name}"
             )
-        files[name] = data
-    return files
+    return names
 
 
 def find_intact_manifest(store: ArtifactStore, prefix: str, fingerprint: str) -> tuple[Manifest | None, str]:
-    """The manifest of a stored artifact whose files all verify, or None and why not."""
+    """The manifest of a stored artifact whose files all verify, or None and why not. Reads the
+    store, not the read cache: the answer decides whether the stored artifact is reused."""
     try:
-        manifest = read_manifest(store, prefix, fingerprint)
+        manifest, data = _stored_manifest(store, prefix, fingerprint)
         read_verified_files(store, prefix, manifest)
     except ArtifactNotFoundError:
         return None, "not stored"
     except CorruptArtifactError as error:
         return None, str(error)
+    # Verified as the store holds it: the freshest copy a later load on this machine can have.
+    _remember(store, manifest_key(prefix, fingerprint), data)
     return manifest, "intact"
 
 
@@ -224,21 +336,13 @@ class ArtifactHandle:
         return cls(store, prefix, pointer["fingerprint"], pointer["data_version"])
 
     def load(self) -> Any:
-        manifest = read_manifest(self.store, self.prefix, self.fingerprint)
-        files = read_verified_files(self.store, self.prefix, manifest)
+        files = read_artifact_files(self.store, self.prefix, self.fingerprint)
         return decode_value(files, self.store.uri(fingerprint_directory(self.prefix, self.fingerprint)))
 
     def load_json(self, name: str) -> Any:
         """One JSON file of the artifact (a model's summary.json), verified against the manifest,
         without reading or decoding the rest: a reader of scores never loads the model itself."""
-        manifest = read_manifest(self.store, self.prefix, self.fingerprint)
-        if name not in manifest.files:
-            raise CorruptArtifactError(
-                f"artifact {self.store.uri(fingerprint_directory(self.prefix, self.fingerprint))} has no {name}"
-            )
-        files = read_verified_files(
-            self.store, self.prefix, Manifest(**{**manifest.__dict__, "files": {name: manifest.files[name]}})
-        )
+        files = read_artifact_files(self.store, self.prefix, self.fingerprint, [name])
         return json.loads(files[name])
 
 

@@ -5,6 +5,11 @@ Every call goes through one retry (tenacity's): transient failures (endpoint dow
 reset, timeouts, 5xx) are retried with exponential backoff and jitter until a time budget
 is spent, so that a MinIO restart in the middle of a run costs a pause, not a failed run.
 Credential and permission errors are never retried: waiting cannot fix them.
+
+Requests are what an S3 round trip costs, so each operation sends as few as it can: a read is
+one GET (never a HEAD first), a write one PUT (the bucket is created only when a PUT finds it
+missing), the objects of one artifact move in parallel (`get_many`, `put_many`), and immutable
+objects can be served from a local `ReadCache` (`store/read_cache.py`, used by `artifacts.py`).
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from __future__ import annotations
 import io
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
 from typing import TypeVar
 
@@ -32,10 +37,12 @@ from intelligence_assets.store.artifact_store import (
     StoredObject,
     validate_key,
 )
+from intelligence_assets.store.read_cache import ReadCache
 
 logger = logging.getLogger("intelligence_assets.artifacts")
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 # A MinIO restart (a pod rescheduled, a node drained) takes tens of seconds; a minute of retries
 # rides it out, where a failed step would cost the whole training run.
@@ -48,6 +55,10 @@ READ_TIMEOUT_SECONDS = 30.0
 TIMEOUT_SHARE_OF_BUDGET = 0.25
 FIRST_RETRY_DELAY_SECONDS = 0.5
 MAX_RETRY_DELAY_SECONDS = 5.0
+# Objects of one artifact in flight at once. Below the connection pool's size, so that parallel
+# transfers never wait for (or discard) a pooled connection.
+DEFAULT_TRANSFER_WORKERS = 8
+CONNECTION_POOL_SIZE = 10
 
 
 def request_timeouts(retry_seconds: float) -> urllib3.Timeout:
@@ -179,6 +190,10 @@ class S3ArtifactStore(ArtifactStore):
 
     Constructing the store does no network I/O. Reads never create the bucket: against a
     missing bucket they behave as against an empty one.
+
+    `read_cache`: local verified copies of immutable artifact objects, owned by this store
+    (`artifacts.py` decides what goes through it); None reads everything from the bucket.
+    `transfer_workers`: objects moved at once by `get_many` / `put_many` (1: one at a time).
     """
 
     def __init__(
@@ -190,15 +205,23 @@ class S3ArtifactStore(ArtifactStore):
         secure: bool = False,
         region: str | None = None,
         retry_seconds: float = DEFAULT_RETRY_SECONDS,
+        read_cache: ReadCache | None = None,
+        transfer_workers: int = DEFAULT_TRANSFER_WORKERS,
     ) -> None:
         check_bucket_name(bucket, strict=True)  # S3's own rules, so a typo fails here, not at first write
         if retry_seconds < 0:
             raise ValueError(f"retry_seconds must be >= 0, got {retry_seconds}")
+        if not 1 <= transfer_workers < CONNECTION_POOL_SIZE:
+            raise ValueError(
+                f"transfer_workers must be between 1 and {CONNECTION_POOL_SIZE - 1}, got {transfer_workers}"
+            )
         self.endpoint = endpoint
         self.bucket = bucket
         self.secure = secure
         self.region = region
         self.retry_seconds = float(retry_seconds)
+        self.read_cache = read_cache
+        self.transfer_workers = transfer_workers
         # Kept only to scrub them from any text we emit; never formatted into a message.
         self._secrets = tuple(secret for secret in (access_key, secret_key) if secret)
         self._client = Minio(
@@ -209,8 +232,6 @@ class S3ArtifactStore(ArtifactStore):
             region=region,
             http_client=self._http_client(secure, self.retry_seconds),
         )
-        self._bucket_ready = False
-        self._bucket_lock = threading.Lock()
 
     @staticmethod
     def _http_client(secure: bool, retry_seconds: float) -> urllib3.PoolManager:
@@ -219,7 +240,7 @@ class S3ArtifactStore(ArtifactStore):
             timeout=request_timeouts(retry_seconds),
             # A redirect or error status comes back to minio as a response, to be read as an S3 error.
             retries=urllib3.Retry(total=0, raise_on_redirect=False, raise_on_status=False),
-            maxsize=10,
+            maxsize=CONNECTION_POOL_SIZE,
             cert_reqs="CERT_REQUIRED" if secure else "CERT_NONE",
             ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
         )
@@ -241,20 +262,44 @@ class S3ArtifactStore(ArtifactStore):
     def put_bytes(self, key: str, data: bytes) -> None:
         validate_key(key)
         data = bytes(data)
+        self._call("put", key, lambda: self._in_bucket(lambda: self._put_object(key, data)))
 
-        def put() -> None:
-            self._ensure_bucket()
-            try:
-                self._put_object(key, data)
-            except S3Error as error:
-                if error.code != "NoSuchBucket":
-                    raise
-                # Someone removed the bucket since we last looked: recreate it once.
-                self._bucket_ready = False
-                self._ensure_bucket()
-                self._put_object(key, data)
+    def put_many(self, objects: Mapping[str, bytes]) -> None:
+        """Every object written when this returns; in parallel, so an artifact of several files
+        costs about one round trip. The first failure is raised once all have finished."""
+        self._in_parallel(lambda item: self.put_bytes(*item), list(objects.items()))
 
-        self._call("put", key, put)
+    def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        return dict(zip(keys, self._in_parallel(self.get_bytes, list(keys)), strict=True))
+
+    def create_many_if_absent(self, objects: Mapping[str, bytes]) -> dict[str, bool]:
+        created = self._in_parallel(lambda item: self.create_if_absent(*item), list(objects.items()))
+        return dict(zip(objects, created, strict=True))
+
+    def _in_parallel(self, action: Callable[[Item], T], items: list[Item]) -> list[T]:
+        if len(items) < 2 or self.transfer_workers == 1:
+            return [action(item) for item in items]
+        # A pool per call, not per store: a store built before Dagster forks a step process
+        # would hand the child a pool whose threads do not exist there.
+        with ThreadPoolExecutor(min(self.transfer_workers, len(items)), thread_name_prefix="s3-transfer") as pool:
+            return list(pool.map(action, items))
+
+    def _in_bucket(self, write: Callable[[], T]) -> T:
+        """`write`, creating the bucket first when the write finds it missing: one request per
+        write instead of a bucket check before each process's first one."""
+        try:
+            return write()
+        except S3Error as error:
+            if error.code != "NoSuchBucket":
+                raise
+        try:
+            # No bucket policy is ever set: the bucket stays private to its credentials.
+            self._client.make_bucket(self.bucket, location=self.region)
+            logger.info("created bucket %s at %s", self.bucket, self.endpoint_url)
+        except S3Error as error:
+            if error.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                raise
+        return write()
 
     def _put_object(self, key: str, data: bytes) -> None:
         # One PUT request (no multipart) up to S3's single-part limit; either way the object
@@ -264,7 +309,6 @@ class S3ArtifactStore(ArtifactStore):
 
     def create_if_absent(self, key: str, data: bytes) -> bool:
         validate_key(key)
-        self._ensure_bucket()
 
         def put() -> bool:
             try:
@@ -280,7 +324,7 @@ class S3ArtifactStore(ArtifactStore):
             return True
 
         try:
-            return self._call("create", key, put)
+            return self._call("create", key, lambda: self._in_bucket(put))
         except S3Error as error:
             raise self._unexpected(error, "create", key) from error
 
@@ -290,10 +334,15 @@ class S3ArtifactStore(ArtifactStore):
         def get() -> bytes:
             response = self._client.get_object(self.bucket, key)
             try:
-                return response.read()
+                data = response.read()
+            except BaseException:
+                response.close()  # a half-read connection cannot serve another request
+                raise
             finally:
-                response.close()
+                # Read to the end, the connection goes back to the pool for the next request:
+                # closing it here would cost a new TCP (and TLS) handshake per object.
                 response.release_conn()
+            return data
 
         try:
             return self._call("get", key, get)
@@ -345,22 +394,6 @@ class S3ArtifactStore(ArtifactStore):
         except S3Error as error:
             if error.code not in {"NoSuchKey", "NoSuchBucket"}:
                 raise self._unexpected(error, "delete", key) from error
-
-    def _ensure_bucket(self) -> None:
-        if self._bucket_ready:
-            return
-        with self._bucket_lock:
-            if self._bucket_ready:
-                return
-            if not self._client.bucket_exists(self.bucket):
-                try:
-                    # No bucket policy is ever set: the bucket stays private to its credentials.
-                    self._client.make_bucket(self.bucket, location=self.region)
-                    logger.info("created bucket %s at %s", self.bucket, self.endpoint_url)
-                except S3Error as error:
-                    if error.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
-                        raise
-            self._bucket_ready = True
 
     def _call(self, operation: str, key: str, action: Callable[[], T]) -> T:
         """Run `action`, retrying transient failures for up to `retry_seconds`.

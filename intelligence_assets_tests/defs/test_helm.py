@@ -10,9 +10,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from intelligence_assets.config.deployment import S3_SECRET_NAME, S3_VARIABLES
+from intelligence_assets.config.deployment import ARTIFACT_CACHE_VARIABLE, S3_SECRET_NAME, S3_VARIABLES
 from intelligence_assets.config.universe import REPOSITORY_ROOT
 from intelligence_assets.defs.resources.deployment import Deployment
+from intelligence_assets.store.read_cache import DEFAULT_MAX_BYTES
 
 HELM = REPOSITORY_ROOT / "helm"
 KUBERNETES_VERSION = "1.30.0"
@@ -103,3 +104,16 @@ def test_chart_values_configure_the_k8s_deployment(monkeypatch: pytest.MonkeyPat
     definitions = build_definitions(load_universe(), deployment)
     assert definitions.executor.name == "k8s_step_pods"
     assert definitions.resources["mlflow_tracking"].tracking_uri == "http://intelligence-mlflow:5000"
+
+
+def test_every_pod_caches_artifact_reads_on_an_empty_dir_of_its_own() -> None:
+    values = documents("dagster-values.yaml")[0]
+    (code_location,) = values["dagster-user-deployments"]["deployments"]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    cache = dict(item.split("=", 1) for item in launcher["envVars"])[ARTIFACT_CACHE_VARIABLE]
+    # Run pods, and the step pods k8s_job_executor starts from them, inherit the launcher's volumes.
+    for pod in (launcher, code_location):
+        (mount,) = [mount for mount in pod["volumeMounts"] if mount["mountPath"] == cache]
+        (volume,) = [volume for volume in pod["volumes"] if volume["name"] == mount["name"]]
+        # Bigger than the cache's own bound: a pod past its emptyDir limit is evicted.
+        assert volume["emptyDir"]["sizeLimit"] == "2Gi" and DEFAULT_MAX_BYTES <= 2**30

@@ -15,6 +15,7 @@ import http.client
 import http.server
 import json
 import os
+import re
 import selectors
 import socket
 import struct
@@ -23,6 +24,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +90,65 @@ class S3Endpoint:
             secret_key=self.secret_key,
             retry_seconds=retry_seconds,
         )
+
+
+# One request as the moto server's (werkzeug's) access log writes it, colours and all:
+# 127.0.0.1 - - [06/Dec/2026 09:43:40] "\x1b[33mGET /bucket/key HTTP/1.1\x1b[0m" 404 -
+_ACCESS_LOG_LINE = re.compile(r'"(?:\x1b\[[0-9;]*m)*([A-Z]+) (/\S*) HTTP/[0-9.]+(?:\x1b\[[0-9;]*m)*" (\d{3})')
+
+
+@dataclass(frozen=True)
+class S3Request:
+    """One request the S3 server answered."""
+
+    method: str
+    path: str  # with its query string
+    status: int
+
+    @property
+    def bucket(self) -> str:
+        return self.path.split("?", 1)[0].split("/")[1]
+
+    @property
+    def kind(self) -> str:
+        """GET, PUT, HEAD, DELETE, POST, or LIST: a GET of the bucket itself other than its
+        location (minio asks a bucket's region once per client, a GET like any other)."""
+        path, _, query = self.path.partition("?")
+        on_bucket = "/" not in path.strip("/")
+        if self.method == "GET" and on_bucket and "location" not in query.split("&")[0]:
+            return "LIST"
+        return self.method
+
+
+class S3RequestLog:
+    """The requests a moto server answered for one bucket, read from the server's access log:
+    what the code under test really sent, not what it meant to send. The server writes a line
+    before it answers, so a request whose answer came back is already counted.
+
+        requests = S3RequestLog(endpoint.log_path, store.bucket)
+        mark = requests.mark()
+        ...
+        requests.counts_since(mark)   # Counter({"GET": 3, "PUT": 2})
+    """
+
+    def __init__(self, log_path: Path, bucket: str) -> None:
+        self.log_path = log_path
+        self.bucket = bucket
+
+    def mark(self) -> int:
+        """A point in the log: the requests after it are those answered from now on."""
+        return self.log_path.stat().st_size
+
+    def since(self, mark: int, until: int | None = None) -> list[S3Request]:
+        with self.log_path.open("rb") as log:
+            log.seek(mark)
+            text = log.read(None if until is None else until - mark).decode(errors="replace")
+        requests = [S3Request(match[1], match[2], int(match[3])) for match in _ACCESS_LOG_LINE.finditer(text)]
+        return [request for request in requests if request.path.startswith("/") and request.bucket == self.bucket]
+
+    def counts_since(self, mark: int, until: int | None = None) -> Counter[str]:
+        """Requests by kind (GET, PUT, HEAD, LIST, DELETE, POST) between two marks."""
+        return Counter(request.kind for request in self.since(mark, until))
 
 
 def moto_server_command(host: str, port: int) -> list[str]:

@@ -6,6 +6,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from intelligence_assets.store.artifact_store import ArtifactStore, LocalArtifactStore
+from intelligence_assets.store.read_cache import DEFAULT_MAX_BYTES
 
 
 class ArtifactStoreResource(dg.ConfigurableResource):
@@ -21,6 +22,9 @@ class ArtifactStoreResource(dg.ConfigurableResource):
     access_key: str = ""
     secret_key: str = ""
     retry_seconds: float = 60.0  # see s3_artifact_store.DEFAULT_RETRY_SECONDS
+    # s3 only: local verified copies of the immutable objects read (store/read_cache.py); None: none.
+    read_cache_directory: str | None = None
+    read_cache_max_bytes: int = DEFAULT_MAX_BYTES
     # One store per resource instance: an S3 store holds a client and its connection pool, which
     # every input load, output and cache check of a step should share.
     _store: ArtifactStore | None = PrivateAttr(default=None)
@@ -33,6 +37,7 @@ class ArtifactStoreResource(dg.ConfigurableResource):
     def _build_store(self) -> ArtifactStore:
         if self.backend == "local":
             return LocalArtifactStore(self.root)
+        from intelligence_assets.store.read_cache import ReadCache
         from intelligence_assets.store.s3 import S3ArtifactStore
 
         if not self.endpoint:
@@ -45,4 +50,7 @@ class ArtifactStoreResource(dg.ConfigurableResource):
             secure=self.secure,
             region=self.region,
             retry_seconds=self.retry_seconds,
+            read_cache=ReadCache(self.read_cache_directory, self.read_cache_max_bytes)
+            if self.read_cache_directory
+            else None,
         )

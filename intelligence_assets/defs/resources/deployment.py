@@ -39,6 +39,7 @@ class Deployment(DeploymentSettings):
             region=connection.region,
             access_key=connection.access_key,
             secret_key=connection.secret_key,
+            read_cache_directory=str(self.artifact_cache) if self.artifact_cache else None,
         )
 
     def artifact_store(self) -> ArtifactStore:

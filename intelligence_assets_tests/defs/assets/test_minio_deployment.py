@@ -34,6 +34,8 @@ def test_graph_on_s3_with_cache_hits_and_no_secret_in_dagster(
     monkeypatch.setenv("INTELLIGENCE_S3_SECRET_KEY", s3_endpoint.secret_key)
     # As in production: an MLflow server whose artifacts live in S3 too.
     monkeypatch.setenv("INTELLIGENCE_MLFLOW_TRACKING_URI", mlflow_server.url)
+    # The store's read cache, in the test's scratch rather than the repository's .dagster_home.
+    monkeypatch.setenv("INTELLIGENCE_ARTIFACT_CACHE", str(tmp_path / "artifact-cache"))
     deployment = Deployment.from_environment()
     universe = load_universe(write_small_universe(tmp_path, families={"linear": {"params": {}}}))
 

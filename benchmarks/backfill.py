@@ -1,13 +1,28 @@
-"""Backfill benchmark (issue: automation): launch and finish a backfill of N partitions per asset
-on the embedded default (SQLite instance, local store), synthetic symbols, the `linear` family.
+"""Backfill benchmark (issue: automation, orchestration speed) on the embedded default (SQLite
+instance, local store), synthetic symbols, the `linear` family. Runs go through the same runner
+as `make demo` (planner, then in-process runs in a pool of workers, each stage cut into ranged
+runs as the assets' BackfillPolicies cut a backfill), which is how a whole-universe backfill
+launches here.
 
-One target, so every asset has N partitions: N bars/features (symbol) and N of each symbol x
-target asset. Runs go through the same runner as `make demo` (planner, then one in-process run
-per stage partition in a pool of workers), which is how a whole-universe backfill launches here.
+Two measurements:
 
-    .venv/bin/python -m benchmarks.backfill --partitions 100      (make bench-backfill)
+- `--partitions N` (`make bench-backfill PARTITIONS=N`): N symbols x 1 target, so every asset
+  has N partitions: a cold backfill, a rerun with nothing changed, and what the
+  BackfillPolicy saves per run. Appends a row to the first table of
+  benchmarks/results/backfill.md.
 
-Appends a row to benchmarks/results/backfill.md.
+      .venv/bin/python -m benchmarks.backfill --partitions 1000
+
+- `--market-data-cuts --partitions N`: the market-data stage of N symbols, cold, as one run per
+  symbol and as ranged runs, back to back. Appends a row to the second table.
+
+- `--hits --symbols S --targets T`: the orchestration overhead of a backfill whose every
+  partition is a cache hit, so that compute is near zero. A cold pass materializes everything
+  (the cheapest honest settings: `linear` only, 2 folds, small ranking and selection, 700 bars
+  a symbol), then `make demo --every-partition`'s pass launches runs for every partition and
+  the store answers each. Appends a row to the third table.
+
+      .venv/bin/python -m benchmarks.backfill --hits --symbols 500 --targets 25
 """
 
 from __future__ import annotations
@@ -17,35 +32,70 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
 from benchmarks.machine import describe_machine
+from benchmarks.summary import record
 from intelligence_assets.config.universe import REPOSITORY_ROOT, load_universe
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results" / "backfill.md"
 BARS_PER_SYMBOL = 700
+# The settings of the first table's rows since it began: changing them breaks the comparison.
+BACKFILL_SETTINGS = {
+    "split": {"folds": 2, "embargo": 2, "test_fraction": 0.2, "min_train_rows": 60, "score_models_on_folds": False},
+    "ranking": {"quick_lightgbm_rounds": 20},
+    "selection": {"max_features": 5, "min_features": 3, "permutation_repeats": 1, "lightgbm_rounds": 20},
+}
+# The cold pass of the cache-hit measurement only has to leave every partition stored: the
+# smallest settings the universe accepts.
+CHEAPEST_SETTINGS = {
+    "split": {"folds": 2, "embargo": 2, "test_fraction": 0.2, "min_train_rows": 60, "score_models_on_folds": False},
+    "ranking": {"quick_lightgbm_rounds": 5},
+    "selection": {"max_features": 3, "min_features": 2, "permutation_repeats": 1, "lightgbm_rounds": 5},
+}
+# Every target kind, at short horizons (a long horizon needs more bars for its splits).
+TARGET_KINDS = [
+    ("up", {"kind": "direction"}),
+    ("return", {"kind": "forward_return"}),
+    ("volatility", {"kind": "forward_volatility"}),
+    ("peak", {"kind": "barrier", "side": "peak", "atr_multiple": 1.5}),
+    ("valley", {"kind": "barrier", "side": "valley", "atr_multiple": 1.5}),
+]
 
 
-def write_universe(directory: Path, partitions: int) -> Path:
+def target_specs(count: int) -> list[dict]:
+    """`count` targets: y_up_1b alone for one, else the kinds in turn at horizons 1, 2, 3..."""
+    if count == 1:
+        return [{"name": "y_up_1b", "kind": "direction", "horizon": 1}]
+    specs = []
+    for index in range(count):
+        name, spec = TARGET_KINDS[index % len(TARGET_KINDS)]
+        horizon = index // len(TARGET_KINDS) + (2 if spec["kind"] == "forward_volatility" else 1)
+        specs.append({"name": f"y_{name}_{horizon}b", **spec, "horizon": horizon})
+    return specs
+
+
+def write_universe(directory: Path, symbols: int, targets: int = 1, settings: dict | None = None) -> Path:
     from intelligence_assets.ml.synthetic import synthetic_bars
 
     bars = directory / "bars"
     bars.mkdir(parents=True)
-    symbols = [f"SYN{index:05d}" for index in range(partitions)]
-    for index, symbol in enumerate(symbols):
+    names = [f"SYN{index:05d}" for index in range(symbols)]
+    for index, symbol in enumerate(names):
         synthetic_bars(
             n_bars=BARS_PER_SYMBOL, seed=index, signal_strength=1.0 if index % 2 == 0 else 0.0
         ).write_parquet(bars / f"{symbol}.parquet")
     config = {
-        "symbols": symbols,
+        "symbols": names,
         "bars": {"directory": "bars", "min_history": 500},
-        "targets": [{"name": "y_up_1b", "kind": "direction", "horizon": 1}],
+        "targets": target_specs(targets),
         "model_families": {"linear": {"params": {}}},
-        "split": {"folds": 2, "embargo": 2, "test_fraction": 0.2, "min_train_rows": 60, "score_models_on_folds": False},
-        "ranking": {"quick_lightgbm_rounds": 20},
-        "selection": {"max_features": 5, "min_features": 3, "permutation_repeats": 1, "lightgbm_rounds": 20},
+        **(settings or BACKFILL_SETTINGS),
         "leakage_sentinel": {"max_auc": 0.9, "max_ic": 0.5},
     }
     path = directory / "universe.yaml"
@@ -53,12 +103,34 @@ def write_universe(directory: Path, partitions: int) -> Path:
     return path
 
 
+@contextmanager
+def scratch_home(symbols: int, targets: int, settings: dict) -> Iterator[Path]:
+    """A fresh DAGSTER_HOME, artifact store and universe in a temporary folder, set in the
+    environment the runner reads; removed afterwards."""
+    scratch = Path(tempfile.mkdtemp(prefix="intelligence-backfill-"))
+    try:
+        home = scratch / "home"
+        home.mkdir()
+        shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
+        universe_path = write_universe(scratch / "universe", symbols, targets, settings)
+        os.environ.update(
+            {
+                "DAGSTER_HOME": str(home),
+                "INTELLIGENCE_UNIVERSE": str(universe_path),
+                "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts"),
+            }
+        )
+        yield universe_path
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def measure_policy_overhead(universe, workers: int) -> str:
     """What the BackfillPolicy saves per run: every `predictions` partition again (all cache hits,
     so almost no compute), once as one run per partition and once in the policy's ranged runs."""
     import dagster as dg
 
-    from intelligence_assets.cli.demo import partition_ranges, run_stage, worker_pool
+    from intelligence_assets.cli.demo import UniverseRun, partition_ranges, run_stage, worker_pool
     from intelligence_assets.definitions import PREDICTIONS_JOB
 
     symbols = list(universe.symbols)
@@ -68,70 +140,169 @@ def measure_policy_overhead(universe, workers: int) -> str:
         universe.automation.backfill_partitions_per_run,
     )
     with worker_pool(workers) as pool:
-        single = run_stage(pool, PREDICTIONS_JOB, symbols, "WARNING")
-        ranged = run_stage(pool, PREDICTIONS_JOB, ranges, "WARNING")
+        single = run_stage(pool, PREDICTIONS_JOB, symbols, "WARNING", UniverseRun())
+        ranged = run_stage(pool, PREDICTIONS_JOB, ranges, "WARNING", UniverseRun())
     return (
         f"predictions, all hits: {single.runs} single-partition runs {single.seconds:.0f}s "
         f"vs {ranged.runs} ranged runs {ranged.seconds:.1f}s"
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--partitions", type=int, default=100)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    args = parser.parse_args(argv)
-    scratch = Path(tempfile.mkdtemp(prefix="intelligence-backfill-"))
-    try:
-        home = scratch / "home"
-        home.mkdir()
-        shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
-        universe_path = write_universe(scratch / "universe", args.partitions)
-        os.environ.update(
-            {
-                "DAGSTER_HOME": str(home),
-                "INTELLIGENCE_UNIVERSE": str(universe_path),
-                "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts"),
-            }
-        )
+def stage_summary(outcome) -> str:
+    """Each stage's runs and seconds; a stage run again after failures is added up."""
+    runs: Counter[str] = Counter()
+    seconds: Counter[str] = Counter()
+    for stage in outcome.stages:
+        runs[stage.job_name] += stage.runs
+        seconds[stage.job_name] += stage.seconds
+    return "; ".join(f"{name} {runs[name]} runs {seconds[name]:.0f}s" for name in runs if runs[name])
 
-        from intelligence_assets.cli.demo import materialize_universe
 
+def append_row(table_header: str, row: str) -> None:
+    """Append `row` to the table that starts with `table_header` (created at the end if absent)."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Backfill benchmark\n"
+    if table_header not in text:
+        text = text.rstrip("\n") + "\n\n" + table_header
+    before, after = text.split(table_header, 1)
+    # The table's rows run to the first line that is not a table line.
+    lines = after.split("\n")
+    end = next((index for index, line in enumerate(lines) if not line.startswith("|")), len(lines))
+    lines.insert(end, row)
+    RESULTS.write_text(before + table_header + "\n".join(lines))
+
+
+BACKFILL_TABLE = (
+    "| partitions per asset | workers | runs launched | wall s (plan + all runs) | s per partition | no-change "
+    "rerun s | stages | BackfillPolicy: per-run overhead | machine |\n"
+    "|---:|---:|---:|---:|---:|---:|---|---|---|\n"
+)
+MARKET_DATA_TABLE = (
+    "| symbols | workers | one run per symbol | ranged runs | faster | machine |\n|---:|---:|---|---|---:|---|\n"
+)
+HITS_TABLE = (
+    "| symbols x targets | workers | cold pass s | asset partitions | hit pass s | s per asset partition | "
+    "s per symbol x target | stages (hit pass) | machine |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---|---|\n"
+)
+
+
+def backfill(partitions: int, workers: int) -> None:
+    from intelligence_assets.cli.demo import materialize_universe
+
+    with scratch_home(partitions, 1, BACKFILL_SETTINGS) as universe_path:
         universe = load_universe(universe_path)
         started = time.perf_counter()
-        stages = materialize_universe(universe, args.workers, log_level="WARNING")
+        outcome = materialize_universe(universe, workers, log_level="WARNING")
         total = time.perf_counter() - started
-        runs = sum(stage.runs for stage in stages)
         rerun_started = time.perf_counter()
-        materialize_universe(universe, args.workers, log_level="WARNING")
+        materialize_universe(universe, workers, log_level="WARNING")
         rerun = time.perf_counter() - rerun_started
-        overhead = measure_policy_overhead(universe, args.workers)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-    per_stage = "; ".join(f"{stage.job_name} {stage.runs} runs {stage.seconds:.0f}s" for stage in stages if stage.runs)
+        overhead = measure_policy_overhead(universe, workers)
+    runs = sum(stage.runs for stage in outcome.stages)
+    failed = f"; {len(outcome.failures)} partitions FAILED" if outcome.failures else ""
     row = (
-        f"| {args.partitions} | {args.workers} | {runs} | {total:.0f} | {total / args.partitions:.2f} | {rerun:.1f} "
-        f"| {per_stage} | {overhead} |"
+        f"| {partitions} | {workers} | {runs} | {total:.0f} | {total / partitions:.2f} | {rerun:.1f} "
+        f"| {stage_summary(outcome)}{failed} | {overhead} | {describe_machine()} |"
     )
-    header = (
-        "# Backfill benchmark\n\n"
-        "`make bench-backfill` (`.venv/bin/python -m benchmarks.backfill --partitions N`): N synthetic symbols x 1 "
-        "target, "
-        "`linear` family, 700 bars each, embedded default. Runs: in-process Dagster runs in a pool of workers, cut as "
-        "`make demo` "
-        "cuts them: one `bars`/`features` run per symbol; training (labels to models) and `predictions` in ranged runs "
-        "of up to "
-        "`backfill_partitions_per_run`, as their BackfillPolicy launches them; one leaderboard and one registry "
-        "run.\n\n"
-        "| partitions per asset | workers | runs launched | wall s (plan + all runs) | s per partition | no-change "
-        "rerun s | stages | BackfillPolicy: per-run overhead | machine |\n"
-        "|---:|---:|---:|---:|---:|---:|---|---|---|\n"
-    )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    existing = RESULTS.read_text() if RESULTS.exists() else header
-    RESULTS.write_text(existing + row + f" {describe_machine()} |\n")
+    append_row(BACKFILL_TABLE, row)
+    record(f"{partitions:,}-partition backfill (symbols x 1 target), wall s", total, goal=None, better="lower")
     print(row)
+
+
+def hits(symbols: int, targets: int, workers: int) -> None:
+    from intelligence_assets.cli.demo import materialize_universe
+
+    with scratch_home(symbols, targets, CHEAPEST_SETTINGS) as universe_path:
+        universe = load_universe(universe_path)
+        started = time.perf_counter()
+        cold = materialize_universe(universe, workers, log_level="WARNING")
+        cold_seconds = time.perf_counter() - started
+        print(f"cold pass: {cold_seconds:.0f}s; {stage_summary(cold)}", flush=True)
+        if cold.failures:
+            raise SystemExit(f"the cold pass failed {len(cold.failures)} partitions, e.g. {cold.failures[0]}")
+        started = time.perf_counter()
+        hit = materialize_universe(universe, workers, log_level="WARNING", every_partition=True)
+        hit_seconds = time.perf_counter() - started
+    outcomes = sum((Counter(stage.cache) for stage in hit.stages), Counter())
+    partitions = sum(outcomes.values())
+    cells = symbols * targets
+    # The registry decides from the MLflow registry each time: it always recomputes.
+    computed = {outcome: count for outcome, count in outcomes.items() if outcome != "hit"}
+    stages = stage_summary(hit) + f"; not hits: {computed or 'none'}"
+    row = (
+        f"| {symbols} x {targets} | {workers} | {cold_seconds:.0f} | {partitions} | {hit_seconds:.0f} | "
+        f"{hit_seconds / partitions:.4f} | {hit_seconds / cells:.4f} | {stages} | {describe_machine()} |"
+    )
+    append_row(HITS_TABLE, row)
+    size = f"{symbols} symbols x {targets} targets"
+    record(
+        f"backfill orchestration overhead per asset partition, all cache hits ({size}), s",
+        hit_seconds / partitions,
+        goal=0.05,
+        better="lower",
+    )
+    record(
+        f"backfill orchestration overhead per symbol x target, all cache hits ({size}), s",
+        hit_seconds / cells,
+        goal=0.05,
+        better="lower",
+    )
+    print(row)
+
+
+def market_data_cuts(symbols: int, workers: int) -> None:
+    """The market-data stage cold, cut both ways on the same machine back to back: one run per
+    symbol (how `bars`' blocking checks cut it before they were reported per partition) and the
+    ranged runs `make demo` launches now, each into an empty artifact store."""
+    import dagster as dg
+
+    from intelligence_assets.cli.demo import UniverseRun, run_stage, symbol_ranges, worker_pool
+    from intelligence_assets.definitions import MARKET_DATA_JOB
+    from intelligence_assets.defs.partitions import register_symbols
+
+    with scratch_home(symbols, 1, BACKFILL_SETTINGS) as universe_path:
+        universe = load_universe(universe_path)
+        register_symbols(dg.DagsterInstance.get(), universe.symbols)
+        artifacts = Path(os.environ["INTELLIGENCE_ARTIFACT_ROOT"])
+        # A pool's workers take the environment as it is when the pool starts: each cut its own store.
+        os.environ["INTELLIGENCE_ARTIFACT_ROOT"] = str(artifacts / "one-run-per-symbol")
+        with worker_pool(workers) as pool:
+            single = run_stage(pool, MARKET_DATA_JOB, list(universe.symbols), "WARNING", UniverseRun())
+        os.environ["INTELLIGENCE_ARTIFACT_ROOT"] = str(artifacts / "ranged")
+        ranges = symbol_ranges(
+            list(universe.symbols), set(universe.symbols), universe.automation.backfill_partitions_per_run, workers
+        )
+        with worker_pool(workers) as pool:
+            ranged = run_stage(pool, MARKET_DATA_JOB, list(ranges), "WARNING", UniverseRun())
+    row = (
+        f"| {symbols} | {workers} | {single.runs} runs {single.seconds:.0f}s | {ranged.runs} runs "
+        f"{ranged.seconds:.0f}s | {single.seconds / ranged.seconds:.1f}x | {describe_machine()} |"
+    )
+    append_row(MARKET_DATA_TABLE, row)
+    print(row)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--partitions", type=int, default=100, help="symbols (x 1 target) of the backfill")
+    parser.add_argument(
+        "--hits", action="store_true", help="measure a backfill of every partition as cache hits instead"
+    )
+    parser.add_argument(
+        "--market-data-cuts",
+        action="store_true",
+        help="compare the market-data stage of --partitions symbols in one run each and in ranged runs instead",
+    )
+    parser.add_argument("--symbols", type=int, default=100, help="with --hits")
+    parser.add_argument("--targets", type=int, default=25, help="with --hits")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    args = parser.parse_args(argv)
+    if args.hits:
+        hits(args.symbols, args.targets, args.workers)
+    elif args.market_data_cuts:
+        market_data_cuts(args.partitions, args.workers)
+    else:
+        backfill(args.partitions, args.workers)
     print(f"Machine: {describe_machine()}")
 
 

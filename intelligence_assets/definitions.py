@@ -8,9 +8,9 @@ import dagster as dg
 # multi-to-single partition mapping): acknowledged once here instead of on every load.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-# market_data_job runs `bars` (checks bind a run to one partition) with `features` (BackfillPolicy
-# multi_run); Dagster rightly backfills that job one partition per run and warns on every load.
-# Backfills launched from the asset graph use each asset's own policy.
+# market_data_job runs `bars` and `features`, whose policies differ on purpose (docs/design.md,
+# *How work is cut into runs*); Dagster warns about that on every load. Backfills launched from
+# the asset graph use each asset's own policy.
 warnings.filterwarnings("ignore", message="Asset job market_data_job materializes assets with varying BackfillPolicies")
 
 from intelligence_assets.config.code_revision import code_revision  # noqa: E402

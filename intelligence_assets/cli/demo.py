@@ -9,10 +9,11 @@ most steps compute.
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -48,11 +49,22 @@ class _Worker:
 _worker: _Worker | None = None
 
 
+class _BarsChecksGatedInTheirStep(logging.Filter):
+    """Drops Dagster's warning that a ranged `bars` step's blocking checks emitted no result, so
+    `features` "will proceed without gating on it", once per check and run: the step reports
+    each symbol's checks under its partition and fails the blocked symbols itself, which keeps
+    everything below them from running (`caching.materialize_partitions`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "emitted no result in step 'bars'" not in record.getMessage()
+
+
 def _load_worker(libraries: tuple[str, ...], threads: int) -> None:
     global _worker  # one Definitions and one instance per worker process, for all its runs
     from intelligence_assets.definitions import defs
 
     _worker = _Worker(defs, dg.DagsterInstance.get())
+    logging.getLogger("dagster._core.execution.plan.active").addFilter(_BarsChecksGatedInTheirStep())
     prepare_worker(libraries, threads)
 
 
@@ -95,27 +107,25 @@ def training_ranges(
     most `max_per_run`. `symbols` in the partitions' own order. Grouped by symbol, the biggest
     symbols (most bars) go first: a pool hands runs out in order, so the long ones start early.
 
-    With so many workers that this leaves fewer than about two runs per worker, each group is cut
-    into equal chunks instead, so that each worker gets about two: one run per symbol would leave
-    most of a large pool idle while the biggest symbol trains."""
+    When that leaves fewer runs than workers, each group is cut into equal chunks instead, about
+    two runs per worker: one run per symbol would leave most of a large pool idle while the
+    biggest symbol trains. (With at least a run per worker, cutting finer cost as much in runs as
+    it saved at the end.)"""
     stale = set(stale_cells)
-    balanced = max(1, -(-len(stale) // (2 * workers)))
-
-    def chunk(keys: list[str]) -> int:
-        return even_chunk(keys, stale, balanced) if balanced < max_per_run else max_per_run
-
     stale_symbols = {cell_of(cell)[0] for cell in stale}
     stale_targets = {cell_of(cell)[1] for cell in stale}
-    ranges: list[tuple[str, str]] = []
     if len(stale_symbols) <= len(stale_targets):
-        for symbol in sorted(symbols, key=lambda s: -bars_rows.get(s, 0)):
-            keys = [cell_key(symbol, target) for target in target_names]
-            ranges += partition_ranges(keys, stale, chunk(keys))
+        groups = [
+            [cell_key(symbol, target) for target in target_names]
+            for symbol in sorted(symbols, key=lambda s: -bars_rows.get(s, 0))
+        ]
     else:
-        for target in target_names:
-            keys = [cell_key(symbol, target) for symbol in symbols]
-            ranges += partition_ranges(keys, stale, chunk(keys))
-    return ranges
+        groups = [[cell_key(symbol, target) for symbol in symbols] for target in target_names]
+    ranges = [chunk for keys in groups for chunk in partition_ranges(keys, stale, max_per_run)]
+    balanced = max(1, -(-len(stale) // (2 * workers)))
+    if len(ranges) >= workers or balanced >= max_per_run:
+        return ranges
+    return [chunk for keys in groups for chunk in partition_ranges(keys, stale, even_chunk(keys, stale, balanced))]
 
 
 def even_chunk(keys: list[str], stale: Collection[str], max_per_run: int) -> int:
@@ -124,6 +134,19 @@ def even_chunk(keys: list[str], stale: Collection[str], max_per_run: int) -> int
     count = sum(key in stale for key in keys)
     runs = max(1, -(-count // max_per_run))
     return max(1, -(-count // runs))
+
+
+def symbol_ranges(
+    ordered: list[str], symbols: Collection[str], max_per_run: int, workers: int
+) -> list[tuple[str, str]]:
+    """A per-symbol stage (`bars` and `features`) as ranged runs of at most `max_per_run`
+    symbols, in as many runs of about equal size as a multiple of `workers` allows, so that no
+    worker is left with one run more than the others (500 symbols of at most 100 on 2 workers:
+    6 runs of about 84, not 5 of 100). `ordered`: the partitions' own order."""
+    count = sum(symbol in symbols for symbol in ordered)
+    runs = -(-max(1, count) // max_per_run)
+    runs = -(-runs // workers) * workers
+    return partition_ranges(ordered, symbols, max(1, -(-count // runs)))
 
 
 @dataclass(frozen=True)
@@ -315,6 +338,37 @@ def run_stage(
     return timing
 
 
+def run_market_data_stage(
+    pool: ProcessPoolExecutor,
+    job_name: str,
+    symbols: list[str],
+    ordered: list[str],
+    max_per_run: int,
+    workers: int,
+    log_level: str,
+    outcome: UniverseRun,
+    still_stale: Callable[[], list[str]],
+) -> None:
+    """`bars` and `features` of `symbols` in ranged runs, as their BackfillPolicies launch them.
+
+    A symbol whose bars fail (a blocking check, an unreadable file) fails alone in the `bars`
+    step, but Dagster then skips the `features` step of the whole run; the healthy symbols' bars
+    are committed, so the stage runs again over what is still stale (`still_stale`: a new plan)
+    without the failed symbols, until nothing new fails (their bars are then cache hits). A run
+    that failed without naming its partitions ends the repeats: running its other symbols again
+    would most likely fail the same way."""
+    while symbols:
+        failures_before = len(outcome.failures)
+        runs = symbol_ranges(
+            ordered, {symbol for symbol in symbols if symbol not in outcome.failed_symbols}, max_per_run, workers
+        )
+        outcome.stages.append(run_stage(pool, job_name, list(runs), log_level, outcome))
+        new_failures = outcome.failures[failures_before:]
+        if not new_failures or any(".." in failure.partition for failure in new_failures):
+            return
+        symbols = [symbol for symbol in still_stale() if symbol not in outcome.failed_symbols]
+
+
 def end_runs_of_dead_workers(session: str) -> list[PartitionFailure]:
     """Runs of this demo that a dead worker left STARTED (or never started): marked failed, so
     none stays STARTED for good, and reported with their partitions."""
@@ -457,7 +511,19 @@ def materialize_universe(
                 # store and reaches it once, rather than a worker's first run waiting on it. Only
                 # then the first runs: queueing one waits until the server can fork a worker.
                 deployment.mlflow_tracking_resource().tracker().client.search_experiments(max_results=1)
-                outcome.stages.append(run_stage(pool, MARKET_DATA_JOB, market_data, log_level, outcome))
+                run_market_data_stage(
+                    pool,
+                    MARKET_DATA_JOB,
+                    market_data,
+                    ordered,
+                    per_run,
+                    workers,
+                    log_level,
+                    outcome,
+                    lambda: plan_runs(universe, store, assets, symbols, bars_source).partitions(
+                        stage_assets[MARKET_DATA_JOB]
+                    ),
+                )
                 # A failed partition stops its run's later steps for every partition of the range;
                 # the healthy ones are committed, so the stage runs again without the failed cells
                 # until nothing new fails (each round's earlier steps are cache hits).

@@ -207,7 +207,7 @@ class AutomationSettings(_Strict):
     exploratory_priority: int = -10
     """dagster/priority of exploratory jobs (hyper-parameter search); lower runs later."""
     backfill_partitions_per_run: int = Field(default=100, ge=1)
-    """BackfillPolicy of the assets without checks (features, predictions): partitions per backfill run."""
+    """Partitions per backfill run of every partitioned asset's BackfillPolicy (`bars`: twice this)."""
 
     @field_validator("retrain_cron")
     @classmethod

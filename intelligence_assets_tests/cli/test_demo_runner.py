@@ -52,16 +52,18 @@ def test_a_large_pool_gets_about_two_equal_training_runs_per_worker() -> None:
         ("SMALL|t3", "SMALL|t4"),
         ("SMALL|t5", "SMALL|t6"),
     ]
-    # Uneven counts are cut as evenly as they allow: 5 cells in runs of at most 3 make 3 and 2, not 4 and 1.
+    # Uneven counts are cut as evenly as they allow: 5 cells in runs of at most 2 make 2, 2 and 1.
     five = [f"t{index}" for index in range(1, 6)]
     assert training_ranges(["A"], five, [f"A|{t}" for t in five], 100, {}, workers=2) == [
         ("A|t1", "A|t2"),
         ("A|t3", "A|t4"),
         ("A|t5", "A|t5"),
     ]
-    assert training_ranges(["A"], five, [f"A|{t}" for t in five], 100, {}, workers=1) == [
-        ("A|t1", "A|t3"),
-        ("A|t4", "A|t5"),
+    # With a run per worker already, nothing is cut finer.
+    assert training_ranges(["A"], five, [f"A|{t}" for t in five], 100, {}, workers=1) == [("A|t1", "A|t5")]
+    assert training_ranges(symbols, targets, cells, 100, rows, workers=2) == [
+        ("BIG|t1", "BIG|t6"),
+        ("SMALL|t1", "SMALL|t6"),
     ]
 
 

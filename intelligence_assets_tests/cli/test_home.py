@@ -209,9 +209,7 @@ def test_a_registry_run_waits_while_another_run_moves_aliases(universe_path: Pat
         )  # nothing decided meanwhile
     assert registry.wait(timeout=300) == 0, "".join(lines)[-3000:]
     reader.join(timeout=10)
-    assert store.get_json(pointer_key(registry_prefix)) != before and "RUN_SUCCESS" in "".join(
-        lines
-    )  # decided once the claim was free
+    assert store.get_json(pointer_key(registry_prefix)) != before  # decided once the claim was free
     assert_same_as(reference, home)  # and the same champions: "kept" instead of "promoted"
 
 

@@ -29,9 +29,12 @@ from intelligence_assets.config.code_revision import CodeRevision, code_revision
 from intelligence_assets.config.deployment import DeploymentSettings
 from intelligence_assets.defs.assets.lineage import (
     UpstreamPartition,
+    UpstreamRead,
+    latest_materializations,
     lineage_metadata,
     partition_record_tags,
     upstream_partitions,
+    upstream_reads,
 )
 from intelligence_assets.defs.assets.metadata import column_schema
 from intelligence_assets.defs.resources.io_manager import parse_partition_key, partition_prefix
@@ -224,7 +227,13 @@ def materialize_partitions(
     staleness reads. An `AssetCheckResult` names no partition, so in a ranged run
     each partition's check outcomes are logged as `AssetCheckEvaluation`s of that partition; for
     that the asset's checks must be optional outputs (a `multi_asset` with `can_subset=True`, as
-    `models/<family>`).
+    `models/<family>` and `bars`).
+
+    A partition whose blocking check fails is a failed partition of the range (`bars` of a broken
+    file): its artifact is committed and made current flagged as blocked, as a single-partition
+    run leaves it, but it is not recorded as materialized, so neither a backfill nor
+    declarative automation runs anything below it. Dagster enforces blocking only for check
+    results a step returns, and a ranged step returns none.
     """
     if context.has_partition_key:
         try:
@@ -244,12 +253,16 @@ def materialize_partitions(
     optional_checks = all(
         not context.op_def.outs[name].is_required for name in context.assets_def.check_specs_by_output_name
     )
+    blocking = {spec.name: spec.blocking for spec in context.assets_def.check_specs}
+    latest = latest_materializations(
+        context.instance, {read for key in context.partition_keys for read in upstream_reads(context, key)}
+    )
     for key in context.partition_keys:
         # One partition's failure (its bars, its data, its model) is its own: the others still
         # commit, and the step fails afterwards naming exactly the partitions that failed.
         try:
             work = work_for(key)
-            result = _cached_or_computed(context, store, key, work, work.after_commit)
+            result = _cached_or_computed(context, store, key, work, work.after_commit, latest)
         except Exception as error:
             errors.append(error)
             failures[key] = f"{type(error).__name__}: {error}"
@@ -262,7 +275,17 @@ def materialize_partitions(
                 "optional outputs (a multi_asset with can_subset=True)"
             )
         for check in result.checks:
-            context.log_event(_evaluation_of(check, context.asset_key, key))
+            yield _evaluation_of(check, context.asset_key, key, blocking)
+        blocked = _failed_blocking_checks(result.checks, blocking)
+        if blocked:
+            failures[key] = "blocking checks failed: " + "; ".join(
+                f"{check.check_name}: {check.description}" for check in blocked
+            )
+            context.log.error(f"{context.asset_key.to_user_string()} {key} failed: {failures[key]}")
+            # Current but flagged, as a single-partition run leaves it: no later run builds on it.
+            point_to(store, _prefix(context, key), result.artifact.manifest)
+            record_failure(context, store, key, failures[key])
+            continue
         results[key] = result
     artifacts = {key: result.artifact for key, result in results.items()}
     hits = sum(artifact.is_cache_hit for artifact in artifacts.values())
@@ -275,7 +298,8 @@ def materialize_partitions(
         + (f"; checks ({checked}) reported per partition, not as the step's own output" if checked else "")
     )
     if failures:
-        _publish_partial(context, store, results)
+        # Yielded, not logged: Dagster drops what a step logged after its last yield when it fails.
+        yield from _publish_partial(context, store, results)
         retry_if_transient(context, errors)
         raise PartitionsFailed(context.asset_key.to_user_string(), failures, succeeded=len(artifacts))
     yield dg.Output(
@@ -283,7 +307,7 @@ def materialize_partitions(
         output_name=_output_name(context),
         metadata={"partitions_in_run": len(artifacts), "partition_record": RANGE_RECORD_NOTE},
     )
-    _record_partitions(context, store, results)
+    yield from _record_partitions(context, store, results)
 
 
 # On the record Dagster logs for each partition of a ranged output.
@@ -344,33 +368,31 @@ def record_failure(context: dg.AssetExecutionContext, store: ArtifactStore, part
 
 def _publish_partial(
     context: dg.AssetExecutionContext, store: ArtifactStore, results: dict[str, PartitionResult]
-) -> None:
+) -> Iterator[dg.AssetMaterialization]:
     """What the IO manager does for a whole range, for the partitions that succeeded when the
     step is about to fail: their pointers move and Dagster records their materializations, so
     the UI, lineage and automation see exactly which partitions exist."""
     for key, result in results.items():
         point_to(store, _prefix(context, key), result.artifact.manifest)
-    _record_partitions(context, store, results)
+    yield from _record_partitions(context, store, results)
 
 
 def _record_partitions(
     context: dg.AssetExecutionContext, store: ArtifactStore, results: dict[str, PartitionResult]
-) -> None:
+) -> Iterator[dg.AssetMaterialization]:
     """Each partition of a ranged run as its own materialization, recorded as a single-partition
     run would record it (data version, code version, input versions and events, metadata)."""
     for key, result in results.items():
         manifest = result.artifact.manifest
         metadata = {name: value for name, value in result.metadata.items() if value is not None}
-        context.log_event(
-            dg.AssetMaterialization(
-                asset_key=context.asset_key,
-                partition=key,
-                metadata={
-                    **metadata,
-                    "artifact": store.uri(fingerprint_directory(_prefix(context, key), manifest.fingerprint)),
-                },
-                tags=partition_record_tags(result.upstream, result.code_version, manifest.data_version),
-            )
+        yield dg.AssetMaterialization(
+            asset_key=context.asset_key,
+            partition=key,
+            metadata={
+                **metadata,
+                "artifact": store.uri(fingerprint_directory(_prefix(context, key), manifest.fingerprint)),
+            },
+            tags=partition_record_tags(result.upstream, result.code_version, manifest.data_version),
         )
 
 
@@ -402,7 +424,22 @@ def _outputs(
     yield from checks
 
 
-def _evaluation_of(check: dg.AssetCheckResult, asset_key: dg.AssetKey, partition_key: str) -> dg.AssetCheckEvaluation:
+def _failed_blocking_checks(
+    checks: list[dg.AssetCheckResult], blocking: Mapping[str, bool]
+) -> list[dg.AssetCheckResult]:
+    """The failed checks that would stop a single-partition step: blocking, of ERROR severity."""
+    return [
+        check
+        for check in checks
+        if not check.passed
+        and check.severity == dg.AssetCheckSeverity.ERROR
+        and blocking.get(check.check_name or "", False)
+    ]
+
+
+def _evaluation_of(
+    check: dg.AssetCheckResult, asset_key: dg.AssetKey, partition_key: str, blocking: Mapping[str, bool]
+) -> dg.AssetCheckEvaluation:
     return dg.AssetCheckEvaluation(
         asset_key=check.asset_key or asset_key,
         check_name=check.check_name or "",
@@ -410,6 +447,7 @@ def _evaluation_of(check: dg.AssetCheckResult, asset_key: dg.AssetKey, partition
         metadata=check.metadata,
         severity=check.severity,
         description=check.description,
+        blocking=blocking.get(check.check_name or "", False),
         partition=partition_key,
     )
 
@@ -430,11 +468,13 @@ def _cached_or_computed(
     partition_key: str | None,
     work: PartitionWork,
     after_commit: AfterCommit | None,
+    latest: Mapping[UpstreamRead, UpstreamPartition] | None = None,
 ) -> PartitionResult:
     """The partition's artifact, found or computed, with what an auditor needs on its page: the
-    resolved config, the code version and the upstream partitions it was made from."""
+    resolved config, the code version and the upstream partitions it was made from (from
+    `latest` when a ranged step read them for all its partitions at once)."""
     code_version = context.assets_def.code_versions_by_key[context.asset_key] or ""
-    upstream = upstream_partitions(context, partition_key)
+    upstream = upstream_partitions(context, partition_key, latest)
     artifact, metadata, checks = _found_or_computed(context, store, partition_key, work, after_commit, code_version)
     return PartitionResult(
         artifact, {**metadata, **_audit_metadata(work.config, upstream, code_version)}, checks, upstream, code_version
@@ -499,10 +539,13 @@ def _hit(
     manifest: Manifest,
     after_commit: AfterCommit | None,
 ) -> tuple[StoredArtifact, dict[str, Any], list[dg.AssetCheckResult]]:
-    context.log.info(
-        f"cache hit: {store.uri(fingerprint_directory(prefix, fingerprint))} (computed in run "
-        f"{manifest.provenance.get('run_id')})"
-    )
+    # In a ranged run each partition's own record says it was a hit, where and from which run;
+    # a line per partition would cost one more event-log write each (about 14 ms on SQLite).
+    if not context.has_partition_key_range:
+        context.log.info(
+            f"cache hit: {store.uri(fingerprint_directory(prefix, fingerprint))} (computed in run "
+            f"{manifest.provenance.get('run_id')})"
+        )
     extra = (
         after_commit(ArtifactHandle(store, prefix, fingerprint, manifest.data_version), manifest, None)
         if after_commit

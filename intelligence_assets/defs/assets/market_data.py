@@ -12,7 +12,6 @@ from intelligence_assets.defs.assets.caching import (
     Computed,
     PartitionWork,
     input_for,
-    materialize_cached,
     materialize_partitions,
 )
 from intelligence_assets.defs.assets.metadata import date_range
@@ -117,45 +116,71 @@ def features_metadata(usable: UsableFeatures) -> dict[str, Any]:
     }
 
 
+def bars_backfill_policy(universe: Universe) -> dg.BackfillPolicy:
+    """`bars` take partition ranges: a backfill of many symbols runs in chunks, not a run each.
+
+    Unlike `features`' policy on purpose. Dagster puts a parent and its child in one backfill run
+    only when their policies are equal, and in a shared run a symbol whose bars fail would skip
+    the features step of every symbol in the run; in runs of their own, the backfill runs the
+    features of the healthy symbols and none of the failed symbol's. Twice the chunk: a
+    symbol's bars cost a file read and a few checks."""
+    return dg.BackfillPolicy.multi_run(2 * universe.automation.backfill_partitions_per_run)
+
+
 def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        key=BARS,
-        partitions_def=symbol_partitions,
-        group_name="market_data",
-        code_version="1",
-        kinds={"polars", "parquet"},
+    # A multi_asset of one asset, for `can_subset`: its checks are then optional outputs, so a
+    # ranged run can report each symbol's checks as that partition's evaluations, and fail only
+    # the symbols whose blocking checks fail (`materialize_partitions`). `@asset` cannot say so:
+    # it makes every check a required output, which binds a run to one partition.
+    @dg.multi_asset(
+        name=BARS.to_python_identifier(),
+        outs={
+            BARS.to_python_identifier(): dg.AssetOut(
+                key=BARS,
+                group_name="market_data",
+                code_version="1",
+                kinds={"polars", "parquet"},
+                description=(
+                    "Validated OHLCV bars of one symbol, read from the bars store. Data version: content hash of the "
+                    "bars."
+                ),
+            )
+        },
         check_specs=bars_check_specs(BARS, symbol_partitions, universe.bars.gaps_block),
-        description=(
-            "Validated OHLCV bars of one symbol, read from the bars store. Data version: content hash of the bars."
-        ),
+        can_subset=True,
+        partitions_def=symbol_partitions,
+        backfill_policy=bars_backfill_policy(universe),
     )
     def bars(
         context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, bars_source: BarsSourceResource
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        symbol = context.partition_key
         source = bars_source.source()
-        path = source.location(symbol)
-        # Reading the source is cheap and is the only way to know whether it changed.
-        table = read_symbol_bars(source, symbol)
-        content = table_fingerprint(table)
 
-        def compute() -> Computed:
-            checked = check_bars(universe, symbol, table)
-            for check in checked.failed:
-                context.log.error(f"bars of {symbol} fail check {check.name}: {check.detail}")
-            if checked.failed:
-                context.log.error(
-                    f"bars of {symbol} fail checks {[check.name for check in checked.failed]}; blocking ones stop "
-                    f"everything downstream of {symbol}"
+        def work_for(symbol: str) -> PartitionWork:
+            path = source.location(symbol)
+            # Reading the source is cheap and is the only way to know whether it changed.
+            table = read_symbol_bars(source, symbol)
+            content = table_fingerprint(table)
+
+            def compute() -> Computed:
+                checked = check_bars(universe, symbol, table)
+                for check in checked.failed:
+                    context.log.error(f"bars of {symbol} fail check {check.name}: {check.detail}")
+                if checked.failed:
+                    context.log.error(
+                        f"bars of {symbol} fail checks {[check.name for check in checked.failed]}; blocking ones "
+                        f"stop everything downstream of {symbol}"
+                    )
+                context.log.debug(f"{symbol}: {table.height} bars from {path}, median spacing {checked.spacing}")
+                return Computed(
+                    table,
+                    metadata=bars_metadata(checked, path, content),
+                    checks=bars_check_results(BARS, checked.checks),
                 )
-            context.log.info(f"{symbol}: {table.height} bars from {path}, median spacing {checked.spacing}")
-            return Computed(
-                table, metadata=bars_metadata(checked, path, content), checks=bars_check_results(BARS, checked.checks)
-            )
 
-        yield from materialize_cached(
-            context, artifact_store.store(), {}, bars_config(universe, content), compute, data_version=content
-        )
+            return PartitionWork({}, bars_config(universe, content), compute, data_version=content)
+
+        yield from materialize_partitions(context, artifact_store.store(), work_for)
 
     @dg.asset(
         ins={"bars": dg.AssetIn(BARS, dagster_type=HANDLE_OR_RANGE)},
@@ -179,7 +204,7 @@ def build_market_data_assets(universe: Universe) -> list[dg.AssetsDefinition]:
 
             def compute() -> Computed:
                 usable = symbol_features(universe, symbol, symbol_bars.load(), warn=context.log.warning)
-                context.log.info(
+                context.log.debug(
                     f"{symbol}: {len(usable.names)} features over {usable.table.height} bars "
                     f"({usable.complete_rows} complete rows)"
                 )

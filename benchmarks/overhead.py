@@ -279,6 +279,13 @@ def sequential_in_child(universe_path: Path, platform_root: Path) -> tuple[float
         f"seconds, times = sequential(Path({str(universe_path)!r}), Path({str(platform_root)!r})); "
         "print('SECONDS', seconds, sum(t.compute for t in times), sum(t.duty for t in times), len(times))"
     )
+    (seconds, compute, duty, tasks), peak = run_measured(code, "the sequential loop")
+    return float(seconds), float(compute), float(duty), int(tasks), peak
+
+
+def run_measured(code: str, what: str) -> tuple[list[str], float]:
+    """Python `code` in a fresh process from the repository root: the fields of the line it
+    prints after `SECONDS`, and the peak memory (MiB) of the process and its children."""
     with PeakMemory() as memory:
         process = subprocess.Popen(
             [PYTHON, "-c", code], cwd=REPOSITORY_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -286,9 +293,8 @@ def sequential_in_child(universe_path: Path, platform_root: Path) -> tuple[float
         memory.watch(process.pid)
         stdout, stderr = process.communicate()
     if process.returncode != 0:
-        raise SystemExit(f"the sequential loop failed:\n{stderr[-3000:]}")
-    _, seconds, compute, duty, tasks = next(line for line in stdout.splitlines() if line.startswith("SECONDS")).split()
-    return float(seconds), float(compute), float(duty), int(tasks), memory.peak_mib
+        raise SystemExit(f"{what} failed:\n{stderr[-3000:]}")
+    return next(line for line in stdout.splitlines() if line.startswith("SECONDS")).split()[1:], memory.peak_mib
 
 
 class PeakMemory:
@@ -386,15 +392,8 @@ def ideal_pool_in_child(universe_path: Path, workers: int, platform_root: Path |
         f"print('SECONDS', ideal_pool(Path({str(universe_path)!r}), {workers}, "
         f"{f'Path({str(platform_root)!r})' if platform_root else None}))"
     )
-    with PeakMemory() as memory:
-        process = subprocess.Popen(
-            [PYTHON, "-c", code], cwd=REPOSITORY_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        memory.watch(process.pid)
-        stdout, stderr = process.communicate()
-    if process.returncode != 0:
-        raise SystemExit(f"the pool failed:\n{stderr[-3000:]}")
-    return float(next(line for line in stdout.splitlines() if line.startswith("SECONDS")).split()[1]), memory.peak_mib
+    (seconds,), peak = run_measured(code, "the pool")
+    return float(seconds), peak
 
 
 def dagster_run(

@@ -540,7 +540,7 @@ def _hit(
     after_commit: AfterCommit | None,
 ) -> tuple[StoredArtifact, dict[str, Any], list[dg.AssetCheckResult]]:
     # In a ranged run each partition's own record says it was a hit, where and from which run;
-    # a line per partition would cost one more event-log write each (about 14 ms on SQLite).
+    # a line per partition would cost one more event-log write each.
     if not context.has_partition_key_range:
         context.log.info(
             f"cache hit: {store.uri(fingerprint_directory(prefix, fingerprint))} (computed in run "

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import polars as pl
-from mlflow import MlflowClient
 
 from intelligence_assets.store.artifact_store import ArtifactStore, StoredObject
 from intelligence_assets.store.usage import DailyGrowth, QuotaStatus, daily_growth, quota_status, usage_by_key
@@ -19,6 +19,9 @@ from intelligence_assets.tracking.retention import (
     gather_retention_snapshot,
     plan_retention,
 )
+
+if TYPE_CHECKING:  # mlflow loads in seconds; the definitions import this module
+    from mlflow import MlflowClient
 
 RETENTION_ACTIONS_SCHEMA = {
     "kind": pl.String,

@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import polars as pl
-from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME
 
 from intelligence_assets.cells import Log, ignore
 from intelligence_assets.config.universe import Universe
@@ -168,6 +167,10 @@ def train_cell(
 
 def provenance_tags(stored: ArtifactHandle, manifest: Manifest, provenance: Provenance) -> dict[str, str]:
     """The MLflow run tags that lead from a tracked model back to its artifact and its materialization."""
+    # Here, not at the top: importing any part of mlflow loads all of it (seconds), and the
+    # definitions, which every step process and pod loads, import this module.
+    from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME
+
     return {
         names.FINGERPRINT_TAG: stored.fingerprint,
         names.ARTIFACT_URI_TAG: stored.store.uri(fingerprint_directory(stored.prefix, stored.fingerprint)),

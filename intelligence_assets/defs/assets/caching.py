@@ -29,12 +29,10 @@ from intelligence_assets.config.code_revision import CodeRevision, code_revision
 from intelligence_assets.config.deployment import DeploymentSettings
 from intelligence_assets.defs.assets.lineage import (
     UpstreamPartition,
-    UpstreamRead,
-    latest_materializations,
     lineage_metadata,
     partition_record_tags,
     upstream_partitions,
-    upstream_reads,
+    upstream_partitions_of_range,
 )
 from intelligence_assets.defs.assets.metadata import column_schema
 from intelligence_assets.defs.resources.io_manager import parse_partition_key, partition_prefix
@@ -254,15 +252,13 @@ def materialize_partitions(
         not context.op_def.outs[name].is_required for name in context.assets_def.check_specs_by_output_name
     )
     blocking = {spec.name: spec.blocking for spec in context.assets_def.check_specs}
-    latest = latest_materializations(
-        context.instance, {read for key in context.partition_keys for read in upstream_reads(context, key)}
-    )
+    upstream_by_key = upstream_partitions_of_range(context, context.partition_keys)
     for key in context.partition_keys:
         # One partition's failure (its bars, its data, its model) is its own: the others still
         # commit, and the step fails afterwards naming exactly the partitions that failed.
         try:
             work = work_for(key)
-            result = _cached_or_computed(context, store, key, work, work.after_commit, latest)
+            result = _cached_or_computed(context, store, key, work, work.after_commit, upstream_by_key[key])
         except Exception as error:
             errors.append(error)
             failures[key] = f"{type(error).__name__}: {error}"
@@ -468,13 +464,14 @@ def _cached_or_computed(
     partition_key: str | None,
     work: PartitionWork,
     after_commit: AfterCommit | None,
-    latest: Mapping[UpstreamRead, UpstreamPartition] | None = None,
+    upstream: list[UpstreamPartition] | None = None,
 ) -> PartitionResult:
     """The partition's artifact, found or computed, with what an auditor needs on its page: the
     resolved config, the code version and the upstream partitions it was made from (from
-    `latest` when a ranged step read them for all its partitions at once)."""
+    `upstream` when a ranged step read them for all its partitions at once)."""
     code_version = context.assets_def.code_versions_by_key[context.asset_key] or ""
-    upstream = upstream_partitions(context, partition_key, latest)
+    if upstream is None:
+        upstream = upstream_partitions(context, partition_key)
     artifact, metadata, checks = _found_or_computed(context, store, partition_key, work, after_commit, code_version)
     return PartitionResult(
         artifact, {**metadata, **_audit_metadata(work.config, upstream, code_version)}, checks, upstream, code_version

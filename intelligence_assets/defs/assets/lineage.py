@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,18 +63,22 @@ def upstream_reads(context: dg.AssetExecutionContext, partition_key: str | None)
     return reads
 
 
-def upstream_partitions(
-    context: dg.AssetExecutionContext,
-    partition_key: str | None,
-    latest: Mapping[UpstreamRead, UpstreamPartition] | None = None,
-) -> list[UpstreamPartition]:
+def upstream_partitions(context: dg.AssetExecutionContext, partition_key: str | None) -> list[UpstreamPartition]:
     """Every partition of every upstream asset that `partition_key` of the step's asset depends
-    on, with the data version and event of its latest materialization; from `latest`
-    (`latest_materializations` of a whole ranged step) when given."""
+    on, with the data version and event of its latest materialization."""
     reads = upstream_reads(context, partition_key)
-    if latest is None or any(read not in latest for read in reads):
-        latest = latest_materializations(context.instance, reads)
+    latest = latest_materializations(context.instance, reads)
     return [latest[read] for read in reads]
+
+
+def upstream_partitions_of_range(
+    context: dg.AssetExecutionContext, partition_keys: Iterable[str]
+) -> dict[str, list[UpstreamPartition]]:
+    """`upstream_partitions` of every partition of a ranged step: each partition's reads mapped
+    once, their latest materializations read for all partitions together."""
+    reads = {key: upstream_reads(context, key) for key in partition_keys}
+    latest = latest_materializations(context.instance, {read for keyed in reads.values() for read in keyed})
+    return {key: [latest[read] for read in keyed] for key, keyed in reads.items()}
 
 
 def latest_materializations(

@@ -411,30 +411,29 @@ def dagster_run(
 
     make_home = fresh_postgres_home if instance == "postgres" else fresh_home
     env = make_home(scratch / "dagster_home", universe_path)
-    memory = PeakMemory().__enter__()
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [
-            PYTHON,
-            "-c",
-            "from intelligence_assets.cli.demo import materialize_universe; "
-            "from intelligence_assets.config.universe import load_universe; "
-            f"import json; t = materialize_universe(load_universe(), {workers}, log_level='WARNING'); "
-            f"print('STAGES', json.dumps([(s.job_name, s.runs, s.seconds) for s in t.stages]))",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    memory.watch(process.pid)
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        output = reader.submit(process.communicate)  # drains both pipes until every holder has exited
-        returncode = process.wait()
-        seconds = time.perf_counter() - started
-        stdout, stderr = output.result()
-    all_exited = time.perf_counter() - started
-    memory.__exit__()
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [
+                PYTHON,
+                "-c",
+                "from intelligence_assets.cli.demo import materialize_universe; "
+                "from intelligence_assets.config.universe import load_universe; "
+                f"import json; t = materialize_universe(load_universe(), {workers}, log_level='WARNING'); "
+                f"print('STAGES', json.dumps([(s.job_name, s.runs, s.seconds) for s in t.stages]))",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        memory.watch(process.pid)
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            output = reader.submit(process.communicate)  # drains both pipes until every holder has exited
+            returncode = process.wait()
+            seconds = time.perf_counter() - started
+            stdout, stderr = output.result()
+        all_exited = time.perf_counter() - started
     if returncode != 0:
         raise SystemExit(f"the Dagster run failed:\n{stderr[-3000:]}")
     stages = json.loads(next(line for line in stdout.splitlines() if line.startswith("STAGES"))[len("STAGES ") :])

@@ -50,6 +50,7 @@ from intelligence_assets.store.artifact_store import (
 )
 
 # The layout's file names stay importable from here for modules that read them beside artifacts.
+from intelligence_assets.store.fingerprints import content_sha256
 from intelligence_assets.store.keys import (  # noqa: F401
     CLAIM_FILE,
     FAILURE_FILE,
@@ -115,10 +116,6 @@ def decode_value(files: dict[str, bytes], where: str) -> Any:
     raise CorruptArtifactError(f"artifact {where} holds none of {TABLE_FILE}, {SUMMARY_FILE}, {RESULT_FILE}")
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 @dataclass
 class Manifest:
     fingerprint: str
@@ -144,7 +141,7 @@ def commit_artifact(store: ArtifactStore, prefix: str, value: Any, manifest: Man
     files and manifest, a corrupt file).
     """
     files = encode_value(value)
-    manifest.files = {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in files.items()}
+    manifest.files = {name: {"sha256": content_sha256(data), "bytes": len(data)} for name, data in files.items()}
     objects = {file_key(prefix, manifest.fingerprint, name): data for name, data in files.items()}
     created = store.create_many_if_absent(objects)
     if not all(created.values()):
@@ -230,9 +227,9 @@ def _cached_manifest(store: ArtifactStore, prefix: str, fingerprint: str, cached
 
 
 def _verified(store: ArtifactStore, key: str, data: bytes, expected: dict[str, Any]) -> bytes:
-    if len(data) != expected["bytes"] or _sha256(data) != expected["sha256"]:
+    if len(data) != expected["bytes"] or content_sha256(data) != expected["sha256"]:
         raise CorruptArtifactError(
-            f"artifact {store.uri(key)} is corrupt: {len(data)} bytes with sha256 {_sha256(data)[:12]}…, "
+            f"artifact {store.uri(key)} is corrupt: {len(data)} bytes with sha256 {content_sha256(data)[:12]}…, "
             f"manifest says {expected['bytes']} bytes with sha256 {expected['sha256'][:12]}…; rematerialize it to "
             "recompute"
         )

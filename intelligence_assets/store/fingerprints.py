@@ -1,4 +1,5 @@
-"""Content hash of a table: the data version of `bars`, which changes exactly when the bars do."""
+"""Content hashes: of a table (the data version of `bars`, which changes exactly when the bars do)
+and of a file's bytes (the checksum a manifest records and the read cache names entries by)."""
 
 from __future__ import annotations
 
@@ -19,3 +20,8 @@ def table_fingerprint(table: pl.DataFrame) -> str:
         else:
             digest.update(json.dumps(column.to_list(), default=str).encode())
     return digest.hexdigest()[:24]
+
+
+def content_sha256(data: bytes) -> str:
+    """The hex SHA-256 of `data`."""
+    return hashlib.sha256(data).hexdigest()

@@ -30,13 +30,14 @@ the cache read through to the store, with one warning.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from intelligence_assets.store.fingerprints import content_sha256
 
 logger = logging.getLogger("intelligence_assets.artifacts")
 
@@ -52,10 +53,6 @@ NAMED_FOLDER = "named"
 TEMPORARY_SUFFIX = ".partial"
 # A temporary file this old belongs to a writer that died: no write of one entry takes this long.
 ABANDONED_WRITE_SECONDS = 3600.0
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _is_sha256(text: str) -> bool:
@@ -89,7 +86,7 @@ class ReadCache:
         data = self._read(path)
         if data is None:
             return None
-        if _sha256(data) != sha256:
+        if content_sha256(data) != sha256:
             self._discard(path, f"content entry {path.name} does not match its checksum")
             return None
         return data
@@ -108,13 +105,13 @@ class ReadCache:
         if entry is None:
             return None
         checksum, separator, data = entry.partition(b"\n")
-        if not separator or checksum.decode(errors="replace") != _sha256(data):
+        if not separator or checksum.decode(errors="replace") != content_sha256(data):
             self._discard(path, f"entry for {name} does not match its checksum")
             return None
         return data
 
     def write_named(self, name: str, data: bytes) -> None:
-        self._write(self._named_path(name), _sha256(data).encode() + b"\n" + data)
+        self._write(self._named_path(name), content_sha256(data).encode() + b"\n" + data)
 
     def discard_named(self, name: str) -> None:
         """Forget `name`: its object was rewritten (a rerun healing a corrupt artifact)."""
@@ -126,7 +123,7 @@ class ReadCache:
         return self.directory / CONTENT_FOLDER / sha256[:2] / sha256
 
     def _named_path(self, name: str) -> Path:
-        digest = _sha256(name.encode())
+        digest = content_sha256(name.encode())
         return self.directory / NAMED_FOLDER / digest[:2] / digest
 
     def _read(self, path: Path) -> bytes | None:

@@ -1,0 +1,30 @@
+"""benchmarks/results/summary.json: one figure per name and core count, as the benchmarks record them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks.summary import REPOSITORY_ROOT, SUMMARY, load, markdown_table, record
+
+FIELDS = {"name", "value", "goal", "better", "cores", "machine", "date", "commit"}
+
+
+def test_a_figure_measured_again_replaces_the_one_of_its_name_and_core_count(tmp_path: Path) -> None:
+    path = tmp_path / "summary.json"
+    record("Dagster / pool", 1.6, goal=1.15, better="lower", cores=2, machine="m", path=path)
+    record("Dagster / pool", 0.9, goal=1.15, better="lower", cores=16, machine="m", path=path)
+    record("Dagster / pool", 1.4, goal=1.15, better="lower", cores=2, machine="m", path=path)
+    entries = json.loads(path.read_text())
+    assert [(entry["cores"], entry["value"]) for entry in entries] == [(2, 1.4), (16, 0.9)]
+    assert all(set(entry) == FIELDS for entry in entries)
+    table = markdown_table(load(path))
+    assert "| Dagster / pool | 2 | 1.4 | <= 1.15 | **no** |" in table
+    assert "| Dagster / pool | 16 | 0.9 | <= 1.15 | yes |" in table
+
+
+def test_the_committed_summary_is_a_list_of_figures_and_the_benchmarks_readme_shows_each() -> None:
+    figures = load(SUMMARY)
+    assert figures and isinstance(json.loads(SUMMARY.read_text()), list)
+    readme = (REPOSITORY_ROOT / "benchmarks" / "README.md").read_text()
+    assert all(f"| {figure.name} | {figure.cores} |" in readme for figure in figures)

@@ -22,6 +22,11 @@ from intelligence_assets.defs.assets.housekeeping import (  # noqa: E402
     build_housekeeping_assets,
     build_housekeeping_schedule,
 )
+from intelligence_assets.defs.assets.hyperparameter_search import (  # noqa: E402
+    SEARCH_GROUP,
+    build_search_assets,
+    searched_families,
+)
 from intelligence_assets.defs.assets.leaderboard import (  # noqa: E402
     MODEL_LEADERBOARD,
     build_leaderboard_asset,
@@ -37,6 +42,7 @@ from intelligence_assets.defs.automation.schedules import build_retrain_schedule
 from intelligence_assets.defs.automation.sensors import (  # noqa: E402
     build_champion_decay_sensor,
     build_new_bars_sensor,
+    exploratory_tags,
     production_tags,
 )
 from intelligence_assets.defs.processes import worker_libraries  # noqa: E402
@@ -47,6 +53,7 @@ def build_assets(universe: Universe) -> list[dg.AssetsDefinition]:
     assets = [
         *build_market_data_assets(universe),
         *build_target_analysis_assets(universe),
+        *build_search_assets(universe),
         *build_model_assets(universe),
         build_leaderboard_asset(universe),
         build_registry_asset(universe),
@@ -62,12 +69,16 @@ TRAINING_JOB = "training_job"
 LEADERBOARD_JOB = "leaderboard_job"
 REGISTRY_JOB = "registry_job"
 PREDICTIONS_JOB = "predictions_job"
+SEARCH_JOB = "hyperparameter_search_job"
 TRAINING_SELECTION = dg.AssetSelection.assets(*TARGET_ANALYSIS_ASSETS) | dg.AssetSelection.key_prefixes(
     MODEL_KEY_PREFIX
 )
 
 
 def build_jobs(universe: Universe, deployment: Deployment) -> list:
+    # Its steps all train: their processes fork with sklearn, torch and MLflow already imported.
+    # Lighter jobs would pay more for that import than they save.
+    training_executor = deployment.executor("step_processes_for_training", worker_libraries(universe))
     return [
         dg.define_asset_job(
             MARKET_DATA_JOB,
@@ -78,9 +89,7 @@ def build_jobs(universe: Universe, deployment: Deployment) -> list:
             TRAINING_JOB,
             selection=TRAINING_SELECTION,
             description="Labels, target ranking, feature selection and every model family for one symbol x target.",
-            # Its eight steps all train: their processes fork with sklearn, torch and MLflow
-            # already imported. Lighter jobs would pay more for that import than they save.
-            executor_def=deployment.executor("step_processes_for_training", worker_libraries(universe)),
+            executor_def=training_executor,
         ),
         dg.define_asset_job(
             LEADERBOARD_JOB,
@@ -107,7 +116,24 @@ def build_jobs(universe: Universe, deployment: Deployment) -> list:
             selection=dg.AssetSelection.assets(PREDICTIONS),
             description="Champion predictions for one symbol.",
         ),
-    ]
+    ] + (
+        [
+            dg.define_asset_job(
+                SEARCH_JOB,
+                # With the searches' inputs, so that searching a cell brings them up to date first
+                # (cache hits when they are current).
+                selection=dg.AssetSelection.assets(*TARGET_ANALYSIS_ASSETS) | dg.AssetSelection.groups(SEARCH_GROUP),
+                description=(
+                    "Hyperparameter searches of the families that declare `search:`, for one symbol x target: "
+                    "exploratory runs, dequeued after production retraining."
+                ),
+                tags=exploratory_tags(universe, SEARCH_JOB),
+                executor_def=training_executor,
+            )
+        ]
+        if searched_families(universe)
+        else []
+    )
 
 
 def build_automation(universe: Universe, assets: list[dg.AssetsDefinition], jobs: list) -> tuple[list, list]:
@@ -123,7 +149,7 @@ def build_automation(universe: Universe, assets: list[dg.AssetsDefinition], jobs
         run_failure_alerts,
         dg.AutomationConditionSensorDefinition(
             "automation",
-            target=dg.AssetSelection.all() - dg.AssetSelection.groups("housekeeping"),
+            target=dg.AssetSelection.all() - dg.AssetSelection.groups("housekeeping", SEARCH_GROUP),
             run_tags=production_tags(universe, "automation"),
             default_status=dg.DefaultSensorStatus.RUNNING,
             description=(

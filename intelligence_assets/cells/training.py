@@ -80,16 +80,18 @@ def train_cell(
     features: Callable[[], pl.DataFrame],
     labels: Callable[[], pl.DataFrame],
     log: Log = ignore,
+    params: Mapping[str, Any] | None = None,
 ) -> TrainedCell:
     """Fit the cell's family on its selected features, with early stopping on the development
     period, and score it on the held-out test period.
 
     `selection` is the cell's `feature_sets` result. `features` and `labels` load the symbol's
     feature table and the cell's labels; a target that ranking gated is decided from `selection`
-    alone, so neither is called for it.
+    alone, so neither is called for it. `params`: what a hyperparameter search found
+    (`searched_params`); the family's configured params by default.
     """
     universe, spec = cell.universe, cell.spec
-    params = universe.model_families[cell.family].params
+    params = dict(universe.model_families[cell.family].params if params is None else params)
     base = {
         "symbol": cell.symbol,
         "target": cell.target,

@@ -417,6 +417,7 @@ def materialize_universe(
         MARKET_DATA_JOB,
         PREDICTIONS_JOB,
         REGISTRY_JOB,
+        SEARCH_JOB,
         TRAINING_JOB,
         build_assets,
         build_jobs,
@@ -528,6 +529,29 @@ def materialize_universe(
                 # the healthy ones are committed, so the stage runs again without the failed cells
                 # until nothing new fails (each round's earlier steps are cache hits).
                 cells = stale_cells(plan)
+                if SEARCH_JOB in stage_assets:
+                    # Searches first: the searched families' models train with what they found.
+                    searches = [
+                        cell
+                        for cell in plan.partitions(stage_assets[SEARCH_JOB])
+                        if cell and cell_of(cell)[0] not in outcome.failed_symbols
+                    ]
+                    outcome.stages.append(
+                        run_stage(
+                            pool,
+                            SEARCH_JOB,
+                            training_ranges(
+                                ordered,
+                                universe.target_names,
+                                searches,
+                                per_run,
+                                plan.sizes.get(BARS.to_user_string(), {}),
+                                workers,
+                            ),
+                            log_level,
+                            outcome,
+                        )
+                    )
                 while cells:
                     failures_before = len(outcome.failures)
                     outcome.stages.append(

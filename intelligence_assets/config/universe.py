@@ -29,6 +29,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from intelligence_assets.ml.bars import GapSettings, infer_bars_per_year
 from intelligence_assets.ml.families.base import TASKS
 from intelligence_assets.ml.features import FeatureSettings
+from intelligence_assets.ml.hyperparameter_search import SearchSettings
 from intelligence_assets.ml.leakage import LeakageSettings
 from intelligence_assets.ml.ranking import RankingSettings
 from intelligence_assets.ml.selection import SelectionSettings
@@ -147,6 +148,9 @@ class ModelFamilySettings(_Strict):
     gpu: bool | None = None
     """Train on a GPU (the `gpu` pool; a GPU pod on Kubernetes). Default: the family's own `uses_gpu`;
     true for a family that can use one (xgboost)."""
+    search: SearchSettings | None = None
+    """A hyperparameter search per symbol x target (`hyperparameter_search/<family>`), whose best
+    params the family's models train with; None trains with `params` alone."""
 
 
 class PodResources(_Strict):
@@ -202,6 +206,8 @@ class AutomationSettings(_Strict):
     """Limit of the `gpu` pool: GPU training steps at once (GPUs available)."""
     cpu_slots: int = Field(default=2, ge=1)
     """Limit of the `cpu` pool: heavy CPU steps at once (cores, or nodes x cores)."""
+    search_slots: int = Field(default=1, ge=0)
+    """Limit of the `search` pool: hyperparameter search steps at once, apart from the `cpu` and `gpu` pools."""
     production_priority: int = 10
     """dagster/priority of schedule and sensor runs (production retraining)."""
     exploratory_priority: int = -10
@@ -317,6 +323,8 @@ class Universe(_Strict):
                         input=known.get(parameter),
                     )
                 )
+            if settings.search is not None and not unknown:
+                problems.extend(_search_space_problems(name, family, known, settings.search, tasks))
         if problems:
             raise ValidationError.from_exception_data("model_families", problems)
         return families
@@ -365,6 +373,36 @@ class Universe(_Strict):
     def require_symbol(self, symbol: str) -> None:
         if symbol not in self.symbols:
             raise KeyError(f"unknown symbol {symbol!r}; the universe lists {self.symbols}")
+
+
+def _search_space_problems(
+    name: str, family: Any, params: dict[str, Any], search: SearchSettings, tasks: tuple[str, ...]
+) -> list[InitErrorDetails]:
+    """A search space is checked like `params`: every name accepted by the family, and each
+    bound or choice a value the family can train with beside the configured params."""
+    problems: list[InitErrorDetails] = []
+    unknown = family.unknown_params(search.space)
+    for parameter, message in unknown.items():
+        problems.append(
+            InitErrorDetails(
+                type=PydanticCustomError("unknown_parameter", message),
+                loc=(name, "search", "space"),
+                input=parameter,
+            )
+        )
+    for parameter, parameter_range in search.space.items():
+        if parameter in unknown:
+            continue
+        for value in parameter_range.values_to_check():
+            for message in family.invalid_params({**params, parameter: value}, tasks).values():
+                problems.append(
+                    InitErrorDetails(
+                        type=PydanticCustomError("invalid_parameter", message),
+                        loc=(name, "search", "space", parameter),
+                        input=value,
+                    )
+                )
+    return problems
 
 
 def _describe(error: ValidationError, path: Path) -> str:

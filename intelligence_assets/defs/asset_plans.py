@@ -2,6 +2,7 @@
 beside its asset (`defs/assets/planning.py`). An asset not listed here is left to its own job or
 schedule (housekeeping)."""
 
+from intelligence_assets.defs.assets.hyperparameter_search import planned_search_config
 from intelligence_assets.defs.assets.leaderboard import planned_leaderboard_config
 from intelligence_assets.defs.assets.market_data import planned_bars_config, planned_features_config
 from intelligence_assets.defs.assets.models import planned_model_config
@@ -21,6 +22,7 @@ ASSET_PLANS = AssetPlans(
         planned_labels_config,
         planned_ranking_config,
         planned_selection_config,
+        planned_search_config,
         planned_model_config,
         planned_leaderboard_config,
         PLANNED_REGISTRY,

@@ -1,5 +1,6 @@
 """Concurrency pools: GPU training steps share the `gpu` pool (limit: GPUs available), heavy CPU
-steps the `cpu` pool. Dagster keeps the limits in the instance; `make ui` sets them from
+steps the `cpu` pool, hyperparameter searches the `search` pool (so exploratory work never takes
+a production step's slot). Dagster keeps the limits in the instance; `make ui` sets them from
 `automation:` in universe.yaml (`python -m intelligence_assets.cli.pools`)."""
 
 import dagster as dg
@@ -8,10 +9,11 @@ from intelligence_assets.config.universe import AutomationSettings
 
 GPU_POOL = "gpu"
 CPU_POOL = "cpu"
+SEARCH_POOL = "search"
 
 
 def pool_limits(settings: AutomationSettings) -> dict[str, int]:
-    return {GPU_POOL: settings.gpu_slots, CPU_POOL: settings.cpu_slots}
+    return {GPU_POOL: settings.gpu_slots, CPU_POOL: settings.cpu_slots, SEARCH_POOL: settings.search_slots}
 
 
 def configure_pools(instance: dg.DagsterInstance, settings: AutomationSettings) -> dict[str, int]:

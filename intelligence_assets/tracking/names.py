@@ -33,6 +33,13 @@ REGISTERED_VERSION_TAG = "registered_version"
 # run and on its registered version. A version is served only when the files downloaded for it
 # match, so a model file changed in the artifact store after training is refused, not served.
 MODEL_SHA256_TAG = "model_sha256"
+# On runs that are not a model (absent on model runs): a hyperparameter search and its trials sit in
+# the target's experiment beside the models, and this tells them apart in filters.
+RUN_KIND_TAG = "run_kind"
+SEARCH_RUN_KIND = "hyperparameter_search"
+TRIAL_RUN_KIND = "search_trial"
+TRIAL_NUMBER_TAG = "trial_number"
+TRIAL_STATE_TAG = "trial_state"
 
 # Model version tags: held-out metrics as `heldout_<metric>` plus these.
 HELDOUT_PREFIX = "heldout_"

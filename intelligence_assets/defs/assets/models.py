@@ -10,9 +10,11 @@ from typing import Any
 
 import dagster as dg
 
+from intelligence_assets.cells.hyperparameter_search import searched_params
 from intelligence_assets.cells.training import Cell, Provenance, track_cell, train_cell
 from intelligence_assets.config.universe import Universe
 from intelligence_assets.defs.assets.caching import Computed, PartitionWork, input_for, materialize_partitions, resolved
+from intelligence_assets.defs.assets.hyperparameter_search import search_key
 from intelligence_assets.defs.assets.market_data import annualisation_config
 from intelligence_assets.defs.assets.planning import PlanningContext, plans
 from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, training_backfill_policy
@@ -30,6 +32,8 @@ from intelligence_assets.store.artifacts import ArtifactHandle, HandleOrRange, M
 from intelligence_assets.store.keys import MODELS
 
 MODEL_KEY_PREFIX = MODELS
+# The input a searched family's models read their params from.
+SEARCH_INPUT = "hyperparameter_search"
 
 # Transient failures (a storage hiccup, a preempted pod) get retried; jitter spreads the retries
 # of many partitions that failed together.
@@ -57,6 +61,15 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
     key = model_key(family_name)
     partitions = symbol_target_partitions(universe)
     kinds = set(family.kinds)
+    ins = {
+        "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol, dagster_type=HANDLE_OR_RANGE),
+        "labels": dg.AssetIn(LABELS, dagster_type=HANDLE_OR_RANGE),
+        "feature_sets": dg.AssetIn(FEATURE_SETS, dagster_type=HANDLE_OR_RANGE),
+    }
+    searched = universe.model_families[family_name].search is not None
+    if searched:
+        # An input, so a new search result (its fingerprint) makes the cell's model stale.
+        ins[SEARCH_INPUT] = dg.AssetIn(search_key(family_name), dagster_type=HANDLE_OR_RANGE)
 
     # A multi_asset of one asset, for `can_subset`: its check is then an optional output, so a
     # ranged run can report each partition's leakage sentinel as that partition's evaluation.
@@ -75,11 +88,7 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
                 "on the development period, scored on the held-out test period.",
             )
         },
-        ins={
-            "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol, dagster_type=HANDLE_OR_RANGE),
-            "labels": dg.AssetIn(LABELS, dagster_type=HANDLE_OR_RANGE),
-            "feature_sets": dg.AssetIn(FEATURE_SETS, dagster_type=HANDLE_OR_RANGE),
-        },
+        ins=ins,
         check_specs=[leakage_sentinel_spec(key, universe.leakage_sentinel, partitions)],
         can_subset=True,
         partitions_def=partitions,
@@ -92,11 +101,8 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
         context: dg.AssetExecutionContext,
         artifact_store: ArtifactStoreResource,
         mlflow_tracking: MlflowTrackingResource,
-        features: HandleOrRange,
-        labels: HandleOrRange,
-        feature_sets: HandleOrRange,
+        **inputs: HandleOrRange,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        inputs = {"features": features, "labels": labels, "feature_sets": feature_sets}
         work_for = partial(_partition_work, context, mlflow_tracking, universe, family_name, inputs)
         yield from materialize_partitions(context, artifact_store.store(), work_for)
 
@@ -120,6 +126,8 @@ def _partition_work(
         "labels": input_for(inputs["labels"], partition_key),
         "feature_sets": input_for(inputs["feature_sets"], partition_key),
     }
+    if SEARCH_INPUT in inputs:
+        handles[SEARCH_INPUT] = input_for(inputs[SEARCH_INPUT], partition_key)
     config = model_config(universe, family_name, symbol, target)
     provenance = Provenance(context.run.run_id, model_key(family_name).to_user_string(), partition_key)
     return PartitionWork(
@@ -131,9 +139,17 @@ def _partition_work(
 
 
 def _train(context: dg.AssetExecutionContext, cell: Cell, handles: dict[str, ArtifactHandle]) -> Computed:
-    """Train the cell; its leakage sentinel judges the held-out scores."""
+    """Train the cell (with its search's best params, if its family is searched); its leakage
+    sentinel judges the held-out scores, searched or not."""
+    search = handles[SEARCH_INPUT].load() if SEARCH_INPUT in handles else None
+    params = searched_params(search, cell.universe.model_families[cell.family].params)
     trained = train_cell(
-        cell, handles["feature_sets"].load(), handles["features"].load, handles["labels"].load, log=context.log.debug
+        cell,
+        handles["feature_sets"].load(),
+        handles["features"].load,
+        handles["labels"].load,
+        log=context.log.debug,
+        params=params,
     )
     check = leakage_sentinel_result(
         model_key(cell.family), cell.spec.kind, trained.metrics, cell.universe.leakage_sentinel

@@ -41,6 +41,16 @@ def production_tags(universe: Universe, trigger: str) -> dict[str, str]:
     }
 
 
+def exploratory_tags(universe: Universe, trigger: str) -> dict[str, str]:
+    """Runs a user asks for to explore (hyperparameter search): dequeued after production's, and
+    limited to one at a time by the run queue's `intelligence/purpose` limit (dagster.yaml)."""
+    return {
+        "dagster/priority": str(universe.automation.exploratory_priority),
+        "intelligence/purpose": "exploratory",
+        TRIGGER_TAG: trigger,
+    }
+
+
 def _stored_bars_version(store: ArtifactStore, symbol: str) -> str | None:
     try:
         return ArtifactHandle.current(store, artifact_prefix(BARS, symbol)).data_version

@@ -298,8 +298,21 @@ class Universe(_Strict):
         # Raised as a ValidationError of their own, so that each problem has its own path
         # (model_families.<name>.params) and line instead of all sharing `model_families`.
         problems: list[InitErrorDetails] = []
-        for name, settings in families.items():
+        for name, settings in list(families.items()):
             family = load_family(name)
+            if settings.search is not None and settings.search.space is None:
+                try:
+                    settings = settings.model_copy(update={"search": settings.search.with_space_of(family)})
+                except ValueError as error:
+                    problems.append(
+                        InitErrorDetails(
+                            type=PydanticCustomError("no_search_space", str(error)),
+                            loc=(name, "search", "space"),
+                            input=None,
+                        )
+                    )
+                    continue
+                families[name] = settings
             if settings.gpu and not (family.uses_gpu or family.can_use_gpu):
                 message = f"model family {name!r} cannot use a GPU; remove `gpu: true`"
                 problems.append(
@@ -381,7 +394,7 @@ def _search_space_problems(
     """A search space is checked like `params`: every name accepted by the family, and each
     bound or choice a value the family can train with beside the configured params."""
     problems: list[InitErrorDetails] = []
-    unknown = family.unknown_params(search.space)
+    unknown = family.unknown_params(search.ranges)
     for parameter, message in unknown.items():
         problems.append(
             InitErrorDetails(
@@ -390,7 +403,7 @@ def _search_space_problems(
                 input=parameter,
             )
         )
-    for parameter, parameter_range in search.space.items():
+    for parameter, parameter_range in search.ranges.items():
         if parameter in unknown:
             continue
         for value in parameter_range.values_to_check():

@@ -108,8 +108,9 @@ class ParameterRange(_Strict):
 class SearchSettings(_Strict):
     """`model_families.<name>.search` in universe.yaml: what to search and for how long."""
 
-    space: dict[str, ParameterRange] = Field(min_length=1)
-    """Parameter name -> range; the other params keep their configured values."""
+    space: dict[str, ParameterRange] | None = Field(default=None, min_length=1)
+    """Parameter name -> range; the other params keep their configured values. Default: the
+    family's own `search_space`."""
     trials: int | None = Field(default=20, ge=1)
     """Finished trials (complete or pruned) the study stops at, counting those of earlier, killed attempts."""
     seconds: float | None = Field(default=None, gt=0)
@@ -118,6 +119,22 @@ class SearchSettings(_Strict):
     """Processes running trials of the study side by side (sharing its storage)."""
     startup_trials: int = Field(default=5, ge=1)
     """Random trials before the TPE sampler models the space and before the pruner prunes."""
+
+    def with_space_of(self, family: Any) -> SearchSettings:
+        """These settings, with the family's own `search_space` where they give none."""
+        if self.space is not None:
+            return self
+        if not family.search_space:
+            raise ValueError(f"model family {family.name!r} has no default search space; give `space`")
+        space = {name: ParameterRange.model_validate(values) for name, values in family.search_space.items()}
+        return self.model_copy(update={"space": space})
+
+    @property
+    def ranges(self) -> dict[str, ParameterRange]:
+        """The space, once resolved (`with_space_of`)."""
+        if self.space is None:
+            raise ValueError("the search space is not resolved: call with_space_of(family) first")
+        return self.space
 
     @model_validator(mode="after")
     def _some_budget(self) -> SearchSettings:
@@ -245,7 +262,7 @@ def _run_trials(
         return
     timeout = None if deadline is None else max(0.0, deadline - time.time())
     study.optimize(
-        _objective(problem, family_name, params, settings.space),
+        _objective(problem, family_name, params, settings.ranges),
         timeout=timeout,
         callbacks=callbacks,
         catch=(ValueError, ArithmeticError),
@@ -274,7 +291,7 @@ def search_hyperparameters(
     study = _open_study(storage, study_name, settings, seed)
     finished = _finished(study)
     if not study.trials:
-        configured = _configured_trial(params, settings.space)
+        configured = _configured_trial(params, settings.ranges)
         if configured:
             study.enqueue_trial(configured, skip_if_exists=True)
     done = settings.trials is not None and finished >= settings.trials

@@ -107,7 +107,7 @@ def build_search_asset(family_name: str, universe: Universe) -> dg.AssetsDefinit
                 kinds={"optuna", *list(family.kinds)[:2]},
                 tags={"family": family_name, "workload": "exploratory"},
                 description=(
-                    f"Optuna search of {family_name}'s {', '.join(settings.space)} per symbol x target on the "
+                    f"Optuna search of {family_name}'s {', '.join(settings.ranges)} per symbol x target on the "
                     "walk-forward folds of the development period (TPE sampler, median pruner); the models train "
                     "with its best params. Launched by hand or hyperparameter_search_job, never by automation."
                 ),

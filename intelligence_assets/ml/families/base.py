@@ -74,6 +74,10 @@ class ModelFamily(ABC):
     default_params: ClassVar[Mapping[str, Any]] = {}
     # The types and bounds of the params the family reads itself; None where it reads none.
     settings_model: ClassVar[type[FamilySettings] | None] = None
+    # What a hyperparameter search tries when `search:` in universe.yaml gives no `space`: the
+    # params that matter most for this family, with ranges wide enough for daily to intraday
+    # bars (`ml.hyperparameter_search.ParameterRange` fields).
+    search_space: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     # Shown as the asset's kinds (icons) in the Dagster UI, which shows at most three.
     kinds: ClassVar[tuple[str, ...]] = ("python",)
     # A library's flavour needs `native_model()` to return that library's object; python_function

@@ -124,6 +124,13 @@ class LightGBMFamily(ModelFamily):
         f"{', '.join(FAMILY_PARAMS)} and every LightGBM parameter or alias (https://lightgbm.readthedocs.io/en/stable/Parameters.html)"
     )
     default_params: ClassVar[Mapping[str, Any]] = DEFAULT_PARAMS
+    search_space: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "learning_rate": {"low": 0.01, "high": 0.2, "log": True},
+        "num_leaves": {"low": 4, "high": 63},
+        "min_data_in_leaf": {"low": 10, "high": 200, "log": True},
+        "feature_fraction": {"low": 0.4, "high": 1.0},
+        "lambda_l2": {"low": 0.001, "high": 10.0, "log": True},
+    }
     settings_model: ClassVar[type[FamilySettings]] = LightGBMSettings
 
     @classmethod

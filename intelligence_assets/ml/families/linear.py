@@ -62,6 +62,10 @@ class LinearFamily(ModelFamily):
     # MLflow gets the family object itself.
     mlflow_flavour: ClassVar[str] = "python_function"
     default_params: ClassVar[Mapping[str, Any]] = DEFAULT_PARAMS
+    search_space: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "C": {"low": 0.001, "high": 100.0, "log": True},
+        "alpha": {"low": 0.01, "high": 1000.0, "log": True},
+    }
     settings_model: ClassVar[type[FamilySettings]] = LinearSettings
 
     @classmethod

@@ -3,6 +3,7 @@ validation loss (training, prediction and the saved format: `_torch.py`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
@@ -27,6 +28,12 @@ class TorchMLPFamily(TorchFamily):
         "max_epochs": 100,
         "patience": 10,
         **COMMON_PARAMS,
+    }
+    search_space: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "learning_rate": {"low": 0.0001, "high": 0.01, "log": True},
+        "weight_decay": {"low": 0.000001, "high": 0.01, "log": True},
+        "dropout": {"low": 0.0, "high": 0.5},
+        "hidden_sizes": {"choices": [[32], [64, 32], [128, 64]]},
     }
 
     def architecture(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ fused optimizer step. Training, prediction and the saved format: `_torch.py`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field, StrictBool
@@ -60,6 +61,12 @@ class TorchTCNFamily(TorchFamily):
         "patience": 8,
         "mixed_precision": True,
         **COMMON_PARAMS,
+    }
+    search_space: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "learning_rate": {"low": 0.0001, "high": 0.01, "log": True},
+        "dropout": {"low": 0.0, "high": 0.5},
+        "channels": {"choices": [16, 32, 64]},
+        "levels": {"low": 1, "high": 4},
     }
 
     def __init__(self, task: Task, params: dict[str, Any], seed: int) -> None:

@@ -95,6 +95,13 @@ class XGBoostFamily(ModelFamily):
         f"{', '.join(FAMILY_PARAMS)} and XGBoost's booster and learning task parameters (https://xgboost.readthedocs.io/en/stable/parameter.html)"
     )
     default_params: ClassVar[Mapping[str, Any]] = DEFAULT_PARAMS
+    search_space: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "learning_rate": {"low": 0.01, "high": 0.2, "log": True},
+        "max_depth": {"low": 2, "high": 8},
+        "min_child_weight": {"low": 1.0, "high": 50.0, "log": True},
+        "colsample_bytree": {"low": 0.4, "high": 1.0},
+        "reg_lambda": {"low": 0.001, "high": 10.0, "log": True},
+    }
     settings_model: ClassVar[type[FamilySettings]] = XGBoostSettings
 
     @classmethod

@@ -8,7 +8,7 @@ IMAGE ?= localhost/intelligence-assets:dev
 EXTRA ?= cpu
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check --constraint constraints/cpu.txt
 
-.PHONY: install image image-test bench-image postgres chromium prometheus demo minio-demo test lint format ui mlflow-ui rollback audit housekeeping report bench bench-scale bench-storage bench-backfill bench-gpu-data profile clean-home
+.PHONY: install image image-test bench-image postgres chromium prometheus demo minio-demo test lint format ui mlflow-ui rollback audit housekeeping report tune-report bench bench-scale bench-storage bench-backfill bench-gpu-data profile clean-home
 
 $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
@@ -98,6 +98,12 @@ housekeeping: install $(DAGSTER_HOME)/dagster.yaml
 COST_BPS ?= 5
 report: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m intelligence_assets.cli.report --cost-bps $(COST_BPS)
+
+# Does hyperparameter search pay off out of sample? Searched against configured params per family and
+# symbol x target on `make demo`'s features, held-out rows, naive baselines: reports/tune_report.md.
+TRIALS ?= 15
+tune-report: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m intelligence_assets.cli.tune_report --trials $(TRIALS)
 
 # Orchestration overhead: the same core work as a loop, an ideal pool and through Dagster; definitions
 # load and backfill planning; peak RSS per step. Writes benchmarks/results/overhead.md and PNGs.

@@ -389,6 +389,22 @@ def test_runs_that_never_became_a_version_are_collected(world: World) -> None:
     assert read_value(world.store, untrained.prefix)["family"] == "xgboost"
 
 
+def test_a_hyperparameter_searchs_parent_and_trial_runs_are_kept(world: World) -> None:
+    world.train(0.6)
+    experiment_id = next(iter(world.experiments.values()))
+    parent = world.client.create_run(experiment_id, tags={names.RUN_KIND_TAG: names.SEARCH_RUN_KIND})
+    trial = world.client.create_run(
+        experiment_id,
+        tags={names.RUN_KIND_TAG: names.TRIAL_RUN_KIND, "mlflow.parentRunId": parent.info.run_id},
+    )
+    other = world.client.create_run(experiment_id)
+    for run in (parent, trial, other):
+        world.client.set_terminated(run.info.run_id)
+    collected = {action.run_id for action in world.plan(30) if action.kind.value == "collect_run"}
+    assert other.info.run_id in collected
+    assert not collected & {parent.info.run_id, trial.info.run_id}
+
+
 def test_superseded_fingerprint_directories_are_collected_but_current_and_referenced_ones_kept(world: World) -> None:
     def commit(prefix: str, value: dict, publish: bool) -> tuple[str, str]:
         fingerprint = uuid.uuid4().hex

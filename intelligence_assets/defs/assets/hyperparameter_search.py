@@ -21,7 +21,7 @@ import sqlalchemy
 
 from intelligence_assets.cells.hyperparameter_search import search_cell, search_settings_config, track_search_cell
 from intelligence_assets.cells.training import Cell, Provenance
-from intelligence_assets.config.universe import Universe
+from intelligence_assets.config.universe import KubernetesSettings, PodResources, Universe
 from intelligence_assets.defs.assets.caching import (
     Computed,
     PartitionWork,
@@ -33,12 +33,13 @@ from intelligence_assets.defs.assets.caching import (
 from intelligence_assets.defs.assets.planning import PlanningContext, plans
 from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, training_backfill_policy
 from intelligence_assets.defs.partitions import by_symbol, cell_of, symbol_target_partitions
-from intelligence_assets.defs.pods import step_pod_tags
+from intelligence_assets.defs.pods import step_pod_tags, threads_for
 from intelligence_assets.defs.pools import SEARCH_POOL
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
 from intelligence_assets.ml.families import load_family
+from intelligence_assets.ml.hyperparameter_search import SearchSettings
 from intelligence_assets.store.artifacts import ArtifactHandle, HandleOrRange, Manifest
 
 SEARCH_KEY_PREFIX = "hyperparameter_search"
@@ -90,6 +91,16 @@ def study_storage(instance: dg.DagsterInstance) -> str:
     return f"sqlite:///{directory / STUDY_DATABASE}"
 
 
+def search_pod_settings(universe: Universe, settings: SearchSettings) -> KubernetesSettings:
+    """On Kubernetes a search step is a pod of its own: a CPU family's pod asks for a core per
+    trial worker (`search.workers`), so the study's parallel trials do not share one core."""
+    kubernetes = universe.kubernetes
+    cores = max(threads_for(kubernetes.cpu_step.cpu), settings.workers)
+    if cores == threads_for(kubernetes.cpu_step.cpu):
+        return kubernetes
+    return kubernetes.model_copy(update={"cpu_step": PodResources(cpu=str(cores), memory=kubernetes.cpu_step.memory)})
+
+
 def build_search_asset(family_name: str, universe: Universe) -> dg.AssetsDefinition:
     family = load_family(family_name)
     key = search_key(family_name)
@@ -122,7 +133,9 @@ def build_search_asset(family_name: str, universe: Universe) -> dg.AssetsDefinit
         partitions_def=symbol_target_partitions(universe),
         backfill_policy=training_backfill_policy(universe),
         pool=SEARCH_POOL,
-        op_tags=step_pod_tags(universe.kubernetes, gpu, {"family": family_name, "workload": "search"}),
+        op_tags=step_pod_tags(
+            search_pod_settings(universe, settings), gpu, {"family": family_name, "workload": "search"}
+        ),
     )
     def hyperparameter_search(
         context: dg.AssetExecutionContext,

@@ -45,7 +45,12 @@ class RetentionSettings(BaseModel):
         description="Archived versions older than this (from creation) are deleted with their run and archive.",
     )
     collect_unregistered_after_days: int = Field(
-        7, ge=1, description="Runs that never became a model version are deleted, with their artifacts, after this."
+        7,
+        ge=1,
+        description=(
+            "Runs that never became a model version are deleted, with their artifacts, after this; a hyperparameter "
+            "search's parent and trial runs are kept."
+        ),
     )
     collect_superseded_artifacts_after_days: int = Field(
         7,

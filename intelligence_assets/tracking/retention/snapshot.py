@@ -285,6 +285,8 @@ def gather_retention_snapshot(client: Any, store: ArtifactStore) -> RetentionSna
         )
         for experiment, run in runs
         if run.info.run_id not in registered_run_ids
+        # A hyperparameter search's runs never become versions; they are the record of what was tried.
+        and run.data.tags.get(names.RUN_KIND_TAG) not in (names.SEARCH_RUN_KIND, names.TRIAL_RUN_KIND)
     ]
     return RetentionSnapshot(
         versions=tuple(sorted(versions, key=lambda version: (version.registered_model, version.version))),

@@ -3,6 +3,7 @@ instance's database, the models training with what it found, and every trial in 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +17,7 @@ from intelligence_assets.defs.assets.market_data import BARS, FEATURES
 from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.assets.target_analysis import TARGET_ANALYSIS_ASSETS
 from intelligence_assets.defs.partitions import register_symbols
+from intelligence_assets.defs.pods import K8S_CONFIG_TAG
 from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import ArtifactHandle
@@ -147,3 +149,17 @@ def test_searches_are_exploratory_runs_that_automation_never_starts(searched) ->
     assert search_key("lightgbm") not in automation.asset_selection.resolve(graph)
     assert model_key("lightgbm") in automation.asset_selection.resolve(graph)
     assert graph.get(search_key("lightgbm")).pools == {"search"}
+
+
+def test_on_kubernetes_a_search_pod_asks_for_a_core_per_trial_worker(tmp_path: Path) -> None:
+    families = {"lightgbm": {"params": {}, "search": {"trials": 4, "workers": 3}}}
+    universe = load_universe(write_small_universe(tmp_path, families=families))
+    search = next(asset for asset in build_assets(universe) if search_key("lightgbm") in asset.keys)
+    model = next(asset for asset in build_assets(universe) if model_key("lightgbm") in asset.keys)
+
+    def requests(asset: dg.AssetsDefinition) -> dict[str, str]:
+        # Dagster keeps op tags as strings: the pod config as JSON.
+        return json.loads(asset.op.tags[K8S_CONFIG_TAG])["container_config"]["resources"]["requests"]
+
+    assert requests(search)["cpu"] == "3"
+    assert requests(model)["cpu"] == universe.kubernetes.cpu_step.cpu

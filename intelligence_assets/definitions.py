@@ -38,7 +38,7 @@ from intelligence_assets.defs.assets.predictions import PREDICTIONS, build_predi
 from intelligence_assets.defs.assets.registry import MODEL_REGISTRY, build_registry_asset  # noqa: E402
 from intelligence_assets.defs.assets.target_analysis import TARGET_ANALYSIS_ASSETS, build_target_analysis_assets  # noqa: E402
 from intelligence_assets.defs.automation.alerts import run_failure_alerts  # noqa: E402
-from intelligence_assets.defs.automation.schedules import build_retrain_schedule  # noqa: E402
+from intelligence_assets.defs.automation.schedules import build_retrain_schedule, build_search_schedule  # noqa: E402
 from intelligence_assets.defs.automation.sensors import (  # noqa: E402
     build_champion_decay_sensor,
     build_new_bars_sensor,
@@ -142,6 +142,7 @@ def build_automation(universe: Universe, assets: list[dg.AssetsDefinition], jobs
     schedules = [
         build_housekeeping_schedule(by_name[HOUSEKEEPING_JOB]),
         build_retrain_schedule(universe, by_name[TRAINING_JOB], assets),
+        *([build_search_schedule(universe, by_name[SEARCH_JOB], assets)] if SEARCH_JOB in by_name else []),
     ]
     sensors = [
         build_new_bars_sensor(universe),

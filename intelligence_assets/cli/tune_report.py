@@ -321,6 +321,22 @@ def _grouped(comparisons: Sequence[CellComparison], key: Callable[[CellCompariso
     return groups
 
 
+def headline(comparisons: Sequence[CellComparison]) -> str:
+    """How many family x metric verdicts found help, and how far the fold gains shrank held out."""
+    verdicts = list(family_verdicts(comparisons).values())
+    if not verdicts:
+        return "No cell was compared."
+    count = {conclusion: sum(v.conclusion == conclusion for v in verdicts) for conclusion in ("helped", "hurt")}
+    quiet = len(verdicts) - count["helped"] - count["hurt"]
+    return (
+        f"Of {len(verdicts)} family x metric verdicts, tuning helped beyond noise in {count['helped']}, hurt in "
+        f"{count['hurt']} and showed no evidence either way (or had too few cells) in {quiet}. Over all "
+        f"{len(comparisons)} cells the search's best trial beat the configured params on the walk-forward folds "
+        f"by {_mean(c.fold_gain for c in comparisons):+.4f} on average (AUC - 0.5 or IC), and on the held-out "
+        f"rows by {_mean(c.held_out_gain for c in comparisons):+.4f}."
+    )
+
+
 def family_verdicts(comparisons: Sequence[CellComparison]) -> dict[tuple[str, str], Verdict]:
     """(family, metric) -> the verdict over every cell of that family scored by that metric."""
     return {
@@ -354,9 +370,13 @@ def render_report(
         "and with the search's best, and both are scored once on the same held-out test rows (the last "
         "part of each symbol's history, as the models of `make demo` are). Metric: the leaderboard's per task. "
         f"A mean difference within ±{NOISE_STANDARD_ERRORS:g} standard errors (of the mean difference across "
-        "cells) of zero is called no evidence of help. "
+        "cells) of zero is called no evidence of help. That yardstick treats cells as independent, which they "
+        "are not quite (one symbol's targets share its bars and test period), and with several verdicts one "
+        "may cross it by chance: read a lone *helped* or *hurt* with that in mind. "
         f"Cells: the symbol x targets the ranking let through ({gated} gated ones are not searched). "
         f"Budget: {budgets}. Runtime {seconds / 60:.1f} min.",
+        "",
+        f"**Headline.** {headline(comparisons)}",
         "",
         "## Verdict per family",
         "",
@@ -491,6 +511,8 @@ def build_tune_report(
     gated: int = 0,
     log: Callable[[str], None] = print,
 ) -> tuple[Path, list[CellComparison]]:
+    """Compare every family on every cell and write the report; a cell the search cannot run on
+    (too short, one class in every fold) is listed as not compared rather than failing the rest."""
     started = time.perf_counter()
     settings = {family: search_settings_for(universe, family, trials) for family in families}
     comparisons: list[CellComparison] = []
@@ -556,8 +578,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="tune-report-") as directory:
         storage = args.storage or f"sqlite:///{Path(directory) / 'studies.db'}"
         path, comparisons = build_tune_report(cells, universe, args.families, args.trials, storage, args.out, gated)
+    print(f"\n{headline(comparisons)}\nVerdicts (held out, searched - configured):")
     for line in summary_lines(comparisons, args.families):
-        print(line)
+        print(f"  {line}")
     print(f"wrote {path} in {(time.perf_counter() - started) / 60:.1f} min")
 
 

@@ -192,6 +192,8 @@ class LeaderboardSettings(_Strict):
 class AutomationSettings(_Strict):
     retrain_cron: str = "0 4 * * 1"
     """When the retrain schedule looks for stale or old model partitions (UTC); weekly by default."""
+    search_cron: str = "0 2 * * 6"
+    """When the `periodic_search` schedule, once started, searches again where a search is stale (UTC)."""
     retrain_max_age_days: float = Field(default=7.0, gt=0)
     """A model computed longer ago than this is requested again by the retrain schedule."""
     bars_sensor_interval_seconds: int = Field(default=60, ge=5)
@@ -215,7 +217,7 @@ class AutomationSettings(_Strict):
     backfill_partitions_per_run: int = Field(default=100, ge=1)
     """Partitions per backfill run of every partitioned asset's BackfillPolicy (`bars`: twice this)."""
 
-    @field_validator("retrain_cron")
+    @field_validator("retrain_cron", "search_cron")
     @classmethod
     def _valid_cron(cls, cron: str) -> str:
         # Judged by the public class the retrain schedule is built with, so exactly what Dagster

@@ -103,6 +103,7 @@ def test_the_report_has_a_row_per_family_and_target(universe: Universe, planted,
     )
     # The regression target is judged by the leaderboard's rank IC, classification by AUC.
     assert all(f"| {VOLATILITY} | rank_ic |" in row for row in rows if VOLATILITY in row)
+    assert "**Headline.** Of 4 family x metric verdicts" in text
     assert "- **linear** (auc):" in text and "- **lightgbm** (rank_ic):" in text
     assert all(row.split("|")[4].strip() == "2" for row in rows)  # both symbols averaged
 

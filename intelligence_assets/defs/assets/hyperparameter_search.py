@@ -47,7 +47,7 @@ SEARCH_GROUP = "hyperparameter_search"
 # Optuna keeps its tables (and its own alembic_version) in this schema of a PostgreSQL instance
 # database, apart from Dagster's tables.
 STUDY_SCHEMA = "hyperparameter_search"
-# The SQLite file beside the embedded instance's own databases (DAGSTER_HOME/storage).
+# The SQLite file of an embedded instance's studies, in its storage directory (DAGSTER_HOME/storage).
 STUDY_DATABASE = "hyperparameter_search.db"
 
 
@@ -75,20 +75,42 @@ def search_config(universe: Universe, family_name: str, target: str) -> dict[str
 
 def study_storage(instance: dg.DagsterInstance) -> str:
     """The SQLAlchemy URL of the instance's database for Optuna studies: a schema of its own in
-    PostgreSQL (the postgres and k8s deployments), a file beside the instance's own on SQLite."""
+    PostgreSQL (the postgres and k8s deployments), a file under the instance's storage directory
+    on SQLite."""
     postgres_url = getattr(instance.run_storage, "postgres_url", None)
     if postgres_url:
-        engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
-        try:
-            with engine.begin() as connection:
-                connection.execute(sqlalchemy.text(f'CREATE SCHEMA IF NOT EXISTS "{STUDY_SCHEMA}"'))
-        finally:
-            engine.dispose()
         separator = "&" if "?" in postgres_url else "?"
-        return f"{postgres_url}{separator}options={quote(f'-csearch_path={STUDY_SCHEMA}')}"
+        url = f"{postgres_url}{separator}options={quote(f'-csearch_path={STUDY_SCHEMA}')}"
+        _create_study_schema(postgres_url, url)
+        return url
     directory = Path(instance.root_directory) / "storage"
     directory.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{directory / STUDY_DATABASE}"
+
+
+def _create_study_schema(postgres_url: str, study_url: str) -> None:
+    """The schema and Optuna's tables, once, under an advisory lock: neither CREATE SCHEMA IF NOT
+    EXISTS nor Optuna's first table creation is safe when two search steps start together on a
+    fresh database (both failed with unique violations when tried)."""
+    import optuna
+
+    engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
+    lock = sqlalchemy.text("SELECT pg_advisory_lock(hashtext(:name))")
+    unlock = sqlalchemy.text("SELECT pg_advisory_unlock(hashtext(:name))")
+    try:
+        with engine.connect() as connection:
+            # Committed before Optuna's own connection creates its tables in the schema.
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            connection.execute(lock, {"name": STUDY_SCHEMA})
+            try:
+                connection.execute(sqlalchemy.text(f'CREATE SCHEMA IF NOT EXISTS "{STUDY_SCHEMA}"'))
+                optuna.storages.RDBStorage(
+                    study_url, engine_kwargs={"poolclass": sqlalchemy.pool.NullPool}
+                ).engine.dispose()
+            finally:
+                connection.execute(unlock, {"name": STUDY_SCHEMA})
+    finally:
+        engine.dispose()
 
 
 def search_pod_settings(universe: Universe, settings: SearchSettings) -> KubernetesSettings:

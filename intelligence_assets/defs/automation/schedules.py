@@ -15,8 +15,9 @@ from dagster._core.definitions.automation_tick_evaluation_context import build_r
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from intelligence_assets.config.universe import Universe
+from intelligence_assets.defs.assets.hyperparameter_search import SEARCH_KEY_PREFIX
 from intelligence_assets.defs.assets.models import model_key
-from intelligence_assets.defs.automation.sensors import production_tags
+from intelligence_assets.defs.automation.sensors import exploratory_tags, production_tags
 from intelligence_assets.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, SYMBOL_DIMENSION, cell_key
 from intelligence_assets.defs.planner import asset_graph_of, plan_runs
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
@@ -66,13 +67,53 @@ def cells_to_retrain(
     return dict(sorted(reasons.items()))
 
 
+def ranged_run_requests(
+    context: dg.ScheduleEvaluationContext,
+    graph: Any,
+    assets: Sequence[dg.AssetKey],
+    reasons: dict[str, str],
+    tags: dict[str, str],
+    run_key_prefix: str,
+    now: datetime,
+) -> list[dg.RunRequest]:
+    """Runs for `assets` over the cells in `reasons` (symbol|target -> why), cut into ranges by
+    the assets' BackfillPolicy as a backfill of the same cells is cut; each run's
+    `intelligence/reason` tag holds the distinct reasons of its cells."""
+    # The assets share one partitioning (symbol x target).
+    partitions_def = graph.get(assets[0]).partitions_def
+    tick = now.strftime("%Y-%m-%dT%H:%M")
+    with dg.partition_loading_context(dynamic_partitions_store=context.instance):
+        cut = build_run_requests_with_backfill_policies(
+            [AssetKeyPartitionKey(key, cell) for key in assets for cell in reasons], graph, context.instance
+        )
+        requests = []
+        for request in cut:
+            start, end = request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]
+            cells = partitions_def.get_partition_keys_in_range(dg.PartitionKeyRange(start, end))
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{run_key_prefix}:{start}..{end}:{tick}",
+                    tags={
+                        **request.tags,
+                        **tags,
+                        REASON_TAG: "; ".join(sorted({reasons[cell] for cell in cells if cell in reasons}))[:250],
+                    },
+                    asset_selection=request.asset_selection,
+                    asset_check_keys=request.asset_check_keys,
+                )
+            )
+    return requests
+
+
+def registered_symbols(context: dg.ScheduleEvaluationContext, universe: Universe) -> list[str]:
+    return [s for s in context.instance.get_dynamic_partitions(SYMBOL_DIMENSION) if s in universe.symbols]
+
+
 def build_retrain_schedule(
     universe: Universe, training_job: Any, assets: Sequence[dg.AssetsDefinition]
 ) -> dg.ScheduleDefinition:
     graph = asset_graph_of(assets)
     training_assets = sorted(training_job.selection.resolve(graph))
-    # The training stage's assets share one partitioning (symbol x target).
-    partitions_def = graph.get(training_assets[0]).partitions_def
 
     @dg.schedule(
         name="periodic_retrain",
@@ -89,7 +130,7 @@ def build_retrain_schedule(
         context: dg.ScheduleEvaluationContext, artifact_store: ArtifactStoreResource, bars_source: BarsSourceResource
     ) -> list[dg.RunRequest] | dg.SkipReason:
         now = context.scheduled_execution_time or datetime.now(UTC)
-        symbols = [s for s in context.instance.get_dynamic_partitions(SYMBOL_DIMENSION) if s in universe.symbols]
+        symbols = registered_symbols(context, universe)
         reasons = cells_to_retrain(
             universe, artifact_store.store(), assets, training_assets, symbols, bars_source.source(), now
         )
@@ -98,31 +139,44 @@ def build_retrain_schedule(
                 f"all {len(symbols) * len(universe.target_names)} model partitions are current and younger than "
                 f"{universe.automation.retrain_max_age_days:g} days"
             )
-        tick = now.strftime("%Y-%m-%dT%H:%M")
-        with dg.partition_loading_context(dynamic_partitions_store=context.instance):
-            cut = build_run_requests_with_backfill_policies(
-                [AssetKeyPartitionKey(key, cell) for key in training_assets for cell in reasons],
-                graph,
-                context.instance,
-            )
-            requests = []
-            for request in cut:
-                start, end = request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]
-                cells = partitions_def.get_partition_keys_in_range(dg.PartitionKeyRange(start, end))
-                tags = {
-                    **request.tags,
-                    **production_tags(universe, "periodic_retrain"),
-                    # The distinct reasons of the cells in the range.
-                    REASON_TAG: "; ".join(sorted({reasons[cell] for cell in cells if cell in reasons}))[:250],
-                }
-                requests.append(
-                    dg.RunRequest(
-                        run_key=f"retrain:{start}..{end}:{tick}",
-                        tags=tags,
-                        asset_selection=request.asset_selection,
-                        asset_check_keys=request.asset_check_keys,
-                    )
-                )
-        return requests
+        return ranged_run_requests(
+            context, graph, training_assets, reasons, production_tags(universe, "periodic_retrain"), "retrain", now
+        )
 
     return periodic_retrain
+
+
+def build_search_schedule(
+    universe: Universe, search_job: Any, assets: Sequence[dg.AssetsDefinition]
+) -> dg.ScheduleDefinition:
+    """Searches again where their inputs, space or budget changed: the searches' own schedule,
+    stopped until a user starts it (a search is exploratory work, never automatic by default)."""
+    graph = asset_graph_of(assets)
+    job_assets = sorted(search_job.selection.resolve(graph))
+    search_assets = [key.to_user_string() for key in job_assets if key.path[0] == SEARCH_KEY_PREFIX]
+
+    @dg.schedule(
+        name="periodic_search",
+        job=search_job,
+        cron_schedule=universe.automation.search_cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=(
+            f"On '{universe.automation.search_cron}' (UTC), once started: hyperparameter_search_job runs for the "
+            "search partitions whose inputs, space or budget changed (exploratory priority)."
+        ),
+    )
+    def periodic_search(
+        context: dg.ScheduleEvaluationContext, artifact_store: ArtifactStoreResource, bars_source: BarsSourceResource
+    ) -> list[dg.RunRequest] | dg.SkipReason:
+        now = context.scheduled_execution_time or datetime.now(UTC)
+        symbols = registered_symbols(context, universe)
+        plan = plan_runs(universe, artifact_store.store(), assets, symbols, bars_source.source())
+        reasons = {cell: "stale" for cell in plan.partitions(search_assets) if cell}
+        if not reasons:
+            return dg.SkipReason(f"every search partition of {len(symbols)} symbols is current")
+        return ranged_run_requests(
+            context, graph, job_assets, reasons, exploratory_tags(universe, "periodic_search"), "search", now
+        )
+
+    return periodic_search

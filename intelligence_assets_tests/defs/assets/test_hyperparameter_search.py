@@ -4,6 +4,7 @@ instance's database, the models training with what it found, and every trial in 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -163,3 +164,26 @@ def test_on_kubernetes_a_search_pod_asks_for_a_core_per_trial_worker(tmp_path: P
 
     assert requests(search)["cpu"] == "3"
     assert requests(model)["cpu"] == universe.kubernetes.cpu_step.cpu
+
+
+def test_the_search_schedule_is_stopped_until_started_and_asks_only_for_stale_searches(searched) -> None:
+    universe, instance, resources, _, _, _, _ = searched
+    defs = build_definitions(universe, Deployment(artifact_root=Path("/nonexistent")))
+    schedule = defs.resolve_schedule_def("periodic_search")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.job_name == SEARCH_JOB
+    with dg.build_schedule_context(
+        instance=instance, resources=resources, scheduled_execution_time=datetime.now(UTC)
+    ) as context:
+        requests = schedule.evaluate_tick(context).run_requests
+    assert requests, "the other cells' searches have never run"
+    for request in requests:
+        assert request.tags["dagster/priority"] == str(universe.automation.exploratory_priority)
+        assert request.tags["intelligence/purpose"] == "exploratory"
+        assert set(request.asset_selection) <= set(defs.resolve_job_def(SEARCH_JOB).asset_layer.selected_asset_keys)
+    ranges = sorted(
+        (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"])
+        for request in requests
+    )
+    # The searched cell is current; the others have never been searched.
+    assert ranges == [("NOISE|y_up_1b", "NOISE|y_volatility_5b"), ("SIGNAL|y_volatility_5b", "SIGNAL|y_volatility_5b")]

@@ -397,6 +397,7 @@ def test_gpu_and_cpu_pools_and_their_limits(small_universe, tmp_path: Path) -> N
     assert {assets[key].op.pool for key in cpu_bound} == {"cpu"}
     with dg.instance_for_test() as instance:
         limits = configure_pools(instance, small_universe.automation)
-        assert limits == {"gpu": 1, "cpu": 2}
+        assert limits == {"gpu": 1, "cpu": 2, "search": 1}
         assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 1
         assert instance.event_log_storage.get_concurrency_info("cpu").slot_count == 2
+        assert instance.event_log_storage.get_concurrency_info("search").slot_count == 1

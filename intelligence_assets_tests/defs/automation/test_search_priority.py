@@ -35,7 +35,7 @@ SYMBOL, TARGET = "SIGNAL", "y_up_1b"
 CELL = dg.MultiPartitionKey({"symbol": SYMBOL, "target": TARGET})
 # The search's wall-clock budget: it keeps run A in its slot well past the moment B and P are
 # queued (a second after A starts), so both wait in the queue together.
-SEARCH_SECONDS = 15
+SEARCH_SECONDS = 8
 FAMILIES = {
     "linear": {
         "params": {},
@@ -180,6 +180,9 @@ def test_a_production_retrain_queued_behind_a_search_starts_before_the_next_sear
 
         a, b, p = (instance.get_run_record_by_id(run.run_id) for run in runs)
         print(f"\n{report('done')}")
+        # No sensor or schedule launched anything: the queue held these runs only.
+        launched = {run.run_id for run in instance.get_runs()} - {market_data.run_id}
+        assert launched == {run.run_id for run in runs}, report("runs this test did not submit")
 
         # The tags the queue orders and limits by: the search job's own, and production's.
         assert a.dagster_run.tags["dagster/priority"] == b.dagster_run.tags["dagster/priority"] == "-10"

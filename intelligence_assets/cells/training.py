@@ -4,7 +4,7 @@ it: what `models/<family>` does for each partition, without Dagster."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import polars as pl
@@ -72,6 +72,7 @@ class Provenance:
     run_id: str  # the Dagster run
     asset: str  # the asset key as users write it, e.g. `models/lightgbm`
     partition: str  # the partition key, e.g. `SP500|y_up_5b`
+    device: Mapping[str, str] = field(default_factory=dict)  # the GPU it trained on, as run tags
 
 
 def train_cell(
@@ -180,6 +181,7 @@ def provenance_tags(stored: ArtifactHandle, manifest: Manifest, provenance: Prov
         names.DAGSTER_ASSET_TAG: provenance.asset,
         names.DAGSTER_PARTITION_TAG: provenance.partition,
         names.CODE_VERSION_TAG: manifest.provenance.get("code_version", ""),
+        **provenance.device,
         # MLflow's own source tags, so its UI shows which commit trained the model.
         MLFLOW_SOURCE_NAME: provenance.asset,
         **({MLFLOW_GIT_COMMIT: manifest.provenance["code_commit"]} if manifest.provenance.get("code_commit") else {}),

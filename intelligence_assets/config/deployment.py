@@ -17,6 +17,9 @@ artifact's manifest and files, never a pointer) in a local read cache
 DAGSTER_HOME/artifact-cache, shared by the steps of one machine; an emptyDir in each step pod
 on Kubernetes); `off` reads everything from the bucket.
 
+GPU steps of one host lease their GPU slot through lock files in INTELLIGENCE_GPU_LEASES (default
+DAGSTER_HOME/gpu-leases): every step process and run of the host must see the same directory.
+
 MLflow: INTELLIGENCE_MLFLOW_TRACKING_URI names a tracking server (any deployment); without it the
 embedded store is used, `sqlite:///<DAGSTER_HOME>/mlflow/mlflow.db` with no server, whose run
 artifacts live in the local artifact store under `mlflow/` (`make mlflow-ui` browses it).
@@ -42,6 +45,8 @@ from intelligence_assets.tracking.links import UiLinks
 DEPLOYMENT_VARIABLE = "INTELLIGENCE_DEPLOYMENT"
 ARTIFACT_ROOT_VARIABLE = "INTELLIGENCE_ARTIFACT_ROOT"
 ARTIFACT_CACHE_VARIABLE = "INTELLIGENCE_ARTIFACT_CACHE"
+# Where GPU steps of one host hold their GPU slots' lock files (`devices/leases.py`).
+GPU_LEASES_VARIABLE = "INTELLIGENCE_GPU_LEASES"
 # The value of INTELLIGENCE_ARTIFACT_CACHE that turns the read cache off.
 NO_ARTIFACT_CACHE = "off"
 MLFLOW_TRACKING_VARIABLE = "INTELLIGENCE_MLFLOW_TRACKING_URI"
@@ -92,6 +97,8 @@ class DeploymentSettings(BaseModel):
     dagster_home: Path = REPOSITORY_ROOT / ".dagster_home"
     # The S3 store's read cache; None: no cache. `from_environment` defaults it under DAGSTER_HOME.
     artifact_cache: Path | None = None
+    # The host's GPU slot locks, shared by every step process and run of the host.
+    gpu_leases: Path = REPOSITORY_ROOT / ".dagster_home" / "gpu-leases"
     mlflow_tracking_uri: str | None = None
     mlflow_ui_url: str | None = None
     dagster_ui_url: str | None = None
@@ -108,6 +115,7 @@ class DeploymentSettings(BaseModel):
                 artifact_root=Path(os.environ.get(ARTIFACT_ROOT_VARIABLE) or dagster_home / "artifacts"),
                 dagster_home=dagster_home,
                 artifact_cache=_artifact_cache(os.environ.get(ARTIFACT_CACHE_VARIABLE, ""), dagster_home),
+                gpu_leases=Path(os.environ.get(GPU_LEASES_VARIABLE) or dagster_home / "gpu-leases"),
                 mlflow_tracking_uri=os.environ.get(MLFLOW_TRACKING_VARIABLE) or None,
                 mlflow_ui_url=os.environ.get(MLFLOW_UI_VARIABLE) or None,
                 dagster_ui_url=os.environ.get(DAGSTER_UI_VARIABLE) or None,

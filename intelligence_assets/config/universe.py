@@ -204,8 +204,9 @@ class AutomationSettings(_Strict):
     """Fewer new labelled rows than this: too early to judge decay."""
     decay_max_skill_loss: float = Field(default=0.5, gt=0, le=1)
     """Retrain when recent skill (score - no skill) falls below (1 - this) x held-out skill."""
-    gpu_slots: int = Field(default=1, ge=0)
-    """Limit of the `gpu` pool: GPU training steps at once (GPUs available)."""
+    gpu_slots: int | None = Field(default=None, ge=0)
+    """Limit of the `gpu` pool: GPU training steps at once. Default: the host's GPUs x
+    `gpus.steps_per_gpu` (at least 1, so GPU families still train on a host without one)."""
     cpu_slots: int = Field(default=2, ge=1)
     """Limit of the `cpu` pool: heavy CPU steps at once (cores, or nodes x cores)."""
     search_slots: int = Field(default=1, ge=0)
@@ -232,6 +233,30 @@ class AutomationSettings(_Strict):
         return cron
 
 
+class GpuSettings(_Strict):
+    """Which GPUs of a host GPU steps use, and how many steps share one (`devices/`). On Kubernetes
+    each GPU pod sees the one GPU its `nvidia.com/gpu` limit gave it, and none of this applies."""
+
+    devices: list[int | str] | None = None
+    """The host's GPUs GPU steps may use: CUDA indices or GPU UUIDs. None: every GPU the host shows
+    (the operator's CUDA_VISIBLE_DEVICES if set, else NVML). Listed GPUs that the host does not
+    have fail the first GPU step, naming this setting."""
+    steps_per_gpu: int = Field(default=1, ge=1, le=64)
+    """GPU steps that may share one GPU at once: more than 1 packs small models (torch_mlp leaves
+    a GPU mostly idle), never more than this."""
+
+    @field_validator("devices")
+    @classmethod
+    def _distinct(cls, devices: list[int | str] | None) -> list[int | str] | None:
+        if devices is not None:
+            if not devices:
+                raise ValueError("an empty list would leave GPU steps nowhere to run; omit `devices` to discover")
+            duplicates = sorted({str(d) for d in devices if [str(e) for e in devices].count(str(d)) > 1})
+            if duplicates:
+                raise ValueError(f"GPUs listed twice: {duplicates}")
+        return devices
+
+
 class Universe(_Strict):
     symbols: list[str] = Field(min_length=1)
     targets: list[TargetSpec] = Field(min_length=1)
@@ -246,6 +271,7 @@ class Universe(_Strict):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     automation: AutomationSettings = Field(default_factory=AutomationSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    gpus: GpuSettings = Field(default_factory=GpuSettings)
     bars: BarsSettings = Field(default_factory=BarsSettings)
     seed: int = Field(default=7, ge=0)
     owners: list[str] = Field(default_factory=lambda: ["team:intelligence"], min_length=1)

@@ -291,7 +291,8 @@ def search_hyperparameters(
     study = _open_study(storage, study_name, settings, seed)
     finished = _finished(study)
     if not study.trials:
-        configured = _configured_trial(params, settings.ranges)
+        # The values training would use for the searched params: the configured ones over the family's defaults.
+        configured = _configured_trial({**load_family(family_name).default_params, **params}, settings.ranges)
         if configured:
             study.enqueue_trial(configured, skip_if_exists=True)
     done = settings.trials is not None and finished >= settings.trials

@@ -27,6 +27,11 @@ DAGSTER_RUN_TAG = "dagster_run_id"
 DAGSTER_ASSET_TAG = "dagster_asset_key"
 DAGSTER_PARTITION_TAG = "dagster_partition_key"
 CODE_VERSION_TAG = "code_version"
+# The GPU a model trained on (index as the host numbers it, name, slot of `gpus.steps_per_gpu`);
+# absent for models trained on the CPU.
+GPU_INDEX_TAG = "gpu_index"
+GPU_NAME_TAG = "gpu_name"
+GPU_SLOT_TAG = "gpu_slot"
 TRAINED_TAG = "trained"
 REGISTERED_VERSION_TAG = "registered_version"
 # sha256 of every file of the logged MLflow model, as JSON {path under `model/`: hex digest}; on the

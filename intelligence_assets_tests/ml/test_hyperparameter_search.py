@@ -79,9 +79,21 @@ def test_the_configured_values_are_the_first_trial_when_they_lie_in_the_space(
     small_universe: Universe, tmp_path: Path
 ) -> None:
     problem, _ = _problem(small_universe, 1600)
-    configured = {**CONFIGURED, "min_data_in_leaf": 50}
+    configured = {**CONFIGURED, "min_data_in_leaf": 20}
     result = search_hyperparameters(
         problem, "lightgbm", configured, _settings(trials=3), f"sqlite:///{tmp_path / 's.db'}", "configured"
+    )
+    assert result.trials[0].params == {"learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 20}
+    assert result.best_value >= result.trials[0].value
+
+
+def test_a_searched_param_left_unconfigured_starts_from_the_familys_default(
+    small_universe: Universe, tmp_path: Path
+) -> None:
+    """CONFIGURED leaves min_data_in_leaf to LightGBM's family default (50), which training then uses."""
+    problem, _ = _problem(small_universe, 1600)
+    result = search_hyperparameters(
+        problem, "lightgbm", CONFIGURED, _settings(trials=3), f"sqlite:///{tmp_path / 's.db'}", "defaults"
     )
     assert result.trials[0].params == {"learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 50}
 

@@ -32,6 +32,7 @@ from intelligence_assets.defs.assets.caching import (
 )
 from intelligence_assets.defs.assets.planning import PlanningContext, plans
 from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, training_backfill_policy
+from intelligence_assets.defs.gpus import GpuPlacement
 from intelligence_assets.defs.partitions import by_symbol, cell_of, symbol_target_partitions
 from intelligence_assets.defs.pods import step_pod_tags, threads_for
 from intelligence_assets.defs.pools import SEARCH_POOL
@@ -169,8 +170,10 @@ def build_search_asset(family_name: str, universe: Universe) -> dg.AssetsDefinit
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
         inputs = {"features": features, "labels": labels, "feature_sets": feature_sets}
         storage = study_storage(context.instance)
-        work_for = partial(_partition_work, context, mlflow_tracking, universe, family_name, inputs, storage)
-        yield from materialize_partitions(context, artifact_store.store(), work_for)
+        # Trials train like the family's models: a GPU family's on a leased GPU slot of the host.
+        with GpuPlacement(universe).step_device(context, family_name):
+            work_for = partial(_partition_work, context, mlflow_tracking, universe, family_name, inputs, storage)
+            yield from materialize_partitions(context, artifact_store.store(), work_for)
 
     return hyperparameter_search
 

@@ -20,6 +20,7 @@ from intelligence_assets.defs.assets.planning import PlanningContext, plans
 from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, training_backfill_policy
 from intelligence_assets.defs.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.defs.checks import leakage_sentinel_result, leakage_sentinel_spec
+from intelligence_assets.defs.gpus import GpuPlacement, StepDevice
 from intelligence_assets.defs.partitions import by_symbol, cell_of, symbol_target_partitions
 from intelligence_assets.defs.pods import step_pod_tags
 from intelligence_assets.defs.pools import CPU_POOL, GPU_POOL
@@ -103,8 +104,9 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
         mlflow_tracking: MlflowTrackingResource,
         **inputs: HandleOrRange,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        work_for = partial(_partition_work, context, mlflow_tracking, universe, family_name, inputs)
-        yield from materialize_partitions(context, artifact_store.store(), work_for)
+        with GpuPlacement(universe).step_device(context, family_name) as device:
+            work_for = partial(_partition_work, context, mlflow_tracking, universe, family_name, inputs, device)
+            yield from materialize_partitions(context, artifact_store.store(), work_for)
 
     return model
 
@@ -115,6 +117,7 @@ def _partition_work(
     universe: Universe,
     family_name: str,
     inputs: dict[str, HandleOrRange],
+    device: StepDevice,
     partition_key: str,
 ) -> PartitionWork:
     """One symbol x target's model: its inputs and config (its fingerprint), how to train it and
@@ -129,16 +132,18 @@ def _partition_work(
     if SEARCH_INPUT in inputs:
         handles[SEARCH_INPUT] = input_for(inputs[SEARCH_INPUT], partition_key)
     config = model_config(universe, family_name, symbol, target)
-    provenance = Provenance(context.run.run_id, model_key(family_name).to_user_string(), partition_key)
+    provenance = Provenance(context.run.run_id, model_key(family_name).to_user_string(), partition_key, device.tags())
     return PartitionWork(
         handles,
         config,
-        partial(_train, context, cell, handles),
+        partial(_train, context, cell, handles, device),
         after_commit=partial(_track, context, mlflow_tracking, cell, resolved(config), provenance),
     )
 
 
-def _train(context: dg.AssetExecutionContext, cell: Cell, handles: dict[str, ArtifactHandle]) -> Computed:
+def _train(
+    context: dg.AssetExecutionContext, cell: Cell, handles: dict[str, ArtifactHandle], device: StepDevice
+) -> Computed:
     """Train the cell (with its search's best params, if its family is searched); its leakage
     sentinel judges the held-out scores, searched or not."""
     search = handles[SEARCH_INPUT].load() if SEARCH_INPUT in handles else None
@@ -154,7 +159,8 @@ def _train(context: dg.AssetExecutionContext, cell: Cell, handles: dict[str, Art
     check = leakage_sentinel_result(
         model_key(cell.family), cell.spec.kind, trained.metrics, cell.universe.leakage_sentinel
     )
-    return Computed(trained.model, metadata=trained.metadata, checks=[check])
+    metadata = {**trained.metadata, **device.metadata()} if trained.model.trained else trained.metadata
+    return Computed(trained.model, metadata=metadata, checks=[check])
 
 
 def _track(

@@ -26,18 +26,16 @@ from intelligence_assets.defs.assets.caching import (
     Computed,
     PartitionWork,
     fingerprint_of,
-    input_for,
     input_versions,
     materialize_partitions,
 )
 from intelligence_assets.defs.assets.planning import PlanningContext, plans
-from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, training_backfill_policy
+from intelligence_assets.defs.assets.target_analysis import cell_handles, training_backfill_policy, training_ins
 from intelligence_assets.defs.gpus import GpuPlacement
-from intelligence_assets.defs.partitions import by_symbol, cell_of, symbol_target_partitions
+from intelligence_assets.defs.partitions import cell_of, symbol_target_partitions
 from intelligence_assets.defs.pods import step_pod_tags, threads_for
 from intelligence_assets.defs.pools import SEARCH_POOL
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
-from intelligence_assets.defs.resources.io_manager import HANDLE_OR_RANGE
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.hyperparameter_search import SearchSettings
@@ -147,11 +145,7 @@ def build_search_asset(family_name: str, universe: Universe) -> dg.AssetsDefinit
                 ),
             )
         },
-        ins={
-            "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol, dagster_type=HANDLE_OR_RANGE),
-            "labels": dg.AssetIn(LABELS, dagster_type=HANDLE_OR_RANGE),
-            "feature_sets": dg.AssetIn(FEATURE_SETS, dagster_type=HANDLE_OR_RANGE),
-        },
+        ins=training_ins(),
         can_subset=True,
         partitions_def=symbol_target_partitions(universe),
         backfill_policy=training_backfill_policy(universe),
@@ -164,11 +158,8 @@ def build_search_asset(family_name: str, universe: Universe) -> dg.AssetsDefinit
         context: dg.AssetExecutionContext,
         artifact_store: ArtifactStoreResource,
         mlflow_tracking: MlflowTrackingResource,
-        features: HandleOrRange,
-        labels: HandleOrRange,
-        feature_sets: HandleOrRange,
+        **inputs: HandleOrRange,
     ) -> Iterator[dg.Output | dg.AssetCheckResult]:
-        inputs = {"features": features, "labels": labels, "feature_sets": feature_sets}
         storage = study_storage(context.instance)
         # Trials train like the family's models: a GPU family's on a leased GPU slot of the host.
         with GpuPlacement(universe).step_device(context, family_name):
@@ -189,11 +180,7 @@ def _partition_work(
 ) -> PartitionWork:
     symbol, target = cell_of(partition_key)
     cell = Cell(universe, family_name, symbol, target)
-    handles = {
-        "features": input_for(inputs["features"], symbol),
-        "labels": input_for(inputs["labels"], partition_key),
-        "feature_sets": input_for(inputs["feature_sets"], partition_key),
-    }
+    handles = cell_handles(inputs, partition_key)
     config = search_config(universe, family_name, target)
     # The partition's fingerprint, as caching computes it: a rerun of a killed search finds its study.
     code_version = context.assets_def.code_versions_by_key[search_key(family_name)] or ""

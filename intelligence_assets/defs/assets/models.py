@@ -13,15 +13,15 @@ import dagster as dg
 from intelligence_assets.cells.hyperparameter_search import searched_params
 from intelligence_assets.cells.training import Cell, Provenance, track_cell, train_cell
 from intelligence_assets.config.universe import Universe
-from intelligence_assets.defs.assets.caching import Computed, PartitionWork, input_for, materialize_partitions, resolved
+from intelligence_assets.defs.assets.caching import Computed, PartitionWork, materialize_partitions, resolved
 from intelligence_assets.defs.assets.hyperparameter_search import search_key
 from intelligence_assets.defs.assets.market_data import annualisation_config
 from intelligence_assets.defs.assets.planning import PlanningContext, plans
-from intelligence_assets.defs.assets.target_analysis import FEATURE_SETS, FEATURES, LABELS, training_backfill_policy
+from intelligence_assets.defs.assets.target_analysis import cell_handles, training_backfill_policy, training_ins
 from intelligence_assets.defs.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.defs.checks import leakage_sentinel_result, leakage_sentinel_spec
 from intelligence_assets.defs.gpus import GpuPlacement, StepDevice
-from intelligence_assets.defs.partitions import by_symbol, cell_of, symbol_target_partitions
+from intelligence_assets.defs.partitions import cell_of, symbol_target_partitions
 from intelligence_assets.defs.pods import step_pod_tags
 from intelligence_assets.defs.pools import CPU_POOL, GPU_POOL
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
@@ -62,11 +62,7 @@ def build_model_asset(family_name: str, universe: Universe) -> dg.AssetsDefiniti
     key = model_key(family_name)
     partitions = symbol_target_partitions(universe)
     kinds = set(family.kinds)
-    ins = {
-        "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol, dagster_type=HANDLE_OR_RANGE),
-        "labels": dg.AssetIn(LABELS, dagster_type=HANDLE_OR_RANGE),
-        "feature_sets": dg.AssetIn(FEATURE_SETS, dagster_type=HANDLE_OR_RANGE),
-    }
+    ins = training_ins()
     searched = universe.model_families[family_name].search is not None
     if searched:
         # An input, so a new search result (its fingerprint) makes the cell's model stale.
@@ -124,13 +120,7 @@ def _partition_work(
     how to track it once committed."""
     symbol, target = cell_of(partition_key)
     cell = Cell(universe, family_name, symbol, target)
-    handles = {
-        "features": input_for(inputs["features"], symbol),
-        "labels": input_for(inputs["labels"], partition_key),
-        "feature_sets": input_for(inputs["feature_sets"], partition_key),
-    }
-    if SEARCH_INPUT in inputs:
-        handles[SEARCH_INPUT] = input_for(inputs[SEARCH_INPUT], partition_key)
+    handles = cell_handles(inputs, partition_key)
     config = model_config(universe, family_name, symbol, target)
     provenance = Provenance(context.run.run_id, model_key(family_name).to_user_string(), partition_key, device.tags())
     return PartitionWork(

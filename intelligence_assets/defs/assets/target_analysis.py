@@ -152,6 +152,22 @@ def feature_set_decision(feature_set: analysis.CellFeatureSet) -> str:
 SYMBOL_INPUTS = ("bars", "features")
 
 
+def cell_handles(inputs: Mapping[str, HandleOrRange], key: str) -> dict[str, ArtifactHandle]:
+    """A symbol x target partition's handle of each input (its symbol's, for SYMBOL_INPUTS)."""
+    symbol, _ = cell_of(key)
+    return {name: input_for(value, symbol if name in SYMBOL_INPUTS else key) for name, value in inputs.items()}
+
+
+def training_ins() -> dict[str, dg.AssetIn]:
+    """What a model family's assets read per cell (its models, its search): the symbol's features,
+    the cell's labels and the features selected for it."""
+    return {
+        "features": dg.AssetIn(FEATURES, partition_mapping=by_symbol, dagster_type=HANDLE_OR_RANGE),
+        "labels": dg.AssetIn(LABELS, dagster_type=HANDLE_OR_RANGE),
+        "feature_sets": dg.AssetIn(FEATURE_SETS, dagster_type=HANDLE_OR_RANGE),
+    }
+
+
 def materialize_cells(
     context: dg.AssetExecutionContext,
     artifact_store: ArtifactStoreResource,
@@ -165,9 +181,7 @@ def materialize_cells(
 
     def work_for(key: str) -> PartitionWork:
         cell = analysis.TargetCell(universe, *cell_of(key))
-        handles = {
-            name: input_for(value, cell.symbol if name in SYMBOL_INPUTS else key) for name, value in inputs.items()
-        }
+        handles = cell_handles(inputs, key)
         return PartitionWork(handles, config(universe, cell.target), partial(compute, cell, handles))
 
     yield from materialize_partitions(context, artifact_store.store(), work_for)

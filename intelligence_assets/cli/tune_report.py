@@ -37,6 +37,7 @@ from intelligence_assets.ml.hyperparameter_search import (
     PRUNED,
     SearchFailedError,
     SearchSettings,
+    configured_values,
     search_hyperparameters,
 )
 from intelligence_assets.ml.metrics import backtest_sharpe, evaluate, no_skill_score, positions_from_predictions
@@ -288,16 +289,11 @@ def compare_cell(
         searched_held_out_fold_score=_fold_units(searched, spec.task),
         searched_params=result.searched_params,
         configured_among_trials=bool(result.trials)
-        and result.trials[0].params == _configured_subset(configured, settings),
+        and result.trials[0].params == configured_values(family, configured, settings.ranges),
         trials_complete=result.count(COMPLETE),
         trials_pruned=result.count(PRUNED),
         seconds=time.perf_counter() - started,
     )
-
-
-def _configured_subset(configured: Mapping[str, Any], settings: SearchSettings) -> dict[str, Any] | None:
-    subset = {name: configured[name] for name in settings.ranges if name in configured}
-    return subset if len(subset) == len(settings.ranges) else None
 
 
 # ---------------------------------------------------------------- the report

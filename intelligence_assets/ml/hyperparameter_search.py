@@ -291,10 +291,9 @@ def search_hyperparameters(
     study = _open_study(storage, study_name, settings, seed)
     finished = _finished(study)
     if not study.trials:
-        # The values training would use for the searched params: the configured ones over the family's defaults.
-        configured = _configured_trial({**load_family(family_name).default_params, **params}, settings.ranges)
+        configured = configured_values(family_name, params, settings.ranges)
         if configured:
-            study.enqueue_trial(configured, skip_if_exists=True)
+            study.enqueue_trial(_as_suggested(configured, settings.ranges), skip_if_exists=True)
     done = settings.trials is not None and finished >= settings.trials
     log(
         f"study {study_name}: {finished} finished trials stored"
@@ -319,28 +318,37 @@ def search_hyperparameters(
     return _result(study_name, _open_study(storage, study_name, settings, seed), params)
 
 
-def _configured_trial(params: Mapping[str, Any], space: Mapping[str, ParameterRange]) -> dict[str, Any]:
-    """The configured values of the searched params, as Optuna would suggest them; {} when one
-    is not configured or lies outside its range."""
+def configured_values(
+    family_name: str, params: Mapping[str, Any], space: Mapping[str, ParameterRange]
+) -> dict[str, Any]:
+    """The values training would use for the searched params (the configured ones over the
+    family's defaults); {} when one has none or lies outside its range, so it cannot be a trial."""
+    values = {**load_family(family_name).default_params, **params}
     trial: dict[str, Any] = {}
     for name, parameter_range in space.items():
-        if name not in params:
-            return {}
-        value = params[name]
+        value = values.get(name)
         if parameter_range.choices is not None:
-            if value not in parameter_range.choices:
-                return {}
-            listed = any(isinstance(choice, (list, dict)) for choice in parameter_range.choices)
-            trial[name] = parameter_range.choices.index(value) if listed else value
-        elif (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and parameter_range.low <= value <= parameter_range.high
-        ):
-            trial[name] = value
+            inside = value in parameter_range.choices
         else:
+            inside = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and parameter_range.low <= value <= parameter_range.high
+            )
+        if not inside:
             return {}
+        trial[name] = value
     return trial
+
+
+def _as_suggested(values: Mapping[str, Any], space: Mapping[str, ParameterRange]) -> dict[str, Any]:
+    """Values as Optuna stores them: a list-valued choice by its position (see `suggest`)."""
+    suggested = {}
+    for name, value in values.items():
+        choices = space[name].choices
+        listed = choices is not None and any(isinstance(choice, (list, dict)) for choice in choices)
+        suggested[name] = choices.index(value) if listed else value
+    return suggested
 
 
 def _outcome(trial: Any) -> TrialOutcome:

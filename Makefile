@@ -135,6 +135,7 @@ bench-image: install
 # The GPU benchmark's datasets (real pipeline, here); the run itself needs a GPU machine (README, "Benchmarks").
 bench-gpu-data: install
 	$(BIN)/python -m benchmarks.gpu prepare
+	$(BIN)/python -m benchmarks.gpu_backfill prepare
 
 clean-home:
 	rm -rf $(DAGSTER_HOME)

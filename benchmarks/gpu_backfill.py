@@ -217,7 +217,12 @@ def run(out: Path, steps_per_gpu: list[int], families: list[str]) -> None:
 
     sampler = GpuSampler()
     time.sleep(1.0)
-    results = {"device": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count(), "runs": []}
+    results = {
+        "device": torch.cuda.get_device_name(0),
+        "gpus": torch.cuda.device_count(),
+        "cpu_cores": os.cpu_count(),
+        "runs": [],
+    }
     for per_gpu in steps_per_gpu:
         for chosen in [[family] for family in families] + [families]:
             outcome = backfill(chosen, per_gpu, sampler)
@@ -263,6 +268,7 @@ def report(path: Path) -> None:
         text = text[: text.index(SECTION)].rstrip() + "\n"
     RESULTS.write_text(text.rstrip() + "\n\n" + "\n".join(lines) + "\n")
     machine = f"{gpus} x {results['device']}"
+    cores = results.get("cpu_cores")
     for run_result in results["runs"]:
         if len(run_result["families"]) < 2:
             continue
@@ -273,16 +279,23 @@ def report(path: Path) -> None:
             run_result["cells_per_hour"],
             goal=None,
             better="higher",
+            cores=cores,
             machine=machine,
         )
         record(
-            f"gpu_backfill_busy_percent_{gpus}_gpu_{per_gpu}_per_gpu", busy, goal=80, better="higher", machine=machine
+            f"gpu_backfill_busy_percent_{gpus}_gpu_{per_gpu}_per_gpu",
+            busy,
+            goal=80,
+            better="higher",
+            cores=cores,
+            machine=machine,
         )
         record(
             f"gpu_backfill_peak_steps_per_gpu_{per_gpu}_per_gpu",
             max(run_result["peak_steps_per_gpu"].values()),
             goal=per_gpu,
             better="lower",
+            cores=cores,
             machine=machine,
         )
     print(f"{RESULTS}: {len(results['runs'])} runs")

@@ -31,15 +31,20 @@ SMALL_TARGETS = [
 ]
 
 
-def write_small_universe(directory: Path, families: dict | None = None, n_bars: int = 1600, **overrides) -> Path:
+def write_small_universe(
+    directory: Path, families: dict | None = None, n_bars: int = 1600, symbol_prefix: str = "", **overrides
+) -> Path:
+    """`symbol_prefix` renames SMALL_SYMBOLS (`W` + `SIGNAL`), for a test that shares the session's
+    MLflow server, whose registered models are named by symbol."""
     bars = directory / "bars"
     bars.mkdir(parents=True, exist_ok=True)
-    for seed, (symbol, strength) in enumerate(SMALL_SYMBOLS.items()):
+    symbols = {f"{symbol_prefix}{symbol}": strength for symbol, strength in SMALL_SYMBOLS.items()}
+    for seed, (symbol, strength) in enumerate(symbols.items()):
         synthetic_bars(n_bars=n_bars, seed=100 + seed, signal_strength=strength).write_parquet(
             bars / f"{symbol}.parquet"
         )
     config = {
-        "symbols": list(SMALL_SYMBOLS),
+        "symbols": list(symbols),
         "bars": {"directory": "bars", "min_history": 500},
         "targets": SMALL_TARGETS,
         "model_families": families

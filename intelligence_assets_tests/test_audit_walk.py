@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import dagster as dg
 import pytest
-import yaml
 
 from intelligence_assets.config.code_revision import code_revision
 from intelligence_assets.config.universe import load_universe
@@ -49,12 +48,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServ
     root = tmp_path_factory.mktemp("audit_walk")
     home = root / "home"
     write_instance_yaml(home)
-    path = write_small_universe(root / "universe", families={"linear": {"params": {}}})
-    config = yaml.safe_load(path.read_text())  # symbols of its own on the session's MLflow server
-    for symbol in config["symbols"]:
-        (root / "universe" / "bars" / f"{symbol}.parquet").rename(root / "universe" / "bars" / f"W{symbol}.parquet")
-    config["symbols"] = [f"W{symbol}" for symbol in config["symbols"]]
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    # Symbols of its own on the session's MLflow server.
+    path = write_small_universe(root / "universe", families={"linear": {"params": {}}}, symbol_prefix="W")
     port = free_port()
     dagster_url = f"http://127.0.0.1:{port}"
     environment = {

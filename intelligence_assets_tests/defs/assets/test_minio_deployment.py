@@ -37,7 +37,8 @@ def test_graph_on_s3_with_cache_hits_and_no_secret_in_dagster(
     # The store's read cache, in the test's scratch rather than the repository's .dagster_home.
     monkeypatch.setenv("INTELLIGENCE_ARTIFACT_CACHE", str(tmp_path / "artifact-cache"))
     deployment = Deployment.from_environment()
-    universe = load_universe(write_small_universe(tmp_path, families={"linear": {"params": {}}}))
+    # Symbols of its own: the session's MLflow server names registered models by symbol.
+    universe = load_universe(write_small_universe(tmp_path, families={"linear": {"params": {}}}, symbol_prefix="GRAPH"))
 
     with dg.instance_for_test() as instance:
         cold = materialize_everything(universe, instance, deployment.resources(universe))
@@ -68,7 +69,7 @@ def test_graph_on_s3_with_cache_hits_and_no_secret_in_dagster(
             assert s3_endpoint.secret_key not in str(run.run_config)
 
     store = deployment.artifact_store()
-    model = artifact_prefix(model_key("linear"), "SIGNAL", "y_up_1b")
+    model = artifact_prefix(model_key("linear"), "GRAPHSIGNAL", "y_up_1b")
     handle = ArtifactHandle.current(store, model)
     objects = {obj.object_name for obj in s3_endpoint.client().list_objects(bucket, prefix=model, recursive=True)}
     assert file_key(model, handle.fingerprint, "model/model.json") in objects

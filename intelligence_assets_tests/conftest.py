@@ -23,6 +23,13 @@ from intelligence_assets_tests.support.services import (
     s3_fault_proxy,  # noqa: F401
 )
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long-running modules first (stable otherwise): `make test`'s processes take whole files in
+    collection order, and one started last would run alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("long_running") is None)
+
+
 # SIGNAL carries a planted next-bar direction signal; NOISE is a pure random walk.
 SMALL_SYMBOLS = {"SIGNAL": 1.0, "NOISE": 0.0}
 SMALL_TARGETS = [

@@ -18,6 +18,8 @@ from intelligence_assets_tests.conftest import fresh_home, home_environment, wri
 from intelligence_assets_tests.support.pipeline import materialize_command
 from intelligence_assets_tests.support.stored_state import StoredState, stored_state
 
+pytestmark = pytest.mark.long_running
+
 FAMILIES = {"linear": {"params": {}}, "lightgbm": {"params": {"num_boost_round": 80}}}
 
 

@@ -27,6 +27,8 @@ from intelligence_assets_tests.conftest import fresh_home, home_environment, wri
 from intelligence_assets_tests.support.daemon import running_daemon
 from intelligence_assets_tests.support.real_series import constant_price_bars
 
+pytestmark = pytest.mark.long_running
+
 DEADLINE_SECONDS = 600
 # The automation sensor evaluates every 30 s: after this long with no run in flight and nothing
 # new, the chain has settled.

@@ -31,6 +31,8 @@ from intelligence_assets_tests.conftest import fresh_home, home_environment, wri
 from intelligence_assets_tests.support.daemon import running_daemon
 from intelligence_assets_tests.support.pipeline import local_resources
 
+pytestmark = pytest.mark.long_running
+
 SYMBOL, TARGET = "SIGNAL", "y_up_1b"
 CELL = dg.MultiPartitionKey({"symbol": SYMBOL, "target": TARGET})
 # The search's wall-clock budget: it keeps run A in its slot well past the moment B and P are

@@ -7,6 +7,7 @@ production MLflow server keeps them in MinIO).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -104,10 +105,9 @@ def resume_server(process: subprocess.Popen) -> None:
     os.killpg(process.pid, signal.SIGCONT)
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: S3Endpoint) -> Iterator[MlflowServer]:
-    """One MLflow server for the session; tests keep apart by using their own symbols/targets."""
-    directory = tmp_path_factory.mktemp("mlflow_server")
+@contextlib.contextmanager
+def running_mlflow_server(directory: Path, s3_endpoint: S3Endpoint) -> Iterator[MlflowServer]:
+    """A tracking server of its own, its artifacts in a new bucket of `s3_endpoint`."""
     bucket = unique_bucket_name("mlflow")
     s3_endpoint.client().make_bucket(bucket)
     process, port = start_mlflow_server(directory, s3_endpoint, bucket)
@@ -115,3 +115,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: S3Endpo
         yield MlflowServer(LOOPBACK, port, bucket, directory / "mlflow_server.log")
     finally:
         stop_process(process, grace_seconds=10.0)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: S3Endpoint) -> Iterator[MlflowServer]:
+    """One MLflow server for the session; tests keep apart by using their own symbols/targets.
+    A test that needs the whole registry to itself (the registry step reads every registered
+    model) starts its own with `running_mlflow_server`."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow_server"), s3_endpoint) as server:
+        yield server

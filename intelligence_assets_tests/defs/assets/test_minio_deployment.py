@@ -3,6 +3,7 @@ loopback) through the minio SDK, with the same layout and the same cache as the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -18,14 +19,24 @@ from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.store.artifacts import ArtifactHandle, read_value
 from intelligence_assets.store.keys import artifact_prefix, file_key, pointer_key
 from intelligence_assets_tests.conftest import write_small_universe
-from intelligence_assets_tests.support.mlflow_server import MlflowServer
+from intelligence_assets_tests.support.mlflow_server import MlflowServer, running_mlflow_server
 from intelligence_assets_tests.support.pipeline import materialize_everything
 from intelligence_assets_tests.support.services import S3Endpoint, unique_bucket_name
 
 
+@pytest.fixture
+def own_mlflow_server(tmp_path: Path, s3_endpoint: S3Endpoint) -> Iterator[MlflowServer]:
+    """The registry step reads every registered model of the server: on the session's shared one, a
+    cell another test left behind is retired by the first pass, so a rerun would not be all hits."""
+    (tmp_path / "mlflow_server").mkdir()
+    with running_mlflow_server(tmp_path / "mlflow_server", s3_endpoint) as server:
+        yield server
+
+
 def test_graph_on_s3_with_cache_hits_and_no_secret_in_dagster(
-    tmp_path: Path, s3_endpoint: S3Endpoint, mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, s3_endpoint: S3Endpoint, own_mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    mlflow_server = own_mlflow_server
     bucket = unique_bucket_name("graph")
     monkeypatch.setenv("INTELLIGENCE_DEPLOYMENT", "minio")
     monkeypatch.setenv("INTELLIGENCE_S3_ENDPOINT", s3_endpoint.endpoint)

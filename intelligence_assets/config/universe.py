@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -251,7 +252,7 @@ class GpuSettings(_Strict):
         if devices is not None:
             if not devices:
                 raise ValueError("an empty list would leave GPU steps nowhere to run; omit `devices` to discover")
-            duplicates = sorted({str(d) for d in devices if [str(e) for e in devices].count(str(d)) > 1})
+            duplicates = sorted(name for name, count in Counter(str(d) for d in devices).items() if count > 1)
             if duplicates:
                 raise ValueError(f"GPUs listed twice: {duplicates}")
         return devices

@@ -302,11 +302,9 @@ def search_hyperparameters(
     )
     deadline = None if settings.seconds is None else time.time() + settings.seconds
     arguments = (problem, family_name, dict(params), settings, storage, study_name)
-    if done:
-        pass
-    elif settings.workers == 1:
+    if not done and settings.workers == 1:
         _run_trials(*arguments, seed, deadline)
-    else:
+    elif not done:
         # Fresh interpreters (not fork): the parent may hold threads and open database connections.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(settings.workers, mp_context=context) as pool:
@@ -315,7 +313,8 @@ def search_hyperparameters(
             ]
             for future in futures:
                 future.result()
-    return _result(study_name, _open_study(storage, study_name, settings, seed), params)
+    # The study reads its trials from the storage, so it sees those of every worker.
+    return _result(study_name, study, params)
 
 
 def configured_values(

@@ -32,23 +32,20 @@ from intelligence_assets.store.keys import artifact_prefix
 TRIGGER_TAG = "intelligence/trigger"
 
 
+def _purpose_tags(priority: int, purpose: str, trigger: str) -> dict[str, str]:
+    # The run queue dequeues by `dagster/priority` and limits runs by `intelligence/purpose` (dagster.yaml).
+    return {"dagster/priority": str(priority), "intelligence/purpose": purpose, TRIGGER_TAG: trigger}
+
+
 def production_tags(universe: Universe, trigger: str) -> dict[str, str]:
     """Runs the platform launches itself: production retraining, ahead of exploratory work."""
-    return {
-        "dagster/priority": str(universe.automation.production_priority),
-        "intelligence/purpose": "production",
-        TRIGGER_TAG: trigger,
-    }
+    return _purpose_tags(universe.automation.production_priority, "production", trigger)
 
 
 def exploratory_tags(universe: Universe, trigger: str) -> dict[str, str]:
     """Runs a user asks for to explore (hyperparameter search): dequeued after production's, and
     limited to one at a time by the run queue's `intelligence/purpose` limit (dagster.yaml)."""
-    return {
-        "dagster/priority": str(universe.automation.exploratory_priority),
-        "intelligence/purpose": "exploratory",
-        TRIGGER_TAG: trigger,
-    }
+    return _purpose_tags(universe.automation.exploratory_priority, "exploratory", trigger)
 
 
 def _stored_bars_version(store: ArtifactStore, symbol: str) -> str | None:

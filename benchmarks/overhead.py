@@ -24,13 +24,15 @@ machine's own core count into benchmarks/results/summary.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import median
 
@@ -48,7 +50,6 @@ from intelligence_assets.defs.processes import (
 )
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results"
-NOTES = REPOSITORY_ROOT / "benchmarks" / "overhead_notes.md"
 PYTHON = sys.executable
 
 
@@ -272,29 +273,39 @@ def sequential(universe_path: Path, platform_root: Path | None = None) -> tuple[
 
 
 def sequential_in_child(universe_path: Path, platform_root: Path) -> tuple[float, float, float, int, float]:
-    """`sequential`, storing and tracking, in a fresh process: its wall seconds, summed compute
-    and duty seconds, its task count and the process's peak memory (MiB)."""
+    """`sequential`, storing and tracking, in a fresh process: its wall seconds (launch to exit),
+    summed compute and duty seconds, its task count and the process's peak memory (MiB)."""
     code = (
         "from benchmarks.overhead import sequential; from pathlib import Path; "
         f"seconds, times = sequential(Path({str(universe_path)!r}), Path({str(platform_root)!r})); "
         "print('SECONDS', seconds, sum(t.compute for t in times), sum(t.duty for t in times), len(times))"
     )
-    (seconds, compute, duty, tasks), peak = run_measured(code, "the sequential loop")
-    return float(seconds), float(compute), float(duty), int(tasks), peak
+    (_, compute, duty, tasks), seconds, peak = run_measured(code, "the sequential loop")
+    return seconds, float(compute), float(duty), int(tasks), peak
 
 
-def run_measured(code: str, what: str) -> tuple[list[str], float]:
+def run_measured(code: str, what: str) -> tuple[list[str], float, float]:
     """Python `code` in a fresh process from the repository root: the fields of the line it
-    prints after `SECONDS`, and the peak memory (MiB) of the process and its children."""
+    prints after `SECONDS`, the wall seconds from launching the process to its exit (what a
+    script's command takes, interpreter start and imports included, as Dagster is measured) and
+    the peak memory (MiB) of the process and its children."""
+    from concurrent.futures import ThreadPoolExecutor
+
     with PeakMemory() as memory:
+        started = time.perf_counter()
         process = subprocess.Popen(
             [PYTHON, "-c", code], cwd=REPOSITORY_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         memory.watch(process.pid)
-        stdout, stderr = process.communicate()
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            output = reader.submit(process.communicate)  # drains both pipes until every holder has exited
+            process.wait()
+            seconds = time.perf_counter() - started
+            stdout, stderr = output.result()
     if process.returncode != 0:
         raise SystemExit(f"{what} failed:\n{stderr[-3000:]}")
-    return next(line for line in stdout.splitlines() if line.startswith("SECONDS")).split()[1:], memory.peak_mib
+    fields = next(line for line in stdout.splitlines() if line.startswith("SECONDS")).split()[1:]
+    return fields, seconds, memory.peak_mib
 
 
 class PeakMemory:
@@ -385,15 +396,15 @@ def ideal_pool(universe_path: Path, workers: int, platform_root: Path | None = N
 
 def ideal_pool_in_child(universe_path: Path, workers: int, platform_root: Path | None = None) -> tuple[float, float]:
     """`ideal_pool` in a fresh process of its own, as each `make demo` is: a process has one
-    forkserver, started by its first pool with that pool's imports. Its seconds and the peak
-    memory (MiB) of the process and its workers."""
+    forkserver, started by its first pool with that pool's imports. Its seconds from launching
+    the process to its exit and the peak memory (MiB) of the process and its workers."""
     code = (
         f"from benchmarks.overhead import ideal_pool; from pathlib import Path; "
         f"print('SECONDS', ideal_pool(Path({str(universe_path)!r}), {workers}, "
         f"{f'Path({str(platform_root)!r})' if platform_root else None}))"
     )
-    (seconds,), peak = run_measured(code, "the pool")
-    return float(seconds), peak
+    _, seconds, peak = run_measured(code, "the pool")
+    return seconds, peak
 
 
 def dagster_run(
@@ -489,39 +500,126 @@ def replicated_universe(universe_path: Path, directory: Path, copies: int) -> Pa
     return path
 
 
-def core_work_section(universe_path: Path, worker_counts: list[int], repeats: int, scratch: Path) -> list[str]:
-    """(a): the sequential loop once a round, then at each worker count the ideal pool, the pool
-    that stores and tracks, and Dagster; rounds interleaved so that a slow spell of a shared
-    machine hits every way alike. Tables take medians; the last worker count is the headline,
-    and at the machine's own core count its ratios go into summary.json."""
-    from benchmarks.summary import record
+WAYS = ("sequential", "pool", "platform", "dagster")
+WAY_NAMES = {
+    "sequential": "sequential loop (storing and tracking)",
+    "pool": "ideal pool",
+    "platform": "pool that stores and tracks",
+    "dagster": "Dagster",
+}
 
-    sequential_rounds: list[tuple[float, float, float, int, float]] = []
-    rounds: dict[int, list[PoolsAndDagster]] = {workers: [] for workers in worker_counts}
+
+@dataclass
+class Measurement:
+    """One way measured once: wall seconds from launching its process to its exit, and the
+    peak memory of its process tree. `details`: the sequential loop's compute and duty seconds
+    and task count; Dagster's stages and when its forkserver had exited."""
+
+    way: str
+    workers: int  # 1 for the sequential loop
+    seconds: float
+    peak_mib: float
+    cores: int
+    machine: str
+    commit: str
+    details: dict = field(default_factory=dict)
+
+
+def load_measurements(path: Path | None) -> list[Measurement]:
+    if path is None or not path.exists():
+        return []
+    return [Measurement(**entry) for entry in json.loads(path.read_text())]
+
+
+def save_measurements(path: Path | None, measurements: list[Measurement]) -> None:
+    """Written after every measurement, so that a command stopped by a time limit keeps what it
+    measured and the next command (`--measurements` again) goes on from there."""
+    if path is None:
+        return
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps([asdict(entry) for entry in measurements], indent=1) + "\n")
+    temporary.replace(path)
+
+
+def measure_core_work(
+    universe_path: Path,
+    worker_counts: list[int],
+    repeats: int,
+    scratch: Path,
+    ways: list[str],
+    measurements: list[Measurement],
+    measurements_path: Path | None,
+) -> None:
+    """(a), measured: the sequential loop once a round, then at each worker count the ideal
+    pool, the pool that stores and tracks, and Dagster (those of `ways`); rounds interleaved so
+    that a slow spell of a shared machine hits every way alike. Appends to `measurements`."""
+    from benchmarks.summary import current_commit
+
+    machine, cores, commit = describe_machine(), available_cores(), current_commit()
+
+    def keep(way: str, workers: int, seconds: float, peak: float, details: dict | None = None) -> None:
+        measurements.append(Measurement(way, workers, seconds, peak, cores, machine, commit, details or {}))
+        save_measurements(measurements_path, measurements)
+        print(f"    {seconds:.1f}s", flush=True)
+
     for repeat in range(repeats):
         label = f"(a) round {repeat + 1}/{repeats}"
-        print(f"{label}: sequential loop (storing and tracking) ...", flush=True)
-        sequential_rounds.append(sequential_in_child(universe_path, scratch / f"round_{repeat}" / "sequential"))
-        print(f"    {sequential_rounds[-1][0]:.1f}s", flush=True)
+        directory = scratch / f"round_{repeat}"
+        if "sequential" in ways:
+            print(f"{label}: sequential loop (storing and tracking) ...", flush=True)
+            seconds, compute, duty, tasks, peak = sequential_in_child(universe_path, directory / "sequential")
+            keep("sequential", 1, seconds, peak, {"compute": compute, "duty": duty, "tasks": tasks})
         for workers in worker_counts:
-            rounds[workers].append(
-                pools_and_dagster(
-                    universe_path,
-                    workers,
-                    scratch / f"round_{repeat}" / f"workers_{workers}",
-                    f"{label}, {workers} workers",
-                )
-            )
-    sequential_seconds = median(entry[0] for entry in sequential_rounds)
-    compute, duty = median(entry[1] for entry in sequential_rounds), median(entry[2] for entry in sequential_rounds)
-    tasks, sequential_memory = sequential_rounds[0][3], max(entry[4] for entry in sequential_rounds)
-    sequential_runs = ", ".join(f"{entry[0]:.1f}" for entry in sequential_rounds)
+            where = directory / f"workers_{workers}"
+            where.mkdir(parents=True, exist_ok=True)
+            if "pool" in ways:
+                print(f"{label}, {workers} workers: ideal pool ...", flush=True)
+                keep("pool", workers, *ideal_pool_in_child(universe_path, workers))
+            if "platform" in ways:
+                print(f"{label}, {workers} workers: pool that stores and tracks ...", flush=True)
+                keep("platform", workers, *ideal_pool_in_child(universe_path, workers, where / "platform"))
+            if "dagster" in ways:
+                print(f"{label}, {workers} workers: Dagster ...", flush=True)
+                seconds, all_exited, stages, peak = dagster_run(universe_path, workers, where / "dagster")
+                keep("dagster", workers, seconds, peak, {"all_exited": all_exited, "stages": stages})
 
-    def way(workers: int, name: str) -> float:
-        return median(getattr(measurement, name) for measurement in rounds[workers])
 
-    def peak(workers: int, name: str) -> float:
-        return max(measurement.memory[name] for measurement in rounds[workers])
+def core_work_section(measurements: list[Measurement], plot_path: Path) -> list[str]:
+    """(a), the tables: medians of every measurement of each way and worker count (a way not
+    measured at a worker count reads "not run"). The largest worker count is the headline; at
+    the measuring machine's own core count the ratios go into summary.json."""
+    from benchmarks.summary import record
+
+    def of(way: str, workers: int) -> list[Measurement]:
+        return [entry for entry in measurements if entry.way == way and entry.workers == workers]
+
+    def seconds(way: str, workers: int) -> float | None:
+        found = of(way, workers)
+        return median(entry.seconds for entry in found) if found else None
+
+    def peak(way: str, workers: int) -> str:
+        found = of(way, workers)
+        return f"{max(entry.peak_mib for entry in found):.0f}" if found else "not run"
+
+    def shown(value: float | None) -> str:
+        return f"{value:.1f}" if value is not None else "not run"
+
+    def ratio(numerator: float | None, denominator: float | None, bold: bool = False) -> str:
+        if numerator is None or denominator is None:
+            return ""
+        return f"**{numerator / denominator:.2f}**" if bold else f"{numerator / denominator:.2f}"
+
+    def rounds(way: str, workers: int) -> str:
+        return ", ".join(f"{entry.seconds:.1f}" for entry in of(way, workers))
+
+    sequential_runs = of("sequential", 1)
+    sequential_seconds = seconds("sequential", 1)
+    compute = median(entry.details["compute"] for entry in sequential_runs) if sequential_runs else None
+    duty = median(entry.details["duty"] for entry in sequential_runs) if sequential_runs else None
+    worker_counts = sorted({entry.workers for entry in measurements if entry.way != "sequential"})
+    if not worker_counts:
+        return []
+    machines = sorted({entry.machine.split(";")[0] for entry in measurements})
 
     scaling = [
         "| workers | ideal floor s | ideal pool s | pool that stores and tracks s | Dagster s | sequential / Dagster | "
@@ -529,64 +627,83 @@ def core_work_section(universe_path: Path, worker_counts: list[int], repeats: in
         "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for workers in worker_counts:
-        pool, platform, dagster = way(workers, "pool"), way(workers, "platform"), way(workers, "dagster")
+        pool, platform, dagster = seconds("pool", workers), seconds("platform", workers), seconds("dagster", workers)
+        floor = compute / workers if compute is not None else None
         scaling.append(
-            f"| {workers} | {compute / workers:.1f} | {pool:.1f} | {platform:.1f} | {dagster:.1f} | "
-            f"**{sequential_seconds / dagster:.2f}** | **{dagster / platform:.2f}** | {dagster / pool:.2f} | "
-            f"{peak(workers, 'pool'):.0f}, {peak(workers, 'platform'):.0f}, {peak(workers, 'dagster'):.0f} |"
+            f"| {workers} | {shown(floor)} | {shown(pool)} | {shown(platform)} | {shown(dagster)} | "
+            f"{ratio(sequential_seconds, dagster, bold=True)} | {ratio(dagster, platform, bold=True)} | "
+            f"{ratio(dagster, pool)} | {peak('pool', workers)}, {peak('platform', workers)}, "
+            f"{peak('dagster', workers)} |"
         )
-        if workers == available_cores():
+        dagster_runs = of("dagster", workers)
+        if not dagster_runs or workers != dagster_runs[0].cores:
+            continue
+        where = {"cores": workers, "machine": dagster_runs[0].machine}
+        if sequential_seconds is not None:
             record(
                 "sequential loop (storing and tracking) / Dagster",
                 sequential_seconds / dagster,
                 goal=SEQUENTIAL_GOALS.get(workers),
                 better="higher",
-                cores=workers,
+                **where,
             )
+        if platform is not None:
             record(
                 "Dagster / pool that stores and tracks",
                 dagster / platform,
                 goal=SAME_DUTY_GOAL,
                 better="lower",
-                cores=workers,
+                **where,
             )
-            record("Dagster / ideal pool (compute only)", dagster / pool, goal=None, better="lower", cores=workers)
+        if pool is not None:
+            record("Dagster / ideal pool (compute only)", dagster / pool, goal=None, better="lower", **where)
     headline = worker_counts[-1]
-    pool, platform, dagster = way(headline, "pool"), way(headline, "platform"), way(headline, "dagster")
-    measured = rounds[headline]
-    stages = min(measured, key=lambda entry: abs(entry.dagster - dagster)).stages
-    exits = median(entry.all_exited for entry in measured)
-
-    def runs_of(name: str) -> str:
-        return ", ".join(f"{getattr(entry, name):.1f}" for entry in measured)
-
-    plot_scaling(RESULTS / "overhead_scaling.png", worker_counts, sequential_seconds, rounds, compute)
+    pool, platform, dagster = seconds("pool", headline), seconds("platform", headline), seconds("dagster", headline)
+    dagster_runs = of("dagster", headline)
+    dagster_note = ""
+    if dagster_runs:
+        typical = min(dagster_runs, key=lambda entry: abs(entry.seconds - dagster))
+        exits = median(entry.details["all_exited"] for entry in dagster_runs)
+        dagster_note = (
+            "; ".join(f"{job} {runs} runs {spent:.0f}s" for job, runs, spent in typical.details["stages"] if runs)
+            + f"; its workers' forkserver had finished exiting in the background {exits - dagster:.1f} s later"
+        )
+    plot_scaling(plot_path, worker_counts, sequential_seconds, compute, seconds)
+    sequential_row = (
+        f"| sequential loop (the seed's script, storing and tracking) | {shown(sequential_seconds)} | "
+        f"{peak('sequential', 1)} | {sequential_runs[0].details['tasks']} tasks, one process; {compute:.1f} s "
+        f"computing, {duty:.1f} s storing and tracking [{rounds('sequential', 1)}] |"
+        if sequential_runs
+        else "| sequential loop (the seed's script, storing and tracking) | not run | | |"
+    )
+    floor_row = (
+        f"| ideal floor: summed compute / {headline} workers | {compute / headline:.1f} | | no pool could beat it |"
+        if compute is not None
+        else ""
+    )
     return [
         "## (a) The same work four ways",
         "",
-        f"Median of {repeats} interleaved round(s); every round's value in brackets. Every way but the ideal pool "
-        "stores and tracks: each task commits its results to an artifact store and tracks every model in MLflow "
-        "(flavour, importance chart, registry version) through the functions the assets call.",
+        f"Measured on {'; '.join(machines)}. Median of every round; every round's value in brackets. Each way "
+        "is timed from launching its process to its exit (interpreter start and imports included). Every way but "
+        "the ideal pool stores and tracks: each task commits its results to an artifact store and tracks every "
+        "model in MLflow (flavour, importance chart, registry version) through the functions the assets call.",
         "",
         f"| way ({headline} workers) | wall s | peak MiB | note |",
         "|---|---:|---:|---|",
-        f"| sequential loop (the seed's script, storing and tracking) | {sequential_seconds:.1f} | "
-        f"{sequential_memory:.0f} | {tasks} tasks, one process; {compute:.1f} s computing, {duty:.1f} s storing and "
-        f"tracking [{sequential_runs}] |",
-        f"| ideal floor: summed compute / {headline} workers | {compute / headline:.1f} | | no pool could beat it |",
-        f"| ideal parallel pool ({headline} processes) | {pool:.1f} | {peak(headline, 'pool'):.0f} | compute only, "
-        f"from creating the pool to its shutdown [{runs_of('pool')}] |",
-        f"| the pool, also storing and tracking | {platform:.1f} | {peak(headline, 'platform'):.0f} | the same tasks, "
-        f"each also storing and tracking; no Dagster [{runs_of('platform')}] |",
-        f"| Dagster (`make demo`'s runner, cold) | {dagster:.1f} | {peak(headline, 'dagster'):.0f} | from launching "
-        f"its interpreter to its exit; "
-        f"{'; '.join(f'{job} {runs} runs {seconds:.0f}s' for job, runs, seconds in stages if runs)}; its workers' "
-        f"forkserver had finished exiting in the background {exits - dagster:.1f} s later [{runs_of('dagster')}] |",
+        sequential_row,
+        *([floor_row] if floor_row else []),
+        f"| ideal parallel pool ({headline} processes) | {shown(pool)} | {peak('pool', headline)} | compute only "
+        f"[{rounds('pool', headline)}] |",
+        f"| the pool, also storing and tracking | {shown(platform)} | {peak('platform', headline)} | the same tasks, "
+        f"each also storing and tracking; no Dagster [{rounds('platform', headline)}] |",
+        f"| Dagster (`make demo`'s runner, cold) | {shown(dagster)} | {peak('dagster', headline)} | "
+        f"{dagster_note} [{rounds('dagster', headline)}] |",
         "",
-        f"**Sequential / Dagster = {sequential_seconds / dagster:.2f}** (goal >= "
+        f"**Sequential / Dagster = {ratio(sequential_seconds, dagster) or 'not measured'}** (goal >= "
         f"{SEQUENTIAL_GOALS.get(headline, 'none at this core count')}); **Dagster / the pool that stores and tracks "
-        f"= {dagster / platform:.2f}** (goal <= {SAME_DUTY_GOAL}); Dagster / ideal pool = {dagster / pool:.2f}; "
-        f"Dagster / ideal floor = {dagster / (compute / headline):.2f}.",
+        f"= {ratio(dagster, platform) or 'not measured'}** (goal <= {SAME_DUTY_GOAL}); Dagster / ideal pool = "
+        f"{ratio(dagster, pool) or 'not measured'}.",
         "",
         "Peak memory: the summed proportional set size (PSS) of the process and its workers, sampled twice a second.",
         "",
@@ -594,7 +711,7 @@ def core_work_section(universe_path: Path, worker_counts: list[int], repeats: in
         "",
         *scaling,
         "",
-        "![scaling](overhead_scaling.png)",
+        f"![scaling]({plot_path.name})",
         "",
     ]
 
@@ -602,16 +719,20 @@ def core_work_section(universe_path: Path, worker_counts: list[int], repeats: in
 def plot_scaling(
     path: Path,
     worker_counts: list[int],
-    sequential_seconds: float,
-    rounds: dict[int, list[PoolsAndDagster]],
-    compute: float,
+    sequential_seconds: float | None,
+    compute: float | None,
+    seconds: Callable[[str, int], float | None],
 ) -> None:
     figure, axis = new_figure((6.5, 4.2))
-    axis.axhline(sequential_seconds, color="#888888", linestyle="--", label="sequential loop (storing and tracking)")
-    axis.plot(worker_counts, [compute / workers for workers in worker_counts], color="#BBBBBB", label="ideal floor")
-    for name, label in (("pool", "ideal pool"), ("platform", "pool that stores and tracks"), ("dagster", "Dagster")):
-        values = [median(getattr(entry, name) for entry in rounds[workers]) for workers in worker_counts]
-        axis.plot(worker_counts, values, marker="o", label=label)
+    if sequential_seconds is not None:
+        axis.axhline(sequential_seconds, color="#888888", linestyle="--", label=WAY_NAMES["sequential"])
+    if compute is not None:
+        axis.plot(worker_counts, [compute / workers for workers in worker_counts], color="#BBBBBB", label="ideal floor")
+    for way in ("pool", "platform", "dagster"):
+        measured = [(workers, seconds(way, workers)) for workers in worker_counts]
+        measured = [(workers, value) for workers, value in measured if value is not None]
+        if measured:
+            axis.plot(*zip(*measured, strict=True), marker="o", label=WAY_NAMES[way])
     axis.set_xscale("log", base=2)
     axis.set_yscale("log")
     axis.set_xticks(worker_counts, [str(workers) for workers in worker_counts])
@@ -849,9 +970,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--repeats", type=int, default=2, help="rounds of the four ways in (a); the tables take medians"
     )
+    parser.add_argument(
+        "--ways",
+        nargs="*",
+        default=list(WAYS),
+        choices=WAYS,
+        help="which ways (a) measures (none: only render the tables from --measurements)",
+    )
+    parser.add_argument(
+        "--measurements",
+        type=Path,
+        help="a JSON file of (a)'s measurements, read first and written after each one: a table too long for one "
+        "command (a machine's time limit) is measured over several, each adding what it measured",
+    )
+    parser.add_argument(
+        "--output",
+        default="overhead.md",
+        help="the results file under benchmarks/results/ (its plots are named after it); hand-written notes "
+        "in benchmarks/<its name>_notes.md are appended",
+    )
     args = parser.parse_args(argv)
     universe_path = Path(os.environ.get("INTELLIGENCE_UNIVERSE") or DEFAULT_UNIVERSE_PATH)
-    machine = describe_machine()
+    # Rendering another machine's measurements (no ways measured here) names none of this one's.
+    renders_only = not args.ways and {"planning", "rss", "instance"} <= set(args.skip)
+    machine = None if renders_only else describe_machine()
     scratch = Path(tempfile.mkdtemp(prefix="intelligence-overhead-"))
     if args.copies > 1:
         universe_path = replicated_universe(universe_path, scratch / "universe", args.copies)
@@ -859,15 +1001,22 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         "# Orchestration overhead",
         "",
-        f"`make bench` (`benchmarks/overhead.py {' '.join(argv if argv is not None else sys.argv[1:])}`) on {machine}. "
+        f"`make bench` (`benchmarks/overhead.py {' '.join(argv if argv is not None else sys.argv[1:])}`)"
+        + (f" on {machine}." if machine else ".")
+        + " "
         f"Universe: {len(universe.symbols)} symbols x "
         f"{len(universe.targets)} targets x {len(universe.model_families)} families "
         f"({', '.join(universe.model_families)}).",
         "",
     ]
+    output = RESULTS / args.output
     try:
         if "core" not in args.skip:
-            lines += core_work_section(universe_path, args.workers, args.repeats, scratch)
+            measurements = load_measurements(args.measurements)
+            measure_core_work(
+                universe_path, args.workers, args.repeats, scratch, args.ways, measurements, args.measurements
+            )
+            lines += core_work_section(measurements, output.with_name(f"{output.stem}_scaling.png"))
         if "planning" not in args.skip:
             print("(b) definitions load and planning ...", flush=True)
             load = definitions_load_seconds(universe_path)
@@ -933,9 +1082,10 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     # The reading of these numbers is written by hand and kept across runs.
-    if NOTES.exists():
-        lines += ["", NOTES.read_text().strip()]
-    (RESULTS / "overhead.md").write_text("\n".join(lines) + "\n")
+    notes = REPOSITORY_ROOT / "benchmarks" / f"{output.stem}_notes.md"
+    if notes.exists():
+        lines += ["", notes.read_text().strip()]
+    output.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -153,6 +153,7 @@ def build_automation(universe: Universe, assets: list[dg.AssetsDefinition], jobs
             target=dg.AssetSelection.all() - dg.AssetSelection.groups("housekeeping", SEARCH_GROUP),
             run_tags=production_tags(universe, "automation"),
             default_status=dg.DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=universe.automation.automation_sensor_interval_seconds,
             description=(
                 "Evaluates every asset's automation condition: a new bars partition flows downstream with no "
                 "hand-made runs. Stop it to switch declarative automation off."

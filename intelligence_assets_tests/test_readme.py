@@ -40,6 +40,31 @@ def test_schedules_and_sensors_run_when_the_readme_says(definitions) -> None:
     universe = load_universe()
     (interval,) = stated(r"`new_bars` \| sensor, every (\d+) s")
     assert int(interval) == definitions.get_sensor_def("new_bars").minimum_interval_seconds
+    (automation_interval,) = stated(r"`automation` \| automation-condition sensor, every (\d+) s")
+    assert (
+        int(automation_interval)
+        == definitions.get_sensor_def("automation").minimum_interval_seconds
+        == universe.automation.automation_sensor_interval_seconds
+    )
+
+
+def test_only_the_schedule_the_readme_names_is_off_by_default() -> None:
+    from intelligence_assets.config.universe import Universe
+    from intelligence_assets.definitions import build_definitions
+    from intelligence_assets.defs.resources.deployment import Deployment
+
+    (off,) = stated(r"every schedule and sensor but `(\w+)` is on by default")
+    path = REPOSITORY_ROOT / "data" / "universe.yaml"
+    raw = yaml.safe_load(path.read_text())
+    raw["model_families"]["lightgbm"]["search"] = {"trials": 2}  # the search schedule exists once a family searches
+    universe = Universe.model_validate({**raw, "base_directory": path.parent, "source_path": path})
+    definitions = build_definitions(universe, Deployment(artifact_root=REPOSITORY_ROOT / "nonexistent"))
+    stopped = [
+        definition.name
+        for definition in [*definitions.schedules, *definitions.sensors]
+        if definition.default_status.value == "STOPPED"
+    ]
+    assert stopped == [off]
     (cron_hour,) = stated(r"\(weekly, Monday (\d\d):00 UTC\)")
     assert (
         definitions.get_schedule_def("periodic_retrain").cron_schedule

@@ -198,6 +198,9 @@ class AutomationSettings(_Strict):
     retrain_max_age_days: float = Field(default=7.0, gt=0)
     """A model computed longer ago than this is requested again by the retrain schedule."""
     bars_sensor_interval_seconds: int = Field(default=60, ge=5)
+    automation_sensor_interval_seconds: int = Field(default=30, ge=5)
+    """How often the `automation` sensor evaluates every asset's automation condition (Dagster's
+    default, 30 s): how soon declarative automation reacts, against the daemon's work per tick."""
     decay_sensor_interval_seconds: int = Field(default=3600, ge=30)
     decay_window_rows: int = Field(default=60, ge=10)
     """The champion's most recent labelled predictions after its held-out period, scored by the decay sensor."""

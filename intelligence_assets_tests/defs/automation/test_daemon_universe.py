@@ -30,9 +30,10 @@ from intelligence_assets_tests.support.real_series import constant_price_bars
 pytestmark = pytest.mark.long_running
 
 DEADLINE_SECONDS = 600
-# The automation sensor evaluates every 30 s: after this long with no run in flight and nothing
-# new, the chain has settled.
-SETTLED_SECONDS = 75
+# How often the automation sensor evaluates the graph here (30 s by default), and how long with no
+# run in flight and nothing new means the chain has settled: several evaluations.
+AUTOMATION_INTERVAL_SECONDS = 5
+SETTLED_SECONDS = 6 * AUTOMATION_INTERVAL_SECONDS
 FIRST_AUTOMATION_TICK = "Finished auto-materialization tick for automation"
 IN_FLIGHT = {
     dg.DagsterRunStatus.QUEUED,
@@ -87,6 +88,16 @@ def _diagnostics(instance: dg.DagsterInstance, log_path: Path, store: LocalArtif
     return "\n".join(lines)
 
 
+def _error_chain(error) -> str:
+    """A step failure's message and its causes': a single-partition step's own error is the cause
+    of Dagster's "Error occurred while executing op" wrapper; a ranged step raises its own."""
+    messages = []
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    return " <- ".join(messages)
+
+
 def _leaderboard_metadata(instance: dg.DagsterInstance) -> dict | None:
     event = instance.get_latest_materialization_event(MODEL_LEADERBOARD)
     return None if event is None else event.asset_materialization.metadata
@@ -98,7 +109,12 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
     home = fresh_home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml places storage under it
     universe_path = write_small_universe(
-        tmp_path / "universe", families={"linear": {"params": {}}}, automation={"bars_sensor_interval_seconds": 5}
+        tmp_path / "universe",
+        families={"linear": {"params": {}}},
+        automation={
+            "bars_sensor_interval_seconds": 5,
+            "automation_sensor_interval_seconds": AUTOMATION_INTERVAL_SECONDS,
+        },
     )
     # The symbols' bars arrive while the platform runs (below), as a new symbol's do.
     incoming = tmp_path / "incoming"
@@ -228,7 +244,7 @@ def test_daemon_carries_a_healthy_new_symbol_to_predictions_and_reports_a_broken
                 record.step_key: record.dagster_event.step_failure_data.error
                 for record in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
             }
-            messages = {step: error.message if error else "" for step, error in failures.items()}
+            messages = {step: _error_chain(error) for step, error in failures.items()}
             assert (
                 set(messages) == {"features"}
                 and "FLAT:" in messages["features"]

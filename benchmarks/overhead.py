@@ -716,6 +716,21 @@ def core_work_section(measurements: list[Measurement], plot_path: Path) -> list[
     ]
 
 
+def earlier_section(path: Path, heading: str) -> list[str]:
+    """A section ("## (b) ...") of the results file as an earlier run wrote it, for a run that
+    skips it: skipping a section keeps its last measurement rather than dropping it."""
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"## {heading}")), None)
+    if start is None:
+        return []
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    note = "*Kept from an earlier run: the run that wrote this file skipped this section.*"
+    body = [line for line in lines[start + 1 : end] if line != note]
+    return [lines[start], "", note, *body]
+
+
 def plot_scaling(
     path: Path,
     worker_counts: list[int],
@@ -1010,6 +1025,8 @@ def main(argv: list[str] | None = None) -> None:
         "",
     ]
     output = RESULTS / args.output
+    sections = {"planning": "(b)", "rss": "(c)", "instance": "(d)"}
+    kept = {name: earlier_section(output, heading) for name, heading in sections.items() if name in args.skip}
     try:
         if "core" not in args.skip:
             measurements = load_measurements(args.measurements)
@@ -1053,8 +1070,12 @@ def main(argv: list[str] | None = None) -> None:
                 "",
             ]
             plot_planning(RESULTS / "overhead_planning.png", [r[0] for r in rows], [r[2] for r in rows])
+        else:
+            lines += kept["planning"]
         if "instance" not in args.skip:
             lines += instance_section(universe_path, args.workers[-1], args.repeats, scratch)
+        else:
+            lines += kept["instance"]
         if "rss" not in args.skip:
             print("(c) peak RSS per step ...", flush=True)
             rss = step_peak_rss(universe_path, scratch)
@@ -1078,6 +1099,8 @@ def main(argv: list[str] | None = None) -> None:
                 "peak RSS MiB",
                 "One step per process",
             )
+        else:
+            lines += kept["rss"]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)

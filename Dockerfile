@@ -75,6 +75,10 @@ USER 10001
 # commit changes only this layer.
 ARG GIT_COMMIT=""
 ARG GIT_DIRTY=false
+# Podman (buildah) keys an ENV layer's cache on its text, not on the build arguments' values: a
+# rebuild at a new commit with unchanged code kept the old commit. This RUN sees the values, so it
+# misses the cache when they change, and every layer after it is built again.
+RUN echo "code revision: ${GIT_COMMIT:-unknown} (uncommitted changes: $GIT_DIRTY)"
 ENV INTELLIGENCE_GIT_COMMIT=$GIT_COMMIT \
     INTELLIGENCE_GIT_DIRTY=$GIT_DIRTY
 

@@ -11,7 +11,9 @@
     selection and every family's training (walk-forward folds included) per symbol x target.
     Storing, tracking, the leaderboard, the registry and predictions go through the functions
     the assets call. Peak memory of each way's process tree. `--copies N` repeats the universe's
-    symbols N times, for machines with many cores.
+    symbols N times, for machines with many cores. Each way is timed from launching its process
+    to its exit. `--ways` picks ways and `--measurements FILE` keeps every measurement, so a
+    table too long for one command (a lent machine's limit) is measured over several.
 (b) Definitions load time (fresh interpreter) and the time to plan a backfill of 100, 1,000 and
     12,500 partitions per asset (synthetic universes; 12,500 = 500 symbols x 25 targets).
 (c) Peak RSS per step: each asset step of one partition in its own process.

@@ -423,6 +423,7 @@ def materialize_universe(
         build_jobs,
     )
     from intelligence_assets.defs.assets.market_data import BARS
+    from intelligence_assets.defs.gpus import GpuPlacement
     from intelligence_assets.defs.partitions import register_symbols, remove_symbols_not_in
     from intelligence_assets.defs.planner import asset_graph_of, plan_runs
     from intelligence_assets.defs.resources.deployment import Deployment
@@ -456,7 +457,12 @@ def materialize_universe(
         f"{len(universe.model_families)} model families; "
         f"registered {len(added)} new symbol partitions"
         + (f", removed {removed}" if removed else "")
-        + f". Workers: {workers}",
+        + f". Workers: {workers}"
+        + (
+            f". GPUs: {GpuPlacement(universe).inventory().describe()}"
+            if any(universe.trains_on_gpu(family) for family in universe.model_families)
+            else ""
+        ),
         flush=True,
     )
     for failure in outcome.failures:

@@ -74,7 +74,9 @@ class GpuPlacement:
             return
         inventory = self.inventory()
         if not inventory.gpus:
-            context.log.warning(f"{family}: {inventory.describe()}")
+            # Said once per command (`make demo`'s header, `make ui`'s pool limits); each step's
+            # partitions carry it as `device_reason`.
+            context.log.debug(f"{family}: {inventory.describe()}")
             yield StepDevice(reason=inventory.describe())
             return
         leases = GpuLeases(self.deployment.gpu_leases, inventory, self.universe.gpus.steps_per_gpu)

@@ -203,6 +203,9 @@ def test_demo_runs_every_stage_on_its_workers_and_a_rerun_finds_nothing_to_do(
 
     first = demo()
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    # Whether GPU families get a GPU is said once, in the header, not once per GPU step.
+    output = first.stdout + first.stderr
+    assert output.count("GPUs: ") == 1 and output.count("no GPU visible") <= 1, output[-3000:]
     for line in (
         "market_data_job: 2 runs",
         "training_job: 2 runs",

@@ -338,6 +338,14 @@ CELL_ASSETS = [
 ]
 
 
+def test_the_image_holds_the_commit_of_this_checkout() -> None:
+    """`make image` bakes the checkout's commit in even when every other layer comes from the
+    build cache (a new commit that changed no code): podman once kept the previous commit."""
+    environment = json.loads(podman("image", "inspect", "--format", "{{json .Config.Env}}", IMAGE).stdout)
+    baked = dict(entry.split("=", 1) for entry in environment)
+    assert baked.get("INTELLIGENCE_GIT_COMMIT") == code_revision().commit, baked
+
+
 def test_the_code_server_serves_the_definitions_to_the_hosts_instance(deployment: dict) -> None:
     with (
         host_instance(deployment) as instance,

@@ -206,3 +206,29 @@ def test_searches_starting_together_on_a_fresh_database_share_one_schema(
         assert tables_by_schema(fresh)[STUDY_SCHEMA] >= OPTUNA_TABLES
     finally:
         _execute_outside_transaction(postgres_database, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+
+
+def test_searches_starting_together_on_a_fresh_sqlite_file_share_it(tmp_path: Path) -> None:
+    """Six steps opening a fresh study file at once: unlocked, Optuna's table creation raced and
+    failed a step (a second `alembic_version` row), as on PostgreSQL."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    (tmp_path / "home").mkdir()
+    # The instance exists before its steps start, as under `make demo` or the daemon.
+    with (
+        dg.instance_for_test(temp_dir=str(tmp_path / "home")),
+        ProcessPoolExecutor(6, mp_context=multiprocessing.get_context("spawn")) as pool,
+    ):
+        urls = set(pool.map(_start_a_sqlite_search, [str(tmp_path / "home")] * 6, range(6)))
+    assert len(urls) == 1
+    assert {study.study_name for study in optuna.get_all_study_summaries(storage=urls.pop())} == {
+        f"step-{worker}" for worker in range(6)
+    }
+
+
+def _start_a_sqlite_search(home: str, worker: int) -> str:
+    with dg.instance_for_test(temp_dir=home) as instance:
+        url = study_storage(instance)
+        optuna.create_study(storage=url, study_name=f"step-{worker}", load_if_exists=True)
+        return url

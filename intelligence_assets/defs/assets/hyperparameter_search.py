@@ -84,7 +84,24 @@ def study_storage(instance: dg.DagsterInstance) -> str:
         return url
     directory = Path(instance.root_directory) / "storage"
     directory.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{directory / STUDY_DATABASE}"
+    url = f"sqlite:///{directory / STUDY_DATABASE}"
+    _create_study_file(url, directory / f"{STUDY_DATABASE}.lock")
+    return url
+
+
+def _create_study_file(study_url: str, lock_path: Path) -> None:
+    """Optuna's tables in the study file, once, under a file lock: as on PostgreSQL, two search
+    steps starting together on a fresh file race to create them, and one fails (a second
+    `alembic_version` row)."""
+    import fcntl
+
+    import optuna
+
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or its process dies
+        optuna.storages.RDBStorage(
+            study_url, engine_kwargs={"poolclass": sqlalchemy.pool.NullPool, "connect_args": {"timeout": 60}}
+        ).engine.dispose()
 
 
 def _create_study_schema(postgres_url: str, study_url: str) -> None:

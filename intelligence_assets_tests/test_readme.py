@@ -46,25 +46,6 @@ def test_schedules_and_sensors_run_when_the_readme_says(definitions) -> None:
         == definitions.get_sensor_def("automation").minimum_interval_seconds
         == universe.automation.automation_sensor_interval_seconds
     )
-
-
-def test_only_the_schedule_the_readme_names_is_off_by_default() -> None:
-    from intelligence_assets.config.universe import Universe
-    from intelligence_assets.definitions import build_definitions
-    from intelligence_assets.defs.resources.deployment import Deployment
-
-    (off,) = stated(r"every schedule and sensor but `(\w+)` is on by default")
-    path = REPOSITORY_ROOT / "data" / "universe.yaml"
-    raw = yaml.safe_load(path.read_text())
-    raw["model_families"]["lightgbm"]["search"] = {"trials": 2}  # the search schedule exists once a family searches
-    universe = Universe.model_validate({**raw, "base_directory": path.parent, "source_path": path})
-    definitions = build_definitions(universe, Deployment(artifact_root=REPOSITORY_ROOT / "nonexistent"))
-    stopped = [
-        definition.name
-        for definition in [*definitions.schedules, *definitions.sensors]
-        if definition.default_status.value == "STOPPED"
-    ]
-    assert stopped == [off]
     (cron_hour,) = stated(r"\(weekly, Monday (\d\d):00 UTC\)")
     assert (
         definitions.get_schedule_def("periodic_retrain").cron_schedule
@@ -75,6 +56,25 @@ def test_only_the_schedule_the_readme_names_is_off_by_default() -> None:
     assert float(max_age) == universe.automation.retrain_max_age_days
     (housekeeping_hour,) = stated(r"`daily_housekeeping` \| schedule, (\d\d):00 UTC")
     assert definitions.get_schedule_def("daily_housekeeping").cron_schedule == f"0 {int(housekeeping_hour)} * * *"
+
+
+def test_only_the_schedule_the_readme_names_is_off_by_default(tmp_path) -> None:
+    from intelligence_assets.definitions import build_definitions
+    from intelligence_assets.defs.resources.deployment import Deployment
+    from intelligence_assets_tests.conftest import write_small_universe
+
+    (off,) = stated(r"every schedule and sensor but `(\w+)` is on by default")
+    # The search schedule exists once a family searches.
+    universe = load_universe(
+        write_small_universe(tmp_path, families={"lightgbm": {"params": {}, "search": {"trials": 2}}})
+    )
+    definitions = build_definitions(universe, Deployment(artifact_root=REPOSITORY_ROOT / "nonexistent"))
+    stopped = [
+        definition.name
+        for definition in [*definitions.schedules, *definitions.sensors]
+        if definition.default_status.value == "STOPPED"
+    ]
+    assert stopped == [off]
 
 
 def test_queue_priorities_and_retries_are_the_shipped_ones() -> None:

@@ -6,6 +6,11 @@ Layout under an asset partition's prefix (`<asset>/<symbol>/<target>`; every key
     <fingerprint>/manifest.json     sha256 and size of every file, metadata, check outcomes
     current.json                    {fingerprint, data_version}: what downstream assets read
 
+A small artifact that is not a table (a result, a model of at most `INLINE_ARTIFACT_BYTES`)
+keeps its files inside its manifest instead (`Manifest.inline`): one object, so storing it
+costs two requests (manifest, pointer) instead of one per file more, and reading it one. A
+table is always its own `data.parquet`, which any Parquet reader opens in the store.
+
 The manifest is written after the files and the pointer after the manifest, so a reader never
 follows a pointer to a half-written artifact; a retry with the same fingerprint rewrites the
 same keys (idempotent). Every load verifies the checksums: a corrupt object is an error,
@@ -23,6 +28,8 @@ itself, and refreshes the cache with what it verified.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
 import json
@@ -71,6 +78,10 @@ class BlockedArtifactError(ArtifactStoreError):
 
 TABLE_FILE = "data.parquet"
 RESULT_FILE = "result.json"
+# Every model of the bundled universe fits (the largest, xgboost's, is about 100 KB), and a
+# manifest this size still reads in one round trip; larger models go up as separate objects,
+# in parallel.
+INLINE_ARTIFACT_BYTES = 256 * 1024
 
 
 def encode_value(value: Any) -> dict[str, bytes]:
@@ -124,14 +135,15 @@ class Manifest:
     metadata: dict[str, Any] = field(default_factory=dict)  # plain, replayable materialization metadata
     checks: list[dict[str, Any]] = field(default_factory=list)  # check outcomes, replayed on cache hits
     provenance: dict[str, Any] = field(default_factory=dict)  # code version, config, inputs, run id, time
+    inline: dict[str, str] = field(default_factory=dict)  # relative path -> base64, for a small artifact's files
 
     def to_json(self) -> bytes:
         return json.dumps(self.__dict__, indent=2, sort_keys=True, default=str).encode()
 
 
 def commit_artifact(store: ArtifactStore, prefix: str, value: Any, manifest: Manifest) -> Manifest:
-    """Files (in parallel where the backend can), then manifest: the artifact exists under its
-    fingerprint, not yet published.
+    """Files (in parallel where the backend can), then manifest, or for a small artifact the
+    manifest holding its files: the artifact exists under its fingerprint, not yet published.
 
     When another run has already committed the same fingerprint intact, that one is kept rather
     than rewriting files its readers may be verifying; either way the committed manifest returns.
@@ -142,6 +154,9 @@ def commit_artifact(store: ArtifactStore, prefix: str, value: Any, manifest: Man
     """
     files = encode_value(value)
     manifest.files = {name: {"sha256": content_sha256(data), "bytes": len(data)} for name, data in files.items()}
+    if TABLE_FILE not in files and sum(len(data) for data in files.values()) <= INLINE_ARTIFACT_BYTES:
+        manifest.inline = {name: base64.b64encode(data).decode("ascii") for name, data in files.items()}
+        return _commit_manifest(store, prefix, manifest, holds_files=True)
     objects = {file_key(prefix, manifest.fingerprint, name): data for name, data in files.items()}
     created = store.create_many_if_absent(objects)
     if not all(created.values()):
@@ -149,9 +164,20 @@ def commit_artifact(store: ArtifactStore, prefix: str, value: Any, manifest: Man
         if committed is not None:
             return committed
         store.put_many({key: data for key, data in objects.items() if not created[key]})
+    return _commit_manifest(store, prefix, manifest, holds_files=False)
+
+
+def _commit_manifest(store: ArtifactStore, prefix: str, manifest: Manifest, holds_files: bool) -> Manifest:
+    """Write the manifest. One that holds its files is written only where absent, as files are:
+    an intact artifact another run committed under the fingerprint is kept, and returned."""
     key = manifest_key(prefix, manifest.fingerprint)
     data = manifest.to_json()
-    store.put_bytes(key, data)
+    if not holds_files or not store.create_if_absent(key, data):
+        if holds_files:
+            committed, _ = find_intact_manifest(store, prefix, manifest.fingerprint)
+            if committed is not None:
+                return committed
+        store.put_bytes(key, data)
     # What the store now holds under the key, so this machine's next load does not ask for it.
     _remember(store, key, data)
     return manifest
@@ -226,12 +252,13 @@ def _cached_manifest(store: ArtifactStore, prefix: str, fingerprint: str, cached
     return manifest, False
 
 
-def _verified(store: ArtifactStore, key: str, data: bytes, expected: dict[str, Any]) -> bytes:
+def _verified(store: ArtifactStore, key: str, data: bytes, expected: dict[str, Any], within: str = "") -> bytes:
     if len(data) != expected["bytes"] or content_sha256(data) != expected["sha256"]:
         raise CorruptArtifactError(
-            f"artifact {store.uri(key)} is corrupt: {len(data)} bytes with sha256 {content_sha256(data)[:12]}…, "
-            f"manifest says {expected['bytes']} bytes with sha256 {expected['sha256'][:12]}…; rematerialize it to "
-            "recompute"
+            f"artifact {store.uri(key)}{within} is corrupt: "
+            f"{len(data)} bytes with sha256 {content_sha256(data)[:12]}…, "
+            f"manifest says {expected['bytes']} bytes with sha256 {expected['sha256'][:12]}…; "
+            "rematerialize it to recompute"
         )
     return data
 
@@ -245,6 +272,9 @@ def _read_files(
     files: dict[str, bytes] = {}
     for name in names:
         expected = manifest.files[name]
+        if name in manifest.inline:
+            files[name] = _inline_file(store, prefix, manifest, name)
+            continue
         # A cached entry is verified against its name, which is the manifest's checksum.
         data = cache.read_content(expected["sha256"]) if cache is not None and from_cache else None
         if data is not None and len(data) == expected["bytes"]:
@@ -256,6 +286,17 @@ def _read_files(
         if cache is not None:
             cache.write_content(manifest.files[name]["sha256"], files[name])
     return {name: files[name] for name in names}
+
+
+def _inline_file(store: ArtifactStore, prefix: str, manifest: Manifest, name: str) -> bytes:
+    """A file the manifest holds, verified against the manifest's own checksum of it."""
+    key = manifest_key(prefix, manifest.fingerprint)
+    within = f" ({name} inside it)"
+    try:
+        data = base64.b64decode(manifest.inline[name], validate=True)
+    except (binascii.Error, TypeError, ValueError) as error:
+        raise CorruptArtifactError(f"artifact {store.uri(key)}{within} is corrupt: not base64 ({error})") from error
+    return _verified(store, key, data, manifest.files[name], within)
 
 
 def read_verified_files(store: ArtifactStore, prefix: str, manifest: Manifest) -> dict[str, bytes]:

@@ -3,7 +3,8 @@
 Every count here is of requests the server answered (`S3RequestLog`), not of calls the code
 meant to make. Requests are what an object store costs: a read of an artifact is one GET per
 object and never a HEAD, a second read of a fingerprint is served from the local read cache
-with no request but the pointer's, and writing a new artifact is one PUT per object.
+with no request but the pointer's, and writing a new artifact is one PUT per object (a small
+model or result is one object: its manifest holds its files).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def manifest(fingerprint: str) -> Manifest:
 
 
 def trained_model() -> TrainedModel:
-    """A real model: summary.json, model/model.txt and model/meta.json, three objects."""
+    """A real model: summary.json, model/model.txt and model/meta.json, small enough to be stored
+    inside its manifest."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 3))
     y = (x[:, 0] + rng.normal(size=300) > 0).astype(float)
@@ -110,15 +112,22 @@ def cached(s3_endpoint: S3Endpoint, tmp_path: Path) -> Counted:
 def test_writing_a_new_artifact_is_one_put_per_object_and_nothing_else(counted: Counted) -> None:
     model = trained_model()
     sent = counted.requests(lambda: write_artifact(counted.store, AAPL_MODEL, model, manifest("f1")))
-    # Three files, the manifest, the pointer; no GET or HEAD to learn that nothing was there.
-    assert sent == Counter({"PUT": 5}), sent
+    # A small model's three files ride in its manifest: the manifest, the pointer; no GET or HEAD
+    # to learn that nothing was there.
+    assert sent == Counter({"PUT": 2}), sent
     assert read_value(counted.store, AAPL_MODEL).feature_names == ["a", "b", "c"]
+    # A table is its own object: the file, the manifest, the pointer.
+    sent = counted.requests(lambda: write_artifact(counted.store, AAPL_FEATURES, table(), manifest("f1")))
+    assert sent == Counter({"PUT": 3}), sent
 
 
 def test_a_read_is_one_get_per_object_and_never_a_head(counted: Counted) -> None:
     write_artifact(counted.store, AAPL_MODEL, trained_model(), manifest("f1"))
     sent = counted.requests(lambda: read_value(counted.store, AAPL_MODEL))
-    assert sent == Counter({"GET": 5}), sent  # pointer, manifest, three files
+    assert sent == Counter({"GET": 2}), sent  # pointer, manifest with the three files
+    write_artifact(counted.store, AAPL_FEATURES, table(), manifest("f1"))
+    sent = counted.requests(lambda: read_value(counted.store, AAPL_FEATURES))
+    assert sent == Counter({"GET": 3}), sent  # pointer, manifest, table
 
 
 def test_committing_a_fingerprint_again_keeps_the_intact_artifact(counted: Counted) -> None:

@@ -20,7 +20,7 @@ from intelligence_assets.defs.assets.target_analysis import LABELS, TARGET_ANALY
 from intelligence_assets.defs.partitions import register_symbols
 from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.store.artifact_store import LocalArtifactStore
-from intelligence_assets.store.artifacts import ArtifactHandle, BlockedArtifactError, read_value
+from intelligence_assets.store.artifacts import ArtifactHandle, BlockedArtifactError, read_manifest, read_value
 from intelligence_assets.store.keys import artifact_prefix, file_key, manifest_key
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import MODEL_SELECTION, local_resources, materialize_everything
@@ -76,8 +76,10 @@ def test_layout_follows_asset_symbol_target_fingerprint(materialized) -> None:
     }
     for prefix, file in expected.items():
         handle = ArtifactHandle.current(store, prefix)
-        assert store.exists(file_key(prefix, handle.fingerprint, file)), prefix
         assert store.exists(manifest_key(prefix, handle.fingerprint)), prefix
+        assert file in read_manifest(store, prefix, handle.fingerprint).files, prefix
+        # A table is its own Parquet object; a small result or model rides in its manifest.
+        assert store.exists(file_key(prefix, handle.fingerprint, file)) == (file == "data.parquet"), prefix
 
 
 def test_ranking_gates_training_and_says_why(materialized) -> None:

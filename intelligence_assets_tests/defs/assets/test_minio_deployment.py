@@ -16,8 +16,8 @@ from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
 from intelligence_assets.defs.resources.deployment import Deployment
-from intelligence_assets.store.artifacts import ArtifactHandle, read_value
-from intelligence_assets.store.keys import artifact_prefix, file_key, pointer_key
+from intelligence_assets.store.artifacts import ArtifactHandle, read_manifest, read_value
+from intelligence_assets.store.keys import artifact_prefix, manifest_key, pointer_key
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.mlflow_server import MlflowServer, running_mlflow_server
 from intelligence_assets_tests.support.pipeline import materialize_everything
@@ -83,6 +83,8 @@ def test_graph_on_s3_with_cache_hits_and_no_secret_in_dagster(
     model = artifact_prefix(model_key("linear"), "GRAPHSIGNAL", "y_up_1b")
     handle = ArtifactHandle.current(store, model)
     objects = {obj.object_name for obj in s3_endpoint.client().list_objects(bucket, prefix=model, recursive=True)}
-    assert file_key(model, handle.fingerprint, "model/model.json") in objects
+    # A small model is one object: its manifest, holding the model's files.
+    assert manifest_key(model, handle.fingerprint) in objects
+    assert "model/model.json" in read_manifest(store, model, handle.fingerprint).inline
     assert pointer_key(model) in objects
     assert read_value(store, artifact_prefix(MODEL_LEADERBOARD)).height == len(universe.symbols) * len(universe.targets)

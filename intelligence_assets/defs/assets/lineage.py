@@ -31,6 +31,10 @@ from intelligence_assets.tracking.links import UiLinks
 
 # Upstream partitions listed one link each; beyond this many per upstream asset, its page.
 MAX_LINKS_PER_UPSTREAM = 3
+# Partitions looked up per event-log query: Dagster refuses to fetch more than 10,000 records at
+# once (MAX_LIMIT_GET_EVENT_RECORDS), which the leaderboard of 500 symbols x 25 targets exceeds,
+# and SQLite bounds a query's parameters.
+PARTITIONS_PER_QUERY = 1000
 
 
 @dataclass(frozen=True)
@@ -82,11 +86,12 @@ def upstream_partitions_of_range(
 
 
 def latest_materializations(
-    instance: dg.DagsterInstance, reads: Iterable[UpstreamRead]
+    instance: dg.DagsterInstance, reads: Iterable[UpstreamRead], partitions_per_query: int = PARTITIONS_PER_QUERY
 ) -> dict[UpstreamRead, UpstreamPartition]:
     """The latest materialization of each upstream partition read, in two queries per upstream
-    asset however many of its partitions are read: a ranged step reads its upstream partitions
-    for every partition it runs, and a query each cost it more than its own event writes."""
+    asset and `partitions_per_query` of its partitions read: a ranged step reads its upstream
+    partitions for every partition it runs, and a query each cost it more than its own event
+    writes."""
     by_asset: dict[dg.AssetKey, set[str | None]] = defaultdict(set)
     for asset, partition in reads:
         by_asset[asset].add(partition)
@@ -96,9 +101,10 @@ def latest_materializations(
         records = []
         if None in partitions:
             records += instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset), limit=1).records
-        if named:
+        ordered = sorted(named)
+        for start in range(0, len(ordered), partitions_per_query):
             storage_ids = instance.event_log_storage.get_latest_storage_id_by_partition(
-                asset, dg.DagsterEventType.ASSET_MATERIALIZATION, named
+                asset, dg.DagsterEventType.ASSET_MATERIALIZATION, set(ordered[start : start + partitions_per_query])
             )
             if storage_ids:
                 records += instance.fetch_materializations(

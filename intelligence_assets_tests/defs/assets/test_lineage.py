@@ -19,6 +19,7 @@ from dagster._core.definitions.partitions.context import partition_loading_conte
 
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets.definitions import build_assets
+from intelligence_assets.defs.assets.lineage import latest_materializations
 from intelligence_assets.defs.assets.market_data import FEATURES
 from intelligence_assets.defs.assets.registry import ALIAS_COLUMNS, MODEL_REGISTRY
 from intelligence_assets.defs.resources.deployment import Deployment
@@ -142,3 +143,24 @@ def test_each_partition_records_its_fingerprint_and_the_upstream_partitions_it_r
             registered_model_name("SIGNAL", "y_up_1b"), run.data.tags["registered_version"]
         )
         assert f"({DAGSTER_UI}/runs/{dagster_run})" in version.description
+
+
+def test_the_latest_materializations_of_more_partitions_than_dagster_fetches_at_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The leaderboard reads every symbol x target's models: 12,500 partitions at 500 symbols x 25
+    targets, more than Dagster fetches in one query (10,000 by default, 5 here)."""
+    monkeypatch.setenv("MAX_LIMIT_GET_EVENT_RECORDS", "5")
+    models = dg.AssetKey(["models", "linear"])
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        for index in range(12):
+            event = dg.AssetMaterialization(models, partition=f"S{index}|y", tags={DATA_VERSION_TAG: f"v{index}"})
+            instance.report_runless_asset_event(event)
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(models, partition="S3|y", tags={DATA_VERSION_TAG: "rematerialized"})
+        )
+        reads = {(models, f"S{index}|y") for index in range(12)} | {(models, "NEVER|y")}
+        latest = latest_materializations(instance, reads, partitions_per_query=4)
+    versions = {partition: found.data_version for (_, partition), found in latest.items()}
+    expected = {f"S{index}|y": f"v{index}" for index in range(12)} | {"S3|y": "rematerialized", "NEVER|y": None}
+    assert versions == expected

@@ -215,6 +215,21 @@ def test_a_registry_run_waits_while_another_run_moves_aliases(universe_path: Pat
     assert_same_as(reference, home)  # and the same champions: "kept" instead of "promoted"
 
 
+def _newest_forkserver_process(root: int) -> int:
+    """The newest process forked by a forkserver among `root`'s descendants: with `pytest -n 2`,
+    another test's workers run beside this one's, and killing one of those fails that test."""
+    family, frontier = {root}, {root}
+    while frontier:
+        listed = subprocess.run(["pgrep", "-P", ",".join(map(str, frontier))], capture_output=True, text=True)
+        frontier = {int(pid) for pid in listed.stdout.split()} - family
+        family |= frontier
+    parents = ",".join(map(str, family))
+    found = subprocess.run(
+        ["pgrep", "-n", "-f", "multiprocessing.forkserver", "-P", parents], capture_output=True, text=True
+    )
+    return int(found.stdout.split()[0])
+
+
 def test_a_killed_worker_is_reported_its_run_failed_the_rest_finishes_and_a_rerun_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, universe_path: Path, reference
 ) -> None:
@@ -228,12 +243,7 @@ def test_a_killed_worker_is_reported_its_run_failed_the_rest_finishes_and_a_reru
         assert time.monotonic() < deadline and demo.poll() is None, demo.communicate()
         time.sleep(0.5)
         victim = _started_training_run(home)
-    worker = int(
-        subprocess.run(
-            ["pgrep", "-f", "multiprocessing.forkserver", "-n"], capture_output=True, text=True
-        ).stdout.split()[0]
-    )
-    os.kill(worker, signal.SIGKILL)
+    os.kill(_newest_forkserver_process(demo.pid), signal.SIGKILL)
     out, err = demo.communicate(timeout=600)
     assert demo.returncode == 1, out[-3000:] + err[-3000:]
     assert "Traceback" not in err and "BrokenProcessPool" not in err, err[-3000:]

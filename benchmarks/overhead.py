@@ -286,17 +286,28 @@ def sequential_in_child(universe_path: Path, platform_root: Path) -> tuple[float
     return seconds, float(compute), float(duty), int(tasks), peak
 
 
-def run_measured(code: str, what: str) -> tuple[list[str], float, float]:
-    """Python `code` in a fresh process from the repository root: the fields of the line it
-    prints after `SECONDS`, the wall seconds from launching the process to its exit (what a
-    script's command takes, interpreter start and imports included, as Dagster is measured) and
-    the peak memory (MiB) of the process and its children."""
+@dataclass
+class Measured:
+    output: str  # what the process printed after its marker, on the marker's line
+    seconds: float  # from launching the process to its exit
+    all_exited: float  # ... to the exit of every process holding its output pipes (forked workers)
+    peak_mib: float  # peak memory of the process and its children
+
+
+def launch_measured(code: str, what: str, marker: str, env: dict[str, str] | None = None) -> Measured:
+    """Python `code` in a fresh process from the repository root, timed from launch to exit (what
+    a command takes, interpreter start and imports included), its memory watched."""
     from concurrent.futures import ThreadPoolExecutor
 
     with PeakMemory() as memory:
         started = time.perf_counter()
         process = subprocess.Popen(
-            [PYTHON, "-c", code], cwd=REPOSITORY_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [PYTHON, "-c", code],
+            cwd=REPOSITORY_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         memory.watch(process.pid)
         with ThreadPoolExecutor(max_workers=1) as reader:
@@ -304,10 +315,18 @@ def run_measured(code: str, what: str) -> tuple[list[str], float, float]:
             process.wait()
             seconds = time.perf_counter() - started
             stdout, stderr = output.result()
+        all_exited = time.perf_counter() - started
     if process.returncode != 0:
         raise SystemExit(f"{what} failed:\n{stderr[-3000:]}")
-    fields = next(line for line in stdout.splitlines() if line.startswith("SECONDS")).split()[1:]
-    return fields, seconds, memory.peak_mib
+    line = next(line for line in stdout.splitlines() if line.startswith(marker))
+    return Measured(line[len(marker) :].strip(), seconds, all_exited, memory.peak_mib)
+
+
+def run_measured(code: str, what: str) -> tuple[list[str], float, float]:
+    """`launch_measured` for code that prints its figures after `SECONDS`: those fields, the wall
+    seconds and the peak memory (MiB)."""
+    measured = launch_measured(code, what, "SECONDS")
+    return measured.output.split(), measured.seconds, measured.peak_mib
 
 
 class PeakMemory:
@@ -419,38 +438,18 @@ def dagster_run(
     then), the seconds until its workers' forkserver has exited too (it finishes exiting in the
     background, holding the output pipes; waited for here so the next measurement starts on an
     idle machine), the stages, and the peak memory (MiB) of the process and its workers."""
-    import json
-    from concurrent.futures import ThreadPoolExecutor
-
     make_home = fresh_postgres_home if instance == "postgres" else fresh_home
     env = make_home(scratch / "dagster_home", universe_path)
-    with PeakMemory() as memory:
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [
-                PYTHON,
-                "-c",
-                "from intelligence_assets.cli.demo import materialize_universe; "
-                "from intelligence_assets.config.universe import load_universe; "
-                f"import json; t = materialize_universe(load_universe(), {workers}, log_level='WARNING'); "
-                f"print('STAGES', json.dumps([(s.job_name, s.runs, s.seconds) for s in t.stages]))",
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        memory.watch(process.pid)
-        with ThreadPoolExecutor(max_workers=1) as reader:
-            output = reader.submit(process.communicate)  # drains both pipes until every holder has exited
-            returncode = process.wait()
-            seconds = time.perf_counter() - started
-            stdout, stderr = output.result()
-        all_exited = time.perf_counter() - started
-    if returncode != 0:
-        raise SystemExit(f"the Dagster run failed:\n{stderr[-3000:]}")
-    stages = json.loads(next(line for line in stdout.splitlines() if line.startswith("STAGES"))[len("STAGES ") :])
-    return seconds, all_exited, stages, memory.peak_mib
+    measured = launch_measured(
+        "from intelligence_assets.cli.demo import materialize_universe; "
+        "from intelligence_assets.config.universe import load_universe; "
+        f"import json; t = materialize_universe(load_universe(), {workers}, log_level='WARNING'); "
+        f"print('STAGES', json.dumps([(s.job_name, s.runs, s.seconds) for s in t.stages]))",
+        "the Dagster run",
+        "STAGES",
+        env,
+    )
+    return measured.seconds, measured.all_exited, json.loads(measured.output), measured.peak_mib
 
 
 @dataclass

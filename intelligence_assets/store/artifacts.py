@@ -78,9 +78,9 @@ class BlockedArtifactError(ArtifactStoreError):
 
 TABLE_FILE = "data.parquet"
 RESULT_FILE = "result.json"
-# Every model of the bundled universe fits (the largest, xgboost's, is about 100 KB), and a
-# manifest this size still reads in one round trip; larger models go up as separate objects,
-# in parallel.
+# Below this, a request costs more than moving the bytes (base64 included) and the model is
+# better one object; larger ones (a few of the bundled universe's xgboost models) go up as
+# separate objects, in parallel.
 INLINE_ARTIFACT_BYTES = 256 * 1024
 
 

@@ -4,7 +4,7 @@ as `make demo` (planner, then in-process runs in a pool of workers, each stage c
 runs as the assets' BackfillPolicies cut a backfill), which is how a whole-universe backfill
 launches here.
 
-Two measurements:
+Three measurements:
 
 - `--partitions N` (`make bench-backfill PARTITIONS=N`): N symbols x 1 target, so every asset
   has N partitions: a cold backfill, a rerun with nothing changed, and what the
@@ -27,8 +27,8 @@ Two measurements:
   Where one command may not run as long as both passes (a lent machine's limit per command),
   `--home DIR` keeps the scratch home in DIR: `--cold-pass-only` stops once the cold pass is
   stored and timed (`DIR/cold_pass.json`), and a later `--hits --home DIR` times the cache-hit
-  pass alone. A cold pass cut short resumes where it stopped (the planner skips what is stored)
-  but is then not timed.
+  pass alone. A cold pass cut short resumes where it stopped (the planner skips what is stored),
+  and `cold_pass.json` then holds the seconds of the part resumed only.
 """
 
 from __future__ import annotations

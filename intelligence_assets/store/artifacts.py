@@ -172,11 +172,12 @@ def _commit_manifest(store: ArtifactStore, prefix: str, manifest: Manifest, hold
     an intact artifact another run committed under the fingerprint is kept, and returned."""
     key = manifest_key(prefix, manifest.fingerprint)
     data = manifest.to_json()
-    if not holds_files or not store.create_if_absent(key, data):
-        if holds_files:
-            committed, _ = find_intact_manifest(store, prefix, manifest.fingerprint)
-            if committed is not None:
-                return committed
+    written = holds_files and store.create_if_absent(key, data)
+    if holds_files and not written:
+        committed, _ = find_intact_manifest(store, prefix, manifest.fingerprint)
+        if committed is not None:
+            return committed
+    if not written:
         store.put_bytes(key, data)
     # What the store now holds under the key, so this machine's next load does not ask for it.
     _remember(store, key, data)

@@ -95,21 +95,24 @@ def _create_study_file(study_url: str, lock_path: Path) -> None:
     `alembic_version` row)."""
     import fcntl
 
-    import optuna
-
     with lock_path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or its process dies
-        optuna.storages.RDBStorage(
-            study_url, engine_kwargs={"poolclass": sqlalchemy.pool.NullPool, "connect_args": {"timeout": 60}}
-        ).engine.dispose()
+        _create_optuna_tables(study_url, connect_args={"timeout": 60})
+
+
+def _create_optuna_tables(study_url: str, **engine_kwargs: Any) -> None:
+    """Optuna creates its tables when its storage is first opened on a database without them."""
+    import optuna
+
+    optuna.storages.RDBStorage(
+        study_url, engine_kwargs={"poolclass": sqlalchemy.pool.NullPool, **engine_kwargs}
+    ).engine.dispose()
 
 
 def _create_study_schema(postgres_url: str, study_url: str) -> None:
     """The schema and Optuna's tables, once, under an advisory lock: neither CREATE SCHEMA IF NOT
     EXISTS nor Optuna's first table creation is safe when two search steps start together on a
     fresh database (both failed with unique violations when tried)."""
-    import optuna
-
     engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
     lock = sqlalchemy.text("SELECT pg_advisory_lock(hashtext(:name))")
     unlock = sqlalchemy.text("SELECT pg_advisory_unlock(hashtext(:name))")
@@ -120,9 +123,7 @@ def _create_study_schema(postgres_url: str, study_url: str) -> None:
             connection.execute(lock, {"name": STUDY_SCHEMA})
             try:
                 connection.execute(sqlalchemy.text(f'CREATE SCHEMA IF NOT EXISTS "{STUDY_SCHEMA}"'))
-                optuna.storages.RDBStorage(
-                    study_url, engine_kwargs={"poolclass": sqlalchemy.pool.NullPool}
-                ).engine.dispose()
+                _create_optuna_tables(study_url)
             finally:
                 connection.execute(unlock, {"name": STUDY_SCHEMA})
     finally:

@@ -89,9 +89,9 @@ def latest_materializations(
     instance: dg.DagsterInstance, reads: Iterable[UpstreamRead], partitions_per_query: int = PARTITIONS_PER_QUERY
 ) -> dict[UpstreamRead, UpstreamPartition]:
     """The latest materialization of each upstream partition read, in two queries per upstream
-    asset and `partitions_per_query` of its partitions read: a ranged step reads its upstream
-    partitions for every partition it runs, and a query each cost it more than its own event
-    writes."""
+    asset for every `partitions_per_query` of its partitions read: a ranged step reads its
+    upstream partitions for every partition it runs, and a query each cost it more than its own
+    event writes."""
     by_asset: dict[dg.AssetKey, set[str | None]] = defaultdict(set)
     for asset, partition in reads:
         by_asset[asset].add(partition)

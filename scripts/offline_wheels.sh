@@ -9,7 +9,7 @@
 #       scipy playwright moto ruff cfn-lint kubernetes-validate py-spy   (its own, and test tools)
 #
 # Leave out what the target machine has already (its own torch build, say). Settings:
-#   PART_MIB   largest folder, in MiB                 (60)
+#   PART_MIB   largest folder, in MiB (56: one folder and the checkout within a 64 MiB carry)
 #   GLIBC      the target's manylinux level, 2_17...  (2_28)
 # Writes OUT/part-1, OUT/part-2, ... and OUT/MANIFEST.txt. On the target:
 #   python3 -m pip install --no-index --no-deps --target SITE OUT/part-*/*.whl
@@ -24,7 +24,7 @@ fi
 version=$1
 out=$2
 shift 2
-part_mib=${PART_MIB:-60}
+part_mib=${PART_MIB:-56}
 glibc=${GLIBC:-2_28}
 python=${PYTHON:-.venv/bin/python}
 

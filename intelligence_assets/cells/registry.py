@@ -115,10 +115,23 @@ def update_registry(
     unknown = [cell for cell in rollback if cell not in cells]
     if unknown:
         raise ValueError(f"rollback of {unknown}: no models on the leaderboard for these cells")
-    registry = _RegistryPass(tracker, store, leaderboard, settings, run_id, reason, log, warn, clock)
+    models = tracker.registered_models()
+    registry = _RegistryPass(
+        tracker,
+        store,
+        leaderboard.partition_by("symbol", "target", as_dict=True),
+        {model.name: {alias: str(version) for alias, version in (model.aliases or {}).items()} for model in models},
+        tracker.versions_by_model(),
+        settings,
+        run_id,
+        reason,
+        log,
+        warn,
+        clock,
+    )
     rows: list[dict[str, Any]] = []
     changes: list[str] = []
-    for name, symbol, target in champions_of_removed_symbols(tracker, set(symbols)):
+    for name, symbol, target in champions_of_removed_symbols(models, set(symbols)):
         row, change = registry.retire_removed_symbol(name, symbol, target)
         rows.append(row)
         changes.append(change)
@@ -137,11 +150,18 @@ def update_registry(
 
 @dataclass(frozen=True)
 class _RegistryPass:
-    """What every cell's decision in one pass reads and writes through."""
+    """What every cell's decision in one pass reads and writes through. The registry is read
+    once, before the first cell (`aliases`, `versions`): a request or two a cell made the pass
+    grow with the universe."""
 
     tracker: ModelTracker
     store: ArtifactStore
-    leaderboard: pl.DataFrame
+    # (symbol, target) -> the cell's leaderboard rows
+    leaderboard: dict[tuple[Any, ...], pl.DataFrame]
+    # registered model -> alias -> version, as the pass began
+    aliases: dict[str, dict[str, str]]
+    # registered model -> its versions, as the pass began
+    versions: dict[str, list[Any]]
     settings: PromotionSettings
     run_id: str
     reason: str
@@ -153,7 +173,7 @@ class _RegistryPass:
 
     def retire_removed_symbol(self, name: str, symbol: str, target: str) -> tuple[dict[str, Any], str]:
         """Retire the champion of a symbol that left the universe: its registry row and line of changes."""
-        current = self.tracker.aliases(name)
+        current = self.aliases[name]
         why = f"{symbol} is no longer in the universe"
         decision = retire([], current, self.settings, why)
         self.tracker.set_version_tag(name, current[names.CHAMPION], names.RETIRED_TAG, self.stamp(why))
@@ -174,13 +194,11 @@ class _RegistryPass:
     ) -> tuple[dict[str, Any], str | None]:
         """One cell's decision, applied: its registry row, and its line of changes (None when no alias moved)."""
         name = names.registered_model_name(symbol, target)
-        leaderboard = self.leaderboard
-        rows_of_cell = leaderboard.filter(
-            (pl.col("symbol") == symbol) & (pl.col("target") == target) & pl.col("trained")
-        )
-        # Read even when the cell has no trained model now: an earlier champion keeps its alias.
-        current = self.tracker.aliases(name)
-        versions = self.tracker.versions(name) if current or rows_of_cell.height else []
+        models_of_cell = self.leaderboard[(symbol, target)]
+        rows_of_cell = models_of_cell.filter(pl.col("trained"))
+        # Even a cell with no trained model now: an earlier champion keeps its alias.
+        current = self.aliases.get(name, {})
+        versions = self.versions_of(name, rows_of_cell)
         by_number = {str(version.version): version for version in versions}
         if rolling_back:
             decision = roll_back(current, self.reason)
@@ -226,9 +244,18 @@ class _RegistryPass:
             "challenger_score": recorded_score(challenger.tags) if challenger else None,
             "action": decision.action if moved or decision.action == "no champion" else "kept",
             "reason": decision.reason,
-            "model_fingerprints": ",".join(sorted(current_models_of(leaderboard, symbol, target))),
+            "model_fingerprints": ",".join(sorted(models_of_cell["model_fingerprint"].drop_nulls())),
         }
         return row, (f"{name}: {decision.action}; " + ", ".join(moved) if moved else None)
+
+    def versions_of(self, name: str, rows_of_cell: pl.DataFrame) -> list[Any]:
+        """The registered model's versions; read again where a model on the leaderboard has none
+        in what the pass read first (registered since, by a training run still going)."""
+        versions = self.versions.get(name, [])
+        known = {version.tags.get(names.FINGERPRINT_TAG) for version in versions}
+        if set(rows_of_cell["model_fingerprint"].drop_nulls()) <= known:
+            return versions
+        return self.tracker.versions(name)
 
     def candidates(
         self, name: str, rows_of_cell: pl.DataFrame, versions: Iterable[Any], symbol: str, target: str
@@ -295,33 +322,16 @@ def trained_on_replaced_bars(
     return f"trained on bars {trained_on[:12]}, but {symbol}'s bars are now {str(pointer.get('data_version'))[:12]}"
 
 
-def current_models_of(leaderboard: pl.DataFrame, symbol: str, target: str) -> set[str]:
-    """The fingerprints of the cell's models on the leaderboard."""
-    return set(
-        leaderboard.filter((pl.col("symbol") == symbol) & (pl.col("target") == target))[
-            "model_fingerprint"
-        ].drop_nulls()
-    )
-
-
-def champions_of_removed_symbols(tracker: ModelTracker, symbols: set[str]) -> list[tuple[str, str, str]]:
-    """(registered model, symbol, target) of every champion whose symbol is not in `symbols`
-    (removed from the universe); read from the registered models' tags."""
-    found, token = [], None
-    while True:
-        page = tracker.call(
-            "listing registered models",
-            lambda token=token: tracker.client.search_registered_models(
-                filter_string=f"name LIKE '{names.REGISTERED_MODEL_PREFIX}.%'", max_results=1000, page_token=token
-            ),
-        )
-        for model in page:
-            symbol, target = model.tags.get(names.SYMBOL_TAG), model.tags.get(names.TARGET_TAG)
-            if symbol and symbol not in symbols and names.CHAMPION in (model.aliases or {}):
-                found.append((model.name, symbol, target))
-        token = page.token
-        if not token:
-            return sorted(found)
+def champions_of_removed_symbols(models: Iterable[Any], symbols: set[str]) -> list[tuple[str, str, str]]:
+    """(registered model, symbol, target) of every champion among `models` (the registry's
+    registered models) whose symbol is not in `symbols` (removed from the universe); read from
+    the registered models' tags."""
+    found = []
+    for model in models:
+        symbol, target = model.tags.get(names.SYMBOL_TAG), model.tags.get(names.TARGET_TAG)
+        if symbol and symbol not in symbols and names.CHAMPION in (model.aliases or {}):
+            found.append((model.name, symbol, target))
+    return sorted(found)
 
 
 def recorded_score(tags: dict[str, str]) -> float | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 EXPERIMENT_PREFIX = "intelligence"
 REGISTERED_MODEL_PREFIX = "intelligence"
+# An MLflow search filter for the platform's registered models and their versions.
+PLATFORM_MODELS_FILTER = f"name LIKE '{REGISTERED_MODEL_PREFIX}.%'"
 
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"

@@ -27,7 +27,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,6 +45,8 @@ SLOW_CALL_SECONDS = 5.0
 
 T = TypeVar("T")
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a parameter value
+REGISTERED_MODELS_PER_PAGE = 1000  # the most MLflow returns a request
+VERSIONS_PER_PAGE = 10_000  # MLflow's default page of model versions
 # What tracking a model imports on first use: MLflow (about a second) and its pyfunc flavour. A
 # long-lived worker imports them ahead of its first run.
 LIBRARIES = ("mlflow", "mlflow.pyfunc")
@@ -134,6 +136,17 @@ def checksum_differences(recorded: Mapping[str, str], found: Mapping[str, str]) 
         for kind, paths in (("changed", changed), ("missing", missing), ("unexpected", unexpected))
         if paths
     ]
+
+
+def all_pages(fetch: Callable[[str | None], Any]) -> Iterator[Any]:
+    """Every item of a paged MLflow search, `fetch(page_token)` returning one page."""
+    token = None
+    while True:
+        page = fetch(token)
+        yield from page
+        token = getattr(page, "token", None)
+        if not token:
+            return
 
 
 def sqlite_database(tracking_uri: str) -> Path | None:
@@ -578,6 +591,41 @@ class ModelTracker:
         except TrackingError as error:
             if self._error_code(error) != "RESOURCE_ALREADY_EXISTS":
                 raise
+
+    def registered_models(self) -> list[Any]:
+        """Every registered model of the platform (named `intelligence.*`) with its tags and
+        aliases: a registry pass reads them all in a few requests, not one a cell."""
+        return list(
+            all_pages(
+                lambda token: self.call(
+                    "listing registered models",
+                    lambda: self.client.search_registered_models(
+                        filter_string=names.PLATFORM_MODELS_FILTER,
+                        max_results=REGISTERED_MODELS_PER_PAGE,
+                        page_token=token,
+                    ),
+                )
+            )
+        )
+
+    def versions_by_model(self) -> dict[str, list[Any]]:
+        """Every version of the platform's registered models, by model name."""
+        versions: dict[str, list[Any]] = {}
+        pages = all_pages(
+            lambda token: self.call(
+                "listing model versions",
+                # A fixed order: each page token is an offset into it.
+                lambda: self.client.search_model_versions(
+                    names.PLATFORM_MODELS_FILTER,
+                    max_results=VERSIONS_PER_PAGE,
+                    order_by=["name ASC", "version_number ASC"],
+                    page_token=token,
+                ),
+            )
+        )
+        for version in pages:
+            versions.setdefault(version.name, []).append(version)
+        return versions
 
     def versions(self, name: str) -> list[Any]:
         return self.call(

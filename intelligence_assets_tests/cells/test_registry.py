@@ -4,6 +4,8 @@ in one shared registry."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import Manifest, commit_artifact
 from intelligence_assets.store.keys import artifact_prefix, pointer_key
 from intelligence_assets.tracking import names
+from intelligence_assets.tracking import tracker as tracker_module
 from intelligence_assets.tracking.promotion import PromotionSettings
 from intelligence_assets.tracking.tracker import ModelTracker, TrainingRecord
 
@@ -29,7 +32,8 @@ TARGET = "y_up_1b"
 FEATURES = ["momentum", "volatility", "range"]
 SETTINGS = PromotionSettings(min_improvement=0.01, min_test_rows=100, challenger_within=0.02)
 # Every symbol these tests register: a pass retires the champions of any symbol left out.
-SYMBOLS = {"FIRST", "ROLL", "REFUSED", "GONE", "STAYS", "REBARRED", "DECAYED", "UNREGISTERED"}
+PAGED = [f"PAGED{number}" for number in range(5)]
+SYMBOLS = {"FIRST", "ROLL", "REFUSED", "GONE", "STAYS", "REBARRED", "DECAYED", "UNREGISTERED", "LATE", *PAGED}
 WHEN = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
@@ -329,3 +333,74 @@ def test_a_leaderboard_model_without_a_registry_version_is_named_and_left_out(
     ]
     assert update.changes == [] and row(update, "UNREGISTERED")["action"] == "no champion"
     assert row(update, "UNREGISTERED")["model_fingerprints"] == "u1"
+
+
+class CountingClient:
+    """MLflow's client, counting the requests made through it by method; `after_listing` runs
+    once, right after the first listing of every model version returns."""
+
+    def __init__(self, client: Any, after_listing: Callable[[], None] | None = None) -> None:
+        self.client = client
+        self.after_listing = after_listing
+        self.requests: Counter[str] = Counter()
+        self.version_filters: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.client, name)
+        if not callable(attribute):
+            return attribute
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.requests[name] += 1
+            result = attribute(*args, **kwargs)
+            if name == "search_model_versions":
+                self.version_filters.append(args[0] if args else kwargs.get("filter_string"))
+                if self.after_listing:
+                    hook, self.after_listing = self.after_listing, None
+                    hook()
+            return result
+
+        return counted
+
+
+def test_a_pass_reads_the_registry_in_pages_not_a_request_a_cell(
+    tracker: ModelTracker, fitted: Any, store: LocalArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for symbol in PAGED:
+        register(tracker, fitted, symbol, f"{symbol}-1", 0.70)
+    # Pages of two, so that every listing takes several requests.
+    monkeypatch.setattr(tracker_module, "REGISTERED_MODELS_PER_PAGE", 2)
+    monkeypatch.setattr(tracker_module, "VERSIONS_PER_PAGE", 2)
+    client = CountingClient(tracker.client)
+    monkeypatch.setattr(tracker, "client", client)
+
+    update = apply(tracker, store, leaderboard(*((symbol, f"{symbol}-1", 0.70, True) for symbol in PAGED)))
+
+    assert [row(update, symbol)["champion_version"] for symbol in PAGED] == ["1"] * 5
+    assert client.requests["get_registered_model"] == 0
+    assert client.requests["search_registered_models"] >= 3 and client.requests["search_model_versions"] >= 3
+    assert set(client.version_filters) == {names.PLATFORM_MODELS_FILTER}  # none for one model
+    assert client.requests["set_registered_model_alias"] == 5
+
+
+def test_a_version_registered_while_a_pass_reads_the_registry_is_still_a_candidate(
+    tracker: ModelTracker, fitted: Any, store: LocalArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register(tracker, fitted, "LATE", "late-1", 0.65)
+    registered: list[str] = []
+    # A training run still going registers the cell's second version just after the pass listed them all.
+    client = CountingClient(
+        tracker.client, after_listing=lambda: registered.append(register(tracker, fitted, "LATE", "late-2", 0.70))
+    )
+    monkeypatch.setattr(tracker, "client", client)
+    warnings: list[str] = []
+
+    update = apply(
+        tracker,
+        store,
+        leaderboard(("LATE", "late-1", 0.65, True), ("LATE", "late-2", 0.70, True)),
+        warn=warnings.append,
+    )
+
+    assert registered == ["2"] and warnings == []
+    assert row(update, "LATE")["champion_version"] == "2"

@@ -27,7 +27,9 @@ from intelligence_assets.defs.automation.conditions import FOLLOWS_UPSTREAM
 from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, cell_key
 from intelligence_assets.defs.resources.artifact_store import ArtifactStoreResource
 from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
+from intelligence_assets.store.artifact_store import ArtifactStoreError
 from intelligence_assets.store.artifacts import ArtifactHandle, read_manifest
+from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.links import UiLinks
 from intelligence_assets.tracking.tracker import ModelTracker
@@ -109,8 +111,15 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
             leaderboard_notes = read_manifest(
                 model_leaderboard.store, model_leaderboard.prefix, model_leaderboard.fingerprint
             ).metadata
-            for observation in serving_observations(update, leaderboard, tracker.links):
+            observations = list(
+                serving_observations(update, leaderboard, tracker.links, previous_registry(context, artifact_store))
+            )
+            for observation in observations:
                 context.log_event(observation)
+            context.log.info(
+                f"serving: {len(observations)} of {leaderboard.height} model partitions observed "
+                "(the others' latest serving observation still holds)"
+            )
             return Computed(
                 update.table,
                 metadata=registry_metadata(update, config, tracker, leaderboard_notes),
@@ -178,9 +187,7 @@ def alias_rows(update: RegistryUpdate, links: UiLinks) -> list[dict[str, Any]]:
                     "score": cell[f"{role}_score"],
                     "fingerprint": cell[f"{role}_fingerprint"],
                     "mlflow_version": links.mlflow_model_version(name, version) if version else None,
-                    "dagster_model": links.dagster_partition(model_key(family).to_user_string(), partition)
-                    if family
-                    else None,
+                    "dagster_model": model_page(links, family, partition) if family else None,
                     "action": cell["action"] if role == "champion" else None,
                     "reason": cell["reason"] if role == "champion" else None,
                 }
@@ -188,33 +195,66 @@ def alias_rows(update: RegistryUpdate, links: UiLinks) -> list[dict[str, Any]]:
     return rows
 
 
+def previous_registry(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> pl.DataFrame | None:
+    """The table the latest `model_registry` materialization of this instance stored (None when
+    there is none, or it is no longer in the store): what its serving observations said."""
+    event = context.instance.get_latest_materialization_event(MODEL_REGISTRY)
+    fingerprint = event and event.asset_materialization and event.asset_materialization.metadata.get("fingerprint")
+    if fingerprint is None:
+        return None
+    try:
+        return ArtifactHandle(
+            artifact_store.store(), artifact_prefix(MODEL_REGISTRY), str(fingerprint.value), ""
+        ).load()
+    except ArtifactStoreError:
+        return None
+
+
+def serving_metadata(cell: dict[str, Any], fingerprint: str, links: UiLinks) -> dict[str, Any]:
+    """A model partition's `serving` observation: whether the model `fingerprint` serves its
+    cell (`cell`: the cell's registry row), and links to the one that does."""
+    partition = cell_key(cell["symbol"], cell["target"])
+    family, version = cell["champion_family"], cell["champion_version"]
+    if version is None:
+        serving = f"no: {cell['registered_model']} has no champion ({cell['reason']})"
+    elif cell["champion_fingerprint"] == fingerprint:
+        serving = f"yes: this model is {cell['registered_model']} v{version}, the champion"
+    else:
+        serving = f"no: the champion is {family} v{version} (fingerprint {cell['champion_fingerprint']})"
+    metadata: dict[str, Any] = {"serving": serving, "fingerprint": fingerprint}
+    if version is not None:
+        metadata["champion_model"] = dg.MetadataValue.url(model_page(links, family, partition))
+        metadata["champion_mlflow"] = dg.MetadataValue.url(
+            links.mlflow_model_version(cell["registered_model"], version)
+        )
+    return metadata
+
+
 def serving_observations(
-    update: RegistryUpdate, leaderboard: pl.DataFrame, links: UiLinks
+    update: RegistryUpdate, leaderboard: pl.DataFrame, links: UiLinks, previous: pl.DataFrame | None
 ) -> Iterator[dg.AssetObservation]:
     """On each model partition's page, whether its current model is the one serving its cell, and
-    a link to the one that is: a partition shows its newest model, which may be a challenger."""
-    champions = {(row["symbol"], row["target"]): row for row in update.table.iter_rows(named=True)}
+    a link to the one that is: a partition shows its newest model, which may be a challenger.
+
+    Only where it differs from what the `previous` registry table said of the same model: an
+    observation is an event written to the instance, and a pass over 12,500 cells that moved
+    nothing would write 12,500 copies of what every partition already shows."""
+    cells = {(row["symbol"], row["target"]): row for row in update.table.iter_rows(named=True)}
+    before = {} if previous is None else {(row["symbol"], row["target"]): row for row in previous.iter_rows(named=True)}
     for model in leaderboard.iter_rows(named=True):
-        cell = champions.get((model["symbol"], model["target"]))
+        key, fingerprint = (model["symbol"], model["target"]), model["model_fingerprint"]
+        cell = cells.get(key)
         if cell is None:
             continue
-        partition = cell_key(model["symbol"], model["target"])
-        family, version = cell["champion_family"], cell["champion_version"]
-        if version is None:
-            serving = f"no: {cell['registered_model']} has no champion ({cell['reason']})"
-        elif cell["champion_fingerprint"] == model["model_fingerprint"]:
-            serving = f"yes: this model is {cell['registered_model']} v{version}, the champion"
-        else:
-            serving = f"no: the champion is {family} v{version} (fingerprint {cell['champion_fingerprint']})"
-        metadata: dict[str, Any] = {"serving": serving, "fingerprint": model["model_fingerprint"]}
-        if version is not None:
-            metadata["champion_model"] = dg.MetadataValue.url(
-                links.dagster_partition(model_key(family).to_user_string(), partition)
-            )
-            metadata["champion_mlflow"] = dg.MetadataValue.url(
-                links.mlflow_model_version(cell["registered_model"], version)
-            )
-        yield dg.AssetObservation(asset_key=model_key(model["family"]), partition=partition, metadata=metadata)
+        metadata = serving_metadata(cell, fingerprint, links)
+        earlier = before.get(key)
+        if (
+            earlier is not None
+            and fingerprint in (earlier.get("model_fingerprints") or "").split(",")
+            and serving_metadata(earlier, fingerprint, links) == metadata
+        ):
+            continue
+        yield dg.AssetObservation(asset_key=model_key(model["family"]), partition=cell_key(*key), metadata=metadata)
 
 
 def registry_metadata(

@@ -24,7 +24,8 @@ from intelligence_assets.store.artifact_store import ArtifactNotFoundError, Arti
 from intelligence_assets.store.keys import SEPARATOR, manifest_key
 from intelligence_assets.tracking import names
 from intelligence_assets.tracking.retention.plan import RetentionAction, RetentionActionKind
-from intelligence_assets.tracking.retention.snapshot import SEARCH_PAGE_SIZE, all_pages, current_fingerprint, quoted
+from intelligence_assets.tracking.retention.snapshot import SEARCH_PAGE_SIZE, current_fingerprint, quoted
+from intelligence_assets.tracking.tracker import all_pages
 
 ARCHIVE_INDEX_FILE = "archive.json"
 ARCHIVE_MLFLOW_FOLDER = "mlflow"

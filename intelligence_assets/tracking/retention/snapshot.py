@@ -7,7 +7,7 @@ directories, read from the MLflow registry, its runs and one listing of the arti
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +21,7 @@ from intelligence_assets.store.artifact_store import (
 )
 from intelligence_assets.store.keys import MANIFEST_FILE, POINTER_FILE, pointer_key
 from intelligence_assets.tracking import names
+from intelligence_assets.tracking.tracker import all_pages
 
 MLFLOW_AREA = "mlflow"
 SEARCH_PAGE_SIZE = 1000
@@ -93,17 +94,6 @@ def quoted(value: str, what: str) -> str:
     if "'" in value:
         raise ValueError(f"{what} {value!r} contains a single quote, which MLflow filter strings cannot express")
     return f"'{value}'"
-
-
-def all_pages(fetch: Callable[[str | None], Any]) -> Iterator[Any]:
-    """Every item of a paged MLflow search, `fetch(page_token)` returning one page."""
-    token = None
-    while True:
-        page = fetch(token)
-        yield from page
-        token = getattr(page, "token", None)
-        if not token:
-            return
 
 
 def _mlflow_bytes_by_run(objects: Iterable[StoredObject], run_ids: set[str]) -> tuple[dict[str, int], dict[str, int]]:
@@ -203,7 +193,7 @@ def gather_retention_snapshot(client: Any, store: ArtifactStore) -> RetentionSna
         model
         for model in all_pages(
             lambda token: client.search_registered_models(
-                filter_string=f"name LIKE '{names.REGISTERED_MODEL_PREFIX}.%'",
+                filter_string=names.PLATFORM_MODELS_FILTER,
                 max_results=SEARCH_PAGE_SIZE,
                 page_token=token,
             )

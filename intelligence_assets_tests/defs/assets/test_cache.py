@@ -3,6 +3,7 @@ are recomputed; everything else is answered by the artifact store."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -32,6 +33,7 @@ FAMILIES = {
     "lightgbm": {"params": {"num_boost_round": 60}},
     "xgboost": {"params": {"num_boost_round": 30}},
 }
+TARGETS = ("y_up_1b", "y_volatility_5b")
 PER_SYMBOL_TARGET = [
     "labels",
     "target_rankings",
@@ -69,6 +71,24 @@ def warm(tmp_path: Path):
         yield universe_path, instance, resources, LocalArtifactStore(tmp_path / "artifacts")
 
 
+def serving_observations(instance: dg.DagsterInstance) -> Counter[tuple[str, str]]:
+    """How many `serving` observations each model partition has, by (family, partition)."""
+    found: Counter[tuple[str, str]] = Counter()
+    for family in FAMILIES:
+        records = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=model_key(family)), limit=1000).records
+        found.update((family, record.partition_key) for record in records)
+    return found
+
+
+def serving_of(store: LocalArtifactStore, symbol: str, target: str) -> tuple:
+    """What a cell's serving observations say, as model_registry stored it: its champion, or why none."""
+    registry = read_value(store, artifact_prefix(MODEL_REGISTRY))
+    cell = registry.filter((pl.col("symbol") == symbol) & (pl.col("target") == target)).row(0, named=True)
+    if cell["champion_version"] is None:
+        return (None, cell["reason"])
+    return (cell["champion_version"], cell["champion_family"], cell["champion_fingerprint"])
+
+
 def registry_version(store) -> str:
     return store.get_json(pointer_key(artifact_prefix(MODEL_REGISTRY)))["data_version"]
 
@@ -99,10 +119,14 @@ def test_rerun_with_nothing_changed_recomputes_nothing(warm) -> None:
     universe_path, instance, resources, store = warm
     model = artifact_prefix(model_key("lightgbm"), "SIGNAL", "y_up_1b")
     before = ArtifactHandle.current(store, model).fingerprint
+    observed = serving_observations(instance)
     rerun = materialize_everything(load_universe(universe_path), instance, resources)
     assert misses(rerun) == set()
     assert len(rerun) == 2 + 2 + 2 * 2 * len(PER_SYMBOL_TARGET) + 1 + 1 + 2
     assert rerun[("model_registry", None)] == "recomputed"
+    # Every model partition says whether it serves, once: a pass that changed nothing adds nothing.
+    assert len(observed) == 2 * 2 * len(FAMILIES) and set(observed.values()) == {1}
+    assert serving_observations(instance) == observed
     assert ArtifactHandle.current(store, model).fingerprint == before
     # The UI still shows the stored numbers, marked as a hit.
     record = instance.fetch_materializations(model_key("lightgbm"), limit=1).records[0]
@@ -120,14 +144,22 @@ def test_new_bars_for_one_symbol_recompute_exactly_that_symbol(warm) -> None:
     )
     plan = plan_for(universe_path, store)
     registry_before = registry_version(store)
+    serving_before = {target: serving_of(store, "SIGNAL", target) for target in TARGETS}
+    observed = serving_observations(instance)
     rerun = materialize_everything(load_universe(universe_path), instance, resources)
     assert_plan_covers_exactly(plan, misses(rerun), universe_path)
     expected = {("bars", "NOISE"), ("features", "NOISE"), ("model_leaderboard", None), ("predictions", "NOISE")}
-    expected |= {(asset, f"NOISE|{target}") for asset in PER_SYMBOL_TARGET for target in ("y_up_1b", "y_volatility_5b")}
+    expected |= {(asset, f"NOISE|{target}") for asset in PER_SYMBOL_TARGET for target in TARGETS}
     # Another symbol's predictions read the registry whole: they recompute only if a champion moved.
     if registry_version(store) != registry_before:
         expected.add(("predictions", "SIGNAL"))
     assert misses(rerun) == expected
+    # NOISE's retrained models are observed anew; SIGNAL's only where what serves its cell changed.
+    moved = [target for target in TARGETS if serving_of(store, "SIGNAL", target) != serving_before[target]]
+    observed_again = set(serving_observations(instance) - observed)
+    expected_observed = {(family, f"NOISE|{target}") for family in FAMILIES for target in TARGETS}
+    expected_observed |= {(family, f"SIGNAL|{target}") for family in FAMILIES for target in moved}
+    assert observed_again == expected_observed
 
 
 def test_changed_target_spec_recomputes_exactly_that_target(warm) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,3 +27,10 @@ def describe_machine() -> str:
         f"{os.cpu_count()} cores ({cpu}){memory}; {platform.system()} {platform.release()}; "
         f"Python {platform.python_version()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC{load}"
     )
+
+
+def described_date(description: str) -> str | None:
+    """When a `describe_machine()` description was written ("2026-12-06 17:22 UTC"): the figures
+    rendered from a measurement later are stamped with the measurement's time, not the render's."""
+    found = re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", description)
+    return found.group(0) if found else None

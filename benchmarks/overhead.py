@@ -41,7 +41,7 @@ from statistics import median
 import yaml
 
 from benchmarks.homes import fresh_home, fresh_postgres_home
-from benchmarks.machine import describe_machine
+from benchmarks.machine import describe_machine, described_date
 from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT, load_universe
 from intelligence_assets.defs.processes import (
     available_cores,
@@ -639,7 +639,13 @@ def core_work_section(measurements: list[Measurement], plot_path: Path) -> list[
         dagster_runs = of("dagster", workers)
         if not dagster_runs or workers != dagster_runs[0].cores:
             continue
-        where = {"cores": workers, "machine": dagster_runs[0].machine}
+        measured = dagster_runs[0]
+        where = {
+            "cores": workers,
+            "machine": measured.machine,
+            "date": described_date(measured.machine),
+            "commit": measured.commit,
+        }
         if sequential_seconds is not None:
             record(
                 "sequential loop (storing and tracking) / Dagster",

@@ -71,10 +71,13 @@ def record(
     better: Literal["lower", "higher"],
     cores: int | None = None,
     machine: str | None = None,
+    date: str | None = None,
+    commit: str | None = None,
     path: Path = SUMMARY,
 ) -> Figure:
     """Write one figure into the summary (replacing the figure of that name and core count) and
-    return it. `cores` defaults to this machine's, `machine` to its description."""
+    return it. `cores` defaults to this machine's, `machine` to its description; `date` and
+    `commit` (when and at which commit it was measured) to now and this checkout's."""
     figure = Figure(
         name=name,
         value=round(float(value), 4),
@@ -82,8 +85,8 @@ def record(
         better=better,
         cores=cores or os.cpu_count() or 1,
         machine=machine or describe_machine(),
-        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        commit=current_commit(),
+        date=date or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        commit=commit or current_commit(),
     )
     figures = [kept for kept in load(path) if (kept.name, kept.cores) != (name, figure.cores)]
     figures.append(figure)

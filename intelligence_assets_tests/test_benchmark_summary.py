@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.summary import REPOSITORY_ROOT, SUMMARY, load, markdown_table, record
+from benchmarks.machine import described_date
+from benchmarks.summary import REPOSITORY_ROOT, SUMMARY, current_commit, load, markdown_table, record
 
 FIELDS = {"name", "value", "goal", "better", "cores", "machine", "date", "commit"}
 
@@ -21,6 +23,17 @@ def test_a_figure_measured_again_replaces_the_one_of_its_name_and_core_count(tmp
     table = markdown_table(load(path))
     assert "| Dagster / pool | 2 | 1.4 | <= 1.15 | **no** |" in table
     assert "| Dagster / pool | 16 | 0.9 | <= 1.15 | yes |" in table
+
+
+def test_a_figure_rendered_later_keeps_when_and_at_which_commit_it_was_measured(tmp_path: Path) -> None:
+    path = tmp_path / "summary.json"
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    record("Dagster / pool", 1.1, goal=1.15, better="lower", path=path)
+    measured_at = described_date("16 cores (Xeon); Linux 6; Python 3.12.3; 2026-12-06 17:22 UTC, load average 0.27")
+    record("Dagster / pool", 0.9, goal=1.15, better="lower", cores=16, date=measured_at, commit="72afc83", path=path)
+    now, earlier = load(path)
+    assert now.date >= started and now.commit == current_commit()  # measured here, now
+    assert (earlier.date, earlier.commit) == ("2026-12-06 17:22 UTC", "72afc83")
 
 
 def test_the_committed_summary_is_a_list_of_figures_and_the_benchmarks_readme_shows_each() -> None:

@@ -29,6 +29,8 @@ from intelligence_assets.tracking.promotion import (
 from intelligence_assets.tracking.tracker import ModelTracker
 
 Clock = Callable[[], datetime]
+# The aliases a pass moves, in the order it moves them.
+ALIASES = (names.CHAMPION, names.PREVIOUS_CHAMPION, names.CHALLENGER)
 
 REGISTRY_SCHEMA = {
     "symbol": pl.String,
@@ -115,7 +117,8 @@ def update_registry(
     unknown = [cell for cell in rollback if cell not in cells]
     if unknown:
         raise ValueError(f"rollback of {unknown}: no models on the leaderboard for these cells")
-    models = tracker.registered_models()
+    # By name: a model registered while the listing paged may be listed twice.
+    models = list({model.name: model for model in tracker.registered_models()}.values())
     registry = _RegistryPass(
         tracker,
         store,
@@ -131,11 +134,15 @@ def update_registry(
     )
     rows: list[dict[str, Any]] = []
     changes: list[str] = []
+    retired = set()
     for name, symbol, target in champions_of_removed_symbols(models, set(symbols)):
         row, change = registry.retire_removed_symbol(name, symbol, target)
         rows.append(row)
         changes.append(change)
-    for symbol, target in cells:
+        retired.add((symbol, target))
+    # A leaderboard stored before the symbol left the universe still has its cells (a rollback
+    # run ahead of the leaderboard): the retirement is their row, and nothing is promoted there.
+    for symbol, target in (cell for cell in cells if cell not in retired):
         row, change = registry.update_cell(
             symbol, target, rolling_back=(symbol, target) in rollback, reassessing=(symbol, target) in reassess
         )
@@ -198,7 +205,7 @@ class _RegistryPass:
         rows_of_cell = models_of_cell.filter(pl.col("trained"))
         # Even a cell with no trained model now: an earlier champion keeps its alias.
         current = self.aliases.get(name, {})
-        versions = self.versions_of(name, rows_of_cell)
+        versions = self.versions_of(name, rows_of_cell, current)
         by_number = {str(version.version): version for version in versions}
         if rolling_back:
             decision = roll_back(current, self.reason)
@@ -248,12 +255,14 @@ class _RegistryPass:
         }
         return row, (f"{name}: {decision.action}; " + ", ".join(moved) if moved else None)
 
-    def versions_of(self, name: str, rows_of_cell: pl.DataFrame) -> list[Any]:
-        """The registered model's versions; read again where a model on the leaderboard has none
-        in what the pass read first (registered since, by a training run still going)."""
+    def versions_of(self, name: str, rows_of_cell: pl.DataFrame, current: dict[str, str]) -> list[Any]:
+        """The registered model's versions; read again where a model on the leaderboard or a
+        version an alias names is missing from what the pass read first (registered since by a
+        training run still going, or passed over by a page when another version was deleted)."""
         versions = self.versions.get(name, [])
-        known = {version.tags.get(names.FINGERPRINT_TAG) for version in versions}
-        if set(rows_of_cell["model_fingerprint"].drop_nulls()) <= known:
+        fingerprints = {version.tags.get(names.FINGERPRINT_TAG) for version in versions}
+        numbers = {str(version.version) for version in versions}
+        if set(rows_of_cell["model_fingerprint"].drop_nulls()) <= fingerprints and set(current.values()) <= numbers:
             return versions
         return self.tracker.versions(name)
 
@@ -343,15 +352,18 @@ def recorded_score(tags: dict[str, str]) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def decided_aliases(decision: AliasDecision) -> dict[str, str]:
+    """alias -> version, as `decision` leaves them (an alias it removes is absent)."""
+    wanted = dict(zip(ALIASES, (decision.champion, decision.previous_champion, decision.challenger), strict=True))
+    return {alias: version for alias, version in wanted.items() if version is not None}
+
+
 def apply_decision(tracker: ModelTracker, name: str, current: dict[str, str], decision: AliasDecision) -> list[str]:
     """Move only the aliases that differ; returns what changed."""
-    wanted = {
-        names.CHAMPION: decision.champion,
-        names.PREVIOUS_CHAMPION: decision.previous_champion,
-        names.CHALLENGER: decision.challenger,
-    }
+    wanted = decided_aliases(decision)
     changes = []
-    for alias, version in wanted.items():
+    for alias in ALIASES:
+        version = wanted.get(alias)
         if current.get(alias) == version:
             continue
         if version is None:

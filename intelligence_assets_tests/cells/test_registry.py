@@ -33,7 +33,7 @@ FEATURES = ["momentum", "volatility", "range"]
 SETTINGS = PromotionSettings(min_improvement=0.01, min_test_rows=100, challenger_within=0.02)
 # Every symbol these tests register: a pass retires the champions of any symbol left out.
 PAGED = [f"PAGED{number}" for number in range(5)]
-SYMBOLS = {"FIRST", "ROLL", "REFUSED", "GONE", "STAYS", "REBARRED", "DECAYED", "UNREGISTERED", "LATE", *PAGED}
+SYMBOLS = {"FIRST", "ROLL", "REFUSED", "GONE", "STAYS", "LISTED", "REBARRED", "DECAYED", "UNREGISTERED", "LATE", *PAGED}
 WHEN = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
@@ -246,6 +246,22 @@ def test_the_champion_of_a_symbol_that_left_the_universe_is_retired(
         gone,
     )
     assert update.table["symbol"].to_list() == ["GONE", "STAYS"]
+
+
+def test_a_removed_symbol_still_on_the_stored_leaderboard_is_retired_not_promoted_again(
+    tracker: ModelTracker, fitted: Any, store: LocalArtifactStore
+) -> None:
+    name = f"intelligence.LISTED.{TARGET}"
+    register(tracker, fitted, "LISTED", "l1", 0.61)
+    table = leaderboard(("LISTED", "l1", 0.61, True))
+    apply(tracker, store, table)
+
+    # LISTED left the universe; the leaderboard was stored before, so it still lists the cell.
+    update = apply(tracker, store, table, symbols=SYMBOLS - {"LISTED"})
+
+    assert tracker.aliases(name) == {}
+    assert update.table.filter(pl.col("symbol") == "LISTED")["action"].to_list() == ["retired"]
+    assert update.changes == [f"{name}: retired; champion removed (was v1)"]
 
 
 def test_a_champion_trained_on_replaced_bars_gives_way_to_a_model_of_the_new_bars(

@@ -9,7 +9,7 @@ reason in the UI and in lineage.
 """
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -111,9 +111,8 @@ def build_registry_asset(universe: Universe) -> dg.AssetsDefinition:
             leaderboard_notes = read_manifest(
                 model_leaderboard.store, model_leaderboard.prefix, model_leaderboard.fingerprint
             ).metadata
-            observations = list(
-                serving_observations(update, leaderboard, tracker.links, previous_registry(context, artifact_store))
-            )
+            previous = previous_registry(context, artifact_store, leaderboard["family"].unique().to_list())
+            observations = list(serving_observations(update, leaderboard, tracker.links, previous))
             for observation in observations:
                 context.log_event(observation)
             context.log.info(
@@ -195,11 +194,23 @@ def alias_rows(update: RegistryUpdate, links: UiLinks) -> list[dict[str, Any]]:
     return rows
 
 
-def previous_registry(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> pl.DataFrame | None:
-    """The table the latest `model_registry` materialization of this instance stored (None when
-    there is none, or it is no longer in the store): what its serving observations said."""
-    event = context.instance.get_latest_materialization_event(MODEL_REGISTRY)
-    fingerprint = event and event.asset_materialization and event.asset_materialization.metadata.get("fingerprint")
+def previous_registry(
+    context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, families: Iterable[str]
+) -> pl.DataFrame | None:
+    """The registry table whose answers the latest `serving` observation of every model partition
+    of `families` gives: the one this instance's latest `model_registry` materialization stored.
+    None when there is none, it is no longer in the store, or a model partition was observed
+    after it (a run that died after observing, or one whose materialization is not logged yet):
+    then every partition is observed again."""
+    latest = context.instance.fetch_materializations(MODEL_REGISTRY, limit=1).records
+    if not latest or latest[0].asset_materialization is None:
+        return None
+    for family in families:
+        since = dg.AssetRecordsFilter(asset_key=model_key(family), after_storage_id=latest[0].storage_id)
+        observed_since = context.instance.fetch_observations(since, limit=1).records
+        if observed_since:
+            return None
+    fingerprint = latest[0].asset_materialization.metadata.get("fingerprint")
     if fingerprint is None:
         return None
     try:

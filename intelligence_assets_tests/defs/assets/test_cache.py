@@ -127,6 +127,14 @@ def test_rerun_with_nothing_changed_recomputes_nothing(warm) -> None:
     # Every model partition says whether it serves, once: a pass that changed nothing adds nothing.
     assert len(observed) == 2 * 2 * len(FAMILIES) and set(observed.values()) == {1}
     assert serving_observations(instance) == observed
+    # An observation after the registry's last materialization (a run that died after observing):
+    # what the partitions show is no longer known, so the next pass observes every one again.
+    instance.report_runless_asset_event(
+        dg.AssetObservation(model_key("linear"), partition="SIGNAL|y_up_1b", metadata={"serving": "from a dead run"})
+    )
+    materialize_everything(load_universe(universe_path), instance, resources)
+    again = serving_observations(instance) - observed
+    assert again[("linear", "SIGNAL|y_up_1b")] == 2 and sum(again.values()) == len(observed) + 1
     assert ArtifactHandle.current(store, model).fingerprint == before
     # The UI still shows the stored numbers, marked as a hit.
     record = instance.fetch_materializations(model_key("lightgbm"), limit=1).records[0]

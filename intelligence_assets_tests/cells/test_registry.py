@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from mlflow.store.entities.paged_list import PagedList
 
 from intelligence_assets.cells.registry import REGISTRY_SCHEMA, RegistryUpdate, update_registry
 from intelligence_assets.defs.assets.market_data import BARS
@@ -33,7 +34,20 @@ FEATURES = ["momentum", "volatility", "range"]
 SETTINGS = PromotionSettings(min_improvement=0.01, min_test_rows=100, challenger_within=0.02)
 # Every symbol these tests register: a pass retires the champions of any symbol left out.
 PAGED = [f"PAGED{number}" for number in range(5)]
-SYMBOLS = {"FIRST", "ROLL", "REFUSED", "GONE", "STAYS", "LISTED", "REBARRED", "DECAYED", "UNREGISTERED", "LATE", *PAGED}
+SYMBOLS = {
+    "FIRST",
+    "ROLL",
+    "REFUSED",
+    "GONE",
+    "STAYS",
+    "LISTED",
+    "REBARRED",
+    "DECAYED",
+    "UNREGISTERED",
+    "LATE",
+    "SKIPPED",
+    *PAGED,
+}
 WHEN = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
@@ -353,11 +367,18 @@ def test_a_leaderboard_model_without_a_registry_version_is_named_and_left_out(
 
 class CountingClient:
     """MLflow's client, counting the requests made through it by method; `after_listing` runs
-    once, right after the first listing of every model version returns."""
+    once, right after the first listing of every model version returns, and versions for which
+    `passed_over` is true are missing from that listing (as when a page's offset moved past one)."""
 
-    def __init__(self, client: Any, after_listing: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        after_listing: Callable[[], None] | None = None,
+        passed_over: Callable[[Any], bool] = lambda version: False,
+    ) -> None:
         self.client = client
         self.after_listing = after_listing
+        self.passed_over = passed_over
         self.requests: Counter[str] = Counter()
         self.version_filters: list[str] = []
 
@@ -371,6 +392,8 @@ class CountingClient:
             result = attribute(*args, **kwargs)
             if name == "search_model_versions":
                 self.version_filters.append(args[0] if args else kwargs.get("filter_string"))
+                if self.version_filters[-1] == names.PLATFORM_MODELS_FILTER:
+                    result = PagedList([version for version in result if not self.passed_over(version)], result.token)
                 if self.after_listing:
                     hook, self.after_listing = self.after_listing, None
                     hook()
@@ -420,3 +443,23 @@ def test_a_version_registered_while_a_pass_reads_the_registry_is_still_a_candida
 
     assert registered == ["2"] and warnings == []
     assert row(update, "LATE")["champion_version"] == "2"
+
+
+def test_a_champion_a_page_passed_over_is_read_again_and_keeps_its_alias(
+    tracker: ModelTracker, fitted: Any, store: LocalArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"intelligence.SKIPPED.{TARGET}"
+    register(tracker, fitted, "SKIPPED", "k1", 0.70)
+    apply(tracker, store, leaderboard(("SKIPPED", "k1", 0.70, True)))
+    register(tracker, fitted, "SKIPPED", "k2", 0.60)
+    # The champion's model is off the leaderboard now, and the listing of every version misses it.
+    client = CountingClient(
+        tracker.client, passed_over=lambda version: (version.name, str(version.version)) == (name, "1")
+    )
+    monkeypatch.setattr(tracker, "client", client)
+
+    update = apply(tracker, store, leaderboard(("SKIPPED", "k2", 0.60, True)))
+
+    # Judged against its recorded 0.70, v1 stays; without it the weaker v2 would replace it.
+    assert tracker.aliases(name)[names.CHAMPION] == "1" and row(update, "SKIPPED")["champion_score"] == 0.70
+    assert f"name = '{name}'" in client.version_filters

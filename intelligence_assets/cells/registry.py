@@ -117,8 +117,7 @@ def update_registry(
     unknown = [cell for cell in rollback if cell not in cells]
     if unknown:
         raise ValueError(f"rollback of {unknown}: no models on the leaderboard for these cells")
-    # By name: a model registered while the listing paged may be listed twice.
-    models = list({model.name: model for model in tracker.registered_models()}.values())
+    models = tracker.registered_models()
     registry = _RegistryPass(
         tracker,
         store,

@@ -594,9 +594,11 @@ class ModelTracker:
 
     def registered_models(self) -> list[Any]:
         """Every registered model of the platform (named `intelligence.*`) with its tags and
-        aliases: a registry pass reads them all in a few requests, not one a cell."""
-        return list(
-            all_pages(
+        aliases: a registry pass reads them all in a few requests, not one a cell. Each model
+        once, though one registered while the pages were read may be listed twice."""
+        models = {
+            model.name: model
+            for model in all_pages(
                 lambda token: self.call(
                     "listing registered models",
                     lambda: self.client.search_registered_models(
@@ -606,7 +608,8 @@ class ModelTracker:
                     ),
                 )
             )
-        )
+        }
+        return list(models.values())
 
     def versions_by_model(self) -> dict[str, list[Any]]:
         """Every version of the platform's registered models, by model name."""

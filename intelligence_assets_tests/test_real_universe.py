@@ -329,18 +329,23 @@ def test_a_rerun_heals_a_corrupt_artifact_it_would_reuse(broken_universe) -> Non
 # ------------------------------------------------------------------ registry and leaderboard over a real graph
 
 
-@pytest.fixture
-def trained_signal(tmp_path: Path):
-    """SIGNAL alone, linear only, materialized end to end with a champion."""
-    from intelligence_assets.defs.resources.deployment import Deployment
-    from intelligence_assets_tests.support.pipeline import materialize_everything
+@pytest.fixture(scope="module")
+def materialized_signal(tmp_path_factory: pytest.TempPathFactory):
+    from intelligence_assets_tests.support.pipeline import MaterializedUniverse
 
-    path = write_small_universe(tmp_path, families={"linear": {"params": {}}}, symbols=["SIGNAL"])
-    universe = load_universe(path)
-    resources = Deployment(artifact_root=tmp_path / "artifacts").resources(universe)
-    with dg.instance_for_test() as instance:
-        materialize_everything(universe, instance, resources)
-        yield path, universe, instance, resources, LocalArtifactStore(tmp_path / "artifacts")
+    with MaterializedUniverse.built(
+        tmp_path_factory.mktemp("signal"),
+        lambda folder: write_small_universe(folder, families={"linear": {"params": {}}}, symbols=["SIGNAL"]),
+    ) as universe:
+        yield universe
+
+
+@pytest.fixture
+def trained_signal(materialized_signal):
+    """SIGNAL alone, linear only, materialized end to end with a champion."""
+    with materialized_signal.restored() as (instance, resources):
+        path = materialized_signal.universe_path
+        yield path, load_universe(path), instance, resources, LocalArtifactStore(materialized_signal.artifacts)
 
 
 def _champions(store: LocalArtifactStore) -> dict[str, str]:

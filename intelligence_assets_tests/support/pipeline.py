@@ -3,12 +3,17 @@ asset partition whether the artifact store answered it (cache hit) or it was com
 
 from __future__ import annotations
 
+import shutil
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
-from intelligence_assets.config.universe import Universe
+from intelligence_assets.config.universe import Universe, load_universe
 from intelligence_assets.definitions import TRAINING_SELECTION, build_assets
 from intelligence_assets.defs.assets.leaderboard import MODEL_LEADERBOARD
 from intelligence_assets.defs.assets.market_data import BARS, FEATURES
@@ -95,3 +100,52 @@ def materialize_command(selection: str, partition: str | None = None) -> list[st
         selection,
     ]
     return command if partition is None else [*command, "--partition", partition]
+
+
+@dataclass(frozen=True)
+class MaterializedUniverse:
+    """A small universe materialized once for a test module and restored before each test, instead
+    of materialized again for every test that starts from a trained graph.
+
+    `restored()` copies the instance, the artifact store and the embedded MLflow store back as the
+    one cold materialization left them, into the same folder: the MLflow store records absolute
+    artifact paths, so the folder cannot move. MLflow keeps one engine per database for the whole
+    process, so while the module runs its engines hold no pooled connection, which would go on
+    reading the database file the restore replaced.
+    """
+
+    folder: Path
+    universe_path: Path
+    cold: dict[tuple[str, str | None], str]
+
+    @property
+    def artifacts(self) -> Path:
+        return self.folder / "artifacts"
+
+    @property
+    def _pristine(self) -> Path:
+        return self.folder.with_name(f"{self.folder.name}.pristine")
+
+    @classmethod
+    @contextmanager
+    def built(cls, folder: Path, write_universe: Callable[[Path], Path]) -> Iterator[MaterializedUniverse]:
+        """`write_universe(folder)` writes the universe's bars and yaml and returns its path."""
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
+            universe_path = write_universe(folder)
+            universe = load_universe(universe_path)
+            (folder / "instance").mkdir()
+            with dg.instance_for_test(temp_dir=str(folder / "instance")) as instance:
+                cold = materialize_everything(universe, instance, local_resources(folder / "artifacts", universe))
+            built = cls(folder, universe_path, cold)
+            shutil.copytree(folder, built._pristine)
+            yield built
+
+    @contextmanager
+    def restored(self) -> Iterator[tuple[dg.DagsterInstance, dict]]:
+        """The instance (open while the context is) and fresh resources on the restored folder."""
+        shutil.rmtree(self.folder)
+        shutil.copytree(self._pristine, self.folder)
+        universe = load_universe(self.universe_path)
+        with dg.instance_for_test(temp_dir=str(self.folder / "instance")) as instance:
+            yield instance, local_resources(self.artifacts, universe)

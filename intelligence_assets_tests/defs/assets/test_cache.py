@@ -24,7 +24,11 @@ from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import TABLE_FILE, ArtifactHandle, read_value
 from intelligence_assets.store.keys import artifact_prefix, file_key, pointer_key
 from intelligence_assets_tests.conftest import write_small_universe
-from intelligence_assets_tests.support.pipeline import cache_outcomes, local_resources, materialize_everything
+from intelligence_assets_tests.support.pipeline import (
+    MaterializedUniverse,
+    cache_outcomes,
+    materialize_everything,
+)
 
 # xgboost too: ranking and selection use lightgbm and linear, so bumping either recomputes the
 # rankings; a family they do not use shows the narrowest recompute set.
@@ -60,15 +64,21 @@ def symbols_whose_champions_changed(before: pl.DataFrame, after: pl.DataFrame) -
     return set(changed["symbol"])
 
 
+@pytest.fixture(scope="module")
+def materialized(tmp_path_factory: pytest.TempPathFactory):
+    with MaterializedUniverse.built(
+        tmp_path_factory.mktemp("warm"), lambda folder: write_small_universe(folder, families=FAMILIES)
+    ) as universe:
+        yield universe
+
+
 @pytest.fixture
-def warm(tmp_path: Path):
+def warm(materialized: MaterializedUniverse):
     """A universe materialized once (cold), with the instance and store kept for a rerun."""
-    universe_path = write_small_universe(tmp_path, families=FAMILIES)
-    resources = local_resources(tmp_path / "artifacts", load_universe(universe_path))
-    with dg.instance_for_test() as instance:
-        cold = materialize_everything(load_universe(universe_path), instance, resources)
-        assert cold and set(cold.values()) == {"miss", "recomputed"}  # the registry step always recomputes
-        yield universe_path, instance, resources, LocalArtifactStore(tmp_path / "artifacts")
+    cold = materialized.cold
+    assert cold and set(cold.values()) == {"miss", "recomputed"}  # the registry step always recomputes
+    with materialized.restored() as (instance, resources):
+        yield materialized.universe_path, instance, resources, LocalArtifactStore(materialized.artifacts)
 
 
 def serving_observations(instance: dg.DagsterInstance) -> Counter[tuple[str, str]]:

@@ -28,7 +28,7 @@ from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
 from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets_tests.conftest import write_small_universe
-from intelligence_assets_tests.support.pipeline import materialize_everything
+from intelligence_assets_tests.support.pipeline import MaterializedUniverse
 
 LINEAR_ONLY = {"linear": {"params": {}}}
 LINEAR = model_key("linear").to_user_string()
@@ -199,17 +199,25 @@ def test_new_bars_sensor_follows_universe_yaml_each_tick_and_remembers_only_what
 # -- a materialized graph: schedule, automation, decay -------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def materialized(tmp_path_factory: pytest.TempPathFactory):
+    with MaterializedUniverse.built(
+        tmp_path_factory.mktemp("graph"),
+        lambda folder: write_small_universe(
+            folder,
+            families=LINEAR_ONLY,
+            automation={"decay_window_rows": 250, "decay_min_rows": 30, "decay_max_skill_loss": 0.5},
+        ),
+    ) as universe:
+        yield universe
+
+
 @pytest.fixture
-def graph(tmp_path: Path):
-    path = write_small_universe(
-        tmp_path,
-        families=LINEAR_ONLY,
-        automation={"decay_window_rows": 250, "decay_min_rows": 30, "decay_max_skill_loss": 0.5},
-    )
-    defs, resources = definitions_for(path, tmp_path / "artifacts")
-    with dg.instance_for_test() as instance:
-        materialize_everything(load_universe(path), instance, resources)
-        yield path, defs, resources, instance, LocalArtifactStore(tmp_path / "artifacts")
+def graph(materialized: MaterializedUniverse):
+    with materialized.restored() as (instance, resources):
+        path = materialized.universe_path
+        defs = build_definitions(load_universe(path), Deployment(artifact_root=materialized.artifacts))
+        yield path, defs, resources, instance, LocalArtifactStore(materialized.artifacts)
 
 
 def evaluate_schedule(defs: dg.Definitions, instance: dg.DagsterInstance, resources: dict, when: datetime):

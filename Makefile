@@ -54,7 +54,7 @@ postgres:
 	@bash scripts/start_postgres.sh >/dev/null
 
 test: install postgres chromium prometheus
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 3 --dist loadfile
 
 # Formatting and lint (ruff, configured in pyproject.toml); `make format` rewrites in place.
 lint: install

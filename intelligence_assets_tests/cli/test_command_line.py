@@ -21,7 +21,7 @@ from intelligence_assets.defs.assets.target_analysis import TARGET_RANKINGS
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
 from intelligence_assets.store.keys import artifact_prefix
-from intelligence_assets_tests.support.pipeline import materialize_command
+from intelligence_assets_tests.support.pipeline import local_resources, materialize_command, materialize_market_data
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 
@@ -137,16 +137,8 @@ def test_training_job_runs_a_symbols_range_with_steps_forked_from_a_preloaded_se
     shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions("symbol", ["SIGNAL"])
+        materialize_market_data(instance, universe, local_resources(home / "artifacts", universe), "SIGNAL")
     environment = _environment(home, small_universe_path)
-    bars = subprocess.run(
-        materialize_command("bars,features", "SIGNAL"),
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert bars.returncode == 0, bars.stdout + bars.stderr
     first, last = universe.target_names[0], universe.target_names[-1]
     tags = json.dumps(
         {

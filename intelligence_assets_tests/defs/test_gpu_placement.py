@@ -22,7 +22,7 @@ from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.partitions import register_symbols
 from intelligence_assets.tracking import names
 from intelligence_assets_tests.conftest import write_small_universe
-from intelligence_assets_tests.support.pipeline import MODEL_SELECTION, local_resources, materialize_command
+from intelligence_assets_tests.support.pipeline import MODEL_SELECTION, local_resources, materialize_market_data
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 CELL = "SIGNAL|y_up_1b"
@@ -150,16 +150,14 @@ def test_gpu_steps_in_separate_processes_never_share_a_slot(
         "INTELLIGENCE_UNIVERSE": str(universe_path),
         "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts"),
     }
+    universe = load_universe(universe_path)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions("symbol", ["SIGNAL"])
-
-    def run(command: list[str]) -> None:
-        completed = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600)
-        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-
-    run(materialize_command("bars,features", "SIGNAL"))
+        materialize_market_data(instance, universe, local_resources(home / "artifacts", universe), "SIGNAL")
     tags = json.dumps({"dagster/partition": CELL})
-    run([DAGSTER, "job", "execute", "-m", "intelligence_assets.definitions", "-j", TRAINING_JOB, "--tags", tags])
+    command = [DAGSTER, "job", "execute", "-m", "intelligence_assets.definitions", "-j", TRAINING_JOB, "--tags", tags]
+    completed = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run_id = next(run.run_id for run in instance.get_runs() if run.job_name == TRAINING_JOB)
         intervals = _gpu_step_intervals(instance, run_id)

@@ -84,6 +84,19 @@ def materialize_everything(
     return outcomes
 
 
+def materialize_market_data(instance: dg.DagsterInstance, universe: Universe, resources: dict, symbol: str) -> None:
+    """`bars` and `features` of one registered symbol, in this process: what a test of a command
+    or an executor needs upstream of the run it is about."""
+    result = dg.materialize(
+        build_assets(universe),
+        selection=dg.AssetSelection.assets(BARS, FEATURES),
+        partition_key=symbol,
+        instance=instance,
+        resources=resources,
+    )
+    assert result.success
+
+
 def local_resources(artifact_root: Path, universe: Universe) -> dict:
     return Deployment(artifact_root=artifact_root).resources(universe)
 

@@ -32,9 +32,7 @@ def browser() -> Iterator[object]:
 
 def open_page(browser: object, url: str) -> object:
     page = browser.new_page(viewport={"width": 1400, "height": 900})
-    # The UI shares CI's two cores with other tests' runs and demos: a dialog's partition list
-    # took over 30 s to appear there once (2026-12-07), so each step may wait 90 s.
-    page.set_default_timeout(90_000)
+    page.set_default_timeout(30_000)
     page.goto(url)
     # The UI asks once for newsletter sign-up; it covers the page until dismissed.
     skip = page.get_by_role("button", name="Skip")

@@ -71,7 +71,7 @@ def materialize_everything(
         outcomes.update(cache_outcomes(result))
 
     for symbol in universe.symbols:
-        run(dg.AssetSelection.assets(BARS, FEATURES), symbol)
+        outcomes.update(materialize_market_data(instance, universe, resources, symbol, assets))
         if ranged_training:
             run(MODEL_SELECTION, tags=symbol_training_range(universe, symbol))
             continue
@@ -84,17 +84,21 @@ def materialize_everything(
     return outcomes
 
 
-def materialize_market_data(instance: dg.DagsterInstance, universe: Universe, resources: dict, symbol: str) -> None:
-    """`bars` and `features` of one registered symbol, in this process: what a test of a command
-    or an executor needs upstream of the run it is about."""
+def materialize_market_data(
+    instance: dg.DagsterInstance, universe: Universe, resources: dict, symbol: str, assets: list | None = None
+) -> dict[tuple[str, str | None], str]:
+    """`bars` and `features` of one registered symbol, in this process (the first stage of
+    `materialize_everything`, and what a test of a command or an executor needs upstream of the
+    run it is about); returns cache hit/miss per partition."""
     result = dg.materialize(
-        build_assets(universe),
+        assets or build_assets(universe),
         selection=dg.AssetSelection.assets(BARS, FEATURES),
         partition_key=symbol,
         instance=instance,
         resources=resources,
     )
     assert result.success
+    return cache_outcomes(result)
 
 
 def local_resources(artifact_root: Path, universe: Universe) -> dict:

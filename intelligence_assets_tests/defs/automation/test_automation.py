@@ -216,7 +216,7 @@ def materialized(tmp_path_factory: pytest.TempPathFactory):
 def graph(materialized: MaterializedUniverse):
     with materialized.restored() as (instance, resources):
         path = materialized.universe_path
-        defs = build_definitions(load_universe(path), Deployment(artifact_root=materialized.artifacts))
+        defs, _ = definitions_for(path, materialized.artifacts)
         yield path, defs, resources, instance, LocalArtifactStore(materialized.artifacts)
 
 

@@ -53,10 +53,8 @@ prometheus:
 postgres:
 	@bash scripts/start_postgres.sh >/dev/null
 
-# Whole modules to three processes, in collection order: long-running modules first (conftest.py),
-# where xdist would otherwise start the modules with the most tests first and the longest last.
 test: install postgres chromium prometheus
-	$(BIN)/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -n 3 --dist loadfile
 
 # Formatting and lint (ruff, configured in pyproject.toml); `make format` rewrites in place.
 lint: install

@@ -25,8 +25,10 @@ from intelligence_assets_tests.support.services import (
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Long-running modules first (stable otherwise): `make test`'s processes take whole files in
-    collection order, and one started last would run alone at the end."""
+    """Long-running modules first (stable otherwise). `make test`'s processes take whole files,
+    those with the most tests first (pytest-xdist's order; a run with long modules strictly first
+    was tried and was no faster), and among files of as many tests in collection order: a
+    single-test module of minutes then starts before the quick single-test ones."""
     items.sort(key=lambda item: item.get_closest_marker("long_running") is None)
 
 

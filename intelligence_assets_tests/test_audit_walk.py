@@ -31,8 +31,6 @@ from intelligence_assets_tests.support.pipeline import materialize_everything
 from intelligence_assets_tests.support.services import free_port
 from intelligence_assets_tests.support.webserver import dagster_webserver, write_instance_yaml
 
-pytestmark = pytest.mark.long_running
-
 # The walk: each asset's partition page links to the next one upstream.
 WALK = ["models/linear", "feature_sets", "target_rankings", "labels", "bars"]
 

@@ -27,8 +27,6 @@ from intelligence_assets_tests.support.pipeline import local_resources, material
 from intelligence_assets_tests.support.services import free_port
 from intelligence_assets_tests.support.webserver import dagster_webserver, write_instance_yaml
 
-pytestmark = pytest.mark.long_running
-
 
 class UI:
     def __init__(self, url: str, home: Path) -> None:

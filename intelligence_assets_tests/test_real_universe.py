@@ -54,8 +54,6 @@ from intelligence_assets_tests.support.real_series import (
     write_header_only_file,
 )
 
-pytestmark = pytest.mark.long_running
-
 # ------------------------------------------------------------------ bars: frequency, gaps, empty files
 
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import pytest
 import yaml
 from dagster._config import process_config
 
@@ -23,8 +22,6 @@ from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.artifacts import read_value
 from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets_tests.support.pipeline import local_resources, materialize_command, materialize_market_data
-
-pytestmark = pytest.mark.long_running
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 

@@ -33,8 +33,6 @@ from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import local_resources, materialize_everything
 
-pytestmark = pytest.mark.long_running
-
 LOCATION = LoadableTargetOrigin(module_name="intelligence_assets_tests.support.freshness_location", attribute="defs")
 NODES = "query { assetNodes { assetKey { path } isPartitioned partitionKeys } }"
 BY_PARTITION = """

@@ -24,8 +24,6 @@ from intelligence_assets.tracking import names
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import MODEL_SELECTION, local_resources, materialize_market_data
 
-pytestmark = pytest.mark.long_running
-
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 CELL = "SIGNAL|y_up_1b"
 # Three GPU families (torch's use a GPU by default; xgboost when told), one CPU family.

@@ -15,8 +15,6 @@ from sklearn.metrics import roc_auc_score
 from intelligence_assets.ml.families import ModelFamily, load_family
 from intelligence_assets.ml.families.base import MLFLOW_FLAVOURS
 
-pytestmark = pytest.mark.long_running
-
 FAMILIES = ["lightgbm", "xgboost", "torch_mlp", "torch_tcn", "linear"]
 TASKS = ["classification", "regression"]
 EARLY_STOPPING_FAMILIES = ["lightgbm", "xgboost", "torch_mlp", "torch_tcn"]

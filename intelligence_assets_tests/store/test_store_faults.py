@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from intelligence_assets.config.universe import load_universe
 from intelligence_assets.definitions import build_assets
@@ -42,8 +41,6 @@ from intelligence_assets_tests.support.services import (
     stop_process,
     unique_bucket_name,
 )
-
-pytestmark = pytest.mark.long_running
 
 HANG_SECONDS = 35
 

@@ -33,12 +33,9 @@ def browser() -> Iterator[object]:
 def open_page(browser: object, url: str) -> object:
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(30_000)
+    # The UI asks once for newsletter sign-up, a modal over the page until dismissed, at a moment
+    # that depends on how fast the page loads: Playwright dismisses it whenever it shows before
+    # an action.
+    page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
     page.goto(url)
-    # The UI asks once for newsletter sign-up; it covers the page until dismissed.
-    skip = page.get_by_role("button", name="Skip")
-    try:
-        skip.wait_for(timeout=5_000)
-        skip.click()
-    except Exception:
-        pass
     return page

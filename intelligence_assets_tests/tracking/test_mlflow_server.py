@@ -52,8 +52,6 @@ from intelligence_assets_tests.support.services import (
 )
 from intelligence_assets_tests.tracking.test_importance_chart import bars
 
-pytestmark = pytest.mark.long_running
-
 # A deliberately weak first model, then a strong one: the second must win promotion.
 WEAK = {
     "lightgbm": {"params": {"num_boost_round": 3, "num_leaves": 2, "learning_rate": 0.01, "early_stopping_rounds": 3}}

@@ -55,8 +55,6 @@ from intelligence_assets.tracking.retention import (
 )
 from intelligence_assets_tests.support.services import free_port
 
-pytestmark = pytest.mark.long_running
-
 TARGET = "y_up_1b"
 # A model's own files may hold a file named like the store's manifest, below the fingerprint directory.
 NESTED_MANIFEST = f"{MODEL_FOLDER}/{MANIFEST_FILE}"

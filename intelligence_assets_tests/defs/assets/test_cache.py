@@ -30,8 +30,6 @@ from intelligence_assets_tests.support.pipeline import (
     materialize_everything,
 )
 
-pytestmark = pytest.mark.long_running
-
 # xgboost too: ranking and selection use lightgbm and linear, so bumping either recomputes the
 # rankings; a family they do not use shows the narrowest recompute set.
 FAMILIES = {

@@ -25,8 +25,6 @@ from intelligence_assets.store.keys import artifact_prefix, file_key, manifest_k
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import MODEL_SELECTION, local_resources, materialize_everything
 
-pytestmark = pytest.mark.long_running
-
 
 @pytest.fixture(scope="module")
 def materialized(small_universe: Universe, tmp_path_factory: pytest.TempPathFactory):

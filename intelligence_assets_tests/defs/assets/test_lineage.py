@@ -31,8 +31,6 @@ from intelligence_assets.tracking.names import registered_model_name
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import materialize_everything
 
-pytestmark = pytest.mark.long_running
-
 DAGSTER_UI = "http://dagster.example:8080/ui"
 MLFLOW_UI = "https://mlflow.example/tracking"
 

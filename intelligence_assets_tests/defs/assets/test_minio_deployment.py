@@ -23,8 +23,6 @@ from intelligence_assets_tests.support.mlflow_server import MlflowServer, runnin
 from intelligence_assets_tests.support.pipeline import materialize_everything
 from intelligence_assets_tests.support.services import S3Endpoint, unique_bucket_name
 
-pytestmark = pytest.mark.long_running
-
 
 @pytest.fixture
 def own_mlflow_server(tmp_path: Path, s3_endpoint: S3Endpoint) -> Iterator[MlflowServer]:

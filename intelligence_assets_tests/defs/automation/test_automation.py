@@ -30,8 +30,6 @@ from intelligence_assets.store.keys import artifact_prefix
 from intelligence_assets_tests.conftest import write_small_universe
 from intelligence_assets_tests.support.pipeline import MaterializedUniverse
 
-pytestmark = pytest.mark.long_running
-
 LINEAR_ONLY = {"linear": {"params": {}}}
 LINEAR = model_key("linear").to_user_string()
 ORDER = [

@@ -20,7 +20,6 @@ swept before the run is tagged complete (see _sweep_ghosts).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -35,6 +34,7 @@ from typing import Any, TypeVar
 from intelligence_assets.ml.metrics import finite_or_none
 from intelligence_assets.ml.trained_model import TrainedModel
 from intelligence_assets.tracking import names
+from intelligence_assets.tracking.embedded_store import open_embedded_store
 from intelligence_assets.tracking.flavours import load_pyfunc, save_in_flavour
 from intelligence_assets.tracking.importance_chart import importance_svg
 from intelligence_assets.tracking.links import UiLinks
@@ -181,13 +181,9 @@ class ModelTracker:
         if database is None:
             self.client = open_client()
         else:
-            # MLflow creates or migrates an embedded SQLite store when a client is made, and that
-            # fails when several processes start on a fresh store together (the steps of one run,
-            # launched from the UI on a new DAGSTER_HOME): one process at a time.
-            database.parent.mkdir(parents=True, exist_ok=True)
-            with open(database.with_name(f"{database.name}.lock"), "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-                self.client = self.call("opening the embedded MLflow store", open_client)
+            self.client = open_embedded_store(
+                database, lambda: self.call("opening the embedded MLflow store", open_client)
+            )
 
     # -- errors ---------------------------------------------------------------------------
 

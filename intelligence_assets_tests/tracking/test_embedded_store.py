@@ -1,13 +1,22 @@
-"""The embedded MLflow store (sqlite) when several processes open it for the first time together,
-as the steps of one run do when launched from the UI on a new DAGSTER_HOME."""
+"""The embedded MLflow store (sqlite): a new store copied from the empty one this machine keeps,
+and several processes opening a store for the first time together, as the steps of one run do when
+launched from the UI on a new DAGSTER_HOME."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from intelligence_assets.config.universe import REPOSITORY_ROOT
+from intelligence_assets.tracking.embedded_store import empty_store_copy
+from intelligence_assets.tracking.tracker import ModelTracker
 
 # Each child imports first, says so, and waits for the word to go: the store is then opened by all
 # of them at once, however long each one's imports took.
@@ -25,7 +34,72 @@ print("EXPERIMENT", tracker.experiment_id("y_up_1b"))
 """
 
 
-def test_processes_opening_a_fresh_embedded_store_together_all_succeed_and_share_it(tmp_path: Path) -> None:
+@contextmanager
+def mlflow_built_stores() -> Iterator[list[str]]:
+    """The messages MLflow logs while it builds a new store's tables, as they are logged."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "Creating initial MLflow database tables" in record.getMessage():
+                messages.append(record.getMessage())
+
+    # MLflow's loggers do not propagate to the root logger, where pytest's caplog listens.
+    logger, handler = logging.getLogger("mlflow.store.db.utils"), Collect()
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def schema(database: Path) -> tuple[list[tuple], list[tuple]]:
+    with sqlite3.connect(database) as connection:
+        tables = connection.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+        return tables, connection.execute("SELECT version_num FROM alembic_version").fetchall()
+
+
+def runs_in(database: Path) -> int:
+    with sqlite3.connect(database) as connection:
+        return connection.execute("SELECT count(*) FROM runs").fetchone()[0]
+
+
+def test_a_new_store_is_a_copy_of_the_empty_one_mlflow_built_first(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first, second = tmp_path / "first" / "mlflow.db", tmp_path / "second" / "mlflow.db"
+    with mlflow_built_stores() as built:
+        tracker = ModelTracker(f"sqlite:///{first}", experiment_root=tmp_path / "first")
+        assert len(built) == 1, "MLflow builds the first store"
+        assert empty_store_copy().is_relative_to(tmp_path / "cache") and empty_store_copy().exists()
+        tracker.client.create_run(tracker.experiment_id("y_up_1b"))
+
+        copied = ModelTracker(f"sqlite:///{second}", experiment_root=tmp_path / "second")
+        assert len(built) == 1, "the second store is a copy: MLflow built no tables for it"
+    assert schema(second) == schema(first), "the copy has MLflow's schema at the same revision"
+    assert runs_in(second) == 0, "nothing logged into the first store is in the second"
+    copied.client.create_run(copied.experiment_id("y_up_1b"))
+    assert runs_in(second) == 1 and runs_in(first) == 1
+    assert runs_in(empty_store_copy()) == 0, "the kept copy stays empty"
+
+
+def test_without_a_writable_cache_every_new_store_is_built_by_mlflow(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "cache").write_text("a file where the cache directory would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with mlflow_built_stores() as built:
+        for name in ("first", "second"):
+            tracker = ModelTracker(f"sqlite:///{tmp_path / name / 'mlflow.db'}", experiment_root=tmp_path / name)
+            tracker.client.create_run(tracker.experiment_id("y_up_1b"))
+    assert len(built) == 2
+
+
+@pytest.mark.parametrize("empty_store", ["built by MLflow", "copied"])
+def test_processes_opening_a_fresh_embedded_store_together_all_succeed_and_share_it(
+    tmp_path: Path, empty_store: str, monkeypatch
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))  # the children's too
+    if empty_store == "copied":
+        ModelTracker(f"sqlite:///{tmp_path / 'before' / 'mlflow.db'}", experiment_root=tmp_path / "before")
     database = tmp_path / "mlflow" / "mlflow.db"
     uri = f"sqlite:///{database}"
     children = [
@@ -59,3 +133,4 @@ def test_processes_opening_a_fresh_embedded_store_together_all_succeed_and_share
         line.split()[1] for stdout, _ in outputs for line in stdout.splitlines() if line.startswith("EXPERIMENT ")
     }
     assert len(experiments) == 1, f"the processes created different experiments: {experiments}"
+    assert list(cache.rglob("mlflow-*-empty.db")), "no copy of the empty store was kept for the next store"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -56,9 +56,11 @@ def open_embedded_store(database: Path, open_client: Callable[[], T]) -> T:
 def _copy_atomically(source: Path, destination: Path) -> None:
     """`source`'s bytes at `destination`, which readers see whole or not at all."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".partial")
+    # A name of its own, opened as a new file takes the umask's mode like the store MLflow builds
+    # (mkstemp's would be 0600).
+    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.partial")
     try:
-        with os.fdopen(descriptor, "wb") as handle:
+        with open(temporary, "xb") as handle:
             handle.write(source.read_bytes())
             handle.flush()
             os.fsync(handle.fileno())

@@ -77,6 +77,7 @@ def test_a_new_store_is_a_copy_of_the_empty_one_mlflow_built_first(tmp_path: Pat
         assert len(built) == 1, "the second store is a copy: MLflow built no tables for it"
     assert schema(second) == schema(first), "the copy has MLflow's schema at the same revision"
     assert runs_in(second) == 0, "nothing logged into the first store is in the second"
+    assert second.stat().st_mode == first.stat().st_mode, "the copy has the permissions of a store MLflow builds"
     copied.client.create_run(copied.experiment_id("y_up_1b"))
     assert runs_in(second) == 1 and runs_in(first) == 1
     assert runs_in(empty_store_copy()) == 0, "the kept copy stays empty"

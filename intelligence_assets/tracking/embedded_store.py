@@ -38,18 +38,19 @@ def open_embedded_store(database: Path, open_client: Callable[[], T]) -> T:
     A store that does not exist yet is first copied from the empty one (module docstring); where
     there is none yet, MLflow builds the store and a copy of it is kept for the next."""
     database.parent.mkdir(parents=True, exist_ok=True)
-    empty = empty_store_copy()
     with open(database.with_name(f"{database.name}.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        new = not database.exists()
-        if new and empty.exists():
+        if database.exists():
+            return open_client()
+        empty = empty_store_copy()
+        if empty.exists():
             _copy_atomically(empty, database)
+            return open_client()
         client = open_client()
-        if new and not empty.exists():
-            # Nothing has been logged yet: the file is the empty store. A machine whose cache
-            # cannot be written builds every new store the slow way.
-            with contextlib.suppress(OSError):
-                _copy_atomically(database, empty)
+        # Nothing has been logged yet: the file is the empty store. A machine whose cache cannot
+        # be written builds every new store the slow way.
+        with contextlib.suppress(OSError):
+            _copy_atomically(database, empty)
         return client
 
 

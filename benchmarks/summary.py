@@ -21,6 +21,8 @@ from benchmarks.machine import describe_machine
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = REPOSITORY_ROOT / "benchmarks" / "results" / "summary.json"
 README = REPOSITORY_ROOT / "benchmarks" / "README.md"
+# What the benchmarks write, relative to the repository root.
+WRITTEN = ("benchmarks/results", "benchmarks/README.md")
 TABLE_START = "<!-- summary table: written by `python -m benchmarks.summary` -->"
 TABLE_END = "<!-- end of summary table -->"
 
@@ -43,16 +45,17 @@ class Figure:
         return self.value <= self.goal if self.better == "lower" else self.value >= self.goal
 
 
-def current_commit() -> str:
-    """The commit the benchmark ran on, `+changes` when the work tree differed from it."""
+def current_commit(root: Path = REPOSITORY_ROOT) -> str:
+    """The commit the benchmark ran on, `+changes` when the code differed from it. What the
+    benchmarks themselves write (`WRITTEN`) does not count: a second benchmark run on the same
+    checkout runs the same code."""
 
     def git(*arguments: str) -> str:
-        return subprocess.run(
-            ["git", *arguments], cwd=REPOSITORY_ROOT, capture_output=True, text=True, check=False
-        ).stdout.strip()
+        return subprocess.run(["git", *arguments], cwd=root, capture_output=True, text=True, check=False).stdout.strip()
 
     commit = git("rev-parse", "--short=12", "HEAD") or os.environ.get("INTELLIGENCE_COMMIT", "unknown")
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{path}" for path in WRITTEN))
+    return commit + ("+changes" if changed else "")
 
 
 def load(path: Path = SUMMARY) -> list[Figure]:

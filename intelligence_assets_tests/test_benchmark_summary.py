@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,6 +35,29 @@ def test_a_figure_rendered_later_keeps_when_and_at_which_commit_it_was_measured(
     by_cores = {figure.cores: figure for figure in load(path)}
     assert by_cores[1].date >= started and by_cores[1].commit == current_commit()  # measured here, now
     assert (by_cores[2].date, by_cores[2].commit) == ("2026-12-06 17:22 UTC", "72afc83")
+
+
+def test_a_commit_reads_changed_when_the_code_changed_not_when_a_benchmark_wrote_its_results(
+    tmp_path: Path,
+) -> None:
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", *arguments], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    files = {name: tmp_path / name for name in ("benchmarks/overhead.py", "benchmarks/README.md")}
+    files["result"] = tmp_path / "benchmarks" / "results" / "summary.json"
+    for path in files.values():
+        path.write_text("first\n")
+    git("init", "--quiet")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "first")
+    commit = git("rev-parse", "--short=12", "HEAD").strip()
+    files["result"].write_text("written by a benchmark\n")
+    files["benchmarks/README.md"].write_text("its table rewritten\n")
+    (tmp_path / "benchmarks" / "results" / "new.md").write_text("a new results file\n")
+    assert current_commit(tmp_path) == commit
+    files["benchmarks/overhead.py"].write_text("the code changed\n")
+    assert current_commit(tmp_path) == f"{commit}+changes"
 
 
 def test_the_committed_summary_is_a_list_of_figures_and_the_benchmarks_readme_shows_each() -> None:

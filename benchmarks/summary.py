@@ -21,8 +21,8 @@ from benchmarks.machine import describe_machine
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 SUMMARY = REPOSITORY_ROOT / "benchmarks" / "results" / "summary.json"
 README = REPOSITORY_ROOT / "benchmarks" / "README.md"
-# What the benchmarks write, relative to the repository root.
-WRITTEN = ("benchmarks/results", "benchmarks/README.md")
+# What the benchmarks write (results, this table), relative to the repository root.
+WRITTEN = tuple(str(path.relative_to(REPOSITORY_ROOT)) for path in (SUMMARY.parent, README))
 TABLE_START = "<!-- summary table: written by `python -m benchmarks.summary` -->"
 TABLE_END = "<!-- end of summary table -->"
 

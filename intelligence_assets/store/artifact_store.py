@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from intelligence_assets.store.atomic_files import PARTIAL_SUFFIX, write_atomically, written_beside
 from intelligence_assets.store.read_cache import ReadCache
 
 
@@ -132,32 +132,12 @@ class LocalArtifactStore(ArtifactStore):
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
 
-    def _written_beside(self, path: Path, data: bytes) -> Path:
-        """`data` in a durable temporary file next to `path`, for an atomic rename or link."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return Path(temporary)
-
     def put_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        temporary = self._written_beside(path, data)
-        try:
-            os.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        write_atomically(self._path(key), data)
 
     def create_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
-        temporary = self._written_beside(path, data)
+        temporary = written_beside(path, data)
         try:
             # A hard link never replaces an existing name: the filesystem picks one winner.
             os.link(temporary, path)
@@ -183,8 +163,8 @@ class LocalArtifactStore(ArtifactStore):
             return []
         listed = []
         for path in base.rglob("*"):
-            # A `.partial` file is a write in progress (or one a crash left behind), not an object.
-            if path.name.endswith(".partial"):
+            # A write in progress (or one a crash left behind), not an object.
+            if path.name.endswith(PARTIAL_SUFFIX):
                 continue
             try:
                 status = path.stat()

@@ -32,11 +32,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
 
+from intelligence_assets.store.atomic_files import PARTIAL_SUFFIX, write_atomically
 from intelligence_assets.store.fingerprints import content_sha256
 
 logger = logging.getLogger("intelligence_assets.artifacts")
@@ -50,7 +50,6 @@ KEEP_AFTER_EVICTION = 0.8
 MEASURE_EVERY = 1 / 16
 CONTENT_FOLDER = "content"
 NAMED_FOLDER = "named"
-TEMPORARY_SUFFIX = ".partial"
 # A temporary file this old belongs to a writer that died: no write of one entry takes this long.
 ABANDONED_WRITE_SECONDS = 3600.0
 
@@ -143,16 +142,8 @@ class ReadCache:
         if len(data) > self.max_bytes * MEASURE_EVERY:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
-            try:
-                with os.fdopen(descriptor, "wb") as handle:
-                    handle.write(data)
-                # No fsync: an entry torn by a crash fails verification and is downloaded again.
-                os.replace(temporary, path)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+            # Not durable: an entry torn by a crash fails verification and is downloaded again.
+            write_atomically(path, data, durable=False)
         except OSError as error:
             self._warn(f"cannot write {path}: {error}")
             return
@@ -185,7 +176,7 @@ class ReadCache:
                         status = path.stat()
                     except OSError:  # removed meanwhile
                         continue
-                    if name.endswith(TEMPORARY_SUFFIX):
+                    if name.endswith(PARTIAL_SUFFIX):
                         # Another process's write in progress; one a crash left behind goes.
                         if time.time() - status.st_mtime > ABANDONED_WRITE_SECONDS:
                             with contextlib.suppress(OSError):

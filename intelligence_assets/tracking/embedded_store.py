@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
+
+from intelligence_assets.store.atomic_files import write_atomically
 
 T = TypeVar("T")
 
@@ -44,28 +45,11 @@ def open_embedded_store(database: Path, open_client: Callable[[], T]) -> T:
             return open_client()
         empty = empty_store_copy()
         if empty.exists():
-            _copy_atomically(empty, database)
+            write_atomically(database, empty.read_bytes())
             return open_client()
         client = open_client()
         # Nothing has been logged yet: the file is the empty store. A machine whose cache cannot
         # be written builds every new store the slow way.
         with contextlib.suppress(OSError):
-            _copy_atomically(database, empty)
+            write_atomically(empty, database.read_bytes())
         return client
-
-
-def _copy_atomically(source: Path, destination: Path) -> None:
-    """`source`'s bytes at `destination`, which readers see whole or not at all."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    # A name of its own, opened as a new file takes the umask's mode like the store MLflow builds
-    # (mkstemp's would be 0600).
-    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.partial")
-    try:
-        with open(temporary, "xb") as handle:
-            handle.write(source.read_bytes())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, destination)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

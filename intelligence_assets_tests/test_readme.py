@@ -101,3 +101,9 @@ def test_step_retries_are_what_the_readme_says(definitions) -> None:
         assets_def.op.retry_policy.max_retries for assets_def in assets if assets_def.op.retry_policy is not None
     }
     assert policies == {int(retries)}
+
+
+def test_the_readme_stays_a_manual_of_at_most_20_kb() -> None:
+    """History and rationale belong in benchmarks/README.md and docs/design.md."""
+    size = len(README.encode())
+    assert size <= 20_000, f"README.md is {size} bytes: move history or rationale to docs/ (at most 20,000)"

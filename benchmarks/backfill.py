@@ -1,8 +1,8 @@
 """Backfill benchmark (issue: automation, orchestration speed) on the embedded default (SQLite
-instance, local store), synthetic symbols, the `linear` family. Runs go through the same runner
-as `make demo` (planner, then in-process runs in a pool of workers, each stage cut into ranged
-runs as the assets' BackfillPolicies cut a backfill), which is how a whole-universe backfill
-launches here.
+instance, local store; or a PostgreSQL instance), synthetic symbols, the `linear` family. Runs
+go through the same runner as `make demo` (planner, then in-process runs in a pool of workers,
+each stage cut into ranged runs as the assets' BackfillPolicies cut a backfill), which is how a
+whole-universe backfill launches here.
 
 Three measurements:
 
@@ -29,6 +29,12 @@ Three measurements:
   stored and timed (`DIR/cold_pass.json`), and a later `--hits --home DIR` times the cache-hit
   pass alone. A cold pass cut short resumes where it stopped (the planner skips what is stored),
   and `cold_pass.json` then holds the seconds of the part resumed only.
+
+  `--instance postgres` puts the instance's runs and event log in a new database of a
+  PostgreSQL server (the `postgres` deployment's dagster.yaml): the one the DAGSTER_PG_* variables
+  name, else the one scripts/start_postgres.sh starts. Dagster's DAGSTER_EVENT_BATCH_SIZE, when
+  set, is named in the row too (on PostgreSQL it writes a ranged output's materializations in
+  batches).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.homes import fresh_home, fresh_postgres_home, home_environment, postgres_server
 from benchmarks.machine import describe_machine
 from benchmarks.summary import record
 from intelligence_assets.config.universe import REPOSITORY_ROOT, load_universe
@@ -111,25 +118,33 @@ def write_universe(directory: Path, symbols: int, targets: int = 1, settings: di
 
 
 @contextmanager
-def scratch_home(symbols: int, targets: int, settings: dict, kept: Path | None = None) -> Iterator[Path]:
+def scratch_home(
+    symbols: int, targets: int, settings: dict, kept: Path | None = None, instance: str = "sqlite"
+) -> Iterator[Path]:
     """A DAGSTER_HOME, artifact store and universe, set in the environment the runner reads: in
-    a temporary folder removed afterwards, or in `kept`, reused as it was left."""
+    a temporary folder removed afterwards, or in `kept`, reused as it was left. The instance is
+    the embedded default (`sqlite`) or a new database of a PostgreSQL server (`postgres`,
+    `homes.fresh_postgres_home`); a kept home remembers which in `instance.json`."""
     scratch = kept or Path(tempfile.mkdtemp(prefix="intelligence-backfill-"))
     try:
-        home = scratch / "home"
-        if not home.exists():
-            home.mkdir(parents=True)
-            shutil.copy(REPOSITORY_ROOT / "dagster.yaml", home / "dagster.yaml")
         universe_path = scratch / "universe" / "universe.yaml"
         if not universe_path.exists():  # a kept home's bars stay as its cold pass stored them
             universe_path = write_universe(scratch / "universe", symbols, targets, settings)
-        os.environ.update(
-            {
-                "DAGSTER_HOME": str(home),
-                "INTELLIGENCE_UNIVERSE": str(universe_path),
-                "INTELLIGENCE_ARTIFACT_ROOT": str(home / "artifacts"),
-            }
-        )
+        home = scratch / "home"
+        chosen = scratch / "instance.json"
+        if not home.exists():
+            environment = (fresh_postgres_home if instance == "postgres" else fresh_home)(home, universe_path)
+            chosen.write_text(json.dumps({"instance": instance, "database": environment.get("DAGSTER_PG_DB")}))
+        else:
+            was = json.loads(chosen.read_text()) if chosen.exists() else {"instance": "sqlite"}
+            if was["instance"] != instance:
+                raise SystemExit(
+                    f"{scratch} holds a {was['instance']} instance, not {instance}: pass --instance {was['instance']}"
+                )
+            environment = home_environment(home, universe_path)
+            if instance == "postgres":
+                environment.update(postgres_server(), DAGSTER_PG_DB=was["database"])
+        os.environ.update(environment)
         yield universe_path
     finally:
         if kept is None:
@@ -241,10 +256,17 @@ def cold_pass(universe, workers: int, kept: Path | None) -> float:
     return seconds
 
 
-def hits(symbols: int, targets: int, workers: int, kept: Path | None = None, cold_pass_only: bool = False) -> None:
+def hits(
+    symbols: int,
+    targets: int,
+    workers: int,
+    kept: Path | None = None,
+    cold_pass_only: bool = False,
+    instance: str = "sqlite",
+) -> None:
     from intelligence_assets.cli.demo import materialize_universe
 
-    with scratch_home(symbols, targets, CHEAPEST_SETTINGS, kept) as universe_path:
+    with scratch_home(symbols, targets, CHEAPEST_SETTINGS, kept, instance) as universe_path:
         universe = load_universe(universe_path)
         cold_seconds = cold_pass(universe, workers, kept)
         if cold_pass_only:
@@ -258,12 +280,13 @@ def hits(symbols: int, targets: int, workers: int, kept: Path | None = None, col
     # The registry decides from the MLflow registry each time: it always recomputes.
     computed = {outcome: count for outcome, count in outcomes.items() if outcome != "hit"}
     stages = stage_summary(hit) + f"; not hits: {computed or 'none'}"
+    label = instance_label(instance)
+    size = f"{symbols} symbols x {targets} targets{label}"
     row = (
-        f"| {symbols} x {targets} | {workers} | {cold_seconds:.0f} | {partitions} | {hit_seconds:.0f} | "
+        f"| {symbols} x {targets}{label} | {workers} | {cold_seconds:.0f} | {partitions} | {hit_seconds:.0f} | "
         f"{hit_seconds / partitions:.4f} | {hit_seconds / cells:.4f} | {stages} | {describe_machine()} |"
     )
     append_row(HITS_TABLE, row)
-    size = f"{symbols} symbols x {targets} targets"
     record(
         f"backfill orchestration overhead per asset partition, all cache hits ({size}), s",
         hit_seconds / partitions,
@@ -277,6 +300,15 @@ def hits(symbols: int, targets: int, workers: int, kept: Path | None = None, col
         better="lower",
     )
     print(row)
+
+
+def instance_label(instance: str) -> str:
+    """What tells a row and a summary name off the embedded default's: the instance, and
+    Dagster's batched event writes when DAGSTER_EVENT_BATCH_SIZE turns them on."""
+    batch = os.environ.get("DAGSTER_EVENT_BATCH_SIZE")
+    return (", PostgreSQL instance" if instance == "postgres" else "") + (
+        f", DAGSTER_EVENT_BATCH_SIZE={batch}" if batch else ""
+    )
 
 
 def market_data_cuts(symbols: int, workers: int) -> None:
@@ -327,11 +359,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--home", type=Path, help="with --hits: keep the scratch home here, reused by a later command")
     parser.add_argument("--cold-pass-only", action="store_true", help="with --hits --home: stop after the cold pass")
+    parser.add_argument(
+        "--instance",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="with --hits: the embedded default, or runs and event log in a new database of the PostgreSQL "
+        "server that the DAGSTER_PG_* variables name (else the one scripts/start_postgres.sh starts)",
+    )
     args = parser.parse_args(argv)
     if args.cold_pass_only and not (args.hits and args.home):
         parser.error("--cold-pass-only needs --hits and --home")
+    if args.instance != "sqlite" and not args.hits:
+        parser.error("--instance needs --hits")
     if args.hits:
-        hits(args.symbols, args.targets, args.workers, args.home, args.cold_pass_only)
+        hits(args.symbols, args.targets, args.workers, args.home, args.cold_pass_only, args.instance)
     elif args.market_data_cuts:
         market_data_cuts(args.partitions, args.workers)
     else:

@@ -228,3 +228,46 @@ def test_make_audit_verifies_a_partition_recorded_in_postgresql(
         f"  ok  features {PARTITION}",
         f"  ok  bars {PARTITION}",
     ]
+
+
+def test_batched_event_writes_keep_each_partitions_own_record_its_latest(
+    postgres_database: PostgresDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The k8s deployment's pods batch a ranged output's materializations (DAGSTER_EVENT_BATCH_SIZE
+    in helm/dagster-values.yaml): each partition's own record, written after the batch, must stay
+    its latest, with its metadata and data version, as without batching."""
+    values = yaml.safe_load((REPOSITORY_ROOT / "helm" / "dagster-values.yaml").read_text())
+    launcher_env = dict(item.split("=", 1) for item in values["runLauncher"]["config"]["k8sRunLauncher"]["envVars"])
+    batch_size = int(launcher_env["DAGSTER_EVENT_BATCH_SIZE"])
+    # A `bars` run takes up to twice backfill_partitions_per_run symbols: one batch holds them all.
+    assert batch_size >= 2 * load_universe().automation.backfill_partitions_per_run
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", str(batch_size))
+
+    universe = load_universe(write_small_universe(tmp_path / "universe"))
+    home = postgres_database.write_dagster_home(tmp_path / "dagster_home")
+    use_postgres_instance(monkeypatch, postgres_database, home)
+    with dg.DagsterInstance.get() as instance:
+        register_symbols(instance, universe.symbols)
+        result = dg.materialize(
+            build_assets(universe),
+            selection=dg.AssetSelection.assets("bars", "features"),
+            instance=instance,
+            resources=Deployment(artifact_root=tmp_path / "artifacts").resources(universe),
+            tags={
+                "dagster/asset_partition_range_start": universe.symbols[0],
+                "dagster/asset_partition_range_end": universe.symbols[-1],
+            },
+        )
+    assert result.success
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for symbol in universe.symbols:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=FEATURES, asset_partitions=[symbol]), limit=10
+            ).records
+            # Newest first: the partition's own record, then the one Dagster wrote for the range.
+            own, of_the_range = (record.asset_materialization for record in records if record.run_id == result.run_id)
+            assert "partition_record" in of_the_range.metadata and "cache" not in of_the_range.metadata
+            assert own.metadata["cache"].value == "miss"
+            assert own.tags[DATA_VERSION_TAG] == own.metadata["fingerprint"].value
+            latest = instance.get_latest_data_version_record(FEATURES, partition_key=symbol)
+            assert latest.asset_materialization.tags[DATA_VERSION_TAG] == own.tags[DATA_VERSION_TAG]

@@ -95,7 +95,6 @@ def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
         features: HandleOrRange,
     ) -> Iterator[dg.Output]:
         registry = model_registry.load()
-        tracker = mlflow_tracking.tracker()
         store = artifact_store.store()
 
         def work_for(symbol: str) -> PartitionWork:
@@ -112,6 +111,8 @@ def build_predictions_asset(universe: Universe) -> dg.AssetsDefinition:
             symbol_features = input_for(features, symbol)
 
             def compute() -> Computed:
+                # Opened on the first partition computed: a run of cache hits needs no tracker.
+                tracker = mlflow_tracking.tracker()
                 predicted = predict_champions(champions, symbol_features.load(), tracker, log=context.log.debug)
                 return Computed(predicted.table, metadata=predictions_metadata(champions, predicted))
 

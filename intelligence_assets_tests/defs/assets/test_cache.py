@@ -18,6 +18,7 @@ from intelligence_assets.defs.assets.market_data import FEATURES
 from intelligence_assets.defs.assets.models import model_key
 from intelligence_assets.defs.assets.registry import MODEL_REGISTRY
 from intelligence_assets.defs.planner import plan_runs
+from intelligence_assets.defs.resources.mlflow_tracking import MlflowTrackingResource
 from intelligence_assets.ml.families import load_family
 from intelligence_assets.ml.synthetic import synthetic_bars
 from intelligence_assets.store.artifact_store import LocalArtifactStore
@@ -251,6 +252,21 @@ def ranged_run(
             "dagster/asset_partition_range_end": universe.symbols[-1],
         },
     )
+
+
+def test_a_predictions_run_of_cache_hits_opens_no_tracker(warm, tmp_path: Path) -> None:
+    """A hit reads the stored predictions, not the models: it needs no MLflow, so many such runs
+    starting at once do not queue to open the store (and a tracker outage fails none of them)."""
+    universe_path, instance, resources, _ = warm
+    not_a_folder = tmp_path / "not-a-folder"
+    not_a_folder.write_text("a file where the tracking store's folder would be")
+    unusable = MlflowTrackingResource(tracking_uri=f"sqlite:///{not_a_folder / 'mlflow.db'}")
+    with pytest.raises(OSError):
+        unusable.tracker()
+    result = ranged_run(universe_path, instance, {**resources, "mlflow_tracking": unusable}, ["predictions"])
+    assert result.success
+    symbols = load_universe(universe_path).symbols
+    assert cache_outcomes(result) == {("predictions", symbol): "hit" for symbol in symbols}
 
 
 def test_backfill_policy_run_over_many_partitions_matches_single_partition_runs(warm) -> None:

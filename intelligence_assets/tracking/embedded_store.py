@@ -32,15 +32,21 @@ def empty_store_copy() -> Path:
 
 
 def open_embedded_store(database: Path, open_client: Callable[[], T]) -> T:
-    """`open_client()` on the store at `database`, one process at a time: MLflow creates or
-    migrates a store when a client is made, and that fails when several processes start on a
-    fresh store together (the steps of one run launched from the UI on a new DAGSTER_HOME).
+    """`open_client()` on the store at `database`. A store that exists is opened by any number
+    of processes together; a new one is built by one process at a time: MLflow creates the
+    tables when a client is made, and that fails when several processes start on a fresh store
+    together (the steps of one run launched from the UI on a new DAGSTER_HOME).
 
     A store that does not exist yet is first copied from the empty one (module docstring); where
     there is none yet, MLflow builds the store and a copy of it is kept for the next."""
     database.parent.mkdir(parents=True, exist_ok=True)
     with open(database.with_name(f"{database.name}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        # Shared while the store exists: opening one writes nothing, and a pool's workers open it
+        # at once. Whoever builds one holds the lock alone, so a store seen here is whole.
+        fcntl.flock(lock, fcntl.LOCK_SH)  # released when the file closes
+        if database.exists():
+            return open_client()
+        fcntl.flock(lock, fcntl.LOCK_EX)  # not atomic: another process may have built it meanwhile
         if database.exists():
             return open_client()
         empty = empty_store_copy()

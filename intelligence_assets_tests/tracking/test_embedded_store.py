@@ -4,10 +4,12 @@ launched from the UI on a new DAGSTER_HOME."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,3 +137,54 @@ def test_processes_opening_a_fresh_embedded_store_together_all_succeed_and_share
     }
     assert len(experiments) == 1, f"the processes created different experiments: {experiments}"
     assert list(cache.rglob("mlflow-*-empty.db")), "no copy of the empty store was kept for the next store"
+
+
+# A child that imports, says so, then opens the store at argv[1] and says when it has.
+OPEN_WHEN_IMPORTED = """
+import sys
+from pathlib import Path
+import mlflow
+from intelligence_assets.tracking.tracker import ModelTracker
+
+print("READY", flush=True)
+ModelTracker(sys.argv[1], experiment_root=Path(sys.argv[2]))
+print("OPENED", flush=True)
+"""
+
+
+def open_in_a_child(uri: str, root: Path) -> subprocess.Popen:
+    child = subprocess.Popen(
+        [sys.executable, "-c", OPEN_WHEN_IMPORTED, uri, str(root)],
+        cwd=REPOSITORY_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline().strip() == "READY", child.stderr.read()[-2000:]
+    return child
+
+
+def test_a_store_that_exists_is_opened_by_many_processes_at_once_but_never_while_one_builds(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    database = tmp_path / "mlflow" / "mlflow.db"
+    uri = f"sqlite:///{database}"
+    ModelTracker(uri, experiment_root=tmp_path / "artifacts")
+    lock = database.with_name(f"{database.name}.lock")
+
+    # Another process is opening the store (a pool's workers start together): no waiting for it.
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_SH)
+        child = open_in_a_child(uri, tmp_path / "artifacts")
+        stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 0 and "OPENED" in stdout, stderr[-2000:]
+
+    # A process building a store holds the lock alone: nobody opens what it is still writing.
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        child = open_in_a_child(uri, tmp_path / "artifacts")
+        time.sleep(3)
+        assert child.poll() is None, "the store was opened while a builder held the lock"
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 0 and "OPENED" in stdout, stderr[-2000:]

@@ -12,7 +12,8 @@ import yaml
 from psycopg2 import sql
 
 from benchmarks.backfill import CHEAPEST_SETTINGS, scratch_home
-from intelligence_assets_tests.support.postgres import PostgresDatabase
+from benchmarks.homes import POSTGRES_SETTINGS
+from intelligence_assets_tests.support.postgres import PostgresDatabase, execute_outside_transaction
 
 SET_BY_A_HOME = ("DAGSTER_HOME", "INTELLIGENCE_UNIVERSE", "INTELLIGENCE_ARTIFACT_ROOT", "DAGSTER_PG_DB")
 
@@ -21,7 +22,7 @@ def test_a_kept_postgres_home_opens_its_own_new_database_again_and_refuses_anoth
     postgres_database: PostgresDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = postgres_database.dagster_environment()
-    for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME", "DAGSTER_PG_PASSWORD"):
+    for name in POSTGRES_SETTINGS:
         monkeypatch.setenv(name, server[name])
     for name in SET_BY_A_HOME:  # so that the test's end restores them
         monkeypatch.setenv(name, "unset")
@@ -41,11 +42,9 @@ def test_a_kept_postgres_home_opens_its_own_new_database_again_and_refuses_anoth
         with pytest.raises(SystemExit, match=refused), scratch_home(2, 1, CHEAPEST_SETTINGS, kept, instance="sqlite"):
             pass
     finally:
-        connection = postgres_database.connect()
-        connection.autocommit = True  # DROP DATABASE cannot run in a transaction
-        with connection.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
-        connection.close()
+        execute_outside_transaction(
+            postgres_database, sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database))
+        )
 
 
 def test_a_scratch_home_is_the_embedded_default_unless_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

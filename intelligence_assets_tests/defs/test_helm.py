@@ -14,6 +14,7 @@ from intelligence_assets.config.deployment import ARTIFACT_CACHE_VARIABLE, S3_SE
 from intelligence_assets.config.universe import REPOSITORY_ROOT
 from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.store.read_cache import DEFAULT_MAX_BYTES
+from intelligence_assets_tests.support.chart import run_pod_environment
 
 HELM = REPOSITORY_ROOT / "helm"
 KUBERNETES_VERSION = "1.30.0"
@@ -86,7 +87,7 @@ def test_chart_values_configure_the_k8s_deployment(monkeypatch: pytest.MonkeyPat
     assert {"name": S3_SECRET_NAME} in launcher["envSecrets"]
     # Run and step pods get the code location's variables (includeConfigInLaunchedRuns is off).
     code_env = {entry["name"]: entry["value"] for entry in code_location["env"]}
-    assert dict(item.split("=", 1) for item in launcher["envVars"]) == code_env
+    assert run_pod_environment(values) == code_env
     assert not set(code_env) & {S3_VARIABLES["access_key"], S3_VARIABLES["secret_key"]}
     assert values["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
     assert values["dagsterDaemon"]["runMonitoring"]["enabled"] is True
@@ -110,7 +111,7 @@ def test_every_pod_caches_artifact_reads_on_an_empty_dir_of_its_own() -> None:
     values = documents("dagster-values.yaml")[0]
     (code_location,) = values["dagster-user-deployments"]["deployments"]
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
-    cache = dict(item.split("=", 1) for item in launcher["envVars"])[ARTIFACT_CACHE_VARIABLE]
+    cache = run_pod_environment(values)[ARTIFACT_CACHE_VARIABLE]
     # Run pods, and the step pods k8s_job_executor starts from them, inherit the launcher's volumes.
     for pod in (launcher, code_location):
         (mount,) = [mount for mount in pod["volumeMounts"] if mount["mountPath"] == cache]

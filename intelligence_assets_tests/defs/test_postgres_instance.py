@@ -24,6 +24,7 @@ from intelligence_assets.defs.assets.market_data import BARS, FEATURES
 from intelligence_assets.defs.partitions import SYMBOL_DIMENSION, register_symbols
 from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.support.chart import run_pod_environment
 from intelligence_assets_tests.support.postgres import POSTGRES_INSTANCE_CONFIG, PostgresDatabase
 
 PARTITION = "SIGNAL"
@@ -236,9 +237,7 @@ def test_batched_event_writes_keep_each_partitions_own_record_its_latest(
     """The k8s deployment's pods batch a ranged output's materializations (DAGSTER_EVENT_BATCH_SIZE
     in helm/dagster-values.yaml): each partition's own record, written after the batch, must stay
     its latest, with its metadata and data version, as without batching."""
-    values = yaml.safe_load((REPOSITORY_ROOT / "helm" / "dagster-values.yaml").read_text())
-    launcher_env = dict(item.split("=", 1) for item in values["runLauncher"]["config"]["k8sRunLauncher"]["envVars"])
-    batch_size = int(launcher_env["DAGSTER_EVENT_BATCH_SIZE"])
+    batch_size = int(run_pod_environment()["DAGSTER_EVENT_BATCH_SIZE"])
     # A `bars` run takes up to twice backfill_partitions_per_run symbols: one batch holds them all.
     assert batch_size >= 2 * load_universe().automation.backfill_partitions_per_run
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", str(batch_size))

@@ -184,11 +184,11 @@ def test_searches_starting_together_on_a_fresh_database_share_one_schema(
 
     from psycopg2 import sql
 
-    from intelligence_assets_tests.support.postgres import _execute_outside_transaction
+    from intelligence_assets_tests.support.postgres import execute_outside_transaction
 
     fresh = replace(postgres_database, db_name=f"intelligence_race_{uuid.uuid4().hex[:12]}")
     name = sql.Identifier(fresh.db_name)
-    _execute_outside_transaction(postgres_database, sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(name))
+    execute_outside_transaction(postgres_database, sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(name))
     try:
         home = fresh.write_dagster_home(tmp_path / "dagster_home")
         for variable, value in fresh.dagster_environment().items():
@@ -205,7 +205,7 @@ def test_searches_starting_together_on_a_fresh_database_share_one_schema(
         assert len(urls) == 1
         assert tables_by_schema(fresh)[STUDY_SCHEMA] >= OPTUNA_TABLES
     finally:
-        _execute_outside_transaction(postgres_database, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        execute_outside_transaction(postgres_database, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
 
 
 def test_searches_starting_together_on_a_fresh_sqlite_file_share_it(tmp_path: Path) -> None:

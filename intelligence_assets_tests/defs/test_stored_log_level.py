@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from intelligence_assets.config.universe import REPOSITORY_ROOT
+from intelligence_assets_tests.support.chart import dagster_values
 
 INSTANCE_CONFIGS = [REPOSITORY_ROOT / "dagster.yaml", REPOSITORY_ROOT / "deploy" / "postgres" / "dagster.yaml"]
 
@@ -24,8 +25,7 @@ def logs_at_two_levels(context: dg.AssetExecutionContext) -> int:
 @pytest.mark.parametrize("config", INSTANCE_CONFIGS, ids=lambda path: str(path.relative_to(REPOSITORY_ROOT)))
 def test_every_instance_config_stores_info_lines_not_debug_lines(config: Path) -> None:
     assert yaml.safe_load(config.read_text())["python_logs"] == {"python_log_level": "INFO"}
-    helm = yaml.safe_load((REPOSITORY_ROOT / "helm" / "dagster-values.yaml").read_text())
-    assert helm["pythonLogs"] == {"pythonLogLevel": "INFO"}
+    assert dagster_values()["pythonLogs"] == {"pythonLogLevel": "INFO"}
 
 
 def test_debug_lines_are_not_stored_and_dagsters_own_events_are(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets.store.keys import CLAIM_FILE, MANIFEST_FILE, artifact_prefix, manifest_key, pointer_key
 from intelligence_assets.tracking import names
 from intelligence_assets_tests.conftest import write_small_universe
+from intelligence_assets_tests.support.chart import dagster_values, run_pod_environment
 from intelligence_assets_tests.support.mlflow_server import MlflowServer
 from intelligence_assets_tests.support.pipeline import local_resources
 from intelligence_assets_tests.support.podman_cluster import PODMAN_RUN_OPTIONS, PodmanCluster, podman_cluster
@@ -56,11 +57,7 @@ pytestmark = pytest.mark.skipif(
     not IMAGE, reason="needs the built image: `make image-test` builds it and runs these (INTELLIGENCE_IMAGE)"
 )
 
-VALUES = next(
-    document
-    for document in yaml.safe_load_all((REPOSITORY_ROOT / "helm" / "dagster-values.yaml").read_text())
-    if document
-)
+VALUES = dagster_values()
 NAMESPACE = "intelligence"
 INSTANCE_CONFIG_MAP = "dagster-instance"
 UNIVERSE_CONFIG_MAP = "intelligence-universe"
@@ -90,8 +87,7 @@ def loopback_settings(s3: S3Endpoint, bucket: str, mlflow: MlflowServer) -> dict
 
 def launcher_environment(settings: dict[str, str]) -> list[str]:
     """The chart's runLauncher envVars ("NAME=value") with the per-cluster settings applied."""
-    variables = dict(item.split("=", 1) for item in VALUES["runLauncher"]["config"]["k8sRunLauncher"]["envVars"])
-    return [f"{name}={value}" for name, value in {**variables, **settings}.items()]
+    return [f"{name}={value}" for name, value in {**run_pod_environment(VALUES), **settings}.items()]
 
 
 def instance_config(postgres: PostgresDatabase, settings: dict[str, str], kubeconfig: Path | None) -> dict:

@@ -90,7 +90,7 @@ def start_postgres_server() -> PostgresDatabase:
     )
 
 
-def _execute_outside_transaction(server: PostgresDatabase, statement: sql.Composable) -> None:
+def execute_outside_transaction(server: PostgresDatabase, statement: sql.Composable) -> None:
     # CREATE/DROP DATABASE refuse to run inside a transaction block.
     connection = server.connect()
     try:
@@ -107,9 +107,9 @@ def postgres_database() -> Iterator[PostgresDatabase]:
     server = start_postgres_server()
     database = replace(server, db_name=f"intelligence_test_{uuid.uuid4().hex[:12]}")
     name = sql.Identifier(database.db_name)
-    _execute_outside_transaction(server, sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(name))
+    execute_outside_transaction(server, sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(name))
     try:
         yield database
     finally:
         # FORCE: instances that a failed test left open must not keep the database alive.
-        _execute_outside_transaction(server, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        execute_outside_transaction(server, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))

@@ -95,6 +95,31 @@ def test_without_a_writable_cache_every_new_store_is_built_by_mlflow(tmp_path: P
     assert len(built) == 2
 
 
+def child_opening_at_the_word(uri: str, root: Path) -> subprocess.Popen:
+    """A child running OPEN_AT_ONCE on the store at `uri`: it says READY once imported, then
+    opens the store when a line is written to its stdin (`give_the_word`)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", OPEN_AT_ONCE, uri, str(root)],
+        cwd=REPOSITORY_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def give_the_word(child: subprocess.Popen) -> None:
+    child.stdin.write("go\n")
+    child.stdin.flush()
+
+
+def ready_child_opening_at_the_word(uri: str, root: Path) -> subprocess.Popen:
+    child = child_opening_at_the_word(uri, root)
+    assert child.stdout.readline().strip() == "READY", child.stderr.read()[-2000:]
+    give_the_word(child)
+    return child
+
+
 @pytest.mark.parametrize("empty_store", ["built by MLflow", "copied"])
 def test_processes_opening_a_fresh_embedded_store_together_all_succeed_and_share_it(
     tmp_path: Path, empty_store: str, monkeypatch
@@ -105,17 +130,7 @@ def test_processes_opening_a_fresh_embedded_store_together_all_succeed_and_share
         ModelTracker(f"sqlite:///{tmp_path / 'before' / 'mlflow.db'}", experiment_root=tmp_path / "before")
     database = tmp_path / "mlflow" / "mlflow.db"
     uri = f"sqlite:///{database}"
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", OPEN_AT_ONCE, uri, str(tmp_path / "artifacts")],
-            cwd=REPOSITORY_ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
+    children = [child_opening_at_the_word(uri, tmp_path / "artifacts") for _ in range(4)]
     ready = [child.stdout.readline().strip() for child in children]
     assert ready == ["READY"] * 4, (
         "a child failed before opening the store: "
@@ -123,8 +138,7 @@ def test_processes_opening_a_fresh_embedded_store_together_all_succeed_and_share
     )
     assert not database.exists(), "nothing may have opened the store before the word to go"
     for child in children:
-        child.stdin.write("go\n")
-        child.stdin.flush()
+        give_the_word(child)
     outputs = [child.communicate(timeout=300) for child in children]
     failures = [
         stderr.strip().splitlines()[-1]
@@ -139,31 +153,6 @@ def test_processes_opening_a_fresh_embedded_store_together_all_succeed_and_share
     assert list(cache.rglob("mlflow-*-empty.db")), "no copy of the empty store was kept for the next store"
 
 
-# A child that imports, says so, then opens the store at argv[1] and says when it has.
-OPEN_WHEN_IMPORTED = """
-import sys
-from pathlib import Path
-import mlflow
-from intelligence_assets.tracking.tracker import ModelTracker
-
-print("READY", flush=True)
-ModelTracker(sys.argv[1], experiment_root=Path(sys.argv[2]))
-print("OPENED", flush=True)
-"""
-
-
-def open_in_a_child(uri: str, root: Path) -> subprocess.Popen:
-    child = subprocess.Popen(
-        [sys.executable, "-c", OPEN_WHEN_IMPORTED, uri, str(root)],
-        cwd=REPOSITORY_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout.readline().strip() == "READY", child.stderr.read()[-2000:]
-    return child
-
-
 def test_a_store_that_exists_is_opened_by_many_processes_at_once_but_never_while_one_builds(
     tmp_path: Path, monkeypatch
 ) -> None:
@@ -176,15 +165,15 @@ def test_a_store_that_exists_is_opened_by_many_processes_at_once_but_never_while
     # Another process is opening the store (a pool's workers start together): no waiting for it.
     with open(lock, "a") as held:
         fcntl.flock(held, fcntl.LOCK_SH)
-        child = open_in_a_child(uri, tmp_path / "artifacts")
+        child = ready_child_opening_at_the_word(uri, tmp_path / "artifacts")
         stdout, stderr = child.communicate(timeout=60)
-    assert child.returncode == 0 and "OPENED" in stdout, stderr[-2000:]
+    assert child.returncode == 0 and "EXPERIMENT" in stdout, stderr[-2000:]
 
     # A process building a store holds the lock alone: nobody opens what it is still writing.
     with open(lock, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        child = open_in_a_child(uri, tmp_path / "artifacts")
+        child = ready_child_opening_at_the_word(uri, tmp_path / "artifacts")
         time.sleep(3)
         assert child.poll() is None, "the store was opened while a builder held the lock"
     stdout, stderr = child.communicate(timeout=60)
-    assert child.returncode == 0 and "OPENED" in stdout, stderr[-2000:]
+    assert child.returncode == 0 and "EXPERIMENT" in stdout, stderr[-2000:]

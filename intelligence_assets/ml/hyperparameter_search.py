@@ -241,6 +241,10 @@ def _finished(study: Any) -> int:
     )
 
 
+# How long a worker waits for another to take the enqueued trial (`_run_trials`).
+ENQUEUED_TRIAL_WAIT_SECONDS = 60.0
+
+
 def _run_trials(
     problem: WalkForwardProblem,
     family_name: str,
@@ -250,8 +254,10 @@ def _run_trials(
     study_name: str,
     seed: int,
     deadline: float | None,
+    after_the_enqueued: bool = False,
 ) -> None:
-    """One worker's share: trials until the study holds `settings.trials` finished ones or the deadline passes."""
+    """One worker's share: trials until the study holds `settings.trials` finished ones or the deadline passes.
+    `after_the_enqueued`: start once no trial waits in the queue (another worker takes it)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -260,6 +266,15 @@ def _run_trials(
     callbacks = [optuna.study.MaxTrialsCallback(settings.trials, states=states)] if settings.trials else []
     if settings.trials and _finished(study) >= settings.trials:
         return
+    # SQLite has no row locks: two workers could both take the one enqueued trial, and the
+    # second to finish it fails ("Cannot tell a COMPLETE trial"). Bounded, should its taker die.
+    waited_until = time.time() + ENQUEUED_TRIAL_WAIT_SECONDS
+    while (
+        after_the_enqueued
+        and time.time() < waited_until
+        and study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    ):
+        time.sleep(0.1)
     timeout = None if deadline is None else max(0.0, deadline - time.time())
     study.optimize(
         _objective(problem, family_name, params, settings.ranges),
@@ -309,7 +324,8 @@ def search_hyperparameters(
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(settings.workers, mp_context=context) as pool:
             futures = [
-                pool.submit(_run_trials, *arguments, seed + worker, deadline) for worker in range(settings.workers)
+                pool.submit(_run_trials, *arguments, seed + worker, deadline, worker > 0)
+                for worker in range(settings.workers)
             ]
             for future in futures:
                 future.result()

@@ -22,6 +22,7 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
+from dagster._core.events import DagsterEventBatchMetadata, generate_event_batch_id
 from dagster_shared.serdes import deserialize_value, serialize_value
 from pydantic import BaseModel
 
@@ -193,7 +194,7 @@ def materialize_cached(
     compute: Callable[[], Computed],
     data_version: str | None = None,
     after_commit: AfterCommit | None = None,
-) -> Iterator[dg.Output | dg.AssetCheckResult]:
+) -> Iterator[dg.Output | dg.AssetCheckResult | dg.DagsterEvent]:
     """Yield the asset's output (new or cached) and its check results.
 
     `data_version` overrides the data version (bars: the content hash of the stored bars);
@@ -213,7 +214,7 @@ def materialize_cached(
 
 def materialize_partitions(
     context: dg.AssetExecutionContext, store: ArtifactStore, work_for: Callable[[str], PartitionWork]
-) -> Iterator[dg.Output | dg.AssetCheckResult]:
+) -> Iterator[dg.Output | dg.AssetCheckResult | dg.DagsterEvent]:
     """For assets with a BackfillPolicy: a run over one partition behaves as `materialize_cached`;
     a ranged run (a backfill chunk, one symbol's training run, or declarative automation catching
     up many partitions) caches, computes and commits each partition on its own, so one bad
@@ -364,7 +365,7 @@ def record_failure(context: dg.AssetExecutionContext, store: ArtifactStore, part
 
 def _publish_partial(
     context: dg.AssetExecutionContext, store: ArtifactStore, results: dict[str, PartitionResult]
-) -> Iterator[dg.AssetMaterialization]:
+) -> Iterator[dg.DagsterEvent]:
     """What the IO manager does for a whole range, for the partitions that succeeded when the
     step is about to fail: their pointers move and Dagster records their materializations, so
     the UI, lineage and automation see exactly which partitions exist."""
@@ -375,13 +376,21 @@ def _publish_partial(
 
 def _record_partitions(
     context: dg.AssetExecutionContext, store: ArtifactStore, results: dict[str, PartitionResult]
-) -> Iterator[dg.AssetMaterialization]:
+) -> Iterator[dg.DagsterEvent]:
     """Each partition of a ranged run as its own materialization, recorded as a single-partition
-    run would record it (data version, code version, input versions and events, metadata)."""
-    for key, result in results.items():
+    run would record it (data version, code version, input versions and events, metadata).
+
+    The records go out as one batch, as Dagster sends its own record of the range: where the
+    instance batches event writes (DAGSTER_EVENT_BATCH_SIZE), they are one insert, not one a
+    partition. Dagster offers batching only for the events it builds itself, hence the event built
+    here as it builds them (`DagsterEvent.asset_materialization` with a batch)."""
+    step = context.get_step_execution_context()
+    batch = generate_event_batch_id()
+    last = len(results) - 1
+    for index, (key, result) in enumerate(results.items()):
         manifest = result.artifact.manifest
         metadata = {name: value for name, value in result.metadata.items() if value is not None}
-        yield dg.AssetMaterialization(
+        materialization = dg.AssetMaterialization(
             asset_key=context.asset_key,
             partition=key,
             metadata={
@@ -389,6 +398,9 @@ def _record_partitions(
                 "artifact": store.uri(fingerprint_directory(_prefix(context, key), manifest.fingerprint)),
             },
             tags=partition_record_tags(result.upstream, result.code_version, manifest.data_version),
+        )
+        yield dg.DagsterEvent.asset_materialization(
+            step, materialization, DagsterEventBatchMetadata(batch, index == last)
         )
 
 

@@ -235,14 +235,26 @@ def test_batched_event_writes_keep_each_partitions_own_record_its_latest(
     postgres_database: PostgresDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """The k8s deployment's pods batch a ranged output's materializations (DAGSTER_EVENT_BATCH_SIZE
-    in helm/dagster-values.yaml): each partition's own record, written after the batch, must stay
-    its latest, with its metadata and data version, as without batching."""
+    in helm/dagster-values.yaml), Dagster's record of the range and each partition's own record
+    alike: the own record, written after the range's, must stay the partition's latest, with its
+    metadata and data version, as without batching."""
     batch_size = int(run_pod_environment()["DAGSTER_EVENT_BATCH_SIZE"])
     # A `bars` run takes up to twice backfill_partitions_per_run symbols: one batch holds them all.
     assert batch_size >= 2 * load_universe().automation.backfill_partitions_per_run
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", str(batch_size))
 
+    written_alone: list[dg.DagsterEventType] = []
+    store_event = PostgresEventLogStorage.store_event
+
+    def store_one_event(storage: PostgresEventLogStorage, event: dg.EventLogEntry) -> None:
+        if event.is_dagster_event:
+            written_alone.append(event.get_dagster_event().event_type)
+        store_event(storage, event)
+
+    monkeypatch.setattr(PostgresEventLogStorage, "store_event", store_one_event)
+
     universe = load_universe(write_small_universe(tmp_path / "universe"))
+    assert len(universe.symbols) > 1
     home = postgres_database.write_dagster_home(tmp_path / "dagster_home")
     use_postgres_instance(monkeypatch, postgres_database, home)
     with dg.DagsterInstance.get() as instance:
@@ -258,6 +270,9 @@ def test_batched_event_writes_keep_each_partitions_own_record_its_latest(
             },
         )
     assert result.success
+    # Not one materialization written on its own: both kinds of record went out in batches.
+    assert dg.DagsterEventType.ASSET_MATERIALIZATION not in written_alone
+    assert dg.DagsterEventType.STEP_SUCCESS in written_alone
     with dg.DagsterInstance.from_config(str(home)) as instance:
         for symbol in universe.symbols:
             records = instance.fetch_materializations(

@@ -194,7 +194,7 @@ def materialize_cached(
     compute: Callable[[], Computed],
     data_version: str | None = None,
     after_commit: AfterCommit | None = None,
-) -> Iterator[dg.Output | dg.AssetCheckResult | dg.DagsterEvent]:
+) -> Iterator[dg.Output | dg.AssetCheckResult]:
     """Yield the asset's output (new or cached) and its check results.
 
     `data_version` overrides the data version (bars: the content hash of the stored bars);
@@ -214,7 +214,7 @@ def materialize_cached(
 
 def materialize_partitions(
     context: dg.AssetExecutionContext, store: ArtifactStore, work_for: Callable[[str], PartitionWork]
-) -> Iterator[dg.Output | dg.AssetCheckResult | dg.DagsterEvent]:
+) -> Iterator[dg.Output | dg.AssetCheckResult | dg.AssetCheckEvaluation | dg.DagsterEvent]:
     """For assets with a BackfillPolicy: a run over one partition behaves as `materialize_cached`;
     a ranged run (a backfill chunk, one symbol's training run, or declarative automation catching
     up many partitions) caches, computes and commits each partition on its own, so one bad

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 import polars as pl
 
-from intelligence_assets.cli.home import holding_home, open_instance_or_explain
+from intelligence_assets.cli.home import hold_storage_connections, holding_home, open_instance_or_explain
 from intelligence_assets.config.universe import Universe, exit_on_configuration_error, load_universe
 from intelligence_assets.defs.partitions import (
     RANGE_END_TAG,
@@ -63,7 +63,7 @@ def _load_worker(libraries: tuple[str, ...], threads: int) -> None:
     global _worker  # one Definitions and one instance per worker process, for all its runs
     from intelligence_assets.definitions import defs
 
-    _worker = _Worker(defs, dg.DagsterInstance.get())
+    _worker = _Worker(defs, hold_storage_connections(dg.DagsterInstance.get()))
     logging.getLogger("dagster._core.execution.plan.active").addFilter(_BarsChecksGatedInTheirStep())
     prepare_worker(libraries, threads)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -723,6 +724,9 @@ def core_work_section(measurements: list[Measurement], plot_path: Path) -> list[
     ]
 
 
+KEPT_NOTE = "*Kept from an earlier run"
+
+
 def earlier_section(path: Path, heading: str) -> list[str]:
     """A section ("## (b) ...") of the results file as an earlier run wrote it, for a run that
     skips it: skipping a section keeps its last measurement rather than dropping it."""
@@ -733,9 +737,13 @@ def earlier_section(path: Path, heading: str) -> list[str]:
     if start is None:
         return []
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    note = "*Kept from an earlier run: the run that wrote this file skipped this section.*"
-    body = [line for line in lines[start + 1 : end] if line != note]
-    return [lines[start], "", note, *body]
+    body = lines[start + 1 : end]
+    if any(line.startswith(KEPT_NOTE) for line in body):
+        return [lines[start], *body]
+    # The file's first paragraph names the run that measured this section: keep its date.
+    measured = re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", "\n".join(lines[:start]))
+    when = f" ({measured.group()})" if measured else ""
+    return [lines[start], "", f"{KEPT_NOTE}{when}: the run that wrote this file skipped this section.*", *body]
 
 
 def plot_scaling(
@@ -1032,7 +1040,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
     ]
     output = RESULTS / args.output
-    sections = {"planning": "(b)", "rss": "(c)", "instance": "(d)"}
+    sections = {"core": "(a)", "planning": "(b)", "rss": "(c)", "instance": "(d)"}
     kept = {name: earlier_section(output, heading) for name, heading in sections.items() if name in args.skip}
     try:
         if "core" not in args.skip:
@@ -1041,6 +1049,8 @@ def main(argv: list[str] | None = None) -> None:
                 universe_path, args.workers, args.repeats, scratch, args.ways, measurements, args.measurements
             )
             lines += core_work_section(measurements, output.with_name(f"{output.stem}_scaling.png"))
+        else:
+            lines += kept["core"]
         if "planning" not in args.skip:
             print("(b) definitions load and planning ...", flush=True)
             load = definitions_load_seconds(universe_path)

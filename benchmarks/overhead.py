@@ -740,8 +740,9 @@ def earlier_section(path: Path, heading: str) -> list[str]:
     body = lines[start + 1 : end]
     if any(line.startswith(KEPT_NOTE) for line in body):
         return [lines[start], *body]
-    # The file's first paragraph names the run that measured this section: keep its date.
-    measured = re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", "\n".join(lines[:start]))
+    # The file's header (before its first section) names the run that measured this section.
+    header = lines[: next(i for i, line in enumerate(lines) if line.startswith("## "))]
+    measured = re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", "\n".join(header))
     when = f" ({measured.group()})" if measured else ""
     return [lines[start], "", f"{KEPT_NOTE}{when}: the run that wrote this file skipped this section.*", *body]
 

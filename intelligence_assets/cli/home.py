@@ -20,6 +20,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 LOCK_FILE = ".intelligence-assets.lock"
 # Exit status of a command that found the home in use (2 is a configuration error).
@@ -146,7 +150,7 @@ def repair_migration_heads(home: Path | str) -> list[str]:
     return repaired
 
 
-def hold_storage_connections(instance):
+def hold_storage_connections(instance: DagsterInstance) -> DagsterInstance:
     """`instance`, set to keep one database connection per storage open between writes, as
     Dagster's webserver sets its own. For a process that runs many runs on one instance:
     dagster-postgres otherwise opens a connection for every event it writes and every query it

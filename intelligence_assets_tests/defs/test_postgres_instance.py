@@ -11,7 +11,7 @@ import logging
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +19,6 @@ import psycopg2
 import pytest
 import yaml
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
-from psycopg2 import sql
 
 from intelligence_assets.cli.demo import UniverseRun, run_market_data_stage, worker_pool
 from intelligence_assets.config.universe import REPOSITORY_ROOT, Universe, load_universe
@@ -31,11 +30,7 @@ from intelligence_assets.defs.resources.deployment import Deployment
 from intelligence_assets.store.artifact_store import LocalArtifactStore
 from intelligence_assets_tests.conftest import home_environment, write_small_universe
 from intelligence_assets_tests.support.chart import run_pod_environment
-from intelligence_assets_tests.support.postgres import (
-    POSTGRES_INSTANCE_CONFIG,
-    PostgresDatabase,
-    execute_outside_transaction,
-)
+from intelligence_assets_tests.support.postgres import POSTGRES_INSTANCE_CONFIG, PostgresDatabase, new_database
 
 PARTITION = "SIGNAL"
 DATA_VERSION_TAG = "dagster/data_version"
@@ -301,12 +296,15 @@ def sessions_opened(connection: psycopg2.extensions.connection, database: str) -
     """Sessions ever opened on `database`, once every other session has ended (a session's count
     reaches the statistics when it ends)."""
     with connection.cursor() as cursor:
-        for _ in range(100):
+        deadline = time.monotonic() + 10
+        while True:
             cursor.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (database,)
             )
-            if cursor.fetchone()[0] == 0:
+            [still_open] = cursor.fetchone()
+            if still_open == 0:
                 break
+            assert time.monotonic() < deadline, f"{still_open} sessions on {database} still open after 10 s"
             time.sleep(0.1)
         cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s", (database,))
@@ -318,45 +316,42 @@ def test_a_demo_worker_writes_every_event_of_its_runs_over_connections_it_keeps(
 ):
     """dagster-postgres opens a connection for each event it writes (a server process and a
     password exchange each) unless the instance keeps them, as `make demo`'s workers do."""
-    database = replace(postgres_database, db_name=f"intelligence_test_{uuid.uuid4().hex[:12]}")
-    name = sql.Identifier(database.db_name)
-    execute_outside_transaction(postgres_database, sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(name))
     universe_path = write_small_universe(tmp_path / "universe")
     universe = load_universe(universe_path)
-    home = database.write_dagster_home(tmp_path / "home")
-    for key, value in {**home_environment(home, universe_path), **database.dagster_environment()}.items():
-        monkeypatch.setenv(key, value)
-    watcher = database.connect()
-    watcher.autocommit = True
-    try:
-        with dg.DagsterInstance.get() as instance:  # creates Dagster's schema
-            register_symbols(instance, universe.symbols)
-        before = sessions_opened(watcher, database.db_name)
-        store = LocalArtifactStore(home / "artifacts")
-        assets = build_assets(universe)
-        market_data = [BARS.to_user_string(), FEATURES.to_user_string()]
-        outcome = UniverseRun(market_data_assets=frozenset(market_data))
-        with worker_pool(1) as pool:
-            run_market_data_stage(
-                pool,
-                MARKET_DATA_JOB,
-                universe.symbols,
-                universe.symbols,
-                100,
-                1,
-                "INFO",
-                outcome,
-                lambda: plan_runs(
-                    universe, store, assets, universe.symbols, Deployment.from_environment().bars_source(universe)
-                ).partitions(market_data),
-            )
-        opened = sessions_opened(watcher, database.db_name) - before
-        with watcher.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM event_logs")
-            [events] = cursor.fetchone()
-    finally:
-        watcher.close()
-        execute_outside_transaction(postgres_database, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+    with new_database(postgres_database) as database:
+        home = database.write_dagster_home(tmp_path / "home")
+        for key, value in {**home_environment(home, universe_path), **database.dagster_environment()}.items():
+            monkeypatch.setenv(key, value)
+        watcher = database.connect()
+        watcher.autocommit = True
+        try:
+            with dg.DagsterInstance.get() as instance:  # creates Dagster's schema
+                register_symbols(instance, universe.symbols)
+            before = sessions_opened(watcher, database.db_name)
+            store = LocalArtifactStore(home / "artifacts")
+            assets = build_assets(universe)
+            market_data = [BARS.to_user_string(), FEATURES.to_user_string()]
+            outcome = UniverseRun(market_data_assets=frozenset(market_data))
+            with worker_pool(1) as pool:
+                run_market_data_stage(
+                    pool,
+                    MARKET_DATA_JOB,
+                    universe.symbols,
+                    universe.symbols,
+                    100,
+                    1,
+                    "INFO",
+                    outcome,
+                    lambda: plan_runs(
+                        universe, store, assets, universe.symbols, Deployment.from_environment().bars_source(universe)
+                    ).partitions(market_data),
+                )
+            opened = sessions_opened(watcher, database.db_name) - before
+            with watcher.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM event_logs")
+                [events] = cursor.fetchone()
+        finally:
+            watcher.close()
     assert not outcome.failures
     assert outcome.stages[0].cache == {"miss": 2 * len(universe.symbols)}
     # The worker's instance opens a few connections (its storages, Dagster's first look at the

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -101,10 +102,9 @@ def execute_outside_transaction(server: PostgresDatabase, statement: sql.Composa
         connection.close()
 
 
-@pytest.fixture(scope="session")
-def postgres_database() -> Iterator[PostgresDatabase]:
-    """A fresh, uniquely named database on the real server, dropped at the end of the session."""
-    server = start_postgres_server()
+@contextmanager
+def new_database(server: PostgresDatabase) -> Iterator[PostgresDatabase]:
+    """A fresh, uniquely named database on `server`'s server, dropped on leaving."""
     database = replace(server, db_name=f"intelligence_test_{uuid.uuid4().hex[:12]}")
     name = sql.Identifier(database.db_name)
     execute_outside_transaction(server, sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(name))
@@ -113,3 +113,10 @@ def postgres_database() -> Iterator[PostgresDatabase]:
     finally:
         # FORCE: instances that a failed test left open must not keep the database alive.
         execute_outside_transaction(server, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[PostgresDatabase]:
+    """A fresh, uniquely named database on the real server, dropped at the end of the session."""
+    with new_database(start_postgres_server()) as database:
+        yield database

@@ -33,6 +33,7 @@ from intelligence_assets.defs.partitions import (
 )
 from intelligence_assets.defs.processes import (
     available_cores,
+    collector_paused,
     forked_pool,
     prepare_worker,
     worker_libraries,
@@ -412,30 +413,31 @@ def materialize_universe(
     and the cache answers inside each). A partition that fails is left out of the later stages'
     runs and reported in the result; every healthy partition is still materialized.
     """
-    from intelligence_assets.definitions import (
-        LEADERBOARD_JOB,
-        MARKET_DATA_JOB,
-        PREDICTIONS_JOB,
-        REGISTRY_JOB,
-        SEARCH_JOB,
-        TRAINING_JOB,
-        build_assets,
-        build_jobs,
-    )
-    from intelligence_assets.defs.assets.market_data import BARS
-    from intelligence_assets.defs.gpus import GpuPlacement
-    from intelligence_assets.defs.partitions import register_symbols, remove_symbols_not_in
-    from intelligence_assets.defs.planner import asset_graph_of, plan_runs
-    from intelligence_assets.defs.resources.deployment import Deployment
+    with collector_paused():  # the definitions and the asset graph live until the demo ends
+        from intelligence_assets.definitions import (
+            LEADERBOARD_JOB,
+            MARKET_DATA_JOB,
+            PREDICTIONS_JOB,
+            REGISTRY_JOB,
+            SEARCH_JOB,
+            TRAINING_JOB,
+            build_assets,
+            build_jobs,
+        )
+        from intelligence_assets.defs.assets.market_data import BARS
+        from intelligence_assets.defs.gpus import GpuPlacement
+        from intelligence_assets.defs.partitions import register_symbols, remove_symbols_not_in
+        from intelligence_assets.defs.planner import asset_graph_of, plan_runs
+        from intelligence_assets.defs.resources.deployment import Deployment
 
-    deployment = Deployment.from_environment()
-    assets = build_assets(universe)
-    graph = asset_graph_of(assets)
-    # Each stage runs its job's assets, read from the job's selection.
-    stage_assets = {
-        job.name: [key.to_user_string() for key in job.selection.resolve(graph)]
-        for job in build_jobs(universe, deployment)
-    }
+        deployment = Deployment.from_environment()
+        assets = build_assets(universe)
+        graph = asset_graph_of(assets)
+        # Each stage runs its job's assets, read from the job's selection.
+        stage_assets = {
+            job.name: [key.to_user_string() for key in job.selection.resolve(graph)]
+            for job in build_jobs(universe, deployment)
+        }
     outcome = UniverseRun(market_data_assets=frozenset(stage_assets[MARKET_DATA_JOB]))
     bars_source = deployment.bars_source(universe)
     # Reported before anything is registered: a symbol without bars gets no partitions at all.

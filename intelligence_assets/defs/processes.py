@@ -7,12 +7,14 @@ training the heavy libraries, are imported once per process instead of once per 
 
 from __future__ import annotations
 
+import gc
 import importlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -62,6 +64,22 @@ def prepare_worker(libraries: tuple[str, ...], threads: int) -> None:
 # only, which read no environment at import. Our own modules read the universe and the deployment
 # from the environment when imported, so each worker imports them itself (see `forked_pool`).
 SHARED_LIBRARIES = ("dagster", "polars", "pyarrow")
+# Imported before anything else by each fork server; its docstring says why.
+FORK_SERVER_PRELOAD = "intelligence_assets.defs.fork_server_preload"
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pauses Python's cyclic garbage collector while the block imports and loads what the
+    process keeps for its whole life, then freezes everything alive (later collections skip
+    frozen objects) and resumes collecting: what `fork_server_preload` does for a fork server's
+    children, for a process that starts itself."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def forked_pool(
@@ -86,7 +104,7 @@ def forked_pool(
     environment at import, and every worker takes this process's environment as it is now.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([*SHARED_LIBRARIES, *libraries])
+    context.set_forkserver_preload([FORK_SERVER_PRELOAD, *SHARED_LIBRARIES, *libraries])
     multiprocessing.forkserver.ensure_running()
     return ProcessPoolExecutor(
         max_workers=workers,
@@ -102,12 +120,13 @@ def _start_worker(
     os.environ.clear()
     os.environ.update(environment)
     if initializer is not None:
-        initializer(*initargs)
+        with collector_paused():  # what the initializer loads stays for all the worker's tasks
+            initializer(*initargs)
 
 
 def step_process_executor(name: str, preload: tuple[str, ...] = ()) -> dg.ExecutorDefinition:
     """Dagster's multiprocess executor with each step forked from a server that has imported the
     definitions and `preload` once. Its default, spawn, starts every step in a fresh interpreter
     that imports them again: 1-2 s for the definitions, seconds more for torch or sklearn."""
-    start_method = {"forkserver": {"preload_modules": [DEFINITIONS_MODULE, *preload]}}
+    start_method = {"forkserver": {"preload_modules": [FORK_SERVER_PRELOAD, DEFINITIONS_MODULE, *preload]}}
     return dg.multiprocess_executor.configured({"start_method": start_method}, name=name)

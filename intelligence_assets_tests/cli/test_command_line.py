@@ -127,9 +127,9 @@ def test_training_job_runs_a_symbols_range_with_steps_forked_from_a_preloaded_se
     executor_def = training.executor_def
     mapped = executor_def.apply_config_mapping(process_config(executor_def.config_schema.config_type, {}).value)
     preloaded = mapped.value["config"]["start_method"]["forkserver"]["preload_modules"]
-    assert preloaded[0] == "intelligence_assets.definitions" and {"torch", "sklearn.linear_model", "mlflow"} <= set(
-        preloaded
-    )
+    # The collector's pause first (`fork_server_preload`), then the definitions and libraries.
+    assert preloaded[:2] == ["intelligence_assets.defs.fork_server_preload", "intelligence_assets.definitions"]
+    assert {"torch", "sklearn.linear_model", "mlflow"} <= set(preloaded)
 
     home = tmp_path / "home"
     home.mkdir()

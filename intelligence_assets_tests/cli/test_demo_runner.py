@@ -152,6 +152,42 @@ def test_a_worker_has_its_libraries_loaded_and_its_thread_pools_capped_to_its_sh
     assert all(threads == 1 for _, _, threads in pools), pools
 
 
+def _collector_state() -> tuple[bool, int]:
+    import gc
+
+    return gc.isenabled(), gc.get_freeze_count()
+
+
+def test_a_forked_worker_collects_garbage_but_not_what_its_server_imported() -> None:
+    """The server imports with the collector paused; each worker it forks freezes what it
+    inherited (Dagster, polars, pyarrow: a few hundred thousand objects), then collects again."""
+    from intelligence_assets.defs.processes import forked_pool
+
+    with forked_pool(1, ("polars",)) as pool:
+        enabled, frozen = pool.submit(_collector_state).result(timeout=120)
+    assert enabled
+    assert frozen > 100_000, frozen
+
+
+def test_the_collector_resumes_after_a_paused_block_even_when_it_fails() -> None:
+    import gc
+
+    import pytest
+
+    from intelligence_assets.defs.processes import collector_paused
+
+    frozen_before = gc.get_freeze_count()
+    try:
+        with pytest.raises(ValueError), collector_paused():
+            assert not gc.isenabled()
+            kept = [{"kept": index} for index in range(1000)]
+            raise ValueError("failed while loading")
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= frozen_before + len(kept)
+    finally:
+        gc.unfreeze()  # the test process's other tests collect as usual
+
+
 def _environment_and_parent(name: str) -> tuple[str | None, int]:
     return os.environ.get(name), os.getppid()
 

@@ -1,4 +1,5 @@
-"""Long-lived processes that run many steps: what they import ahead, and the threads they may use.
+"""Long-lived processes that run many steps: what they import ahead, the threads they may use, and
+how their garbage collector treats what they imported.
 
 Two kinds: `make demo`'s workers (each runs whole runs in-process) and the forkserver of Dagster's
 multiprocess executor (it forks one process per step). Either way the definitions, and for

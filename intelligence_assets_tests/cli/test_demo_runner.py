@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import dagster as dg
+import pytest
 from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests_with_backfill_policies
 from dagster._core.definitions.events import AssetKeyPartitionKey
 
@@ -153,8 +155,6 @@ def test_a_worker_has_its_libraries_loaded_and_its_thread_pools_capped_to_its_sh
 
 
 def _collector_state() -> tuple[bool, int]:
-    import gc
-
     return gc.isenabled(), gc.get_freeze_count()
 
 
@@ -170,17 +170,15 @@ def test_a_forked_worker_collects_garbage_but_not_what_its_server_imported() -> 
 
 
 def test_the_collector_resumes_after_a_paused_block_even_when_it_fails() -> None:
-    import gc
-
-    import pytest
-
     from intelligence_assets.defs.processes import collector_paused
 
     frozen_before = gc.get_freeze_count()
     try:
         with pytest.raises(ValueError), collector_paused():
             assert not gc.isenabled()
-            kept = [{"kept": index} for index in range(1000)]
+            # Lists, which the collector tracks (a dict of plain values it does not), so that
+            # each one counts among the frozen.
+            kept = [[index] for index in range(1000)]
             raise ValueError("failed while loading")
         assert gc.isenabled()
         assert gc.get_freeze_count() >= frozen_before + len(kept)

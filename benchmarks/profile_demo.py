@@ -5,13 +5,15 @@ idle threads left out) on a fresh embedded instance, then sorts every sample by 
 frame it passes through that belongs to one of the platform's duties: the event-log writes,
 MLflow tracking, the artifact store, the model compute, imports; the rest is Dagster's own run
 and step machinery or other. Writes benchmarks/results/profile.md and the samples themselves
-(collapsed stacks, gzipped: flamegraph.pl or speedscope.app read them) beside it.
+(collapsed stacks, gzipped: flamegraph.pl or speedscope.app read them) beside it. Every process
+also times its garbage collector's passes (`collector_probe/`), which no sample can show.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import shutil
 import subprocess
 import sys
@@ -25,6 +27,7 @@ from benchmarks.machine import describe_machine
 from intelligence_assets.config.universe import DEFAULT_UNIVERSE_PATH, REPOSITORY_ROOT
 
 RESULTS = REPOSITORY_ROOT / "benchmarks" / "results"
+COLLECTOR_PROBE = Path(__file__).parent / "collector_probe"
 RATE = 50
 
 # Innermost match wins: a log line written inside the training code counts as an event-log write.
@@ -76,6 +79,12 @@ def stored_events(home: Path) -> Counter:
     return counts
 
 
+def collector_seconds(directory: Path) -> list[tuple[float, int]]:
+    """(seconds, passes) of each process's garbage collector, most first (`collector_probe`)."""
+    totals = [path.read_text().split() for path in directory.glob("*.txt")]
+    return sorted(((float(seconds), int(passes)) for seconds, passes in totals), reverse=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -86,6 +95,10 @@ def main(argv: list[str] | None = None) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="intelligence-profile-"))
     try:
         env = fresh_home(scratch / "home", DEFAULT_UNIVERSE_PATH)
+        probe = scratch / "collector"
+        probe.mkdir()
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(COLLECTOR_PROBE), env.get("PYTHONPATH")]))
+        env["COLLECTOR_PROBE_DIRECTORY"] = str(probe)
         raw = scratch / "demo.raw"
         started = time.perf_counter()
         subprocess.run(
@@ -96,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         wall = time.perf_counter() - started
         seconds = account(raw)
         events = stored_events(scratch / "home")
+        collector = collector_seconds(probe)
         with raw.open("rb") as source, gzip.open(RESULTS / "profile_demo.collapsed.gz", "wb") as target:
             shutil.copyfileobj(source, target)
     finally:
@@ -118,6 +132,11 @@ def main(argv: list[str] | None = None) -> None:
             "|---|---|---:|---:|",
             *rows,
             f"| all | | {total:.1f} | |",
+            "",
+            f"Python's garbage collector, timed in every process (not in the samples above): "
+            f"{sum(seconds for seconds, _ in collector):.1f} s in all; by process, most first: "
+            + ", ".join(f"{seconds:.2f} s in {passes:,} passes" for seconds, passes in collector)
+            + ".",
             "",
             f"Events stored in the instance's event log: {sum(events.values()):,}.",
             "",

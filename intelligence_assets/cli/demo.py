@@ -21,7 +21,12 @@ from dataclasses import dataclass, field
 import dagster as dg
 import polars as pl
 
-from intelligence_assets.cli.home import hold_storage_connections, holding_home, open_instance_or_explain
+from intelligence_assets.cli.home import (
+    event_log_kept_open,
+    hold_storage_connections,
+    holding_home,
+    open_instance_or_explain,
+)
 from intelligence_assets.config.universe import Universe, exit_on_configuration_error, load_universe
 from intelligence_assets.defs.partitions import (
     RANGE_END_TAG,
@@ -280,14 +285,17 @@ def _run_partition(job_name: str, partitions: RunPartitions, log_level: str, ses
         partition_key = dg.MultiPartitionKey({SYMBOL_DIMENSION: symbol, TARGET_DIMENSION: target})
     else:
         partition_key = partitions
-    result = job.execute_in_process(
-        instance=_worker.instance,
-        partition_key=partition_key,
-        tags={**tags, DEMO_SESSION_TAG: session},
-        raise_on_error=False,
-        # Our own progress lines (INFO) on the console; Dagster's event stream stays in the UI.
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-    )
+    run_id = str(uuid.uuid4())  # as Dagster names runs; known before the run, to keep its event log open
+    with event_log_kept_open(_worker.instance, run_id):
+        result = job.execute_in_process(
+            instance=_worker.instance,
+            partition_key=partition_key,
+            tags={**tags, DEMO_SESSION_TAG: session},
+            raise_on_error=False,
+            run_id=run_id,
+            # Our own progress lines (INFO) on the console; Dagster's event stream stays in the UI.
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        )
     # A ranged run's partitions each log their own record (with `cache`) after the range's.
     cache = Counter(
         str(event.materialization.metadata["cache"].value)

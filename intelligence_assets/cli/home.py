@@ -17,7 +17,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -158,6 +158,33 @@ def hold_storage_connections(instance: DagsterInstance) -> DagsterInstance:
     statement timeout: a write must not be cut off on a loaded server."""
     instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=20)
     return instance
+
+
+@contextmanager
+def event_log_kept_open(instance: DagsterInstance, run_id: str) -> Iterator[None]:
+    """While the run `run_id` writes its events to the embedded SQLite event log: its shard and
+    the asset index each kept open by one idle connection. Dagster opens and closes a connection
+    for every event it writes, and closing a write-ahead-logged database's last connection
+    checkpoints it and deletes its log, which the next event creates again; with a second
+    connection open, SQLite checkpoints on its own schedule instead. Every event is committed as
+    before. Nothing changes on other storages."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
+
+    storage = instance.event_log_storage
+    if not isinstance(storage, SqliteEventLogStorage):
+        yield
+        return
+    with ExitStack() as held:
+        for shard, created_by_dagster in (
+            (run_id, storage.run_connection(run_id)),
+            (INDEX_SHARD_NAME, storage.index_connection()),
+        ):
+            with created_by_dagster:  # creates the shard, in write-ahead-log mode, if it is new
+                pass
+            connection = held.enter_context(closing(sqlite3.connect(storage.path_for_shard(shard))))
+            # A read maps the shard's log index: until then the connection does not count as open.
+            connection.execute("SELECT 1 FROM event_logs LIMIT 1").fetchall()
+        yield
 
 
 def open_instance_or_explain():

@@ -6,15 +6,24 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from intelligence_assets.cli.home import HOME_IN_USE, LOCK_FILE, HomeInUseError, exclusive_home
+from intelligence_assets.cli.home import (
+    HOME_IN_USE,
+    LOCK_FILE,
+    HomeInUseError,
+    event_log_kept_open,
+    exclusive_home,
+)
 from intelligence_assets_tests.conftest import fresh_home, home_environment, write_small_universe
 from intelligence_assets_tests.support.pipeline import materialize_command
 from intelligence_assets_tests.support.stored_state import StoredState, stored_state
@@ -299,3 +308,31 @@ def test_a_home_with_its_schema_version_stamped_twice_is_explained_and_repaired_
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_runs_count() == runs  # the history is intact
     assert_same_as(reference, home)
+
+
+def test_a_runs_event_log_stays_open_while_it_writes_and_every_event_is_committed(tmp_path: Path) -> None:
+    instance = dg.DagsterInstance.local_temp(str(tmp_path))
+    job = dg.define_asset_job("one_asset").resolve(
+        asset_graph=dg.Definitions(assets=[_one_asset]).resolve_asset_graph()
+    )
+    run_id = str(uuid.uuid4())
+    storage = instance.event_log_storage
+    run_shard, index_shard = Path(storage.path_for_shard(run_id)), Path(storage.path_for_shard("index"))
+    with event_log_kept_open(instance, run_id):
+        assert job.execute_in_process(instance=instance, run_id=run_id).success
+        # Committed as each was written: a reader of its own sees every event the instance reads.
+        with closing(sqlite3.connect(run_shard)) as reader:
+            committed = reader.execute("SELECT COUNT(*) FROM event_logs").fetchone()[0]
+        assert committed == len(instance.all_logs(run_id)) > 5
+        # Not checkpointed after every write: both logs still hold the run's events.
+        assert run_shard.with_name(run_shard.name + "-wal").exists()
+        assert index_shard.with_name(index_shard.name + "-wal").exists()
+    assert not run_shard.with_name(run_shard.name + "-wal").exists()  # the last close checkpoints
+    assert instance.get_latest_materialization_event(dg.AssetKey("_one_asset")) is not None
+    with event_log_kept_open(dg.DagsterInstance.ephemeral(), run_id):  # other storages: unchanged
+        pass
+
+
+@dg.asset
+def _one_asset() -> int:
+    return 1

@@ -23,8 +23,10 @@ def describe_machine() -> str:
         total_kb = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
         memory = f", {total_kb / 1024 / 1024:.0f} GiB RAM"
     load = ", load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
-    total = os.cpu_count() or 1
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
+    # Imported here: the module behind it loads Dagster, which only the measuring benchmarks need.
+    from intelligence_assets.defs.processes import available_cores
+
+    total, usable = os.cpu_count() or 1, available_cores()
     # A run pinned to some cores (taskset, a container's cpuset) is a machine of that many cores.
     cores = f"{usable} cores" if usable == total else f"{usable} of {total} cores (CPU affinity)"
     return (

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME
 
 from intelligence_assets.cli.home import (
     HOME_IN_USE,
@@ -317,7 +318,7 @@ def test_a_runs_event_log_stays_open_while_it_writes_and_every_event_is_committe
     )
     run_id = str(uuid.uuid4())
     storage = instance.event_log_storage
-    run_shard, index_shard = Path(storage.path_for_shard(run_id)), Path(storage.path_for_shard("index"))
+    run_shard, index_shard = Path(storage.path_for_shard(run_id)), Path(storage.path_for_shard(INDEX_SHARD_NAME))
     with event_log_kept_open(instance, run_id):
         assert job.execute_in_process(instance=instance, run_id=run_id).success
         # Committed as each was written: a reader of its own sees every event the instance reads.

@@ -51,5 +51,6 @@ def test_a_scratch_home_is_the_embedded_default_unless_asked(tmp_path: Path, mon
     for name in SET_BY_A_HOME:
         monkeypatch.setenv(name, "unset")
     with scratch_home(2, 1, CHEAPEST_SETTINGS, tmp_path / "kept"):
-        assert "sqlite" in yaml.safe_load((tmp_path / "kept" / "home" / "dagster.yaml").read_text())["storage"]
+        storage = yaml.safe_load((tmp_path / "kept" / "home" / "dagster.yaml").read_text())["storage"]
+        assert storage["custom"]["class"] == "EmbeddedSqliteStorage"
         assert os.environ["DAGSTER_HOME"] == str(tmp_path / "kept" / "home")

@@ -17,7 +17,7 @@ trap 'rm -rf "$work"' EXIT
 git worktree add --quiet --detach "$work/earlier" "$rev"
 trap 'git worktree remove --force "$work/earlier"; rm -rf "$work"' EXIT
 mkdir "$work/home"
-cp dagster.yaml "$work/home/"
+cp "$work/earlier/dagster.yaml" "$work/home/"  # the home as REV made it; this checkout reads its instance too
 echo "store_compatibility: $rev's demo into $work/home" >&2
 (cd "$work/earlier" && DAGSTER_HOME="$work/home" "$OLDPWD/.venv/bin/python" -m intelligence_assets.cli.demo >"$work/earlier.log" 2>&1) \
     || { tail -20 "$work/earlier.log" >&2; echo "store_compatibility: $rev's demo failed" >&2; exit 1; }

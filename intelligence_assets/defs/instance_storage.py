@@ -99,5 +99,6 @@ class EmbeddedSqliteStorage(DagsterSqliteStorage):
         self._event_log_storage = SqliteEventLogStorageKeepingEngines(shards_directory)
 
     @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: dict) -> EmbeddedSqliteStorage:  # type: ignore[override]
+    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: dict) -> EmbeddedSqliteStorage:
+        # Dagster's own builds `DagsterSqliteStorage`, not `cls`: the instance would lose the kept engines.
         return cls.from_local(inst_data=inst_data, **config_value)
